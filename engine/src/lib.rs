@@ -1,0 +1,1 @@
+//! The Duplex storage engine (filled by the engine issue).

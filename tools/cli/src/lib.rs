@@ -1,0 +1,1 @@
+//! duplexctl and duplex-recover, the Duplex admin tools (filled by later issues).

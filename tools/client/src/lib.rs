@@ -1,0 +1,1 @@
+//! The Duplex failover client (filled by the server issue).

@@ -1,0 +1,1 @@
+//! RESP and peer-link frame codecs (filled by the server issue).

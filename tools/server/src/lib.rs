@@ -1,0 +1,1 @@
+//! duplexd, the Duplex server daemon (filled by the server issue).
