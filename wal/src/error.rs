@@ -1,0 +1,217 @@
+//! The WAL's one error type.
+//!
+//! Corruption is typed (`Corrupt { file, offset, kind }`) so callers and tools can tell a
+//! damaged file from an I/O failure without reading message text. Every `Display` says what
+//! happened and what an operator can do about it.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for the WAL crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the WAL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed on `path`.
+    #[error("I/O error during {op} on {path}: {source} (check the disk, its free space and permissions)")]
+    Io {
+        /// What the WAL was doing (e.g. "write", "fsync", "open").
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Bytes on disk fail a check. Nothing past this point was used.
+    #[error("corrupt WAL data in {file} at offset {offset}: {kind} (keep the file for analysis; restore from a backup plus archive, or open with RecoveryMode::TruncateCorruptTail to cut the log here, losing what follows)")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damaged structure within the file.
+        offset: u64,
+        /// What exactly is wrong.
+        kind: CorruptKind,
+    },
+
+    /// An earlier write or fsync failed; the log refuses further writes (fail-stop).
+    #[error("the WAL is poisoned: an earlier {op} failed on {file}: {reason}; no further writes are accepted. Records acknowledged before the failure are safe; restart the process once the disk is healthy")]
+    Poisoned {
+        /// The operation that failed first.
+        op: &'static str,
+        /// The file it failed on.
+        file: PathBuf,
+        /// The original error, as text (the `io::Error` itself was returned to the first caller).
+        reason: String,
+    },
+
+    /// A record payload exceeds the configured maximum; nothing was written.
+    #[error("record of {len} bytes exceeds the maximum record size of {max} bytes; nothing was written (raise WalOptions::max_record_size or split the data)")]
+    RecordTooLarge {
+        /// Size of the offending payload.
+        len: u64,
+        /// Configured maximum.
+        max: u64,
+    },
+
+    /// A caller passed a record kind that is reserved (0).
+    #[error("record kind 0 is reserved for empty space; use a kind between 1 and 255")]
+    ReservedKind,
+
+    /// `append_batch` was called with no records.
+    #[error("an empty batch cannot be appended")]
+    EmptyBatch,
+
+    /// The configuration cannot work.
+    #[error("invalid WAL configuration: {0}")]
+    Config(String),
+
+    /// A segment in the directory belongs to another node.
+    #[error("segment {file} belongs to node {found}, but this WAL was opened as node {expected}; point the WAL at its own directory")]
+    NodeMismatch {
+        /// The segment file.
+        file: PathBuf,
+        /// Node id configured by the caller.
+        expected: u64,
+        /// Node id found in the segment header.
+        found: u64,
+    },
+
+    /// Records are missing between two segments.
+    #[error("gap in the log: records after LSN {after_lsn} are missing; the next segment {next_file} starts at LSN {next_first_lsn} (find the missing segment in the archive or a backup)")]
+    Gap {
+        /// Last LSN present before the gap.
+        after_lsn: u64,
+        /// First LSN of the segment after the gap.
+        next_first_lsn: u64,
+        /// The segment after the gap.
+        next_file: PathBuf,
+    },
+
+    /// A reader was asked to start at an LSN the log no longer (or not yet) holds.
+    #[error("LSN {requested} is not available: the log holds LSNs {first} to {last} (older records may be in the archive)")]
+    LsnUnavailable {
+        /// The LSN asked for.
+        requested: u64,
+        /// First LSN held.
+        first: u64,
+        /// Last LSN held.
+        last: u64,
+    },
+
+    /// The WAL was closed.
+    #[error("the WAL is closed")]
+    Closed,
+}
+
+/// The ways bytes on disk can be wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// The segment does not start with the WAL magic bytes.
+    BadMagic,
+    /// The segment was written by a format version this build cannot read.
+    UnsupportedVersion(u32),
+    /// The segment header fails its checksum.
+    HeaderCrc {
+        /// CRC stored in the header.
+        expected: u32,
+        /// CRC computed over the header.
+        actual: u32,
+    },
+    /// A record fails its checksum.
+    CrcMismatch {
+        /// CRC stored in the record.
+        expected: u32,
+        /// CRC computed over the record.
+        actual: u32,
+    },
+    /// A record's length field is beyond the configured maximum.
+    LengthTooLarge {
+        /// Length found.
+        len: u64,
+        /// Maximum allowed.
+        max: u64,
+    },
+    /// The file ends inside a header or record.
+    Truncated,
+    /// A record's LSN is not the one that must come next.
+    BadLsn {
+        /// LSN that must come next.
+        expected: u64,
+        /// LSN found.
+        found: u64,
+    },
+    /// A record's reserved bytes or padding are not zero.
+    NonZeroReserved,
+    /// A record of reserved kind 0 with a non-zero body.
+    BadKind,
+    /// Zeroed bytes where a record must be (valid records follow them).
+    Zeroed,
+    /// A batch that a later record shows must have been complete is cut short.
+    IncompleteBatch,
+    /// A segment's name does not match the first LSN in its header.
+    NameMismatch {
+        /// LSN in the file name.
+        name_lsn: u64,
+        /// LSN in the header.
+        header_lsn: u64,
+    },
+}
+
+impl fmt::Display for CorruptKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptKind::BadMagic => write!(f, "not a Duplex WAL segment (bad magic)"),
+            CorruptKind::UnsupportedVersion(v) => {
+                write!(f, "unsupported segment format version {v}")
+            }
+            CorruptKind::HeaderCrc { expected, actual } => write!(
+                f,
+                "segment header checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
+            ),
+            CorruptKind::CrcMismatch { expected, actual } => write!(
+                f,
+                "record checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
+            ),
+            CorruptKind::LengthTooLarge { len, max } => {
+                write!(f, "record length {len} exceeds the maximum {max}")
+            }
+            CorruptKind::Truncated => write!(f, "file ends inside a record"),
+            CorruptKind::BadLsn { expected, found } => {
+                write!(f, "record has LSN {found}, expected {expected}")
+            }
+            CorruptKind::NonZeroReserved => write!(f, "reserved bytes or padding are not zero"),
+            CorruptKind::BadKind => write!(f, "record of reserved kind 0"),
+            CorruptKind::IncompleteBatch => write!(f, "batch cut short"),
+            CorruptKind::Zeroed => write!(f, "zeroed bytes where a record must be"),
+            CorruptKind::NameMismatch {
+                name_lsn,
+                header_lsn,
+            } => write!(
+                f,
+                "segment named for LSN {name_lsn} but its header says {header_lsn}"
+            ),
+        }
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when this error reports damaged bytes on disk.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Gap { .. })
+    }
+}

@@ -1,0 +1,107 @@
+//! Configuration of a [`crate::Wal`], every field with its default and its bounds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{MAX_RECORD_SIZE_LIMIT, SEGMENT_HEADER_LEN};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Acknowledge after the record is fsynced (default). Concurrent appends share one
+    /// write and one fsync (group commit).
+    #[default]
+    Always,
+    /// Acknowledge once the record is handed to the operating system; a background thread
+    /// fsyncs at this interval. A power loss may lose up to one interval of acknowledged
+    /// records; a process crash loses none.
+    Interval(Duration),
+    /// Acknowledge once the record is handed to the operating system; fsync only on
+    /// rotation, `sync()` and close.
+    Never,
+}
+
+/// What opening does with a damaged record that valid records follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open and report file and offset (default). A torn tail is still cut.
+    #[default]
+    Strict,
+    /// Keep a copy of the segment as `<name>.broken`, then cut the log at the damaged
+    /// record, losing every record after it. For an operator who has decided so.
+    TruncateCorruptTail,
+}
+
+/// Options for [`crate::Wal::open`].
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Node id written into every segment header; opening a directory written by another
+    /// node fails. Default 1.
+    pub node_id: u64,
+    /// Maximum segment file size in bytes; a segment rotates when the next batch would not
+    /// fit (a single batch larger than this gets a segment of its own). Default 64 MiB,
+    /// minimum 4 KiB.
+    pub segment_size: u64,
+    /// Maximum payload of one record in bytes. Default 16 MiB, at most 1 GiB. A length field
+    /// above it on disk is corruption, and nothing is allocated from it.
+    pub max_record_size: u32,
+    /// When appends are acknowledged. Default [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// Reserve each new segment's full size up front (fallocate), so that appends overwrite
+    /// allocated blocks and fdatasync has no allocation metadata to write. Default true.
+    pub preallocate: bool,
+    /// Handling of mid-log damage at open. Default [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
+    /// If set, every closed segment is copied here (file and directory fsynced) by a
+    /// background thread. Default none.
+    pub archive_dir: Option<PathBuf>,
+    /// LSN of the first record when the directory holds no segment. Default 1.
+    pub initial_lsn: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            node_id: 1,
+            segment_size: 64 << 20,
+            max_record_size: 16 << 20,
+            sync: SyncPolicy::Always,
+            preallocate: true,
+            recovery: RecoveryMode::Strict,
+            archive_dir: None,
+            initial_lsn: 1,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Checks the options; the message names the field and its bounds.
+    pub fn validate(&self) -> Result<()> {
+        if self.segment_size < 4096 {
+            return Err(Error::Config(format!(
+                "segment_size {} is below the minimum of 4096 bytes",
+                self.segment_size
+            )));
+        }
+        if self.max_record_size == 0 || self.max_record_size > MAX_RECORD_SIZE_LIMIT {
+            return Err(Error::Config(format!(
+                "max_record_size {} must be between 1 and {MAX_RECORD_SIZE_LIMIT}",
+                self.max_record_size
+            )));
+        }
+        if self.initial_lsn == 0 {
+            return Err(Error::Config("initial_lsn must be at least 1".into()));
+        }
+        if let SyncPolicy::Interval(d) = self.sync {
+            if d.is_zero() {
+                return Err(Error::Config(
+                    "SyncPolicy::Interval needs a non-zero interval (use Always for an fsync per commit)"
+                        .into(),
+                ));
+            }
+        }
+        debug_assert!(self.segment_size > SEGMENT_HEADER_LEN);
+        Ok(())
+    }
+}

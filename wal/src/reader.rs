@@ -1,0 +1,320 @@
+//! Reading the log from any LSN, across segments and across directories (live + archive),
+//! as one stream.
+//!
+//! Checks made while reading: every segment header, every record CRC, consecutive LSNs
+//! within and across segments (a missing segment is a [`Error::Gap`]), and complete batches.
+//! Only the last segment of the stream may end in a torn tail; the records of an incomplete
+//! batch there are never returned.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::{parse_segment_file_name, FLAG_BATCH_CONTINUES, RECORD_ALIGN};
+use crate::segment::{SegmentCursor, Step};
+use crate::storage::Storage;
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Log sequence number.
+    pub lsn: u64,
+    /// Caller-defined kind, 1..=255.
+    pub kind: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Options for [`WalReader::open`].
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Largest payload accepted; a larger length field is corruption. Default 16 MiB.
+    pub max_record_size: u32,
+    /// Stop after this LSN (inclusive). Default: read to the end.
+    pub until_lsn: Option<u64>,
+    /// Treat a torn tail in the last segment as an error instead of the end of the log.
+    /// Verification of an archive wants this. Default false.
+    pub strict_tail: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_record_size: 16 << 20,
+            until_lsn: None,
+            strict_tail: false,
+        }
+    }
+}
+
+/// Where a torn tail was found by a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub file: PathBuf,
+    /// Offset of the first byte that is not part of a complete batch.
+    pub offset: u64,
+    /// What was wrong there.
+    pub kind: CorruptKind,
+}
+
+/// An iterator over records from a starting LSN. Yields `Result<Record>`; after an error
+/// it yields nothing more.
+#[derive(Debug)]
+pub struct WalReader {
+    storage: Arc<dyn Storage>,
+    segments: Vec<(u64, PathBuf)>,
+    next_segment: usize,
+    cursor: Option<SegmentCursor>,
+    /// LSN the next record must carry.
+    expected: u64,
+    from: u64,
+    opts: ReadOptions,
+    /// Records of a batch whose end has not been seen yet.
+    batch: Vec<Record>,
+    /// The last record read had the batch-continues flag.
+    in_batch: bool,
+    ready: VecDeque<Record>,
+    done: bool,
+    torn: Option<TornTail>,
+    bytes_read: u64,
+}
+
+/// Lists the segments in `dirs`, first directory winning when two hold the same segment,
+/// sorted by first LSN. A directory that does not exist holds nothing.
+pub fn list_segments(storage: &dyn Storage, dirs: &[PathBuf]) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found: std::collections::BTreeMap<u64, PathBuf> = Default::default();
+    for dir in dirs {
+        if !storage.exists(dir) {
+            continue;
+        }
+        let names = storage
+            .list(dir)
+            .map_err(|e| Error::io("list directory", dir, e))?;
+        for n in names {
+            if let Some(lsn) = parse_segment_file_name(&n) {
+                found.entry(lsn).or_insert_with(|| dir.join(&n));
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+impl WalReader {
+    /// Opens a reader over the segments of `dirs` starting at `from_lsn` (0 means the first
+    /// record there is).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dirs: &[PathBuf],
+        from_lsn: u64,
+        opts: ReadOptions,
+    ) -> Result<Self> {
+        let segments = list_segments(&*storage, dirs)?;
+        let first = segments.first().map(|s| s.0).unwrap_or(1);
+        let from = if from_lsn == 0 { first } else { from_lsn };
+        if from < first {
+            return Err(Error::LsnUnavailable {
+                requested: from,
+                first,
+                last: first - 1,
+            });
+        }
+        // Start at the last segment that begins at or before `from`.
+        let start = segments
+            .iter()
+            .rposition(|s| s.0 <= from)
+            .unwrap_or(0);
+        let expected = segments.get(start).map(|s| s.0).unwrap_or(from);
+        Ok(WalReader {
+            storage,
+            segments,
+            next_segment: start,
+            cursor: None,
+            expected,
+            from,
+            opts,
+            batch: Vec::new(),
+            in_batch: false,
+            ready: VecDeque::new(),
+            done: false,
+            torn: None,
+            bytes_read: 0,
+        })
+    }
+
+    /// Opens a reader over one directory (or one segment file's directory) from the start.
+    pub fn open_dir(storage: Arc<dyn Storage>, dir: &Path) -> Result<Self> {
+        Self::open(storage, &[dir.to_path_buf()], 0, ReadOptions::default())
+    }
+
+    /// The torn tail that ended the stream, if it ended in one.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
+    }
+
+    /// Bytes of records (headers, payloads, padding) read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// LSN of the last record returned or skipped so far.
+    pub fn last_lsn(&self) -> u64 {
+        self.expected - 1
+    }
+
+    /// The next record, `None` at the end of the log.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Ok(Some(r));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            if let Err(e) = self.advance() {
+                self.done = true;
+                self.ready.clear();
+                return Err(e);
+            }
+        }
+    }
+
+    fn corrupt(path: &Path, offset: u64, kind: CorruptKind) -> Error {
+        Error::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            kind,
+        }
+    }
+
+    /// Reads until at least one record is ready or the stream ends.
+    fn advance(&mut self) -> Result<()> {
+        if self.cursor.is_none() {
+            let Some((first, path)) = self.segments.get(self.next_segment).cloned() else {
+                return self.finish();
+            };
+            let cur = SegmentCursor::open(&*self.storage, &path, self.opts.max_record_size)?;
+            let h = *cur.header();
+            if h.first_lsn != first {
+                return Err(Self::corrupt(
+                    &path,
+                    0,
+                    CorruptKind::NameMismatch {
+                        name_lsn: first,
+                        header_lsn: h.first_lsn,
+                    },
+                ));
+            }
+            if h.first_lsn != self.expected {
+                return Err(Error::Gap {
+                    after_lsn: self.expected - 1,
+                    next_first_lsn: h.first_lsn,
+                    next_file: path,
+                });
+            }
+            self.next_segment += 1;
+            self.cursor = Some(cur);
+        }
+        let is_last = self.next_segment == self.segments.len();
+        let until = self.opts.until_lsn.unwrap_or(u64::MAX);
+        let Some(cur) = self.cursor.as_mut() else {
+            return Ok(());
+        };
+        let path = &self.segments[self.next_segment - 1].1;
+        loop {
+            let (stop, kind) = match cur.next_step()? {
+                Step::Record(r, off) => {
+                    if r.lsn != self.expected {
+                        return Err(Self::corrupt(
+                            path,
+                            off,
+                            CorruptKind::BadLsn {
+                                expected: self.expected,
+                                found: r.lsn,
+                            },
+                        ));
+                    }
+                    if r.lsn > until {
+                        self.batch.clear();
+                        self.done = true;
+                        return Ok(());
+                    }
+                    self.expected += 1;
+                    self.bytes_read += r.size as u64;
+                    if r.lsn >= self.from {
+                        self.batch.push(Record {
+                            lsn: r.lsn,
+                            kind: r.kind,
+                            payload: r.payload.to_vec(),
+                        });
+                    }
+                    self.in_batch = r.flags & FLAG_BATCH_CONTINUES != 0;
+                    if !self.in_batch {
+                        self.ready.extend(self.batch.drain(..));
+                        if !self.ready.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+                Step::End(off) => (off, None),
+                Step::Bad(off, kind) => (off, Some(kind)),
+            };
+            // The segment's records stop here. Valid records after this point mean damage.
+            if cur
+                .valid_record_after(stop + RECORD_ALIGN as u64, self.expected)?
+                .is_some()
+            {
+                let kind = kind.unwrap_or(CorruptKind::Zeroed);
+                return Err(Self::corrupt(path, stop, kind));
+            }
+            let batch_open = self.in_batch || kind.is_some();
+            if !is_last && batch_open {
+                return Err(Self::corrupt(
+                    path,
+                    stop,
+                    kind.unwrap_or(CorruptKind::IncompleteBatch),
+                ));
+            }
+            if is_last {
+                if batch_open {
+                    let tail = TornTail {
+                        file: path.clone(),
+                        offset: stop,
+                        kind: kind.unwrap_or(CorruptKind::IncompleteBatch),
+                    };
+                    if self.opts.strict_tail {
+                        return Err(Self::corrupt(&tail.file, tail.offset, tail.kind));
+                    }
+                    self.torn = Some(tail);
+                    self.batch.clear();
+                }
+                return self.finish();
+            }
+            self.cursor = None;
+            return Ok(());
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.done = true;
+        if self.from > self.expected {
+            let first = self.segments.first().map(|s| s.0).unwrap_or(self.from);
+            return Err(Error::LsnUnavailable {
+                requested: self.from,
+                first,
+                last: self.expected - 1,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for WalReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record().transpose()
+    }
+}
