@@ -121,10 +121,7 @@ impl WalReader {
             });
         }
         // Start at the last segment that begins at or before `from`.
-        let start = segments
-            .iter()
-            .rposition(|s| s.0 <= from)
-            .unwrap_or(0);
+        let start = segments.iter().rposition(|s| s.0 <= from).unwrap_or(0);
         let expected = segments.get(start).map(|s| s.0).unwrap_or(from);
         Ok(WalReader {
             storage,

@@ -123,7 +123,8 @@ impl SegmentCursor {
                     let (lsn, kind, flags, size) = (r.lsn, r.kind, r.flags, r.size);
                     let payload_len = r.payload.len();
                     self.pos = off + size as u64;
-                    let start = usize::try_from(off - self.buf_off).unwrap_or(0) + RECORD_HEADER_LEN;
+                    let start =
+                        usize::try_from(off - self.buf_off).unwrap_or(0) + RECORD_HEADER_LEN;
                     let payload = &self.buf[start..start + payload_len];
                     let r = RawRecord {
                         lsn,

@@ -66,6 +66,8 @@ pub trait Storage: Send + Sync + Debug + 'static {
 }
 
 /// An open file.
+// A file's length is a size, not a collection count: `is_empty` would mean nothing here.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns 0 at end of file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -170,10 +172,7 @@ impl Storage for StdStorage {
     fn copy_prefix(&self, from: &Path, to: &Path, len: u64) -> io::Result<u64> {
         use std::os::fd::AsRawFd;
         let src = File::open(from)?;
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(to)?;
+        let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
         let mut copied = 0u64;
         while copied < len {
             let chunk = usize::try_from((len - copied).min(1 << 30)).unwrap_or(1 << 30);
@@ -197,7 +196,9 @@ impl Storage for StdStorage {
                 if copied == 0
                     && matches!(
                         err.raw_os_error(),
-                        Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+                        Some(libc::EXDEV)
+                            | Some(libc::ENOSYS)
+                            | Some(libc::EOPNOTSUPP)
                             | Some(libc::EINVAL)
                     )
                 {
@@ -254,7 +255,10 @@ impl StorageFile for StdFile {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let Ok(len_off) = libc::off_t::try_from(len) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "length too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "length too large",
+            ));
         };
         // SAFETY: the descriptor is open; fallocate only reads its arguments.
         let rc = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, len_off) };

@@ -159,6 +159,9 @@ struct Shared {
     segs: Mutex<Segments>,
     segs_cond: Condvar,
     archive_tx: Mutex<Option<mpsc::Sender<u64>>>,
+    /// Held while a segment is copied, so the background archiver and `archive_closed`
+    /// never copy the same segment at once.
+    archive_lock: Mutex<()>,
 }
 
 /// A segmented write-ahead log. Cheap to share: wrap it in an `Arc`; every method takes
@@ -242,6 +245,7 @@ impl Wal {
             }),
             segs_cond: Condvar::new(),
             archive_tx: Mutex::new(None),
+            archive_lock: Mutex::new(()),
         });
         let mut wal = Wal {
             shared,
@@ -355,7 +359,14 @@ impl Wal {
                 } else {
                     0
                 };
-                encode_record(&mut chunk.buf, first + i as u64, e.kind, flags, e.payload, *crc);
+                encode_record(
+                    &mut chunk.buf,
+                    first + i as u64,
+                    e.kind,
+                    flags,
+                    e.payload,
+                    *crc,
+                );
             }
             chunk.last_lsn = last;
         }
@@ -583,7 +594,11 @@ impl Shared {
 
     /// Takes every pending chunk, writes it (and fsyncs if `sync`) without holding the
     /// state lock, then publishes the new written/durable LSNs. Caller checked `!flushing`.
-    fn flush_locked<'a>(&'a self, mut st: MutexGuard<'a, State>, sync: bool) -> MutexGuard<'a, State> {
+    fn flush_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        sync: bool,
+    ) -> MutexGuard<'a, State> {
         debug_assert!(!st.flushing);
         st.flushing = true;
         let chunks = std::mem::take(&mut st.pending);
@@ -694,6 +709,7 @@ impl Shared {
         let Some(archive_dir) = self.opts.archive_dir.as_ref() else {
             return;
         };
+        let _copying = self.archive_lock.lock();
         let info = {
             let segs = self.segs.lock();
             segs.list
@@ -790,7 +806,9 @@ fn recover(
         let path = dir.join(&name);
         let is_last = i + 1 == count;
         let scan = match scan_segment(storage, &path, opts.max_record_size) {
-            Err(Error::Corrupt { offset: 0, .. }) if is_last && header_never_written(storage, &path)? => {
+            Err(Error::Corrupt { offset: 0, .. })
+                if is_last && header_never_written(storage, &path)? =>
+            {
                 // Created but its header never reached the disk: nothing was ever in it.
                 storage
                     .remove_file(&path)
@@ -874,7 +892,10 @@ fn recover(
                     broken_copy: Some(broken),
                 });
             }
-            Tail::Torn { at: offset, kind, .. } | Tail::Corrupt { offset, kind } => {
+            Tail::Torn {
+                at: offset, kind, ..
+            }
+            | Tail::Corrupt { offset, kind } => {
                 return Err(Error::Corrupt {
                     file: path,
                     offset,
@@ -901,7 +922,10 @@ fn recover(
         last.archived = false;
     }
     report.segments = list.len();
-    report.first_lsn = list.first().map(|s| s.first_lsn).unwrap_or(opts.initial_lsn);
+    report.first_lsn = list
+        .first()
+        .map(|s| s.first_lsn)
+        .unwrap_or(opts.initial_lsn);
     report.last_lsn = list
         .last()
         .map(|s| s.last_lsn.unwrap_or(s.first_lsn - 1))

@@ -51,12 +51,21 @@ fn power_loss_run(seed: u64, threads: u64, sync: SyncPolicy) {
             std::thread::spawn(move || {
                 let mut seq = 0u64;
                 loop {
-                    let n = if rng.gen_bool(0.2) { rng.gen_range(2..5) } else { 1 };
+                    let n = if rng.gen_bool(0.2) {
+                        rng.gen_range(2..5)
+                    } else {
+                        1
+                    };
                     let bodies: Vec<Vec<u8>> = (0..n)
                         .map(|i| payload(tag(t, seq + i), rng.gen_range(0..300)))
                         .collect();
-                    let entries: Vec<Entry<'_>> =
-                        bodies.iter().map(|b| Entry { kind: 7, payload: b }).collect();
+                    let entries: Vec<Entry<'_>> = bodies
+                        .iter()
+                        .map(|b| Entry {
+                            kind: 7,
+                            payload: b,
+                        })
+                        .collect();
                     match wal.append_batch(&entries) {
                         Ok(last) => {
                             let mut a = acked.lock();
@@ -113,7 +122,10 @@ fn power_loss_run(seed: u64, threads: u64, sync: SyncPolicy) {
     }
     // The log continues after recovery.
     let last = recs.len() as u64;
-    assert_eq!(wal.append(1, b"after").expect("append after recovery"), last + 1);
+    assert_eq!(
+        wal.append(1, b"after").expect("append after recovery"),
+        last + 1
+    );
     wal.close().expect("close");
     assert_eq!(read_dir(&sim, "/wal").len() as u64, last + 1);
 }
@@ -162,7 +174,9 @@ fn failed_fsync_poisons_the_log_and_names_the_file() {
         let at = failed_at.unwrap_or_else(|| panic!("k={k}: the fsync failure was not reported"));
         assert!(wal.is_poisoned());
         // Fail-stop: every later call fails too, even though the disk "works" again.
-        let err = wal.append(1, b"later").expect_err("poisoned log must refuse");
+        let err = wal
+            .append(1, b"later")
+            .expect_err("poisoned log must refuse");
         assert!(matches!(err, Error::Poisoned { .. }), "{err}");
         assert!(wal.sync().is_err());
         assert!(err.to_string().contains("restart"), "{err}");

@@ -13,7 +13,11 @@ use duplex_wal::{CorruptKind, Entry, Error, RecoveryMode, WalOptions};
 fn write_records(sim: &SimStorage, n: u64, opts: &WalOptions) -> PathBuf {
     let wal = sim_open(sim, "/wal", opts.clone()).expect("open");
     for tag in 1..=n {
-        assert_eq!(wal.append(1, &payload(tag, (tag as usize * 7) % 300)).expect("append"), tag);
+        assert_eq!(
+            wal.append(1, &payload(tag, (tag as usize * 7) % 300))
+                .expect("append"),
+            tag
+        );
     }
     let last = last_segment(&wal);
     wal.close().expect("close");
@@ -32,13 +36,18 @@ fn torn_last_record_is_cut_and_reported() {
     let offs = record_offsets(&image, 4096);
     let (last_off, last_size) = offs[19];
     // Damage the middle of the last record: nothing valid follows, so it is a torn tail.
-    sim.corrupt(&seg, last_off + last_size as u64 / 2, 0xFF).expect("corrupt");
+    sim.corrupt(&seg, last_off + last_size as u64 / 2, 0xFF)
+        .expect("corrupt");
     let wal = sim_open(&sim, "/wal", opts.clone()).expect("torn tail must open");
     let rep = wal.recovery_report().clone();
     let t = rep.truncated.expect("a truncation is reported");
     assert_eq!(t.file, seg);
     assert_eq!(t.offset, last_off);
-    assert!(t.bytes > 0 && t.bytes <= last_size as u64, "cut {} bytes", t.bytes);
+    assert!(
+        t.bytes > 0 && t.bytes <= last_size as u64,
+        "cut {} bytes",
+        t.bytes
+    );
     assert_eq!(rep.last_lsn, 19);
     // The log continues at LSN 20, and the cut bytes were erased.
     assert_eq!(wal.append(1, &payload(99, 10)).expect("append"), 20);
@@ -77,7 +86,10 @@ fn corruption_followed_by_valid_records_is_a_hard_error_naming_file_and_offset()
     );
     // A message an operator can act on.
     let msg = err.to_string();
-    assert!(msg.contains("00000000000000000001.wal") && msg.contains(&off.to_string()), "{msg}");
+    assert!(
+        msg.contains("00000000000000000001.wal") && msg.contains(&off.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -175,7 +187,10 @@ fn truncate_corrupt_tail_mode_keeps_a_copy_and_continues() {
     .expect("repair mode opens");
     let t = wal.recovery_report().truncated.clone().expect("cut");
     let broken = t.broken_copy.expect("copy kept");
-    assert_eq!(sim.contents(&broken).expect("broken copy")[..image.len().min(64)], image[..64]);
+    assert_eq!(
+        sim.contents(&broken).expect("broken copy")[..image.len().min(64)],
+        image[..64]
+    );
     assert_eq!(t.offset, off);
     assert_eq!(wal.last_lsn(), 12);
     assert_eq!(wal.append(1, &payload(500, 3)).expect("append"), 13);
@@ -195,7 +210,13 @@ fn incomplete_batch_at_the_tail_is_cut_whole() {
     let wal = sim_open(&sim, "/wal", opts.clone()).expect("open");
     wal.append(1, b"before").expect("append");
     let bodies: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 100)).collect();
-    let entries: Vec<Entry<'_>> = bodies.iter().map(|b| Entry { kind: 2, payload: b }).collect();
+    let entries: Vec<Entry<'_>> = bodies
+        .iter()
+        .map(|b| Entry {
+            kind: 2,
+            payload: b,
+        })
+        .collect();
     assert_eq!(wal.append_batch(&entries).expect("batch"), 6);
     let seg = last_segment(&wal);
     wal.close().expect("close");
@@ -227,7 +248,14 @@ fn segment_of_another_node_is_refused() {
     )
     .expect_err("foreign node");
     assert!(
-        matches!(err, Error::NodeMismatch { expected: 2, found: 1, .. }),
+        matches!(
+            err,
+            Error::NodeMismatch {
+                expected: 2,
+                found: 1,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -244,7 +272,8 @@ fn segment_whose_header_never_reached_disk_is_removed() {
         let f = sim.open(&path, OpenMode::CreateNew).expect("create");
         f.set_len(8192).expect("len");
         f.sync_data().expect("sync");
-        sim.sync_dir(std::path::Path::new("/wal")).expect("sync dir");
+        sim.sync_dir(std::path::Path::new("/wal"))
+            .expect("sync dir");
     }
     let wal = sim_open(&sim, "/wal", opts).expect("open");
     assert_eq!(wal.recovery_report().removed_segments, vec![path.clone()]);
@@ -258,7 +287,9 @@ fn bad_header_is_reported() {
     let seg = write_records(&sim, 5, &small_opts());
     sim.corrupt(&seg, 20, 0x01).expect("corrupt");
     match sim_open(&sim, "/wal", small_opts()) {
-        Err(Error::Corrupt { offset: 0, kind, .. }) => {
+        Err(Error::Corrupt {
+            offset: 0, kind, ..
+        }) => {
             assert!(matches!(kind, CorruptKind::HeaderCrc { .. }), "{kind:?}")
         }
         other => panic!("expected header corruption, got {other:?}"),
