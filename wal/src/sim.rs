@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{LockGuard, OpenMode, Storage, StorageFile};
 
 /// What a crash keeps of unsynced writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,8 @@ struct State {
     fail_write_at: Option<u64>,
     writes: u64,
     power_off_at: Option<u64>,
+    locks: BTreeMap<PathBuf, u64>,
+    lock_tokens: u64,
 }
 
 /// An in-memory file system with crash simulation. Cheap to clone: clones share state.
@@ -159,6 +161,7 @@ impl SimStorage {
         s.fail_sync_at = None;
         s.fail_write_at = None;
         s.power_off_at = None;
+        s.locks.clear();
     }
 
     /// Flips bits: XORs `mask` into the byte at `offset` of `path`, in both images.
@@ -361,6 +364,40 @@ impl Storage for SimStorage {
     fn exists(&self, path: &Path) -> bool {
         let s = self.state.lock();
         s.live.contains_key(path) || s.dirs.contains(path)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let mut s = self.state.lock();
+        s.tick()?;
+        if s.locks.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
+        }
+        s.lock_tokens += 1;
+        let token = s.lock_tokens;
+        s.locks.insert(path.to_path_buf(), token);
+        Ok(LockGuard::new(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+            token,
+        })))
+    }
+}
+
+/// Releases a simulated lock on drop (a crash releases it too: the process is gone).
+#[derive(Debug)]
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+    token: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        // A lock taken after a crash belongs to someone else: leave it.
+        if s.locks.get(&self.path) == Some(&self.token) {
+            s.locks.remove(&self.path);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// True if `path` names an existing file or directory.
     fn exists(&self, path: &Path) -> bool;
+
+    /// Takes an exclusive advisory lock on `path` (created if missing), held until the
+    /// returned guard is dropped. Fails with `WouldBlock` if another holder has it.
+    fn lock(&self, path: &Path) -> io::Result<LockGuard>;
 
     /// Copies the first `len` bytes of `from` into the new file `to` (which must not exist)
     /// and returns the number of bytes copied. Does not sync. The real implementation uses
@@ -88,6 +93,17 @@ pub trait StorageFile: Send + Sync + Debug {
         Ok(())
     }
 
+    /// A read-only view of the file's first `len` bytes. The real implementation maps the
+    /// file (memmap2); the default reads it into memory. Callers must only map bytes that
+    /// no longer change.
+    fn map(&self, len: u64) -> io::Result<Mapped> {
+        let n = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        let mut buf = vec![0u8; n];
+        self.read_exact_at(&mut buf, 0)?;
+        Ok(Mapped(Arc::new(buf)))
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` if the file
     /// is shorter.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
@@ -103,6 +119,39 @@ pub trait StorageFile: Send + Sync + Debug {
             offset += n as u64;
         }
         Ok(())
+    }
+}
+
+/// A read-only byte view returned by [`StorageFile::map`]; cheap to clone.
+#[derive(Clone)]
+pub struct Mapped(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Mapped {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} bytes)", self.bytes().len())
+    }
+}
+
+/// Holds a lock taken with [`Storage::lock`]; dropping it releases the lock.
+pub struct LockGuard(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+
+impl LockGuard {
+    /// Wraps whatever keeps the lock alive.
+    pub fn new(inner: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        LockGuard(inner)
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockGuard")
     }
 }
 
@@ -167,6 +216,23 @@ impl Storage for StdStorage {
 
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        use std::os::fd::AsRawFd;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: the descriptor is open for the duration of the call.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The lock lives as long as the descriptor: keep the file open in the guard.
+        Ok(LockGuard::new(Box::new(f)))
     }
 
     fn copy_prefix(&self, from: &Path, to: &Path, len: u64) -> io::Result<u64> {
@@ -250,6 +316,18 @@ impl StorageFile for StdFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn map(&self, len: u64) -> io::Result<Mapped> {
+        if len == 0 {
+            return Ok(Mapped(Arc::new(Vec::new())));
+        }
+        let n = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        // SAFETY: callers map only committed bytes, which are never written again; the
+        // file is never truncated below a length that a live map covers.
+        let map = unsafe { memmap2::MmapOptions::new().len(n).map(&self.0)? };
+        Ok(Mapped(Arc::new(map)))
     }
 
     fn preallocate(&self, len: u64) -> io::Result<()> {
