@@ -1,1 +1,34 @@
-//! The Duplex storage engine (filled by the engine issue).
+//! `duplex-engine`: the database each Duplex server embeds.
+//!
+//! A tour of the main types:
+//! - [`Database`] opens a data directory (WAL + append-only page store), takes puts,
+//!   deletes and atomic [`WriteBatch`]es (each one WAL record, acknowledged once durable),
+//!   and serves gets and ordered scans through consistent [`Snapshot`]s.
+//! - Every version carries a [`Stamp`]: a hybrid-logical-clock [`Timestamp`] and its origin
+//!   node. [`Stamp::wins_over`] is the last-writer-wins rule replicas converge with; deletes
+//!   are tombstones with their own stamp.
+//! - Checkpoints merge recent writes into a copy-on-write B+tree appended to the store file
+//!   ([`tree`]); bytes below the committed length never change, so a backup is a plain copy.
+//!   Compaction rewrites the live tree into a new generation file.
+//! - [`Digest`] summarizes contents independently of history, to compare replicas.
+//!
+//! Byte layouts are specified in `docs/FORMAT.md` and implemented in [`format`] and
+//! [`batch`].
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod batch;
+mod db;
+mod error;
+pub mod format;
+mod hlc;
+mod snapshot;
+pub mod store;
+pub mod tree;
+
+pub use batch::{Op, WriteBatch};
+pub use db::{Config, Database, Stats, LOCK_NAME, WAL_DIR};
+pub use duplex_wal::SyncPolicy;
+pub use error::{CorruptKind, Error, Result};
+pub use hlc::{Hlc, Stamp, Timestamp};
+pub use snapshot::{entry_hash, Digest, MemVersion, ScanIter, Snapshot, Version};

@@ -1,0 +1,771 @@
+//! The [`Database`]: open with WAL replay, the write path, reads through snapshots, and
+//! checkpoints (with compaction) on a background thread.
+//!
+//! Write path: validate, stamp with the HLC, append one WAL record (group-committed, durable
+//! under the sync policy), then apply to the active memtable under last-writer-wins. A
+//! reader therefore never sees a write that is not yet durable.
+//!
+//! Checkpoint: freeze the active memtable (the `gate` lock makes sure every WAL record up to
+//! the frozen LSN has been applied), merge it into the tree by appending blocks and a
+//! checkpoint record, fsync, switch the manifest, then drop WAL segments below the
+//! checkpoint. Writers keep going into a new active memtable meanwhile.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use duplex_wal::{LockGuard, StdStorage, Storage, SyncPolicy, Wal, WalOptions};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch::{decode_batch, encode_batch, LoggedBatch, Op, WriteBatch, KIND_BATCH};
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN};
+use crate::hlc::{Hlc, Stamp, Timestamp};
+use crate::snapshot::{Digest, MemTable, MemVersion, ScanIter, Snapshot, Version};
+use crate::store::{create_store, open_store, read_manifest, view_at, write_manifest};
+use crate::tree::{TreeView, TreeWriter, Update};
+
+/// Configuration of a [`Database`]; every field has a default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id, stamped on every local write. Default 1.
+    pub node_id: u64,
+    /// When writes are acknowledged. Default [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// WAL segment size in bytes. Default 64 MiB.
+    pub segment_size: u64,
+    /// Longest key in bytes (1..=65535). Default 4 KiB.
+    pub max_key_size: usize,
+    /// Longest value in bytes (at most 256 MiB). Default 16 MiB.
+    pub max_value_size: usize,
+    /// Checkpoint once this many bytes were logged since the last one. Default 64 MiB.
+    pub checkpoint_wal_bytes: u64,
+    /// Checkpoint at least this often when anything changed; `None` for never by time.
+    /// Default 5 minutes.
+    pub checkpoint_interval: Option<Duration>,
+    /// Compact (rewrite into a new generation) when dead bytes exceed this share of the
+    /// store file. Default 0.5.
+    pub compaction_dead_ratio: f64,
+    /// Never compact a store file smaller than this. Default 64 MiB.
+    pub compaction_min_bytes: u64,
+    /// Copy every closed WAL segment here (see the WAL). Default none.
+    pub archive_dir: Option<PathBuf>,
+    /// Run checkpoints on a background thread. Default true; tests turn it off to
+    /// checkpoint only when they say so.
+    pub background: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            sync: SyncPolicy::Always,
+            segment_size: 64 << 20,
+            max_key_size: 4096,
+            max_value_size: 16 << 20,
+            checkpoint_wal_bytes: 64 << 20,
+            checkpoint_interval: Some(Duration::from_secs(300)),
+            compaction_dead_ratio: 0.5,
+            compaction_min_bytes: 64 << 20,
+            archive_dir: None,
+            background: true,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<()> {
+        if self.max_key_size == 0 || self.max_key_size > u16::MAX as usize {
+            return Err(Error::Config(format!(
+                "max_key_size {} must be between 1 and 65535",
+                self.max_key_size
+            )));
+        }
+        if self.max_value_size > 256 << 20 {
+            return Err(Error::Config(format!(
+                "max_value_size {} exceeds 256 MiB",
+                self.max_value_size
+            )));
+        }
+        if !(0.0..1.0).contains(&self.compaction_dead_ratio) {
+            return Err(Error::Config(
+                "compaction_dead_ratio must be in [0, 1)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn wal_options(&self, initial_lsn: u64) -> WalOptions {
+        WalOptions {
+            node_id: self.node_id,
+            segment_size: self.segment_size,
+            // One batch is one record: room for the largest key and value plus headers.
+            max_record_size: (self.max_value_size + self.max_key_size + (1 << 20)) as u32,
+            sync: self.sync,
+            archive_dir: self.archive_dir.clone(),
+            initial_lsn,
+            ..WalOptions::default()
+        }
+    }
+}
+
+/// Counters and sizes, for INFO-style reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Last LSN appended to the WAL.
+    pub last_lsn: u64,
+    /// LSN covered by the current checkpoint.
+    pub checkpoint_lsn: u64,
+    /// Store generation.
+    pub generation: u64,
+    /// Committed bytes of the store file.
+    pub store_bytes: u64,
+    /// Bytes of the store reachable from the current root.
+    pub live_bytes: u64,
+    /// Entries in the tree (tombstones included).
+    pub tree_entries: u64,
+    /// Entries in the active memtable.
+    pub memtable_entries: usize,
+    /// Bytes logged since the last checkpoint.
+    pub wal_bytes_since_checkpoint: u64,
+    /// Checkpoints taken since open.
+    pub checkpoints: u64,
+    /// Compactions done since open.
+    pub compactions: u64,
+}
+
+#[derive(Debug)]
+struct Mem {
+    active: MemTable,
+    frozen: Option<MemTable>,
+    tree: Arc<TreeView>,
+}
+
+#[derive(Debug, Default)]
+struct Bg {
+    stop: bool,
+    wake: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    cfg: Config,
+    wal: Wal,
+    clock: Hlc,
+    mem: RwLock<Mem>,
+    /// Shared by writers from WAL append to memtable apply; taken exclusively to freeze.
+    gate: RwLock<()>,
+    /// One checkpoint or compaction at a time.
+    ckpt_lock: Mutex<()>,
+    wal_bytes: AtomicU64,
+    checkpoints: AtomicU64,
+    compactions: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+    bg: Mutex<Bg>,
+    bg_cond: Condvar,
+    _lock: LockGuard,
+}
+
+/// An embedded Duplex database. Share it between threads with an `Arc`.
+#[derive(Debug)]
+pub struct Database {
+    inner: Arc<Inner>,
+    bg: Option<JoinHandle<()>>,
+}
+
+/// Name of the lock file in the data directory.
+pub const LOCK_NAME: &str = "LOCK";
+/// Name of the WAL directory inside the data directory.
+pub const WAL_DIR: &str = "wal";
+
+impl Database {
+    /// Opens (or creates) the database in `dir` on the real file system.
+    pub fn open(dir: impl Into<PathBuf>, cfg: Config) -> Result<Database> {
+        Self::open_with(Arc::new(StdStorage), dir, cfg)
+    }
+
+    /// Opens (or creates) the database in `dir` on the given storage.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        cfg: Config,
+    ) -> Result<Database> {
+        cfg.validate()?;
+        let dir = dir.into();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = storage.lock(&dir.join(LOCK_NAME)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { dir: dir.clone() }
+            } else {
+                Error::io("lock", dir.join(LOCK_NAME), e)
+            }
+        })?;
+        let view = open_or_create_store(&storage, &dir, cfg.node_id)?;
+        let wal = Wal::open_with(
+            storage.clone(),
+            dir.join(WAL_DIR),
+            cfg.wal_options(view.ckpt.lsn + 1),
+        )?;
+        if wal.last_lsn() < view.ckpt.lsn {
+            return Err(Error::Corrupt {
+                file: dir.join(WAL_DIR),
+                offset: 0,
+                kind: CorruptKind::Invalid(
+                    "the WAL ends before the checkpoint LSN (WAL segments were lost)",
+                ),
+            });
+        }
+        let clock = Hlc::new(Timestamp(view.ckpt.max_ts));
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            cfg,
+            wal,
+            clock,
+            mem: RwLock::new(Mem {
+                active: MemTable::new(),
+                frozen: None,
+                tree: Arc::new(view),
+            }),
+            gate: RwLock::new(()),
+            ckpt_lock: Mutex::new(()),
+            wal_bytes: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            poisoned: Mutex::new(None),
+            bg: Mutex::new(Bg::default()),
+            bg_cond: Condvar::new(),
+            _lock: lock,
+        });
+        inner.replay()?;
+        let bg = if inner.cfg.background {
+            let i = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("duplex-checkpoint".into())
+                    .spawn(move || i.background())
+                    .map_err(|e| Error::io("spawn checkpoint thread", &inner.dir, e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Database { inner, bg })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// The write-ahead log (for backup, archive and replication code).
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// The value of `key`, `None` if absent or deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snapshot().get(key)
+    }
+
+    /// The current version of `key` (stamp and value), tombstones included.
+    pub fn version(&self, key: &[u8]) -> Result<Option<Version>> {
+        self.snapshot().version(key)
+    }
+
+    /// Sets `key` to `value`; returns the WAL LSN once durable.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b)
+    }
+
+    /// Deletes `key` (a tombstone); returns the WAL LSN once durable.
+    pub fn delete(&self, key: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b)
+    }
+
+    /// Applies a batch atomically: one WAL record, all operations visible at once. Returns
+    /// its LSN once durable. An empty batch writes nothing and returns the last LSN.
+    pub fn write(&self, batch: WriteBatch) -> Result<u64> {
+        self.inner.write_local(batch)
+    }
+
+    /// A consistent read view.
+    pub fn snapshot(&self) -> Snapshot {
+        let m = self.inner.mem.read();
+        Snapshot {
+            active: m.active.clone(),
+            frozen: m.frozen.clone(),
+            tree: m.tree.clone(),
+        }
+    }
+
+    /// Live pairs with keys within the bounds, in key order, from a snapshot taken now.
+    pub fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<ScanIter> {
+        self.snapshot().scan(start, end)
+    }
+
+    /// Digest of the whole database's live contents (see [`Snapshot::digest`]).
+    pub fn digest(&self) -> Result<Digest> {
+        self.snapshot().digest(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// Digest of the live contents within the bounds.
+    pub fn digest_range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Digest> {
+        self.snapshot().digest(start, end)
+    }
+
+    /// Takes a checkpoint now (compacting if the dead-space threshold is passed).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint(false)
+    }
+
+    /// Rewrites the store into a new generation now, whatever its dead space.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.checkpoint(true)
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> Stats {
+        let i = &*self.inner;
+        let m = i.mem.read();
+        Stats {
+            last_lsn: i.wal.last_lsn(),
+            checkpoint_lsn: m.tree.ckpt.lsn,
+            generation: m.tree.file.generation,
+            store_bytes: m.tree.committed,
+            live_bytes: m.tree.ckpt.live_bytes,
+            tree_entries: m.tree.ckpt.entries,
+            memtable_entries: m.active.len(),
+            wal_bytes_since_checkpoint: i.wal_bytes.load(Ordering::Relaxed),
+            checkpoints: i.checkpoints.load(Ordering::Relaxed),
+            compactions: i.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checkpoints, closes the WAL and stops the background thread. Reopening after a
+    /// clean close replays nothing.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
+        let res = self.inner.checkpoint(false);
+        let sync = self.inner.wal.sync().map(|_| ());
+        res.and(sync.map_err(Error::from))
+    }
+
+    fn stop_background(&mut self) {
+        {
+            let mut bg = self.inner.bg.lock();
+            bg.stop = true;
+            self.inner.bg_cond.notify_all();
+        }
+        if let Some(h) = self.bg.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+/// Opens the current store, or creates generation 1 with an empty checkpoint; removes
+/// store files of other generations (leftovers of an interrupted or finished compaction).
+fn open_or_create_store(storage: &Arc<dyn Storage>, dir: &Path, node_id: u64) -> Result<TreeView> {
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let gens: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_store_file_name(n))
+        .collect();
+    let view = match read_manifest(&**storage, dir)? {
+        Some(m) => {
+            if m.node_id != node_id {
+                return Err(Error::Config(format!(
+                    "{} belongs to node {}, but this database was opened as node {node_id}",
+                    dir.display(),
+                    m.node_id
+                )));
+            }
+            open_store(storage, dir, &m, node_id)?
+        }
+        None if !gens.is_empty() => {
+            return Err(Error::Corrupt {
+                file: dir.join(crate::store::MANIFEST_NAME),
+                offset: 0,
+                kind: CorruptKind::Invalid("manifest missing but store files exist"),
+            })
+        }
+        None => {
+            let f = create_store(storage, dir, node_id, 1)?;
+            let ckpt = Checkpoint::default();
+            let (off, committed) = TreeWriter::new(&f, FILE_HEADER_LEN as u64).finish(&ckpt)?;
+            write_manifest(
+                &**storage,
+                dir,
+                &Manifest {
+                    node_id,
+                    generation: 1,
+                    checkpoint_offset: off,
+                    committed_len: committed,
+                    checkpoint_lsn: 0,
+                },
+            )?;
+            view_at(f, off, committed)?
+        }
+    };
+    for g in gens {
+        if g != view.file.generation {
+            let p = dir.join(crate::format::store_file_name(g));
+            storage
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove old store", &p, e))?;
+        }
+    }
+    Ok(view)
+}
+
+impl Inner {
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn validate(&self, batch: &WriteBatch) -> Result<()> {
+        for op in batch.ops() {
+            let k = op.key().len();
+            if k == 0 || k > self.cfg.max_key_size {
+                return Err(Error::KeyTooLarge {
+                    len: k,
+                    max: self.cfg.max_key_size,
+                });
+            }
+            if let Some(v) = op.value() {
+                if v.len() > self.cfg.max_value_size {
+                    return Err(Error::ValueTooLarge {
+                        len: v.len(),
+                        max: self.cfg.max_value_size,
+                    });
+                }
+            }
+        }
+        let max = self.wal.options().max_record_size as usize;
+        if batch.encoded_len() > max {
+            return Err(Error::BatchTooLarge {
+                len: batch.encoded_len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_local(&self, batch: WriteBatch) -> Result<u64> {
+        self.validate(&batch)?;
+        self.check_poisoned()?;
+        if batch.is_empty() {
+            return Ok(self.wal.last_lsn());
+        }
+        let _g = self.gate.read();
+        let stamp = Stamp {
+            ts: self.clock.now(),
+            origin: self.cfg.node_id,
+        };
+        let payload = encode_batch(stamp, 0, &batch);
+        let lsn = self.wal.append(KIND_BATCH, &payload)?;
+        self.apply(stamp, batch.ops)?;
+        let logged = self
+            .wal_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed)
+            + payload.len() as u64;
+        if logged >= self.cfg.checkpoint_wal_bytes {
+            let mut bg = self.bg.lock();
+            bg.wake = true;
+            self.bg_cond.notify_all();
+        }
+        Ok(lsn)
+    }
+
+    /// Applies operations with one stamp to the active memtable, last writer wins against
+    /// every layer. The tree is consulted only when it may hold a newer version.
+    fn apply(&self, stamp: Stamp, ops: Vec<Op>) -> Result<()> {
+        let mut m = self.mem.write();
+        let check_tree = stamp.ts.0 <= m.tree.ckpt.max_ts;
+        for op in ops {
+            let key = op.key();
+            let current = match m.active.get(key) {
+                Some(v) => Some(v.stamp),
+                None => match m.frozen.as_ref().and_then(|f| f.get(key)) {
+                    Some(v) => Some(v.stamp),
+                    None if check_tree => m.tree.get(key)?.map(|(s, _)| s),
+                    None => None,
+                },
+            };
+            // Equal stamps mean the same batch (stamps are unique per batch): its later
+            // operation on a key replaces the earlier one.
+            if current.is_some_and(|c| c.wins_over(&stamp)) {
+                continue;
+            }
+            let (key, value) = match op {
+                Op::Put { key, value } => (key, Some(Arc::from(value))),
+                Op::Delete { key } => (key, None),
+            };
+            m.active.insert(key, MemVersion { stamp, value });
+        }
+        Ok(())
+    }
+
+    /// Replays the WAL after the checkpoint into the active memtable.
+    fn replay(&self) -> Result<()> {
+        let from = self.mem.read().tree.ckpt.lsn + 1;
+        if from > self.wal.last_lsn() {
+            return Ok(());
+        }
+        let (max_key, max_value) = (self.cfg.max_key_size, self.cfg.max_value_size);
+        let mut bytes = 0u64;
+        for rec in self.wal.read_from(from)? {
+            let rec = rec?;
+            if rec.kind != KIND_BATCH {
+                continue;
+            }
+            let LoggedBatch { stamp, ops, .. } = decode_batch(&rec.payload, max_key, max_value)
+                .map_err(|kind| Error::Corrupt {
+                    file: self.dir.join(WAL_DIR),
+                    offset: rec.lsn,
+                    kind,
+                })?;
+            self.clock.observe(stamp.ts);
+            self.apply(stamp, ops)?;
+            bytes += rec.payload.len() as u64;
+        }
+        self.wal_bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn background(&self) {
+        let mut last = Instant::now();
+        loop {
+            {
+                let mut bg = self.bg.lock();
+                if bg.stop {
+                    return;
+                }
+                if !bg.wake {
+                    self.bg_cond.wait_for(&mut bg, Duration::from_millis(200));
+                }
+                bg.wake = false;
+                if bg.stop {
+                    return;
+                }
+            }
+            let due_bytes = self.wal_bytes.load(Ordering::Relaxed) >= self.cfg.checkpoint_wal_bytes;
+            let due_time = self
+                .cfg
+                .checkpoint_interval
+                .is_some_and(|d| last.elapsed() >= d)
+                && self.wal_bytes.load(Ordering::Relaxed) > 0;
+            if due_bytes || due_time {
+                last = Instant::now();
+                if self.checkpoint(false).is_err() {
+                    // The error poisoned the database; writers report it.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&self, force_compact: bool) -> Result<()> {
+        let _one = self.ckpt_lock.lock();
+        self.check_poisoned()?;
+        let (frozen, lsn, tree) = {
+            let _g = self.gate.write();
+            let mut m = self.mem.write();
+            let f = std::mem::take(&mut m.active);
+            m.frozen = Some(f.clone());
+            (f, self.wal.last_lsn(), m.tree.clone())
+        };
+        self.wal_bytes.store(0, Ordering::Relaxed);
+        if frozen.is_empty() && lsn == tree.ckpt.lsn && !force_compact {
+            self.mem.write().frozen = None;
+            return Ok(());
+        }
+        let compact = force_compact || self.should_compact(&tree);
+        let res = if compact {
+            self.compact_into_new(&tree, &frozen, lsn)
+        } else {
+            self.append_checkpoint(&tree, &frozen, lsn)
+        };
+        let view = match res {
+            Ok(v) => v,
+            Err(e) => {
+                // The store may hold a half-written checkpoint and its fsync state is
+                // unknown: stop writes. Reads keep working from the frozen memtable.
+                *self.poisoned.lock() = Some(format!("checkpoint failed: {e}"));
+                return Err(e);
+            }
+        };
+        {
+            let mut m = self.mem.write();
+            m.tree = Arc::new(view);
+            m.frozen = None;
+        }
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        if compact {
+            self.compactions.fetch_add(1, Ordering::Relaxed);
+            tree.file.retire();
+        }
+        self.wal.remove_segments_below(lsn + 1)?;
+        Ok(())
+    }
+
+    fn should_compact(&self, tree: &TreeView) -> bool {
+        let size = tree.committed;
+        size >= self.cfg.compaction_min_bytes
+            && (tree.ckpt.live_bytes as f64) < size as f64 * (1.0 - self.cfg.compaction_dead_ratio)
+    }
+
+    fn origins(tree: &TreeView) -> Vec<(u64, u64)> {
+        tree.ckpt.origins.clone()
+    }
+
+    fn append_checkpoint(&self, tree: &TreeView, frozen: &MemTable, lsn: u64) -> Result<TreeView> {
+        let file = tree.file.clone();
+        let mut w = TreeWriter::new(&file, tree.committed);
+        let ups: Vec<Update<'_>> = frozen
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
+            .collect();
+        let root = w.merge(tree, &ups)?;
+        let ckpt = Checkpoint {
+            lsn,
+            root,
+            entries: tree.ckpt.entries + w.added,
+            live_bytes: (tree.ckpt.live_bytes + w.written).saturating_sub(w.dead),
+            max_ts: tree.ckpt.max_ts.max(self.clock.last().0),
+            prev: tree.ckpt_offset,
+            origins: Self::origins(tree),
+        };
+        let (off, committed) = w.finish(&ckpt)?;
+        write_manifest(
+            &*self.storage,
+            &self.dir,
+            &Manifest {
+                node_id: self.cfg.node_id,
+                generation: file.generation,
+                checkpoint_offset: off,
+                committed_len: committed,
+                checkpoint_lsn: lsn,
+            },
+        )?;
+        view_at(file, off, committed)
+    }
+
+    fn compact_into_new(
+        &self,
+        tree: &Arc<TreeView>,
+        frozen: &MemTable,
+        lsn: u64,
+    ) -> Result<TreeView> {
+        let generation = tree.file.generation + 1;
+        let file = create_store(&self.storage, &self.dir, self.cfg.node_id, generation)?;
+        let mut w = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
+        let merged = MergeIter {
+            tree: tree.cursor(Bound::Unbounded)?,
+            tree_peek: None,
+            mem: frozen.iter().peekable(),
+            started: false,
+        };
+        let root = w.bulk(merged)?;
+        let ckpt = Checkpoint {
+            lsn,
+            root,
+            entries: w.added,
+            live_bytes: w.written,
+            max_ts: tree.ckpt.max_ts.max(self.clock.last().0),
+            prev: 0,
+            origins: Self::origins(tree),
+        };
+        let (off, committed) = w.finish(&ckpt)?;
+        write_manifest(
+            &*self.storage,
+            &self.dir,
+            &Manifest {
+                node_id: self.cfg.node_id,
+                generation,
+                checkpoint_offset: off,
+                committed_len: committed,
+                checkpoint_lsn: lsn,
+            },
+        )?;
+        view_at(file, off, committed)
+    }
+}
+
+/// Merges the tree's entries with a frozen memtable in key order, last writer wins.
+struct MergeIter<'a, I: Iterator<Item = (&'a Vec<u8>, &'a MemVersion)>> {
+    tree: crate::tree::TreeCursor,
+    tree_peek: Option<(Vec<u8>, crate::tree::TreeVersion)>,
+    mem: std::iter::Peekable<I>,
+    started: bool,
+}
+
+impl<'a, I: Iterator<Item = (&'a Vec<u8>, &'a MemVersion)>> Iterator for MergeIter<'a, I> {
+    type Item = Result<crate::tree::OwnedEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            match self.tree.next_entry() {
+                Ok(p) => self.tree_peek = p,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let take_tree = match (&self.tree_peek, self.mem.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((tk, _)), Some((mk, _))) => tk < *mk,
+        };
+        if take_tree {
+            let (k, (s, v)) = self.tree_peek.take()?;
+            if let Err(e) = self.tree.next_entry().map(|p| self.tree_peek = p) {
+                return Some(Err(e));
+            }
+            return Some(Ok((k, s, v)));
+        }
+        let (mk, mv) = self.mem.next()?;
+        let mut out = (
+            mk.clone(),
+            mv.stamp,
+            mv.value.as_deref().map(<[u8]>::to_vec),
+        );
+        if matches!(&self.tree_peek, Some((tk, _)) if tk == mk) {
+            if let Some((_, (ts, tv))) = self.tree_peek.take() {
+                if !mv.stamp.wins_over(&ts) {
+                    out = (mk.clone(), ts, tv);
+                }
+            }
+            if let Err(e) = self.tree.next_entry().map(|p| self.tree_peek = p) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(out))
+    }
+}

@@ -1,0 +1,142 @@
+//! The engine's one error type. WAL errors pass through unchanged in [`Error::Wal`];
+//! damage in the page store or manifest is typed like the WAL's, with file and offset.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the write-ahead log (I/O, corruption, poisoning).
+    #[error(transparent)]
+    Wal(#[from] duplex_wal::Error),
+
+    /// An operating-system call failed on `path`.
+    #[error("I/O error during {op} on {path}: {source} (check the disk, its free space and permissions)")]
+    Io {
+        /// What the engine was doing.
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Bytes in the page store or manifest fail a check. Nothing wrong was returned.
+    #[error("corrupt data in {file} at offset {offset}: {kind} (restore this node from a backup plus archive, or rebuild it from a peer)")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Offset of the damaged block.
+        offset: u64,
+        /// What is wrong.
+        kind: CorruptKind,
+    },
+
+    /// Another process (or another `Database` in this one) has the directory open.
+    #[error("the database in {dir} is already open (its LOCK file is held); stop the other process or use another directory")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
+    /// A key is empty or longer than the configured limit; nothing was written.
+    #[error("key of {len} bytes is outside the allowed 1..={max} bytes; nothing was written")]
+    KeyTooLarge {
+        /// Key length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+
+    /// A value is longer than the configured limit; nothing was written.
+    #[error("value of {len} bytes exceeds the maximum of {max} bytes; nothing was written (raise Config::max_value_size)")]
+    ValueTooLarge {
+        /// Value length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+
+    /// A batch is larger than one WAL record may be; nothing was written.
+    #[error("batch of {len} encoded bytes exceeds the maximum of {max}; split it")]
+    BatchTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Maximum.
+        max: usize,
+    },
+
+    /// An earlier write to the page store failed; the database refuses writes.
+    #[error("the database is poisoned: {0}; restart the process once the disk is healthy (acknowledged writes are safe in the WAL)")]
+    Poisoned(String),
+
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The database was closed.
+    #[error("the database is closed")]
+    Closed,
+}
+
+/// The ways engine bytes on disk can be wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// Wrong magic bytes.
+    #[error("bad magic (not a Duplex file of this kind)")]
+    BadMagic,
+    /// A format version this build cannot read.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u32),
+    /// A checksum mismatch.
+    #[error("checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")]
+    CrcMismatch {
+        /// Stored CRC.
+        expected: u32,
+        /// Computed CRC.
+        actual: u32,
+    },
+    /// A structure extends past the end of the file or its container.
+    #[error("truncated structure")]
+    Truncated,
+    /// A field holds an impossible value.
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+    /// A block of another kind was found where this kind was expected.
+    #[error("expected a {expected} block, found kind {found}")]
+    WrongBlock {
+        /// What was expected.
+        expected: &'static str,
+        /// Kind byte found.
+        found: u8,
+    },
+    /// A WAL record's payload is not a valid engine record.
+    #[error("invalid WAL record payload: {0}")]
+    BadRecord(&'static str),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when this error reports damaged bytes on disk.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Corrupt { .. } => true,
+            Error::Wal(e) => e.is_corruption(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Store files and the manifest: creating a store generation, opening the current one at
+//! its committed length, and switching the manifest atomically.
+//!
+//! Invariants:
+//! - bytes of a store file below its committed length never change;
+//! - the manifest is replaced only by write-temp, fsync, rename, fsync-directory, so it is
+//!   always either the old or the new one;
+//! - a store file is deleted only when it is retired (a newer generation is current) and the
+//!   last reader of it (a tree view, a backup) lets go.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use duplex_wal::{OpenMode, Storage, StorageFile};
+
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::{
+    decode_block, kind, store_file_name, Checkpoint, Manifest, StoreHeader, FILE_HEADER_LEN,
+};
+use crate::tree::TreeView;
+
+/// Name of the manifest file in the data directory.
+pub const MANIFEST_NAME: &str = "MANIFEST";
+
+/// An open store file, shared by every view of it.
+#[derive(Debug)]
+pub struct StoreFile {
+    storage: Arc<dyn Storage>,
+    /// Path of the file.
+    pub path: PathBuf,
+    /// The open handle.
+    pub file: Box<dyn StorageFile>,
+    /// Generation number.
+    pub generation: u64,
+    retired: AtomicBool,
+}
+
+impl StoreFile {
+    /// Marks the file for deletion once the last reference is dropped.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for StoreFile {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) {
+            // Best effort: a leftover old generation is also removed at the next open.
+            let _ = self.storage.remove_file(&self.path);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn corrupt(file: &Path, offset: u64, kind: CorruptKind) -> Error {
+    Error::Corrupt {
+        file: file.to_path_buf(),
+        offset,
+        kind,
+    }
+}
+
+/// Creates store file `generation` with its header, fsynced with its directory.
+pub fn create_store(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    node_id: u64,
+    generation: u64,
+) -> Result<Arc<StoreFile>> {
+    let path = dir.join(store_file_name(generation));
+    if storage.exists(&path) {
+        // A leftover from a compaction that never became current.
+        storage
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove stale store", &path, e))?;
+    }
+    let file = storage
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create store", &path, e))?;
+    let header = StoreHeader {
+        node_id,
+        generation,
+        created_ms: now_ms(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    duplex_wal::sync_file_and_dir(&**storage, &*file, &path)
+        .map_err(|e| Error::io("fsync", &path, e))?;
+    Ok(Arc::new(StoreFile {
+        storage: storage.clone(),
+        path,
+        file,
+        generation,
+        retired: AtomicBool::new(false),
+    }))
+}
+
+/// Reads the manifest; `None` if the directory has none (a new database).
+pub fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST_NAME);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let f = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let mut b = [0u8; FILE_HEADER_LEN];
+    let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
+    if len != FILE_HEADER_LEN as u64 {
+        return Err(corrupt(&path, 0, CorruptKind::Truncated));
+    }
+    f.read_exact_at(&mut b, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+    Manifest::decode(&b)
+        .map(Some)
+        .map_err(|k| corrupt(&path, 0, k))
+}
+
+/// Replaces the manifest atomically.
+pub fn write_manifest(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST_NAME);
+    let tmp = dir.join("MANIFEST.tmp");
+    let f = storage
+        .open(&tmp, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all_at(&m.encode(), 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Opens the store generation the manifest names, cuts anything after its committed
+/// length (an interrupted checkpoint), and returns a view of its current checkpoint.
+pub fn open_store(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    m: &Manifest,
+    node_id: u64,
+) -> Result<TreeView> {
+    let path = dir.join(store_file_name(m.generation));
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open store", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    if len < m.committed_len {
+        return Err(corrupt(&path, len, CorruptKind::Truncated));
+    }
+    let mut hb = [0u8; FILE_HEADER_LEN];
+    file.read_exact_at(&mut hb, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+    let h = StoreHeader::decode(&hb).map_err(|k| corrupt(&path, 0, k))?;
+    if h.generation != m.generation || h.node_id != node_id {
+        return Err(corrupt(
+            &path,
+            0,
+            CorruptKind::Invalid("store header does not match the manifest or node id"),
+        ));
+    }
+    if len > m.committed_len {
+        file.set_len(m.committed_len)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| Error::io("truncate uncommitted tail", &path, e))?;
+    }
+    let sf = Arc::new(StoreFile {
+        storage: storage.clone(),
+        path,
+        file,
+        generation: m.generation,
+        retired: AtomicBool::new(false),
+    });
+    view_at(sf, m.checkpoint_offset, m.committed_len)
+}
+
+/// A view of `file` as of the checkpoint block at `offset`, which must end at `committed`.
+pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<TreeView> {
+    let map = file
+        .file
+        .map(committed)
+        .map_err(|e| Error::io("map", &file.path, e))?;
+    let bytes = map.bytes();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let b = bytes
+        .get(start..)
+        .ok_or_else(|| corrupt(&file.path, offset, CorruptKind::Truncated))?;
+    let (k, body) = decode_block(b).map_err(|kd| corrupt(&file.path, offset, kd))?;
+    if k != kind::CHECKPOINT {
+        return Err(corrupt(
+            &file.path,
+            offset,
+            CorruptKind::WrongBlock {
+                expected: "checkpoint",
+                found: k,
+            },
+        ));
+    }
+    let end = offset + crate::format::block_size(body.len()) as u64;
+    if end != committed {
+        return Err(corrupt(
+            &file.path,
+            offset,
+            CorruptKind::Invalid("checkpoint does not end at the committed length"),
+        ));
+    }
+    let ckpt = Checkpoint::decode(body).map_err(|kd| corrupt(&file.path, offset, kd))?;
+    if ckpt.root >= offset {
+        return Err(corrupt(
+            &file.path,
+            offset,
+            CorruptKind::Invalid("root after its checkpoint"),
+        ));
+    }
+    Ok(TreeView {
+        file,
+        map,
+        ckpt,
+        ckpt_offset: offset,
+        committed,
+    })
+}

@@ -1,0 +1,568 @@
+//! The on-disk tree: an append-only, copy-on-write B+tree in a store file.
+//!
+//! Reading ([`TreeView`], [`TreeCursor`]) works on a read-only map of the committed bytes;
+//! every block is checked against its CRC when read. Writing ([`TreeWriter`]) appends new
+//! blocks after the committed length: a checkpoint merges sorted updates into the tree by
+//! rewriting only the leaves and branches they touch (children before parents, so a child's
+//! offset is always below its parent's: that bounds every descent), and compaction writes a
+//! whole new tree into a new file.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use duplex_wal::Mapped;
+
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::{
+    block_size, decode_block, encode_block, encode_branch, encode_leaf, kind, Branch, Checkpoint,
+    Leaf, LeafEntry, ValueRef, BLOCK_ALIGN,
+};
+use crate::hlc::Stamp;
+use crate::store::StoreFile;
+
+/// Target size of a leaf or branch body.
+pub const NODE_TARGET: usize = 4096;
+/// Values longer than this go to their own value block.
+pub const INLINE_MAX: usize = 1024;
+/// Deepest tree accepted when reading (a guard against damaged child pointers).
+const MAX_DEPTH: usize = 48;
+
+/// A version as read from the tree: its stamp and its value (`None` for a tombstone).
+pub type TreeVersion = (Stamp, Option<Vec<u8>>);
+
+/// A consistent, read-only view of the tree as of one checkpoint.
+#[derive(Debug)]
+pub struct TreeView {
+    /// The store file (kept open, and undeleted, while the view lives).
+    pub file: Arc<StoreFile>,
+    /// The committed bytes.
+    pub map: Mapped,
+    /// The checkpoint this view shows.
+    pub ckpt: Checkpoint,
+    /// Offset of that checkpoint block.
+    pub ckpt_offset: u64,
+    /// Committed length: the end of that checkpoint block.
+    pub committed: u64,
+}
+
+impl TreeView {
+    fn corrupt(&self, offset: u64, kind: CorruptKind) -> Error {
+        Error::Corrupt {
+            file: self.file.path.clone(),
+            offset,
+            kind,
+        }
+    }
+
+    /// The checked block at `off`: its kind and body.
+    pub fn block(&self, off: u64) -> Result<(u8, &[u8])> {
+        let bytes = self.map.bytes();
+        if !off.is_multiple_of(BLOCK_ALIGN as u64) || off >= self.ckpt_offset {
+            return Err(self.corrupt(off, CorruptKind::Invalid("block offset")));
+        }
+        let b = &bytes[off as usize..self.ckpt_offset as usize];
+        decode_block(b).map_err(|k| self.corrupt(off, k))
+    }
+
+    fn leaf(&self, off: u64) -> Result<Leaf<'_>> {
+        match self.block(off)? {
+            (kind::LEAF, body) => Leaf::parse(body).map_err(|k| self.corrupt(off, k)),
+            (found, _) => Err(self.corrupt(
+                off,
+                CorruptKind::WrongBlock {
+                    expected: "leaf",
+                    found,
+                },
+            )),
+        }
+    }
+
+    /// The value an entry refers to.
+    pub fn value(&self, leaf_off: u64, v: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
+        match v {
+            ValueRef::Tombstone => Ok(None),
+            ValueRef::Inline(b) => Ok(Some(b.to_vec())),
+            ValueRef::External { offset, len } => {
+                if offset >= leaf_off {
+                    return Err(self.corrupt(leaf_off, CorruptKind::Invalid("value pointer")));
+                }
+                match self.block(offset)? {
+                    (kind::VALUE, body) if body.len() == len as usize => Ok(Some(body.to_vec())),
+                    (kind::VALUE, _) => {
+                        Err(self.corrupt(offset, CorruptKind::Invalid("value length")))
+                    }
+                    (found, _) => Err(self.corrupt(
+                        offset,
+                        CorruptKind::WrongBlock {
+                            expected: "value",
+                            found,
+                        },
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Descends from the root to the leaf whose range holds `key`, recording the path as
+    /// (branch offset, child index) pairs.
+    fn descend(&self, key: &[u8], path: &mut Vec<(u64, usize)>) -> Result<Option<u64>> {
+        let mut off = self.ckpt.root;
+        if off == 0 {
+            return Ok(None);
+        }
+        loop {
+            if path.len() > MAX_DEPTH {
+                return Err(self.corrupt(off, CorruptKind::Invalid("tree too deep")));
+            }
+            match self.block(off)? {
+                (kind::LEAF, _) => return Ok(Some(off)),
+                (kind::BRANCH, body) => {
+                    let br = Branch::parse(body).map_err(|k| self.corrupt(off, k))?;
+                    let i = br.route(key).map_err(|k| self.corrupt(off, k))?;
+                    let (_, child) = br.child(i).map_err(|k| self.corrupt(off, k))?;
+                    if child >= off {
+                        return Err(self.corrupt(off, CorruptKind::Invalid("child pointer")));
+                    }
+                    path.push((off, i));
+                    off = child;
+                }
+                (found, _) => {
+                    return Err(self.corrupt(
+                        off,
+                        CorruptKind::WrongBlock {
+                            expected: "tree node",
+                            found,
+                        },
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The version of `key` in the tree, tombstones included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<TreeVersion>> {
+        let mut path = Vec::new();
+        let Some(off) = self.descend(key, &mut path)? else {
+            return Ok(None);
+        };
+        let leaf = self.leaf(off)?;
+        let i = leaf.lower_bound(key).map_err(|k| self.corrupt(off, k))?;
+        if i >= leaf.len() {
+            return Ok(None);
+        }
+        let e = leaf.entry(i).map_err(|k| self.corrupt(off, k))?;
+        if e.key != key {
+            return Ok(None);
+        }
+        Ok(Some((e.stamp, self.value(off, e.value)?)))
+    }
+
+    /// A cursor at the first entry at or after `start`.
+    pub fn cursor(self: &Arc<Self>, start: Bound<&[u8]>) -> Result<TreeCursor> {
+        let key: &[u8] = match start {
+            Bound::Included(k) | Bound::Excluded(k) => k,
+            Bound::Unbounded => &[],
+        };
+        let mut path = Vec::new();
+        let leaf = self.descend(key, &mut path)?;
+        let mut c = TreeCursor {
+            view: self.clone(),
+            path,
+            leaf: None,
+        };
+        if let Some(off) = leaf {
+            let l = self.leaf(off)?;
+            let mut i = l.lower_bound(key).map_err(|k| self.corrupt(off, k))?;
+            if let Bound::Excluded(k) = start {
+                if i < l.len() && l.key(i).map_err(|kd| self.corrupt(off, kd))? == k {
+                    i += 1;
+                }
+            }
+            c.leaf = Some((off, i));
+        }
+        Ok(c)
+    }
+}
+
+/// A forward cursor over the tree's entries (tombstones included), in key order.
+#[derive(Debug)]
+pub struct TreeCursor {
+    view: Arc<TreeView>,
+    path: Vec<(u64, usize)>,
+    leaf: Option<(u64, usize)>,
+}
+
+impl TreeCursor {
+    /// The next entry: key, stamp and value (`None` for a tombstone).
+    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, TreeVersion)>> {
+        loop {
+            let Some((off, i)) = self.leaf else {
+                return Ok(None);
+            };
+            let v = &*self.view;
+            let leaf = v.leaf(off)?;
+            if i < leaf.len() {
+                let e = leaf.entry(i).map_err(|k| v.corrupt(off, k))?;
+                self.leaf = Some((off, i + 1));
+                let value = v.value(off, e.value)?;
+                return Ok(Some((e.key.to_vec(), (e.stamp, value))));
+            }
+            self.leaf = self.next_leaf()?.map(|o| (o, 0));
+        }
+    }
+
+    /// Moves up the path to the next sibling subtree and down to its first leaf.
+    fn next_leaf(&mut self) -> Result<Option<u64>> {
+        let v = self.view.clone();
+        while let Some((boff, i)) = self.path.pop() {
+            let (_, body) = v.block(boff)?;
+            let br = Branch::parse(body).map_err(|k| v.corrupt(boff, k))?;
+            if i + 1 < br.len() {
+                self.path.push((boff, i + 1));
+                let (_, mut off) = br.child(i + 1).map_err(|k| v.corrupt(boff, k))?;
+                loop {
+                    if self.path.len() > MAX_DEPTH {
+                        return Err(v.corrupt(off, CorruptKind::Invalid("tree too deep")));
+                    }
+                    match v.block(off)? {
+                        (kind::LEAF, _) => return Ok(Some(off)),
+                        (kind::BRANCH, body) => {
+                            let b = Branch::parse(body).map_err(|k| v.corrupt(off, k))?;
+                            let (_, child) = b.child(0).map_err(|k| v.corrupt(off, k))?;
+                            if child >= off {
+                                return Err(v.corrupt(off, CorruptKind::Invalid("child pointer")));
+                            }
+                            self.path.push((off, 0));
+                            off = child;
+                        }
+                        (found, _) => {
+                            return Err(v.corrupt(
+                                off,
+                                CorruptKind::WrongBlock {
+                                    expected: "tree node",
+                                    found,
+                                },
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// An owned entry for a bulk load: key, stamp, value (`None` = tombstone).
+pub type OwnedEntry = (Vec<u8>, Stamp, Option<Vec<u8>>);
+
+/// One update for a checkpoint merge: key, stamp, value (`None` = tombstone).
+pub type Update<'a> = (&'a [u8], Stamp, Option<&'a [u8]>);
+
+/// Appends blocks to a store file after `base` and keeps the tree's accounting.
+#[derive(Debug)]
+pub struct TreeWriter<'f> {
+    file: &'f StoreFile,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    base: u64,
+    /// Bytes of blocks that the new tree no longer reaches.
+    pub dead: u64,
+    /// Bytes of blocks written.
+    pub written: u64,
+    /// Entries added (keys new to the tree).
+    pub added: u64,
+}
+
+impl<'f> TreeWriter<'f> {
+    /// A writer appending at `end` (the committed length).
+    pub fn new(file: &'f StoreFile, end: u64) -> Self {
+        TreeWriter {
+            file,
+            buf: Vec::with_capacity(1 << 20),
+            base: end,
+            dead: 0,
+            written: 0,
+            added: 0,
+        }
+    }
+
+    fn append(&mut self, kind: u8, body: &[u8]) -> Result<u64> {
+        let off = self.base + self.buf.len() as u64;
+        encode_block(&mut self.buf, kind, body);
+        self.written += block_size(body.len()) as u64;
+        if self.buf.len() >= 4 << 20 {
+            self.flush()?;
+        }
+        Ok(off)
+    }
+
+    /// Writes buffered blocks to the file (no fsync).
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .file
+                .write_all_at(&self.buf, self.base)
+                .map_err(|e| Error::io("write", &self.file.path, e))?;
+            self.base += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Offset where the next block goes.
+    pub fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Writes the checkpoint block, flushes and fsyncs; returns (offset, committed length).
+    pub fn finish(mut self, ckpt: &Checkpoint) -> Result<(u64, u64)> {
+        let off = self.append(kind::CHECKPOINT, &ckpt.encode())?;
+        self.flush()?;
+        self.file
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &self.file.path, e))?;
+        Ok((off, self.base))
+    }
+
+    fn value_ref<'a>(&mut self, v: Option<&'a [u8]>) -> Result<ValueRef<'a>> {
+        Ok(match v {
+            None => ValueRef::Tombstone,
+            Some(b) if b.len() <= INLINE_MAX => ValueRef::Inline(b),
+            Some(b) => ValueRef::External {
+                offset: self.append(kind::VALUE, b)?,
+                len: b.len() as u32,
+            },
+        })
+    }
+
+    /// Writes sorted entries as leaves; returns (first key, offset) per leaf.
+    fn write_leaves(&mut self, entries: &[LeafEntry<'_>]) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut size = 4;
+        for (i, e) in entries.iter().enumerate() {
+            let n = e.encoded_len();
+            if i > start && size + n > NODE_TARGET {
+                out.push((
+                    entries[start].key.to_vec(),
+                    self.append(kind::LEAF, &encode_leaf(&entries[start..i]))?,
+                ));
+                start = i;
+                size = 4;
+            }
+            size += n;
+        }
+        if start < entries.len() {
+            out.push((
+                entries[start].key.to_vec(),
+                self.append(kind::LEAF, &encode_leaf(&entries[start..]))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Writes children as branches (at least two children each when there are two);
+    /// returns (first key, offset) per branch.
+    fn write_branches(&mut self, children: &[(Vec<u8>, u64)]) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut size = 4;
+        for (i, (k, _)) in children.iter().enumerate() {
+            let n = crate::format::branch_child_len(k.len());
+            if i >= start + 2 && size + n > NODE_TARGET {
+                out.push((children[start].0.clone(), self.branch(&children[start..i])?));
+                start = i;
+                size = 4;
+            }
+            size += n;
+        }
+        if start < children.len() {
+            out.push((children[start].0.clone(), self.branch(&children[start..])?));
+        }
+        Ok(out)
+    }
+
+    fn branch(&mut self, children: &[(Vec<u8>, u64)]) -> Result<u64> {
+        let refs: Vec<(&[u8], u64)> = children.iter().map(|(k, o)| (k.as_slice(), *o)).collect();
+        self.append(kind::BRANCH, &encode_branch(&refs))
+    }
+
+    /// Stacks branch levels until one root remains; returns its offset (0 if empty).
+    fn root(&mut self, mut level: Vec<(Vec<u8>, u64)>) -> Result<u64> {
+        while level.len() > 1 {
+            level = self.write_branches(&level)?;
+        }
+        Ok(level.first().map(|(_, o)| *o).unwrap_or(0))
+    }
+
+    /// Merges sorted, distinct-key `updates` into the tree of `view` (last writer wins per
+    /// key) and returns the new root.
+    pub fn merge(&mut self, view: &TreeView, updates: &[Update<'_>]) -> Result<u64> {
+        if updates.is_empty() {
+            return Ok(view.ckpt.root);
+        }
+        let level = if view.ckpt.root == 0 {
+            let mut entries = Vec::with_capacity(updates.len());
+            for (k, s, v) in updates {
+                entries.push(LeafEntry {
+                    key: k,
+                    stamp: *s,
+                    value: self.value_ref(*v)?,
+                });
+            }
+            self.added += updates.len() as u64;
+            self.write_leaves(&entries)?
+        } else {
+            self.merge_node(view, view.ckpt.root, updates, 0)?
+        };
+        self.root(level)
+    }
+
+    fn merge_node(
+        &mut self,
+        view: &TreeView,
+        off: u64,
+        ups: &[Update<'_>],
+        depth: usize,
+    ) -> Result<Vec<(Vec<u8>, u64)>> {
+        if depth > MAX_DEPTH {
+            return Err(view.corrupt(off, CorruptKind::Invalid("tree too deep")));
+        }
+        let (k, body) = view.block(off)?;
+        self.dead += block_size(body.len()) as u64;
+        match k {
+            kind::LEAF => {
+                let leaf = Leaf::parse(body).map_err(|kd| view.corrupt(off, kd))?;
+                let mut out = Vec::with_capacity(leaf.len() + ups.len());
+                let (mut i, mut j) = (0, 0);
+                while i < leaf.len() || j < ups.len() {
+                    let old = if i < leaf.len() {
+                        Some(leaf.entry(i).map_err(|kd| view.corrupt(off, kd))?)
+                    } else {
+                        None
+                    };
+                    let up = ups.get(j);
+                    match (old, up) {
+                        (Some(o), Some(u)) if o.key == u.0 => {
+                            if u.1.wins_over(&o.stamp) {
+                                if let ValueRef::External { len, .. } = o.value {
+                                    self.dead += block_size(len as usize) as u64;
+                                }
+                                out.push(LeafEntry {
+                                    key: u.0,
+                                    stamp: u.1,
+                                    value: self.value_ref(u.2)?,
+                                });
+                            } else {
+                                out.push(o);
+                            }
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(o), Some(u)) if o.key < u.0 => {
+                            out.push(o);
+                            i += 1;
+                        }
+                        (Some(o), None) => {
+                            out.push(o);
+                            i += 1;
+                        }
+                        (_, Some(u)) => {
+                            out.push(LeafEntry {
+                                key: u.0,
+                                stamp: u.1,
+                                value: self.value_ref(u.2)?,
+                            });
+                            self.added += 1;
+                            j += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+                self.write_leaves(&out)
+            }
+            kind::BRANCH => {
+                let br = Branch::parse(body).map_err(|kd| view.corrupt(off, kd))?;
+                let mut out = Vec::with_capacity(br.len() + 1);
+                let mut u = 0;
+                for c in 0..br.len() {
+                    let (key, child) = br.child(c).map_err(|kd| view.corrupt(off, kd))?;
+                    let end = if c + 1 < br.len() {
+                        Some(br.child(c + 1).map_err(|kd| view.corrupt(off, kd))?.0)
+                    } else {
+                        None
+                    };
+                    let n = ups[u..].partition_point(|x| end.is_none_or(|e| x.0 < e));
+                    if n == 0 {
+                        out.push((key.to_vec(), child));
+                        continue;
+                    }
+                    if child >= off {
+                        return Err(view.corrupt(off, CorruptKind::Invalid("child pointer")));
+                    }
+                    out.extend(self.merge_node(view, child, &ups[u..u + n], depth + 1)?);
+                    u += n;
+                }
+                self.write_branches(&out)
+            }
+            found => Err(view.corrupt(
+                off,
+                CorruptKind::WrongBlock {
+                    expected: "tree node",
+                    found,
+                },
+            )),
+        }
+    }
+
+    /// Writes a whole tree from sorted entries (compaction); returns the root offset.
+    /// `entries` yields (key, stamp, value or `None` for a tombstone).
+    pub fn bulk<I>(&mut self, entries: I) -> Result<u64>
+    where
+        I: Iterator<Item = Result<OwnedEntry>>,
+    {
+        let mut level: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut pending: Vec<OwnedEntry> = Vec::new();
+        let mut size = 4;
+        for item in entries {
+            let (k, s, v) = item?;
+            let n = 4
+                + 2
+                + 1
+                + 8
+                + 8
+                + 4
+                + k.len()
+                + v.as_ref()
+                    .map_or(0, |v| if v.len() <= INLINE_MAX { v.len() } else { 8 });
+            if !pending.is_empty() && size + n > NODE_TARGET {
+                level.extend(self.flush_pending(&pending)?);
+                pending.clear();
+                size = 4;
+            }
+            size += n;
+            self.added += 1;
+            pending.push((k, s, v));
+        }
+        if !pending.is_empty() {
+            level.extend(self.flush_pending(&pending)?);
+        }
+        self.root(level)
+    }
+
+    fn flush_pending(
+        &mut self,
+        pending: &[OwnedEntry],
+    ) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut entries = Vec::with_capacity(pending.len());
+        for (k, s, v) in pending {
+            entries.push(LeafEntry {
+                key: k,
+                stamp: *s,
+                value: self.value_ref(v.as_deref())?,
+            });
+        }
+        self.write_leaves(&entries)
+    }
+}
