@@ -1,0 +1,1025 @@
+//! Real-process crash test: a child process appends under `SyncPolicy::Always` from several
+//! threads and reports every acknowledged LSN on a pipe; the parent kills it with SIGKILL at
+//! a random moment, reopens the log (recovery), reads it back and checks it. Every round
+//! continues the same log, so records from earlier rounds are checked again each time.
+//!
+//! The test binary re-runs itself as the child: `child_main` is ignored and does nothing
+//! unless `DUPLEX_KILL_CHILD_DIR` is set.
+//!
+//! Knobs: `DUPLEX_KILL_ROUNDS` (default 30), `DUPLEX_KILL_SEED` (kill timing; printed) and
+//! `DUPLEX_KILL_VERBOSE` (a line per round).
+//! On failure the log directory (after recovery), a copy of its last segments taken before
+//! recovery, the child's output and the recovery report are kept in `/tmp/killfail-*`.
+#![cfg(unix)]
+
+use std::collections::HashMap;
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use duplex_wal::{
+    Entry, ReadOptions, Record, RecoveryReport, StdStorage, SyncPolicy, Wal, WalOptions, WalReader,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const CHILD_DIR_ENV: &str = "DUPLEX_KILL_CHILD_DIR";
+const CHILD_ROUND_ENV: &str = "DUPLEX_KILL_CHILD_ROUND";
+const ROUNDS_ENV: &str = "DUPLEX_KILL_ROUNDS";
+const SEED_ENV: &str = "DUPLEX_KILL_SEED";
+const VERBOSE_ENV: &str = "DUPLEX_KILL_VERBOSE";
+const DEFAULT_ROUNDS: u32 = 30;
+/// How long the child runs before the kill, in milliseconds (inclusive range).
+const RUN_MS: (u64, u64) = (20, 200);
+/// Writer threads in the child.
+const WRITERS: u8 = 4;
+/// Small, so that segments rotate all the time, also while the kill lands.
+const SEGMENT_SIZE: u64 = 64 << 10;
+/// Records in a "big" batch: with 3000..4000-byte bodies it is larger than a segment.
+const BIG_BATCH: u8 = 24;
+/// The child gives up on its own after this, in case the parent vanished.
+const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+const SIGKILL: i32 = 9;
+/// The child must have opened the log by then.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Marker of an acknowledgement line on the child's stdout: `@ack <lsn> <round> <thread> <seq>`.
+const ACK_MARK: &str = "@ack ";
+/// Printed by the child once the log is open.
+const READY_LINE: &str = "@ready\n";
+/// One round in this many kills the child at a random moment of its start-up (0..=60 ms
+/// after spawn: exec, opening and recovering the log) instead of while it appends.
+const STARTUP_KILL_EVERY: u32 = 8;
+/// A fresh log after this many rounds or once it holds this many records, so that a round
+/// (which re-reads the whole log, and whose child recovers it) stays cheap in long runs
+/// (`DUPLEX_KILL_ROUNDS`); every log still spans many rounds.
+const ROUNDS_PER_LOG: u32 = 40;
+const MAX_LOG_RECORDS: usize = 25_000;
+
+const MAGIC: [u8; 2] = *b"DK";
+/// magic, round u32, thread u8, seq u64, idx u8, count u8, body length u16.
+const HEADER_LEN: usize = 2 + 4 + 1 + 8 + 1 + 1 + 2;
+
+fn wal_options() -> WalOptions {
+    WalOptions {
+        sync: SyncPolicy::Always,
+        segment_size: SEGMENT_SIZE,
+        ..WalOptions::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The workload: every record is a pure function of (round, thread, seq, idx).
+// ---------------------------------------------------------------------------------------
+
+/// splitmix64 finalizer.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn unit_hash(round: u32, thread: u8, seq: u64) -> u64 {
+    mix(mix(mix(u64::from(round)) ^ u64::from(thread)) ^ seq)
+}
+
+/// Number of records of unit `seq` of `thread` in `round`: mostly one (a plain `append`),
+/// about a quarter batches of 2..=8, and one in 64 a batch larger than a whole segment.
+fn unit_count(round: u32, thread: u8, seq: u64) -> u8 {
+    let h = unit_hash(round, thread, seq);
+    match h % 64 {
+        0 => BIG_BATCH,
+        1..=15 => 2 + ((h >> 8) % 7) as u8,
+        _ => 1,
+    }
+}
+
+/// One record: unit `seq` of `thread` in `round`, record `idx` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    round: u32,
+    thread: u8,
+    seq: u64,
+    idx: u8,
+    count: u8,
+}
+
+impl Key {
+    fn hash(&self) -> u64 {
+        mix(unit_hash(self.round, self.thread, self.seq) ^ ((u64::from(self.idx) + 1) << 40))
+    }
+
+    fn kind(&self) -> u8 {
+        1 + (self.hash() % 255) as u8
+    }
+
+    /// 0 bytes (a quarter), 1..64, 64..512 or 512..4096; 3000..4000 in a big batch.
+    fn body_len(&self) -> usize {
+        let h = self.hash() >> 16;
+        if self.count == BIG_BATCH {
+            return 3000 + (h % 1000) as usize;
+        }
+        let r = (h >> 2) as usize;
+        match h % 4 {
+            0 => 0,
+            1 => 1 + r % 63,
+            2 => 64 + r % 448,
+            _ => 512 + r % 3584,
+        }
+    }
+
+    fn payload(&self) -> Vec<u8> {
+        let body_len = self.body_len();
+        let mut p = Vec::with_capacity(HEADER_LEN + body_len);
+        p.extend_from_slice(&MAGIC);
+        p.extend_from_slice(&self.round.to_le_bytes());
+        p.push(self.thread);
+        p.extend_from_slice(&self.seq.to_le_bytes());
+        p.push(self.idx);
+        p.push(self.count);
+        p.extend_from_slice(&(body_len as u16).to_le_bytes());
+        let mut s = self.hash();
+        while p.len() < HEADER_LEN + body_len {
+            s = mix(s);
+            let n = (HEADER_LEN + body_len - p.len()).min(8);
+            p.extend_from_slice(&s.to_le_bytes()[..n]);
+        }
+        p
+    }
+
+    /// Decodes a payload read back and checks it is exactly what the writer of that key
+    /// wrote (header, length and every body byte).
+    fn decode(payload: &[u8]) -> Result<Key, String> {
+        let key = Key::decode_header(payload)?;
+        let expected = key.payload();
+        if payload != expected.as_slice() {
+            let at = payload
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(payload.len().min(expected.len()));
+            return Err(format!(
+                "{key:?}: payload differs from the expected one at byte {at} (length {} vs {})",
+                payload.len(),
+                expected.len()
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Decodes and checks the header only: for records whose bytes were checked in an
+    /// earlier round (the record CRC, checked by the reader, covers the rest).
+    fn decode_header(payload: &[u8]) -> Result<Key, String> {
+        if payload.len() < HEADER_LEN {
+            return Err(format!(
+                "payload of {} bytes is shorter than the header",
+                payload.len()
+            ));
+        }
+        if payload[..2] != MAGIC {
+            return Err(format!("bad magic {:02x?}", &payload[..2]));
+        }
+        let le = |r: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..r.len()].copy_from_slice(&payload[r]);
+            u64::from_le_bytes(b)
+        };
+        let key = Key {
+            round: le(2..6) as u32,
+            thread: payload[6],
+            seq: le(7..15),
+            idx: payload[15],
+            count: payload[16],
+        };
+        if key.thread >= WRITERS {
+            return Err(format!("thread {} out of range in {key:?}", key.thread));
+        }
+        let want_count = unit_count(key.round, key.thread, key.seq);
+        if key.count != want_count || key.idx >= key.count {
+            return Err(format!("{key:?}: this unit has {want_count} records"));
+        }
+        if payload.len() != HEADER_LEN + key.body_len() {
+            return Err(format!(
+                "{key:?}: payload of {} bytes, expected {}",
+                payload.len(),
+                HEADER_LEN + key.body_len()
+            ));
+        }
+        Ok(key)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The child.
+// ---------------------------------------------------------------------------------------
+
+/// The child process: runs only when the parent sets `DUPLEX_KILL_CHILD_DIR`.
+#[test]
+#[ignore = "the child process of sigkill_rounds_lose_no_acknowledged_record"]
+fn child_main() {
+    let Some(dir) = env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let round: u32 = env::var(CHILD_ROUND_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("child: {CHILD_ROUND_ENV} missing or not a number"));
+    let wal = Arc::new(
+        Wal::open(PathBuf::from(&dir), wal_options())
+            .unwrap_or_else(|e| panic!("child: opening the log in {dir:?}: {e}")),
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(READY_LINE.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            std::process::exit(5);
+        }
+    }
+    thread::spawn(|| {
+        thread::sleep(CHILD_DEADLINE);
+        eprintln!("child: not killed within {CHILD_DEADLINE:?}, exiting");
+        std::process::exit(3);
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|thread| {
+            let wal = wal.clone();
+            thread::spawn(move || child_writer(&wal, round, thread))
+        })
+        .collect();
+    for w in writers {
+        if w.join().is_err() {
+            std::process::exit(4);
+        }
+    }
+}
+
+fn child_writer(wal: &Wal, round: u32, thread: u8) {
+    for seq in 0u64.. {
+        let count = unit_count(round, thread, seq);
+        let keys: Vec<Key> = (0..count)
+            .map(|idx| Key {
+                round,
+                thread,
+                seq,
+                idx,
+                count,
+            })
+            .collect();
+        let payloads: Vec<Vec<u8>> = keys.iter().map(Key::payload).collect();
+        let lsn = if count == 1 {
+            wal.append(keys[0].kind(), &payloads[0])
+        } else {
+            let entries: Vec<Entry<'_>> = keys
+                .iter()
+                .zip(&payloads)
+                .map(|(k, p)| Entry {
+                    kind: k.kind(),
+                    payload: p,
+                })
+                .collect();
+            wal.append_batch(&entries)
+        }
+        .unwrap_or_else(|e| panic!("child: append of {round}/{thread}/{seq} failed: {e}"));
+        // One write of one short line: atomic on a pipe, so the parent never sees half.
+        let line = format!("{ACK_MARK}{lsn} {round} {thread} {seq}\n");
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            // The parent is gone.
+            std::process::exit(5);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent.
+// ---------------------------------------------------------------------------------------
+
+/// An acknowledgement reported by the child: unit `seq` of `thread` ends at `lsn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ack {
+    lsn: u64,
+    round: u32,
+    thread: u8,
+    seq: u64,
+}
+
+fn parse_ack(s: &str) -> Result<Ack, String> {
+    let f: Vec<&str> = s.split_ascii_whitespace().collect();
+    if f.len() != 4 {
+        return Err(format!("expected 4 fields, got {}", f.len()));
+    }
+    let num = |i: usize, what: &str| {
+        f[i].parse::<u64>()
+            .map_err(|e| format!("{what} {:?}: {e}", f[i]))
+    };
+    let ack = Ack {
+        lsn: num(0, "lsn")?,
+        round: u32::try_from(num(1, "round")?).map_err(|e| e.to_string())?,
+        thread: u8::try_from(num(2, "thread")?).map_err(|e| e.to_string())?,
+        seq: num(3, "seq")?,
+    };
+    if ack.thread >= WRITERS {
+        return Err(format!("thread {} out of range", ack.thread));
+    }
+    Ok(ack)
+}
+
+#[derive(Debug, Default)]
+struct ChildOutput {
+    acks: Vec<Ack>,
+    /// Lines that carry an ack marker but do not parse.
+    bad_lines: Vec<String>,
+    /// Anything else (the test harness's own chatter).
+    other: String,
+    /// Bytes after the last newline.
+    partial: String,
+    /// When the first ack arrived.
+    first_ack: Option<Instant>,
+}
+
+fn read_child_stdout(r: impl Read, ready: mpsc::Sender<()>) -> ChildOutput {
+    let mut out = ChildOutput::default();
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                out.bad_lines.push(format!("<read error: {e}>"));
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf).into_owned();
+        if !line.ends_with('\n') {
+            out.partial = line;
+            break;
+        }
+        if line.ends_with(READY_LINE) {
+            out.other.push_str(&line[..line.len() - READY_LINE.len()]);
+            let _ = ready.send(());
+            continue;
+        }
+        // The harness may have printed "test child_main ... " without a newline first.
+        match line.find(ACK_MARK) {
+            Some(at) => match parse_ack(&line[at + ACK_MARK.len()..]) {
+                Ok(a) => {
+                    out.first_ack.get_or_insert_with(Instant::now);
+                    out.other.push_str(&line[..at]);
+                    out.acks.push(a);
+                }
+                Err(e) => out.bad_lines.push(format!("{:?}: {e}", line.trim_end())),
+            },
+            None => out.other.push_str(&line),
+        }
+    }
+    out
+}
+
+struct ChildRun {
+    status: ExitStatus,
+    /// From spawn to the first ack, if any.
+    first_ack_after: Option<Duration>,
+    /// The child had exited before the parent came to kill it.
+    exited_early: bool,
+    /// The child did not report the log open within `READY_TIMEOUT`.
+    ready_timed_out: bool,
+    ran_for: Duration,
+    out: ChildOutput,
+    stderr: String,
+}
+
+/// When the parent kills the child.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after spawn, ready or not.
+    AfterSpawn(Duration),
+    /// This long after the child reported the log open.
+    AfterReady(Duration),
+}
+
+fn run_child(dir: &Path, round: u32, kill_at: KillAt) -> ChildRun {
+    let exe = env::current_exe().expect("parent: current_exe() to re-run the test binary");
+    let start = Instant::now();
+    let mut child = Command::new(&exe)
+        .args([
+            "child_main",
+            "--exact",
+            "--nocapture",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir)
+        .env(CHILD_ROUND_ENV, round.to_string())
+        .env_remove("RUST_TEST_THREADS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("parent: spawning the child {exe:?}: {e}"));
+    let stdout = child.stdout.take().expect("child stdout is piped");
+    let mut stderr = child.stderr.take().expect("child stderr is piped");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let out_reader = thread::spawn(move || read_child_stdout(stdout, ready_tx));
+    let err_reader = thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    let mut ready_timed_out = false;
+    match kill_at {
+        KillAt::AfterSpawn(d) => thread::sleep(d),
+        KillAt::AfterReady(d) => match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) => thread::sleep(d),
+            Err(mpsc::RecvTimeoutError::Timeout) => ready_timed_out = true,
+            // The child closed its stdout (it died): the checks say how.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        },
+    }
+    let early = child.try_wait().expect("parent: try_wait on the child");
+    if early.is_none() {
+        child.kill().expect("parent: SIGKILL the child");
+    }
+    let ran_for = start.elapsed();
+    let status = child.wait().expect("parent: wait for the child");
+    let out = out_reader.join().expect("stdout reader thread panicked");
+    let stderr = err_reader.join().expect("stderr reader thread panicked");
+    ChildRun {
+        status,
+        first_ack_after: out.first_ack.map(|t| t.duration_since(start)),
+        exited_early: early.is_some(),
+        ready_timed_out,
+        ran_for,
+        out,
+        stderr,
+    }
+}
+
+/// Reads the log in `dir` from `from_lsn` (0: from the start): the records, whether the
+/// reader ended in an error, and the torn tail it stopped at, if any.
+fn read_log(dir: &Path, from_lsn: u64) -> (Vec<Record>, Result<(), String>, Option<String>) {
+    let mut records = Vec::new();
+    let mut reader = match WalReader::open(
+        Arc::new(StdStorage),
+        &[dir.to_path_buf()],
+        from_lsn,
+        ReadOptions::default(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return (records, Err(format!("WalReader::open: {e}")), None),
+    };
+    loop {
+        match reader.next_record() {
+            Ok(Some(r)) => records.push(r),
+            Ok(None) => break,
+            Err(e) => {
+                let at = records.last().map_or(0, |r: &Record| r.lsn);
+                return (records, Err(format!("reading after LSN {at}: {e}")), None);
+            }
+        }
+    }
+    let torn = reader.torn_tail().map(|t| format!("{t:?}"));
+    (records, Ok(()), torn)
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn copy_files(from: &Path, to: &Path) {
+    let _ = fs::create_dir_all(to);
+    for f in segment_files(from) {
+        if let Some(name) = f.file_name() {
+            let _ = fs::copy(&f, to.join(name));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    rounds: u32,
+    acks: u64,
+    /// Units found in the log that the child never reported (acknowledged or not, the kill
+    /// came before the report).
+    unreported_units: u64,
+    truncations: u32,
+    truncated_bytes: u64,
+    removed_segments: usize,
+    raw_read_errors: u32,
+    raw_torn_tails: u32,
+    rounds_without_ack: u32,
+    /// Logs used (a fresh one every `ROUNDS_PER_LOG` rounds or `MAX_LOG_RECORDS` records).
+    logs: u32,
+    /// What happened in the last round, for verbose output.
+    last_events: String,
+    startup_kills: u32,
+    segments: usize,
+    records: u64,
+    run_ms: u128,
+}
+
+struct Verifier {
+    dir: PathBuf,
+    pre_recovery: PathBuf,
+    seed: u64,
+    /// Key of every record in the log after the previous round, by LSN - 1.
+    log: Vec<Key>,
+    /// Every acknowledgement of every round.
+    acks: Vec<Ack>,
+    stats: Stats,
+}
+
+/// What a failure message carries about the round.
+struct Context<'a> {
+    round: u32,
+    run: &'a ChildRun,
+    report: Option<&'a RecoveryReport>,
+}
+
+impl Verifier {
+    fn fail(&self, cx: &Context<'_>, msg: String) -> ! {
+        let keep = PathBuf::from(format!(
+            "/tmp/killfail-{}-round{}",
+            std::process::id(),
+            cx.round
+        ));
+        copy_files(&self.dir, &keep.join("wal-after-recovery"));
+        copy_files(
+            &self.pre_recovery,
+            &keep.join("last-segments-before-recovery"),
+        );
+        let mut notes = String::new();
+        let _ = writeln!(notes, "seed {} round {}: {msg}", self.seed, cx.round);
+        let _ = writeln!(
+            notes,
+            "child: {:?} after {:?}",
+            cx.run.status, cx.run.ran_for
+        );
+        let _ = writeln!(notes, "recovery report: {:#?}", cx.report);
+        let _ = writeln!(notes, "child stderr:\n{}", cx.run.stderr);
+        let _ = writeln!(notes, "child other stdout:\n{}", cx.run.out.other);
+        let _ = writeln!(notes, "acks of this round:");
+        for a in &cx.run.out.acks {
+            let _ = writeln!(notes, "{} {} {} {}", a.lsn, a.round, a.thread, a.seq);
+        }
+        let _ = fs::write(keep.join("notes.txt"), &notes);
+        panic!(
+            "kill test failed (seed {}, round {}): {msg}\nrecovery report: {:?}\nchild {:?}, stderr: {}\nlog kept in {}",
+            self.seed,
+            cx.round,
+            cx.report,
+            cx.run.status,
+            cx.run.stderr.trim_end(),
+            keep.display()
+        );
+    }
+
+    /// Copies the last two segments (the only ones recovery may touch) before recovery.
+    fn snapshot_tail(&self) {
+        let _ = fs::remove_dir_all(&self.pre_recovery);
+        let _ = fs::create_dir_all(&self.pre_recovery);
+        let files = segment_files(&self.dir);
+        for f in files.iter().rev().take(2) {
+            if let Some(name) = f.file_name() {
+                let _ = fs::copy(f, self.pre_recovery.join(name));
+            }
+        }
+    }
+
+    fn check_round(&mut self, round: u32, run: &ChildRun) {
+        let mut cx = Context {
+            round,
+            run,
+            report: None,
+        };
+        if run.exited_early || run.status.signal() != Some(SIGKILL) {
+            self.fail(
+                &cx,
+                format!(
+                    "the child was not killed by SIGKILL but ended {:?} on its own",
+                    run.status
+                ),
+            );
+        }
+        if run.ready_timed_out {
+            self.fail(
+                &cx,
+                format!("the child did not open the log within {READY_TIMEOUT:?}"),
+            );
+        }
+        if !run.out.bad_lines.is_empty() {
+            self.fail(
+                &cx,
+                format!(
+                    "unparsable ack lines from the child: {:?}",
+                    run.out.bad_lines
+                ),
+            );
+        }
+        if !run.out.partial.is_empty() && run.out.partial.contains(ACK_MARK) {
+            self.fail(
+                &cx,
+                format!("the child's last ack line is torn: {:?}", run.out.partial),
+            );
+        }
+        for a in &run.out.acks {
+            if a.round != round {
+                self.fail(&cx, format!("ack {a:?} names another round"));
+            }
+        }
+
+        // What a reader sees right after the crash, before any recovery, from the first
+        // record this round may have added (checked after the main checks below).
+        self.snapshot_tail();
+        let prev_len = self.log.len();
+        self.stats.last_events.clear();
+        let (raw, raw_res, raw_torn) = read_log(&self.dir, prev_len as u64 + 1);
+
+        let wal = match Wal::open(&self.dir, wal_options()) {
+            Ok(w) => w,
+            Err(e) => self.fail(&cx, format!("recovery (Wal::open) failed: {e}")),
+        };
+        let report = wal.recovery_report().clone();
+        let segments = wal.segments().len();
+        if let Err(e) = wal.close() {
+            self.fail(&cx, format!("closing the recovered log failed: {e}"));
+        }
+        cx.report = Some(&report);
+
+        let (records, res, torn) = read_log(&self.dir, 0);
+        if let Err(e) = res {
+            self.fail(&cx, format!("reading the recovered log failed: {e}"));
+        }
+        if let Some(t) = torn {
+            self.fail(
+                &cx,
+                format!("the recovered log still ends in a torn tail: {t}"),
+            );
+        }
+        let n = records.len() as u64;
+        if report.first_lsn != 1 || report.last_lsn != n {
+            self.fail(
+                &cx,
+                format!(
+                    "recovery report says LSNs {}..={} but the reader returned {n} records",
+                    report.first_lsn, report.last_lsn
+                ),
+            );
+        }
+        // (2) contiguous LSNs from 1; (3) every record is a valid, whole-batch record;
+        // (4) per thread, units in order with no hole.
+        let mut keys: Vec<Key> = Vec::with_capacity(records.len());
+        let mut open_batch: Option<Key> = None;
+        let mut last_unit: HashMap<u8, (u32, u64)> = HashMap::new();
+        let mut units_this_round: HashMap<u8, u64> = HashMap::new();
+        let mut last_round = 0u32;
+        for (i, r) in records.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            if r.lsn != lsn {
+                self.fail(
+                    &cx,
+                    format!(
+                        "record {i} has LSN {}, expected {lsn} (LSNs not contiguous from 1)",
+                        r.lsn
+                    ),
+                );
+            }
+            let decoded = if i < self.log.len() {
+                Key::decode_header(&r.payload)
+            } else {
+                Key::decode(&r.payload)
+            };
+            let key = match decoded {
+                Ok(k) => k,
+                Err(e) => self.fail(
+                    &cx,
+                    format!(
+                        "LSN {lsn}: garbage record ({e}); first bytes {:02x?}",
+                        &r.payload[..r.payload.len().min(32)]
+                    ),
+                ),
+            };
+            if r.kind != key.kind() {
+                self.fail(
+                    &cx,
+                    format!(
+                        "LSN {lsn}: kind {} but {key:?} was written with kind {}",
+                        r.kind,
+                        key.kind()
+                    ),
+                );
+            }
+            if key.round > round || key.round < last_round {
+                self.fail(&cx, format!("LSN {lsn}: {key:?} out of round order (previous record from round {last_round})"));
+            }
+            last_round = key.round;
+            match open_batch {
+                Some(b) => {
+                    let want = Key {
+                        idx: b.idx + 1,
+                        ..b
+                    };
+                    if key != want {
+                        self.fail(
+                            &cx,
+                            format!(
+                                "LSN {lsn}: expected {want:?} (batch continues), found {key:?}"
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    if key.idx != 0 {
+                        self.fail(
+                            &cx,
+                            format!("LSN {lsn}: {key:?} starts in the middle of a batch"),
+                        );
+                    }
+                    let want_seq = match last_unit.get(&key.thread) {
+                        Some(&(r, s)) if r == key.round => s + 1,
+                        _ => 0,
+                    };
+                    if key.seq != want_seq {
+                        self.fail(&cx, format!(
+                            "LSN {lsn}: thread {} round {} unit {} follows {:?} (expected unit {want_seq})",
+                            key.thread,
+                            key.round,
+                            key.seq,
+                            last_unit.get(&key.thread)
+                        ));
+                    }
+                    if let Some(&(r, _)) = last_unit.get(&key.thread) {
+                        if r > key.round {
+                            self.fail(
+                                &cx,
+                                format!(
+                                    "LSN {lsn}: thread {} goes back from round {r} to {}",
+                                    key.thread, key.round
+                                ),
+                            );
+                        }
+                    }
+                    last_unit.insert(key.thread, (key.round, key.seq));
+                    if key.round == round {
+                        *units_this_round.entry(key.thread).or_default() += 1;
+                    }
+                }
+            }
+            open_batch = (key.idx + 1 < key.count).then_some(key);
+            keys.push(key);
+        }
+        if let Some(b) = open_batch {
+            self.fail(
+                &cx,
+                format!("the log ends inside a batch: last record {b:?}"),
+            );
+        }
+
+        // Nothing that was there after the previous round has gone or changed.
+        if keys.len() < self.log.len() {
+            self.fail(
+                &cx,
+                format!(
+                    "the log shrank from {} to {} records",
+                    self.log.len(),
+                    keys.len()
+                ),
+            );
+        }
+        if let Some(i) = self.log.iter().zip(&keys).position(|(a, b)| a != b) {
+            self.fail(
+                &cx,
+                format!(
+                    "LSN {} changed since the previous round: was {:?}, now {:?}",
+                    i + 1,
+                    self.log[i],
+                    keys[i]
+                ),
+            );
+        }
+
+        // (1) every acknowledged unit, of this round and all earlier ones, is there whole at
+        // the reported LSN with exactly the expected payload (checked by decode above).
+        self.acks.extend_from_slice(&run.out.acks);
+        for a in &self.acks {
+            let count = unit_count(a.round, a.thread, a.seq);
+            let want = Key {
+                round: a.round,
+                thread: a.thread,
+                seq: a.seq,
+                idx: count - 1,
+                count,
+            };
+            match a.lsn.checked_sub(1).and_then(|i| keys.get(i as usize)) {
+                Some(k) if *k == want => {}
+                found => self.fail(&cx, format!(
+                    "acknowledged {a:?} lost: LSN {} holds {found:?}, expected {want:?} (log has {} records)",
+                    a.lsn,
+                    keys.len()
+                )),
+            }
+        }
+        // A thread has at most one unit in flight: the log holds at most one unit per thread
+        // beyond what the child reported.
+        let mut reported: HashMap<u8, u64> = HashMap::new();
+        for a in &run.out.acks {
+            *reported.entry(a.thread).or_default() += 1;
+        }
+        for t in 0..WRITERS {
+            let present = units_this_round.get(&t).copied().unwrap_or(0);
+            let acked = reported.get(&t).copied().unwrap_or(0);
+            if present < acked || present > acked + 1 {
+                self.fail(
+                    &cx,
+                    format!(
+                        "thread {t}: {present} units in the log, {acked} reported by the child"
+                    ),
+                );
+            }
+            self.stats.unreported_units += present - acked;
+        }
+
+        match raw_res {
+            Ok(()) => {
+                let after = &records[prev_len..];
+                if raw != after {
+                    let diff = raw.iter().zip(after).position(|(a, b)| a != b);
+                    self.fail(&cx, format!(
+                        "from LSN {} on, the reader returned {} records before recovery and {} after \
+                         (first difference at LSN {:?})",
+                        prev_len + 1,
+                        raw.len(),
+                        after.len(),
+                        diff.map(|d| prev_len + 1 + d)
+                    ));
+                }
+            }
+            Err(e) => {
+                // Only a segment whose header never reached the file may stop the reader,
+                // and only after every record recovery kept.
+                let after = &records[prev_len..];
+                if report.removed_segments.is_empty() || raw != after {
+                    self.fail(
+                        &cx,
+                        format!(
+                            "reading before recovery failed after {} of the {} records from LSN {} \
+                             ({e}); recovery removed {:?}",
+                            raw.len(),
+                            after.len(),
+                            prev_len + 1,
+                            report.removed_segments
+                        ),
+                    );
+                }
+                self.stats.raw_read_errors += 1;
+                let _ = write!(self.stats.last_events, " [reader before recovery: {e}]");
+            }
+        }
+        if let Some(t) = raw_torn {
+            self.stats.raw_torn_tails += 1;
+            let _ = write!(
+                self.stats.last_events,
+                " [reader before recovery: torn tail {t}]"
+            );
+        }
+        if report.truncated.is_some() || !report.removed_segments.is_empty() {
+            let _ = write!(
+                self.stats.last_events,
+                " [recovery: truncated {:?}, removed {:?}]",
+                report.truncated, report.removed_segments
+            );
+        }
+
+        self.stats.rounds += 1;
+        self.stats.acks += run.out.acks.len() as u64;
+        if let Some(t) = &report.truncated {
+            self.stats.truncations += 1;
+            self.stats.truncated_bytes += t.bytes;
+        }
+        self.stats.removed_segments += report.removed_segments.len();
+        self.stats.segments = segments;
+        self.stats.records += (keys.len() - prev_len) as u64;
+        self.stats.run_ms += run.ran_for.as_millis();
+        self.log = keys;
+    }
+}
+
+/// The real-process test (issue 2, "Proof"): many rounds of append, SIGKILL, recover, check.
+#[test]
+fn sigkill_rounds_lose_no_acknowledged_record() {
+    let rounds: u32 = match env::var(ROUNDS_ENV) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|e| panic!("{ROUNDS_ENV}={s:?} is not a number: {e}")),
+        Err(_) => DEFAULT_ROUNDS,
+    };
+    let seed: u64 = match env::var(SEED_ENV) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|e| panic!("{SEED_ENV}={s:?} is not a number: {e}")),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    let verbose = env::var_os(VERBOSE_ENV).is_some();
+    let tmp = tempfile::tempdir().expect("create a temporary directory");
+    let started = Instant::now();
+    println!(
+        "kill test: {rounds} rounds, {SEED_ENV}={seed}, dir {}",
+        tmp.path().display()
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut v = Verifier {
+        dir: tmp.path().join("wal"),
+        pre_recovery: tmp.path().join("pre-recovery"),
+        seed,
+        log: Vec::new(),
+        acks: Vec::new(),
+        stats: Stats {
+            logs: 1,
+            ..Stats::default()
+        },
+    };
+    let mut log_since = 1;
+    for round in 1..=rounds {
+        if round - log_since >= ROUNDS_PER_LOG || v.log.len() >= MAX_LOG_RECORDS {
+            log_since = round;
+            v.stats.logs += 1;
+            let _ = fs::remove_dir_all(&v.dir);
+            v.dir = tmp.path().join(format!("wal-from-round-{round}"));
+            v.log.clear();
+            v.acks.clear();
+        }
+        let kill_at = if rng.gen_range(0..STARTUP_KILL_EVERY) == 0 {
+            v.stats.startup_kills += 1;
+            KillAt::AfterSpawn(Duration::from_millis(rng.gen_range(0..=60)))
+        } else {
+            KillAt::AfterReady(Duration::from_millis(rng.gen_range(RUN_MS.0..=RUN_MS.1)))
+        };
+        let run = run_child(&v.dir, round, kill_at);
+        if run.out.acks.is_empty() {
+            v.stats.rounds_without_ack += 1;
+        }
+        let check_start = Instant::now();
+        v.check_round(round, &run);
+        if verbose {
+            println!(
+                "round {round}: {kill_at:?}: killed after {:?}, first ack after {:?}, {} acks, log {} records, \
+                 check took {:?}{}",
+                run.ran_for,
+                run.first_ack_after,
+                run.out.acks.len(),
+                v.log.len(),
+                check_start.elapsed(),
+                v.stats.last_events
+            );
+        }
+    }
+    let s = &v.stats;
+    println!(
+        "kill test: {} rounds in {:.1?} (children ran {} ms in total, {} killed during start-up, \
+         {} rounds without any ack): {} records, {} acknowledged units, {} units present but \
+         unreported, {} logs, {} segments in the last log; recovery cut a torn tail {} times ({} bytes), \
+         removed {} headerless segments; reader before recovery: {} torn tails, {} errors",
+        s.rounds,
+        started.elapsed(),
+        s.run_ms,
+        s.startup_kills,
+        s.rounds_without_ack,
+        s.records,
+        s.acks,
+        s.unreported_units,
+        s.logs,
+        s.segments,
+        s.truncations,
+        s.truncated_bytes,
+        s.removed_segments,
+        s.raw_torn_tails,
+        s.raw_read_errors
+    );
+    assert!(
+        s.acks > 0,
+        "the child never acknowledged anything in {} rounds: the test tests nothing",
+        s.rounds
+    );
+}
