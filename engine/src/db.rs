@@ -208,6 +208,20 @@ impl Database {
             }
         })?;
         let view = open_or_create_store(&storage, &dir, cfg.node_id)?;
+        let wal_dir = dir.join(WAL_DIR);
+        // The segment holding the first LSN after the checkpoint is never removed, so a
+        // checkpointed database without WAL segments has lost its log: say so rather than
+        // start a new one and silently drop what the lost log held.
+        if view.ckpt.lsn > 0 && duplex_wal::list_segments(&*storage, &[wal_dir.clone()])?.is_empty()
+        {
+            return Err(Error::Corrupt {
+                file: wal_dir,
+                offset: 0,
+                kind: CorruptKind::Invalid(
+                    "the WAL directory holds no segment although the store has a checkpoint (the log was lost)",
+                ),
+            });
+        }
         let wal = Wal::open_with(
             storage.clone(),
             dir.join(WAL_DIR),

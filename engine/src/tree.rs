@@ -551,10 +551,7 @@ impl<'f> TreeWriter<'f> {
         self.root(level)
     }
 
-    fn flush_pending(
-        &mut self,
-        pending: &[OwnedEntry],
-    ) -> Result<Vec<(Vec<u8>, u64)>> {
+    fn flush_pending(&mut self, pending: &[OwnedEntry]) -> Result<Vec<(Vec<u8>, u64)>> {
         let mut entries = Vec::with_capacity(pending.len());
         for (k, s, v) in pending {
             entries.push(LeafEntry {

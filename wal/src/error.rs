@@ -152,6 +152,10 @@ pub enum CorruptKind {
     BadKind,
     /// Zeroed bytes where a record must be (valid records follow them).
     Zeroed,
+    /// Non-zero bytes after the end of the records, with no valid record among them.
+    TrailingGarbage,
+    /// A segment header names an LSN the log cannot use (0, or too close to the maximum).
+    BadFirstLsn(u64),
     /// A batch that a later record shows must have been complete is cut short.
     IncompleteBatch,
     /// A segment's name does not match the first LSN in its header.
@@ -189,6 +193,10 @@ impl fmt::Display for CorruptKind {
             CorruptKind::BadKind => write!(f, "record of reserved kind 0"),
             CorruptKind::IncompleteBatch => write!(f, "batch cut short"),
             CorruptKind::Zeroed => write!(f, "zeroed bytes where a record must be"),
+            CorruptKind::TrailingGarbage => {
+                write!(f, "non-zero bytes after the last record")
+            }
+            CorruptKind::BadFirstLsn(l) => write!(f, "segment header names first LSN {l}, which is out of range"),
             CorruptKind::NameMismatch {
                 name_lsn,
                 header_lsn,

@@ -21,6 +21,9 @@ pub const RECORD_HEADER_LEN: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
 /// Record flag: more records of the same atomic batch follow this one.
 pub const FLAG_BATCH_CONTINUES: u8 = 0x01;
+/// Largest LSN a log may reach: far beyond any real log, and far enough below `u64::MAX`
+/// that LSN arithmetic never overflows.
+pub const MAX_LSN: u64 = 1 << 62;
 /// Hard ceiling on `max_record_size`, so lengths always fit the `u32` field.
 pub const MAX_RECORD_SIZE_LIMIT: u32 = 1 << 30;
 
@@ -87,9 +90,13 @@ impl SegmentHeader {
         if u32_at(b, 12) as u64 != SEGMENT_HEADER_LEN || b[40..60].iter().any(|&x| x != 0) {
             return Err(CorruptKind::NonZeroReserved);
         }
+        let first_lsn = u64_at(b, 24);
+        if first_lsn == 0 || first_lsn > MAX_LSN {
+            return Err(CorruptKind::BadFirstLsn(first_lsn));
+        }
         Ok(SegmentHeader {
             node_id: u64_at(b, 16),
-            first_lsn: u64_at(b, 24),
+            first_lsn,
             created_ms: u64_at(b, 32),
         })
     }

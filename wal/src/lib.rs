@@ -32,5 +32,7 @@ pub use archive::archive_segment;
 pub use error::{CorruptKind, Error, Result};
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, TornTail, WalReader};
-pub use storage::{sync_file_and_dir, LockGuard, Mapped, OpenMode, StdStorage, Storage, StorageFile};
+pub use storage::{
+    sync_file_and_dir, LockGuard, Mapped, OpenMode, StdStorage, Storage, StorageFile,
+};
 pub use wal::{Entry, RecoveryReport, SegmentInfo, Truncation, Wal};

@@ -90,8 +90,12 @@ impl WalOptions {
                 self.max_record_size
             )));
         }
-        if self.initial_lsn == 0 {
-            return Err(Error::Config("initial_lsn must be at least 1".into()));
+        if self.initial_lsn == 0 || self.initial_lsn > crate::format::MAX_LSN {
+            return Err(Error::Config(format!(
+                "initial_lsn {} must be between 1 and {}",
+                self.initial_lsn,
+                crate::format::MAX_LSN
+            )));
         }
         if let SyncPolicy::Interval(d) = self.sync {
             if d.is_zero() {

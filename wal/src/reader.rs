@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{parse_segment_file_name, FLAG_BATCH_CONTINUES, RECORD_ALIGN};
-use crate::segment::{SegmentCursor, Step};
+use crate::format::{parse_segment_file_name, FLAG_BATCH_CONTINUES};
+use crate::segment::{classify_stop, header_never_written, SegmentCursor, Step, Stop};
 use crate::storage::Storage;
 
 /// One record read back from the log.
@@ -36,6 +36,8 @@ pub struct ReadOptions {
     /// Treat a torn tail in the last segment as an error instead of the end of the log.
     /// Verification of an archive wants this. Default false.
     pub strict_tail: bool,
+    /// If set, every segment must have been written by this node. Default none.
+    pub node_id: Option<u64>,
 }
 
 impl Default for ReadOptions {
@@ -44,6 +46,7 @@ impl Default for ReadOptions {
             max_record_size: 16 << 20,
             until_lsn: None,
             strict_tail: false,
+            node_id: None,
         }
     }
 }
@@ -191,7 +194,18 @@ impl WalReader {
             let Some((first, path)) = self.segments.get(self.next_segment).cloned() else {
                 return self.finish();
             };
-            let cur = SegmentCursor::open(&*self.storage, &path, self.opts.max_record_size)?;
+            let cur = match SegmentCursor::open(&*self.storage, &path, self.opts.max_record_size) {
+                // A last segment whose header never reached the disk holds nothing: the log
+                // ends before it (opening the log removes such a file).
+                Err(Error::Corrupt { offset: 0, .. })
+                    if self.next_segment + 1 == self.segments.len()
+                        && header_never_written(&*self.storage, &path)? =>
+                {
+                    self.next_segment += 1;
+                    return self.finish();
+                }
+                r => r?,
+            };
             let h = *cur.header();
             if h.first_lsn != first {
                 return Err(Self::corrupt(
@@ -202,6 +216,13 @@ impl WalReader {
                         header_lsn: h.first_lsn,
                     },
                 ));
+            }
+            if let Some(node) = self.opts.node_id.filter(|n| *n != h.node_id) {
+                return Err(Error::NodeMismatch {
+                    file: path,
+                    expected: node,
+                    found: h.node_id,
+                });
             }
             if h.first_lsn != self.expected {
                 return Err(Error::Gap {
@@ -221,17 +242,14 @@ impl WalReader {
         let path = &self.segments[self.next_segment - 1].1;
         loop {
             let (stop, kind) = match cur.next_step()? {
-                Step::Record(r, off) => {
-                    if r.lsn != self.expected {
-                        return Err(Self::corrupt(
-                            path,
-                            off,
-                            CorruptKind::BadLsn {
-                                expected: self.expected,
-                                found: r.lsn,
-                            },
-                        ));
-                    }
+                Step::Record(r, off) if r.lsn != self.expected => (
+                    off,
+                    Some(CorruptKind::BadLsn {
+                        expected: self.expected,
+                        found: r.lsn,
+                    }),
+                ),
+                Step::Record(r, _) => {
                     if r.lsn > until {
                         self.batch.clear();
                         self.done = true;
@@ -258,39 +276,23 @@ impl WalReader {
                 Step::End(off) => (off, None),
                 Step::Bad(off, kind) => (off, Some(kind)),
             };
-            // The segment's records stop here. Valid records after this point mean damage.
-            if cur
-                .valid_record_after(stop + RECORD_ALIGN as u64, self.expected)?
-                .is_some()
-            {
-                let kind = kind.unwrap_or(CorruptKind::Zeroed);
-                return Err(Self::corrupt(path, stop, kind));
-            }
-            let batch_open = self.in_batch || kind.is_some();
-            if !is_last && batch_open {
-                return Err(Self::corrupt(
-                    path,
-                    stop,
-                    kind.unwrap_or(CorruptKind::IncompleteBatch),
-                ));
-            }
-            if is_last {
-                if batch_open {
-                    let tail = TornTail {
+            return match classify_stop(cur, stop, kind, self.in_batch, self.expected)? {
+                Stop::Clean if is_last => self.finish(),
+                Stop::Clean => {
+                    self.cursor = None;
+                    Ok(())
+                }
+                Stop::Torn(kind) if is_last && !self.opts.strict_tail => {
+                    self.torn = Some(TornTail {
                         file: path.clone(),
                         offset: stop,
-                        kind: kind.unwrap_or(CorruptKind::IncompleteBatch),
-                    };
-                    if self.opts.strict_tail {
-                        return Err(Self::corrupt(&tail.file, tail.offset, tail.kind));
-                    }
-                    self.torn = Some(tail);
+                        kind,
+                    });
                     self.batch.clear();
+                    self.finish()
                 }
-                return self.finish();
-            }
-            self.cursor = None;
-            return Ok(());
+                Stop::Torn(kind) | Stop::Corrupt(kind) => Err(Self::corrupt(path, stop, kind)),
+            };
         }
     }
 

@@ -281,24 +281,14 @@ pub(crate) fn scan_segment(
             Step::Bad(off, kind) => break (off, Some(kind)),
         }
     };
-    // Anything valid after the stop point (beyond the records already seen) makes the
-    // damage corruption rather than a torn tail.
-    let follows = cur.valid_record_after(stop + RECORD_ALIGN as u64, expected)?;
-    let tail = match (kind, follows, batch_open) {
-        (None, None, false) => Tail::Clean,
-        (kind, Some(_), _) => Tail::Corrupt {
-            offset: stop,
-            kind: kind.unwrap_or(if batch_open {
-                CorruptKind::IncompleteBatch
-            } else {
-                CorruptKind::Zeroed
-            }),
-        },
-        (kind, None, _) => Tail::Torn {
+    let tail = match classify_stop(&mut cur, stop, kind, batch_open, expected)? {
+        Stop::Clean => Tail::Clean,
+        Stop::Corrupt(kind) => Tail::Corrupt { offset: stop, kind },
+        Stop::Torn(kind) => Tail::Torn {
             cut: end,
             at: stop,
             junk_end: cur.nonzero_end(end)?,
-            kind: kind.unwrap_or(CorruptKind::IncompleteBatch),
+            kind,
         },
     };
     Ok(SegmentScan {
@@ -307,4 +297,67 @@ pub(crate) fn scan_segment(
         end,
         tail,
     })
+}
+
+/// How a segment's records stop, once the cursor reached `stop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Only zeros (or nothing) follow, and no batch is open: the end of the records.
+    Clean,
+    /// Damage, an open batch or stray bytes with no valid record after them: a torn write.
+    Torn(CorruptKind),
+    /// A valid record with a later LSN follows the damage: corruption.
+    Corrupt(CorruptKind),
+}
+
+/// Classifies the stop point. `kind` is what was wrong there (`None` for zeros or end of
+/// file), `expected` the LSN the next record had to carry.
+pub(crate) fn classify_stop(
+    cur: &mut SegmentCursor,
+    stop: u64,
+    kind: Option<CorruptKind>,
+    batch_open: bool,
+    expected: u64,
+) -> Result<Stop> {
+    // One pass over the rest of the file in the common case (all zeros); the search for a
+    // valid record only runs when there is something non-zero to search.
+    let junk = cur.nonzero_end(stop)? > stop;
+    let follows = if junk {
+        cur.valid_record_after(stop + RECORD_ALIGN as u64, expected)?
+    } else {
+        None
+    };
+    let fallback = if batch_open {
+        CorruptKind::IncompleteBatch
+    } else {
+        CorruptKind::Zeroed
+    };
+    Ok(match (follows, kind) {
+        (Some(_), kind) => Stop::Corrupt(kind.unwrap_or(fallback)),
+        (None, None) if !junk && !batch_open => Stop::Clean,
+        (None, kind) => Stop::Torn(kind.unwrap_or(if batch_open {
+            CorruptKind::IncompleteBatch
+        } else {
+            CorruptKind::TrailingGarbage
+        })),
+    })
+}
+
+/// True if the file is too short for a header or its header bytes are all zero.
+pub(crate) fn header_never_written(storage: &dyn Storage, path: &Path) -> Result<bool> {
+    let f = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
+    let mut got = 0;
+    while got < b.len() {
+        let n = f
+            .read_at(&mut b[got..], got as u64)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        got += n;
+    }
+    Ok(b.iter().all(|&x| x == 0))
 }

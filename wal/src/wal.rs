@@ -28,7 +28,7 @@ use crate::format::{
 };
 use crate::options::{RecoveryMode, SyncPolicy, WalOptions};
 use crate::reader::{ReadOptions, WalReader};
-use crate::segment::{scan_segment, Tail};
+use crate::segment::{header_never_written, scan_segment, Tail};
 use crate::storage::{OpenMode, StdStorage, Storage, StorageFile};
 
 /// One record of a batch passed to [`Wal::append_batch`].
@@ -457,6 +457,7 @@ impl Wal {
             ReadOptions {
                 max_record_size: self.shared.opts.max_record_size,
                 until_lsn: Some(until),
+                node_id: Some(self.shared.opts.node_id),
                 ..ReadOptions::default()
             },
         )
@@ -931,25 +932,6 @@ fn recover(
         .map(|s| s.last_lsn.unwrap_or(s.first_lsn - 1))
         .unwrap_or(opts.initial_lsn - 1);
     Ok((list, report))
-}
-
-/// True if the file is too short for a header or its header bytes are all zero.
-fn header_never_written(storage: &dyn Storage, path: &Path) -> Result<bool> {
-    let f = storage
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io("open", path, e))?;
-    let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
-    let mut got = 0;
-    while got < b.len() {
-        let n = f
-            .read_at(&mut b[got..], got as u64)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            return Ok(true);
-        }
-        got += n;
-    }
-    Ok(b.iter().all(|&x| x == 0))
 }
 
 /// Overwrites `[from, to)` with zeros and fsyncs, so cut bytes can never be read again.

@@ -295,3 +295,65 @@ fn bad_header_is_reported() {
         other => panic!("expected header corruption, got {other:?}"),
     }
 }
+
+#[test]
+fn stray_bytes_after_empty_space_are_a_torn_tail_and_are_erased() {
+    let sim = SimStorage::new();
+    let opts = WalOptions {
+        segment_size: 1 << 20,
+        ..small_opts()
+    };
+    let seg = write_records(&sim, 5, &opts);
+    let wal = sim_open(&sim, "/wal", opts.clone()).expect("open");
+    let end = wal.segments().last().expect("segment").end_offset;
+    drop(wal);
+    for i in 0..25 {
+        sim.corrupt(&seg, end + 64 + i, 0xFF).expect("junk");
+    }
+    let wal = sim_open(&sim, "/wal", opts.clone()).expect("open");
+    let t = wal
+        .recovery_report()
+        .truncated
+        .clone()
+        .expect("the junk is reported");
+    assert_eq!((t.offset, t.bytes), (end, 64 + 25));
+    assert_eq!(t.reason, CorruptKind::TrailingGarbage);
+    wal.append(1, b"next").expect("append");
+    wal.close().expect("close");
+    let wal = sim_open(&sim, "/wal", opts).expect("reopen");
+    assert_eq!(
+        wal.recovery_report().truncated,
+        None,
+        "nothing left to cut after a clean close"
+    );
+    assert_eq!(wal.last_lsn(), 6);
+}
+
+#[test]
+fn a_header_naming_lsn_zero_is_corruption() {
+    use duplex_wal::format::SegmentHeader;
+    let sim = SimStorage::new();
+    let seg = write_records(&sim, 3, &small_opts());
+    let bytes = SegmentHeader {
+        node_id: 1,
+        first_lsn: 0,
+        created_ms: 0,
+    }
+    .encode();
+    // A consistent header (its CRC is valid) that names LSN 0.
+    let image = sim.contents(&seg).expect("segment");
+    for (i, b) in bytes.iter().enumerate() {
+        let x = image[i] ^ b;
+        if x != 0 {
+            sim.corrupt(&seg, i as u64, x).expect("rewrite header");
+        }
+    }
+    match sim_open(&sim, "/wal", small_opts()) {
+        Err(Error::Corrupt {
+            offset: 0, kind, ..
+        }) => {
+            assert_eq!(kind, CorruptKind::BadFirstLsn(0))
+        }
+        other => panic!("expected a bad first LSN, got {other:?}"),
+    }
+}
