@@ -212,7 +212,8 @@ impl Database {
         // The segment holding the first LSN after the checkpoint is never removed, so a
         // checkpointed database without WAL segments has lost its log: say so rather than
         // start a new one and silently drop what the lost log held.
-        if view.ckpt.lsn > 0 && duplex_wal::list_segments(&*storage, &[wal_dir.clone()])?.is_empty()
+        if view.ckpt.lsn > 0
+            && duplex_wal::list_segments(&*storage, std::slice::from_ref(&wal_dir))?.is_empty()
         {
             return Err(Error::Corrupt {
                 file: wal_dir,
