@@ -21,7 +21,7 @@ fn open(sim: &SimStorage) -> duplex_engine::Result<Database> {
 }
 
 fn value(i: u32) -> Vec<u8> {
-    let len = if i % 10 == 0 { 3000 } else { 90 };
+    let len = if i.is_multiple_of(10) { 3000 } else { 90 };
     (0..len).map(|j| (j as u32 * 7 + i) as u8).collect()
 }
 
