@@ -24,7 +24,8 @@ use crate::batch::{decode_batch, encode_batch, LoggedBatch, Op, WriteBatch, KIND
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN};
 use crate::hlc::{Hlc, Stamp, Timestamp};
-use crate::snapshot::{Digest, MemTable, MemVersion, ScanIter, Snapshot, Version};
+use crate::memtable::{MemTable, MemVersion};
+use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
 use crate::store::{create_store, open_store, read_manifest, view_at, write_manifest};
 use crate::tree::{TreeView, TreeWriter, Update};
 
@@ -139,9 +140,15 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Mem {
-    active: MemTable,
-    frozen: Option<MemTable>,
+    active: Arc<MemTable>,
+    frozen: Option<Arc<MemTable>>,
     tree: Arc<TreeView>,
+}
+
+#[derive(Debug, Default)]
+struct ApplyState {
+    seq: u64,
+    max_ts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +169,11 @@ struct Inner {
     gate: RwLock<()>,
     /// One checkpoint or compaction at a time.
     ckpt_lock: Mutex<()>,
+    /// Serializes memtable inserts; holds the last sequence number assigned and the
+    /// largest timestamp applied.
+    apply_lock: Mutex<ApplyState>,
+    /// Sequence number of the last batch fully applied: what new snapshots see.
+    visible: AtomicU64,
     wal_bytes: AtomicU64,
     checkpoints: AtomicU64,
     compactions: AtomicU64,
@@ -245,12 +257,14 @@ impl Database {
             wal,
             clock,
             mem: RwLock::new(Mem {
-                active: MemTable::new(),
+                active: Arc::new(MemTable::new()),
                 frozen: None,
                 tree: Arc::new(view),
             }),
             gate: RwLock::new(()),
             ckpt_lock: Mutex::new(()),
+            apply_lock: Mutex::new(ApplyState::default()),
+            visible: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
@@ -326,6 +340,7 @@ impl Database {
             active: m.active.clone(),
             frozen: m.frozen.clone(),
             tree: m.tree.clone(),
+            seq: self.inner.visible.load(Ordering::Acquire),
         }
     }
 
@@ -519,31 +534,46 @@ impl Inner {
     }
 
     /// Applies operations with one stamp to the active memtable, last writer wins against
-    /// every layer. The tree is consulted only when it may hold a newer version.
+    /// every layer, then makes the batch visible. The tree is consulted only when it may
+    /// hold a newer version.
     fn apply(&self, stamp: Stamp, ops: Vec<Op>) -> Result<()> {
-        let mut m = self.mem.write();
-        let check_tree = stamp.ts.0 <= m.tree.ckpt.max_ts;
+        let (active, frozen, tree) = {
+            let m = self.mem.read();
+            (m.active.clone(), m.frozen.clone(), m.tree.clone())
+        };
+        let check_tree = stamp.ts.0 <= tree.ckpt.max_ts;
+        let mut st = self.apply_lock.lock();
+        st.seq += 1;
+        let seq = st.seq;
+        // A stamp newer than everything applied so far and than the tree wins over any
+        // existing version: skip the lookups (the common case for local writes and replay).
+        let newest = !check_tree && stamp.ts.0 > st.max_ts;
         for op in ops {
-            let key = op.key();
-            let current = match m.active.get(key) {
-                Some(v) => Some(v.stamp),
-                None => match m.frozen.as_ref().and_then(|f| f.get(key)) {
-                    Some(v) => Some(v.stamp),
-                    None if check_tree => m.tree.get(key)?.map(|(s, _)| s),
-                    None => None,
-                },
+            let (key, value) = match op {
+                Op::Put { key, value } => (key, Some(value)),
+                Op::Delete { key } => (key, None),
+            };
+            let older = if newest {
+                None
+            } else {
+                match active.latest_stamp(&key) {
+                    Some(s) => Some(s),
+                    None => match frozen.as_ref().and_then(|f| f.latest_stamp(&key)) {
+                        Some(s) => Some(s),
+                        None if check_tree => tree.get(&key)?.map(|(s, _)| s),
+                        None => None,
+                    },
+                }
             };
             // Equal stamps mean the same batch (stamps are unique per batch): its later
             // operation on a key replaces the earlier one.
-            if current.is_some_and(|c| c.wins_over(&stamp)) {
+            if older.is_some_and(|c| c.wins_over(&stamp)) {
                 continue;
             }
-            let (key, value) = match op {
-                Op::Put { key, value } => (key, Some(Arc::from(value))),
-                Op::Delete { key } => (key, None),
-            };
-            m.active.insert(key, MemVersion { stamp, value });
+            active.insert(key, seq, MemVersion { stamp, value });
         }
+        st.max_ts = st.max_ts.max(stamp.ts.0);
+        self.visible.store(seq, Ordering::Release);
         Ok(())
     }
 
@@ -612,7 +642,7 @@ impl Inner {
         let (frozen, lsn, tree) = {
             let _g = self.gate.write();
             let mut m = self.mem.write();
-            let f = std::mem::take(&mut m.active);
+            let f = std::mem::replace(&mut m.active, Arc::new(MemTable::new()));
             m.frozen = Some(f.clone());
             (f, self.wal.last_lsn(), m.tree.clone())
         };
@@ -663,7 +693,8 @@ impl Inner {
     fn append_checkpoint(&self, tree: &TreeView, frozen: &MemTable, lsn: u64) -> Result<TreeView> {
         let file = tree.file.clone();
         let mut w = TreeWriter::new(&file, tree.committed);
-        let ups: Vec<Update<'_>> = frozen
+        let newest = frozen.newest();
+        let ups: Vec<Update<'_>> = newest
             .iter()
             .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
             .collect();
@@ -701,10 +732,11 @@ impl Inner {
         let generation = tree.file.generation + 1;
         let file = create_store(&self.storage, &self.dir, self.cfg.node_id, generation)?;
         let mut w = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
+        let newest = frozen.newest();
         let merged = MergeIter {
             tree: tree.cursor(Bound::Unbounded)?,
             tree_peek: None,
-            mem: frozen.iter().peekable(),
+            mem: newest.iter().map(|(k, v)| (k, v)).peekable(),
             started: false,
         };
         let root = w.bulk(merged)?;

@@ -9,24 +9,12 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use imbl::OrdMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::Result;
 use crate::hlc::Stamp;
+use crate::memtable::{MemTable, MemVersion};
 use crate::tree::{TreeCursor, TreeView};
-
-/// A version in a memtable: stamp and value (`None` for a tombstone).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemVersion {
-    /// Timestamp and origin.
-    pub stamp: Stamp,
-    /// The value, `None` for a tombstone.
-    pub value: Option<Arc<[u8]>>,
-}
-
-/// A sorted in-memory table of recent versions.
-pub type MemTable = OrdMap<Vec<u8>, MemVersion>;
 
 /// A key's current version, as reported by [`Snapshot::version`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +28,11 @@ pub struct Version {
 /// A consistent read view of the database.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub(crate) active: MemTable,
-    pub(crate) frozen: Option<MemTable>,
+    pub(crate) active: Arc<MemTable>,
+    pub(crate) frozen: Option<Arc<MemTable>>,
     pub(crate) tree: Arc<TreeView>,
+    /// Sequence number of the last batch visible.
+    pub(crate) seq: u64,
 }
 
 impl Snapshot {
@@ -54,10 +44,10 @@ impl Snapshot {
     /// The current version of `key`, tombstones included.
     pub fn version(&self, key: &[u8]) -> Result<Option<Version>> {
         for m in std::iter::once(&self.active).chain(self.frozen.as_ref()) {
-            if let Some(v) = m.get(key) {
+            if let Some(v) = m.get(key, self.seq) {
                 return Ok(Some(Version {
                     stamp: v.stamp,
-                    value: v.value.as_deref().map(<[u8]>::to_vec),
+                    value: v.value,
                 }));
             }
         }
@@ -91,6 +81,7 @@ impl Snapshot {
         let mut it = ScanIter {
             layers: vec![self.active.clone()],
             peeked: Vec::new(),
+            seq: self.seq,
             tree: self.tree.cursor(start)?,
             tree_peek: None,
             end: owned(end),
@@ -98,7 +89,7 @@ impl Snapshot {
         };
         it.layers.extend(self.frozen.clone());
         for m in &it.layers {
-            it.peeked.push(first_in(m, owned(start)));
+            it.peeked.push(m.next_visible(start, self.seq));
         }
         it.tree_peek = it.tree.next_entry()?;
         Ok(it)
@@ -143,18 +134,13 @@ impl std::fmt::Display for Digest {
     }
 }
 
-fn first_in(m: &MemTable, start: Bound<Vec<u8>>) -> Option<(Vec<u8>, MemVersion)> {
-    m.range((start, Bound::Unbounded))
-        .next()
-        .map(|(k, v)| (k.clone(), v.clone()))
-}
-
 /// Iterator over a snapshot's entries in key order. Yields `Result<(key, value)>`; for
 /// [`Snapshot::scan_versions`] use [`ScanIter::next_version`].
 #[derive(Debug)]
 pub struct ScanIter {
-    layers: Vec<MemTable>,
+    layers: Vec<Arc<MemTable>>,
     peeked: Vec<Option<(Vec<u8>, MemVersion)>>,
+    seq: u64,
     tree: TreeCursor,
     tree_peek: Option<(Vec<u8>, crate::tree::TreeVersion)>,
     end: Bound<Vec<u8>>,
@@ -198,11 +184,11 @@ impl ScanIter {
                         if found.is_none() {
                             found = Some(Version {
                                 stamp: v.stamp,
-                                value: v.value.as_deref().map(<[u8]>::to_vec),
+                                value: v.value,
                             });
                         }
                     }
-                    self.peeked[i] = first_in(&self.layers[i], Bound::Excluded(key.clone()));
+                    self.peeked[i] = self.layers[i].next_visible(Bound::Excluded(&key), self.seq);
                 }
             }
             if matches!(&self.tree_peek, Some((k, _)) if *k == key) {
