@@ -573,6 +573,9 @@ impl Inner {
             active.insert(key, seq, MemVersion { stamp, value });
         }
         st.max_ts = st.max_ts.max(stamp.ts.0);
+        // The HLC receive rule: local time moves past every stamp applied, so a local write
+        // after this one always wins over it.
+        self.clock.observe(stamp.ts);
         self.visible.store(seq, Ordering::Release);
         Ok(())
     }
@@ -596,7 +599,6 @@ impl Inner {
                     offset: rec.lsn,
                     kind,
                 })?;
-            self.clock.observe(stamp.ts);
             self.apply(stamp, ops)?;
             bytes += rec.payload.len() as u64;
         }
@@ -814,5 +816,81 @@ impl<'a, I: Iterator<Item = (&'a Vec<u8>, &'a MemVersion)>> Iterator for MergeIt
             }
         }
         Some(Ok(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_wal::sim::SimStorage;
+
+    fn stamp(ts: u64, origin: u64) -> Stamp {
+        Stamp {
+            ts: Timestamp(ts),
+            origin,
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Vec<Op> {
+        vec![Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }]
+    }
+
+    /// Versions from another node arrive in any order; every layer (active memtable,
+    /// frozen memtable, tree) keeps the greater (timestamp, origin).
+    #[test]
+    fn last_writer_wins_against_every_layer_whatever_the_arrival_order() {
+        let sim = SimStorage::new();
+        let db = Database::open_with(
+            Arc::new(sim),
+            "/db",
+            Config {
+                background: false,
+                ..Config::default()
+            },
+        )
+        .expect("open");
+        let far = db.inner.clock.now().0 + 1_000_000;
+        let i = &db.inner;
+        i.apply(stamp(far + 10, 2), put("k", "new")).expect("apply");
+        i.apply(stamp(far + 5, 3), put("k", "older"))
+            .expect("apply");
+        assert_eq!(db.get(b"k").expect("get"), Some(b"new".to_vec()));
+        // Same timestamp: the larger origin wins.
+        i.apply(stamp(far + 10, 1), put("k", "same-ts-lower-origin"))
+            .expect("apply");
+        assert_eq!(db.get(b"k").expect("get"), Some(b"new".to_vec()));
+        i.apply(stamp(far + 10, 3), put("k", "same-ts-higher-origin"))
+            .expect("apply");
+        assert_eq!(
+            db.get(b"k").expect("get"),
+            Some(b"same-ts-higher-origin".to_vec())
+        );
+        // Into the tree, then an older version arrives: the tree's wins.
+        db.checkpoint().expect("checkpoint");
+        i.apply(stamp(far + 7, 9), put("k", "late")).expect("apply");
+        assert_eq!(
+            db.get(b"k").expect("get"),
+            Some(b"same-ts-higher-origin".to_vec())
+        );
+        // An older delete loses; a newer one wins and leaves a tombstone with its stamp.
+        i.apply(stamp(far + 8, 9), vec![Op::Delete { key: "k".into() }])
+            .expect("apply");
+        assert!(db.get(b"k").expect("get").is_some());
+        i.apply(stamp(far + 20, 2), vec![Op::Delete { key: "k".into() }])
+            .expect("apply");
+        assert_eq!(db.get(b"k").expect("get"), None);
+        let v = db.version(b"k").expect("version").expect("tombstone");
+        assert_eq!((v.stamp, v.value), (stamp(far + 20, 2), None));
+        db.checkpoint().expect("checkpoint");
+        i.apply(stamp(far + 15, 5), put("k", "resurrect?"))
+            .expect("apply");
+        assert_eq!(
+            db.get(b"k").expect("get"),
+            None,
+            "an older put must not undo a delete"
+        );
     }
 }
