@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use duplex_wal::{LockGuard, StdStorage, Storage, SyncPolicy, Wal, WalOptions};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::backup::{read_backup_manifest, write_backup, BackupReport};
 use crate::batch::{decode_batch, encode_batch, LoggedBatch, Op, WriteBatch, KIND_BATCH};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN};
@@ -99,7 +100,7 @@ impl Config {
         Ok(())
     }
 
-    fn wal_options(&self, initial_lsn: u64) -> WalOptions {
+    pub(crate) fn wal_options(&self, initial_lsn: u64) -> WalOptions {
         WalOptions {
             node_id: self.node_id,
             segment_size: self.segment_size,
@@ -367,6 +368,28 @@ impl Database {
     /// Rewrites the store into a new generation now, whatever its dead space.
     pub fn compact(&self) -> Result<()> {
         self.inner.checkpoint(true)
+    }
+
+    /// Takes an online backup into the new directory `dest` by file copy, while writers go
+    /// on: a checkpoint, then a copy of the store's committed bytes (only those appended
+    /// since `base` for an incremental backup) and the manifests. With an archive
+    /// configured, the WAL segment in progress is closed and everything is archived, so
+    /// the archive continues the backup without a gap.
+    pub fn backup(&self, dest: &Path, base: Option<&Path>) -> Result<BackupReport> {
+        let i = &*self.inner;
+        i.checkpoint(false)?;
+        // Holding the view keeps its store file alive even if a compaction retires it.
+        let view = i.mem.read().tree.clone();
+        let base = match base {
+            Some(b) => Some(read_backup_manifest(&*i.storage, b)?),
+            None => None,
+        };
+        let report = write_backup(&i.storage, &view, i.cfg.node_id, dest, base.as_ref())?;
+        if i.cfg.archive_dir.is_some() {
+            i.wal.rotate()?;
+            i.wal.archive_closed()?;
+        }
+        Ok(report)
     }
 
     /// Counters and sizes.

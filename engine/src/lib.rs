@@ -17,20 +17,24 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod backup;
 pub mod batch;
 mod db;
 mod error;
 pub mod format;
 mod hlc;
 mod memtable;
+mod restore;
 mod snapshot;
 pub mod store;
 pub mod tree;
 
+pub use backup::{restore_chain, verify_backup, BackupManifest, BackupReport};
 pub use batch::{Op, WriteBatch};
 pub use db::{Config, Database, Stats, LOCK_NAME, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
 pub use memtable::{MemTable, MemVersion};
+pub use restore::{roll_forward, Progress, RollForwardOptions, RollForwardReport, Target};
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};

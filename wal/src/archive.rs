@@ -69,3 +69,31 @@ pub fn archive_segment(
         .map_err(|e| Error::io("fsync directory", archive_dir, e))?;
     Ok(dest)
 }
+
+/// Removes archived segments whose records all lie below `below_lsn` (a segment goes when
+/// the next one starts at or below `below_lsn`); the newest segment always stays. For
+/// retention: call it with the checkpoint LSN + 1 of the oldest backup still kept, after a
+/// newer backup has completed. Returns the removed files.
+pub fn prune_archive(
+    storage: &dyn Storage,
+    archive_dir: &Path,
+    below_lsn: u64,
+) -> Result<Vec<PathBuf>> {
+    let segs = crate::reader::list_segments(storage, &[archive_dir.to_path_buf()])?;
+    let mut removed = Vec::new();
+    for pair in segs.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first <= below_lsn {
+            storage
+                .remove_file(path)
+                .map_err(|e| Error::io("remove archived segment", path, e))?;
+            removed.push(path.clone());
+        }
+    }
+    if !removed.is_empty() {
+        storage
+            .sync_dir(archive_dir)
+            .map_err(|e| Error::io("fsync directory", archive_dir, e))?;
+    }
+    Ok(removed)
+}

@@ -28,7 +28,7 @@ pub mod sim;
 mod storage;
 mod wal;
 
-pub use archive::archive_segment;
+pub use archive::{archive_segment, prune_archive};
 pub use error::{CorruptKind, Error, Result};
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, TornTail, WalReader};

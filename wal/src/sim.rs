@@ -334,6 +334,33 @@ impl Storage for SimStorage {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.tick()?;
+        if s.dirs.contains(from) {
+            // A directory moves with everything in it. Simplification: the move is durable
+            // at once (the tests use it only for complete, fsynced directories).
+            if s.dirs.contains(to) || s.live.contains_key(to) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "target exists",
+                ));
+            }
+            let moved = |p: &Path| -> Option<PathBuf> {
+                p.strip_prefix(from).ok().map(|rest| to.join(rest))
+            };
+            s.dirs = s
+                .dirs
+                .iter()
+                .map(|d| moved(d).unwrap_or_else(|| d.clone()))
+                .collect();
+            let st = &mut *s;
+            for map in [&mut st.live, &mut st.durable] {
+                let old = std::mem::take(map);
+                *map = old
+                    .into_iter()
+                    .map(|(p, n)| (moved(&p).unwrap_or(p), n))
+                    .collect();
+            }
+            return Ok(());
+        }
         let node = s
             .live
             .remove(from)
