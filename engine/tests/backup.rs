@@ -45,7 +45,7 @@ fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database(
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) || i < 300 {
                     let k = format!("w{w}-{:04}", i % 700);
-                    if i % 11 == 0 {
+                    if i.is_multiple_of(11) {
                         db.delete(k.as_bytes()).expect("delete");
                     } else {
                         db.put(k.as_bytes(), format!("{w}:{i}").repeat(5).as_bytes())
@@ -82,7 +82,7 @@ fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database(
     let rf = roll_forward(
         storage(),
         &into,
-        &[archive.clone()],
+        std::slice::from_ref(&archive),
         &RollForwardOptions {
             config: cfg(&t.path().join("archive-of-restored")),
             ..RollForwardOptions::default()
@@ -110,7 +110,7 @@ fn point_in_time_restore_gives_exactly_the_state_after_record_n() {
     let mut states: BTreeMap<u64, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
     let mut write = |db: &Database, i: u32, model: &mut BTreeMap<Vec<u8>, Vec<u8>>| {
         let k = format!("key{:03}", i % 97).into_bytes();
-        let lsn = if i % 7 == 0 {
+        let lsn = if i.is_multiple_of(7) {
             model.remove(&k);
             db.delete(&k).expect("delete")
         } else {
@@ -143,7 +143,7 @@ fn point_in_time_restore_gives_exactly_the_state_after_record_n() {
         let rf = roll_forward(
             storage(),
             &into,
-            &[archive.clone()],
+            std::slice::from_ref(&archive),
             &RollForwardOptions {
                 target,
                 config: cfg(&other_archive),
@@ -256,8 +256,14 @@ fn damaged_backups_and_archives_are_reported() {
         config: cfg(&t.path().join("a2")),
         ..RollForwardOptions::default()
     };
-    let err =
-        roll_forward(storage(), &into, &[archive.clone()], &opts, &mut |_| {}).expect_err("gap");
+    let err = roll_forward(
+        storage(),
+        &into,
+        std::slice::from_ref(&archive),
+        &opts,
+        &mut |_| {},
+    )
+    .expect_err("gap");
     assert!(err.is_corruption(), "{err}");
     assert!(err.to_string().contains("gap"), "{err}");
     // The operator may choose to stop at the last good record.
@@ -266,7 +272,7 @@ fn damaged_backups_and_archives_are_reported() {
     let rf = roll_forward(
         storage(),
         &into,
-        &[archive.clone()],
+        std::slice::from_ref(&archive),
         &RollForwardOptions {
             stop_at_last_good: true,
             ..opts.clone()
