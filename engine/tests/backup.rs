@@ -192,8 +192,12 @@ fn an_incremental_chain_restores_the_same_bytes_as_a_full_backup() {
     );
     assert!(ba == bb, "chain and full restore differ");
     // A chain in the wrong order, or an increment without its base, is refused.
-    let err =
-        restore_chain(&storage(), &[inc.clone()], &t.path().join("bad1")).expect_err("no base");
+    let err = restore_chain(
+        &storage(),
+        std::slice::from_ref(&inc),
+        &t.path().join("bad1"),
+    )
+    .expect_err("no base");
     assert!(err.to_string().contains("incremental"), "{err}");
     let err =
         restore_chain(&storage(), &[full2, inc], &t.path().join("bad2")).expect_err("wrong base");
