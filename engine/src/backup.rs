@@ -441,6 +441,47 @@ pub(crate) fn write_backup(
     })
 }
 
+/// Backs up the database directory `data` into `dest` without opening the database, so it
+/// works on a directory that a running `duplexd` holds: the manifest names the committed
+/// checkpoint, and the store's bytes below it never change. Does not take a checkpoint
+/// (records after the last one are in the WAL and its archive).
+pub fn backup_dir(
+    storage: &Arc<dyn Storage>,
+    data: &Path,
+    dest: &Path,
+    base: Option<&Path>,
+) -> Result<BackupReport> {
+    let base = match base {
+        Some(b) => Some(read_backup_manifest(&**storage, b)?),
+        None => None,
+    };
+    // A compaction may switch generations between reading the manifest and opening the
+    // store; read again until both agree.
+    let mut tries = 0;
+    let view = loop {
+        let m = crate::store::read_manifest(&**storage, data)?.ok_or_else(|| {
+            Error::Config(format!(
+                "{} holds no Duplex database (no MANIFEST)",
+                data.display()
+            ))
+        })?;
+        match crate::store::open_store_readonly(storage, data, &m) {
+            Ok(v) => break v,
+            Err(Error::Io { .. }) if tries < 5 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let node_id = view
+        .file
+        .file
+        .map(crate::format::FILE_HEADER_LEN as u64)
+        .ok()
+        .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
+        .map(|h| h.node_id)
+        .ok_or_else(|| corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
+    write_backup(storage, &view, node_id, dest, base.as_ref())
+}
+
 /// Restores a backup chain (a full backup, then zero or more incrementals, oldest first)
 /// into the empty directory `into`: verifies every file, assembles the store, writes the
 /// engine manifest. Returns the last backup's manifest. The result still needs a WAL: see

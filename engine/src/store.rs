@@ -184,6 +184,32 @@ pub fn open_store(
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
 
+/// Opens the store the manifest names read-only, without touching it: for backing up a
+/// directory that a running database may be writing (bytes below the committed length
+/// never change; an open handle keeps a compacted-away file readable).
+pub fn open_store_readonly(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    m: &Manifest,
+) -> Result<TreeView> {
+    let path = dir.join(store_file_name(m.generation));
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open store", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    if len < m.committed_len {
+        return Err(corrupt(&path, len, CorruptKind::Truncated));
+    }
+    let sf = Arc::new(StoreFile {
+        storage: storage.clone(),
+        path,
+        file,
+        generation: m.generation,
+        retired: AtomicBool::new(false),
+    });
+    view_at(sf, m.checkpoint_offset, m.committed_len)
+}
+
 /// A view of `file` as of the checkpoint block at `offset`, which must end at `committed`.
 pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<TreeView> {
     let map = file

@@ -316,3 +316,38 @@ fn damaged_backups_and_archives_are_reported() {
         .expect_err("wrong archive");
     assert!(!err.to_string().is_empty());
 }
+
+#[test]
+fn a_directory_held_by_a_running_database_can_be_backed_up_from_outside() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (data, archive) = (t.path().join("data"), t.path().join("archive"));
+    let db = Database::open(&data, cfg(&archive)).expect("open");
+    for i in 0..1000u32 {
+        db.put(format!("k{i:04}").as_bytes(), &[3u8; 64])
+            .expect("put");
+    }
+    db.checkpoint().expect("checkpoint");
+    let at_checkpoint = contents(&db);
+    db.put(b"after", b"checkpoint").expect("put");
+    let dest = t.path().join("outside");
+    let r = duplex_engine::backup_dir(&storage(), &data, &dest, None).expect("backup_dir");
+    assert_eq!(r.manifest.checkpoint_lsn, 1000);
+    // The running database was not disturbed.
+    db.put(b"still", b"writing").expect("put");
+    assert_eq!(db.get(b"after").expect("get"), Some(b"checkpoint".to_vec()));
+    let into = t.path().join("r");
+    restore_chain(&storage(), std::slice::from_ref(&dest), &into).expect("restore");
+    roll_forward(
+        storage(),
+        &into,
+        &[],
+        &RollForwardOptions {
+            config: cfg(&t.path().join("a2")),
+            ..RollForwardOptions::default()
+        },
+        &mut |_| {},
+    )
+    .expect("no archive to apply");
+    let restored = Database::open(&into, cfg(&t.path().join("a2"))).expect("open");
+    assert_eq!(contents(&restored), at_checkpoint);
+}
