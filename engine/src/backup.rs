@@ -482,6 +482,74 @@ pub fn backup_dir(
     write_backup(storage, &view, node_id, dest, base.as_ref())
 }
 
+/// What [`apply_retention`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Backup directories deleted.
+    pub backups_removed: Vec<PathBuf>,
+    /// Archived WAL segments deleted.
+    pub segments_removed: Vec<PathBuf>,
+}
+
+/// Keeps the newest `keep` complete backups under `backups_root` (directories holding a
+/// valid `BACKUP` manifest, ordered by creation time) and the archive they need: older
+/// backups are deleted, then archived segments wholly below the oldest kept backup's
+/// checkpoint. Call it after a backup completed, never before, so there is always a way
+/// back. Incomplete `*.tmp` directories are left alone; a backup that others in the kept
+/// set build on (incremental chains) is kept with them.
+pub fn apply_retention(
+    storage: &dyn Storage,
+    backups_root: &Path,
+    archive_dir: Option<&Path>,
+    keep: usize,
+) -> Result<RetentionReport> {
+    if keep == 0 {
+        return Err(Error::Config(
+            "retention must keep at least one backup".into(),
+        ));
+    }
+    let mut found: Vec<(BackupManifest, PathBuf)> = Vec::new();
+    for name in storage
+        .list(backups_root)
+        .map_err(|e| Error::io("list", backups_root, e))?
+    {
+        let dir = backups_root.join(&name);
+        if name.ends_with(".tmp") || !storage.exists(&dir.join(BACKUP_MANIFEST)) {
+            continue;
+        }
+        if let Ok(m) = read_backup_manifest(storage, &dir) {
+            found.push((m, dir));
+        }
+    }
+    found.sort_by_key(|(m, _)| (m.created_ms, m.checkpoint_lsn));
+    let mut report = RetentionReport::default();
+    if found.len() <= keep {
+        return Ok(report);
+    }
+    let mut first_kept = found.len() - keep;
+    // An incremental backup needs its whole chain back to a full one.
+    while first_kept > 0 && found[first_kept].0.is_incremental() {
+        first_kept -= 1;
+    }
+    for (_, dir) in &found[..first_kept] {
+        for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+            let p = dir.join(name);
+            storage
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove backup file", &p, e))?;
+        }
+        storage
+            .remove_dir(dir)
+            .map_err(|e| Error::io("remove backup directory", dir, e))?;
+        report.backups_removed.push(dir.clone());
+    }
+    if let (Some(archive), Some((oldest, _))) = (archive_dir, found.get(first_kept)) {
+        report.segments_removed =
+            duplex_wal::prune_archive(storage, archive, oldest.checkpoint_lsn + 1)?;
+    }
+    Ok(report)
+}
+
 /// Restores a backup chain (a full backup, then zero or more incrementals, oldest first)
 /// into the empty directory `into`: verifies every file, assembles the store, writes the
 /// engine manifest. Returns the last backup's manifest. The result still needs a WAL: see

@@ -29,7 +29,10 @@ mod snapshot;
 pub mod store;
 pub mod tree;
 
-pub use backup::{backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport};
+pub use backup::{
+    apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,
+    RetentionReport,
+};
 pub use batch::{Op, WriteBatch};
 pub use db::{Config, Database, Stats, LOCK_NAME, WAL_DIR};
 pub use duplex_wal::SyncPolicy;

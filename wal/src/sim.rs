@@ -331,6 +331,20 @@ impl Storage for SimStorage {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.tick()?;
+        if s.live.keys().any(|p| p.starts_with(dir))
+            || s.dirs.iter().any(|d| d.parent() == Some(dir))
+        {
+            return Err(io::Error::other("directory not empty"));
+        }
+        if !s.dirs.remove(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         s.tick()?;
