@@ -227,3 +227,24 @@ fn limits_are_enforced_and_nothing_is_written() {
     assert_eq!(db.get(b"ok").expect("get"), None);
     assert_eq!(db.wal().last_lsn(), 0);
 }
+
+#[test]
+fn write_many_logs_batches_together_and_applies_them_in_order() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let mut a = WriteBatch::new();
+    a.put("x", "1").put("y", "1");
+    let mut b = WriteBatch::new();
+    b.put("x", "2").delete("y");
+    let lsns = db
+        .write_many(vec![a, WriteBatch::new(), b])
+        .expect("write_many");
+    assert_eq!(lsns, vec![1, 2]);
+    assert_eq!(db.get(b"x").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(db.get(b"y").expect("get"), None);
+    drop(db);
+    let db = open(&sim);
+    assert_eq!(db.get(b"x").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(db.get(b"y").expect("get"), None);
+    assert_eq!(db.wal().last_lsn(), 2);
+}
