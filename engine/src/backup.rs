@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
@@ -207,21 +207,6 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn corrupt(file: &Path, offset: u64, kind: CorruptKind) -> Error {
-    Error::Corrupt {
-        file: file.to_path_buf(),
-        offset,
-        kind,
-    }
-}
-
 /// Reads and checks the `BACKUP` manifest of a backup directory.
 pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest> {
     let path = dir.join(BACKUP_MANIFEST);
@@ -230,7 +215,7 @@ pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupM
         .map_err(|e| Error::io("open backup manifest", &path, e))?;
     let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
     if len > 1 << 20 {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &path,
             0,
             CorruptKind::Invalid("manifest too large"),
@@ -239,7 +224,7 @@ pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupM
     let mut b = vec![0u8; len as usize];
     f.read_exact_at(&mut b, 0)
         .map_err(|e| Error::io("read", &path, e))?;
-    BackupManifest::decode(&b).map_err(|k| corrupt(&path, 0, k))
+    BackupManifest::decode(&b).map_err(|k| Error::corrupt(&path, 0, k))
 }
 
 /// CRC32C of a file's first `len` bytes, read in large chunks.
@@ -268,11 +253,15 @@ pub fn verify_backup(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest
             .map_err(|e| Error::io("open backup file", &path, e))?;
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         if len != f.len {
-            return Err(corrupt(&path, len.min(f.len), CorruptKind::Truncated));
+            return Err(Error::corrupt(
+                &path,
+                len.min(f.len),
+                CorruptKind::Truncated,
+            ));
         }
         let crc = file_crc(&*file, &path, len)?;
         if crc != f.crc {
-            return Err(corrupt(
+            return Err(Error::corrupt(
                 &path,
                 0,
                 CorruptKind::CrcMismatch {
@@ -283,7 +272,7 @@ pub fn verify_backup(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest
         }
     }
     if !m.files.iter().any(|f| f.name == m.store_part_name()) {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &dir.join(BACKUP_MANIFEST),
             0,
             CorruptKind::Invalid("the manifest lists no store file"),
@@ -375,7 +364,7 @@ pub(crate) fn write_backup(
         checkpoint_offset: view.ckpt_offset,
         committed_len: committed,
         checkpoint_lsn: view.ckpt.lsn,
-        created_ms: now_ms(),
+        created_ms: crate::hlc::wall_ms(),
         base_len,
         base_crc,
         store_crc,
@@ -478,7 +467,7 @@ pub fn backup_dir(
         .ok()
         .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
         .map(|h| h.node_id)
-        .ok_or_else(|| corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
+        .ok_or_else(|| Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
     write_backup(storage, &view, node_id, dest, base.as_ref())
 }
 
@@ -634,7 +623,7 @@ pub fn restore_chain(
     // The assembled image must be exactly what the last backup saw.
     let crc = file_crc(&*out, &store, last.committed_len)?;
     if crc != last.store_crc {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &store,
             0,
             CorruptKind::CrcMismatch {

@@ -27,7 +27,7 @@ use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN
 use crate::hlc::{Hlc, Stamp, Timestamp};
 use crate::memtable::{MemTable, MemVersion};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
-use crate::store::{create_store, open_store, read_manifest, view_at, write_manifest};
+use crate::store::{create_store, open_store, read_manifest, view_at, write_manifest, StoreFile};
 use crate::tree::{TreeView, TreeWriter, Update};
 
 /// Configuration of a [`Database`]; every field has a default.
@@ -785,7 +785,18 @@ impl Inner {
             prev: tree.ckpt_offset,
             origins: Self::origins(tree),
         };
-        let (off, committed) = w.finish(&ckpt)?;
+        self.commit(file.clone(), w, &ckpt)
+    }
+
+    /// Writes the checkpoint block, fsyncs, switches the manifest to it, and returns the
+    /// new view.
+    fn commit(
+        &self,
+        file: Arc<StoreFile>,
+        w: TreeWriter<'_>,
+        ckpt: &Checkpoint,
+    ) -> Result<TreeView> {
+        let (off, committed) = w.finish(ckpt)?;
         write_manifest(
             &*self.storage,
             &self.dir,
@@ -794,7 +805,7 @@ impl Inner {
                 generation: file.generation,
                 checkpoint_offset: off,
                 committed_len: committed,
-                checkpoint_lsn: lsn,
+                checkpoint_lsn: ckpt.lsn,
             },
         )?;
         view_at(file, off, committed)
@@ -826,19 +837,7 @@ impl Inner {
             prev: 0,
             origins: Self::origins(tree),
         };
-        let (off, committed) = w.finish(&ckpt)?;
-        write_manifest(
-            &*self.storage,
-            &self.dir,
-            &Manifest {
-                node_id: self.cfg.node_id,
-                generation,
-                checkpoint_offset: off,
-                committed_len: committed,
-                checkpoint_lsn: lsn,
-            },
-        )?;
-        view_at(file, off, committed)
+        self.commit(file.clone(), w, &ckpt)
     }
 }
 

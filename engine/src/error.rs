@@ -131,6 +131,15 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(file: &std::path::Path, offset: u64, kind: CorruptKind) -> Self {
+        Error::Corrupt {
+            file: file.to_path_buf(),
+            offset,
+            kind,
+        }
+    }
+
     /// True when this error reports damaged bytes on disk.
     pub fn is_corruption(&self) -> bool {
         match self {

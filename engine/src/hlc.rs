@@ -56,7 +56,8 @@ pub struct Hlc {
     last: AtomicU64,
 }
 
-fn wall_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
@@ -53,21 +52,6 @@ impl Drop for StoreFile {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn corrupt(file: &Path, offset: u64, kind: CorruptKind) -> Error {
-    Error::Corrupt {
-        file: file.to_path_buf(),
-        offset,
-        kind,
-    }
-}
-
 /// Creates store file `generation` with its header, fsynced with its directory.
 pub fn create_store(
     storage: &Arc<dyn Storage>,
@@ -88,7 +72,7 @@ pub fn create_store(
     let header = StoreHeader {
         node_id,
         generation,
-        created_ms: now_ms(),
+        created_ms: crate::hlc::wall_ms(),
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", &path, e))?;
@@ -115,13 +99,13 @@ pub fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifes
     let mut b = [0u8; FILE_HEADER_LEN];
     let len = f.len().map_err(|e| Error::io("stat", &path, e))?;
     if len != FILE_HEADER_LEN as u64 {
-        return Err(corrupt(&path, 0, CorruptKind::Truncated));
+        return Err(Error::corrupt(&path, 0, CorruptKind::Truncated));
     }
     f.read_exact_at(&mut b, 0)
         .map_err(|e| Error::io("read", &path, e))?;
     Manifest::decode(&b)
         .map(Some)
-        .map_err(|k| corrupt(&path, 0, k))
+        .map_err(|k| Error::corrupt(&path, 0, k))
 }
 
 /// Replaces the manifest atomically.
@@ -156,14 +140,14 @@ pub fn open_store(
         .map_err(|e| Error::io("open store", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     if len < m.committed_len {
-        return Err(corrupt(&path, len, CorruptKind::Truncated));
+        return Err(Error::corrupt(&path, len, CorruptKind::Truncated));
     }
     let mut hb = [0u8; FILE_HEADER_LEN];
     file.read_exact_at(&mut hb, 0)
         .map_err(|e| Error::io("read", &path, e))?;
-    let h = StoreHeader::decode(&hb).map_err(|k| corrupt(&path, 0, k))?;
+    let h = StoreHeader::decode(&hb).map_err(|k| Error::corrupt(&path, 0, k))?;
     if h.generation != m.generation || h.node_id != node_id {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &path,
             0,
             CorruptKind::Invalid("store header does not match the manifest or node id"),
@@ -198,7 +182,7 @@ pub fn open_store_readonly(
         .map_err(|e| Error::io("open store", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     if len < m.committed_len {
-        return Err(corrupt(&path, len, CorruptKind::Truncated));
+        return Err(Error::corrupt(&path, len, CorruptKind::Truncated));
     }
     let sf = Arc::new(StoreFile {
         storage: storage.clone(),
@@ -220,10 +204,10 @@ pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<Tree
     let start = usize::try_from(offset).unwrap_or(usize::MAX);
     let b = bytes
         .get(start..)
-        .ok_or_else(|| corrupt(&file.path, offset, CorruptKind::Truncated))?;
-    let (k, body) = decode_block(b).map_err(|kd| corrupt(&file.path, offset, kd))?;
+        .ok_or_else(|| Error::corrupt(&file.path, offset, CorruptKind::Truncated))?;
+    let (k, body) = decode_block(b).map_err(|kd| Error::corrupt(&file.path, offset, kd))?;
     if k != kind::CHECKPOINT {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &file.path,
             offset,
             CorruptKind::WrongBlock {
@@ -234,15 +218,15 @@ pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<Tree
     }
     let end = offset + crate::format::block_size(body.len()) as u64;
     if end != committed {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &file.path,
             offset,
             CorruptKind::Invalid("checkpoint does not end at the committed length"),
         ));
     }
-    let ckpt = Checkpoint::decode(body).map_err(|kd| corrupt(&file.path, offset, kd))?;
+    let ckpt = Checkpoint::decode(body).map_err(|kd| Error::corrupt(&file.path, offset, kd))?;
     if ckpt.root >= offset {
-        return Err(corrupt(
+        return Err(Error::corrupt(
             &file.path,
             offset,
             CorruptKind::Invalid("root after its checkpoint"),
