@@ -1,0 +1,730 @@
+//! Fixed-time side-by-side runner: every WAL workload of issue 2 ("Speed"), interleaved in
+//! rounds, then the ratios the issue sets as targets, with a verdict for each.
+//!
+//! ```text
+//! cargo run --release -p duplex-benches --bin wal_compare            # everything
+//! cargo run --release -p duplex-benches --bin wal_compare -- always  # only names containing "always"
+//! ```
+//!
+//! The workloads run in rounds: in each round every workload runs for one short slice, so
+//! that slow drifts of the (shared, virtualised) disk hit every workload alike, and the two
+//! sides of each target ratio run back to back. Rates are medians over the rounds; a ratio is
+//! the median of the per-round ratios.
+//!
+//! Environment: `DUPLEX_BENCH_SLICE` (seconds per slice, default 0.25), `DUPLEX_BENCH_ROUNDS`
+//! (default 20), `DUPLEX_BENCH_FULL=1` (replay a 1 GiB log instead of 256 MiB),
+//! `DUPLEX_BENCH_DIR` (where the files go; default `target/duplex-bench-tmp`, which must not
+//! be tmpfs).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use duplex_benches::{
+    build_duplex_log, build_duplex_log_with, build_okaywal_log, describe_bench_root, records_for,
+    replay_duplex, replay_log_bytes, replay_okaywal, run_for, thread_payloads, DuplexLog, OkayLog,
+    RawLoop, RawMode, ReplayLog, LARGE, OKAYWAL_CHUNKS_PER_ENTRY, SMALL,
+};
+use duplex_wal::{Entry, SyncPolicy, WalOptions};
+
+/// One run of one workload.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Records (or commits) per second.
+    ops: f64,
+    /// Payload bytes per second.
+    bytes: f64,
+}
+
+/// A workload that is set up: each call runs it for about the given time and returns the
+/// records (or commits) completed and the time they took. Untimed clean-up (such as
+/// syncing what a `Never` slice left dirty) happens inside, after the timing.
+/// A phase-1 round is on the "fast disk" when the raw 100 B fallocate loop made at least
+/// this many commits per second in it.
+const FAST_DISK: f64 = 3000.0;
+
+/// Payload of the bulk raw loops.
+const BULK: usize = 64 << 10;
+
+type Slice = Box<dyn FnMut(Duration) -> (u64, Duration)>;
+
+struct Workload {
+    name: String,
+    what: String,
+    len: usize,
+    open: Box<dyn Fn() -> Slice>,
+}
+
+fn sample(ops: u64, len: usize, elapsed: Duration) -> Sample {
+    let s = elapsed.as_secs_f64();
+    Sample {
+        ops: ops as f64 / s,
+        bytes: (ops * len as u64) as f64 / s,
+    }
+}
+
+fn raw_workload(mode: RawMode, len: usize) -> Workload {
+    Workload {
+        name: format!("raw/{}/{len}B", mode.name()),
+        what: format!("pwrite {len} B + fdatasync, {} file", mode.name()),
+        len,
+        open: Box::new(move || {
+            let mut l = RawLoop::new(mode, len).expect("raw loop file");
+            Box::new(move |d| {
+                let start = Instant::now();
+                let mut n = 0u64;
+                while start.elapsed() < d {
+                    l.commit().expect("pwrite + fdatasync");
+                    n += 1;
+                }
+                (n, start.elapsed())
+            })
+        }),
+    }
+}
+
+fn duplex_workload(
+    name: String,
+    what: String,
+    sync: SyncPolicy,
+    threads: usize,
+    len: usize,
+) -> Workload {
+    Workload {
+        name,
+        what,
+        len,
+        open: Box::new(move || {
+            let log = DuplexLog::open("cmp-duplex", sync);
+            let pays = thread_payloads(threads, len);
+            Box::new(move |d| {
+                let r = run_for(threads, d, |t| log.append(&pays[t]));
+                // Leave nothing dirty for the next workload's fsyncs to trip over.
+                log.wal().sync().expect("sync");
+                r
+            })
+        }),
+    }
+}
+
+fn okaywal_workload(threads: usize) -> Workload {
+    Workload {
+        name: format!("always/okaywal/{threads}"),
+        what: format!("okaywal commit, 100 B, {threads} thread(s)"),
+        len: SMALL,
+        open: Box::new(move || {
+            let log = OkayLog::open("cmp-okaywal");
+            let pays = thread_payloads(threads, SMALL);
+            Box::new(move |d| run_for(threads, d, |t| log.commit(&pays[t])))
+        }),
+    }
+}
+
+/// The workloads, ordered so that the two sides of each target ratio run next to each other
+/// (the disk's fsync latency drifts a lot on a shared host).
+fn workloads() -> Vec<Workload> {
+    let mut w: Vec<Workload> = vec![
+        raw_workload(RawMode::Growing, SMALL),
+        raw_workload(RawMode::Zeroed, SMALL),
+        raw_workload(RawMode::Fallocated, SMALL),
+    ];
+    for threads in [1usize, 4, 8, 16, 64] {
+        w.push(duplex_workload(
+            format!("always/duplex/{threads}"),
+            format!("duplex-wal Always, 100 B, {threads} thread(s)"),
+            SyncPolicy::Always,
+            threads,
+            SMALL,
+        ));
+        w.push(okaywal_workload(threads));
+    }
+    for mode in [RawMode::Growing, RawMode::Zeroed, RawMode::Fallocated] {
+        w.push(raw_workload(mode, LARGE));
+    }
+    // Bulk commits (what a group commit or a batch writes): where fallocate'd, unwritten
+    // extents cost the most against written (zero-filled or recycled) blocks.
+    for mode in [RawMode::Zeroed, RawMode::Fallocated] {
+        w.push(raw_workload(mode, BULK));
+    }
+    for preallocate in [true, false] {
+        let tag = if preallocate {
+            "prealloc"
+        } else {
+            "no-prealloc"
+        };
+        w.push(Workload {
+            name: format!("reader-tail/{tag}"),
+            what: format!(
+                "open a WalReader on a 1-record log ({}) and read to the end",
+                if preallocate {
+                    "64 MiB pre-allocated segment"
+                } else {
+                    "segment not pre-allocated"
+                }
+            ),
+            len: 0,
+            open: Box::new(move || {
+                let log = build_duplex_log_with(
+                    SMALL,
+                    1,
+                    WalOptions {
+                        sync: SyncPolicy::Never,
+                        preallocate,
+                        ..WalOptions::default()
+                    },
+                );
+                Box::new(move |d| {
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < d {
+                        assert_eq!(replay_duplex(&log.path()).records, 1);
+                        n += 1;
+                    }
+                    (n, start.elapsed())
+                })
+            }),
+        });
+    }
+    let k = OKAYWAL_CHUNKS_PER_ENTRY;
+    for len in [SMALL, LARGE] {
+        for threads in [1usize, 4] {
+            w.push(duplex_workload(
+                format!("never/duplex/{len}B/{threads}"),
+                format!("duplex-wal Never, {len} B, {threads} thread(s)"),
+                SyncPolicy::Never,
+                threads,
+                len,
+            ));
+        }
+        w.push(Workload {
+            name: format!("never/okaywal-{k}/{len}B/1"),
+            what: format!("okaywal {k} chunks per entry (1 fsync / {k} records), {len} B"),
+            len,
+            open: Box::new(move || {
+                let log = OkayLog::open("cmp-okaywal-chunks");
+                let pay = thread_payloads(1, len).remove(0);
+                Box::new(move |d| {
+                    let (n, e) = run_for(1, d, |_| log.commit_chunks(&pay, k));
+                    (n * k as u64, e)
+                })
+            }),
+        });
+        w.push(Workload {
+            name: format!("batch/duplex-{k}/{len}B/1"),
+            what: format!(
+                "duplex-wal Always, append_batch of {k} (1 fsync / {k} records), {len} B"
+            ),
+            len,
+            open: Box::new(move || {
+                let log = DuplexLog::open("cmp-duplex-batch", SyncPolicy::Always);
+                let pay = thread_payloads(1, len).remove(0);
+                Box::new(move |d| {
+                    let entries: Vec<Entry<'_>> = (0..k)
+                        .map(|_| Entry {
+                            kind: 1,
+                            payload: &pay,
+                        })
+                        .collect();
+                    let (n, e) = run_for(1, d, |_| {
+                        log.wal().append_batch(&entries).expect("append_batch");
+                    });
+                    (n * k as u64, e)
+                })
+            }),
+        });
+    }
+    w
+}
+
+/// fdatasync latency percentiles of the raw 100 B fallocate loop, to show how steady the
+/// disk is while we measure.
+fn latency_probe(label: &str) {
+    let mut l = RawLoop::new(RawMode::Fallocated, SMALL).expect("raw loop file");
+    let mut v: Vec<f64> = (0..1000)
+        .map(|_| {
+            let t = Instant::now();
+            l.commit().expect("pwrite + fdatasync");
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    println!(
+        "- pwrite 100 B + fdatasync latency {label} (1000 in a row): p50 {:.0} us, p90 {:.0} us, \
+         p99 {:.0} us, max {:.0} us",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb as f64 / (1 << 20) as f64))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cpus} CPU(s) ({cpu}), {mem} RAM, Linux {kernel}")
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+struct Replays {
+    name: String,
+    log: ReplayLog,
+    duplex: bool,
+}
+
+/// Which phase a workload runs in: 1 durable commits, 2 bulk writes, 3 reads.
+fn phase_of(name: &str) -> u8 {
+    if name.starts_with("always/")
+        || (name.starts_with("raw/") && !name.ends_with(&format!("/{BULK}B")))
+    {
+        1
+    } else if name.starts_with("reader-tail/") || name.starts_with("replay/") {
+        3
+    } else {
+        2
+    }
+}
+
+/// Writes the replay logs (once) and reads each one untimed, so they are in the page cache.
+fn build_replays(wanted: &dyn Fn(&str) -> bool) -> Vec<Replays> {
+    let log_bytes = replay_log_bytes();
+    let mut replays: Vec<Replays> = Vec::new();
+    for len in [SMALL, LARGE] {
+        let n = records_for(len, log_bytes);
+        for duplex in [true, false] {
+            let name = format!(
+                "replay/{}/{len}B",
+                if duplex { "duplex" } else { "okaywal" }
+            );
+            if !wanted(&name) {
+                continue;
+            }
+            let t = Instant::now();
+            let log = if duplex {
+                build_duplex_log(len, n)
+            } else {
+                build_okaywal_log(len, n)
+            };
+            eprintln!(
+                "built {name}: {n} records, {} MiB of payload in {:.1} s",
+                log.payload_bytes >> 20,
+                t.elapsed().as_secs_f64()
+            );
+            let _ = if duplex {
+                replay_duplex(&log.path())
+            } else {
+                replay_okaywal(&log.path())
+            };
+            replays.push(Replays { name, log, duplex });
+        }
+    }
+    replays
+}
+
+/// Per-workload samples, indexed by round.
+type Results = BTreeMap<String, Vec<Sample>>;
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let slice_secs = env_num("DUPLEX_BENCH_SLICE", 0.25);
+    let rounds = env_num("DUPLEX_BENCH_ROUNDS", 20.0).max(1.0) as usize;
+    let slice = Duration::from_secs_f64(slice_secs);
+
+    println!("# wal_compare");
+    println!();
+    println!("- machine: {}", machine());
+    println!("- bench files: {}", describe_bench_root());
+    println!(
+        "- three phases (1: durable commits, 2: bulk writes, 3: reads), each of {rounds} \
+         rounds; in a round every workload of the phase runs for {slice_secs} s (a replay: one \
+         pass), in the order of the table below; rates are medians over the rounds \
+         (min..max); a ratio is the median of its per-round ratios"
+    );
+
+    let all = workloads();
+    let mut results: Results = BTreeMap::new();
+    let mut replay_log_bytes_read: BTreeMap<String, u64> = BTreeMap::new();
+    let mut replay_info: Vec<(String, String)> = Vec::new();
+    let log_bytes = replay_log_bytes();
+
+    // Phase 1: durable commits (fsync-bound); phase 2: bulk writes; phase 3: reads. Bulk
+    // writes never run between the two sides of an fsync-bound ratio, and the replay logs
+    // are written only after the write phases.
+    for phase in 1..=3 {
+        let mut chosen: Vec<(&Workload, Slice)> = all
+            .iter()
+            .filter(|w| wanted(&w.name) && phase_of(&w.name) == phase)
+            .map(|w| (w, (w.open)()))
+            .collect();
+        let mut replays: Vec<Replays> = Vec::new();
+        if phase == 3 {
+            replays = build_replays(&wanted);
+        }
+        if chosen.is_empty() && replays.is_empty() {
+            continue;
+        }
+        latency_probe(&format!("at the start of phase {phase}"));
+        for round in 0..rounds {
+            for (w, run) in chosen.iter_mut() {
+                let (n, e) = run(slice);
+                let s = sample(n, w.len, e);
+                eprintln!(
+                    "round {}/{rounds} {:<28} {:>12} rec/s {:>9.1} MB/s",
+                    round + 1,
+                    w.name,
+                    fmt_rate(s.ops),
+                    s.bytes / 1e6
+                );
+                results.entry(w.name.clone()).or_default().push(s);
+            }
+            for r in &replays {
+                let t = Instant::now();
+                let got = if r.duplex {
+                    replay_duplex(&r.log.path())
+                } else {
+                    replay_okaywal(&r.log.path())
+                };
+                let e = t.elapsed();
+                assert_eq!(got.records, r.log.records, "{}: records lost", r.name);
+                assert_eq!(
+                    got.payload_bytes, r.log.payload_bytes,
+                    "{}: bytes lost",
+                    r.name
+                );
+                if got.log_bytes > 0 {
+                    replay_log_bytes_read.insert(r.name.clone(), got.log_bytes);
+                }
+                let s = sample(got.records, r.log.record_len, e);
+                eprintln!(
+                    "round {}/{rounds} {:<28} {:>12} rec/s {:>9.1} MB/s",
+                    round + 1,
+                    r.name,
+                    fmt_rate(s.ops),
+                    s.bytes / 1e6
+                );
+                results.entry(r.name.clone()).or_default().push(s);
+            }
+        }
+        for r in &replays {
+            replay_info.push((
+                r.name.clone(),
+                format!(
+                    "read {} records ({} MiB payload) from the page cache",
+                    r.log.records,
+                    r.log.payload_bytes >> 20
+                ),
+            ));
+        }
+    }
+    latency_probe("at the end");
+    println!();
+
+    // The disk of this kind of VM flips between a fast state (fdatasync ~0.1 ms) and a slow
+    // one (~4 ms) every few seconds, whatever we run. Phase-1 rounds are classified by the
+    // raw 100 B fallocate loop of the same round, and the fsync-bound figures and ratios are
+    // also given for each state separately.
+    let fast: Vec<bool> = results
+        .get("raw/fallocate/100B")
+        .map(|v| v.iter().map(|s| s.ops >= FAST_DISK).collect())
+        .unwrap_or_default();
+    let n_fast = fast.iter().filter(|&&f| f).count();
+    let n_slow = fast.len() - n_fast;
+    let pick = |name: &str, sel: Option<bool>| -> Vec<Sample> {
+        let Some(v) = results.get(name) else {
+            return Vec::new();
+        };
+        match sel {
+            None => v.clone(),
+            Some(_) if phase_of(name) != 1 => Vec::new(),
+            Some(want) => v
+                .iter()
+                .zip(&fast)
+                .filter(|(_, &f)| f == want)
+                .map(|(s, _)| *s)
+                .collect(),
+        }
+    };
+    let med = |name: &str, sel: Option<bool>| -> Option<f64> {
+        let v = pick(name, sel);
+        (!v.is_empty()).then(|| median(v.iter().map(|s| s.ops).collect()))
+    };
+    let med_bytes = |name: &str| -> Option<f64> {
+        let v = pick(name, None);
+        (!v.is_empty()).then(|| median(v.iter().map(|s| s.bytes).collect()))
+    };
+    // Median of the per-round ratios num/den (both measured in the same round).
+    let ratio = |num: &str, den: &str, sel: Option<bool>| -> Option<f64> {
+        let (a, b) = (pick(num, sel), pick(den, sel));
+        let v: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x.ops / y.ops).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let cell = |v: Option<f64>| v.map(fmt_rate).unwrap_or_else(|| "-".into());
+
+    println!("## Figures");
+    println!();
+    if !fast.is_empty() {
+        println!(
+            "Phase 1 had {n_fast} fast-disk round(s) and {n_slow} slow-disk round(s) (fast: the \
+             raw 100 B fallocate loop made >= {FAST_DISK:.0} commits/s in that round)."
+        );
+        println!();
+    }
+    println!(
+        "| workload | what | records/s, median of all rounds | min..max | fast-disk rounds \
+         | slow-disk rounds | payload MB/s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut names: Vec<(String, String)> = all
+        .iter()
+        .filter(|w| wanted(&w.name))
+        .map(|w| (w.name.clone(), w.what.clone()))
+        .collect();
+    names.extend(replay_info.iter().cloned());
+    for (name, what) in &names {
+        let Some(v) = results.get(name) else { continue };
+        let lo = v.iter().map(|s| s.ops).fold(f64::INFINITY, f64::min);
+        let hi = v.iter().map(|s| s.ops).fold(0.0, f64::max);
+        println!(
+            "| `{name}` | {what} | {} | {}..{} | {} | {} | {:.1} |",
+            cell(med(name, None)),
+            fmt_rate(lo),
+            fmt_rate(hi),
+            cell(med(name, Some(true))),
+            cell(med(name, Some(false))),
+            med_bytes(name).unwrap_or(f64::NAN) / 1e6
+        );
+    }
+    println!();
+
+    println!("## Ratios against the targets of issue 2");
+    println!();
+    println!(
+        "Each ratio is the median of per-round ratios (numerator and denominator measured in \
+         the same round)."
+    );
+    println!();
+    println!("| ratio | target | all rounds | fast-disk rounds | slow-disk rounds | verdict |");
+    println!("|---|---|---:|---:|---:|---|");
+    let row = |label: &str, num: &str, den: &str, target: &str, ok: &dyn Fn(f64) -> bool| {
+        let all_r = ratio(num, den, None);
+        if all_r.is_none() {
+            return;
+        }
+        let f = ratio(num, den, Some(true));
+        let sl = ratio(num, den, Some(false));
+        let judge = |r: Option<f64>| match r {
+            Some(r) if ok(r) => "met",
+            Some(_) => "MISSED",
+            None => "-",
+        };
+        let verdict = if target.is_empty() {
+            "(info)".to_string()
+        } else if phase_of(num) == 1 {
+            format!(
+                "{} on the fast disk, {} on the slow disk",
+                judge(f),
+                judge(sl)
+            )
+        } else {
+            judge(all_r).to_string()
+        };
+        let c = |r: Option<f64>| r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "| {label} | {target} | {} | {} | {} | {verdict} |",
+            c(all_r),
+            c(f),
+            c(sl)
+        );
+    };
+    row(
+        "Duplex Always 1 thread / raw fallocate 100 B loop",
+        "always/duplex/1",
+        "raw/fallocate/100B",
+        ">= 0.90",
+        &|r| r >= 0.9,
+    );
+    row(
+        "Duplex Always 1 thread / raw zero-filled 100 B loop",
+        "always/duplex/1",
+        "raw/zero-filled/100B",
+        "",
+        &|_| true,
+    );
+    row(
+        "Duplex Always 1 thread / raw growing 100 B loop",
+        "always/duplex/1",
+        "raw/growing/100B",
+        "",
+        &|_| true,
+    );
+    row(
+        "raw zero-filled / raw fallocate, 100 B",
+        "raw/zero-filled/100B",
+        "raw/fallocate/100B",
+        "",
+        &|_| true,
+    );
+    row(
+        "raw zero-filled / raw fallocate, 4 KiB",
+        "raw/zero-filled/4096B",
+        "raw/fallocate/4096B",
+        "",
+        &|_| true,
+    );
+    row(
+        "raw fallocate / raw growing, 4 KiB",
+        "raw/fallocate/4096B",
+        "raw/growing/4096B",
+        "",
+        &|_| true,
+    );
+    row(
+        "raw zero-filled / raw fallocate, 64 KiB",
+        "raw/zero-filled/65536B",
+        "raw/fallocate/65536B",
+        "",
+        &|_| true,
+    );
+    for t in [4usize, 8, 16, 64] {
+        let target = if t == 64 { ">= 20" } else { "" };
+        row(
+            &format!("Duplex Always {t} threads / 1 thread"),
+            &format!("always/duplex/{t}"),
+            "always/duplex/1",
+            target,
+            &|r| r >= 20.0,
+        );
+    }
+    row(
+        "okaywal 64 threads / 1 thread",
+        "always/okaywal/64",
+        "always/okaywal/1",
+        "",
+        &|_| true,
+    );
+    for t in [1usize, 4, 8, 16, 64] {
+        let target = if t == 8 { ">= 3" } else { "" };
+        row(
+            &format!("Duplex Always / okaywal, {t} thread(s)"),
+            &format!("always/duplex/{t}"),
+            &format!("always/okaywal/{t}"),
+            target,
+            &|r| r >= 3.0,
+        );
+    }
+    let k = OKAYWAL_CHUNKS_PER_ENTRY;
+    for len in [SMALL, LARGE] {
+        row(
+            &format!("Duplex Never 1 thread / okaywal {k}-chunk entries, {len} B"),
+            &format!("never/duplex/{len}B/1"),
+            &format!("never/okaywal-{k}/{len}B/1"),
+            "> 1",
+            &|r| r > 1.0,
+        );
+        row(
+            &format!("Duplex Never 4 threads / okaywal {k}-chunk entries, {len} B"),
+            &format!("never/duplex/{len}B/4"),
+            &format!("never/okaywal-{k}/{len}B/1"),
+            "",
+            &|_| true,
+        );
+        row(
+            &format!("Duplex Always append_batch({k}) / okaywal {k}-chunk entries, {len} B"),
+            &format!("batch/duplex-{k}/{len}B/1"),
+            &format!("never/okaywal-{k}/{len}B/1"),
+            "",
+            &|_| true,
+        );
+        row(
+            &format!("Duplex replay / okaywal replay, {len} B"),
+            &format!("replay/duplex/{len}B"),
+            &format!("replay/okaywal/{len}B"),
+            "",
+            &|_| true,
+        );
+    }
+    row(
+        "reader to end: no pre-allocation / pre-allocated 64 MiB segment",
+        "reader-tail/no-prealloc",
+        "reader-tail/prealloc",
+        "",
+        &|_| true,
+    );
+    println!();
+    for len in [SMALL, LARGE] {
+        let name = format!("replay/duplex/{len}B");
+        if let (Some(ops), Some(b)) = (med(&name, None), med_bytes(&name)) {
+            let log_b = replay_log_bytes_read.get(&name).copied().unwrap_or(0) as f64;
+            let recs = records_for(len, log_bytes) as f64;
+            let log_rate = log_b / (recs / ops);
+            println!(
+                "- Duplex replay {len} B ({} MiB log): {} records/s, {:.2} GB/s of payload, \
+                 {:.2} GB/s of log (target >= 1 GB/s: {})",
+                log_bytes >> 20,
+                fmt_rate(ops),
+                b / 1e9,
+                log_rate / 1e9,
+                if b >= 1e9 {
+                    "met"
+                } else if log_rate >= 1e9 {
+                    "met on log bytes only"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+}
