@@ -17,8 +17,11 @@ pub enum SyncPolicy {
     /// fsyncs at this interval. A power loss may lose up to one interval of acknowledged
     /// records; a process crash loses none.
     Interval(Duration),
-    /// Acknowledge once the record is handed to the operating system; fsync only on
-    /// rotation, `sync()` and close.
+    /// Acknowledge once the record is encoded in the log's memory buffer; the buffer goes
+    /// to the operating system when 1 MiB has gathered or 100 ms have passed, and is
+    /// fsynced only on rotation, `sync()` and close. A process crash may lose the last
+    /// 100 ms of acknowledged records, a power loss everything since the last fsync. For
+    /// bulk loads and logs that can be rebuilt.
     Never,
 }
 

@@ -241,6 +241,11 @@ impl WalReader {
         };
         let path = &self.segments[self.next_segment - 1].1;
         loop {
+            // Everything up to the bound has been read: stop without looking further (past
+            // it may lie a record being written, or megabytes of pre-allocated zeros).
+            if self.expected > until && !self.in_batch {
+                return self.finish();
+            }
             let (stop, kind) = match cur.next_step()? {
                 Step::Record(r, off) if r.lsn != self.expected => (
                     off,

@@ -31,6 +31,12 @@ use crate::reader::{ReadOptions, WalReader};
 use crate::segment::{header_never_written, scan_segment, Tail};
 use crate::storage::{OpenMode, StdStorage, Storage, StorageFile};
 
+/// Under [`SyncPolicy::Never`], appends return once encoded in memory; the bytes go to
+/// the OS when this many are pending...
+const NEVER_BUFFER_BYTES: usize = 1 << 20;
+/// ...or at the latest after this long.
+const NEVER_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
 /// One record of a batch passed to [`Wal::append_batch`].
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -258,12 +264,17 @@ impl Wal {
     }
 
     fn start_threads(&mut self) -> Result<()> {
-        if let SyncPolicy::Interval(every) = self.shared.opts.sync {
+        let background = match self.shared.opts.sync {
+            SyncPolicy::Interval(every) => Some((every, true)),
+            SyncPolicy::Never => Some((NEVER_FLUSH_INTERVAL, false)),
+            SyncPolicy::Always => None,
+        };
+        if let Some((every, fsync)) = background {
             let shared = self.shared.clone();
             let stop = self.stop.clone();
             let h = std::thread::Builder::new()
                 .name("duplex-wal-sync".into())
-                .spawn(move || interval_syncer(&shared, &stop, every))
+                .spawn(move || interval_syncer(&shared, &stop, every, fsync))
                 .map_err(|e| Error::io("spawn sync thread", &self.shared.dir, e))?;
             self.threads.push(h);
         }
@@ -319,7 +330,6 @@ impl Wal {
         }
         let max = sh.opts.max_record_size as u64;
         let mut size = 0u64;
-        let mut crcs = Vec::with_capacity(entries.len());
         for e in entries {
             if e.kind == 0 {
                 return Err(Error::ReservedKind);
@@ -331,8 +341,6 @@ impl Wal {
                 });
             }
             size += record_size(e.payload.len()) as u64;
-            // The payload CRC is the expensive part; do it before taking the lock.
-            crcs.push(crc32c::crc32c(e.payload));
         }
         let mut st = sh.state.lock();
         st.check_open()?;
@@ -353,27 +361,30 @@ impl Wal {
             });
         }
         if let Some(chunk) = st.pending.last_mut() {
-            for (i, (e, crc)) in entries.iter().zip(&crcs).enumerate() {
+            for (i, e) in entries.iter().enumerate() {
                 let flags = if i + 1 < entries.len() {
                     FLAG_BATCH_CONTINUES
                 } else {
                     0
                 };
-                encode_record(
-                    &mut chunk.buf,
-                    first + i as u64,
-                    e.kind,
-                    flags,
-                    e.payload,
-                    *crc,
-                );
+                encode_record(&mut chunk.buf, first + i as u64, e.kind, flags, e.payload);
             }
             chunk.last_lsn = last;
         }
         st.next_lsn = last + 1;
         st.tail_off += size;
-        let durable = matches!(sh.opts.sync, SyncPolicy::Always);
-        sh.wait_for(st, last, durable)?;
+        match sh.opts.sync {
+            SyncPolicy::Always => sh.wait_for(st, last, true)?,
+            SyncPolicy::Interval(_) => sh.wait_for(st, last, false)?,
+            // Buffered: hand the bytes to the OS only once enough have gathered (or the
+            // background thread, sync, rotate or close does it).
+            SyncPolicy::Never => {
+                let buffered: usize = st.pending.iter().map(|c| c.buf.len()).sum();
+                if buffered >= NEVER_BUFFER_BYTES {
+                    sh.wait_for(st, last, false)?;
+                }
+            }
+        }
         Ok(last)
     }
 
@@ -733,7 +744,8 @@ impl Shared {
     }
 }
 
-fn interval_syncer(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
+/// Every `every`, writes what is pending, and fsyncs it if `fsync`.
+fn interval_syncer(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration, fsync: bool) {
     let (lock, cv) = stop;
     loop {
         {
@@ -751,7 +763,12 @@ fn interval_syncer(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Durati
             return;
         }
         let last = st.next_lsn - 1;
-        if st.durable_lsn < last && shared.wait_for(st, last, true).is_err() {
+        let behind = if fsync {
+            st.durable_lsn < last
+        } else {
+            st.written_lsn < last
+        };
+        if behind && shared.wait_for(st, last, fsync).is_err() {
             return;
         }
     }

@@ -1,9 +1,13 @@
 //! Writes small seed inputs for the fuzz targets into `fuzz/seeds/<target>/`, made by the
 //! real WAL on simulated storage: empty, short and batched segments, a pre-allocated one, a
-//! torn tail, mid-segment damage, multi-segment logs, single records and a header.
+//! torn tail, mid-segment damage, multi-segment logs, single records and a header; and, for
+//! the engine targets, one of each engine structure and damage aimed at the blocks of the
+//! `engine_open` base databases (see `engine.rs`).
 //!
-//! Deterministic apart from the header's creation time. Run from the repository root or
-//! anywhere: `cargo run --manifest-path fuzz/seedgen/Cargo.toml`.
+//! Deterministic (creation times are pinned). Run from the repository root or anywhere:
+//! `cargo run --manifest-path fuzz/seedgen/Cargo.toml`.
+
+mod engine;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -49,7 +53,9 @@ fn main() {
     let open_dir = root.join("segment_open");
     let dir_dir = root.join("segment_dir");
     let rec_dir = root.join("record_decode");
-    for d in [&open_dir, &dir_dir, &rec_dir] {
+    let blocks_dir = root.join("engine_blocks");
+    let engine_open_dir = root.join("engine_open");
+    for d in [&open_dir, &dir_dir, &rec_dir, &blocks_dir, &engine_open_dir] {
         fs::create_dir_all(d).expect("create seed dir");
     }
 
@@ -142,10 +148,10 @@ fn main() {
 
     // Records and a header on their own.
     let mut r = Vec::new();
-    encode_record(&mut r, 1, 1, 0, b"hello", crc32c::crc32c(b"hello"));
+    encode_record(&mut r, 1, 1, 0, b"hello");
     write(&rec_dir, "record", &r);
     let mut r = Vec::new();
-    encode_record(&mut r, 42, 3, 1, &[], crc32c::crc32c(&[]));
+    encode_record(&mut r, 42, 3, 1, &[]);
     write(&rec_dir, "record-empty-batch", &r);
     let h = SegmentHeader {
         node_id: 1,
@@ -164,6 +170,8 @@ fn main() {
             fs::write(&p, b).expect("rewrite seed");
         }
     }
+    engine::blocks(&blocks_dir);
+    engine::open(&engine_open_dir);
     println!("seeds written under {}", root.display());
 }
 
