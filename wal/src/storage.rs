@@ -95,6 +95,13 @@ pub trait StorageFile: Send + Sync + Debug {
         Ok(())
     }
 
+    /// Starts writing `[offset, offset + len)` back to the disk without waiting, so a later
+    /// fsync has less to do. A hint: the default does nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// A read-only view of the file's first `len` bytes. The real implementation maps the
     /// file (memmap2); the default reads it into memory. Callers must only map bytes that
     /// no longer change.
@@ -322,6 +329,32 @@ impl StorageFile for StdFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return Ok(());
+        };
+        // SAFETY: the descriptor is open; sync_file_range only reads its arguments.
+        let rc = unsafe {
+            libc::sync_file_range(self.0.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            // Not every file system supports it; it is only a hint.
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE)
+            ) {
+                return Ok(());
+            }
+            return Err(err);
+        }
+        Ok(())
     }
 
     fn map(&self, len: u64) -> io::Result<Mapped> {

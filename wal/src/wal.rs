@@ -35,6 +35,8 @@ use crate::storage::{OpenMode, StdStorage, Storage, StorageFile};
 /// the OS when this many are pending...
 const NEVER_BUFFER_BYTES: usize = 1 << 20;
 /// ...or at the latest after this long.
+/// Unsynced writes at least this large start their write-back at once.
+const WRITEBACK_MIN_BYTES: usize = 256 << 10;
 const NEVER_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One record of a batch passed to [`Wal::append_batch`].
@@ -651,6 +653,17 @@ impl Shared {
                 file: cur.path.clone(),
                 reason: e.to_string(),
             })?;
+            if !sync && c.buf.len() >= WRITEBACK_MIN_BYTES {
+                // Without an fsync now, start the write-back anyway, so the fsync at the
+                // next rotation or sync() does not find a whole segment still to write.
+                cur.file
+                    .start_writeback(c.off, c.buf.len() as u64)
+                    .map_err(|e| Poison {
+                        op: "write",
+                        file: cur.path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
             cur.end = c.off + c.buf.len() as u64;
             cur.last_lsn = Some(c.last_lsn);
             cur.synced = false;
