@@ -656,29 +656,59 @@ impl Inner {
     }
 
     /// Replays the WAL after the checkpoint into the active memtable.
+    /// Replays the WAL after the checkpoint into the active memtable. Reading, checking
+    /// and decoding run on a second thread while this one applies, in LSN order.
     fn replay(&self) -> Result<()> {
         let from = self.mem.read().tree.ckpt.lsn + 1;
         if from > self.wal.last_lsn() {
             return Ok(());
         }
         let (max_key, max_value) = (self.cfg.max_key_size, self.cfg.max_value_size);
-        let mut bytes = 0u64;
-        for rec in self.wal.read_from(from)? {
-            let rec = rec?;
-            if rec.kind != KIND_BATCH {
-                continue;
+        let reader = self.wal.read_from(from)?;
+        let wal_dir = self.dir.join(WAL_DIR);
+        // Bounded: the decoder is never more than 64 groups ahead of the applier.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(LoggedBatch, u64)>>>(64);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut group = Vec::with_capacity(256);
+                for rec in reader {
+                    let item = rec.map_err(Error::from).and_then(|rec| {
+                        if rec.kind != KIND_BATCH {
+                            return Ok(None);
+                        }
+                        decode_batch(&rec.payload, max_key, max_value)
+                            .map(|b| Some((b, rec.payload.len() as u64)))
+                            .map_err(|kind| Error::Corrupt {
+                                file: wal_dir.clone(),
+                                offset: rec.lsn,
+                                kind,
+                            })
+                    });
+                    match item {
+                        Ok(Some(b)) => group.push(b),
+                        Ok(None) => {}
+                        Err(e) => {
+                            let _ = tx.send(Ok(std::mem::take(&mut group)));
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    if group.len() == 256 && tx.send(Ok(std::mem::take(&mut group))).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(group));
+            });
+            let mut bytes = 0u64;
+            for group in rx {
+                for (LoggedBatch { stamp, ops, .. }, n) in group? {
+                    self.apply(stamp, ops)?;
+                    bytes += n;
+                }
             }
-            let LoggedBatch { stamp, ops, .. } = decode_batch(&rec.payload, max_key, max_value)
-                .map_err(|kind| Error::Corrupt {
-                    file: self.dir.join(WAL_DIR),
-                    offset: rec.lsn,
-                    kind,
-                })?;
-            self.apply(stamp, ops)?;
-            bytes += rec.payload.len() as u64;
-        }
-        self.wal_bytes.store(bytes, Ordering::Relaxed);
-        Ok(())
+            self.wal_bytes.store(bytes, Ordering::Relaxed);
+            Ok(())
+        })
     }
 
     fn background(&self) {
