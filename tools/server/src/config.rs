@@ -1,0 +1,222 @@
+//! `duplexd` configuration: a TOML file (every field optional, with the defaults below) and
+//! command-line flags that override it. See [`ServerConfig`] for each field and its default.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use duplex_engine::SyncPolicy;
+use duplex_proto::Limits;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Default TCP port: 7379, so that `duplexd` never clashes with a real Redis on 6379.
+pub const DEFAULT_PORT: u16 = 7379;
+
+/// Everything `duplexd` can be told. In a TOML file every key is optional; unknown keys are
+/// refused (a typo must not silently keep a default).
+///
+/// ```toml
+/// bind = "127.0.0.1"          # address to listen on
+/// port = 7379                 # TCP port
+/// data = "./duplex-data"      # data directory (WAL, page store, STATE file)
+/// # requirepass = "secret"    # clients must AUTH; required for a non-loopback bind
+/// sync = "always"             # always | interval:MS | never
+/// node_id = 1                 # this server's node id (distinct per server)
+/// backup_dir = "./duplex-backups"
+/// backup_interval_secs = 86400  # 0 = no scheduled backups
+/// keep_backups = 7
+/// archive_dir = "./duplex-archive"  # "" = no archive
+/// max_clients = 1000
+/// idle_timeout_secs = 300     # 0 = never close idle clients
+/// max_bulk_len = 16781312     # longest argument, bytes (16 MiB + 4 KiB)
+/// max_args = 1048576          # most arguments in one request
+/// max_inline_len = 65536      # longest inline command line
+/// max_request_len = 67108864  # most bytes one request may span
+/// log = "info"                # tracing filter (RUST_LOG overrides)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1`. A non-loopback address needs `requirepass`.
+    pub bind: String,
+    /// TCP port. Default 7379.
+    pub port: u16,
+    /// Data directory. Default `./duplex-data`.
+    pub data: PathBuf,
+    /// Password clients must give with AUTH. Default none.
+    pub requirepass: Option<String>,
+    /// Sync policy: `always` (default; a write is answered after fsync), `interval:MS`
+    /// (fsync every MS milliseconds; a power loss may lose that much), `never`.
+    pub sync: String,
+    /// Node id stamped on local writes. Default 1.
+    pub node_id: u64,
+    /// Where backups go, one directory each. Default `./duplex-backups`.
+    pub backup_dir: PathBuf,
+    /// Seconds between scheduled backups; 0 for none. Default 86400 (daily).
+    pub backup_interval_secs: u64,
+    /// Complete backups kept by retention. Default 7.
+    pub keep_backups: usize,
+    /// WAL archive (closed segments copied aside). Default `./duplex-archive`; empty for none.
+    pub archive_dir: PathBuf,
+    /// Most simultaneous clients. Default 1000.
+    pub max_clients: usize,
+    /// Close a client idle this many seconds; 0 for never. Default 300.
+    pub idle_timeout_secs: u64,
+    /// Longest bulk argument in bytes. Default 16 MiB + 4 KiB.
+    pub max_bulk_len: usize,
+    /// Most arguments in a request. Default 1,048,576.
+    pub max_args: usize,
+    /// Longest inline command. Default 64 KiB.
+    pub max_inline_len: usize,
+    /// Most bytes one request may span. Default 64 MiB.
+    pub max_request_len: usize,
+    /// Log filter (tracing `EnvFilter` syntax). Default `info`.
+    pub log: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        ServerConfig {
+            bind: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+            data: PathBuf::from("./duplex-data"),
+            requirepass: None,
+            sync: "always".into(),
+            node_id: 1,
+            backup_dir: PathBuf::from("./duplex-backups"),
+            backup_interval_secs: 86_400,
+            keep_backups: 7,
+            archive_dir: PathBuf::from("./duplex-archive"),
+            max_clients: 1000,
+            idle_timeout_secs: 300,
+            max_bulk_len: l.max_bulk_len,
+            max_args: l.max_args,
+            max_inline_len: l.max_inline_len,
+            max_request_len: l.max_request_len,
+            log: "info".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; absent keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The sync policy named by [`ServerConfig::sync`].
+    pub fn sync_policy(&self) -> Result<SyncPolicy, Error> {
+        parse_sync(&self.sync)
+    }
+
+    /// The protocol limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bulk_len: self.max_bulk_len,
+            max_args: self.max_args,
+            max_inline_len: self.max_inline_len,
+            max_request_len: self.max_request_len,
+        }
+    }
+
+    /// The archive directory, `None` when disabled.
+    pub fn archive(&self) -> Option<&Path> {
+        (!self.archive_dir.as_os_str().is_empty()).then_some(self.archive_dir.as_path())
+    }
+
+    /// Idle timeout, `None` for never.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+
+    /// Checks what can be checked before starting: the sync policy parses, limits are
+    /// positive, and a non-loopback bind has a password.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.sync_policy()?;
+        let ip: IpAddr = self.bind.parse().map_err(|_| {
+            Error::Config(format!("bind address {:?} is not an IP address", self.bind))
+        })?;
+        if !ip.is_loopback() && self.requirepass.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::Config(format!(
+                "refusing to listen on non-loopback address {ip} without requirepass: set a password (--requirepass or requirepass in the config file)"
+            )));
+        }
+        if self.max_clients == 0
+            || self.max_args == 0
+            || self.max_bulk_len == 0
+            || self.max_inline_len == 0
+            || self.max_request_len == 0
+        {
+            return Err(Error::Config("max_clients, max_args, max_bulk_len, max_inline_len and max_request_len must be positive".into()));
+        }
+        if self.keep_backups == 0 {
+            return Err(Error::Config("keep_backups must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `always`, `never` or `interval:MS`.
+pub fn parse_sync(s: &str) -> Result<SyncPolicy, Error> {
+    match s {
+        "always" => Ok(SyncPolicy::Always),
+        "never" => Ok(SyncPolicy::Never),
+        _ => {
+            let ms = s
+                .strip_prefix("interval:")
+                .and_then(|m| m.parse::<u64>().ok())
+                .filter(|&m| m > 0)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "sync {s:?}: expected always, never or interval:MS with MS > 0"
+                    ))
+                })?;
+            Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+/// The Redis `appendfsync` word closest to a sync policy (for CONFIG GET and INFO).
+pub fn appendfsync_name(p: SyncPolicy) -> &'static str {
+    match p {
+        SyncPolicy::Always => "always",
+        SyncPolicy::Interval(_) => "everysec",
+        _ => "no",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_toml() {
+        let c: ServerConfig = toml::from_str("port = 9000\nsync = \"interval:5\"").unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.bind, "127.0.0.1");
+        assert_eq!(
+            c.sync_policy().unwrap(),
+            SyncPolicy::Interval(Duration::from_millis(5))
+        );
+        assert!(toml::from_str::<ServerConfig>("prot = 1").is_err());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn non_loopback_needs_password() {
+        let mut c = ServerConfig {
+            bind: "0.0.0.0".into(),
+            ..ServerConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c.requirepass = Some("x".into());
+        c.validate().unwrap();
+        assert!(parse_sync("interval:0").is_err());
+        assert!(parse_sync("sometimes").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! `duplexd`: the Duplex server daemon. Speaks RESP (redis-cli, redis-benchmark and Redis
+//! client libraries work unchanged) over the Duplex engine.
+//!
+//! With no arguments it listens on 127.0.0.1:7379 with its data in `./duplex-data`,
+//! backups in `./duplex-backups` and the WAL archive in `./duplex-archive`. Flags override
+//! the TOML file given with `--config`, which overrides the defaults (see
+//! `duplex_server::config::ServerConfig`). Exit status: 0 after a clean stop (SIGTERM or
+//! SIGINT), 1 on an error or a second signal.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use duplex_server::config::ServerConfig;
+
+/// duplexd: the Duplex server daemon (RESP over the Duplex engine).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (every key optional; flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./duplex-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// TCP port [default: 7379].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on [default: 127.0.0.1]; a non-loopback address needs --requirepass.
+    #[arg(long)]
+    bind: Option<String>,
+    /// Password clients must AUTH with [default: none].
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// always | interval:MS | never [default: always].
+    #[arg(long)]
+    sync: Option<String>,
+    /// Node id of this server [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Backup directory [default: ./duplex-backups].
+    #[arg(long)]
+    backup_dir: Option<PathBuf>,
+    /// Seconds between scheduled backups, 0 for none [default: 86400].
+    #[arg(long)]
+    backup_interval: Option<u64>,
+    /// Backups kept by retention [default: 7].
+    #[arg(long)]
+    keep_backups: Option<usize>,
+    /// WAL archive directory, "" for none [default: ./duplex-archive].
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
+    /// Most simultaneous clients [default: 1000].
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Seconds before an idle client is closed, 0 for never [default: 300].
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Log filter, e.g. info or debug [default: info; RUST_LOG overrides].
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        tracing::error!(event = "fatal", error = %format!("{e:#}"), "duplexd exits");
+        eprintln!("duplexd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let mut c = match &a.config {
+        Some(p) => ServerConfig::from_file(p)?,
+        None => ServerConfig::default(),
+    };
+    macro_rules! over {
+        ($($f:ident => $g:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$g = v; } )* };
+    }
+    over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
+          backup_dir => backup_dir, backup_interval => backup_interval_secs,
+          keep_backups => keep_backups, archive_dir => archive_dir, max_clients => max_clients,
+          idle_timeout => idle_timeout_secs, log => log);
+    if let Some(p) = a.requirepass.clone() {
+        c.requirepass = Some(p);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&c.log))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    duplex_server::server::run(c).context("duplexd")?;
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The operation state table: what this server is doing (starting, running, backing-up,
+//! recovering, fenced, stopping, stopped, failed) and its fencing epoch, persisted in the
+//! data directory as the 44-byte checksummed `STATE` file (layout in `docs/FORMAT.md`,
+//! section "duplexd STATE file"), replaced atomically on every change: write `STATE.tmp`,
+//! fsync, rename over `STATE`, fsync the directory.
+//!
+//! Clients read the state (`DUPLEX.STATE`, allowed before AUTH) to choose a server; the
+//! epoch grows whenever the server is fenced or rebuilt, so a client never writes to a
+//! server older than one it has already seen.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::Error;
+
+/// File name of the state file in the data directory.
+pub const STATE_FILE: &str = "STATE";
+/// Magic bytes opening the state file.
+pub const STATE_MAGIC: [u8; 8] = *b"DPXSTATE";
+/// Format version of the state file.
+pub const STATE_VERSION: u32 = 1;
+/// Size of the state file.
+pub const STATE_LEN: usize = 44;
+
+/// A server's operation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpState {
+    /// Opening the database (WAL replay).
+    Starting = 1,
+    /// Serving reads and writes.
+    Running = 2,
+    /// Serving reads and writes while a backup runs.
+    BackingUp = 3,
+    /// Catching up from a backup and archive, or from a peer; writes refused.
+    Recovering = 4,
+    /// Writes refused by an operator or the cluster (epoch increased); reads served.
+    Fenced = 5,
+    /// Shutting down: finishing in-flight requests, then a checkpoint.
+    Stopping = 6,
+    /// Cleanly stopped.
+    Stopped = 7,
+    /// A write or fsync failed (disk error, disk full): writes refused until restart.
+    Failed = 8,
+}
+
+impl OpState {
+    /// The state's name as clients see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpState::Starting => "starting",
+            OpState::Running => "running",
+            OpState::BackingUp => "backing-up",
+            OpState::Recovering => "recovering",
+            OpState::Fenced => "fenced",
+            OpState::Stopping => "stopping",
+            OpState::Stopped => "stopped",
+            OpState::Failed => "failed",
+        }
+    }
+
+    /// The state stored as byte `b`.
+    pub fn from_u8(b: u8) -> Option<OpState> {
+        Some(match b {
+            1 => OpState::Starting,
+            2 => OpState::Running,
+            3 => OpState::BackingUp,
+            4 => OpState::Recovering,
+            5 => OpState::Fenced,
+            6 => OpState::Stopping,
+            7 => OpState::Stopped,
+            8 => OpState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether client writes are accepted (in-flight requests still finish while stopping).
+    pub fn accepts_writes(self) -> bool {
+        matches!(
+            self,
+            OpState::Running | OpState::BackingUp | OpState::Stopping
+        )
+    }
+
+    /// The error a refused write gets, with a Redis-style code clients can match on.
+    pub fn refusal(self) -> String {
+        match self {
+            OpState::Fenced => "FENCED this server is fenced: writes are refused; use another server".into(),
+            OpState::Failed => "FAILED this server failed (a write or fsync error, or a full disk): writes are refused; acknowledged writes are safe; restart it once the disk is healthy".into(),
+            s => format!("LOADING this server is {}: writes are refused for now", s.name()),
+        }
+    }
+}
+
+/// One persisted state record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateRecord {
+    /// The state.
+    pub state: OpState,
+    /// Fencing epoch, starting at 1.
+    pub epoch: u64,
+    /// The server's node id.
+    pub node_id: u64,
+    /// When the state was set, Unix milliseconds.
+    pub updated_ms: u64,
+}
+
+impl StateRecord {
+    /// The 44 bytes of the state file.
+    pub fn encode(&self) -> [u8; STATE_LEN] {
+        let mut b = [0u8; STATE_LEN];
+        b[0..8].copy_from_slice(&STATE_MAGIC);
+        b[8..12].copy_from_slice(&STATE_VERSION.to_le_bytes());
+        b[12] = self.state as u8;
+        b[16..24].copy_from_slice(&self.epoch.to_le_bytes());
+        b[24..32].copy_from_slice(&self.node_id.to_le_bytes());
+        b[32..40].copy_from_slice(&self.updated_ms.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..40]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks the state file's bytes.
+    pub fn decode(b: &[u8]) -> Result<StateRecord, String> {
+        if b.len() != STATE_LEN {
+            return Err(format!("length {} is not {STATE_LEN}", b.len()));
+        }
+        if b[0..8] != STATE_MAGIC {
+            return Err("bad magic".into());
+        }
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(a)
+        };
+        let crc = crc32c::crc32c(&b[..40]);
+        if crc != u32_at(40) {
+            return Err(format!(
+                "checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+                u32_at(40)
+            ));
+        }
+        let v = u32_at(8);
+        if v != STATE_VERSION {
+            return Err(format!("unsupported version {v}"));
+        }
+        if b[13..16] != [0, 0, 0] {
+            return Err("reserved bytes are not zero".into());
+        }
+        let state =
+            OpState::from_u8(b[12]).ok_or_else(|| format!("unknown state byte {}", b[12]))?;
+        Ok(StateRecord {
+            state,
+            epoch: u64_at(16),
+            node_id: u64_at(24),
+            updated_ms: u64_at(32),
+        })
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads the state file of `dir`; `Ok(None)` if there is none.
+pub fn load(dir: &Path) -> Result<Option<StateRecord>, Error> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(b) => StateRecord::decode(&b)
+            .map(Some)
+            .map_err(|why| Error::StateFile { path, why }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io {
+            op: "read",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Writes the state file of `dir` atomically and durably.
+pub fn store(dir: &Path, rec: &StateRecord) -> Result<(), Error> {
+    let tmp = dir.join("STATE.tmp");
+    let path = dir.join(STATE_FILE);
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(&rec.encode()).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))?;
+    Ok(())
+}
+
+/// The live state table: the current record, persisted on every change.
+#[derive(Debug)]
+pub struct StateTable {
+    dir: PathBuf,
+    cur: Mutex<StateRecord>,
+}
+
+impl StateTable {
+    /// A table for data directory `dir` starting at `rec` (persisted now).
+    pub fn new(dir: &Path, rec: StateRecord) -> Result<StateTable, Error> {
+        store(dir, &rec)?;
+        Ok(StateTable {
+            dir: dir.to_path_buf(),
+            cur: Mutex::new(rec),
+        })
+    }
+
+    /// The current record.
+    pub fn get(&self) -> StateRecord {
+        *self.cur.lock()
+    }
+
+    /// Moves to `state` (increasing the epoch if `bump_epoch`), persists it, and logs the
+    /// change. A persist failure is logged and returned; the in-memory state changes anyway
+    /// (clients must see `failed` even when the disk cannot record it).
+    pub fn set(&self, state: OpState, bump_epoch: bool) -> Result<StateRecord, Error> {
+        let mut cur = self.cur.lock();
+        let old = cur.state;
+        cur.state = state;
+        if bump_epoch {
+            cur.epoch += 1;
+        }
+        cur.updated_ms = now_ms();
+        let rec = *cur;
+        let res = store(&self.dir, &rec);
+        tracing::info!(
+            event = "state",
+            from = old.name(),
+            to = state.name(),
+            epoch = rec.epoch,
+            persisted = res.is_ok(),
+            "state change"
+        );
+        if let Err(e) = &res {
+            tracing::error!(event = "state_persist_failed", error = %e, "cannot persist the state file");
+        }
+        res.map(|()| rec)
+    }
+
+    /// Moves from `from` to `to` only if the state is still `from` (e.g. backing-up back to
+    /// running, unless something else happened meanwhile). Returns whether it moved.
+    pub fn transition(&self, from: OpState, to: OpState) -> bool {
+        if self.cur.lock().state != from {
+            return false;
+        }
+        let _ = self.set(to, false);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_checks() {
+        let r = StateRecord {
+            state: OpState::Fenced,
+            epoch: 7,
+            node_id: 2,
+            updated_ms: 123,
+        };
+        let b = r.encode();
+        assert_eq!(StateRecord::decode(&b).unwrap(), r);
+        for i in 0..STATE_LEN {
+            let mut c = b;
+            c[i] ^= 1;
+            assert!(StateRecord::decode(&c).is_err(), "flip in byte {i}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(load(d.path()).unwrap(), None);
+        store(d.path(), &r).unwrap();
+        assert_eq!(load(d.path()).unwrap(), Some(r));
+    }
+}
