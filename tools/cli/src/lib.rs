@@ -1,1 +1,19 @@
-//! duplexctl and duplex-recover, the Duplex admin tools (filled by later issues).
+//! The Duplex admin tools' shared code. The binary `duplex-recover` (restore a backup and
+//! roll its archive forward, verify backups and archives, dump WAL records, back up a data
+//! directory) only parses arguments, shows progress and prints; what it checks and how it
+//! reads lives here, over the engine and WAL crates:
+//! - [`exit`]: the documented exit codes and [`exit::ToolError`], an error with its code;
+//! - [`identify`]: what a path on disk is (backup, WAL directory, segment, data directory);
+//! - [`verify`]: verification of each kind, as reports rather than errors;
+//! - [`dump`]: WAL records as readable lines or JSON objects;
+//! - [`target`]: the checks and the careful emptying behind `restore --force`;
+//! - [`text`]: byte escaping and time parsing and formatting.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod dump;
+pub mod exit;
+pub mod identify;
+pub mod target;
+pub mod text;
+pub mod verify;

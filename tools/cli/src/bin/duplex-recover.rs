@@ -1,0 +1,697 @@
+//! `duplex-recover`: rebuild a lost Duplex database from a backup and its WAL archive,
+//! verify backups and archives, dump WAL records, back up a data directory.
+//!
+//! This binary parses arguments, shows progress and prints results; the work is done by
+//! `duplex-engine` (backup, restore, roll-forward), `duplex-wal` (reading the log) and the
+//! `duplex_cli` library (verification, dump formatting, target checks). Exit codes are
+//! those of [`duplex_cli::exit`]; `--help` lists them.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use duplex_cli::dump::decode;
+use duplex_cli::exit::{engine_code, wal_code, Code, ToolError};
+use duplex_cli::identify::identify;
+use duplex_cli::target::prepare_target;
+use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};
+use duplex_cli::verify::{
+    check_chain_links, verify_paths, ScopedReader, WalScope, MAX_KEY, MAX_VALUE,
+};
+use duplex_engine::{Config, Database, RollForwardOptions, Target};
+use duplex_wal::{StdStorage, Storage};
+
+const MAIN_HELP: &str = "\
+Lost a disk? The usual sequence:
+  1. duplex-recover verify /backups/full-1 /backups/inc-2 /archive
+        checks every file, checksum and LSN of the backup chain and the archive
+  2. duplex-recover restore --backup /backups/full-1 --backup /backups/inc-2 \\
+        --archive /archive --into /data/duplex
+        restores the chain and replays the archive to its end; prints the final LSN and
+        the content digest (compare it with a peer's digest)
+  3. start duplexd on /data/duplex
+
+Point in time (undo a bad write): add --until-lsn N or --until-time 2026-11-25T10:00:00Z
+  to restore; find N with: duplex-recover dump /archive --from LSN | less
+
+Take a backup of a running server's directory (no need to stop it):
+  duplex-recover backup --data /data/duplex --into /backups/full-$(date +%F)
+
+Exit codes:
+  0  all is well
+  1  corruption or a verification failure was found (damaged file, missing segment / gap,
+     archive of another node, broken backup chain); the message names the file
+  2  usage error: bad arguments, or a path that is not what the command needs
+  3  I/O or another operational error (disk, permissions, target not empty, database
+     locked); the message says what to do";
+
+const RESTORE_HELP: &str = "\
+Examples:
+  Restore the newest state the archive holds:
+    duplex-recover restore --backup /backups/full-1 --archive /archive --into /data/duplex
+  A chain (full backup first, then each incremental, oldest first):
+    duplex-recover restore --backup /b/full-1 --backup /b/inc-2 --backup /b/inc-3 \\
+        --archive /archive --into /data/duplex
+  The state just before a bad write at LSN 81234 (find it with `dump`):
+    duplex-recover restore --backup /b/full-1 --archive /archive --into /data/r --until-lsn 81233
+  The state at a wall-clock time (RFC 3339, or ms since the epoch):
+    duplex-recover restore ... --until-time 2026-11-25T10:00:00Z
+  The archive has a damaged or missing segment and you accept losing what follows it:
+    duplex-recover restore ... --stop-at-last-good      (still exits 1: damage was found)
+  The target holds a failed earlier attempt:
+    duplex-recover restore ... --into /data/duplex --force   (deletes its contents first)
+
+Several --archive directories are read as one log (the first wins where two hold the same
+segment): e.g. the archive plus the wal/ directory of the lost node, if it survived.
+Every backup file is verified before use; nothing past a gap or a damaged record is
+applied. The restored database opens as a normal database.
+
+Exit codes:
+  0  restored; the summary gives the final LSN and the content digest
+  1  damage found: a backup file, an archive segment, a gap, a wrong chain or an archive
+     of another node (with --stop-at-last-good the database is usable up to the LSN shown)
+  2  bad arguments (e.g. --until-lsn before the backup's checkpoint, --archive missing)
+  3  I/O or operational error (target not empty without --force, disk, permissions)";
+
+const VERIFY_HELP: &str = "\
+Each PATH may be:
+  a backup directory     every file's length and CRC32C, the manifests, and for a full
+                         backup the store header and every tree block; backups given one
+                         after the other are checked as a chain (oldest first)
+  a WAL archive          every segment header, record CRC and LSN, gaps between segments,
+                         one node throughout, and that the last segment ends cleanly
+  a *.wal segment file   the same for that one segment (read from its directory, bounded
+                         to its own LSNs)
+  a data directory       its MANIFEST, store and tree as for a backup, and its wal/ (a
+                         torn tail at the very end is normal after a crash: a note, not a
+                         failure); works on a running database's directory, read-only
+
+Examples:
+  duplex-recover verify /backups/full-1 /backups/inc-2 /backups/inc-3
+  duplex-recover verify /archive
+  duplex-recover verify /backups/full-1 /archive /data/duplex
+
+Exit codes:
+  0  every path verified
+  1  at least one path is damaged or inconsistent (the report names the file)
+  2  a path is not a backup, WAL directory, segment or data directory
+  3  I/O error while reading";
+
+const DUMP_HELP: &str = "\
+PATH is a WAL archive, the wal/ of a data directory, a data directory, or one *.wal file.
+One line per record:
+  lsn=N kind=batch size=BYTES time=RFC3339 logical=L origin=NODE origin_lsn=N ops=K
+      | PUT key=\"...\" value=LENB\"first bytes...\" | DEL key=\"...\"
+Keys and values are escaped: printable ASCII as is, \\xNN otherwise, ... when cut.
+With --json: one JSON object per line (lsn, kind, type, size, time, wall_ms, logical,
+origin, origin_lsn, ops[{op, key, value_len, value, value_truncated}]).
+
+Examples:
+  duplex-recover dump /archive --from 81200 --until 81300
+  duplex-recover dump /archive --json | jq -c 'select(.ops[]?.key == \"user:42\")'
+  duplex-recover dump /data/duplex/wal/00000000000000081001.wal
+
+Exit codes:
+  0  every record read was whole
+  1  a damaged record, a gap or an undecodable batch (the records before it are printed)
+  2  bad arguments, or --from outside what the log holds
+  3  I/O error";
+
+const BACKUP_HELP: &str = "\
+Copies the committed store of a data directory (a running server's is fine: the store's
+committed bytes never change) and its manifests into a new directory, which appears under
+its final name only when whole. It does not take a checkpoint: the records after the
+backup's checkpoint LSN are in the WAL and the archive, so keep the archive from that LSN on.
+
+Examples:
+  duplex-recover backup --data /data/duplex --into /backups/full-2026-11-25
+  duplex-recover backup --data /data/duplex --into /backups/inc-2026-11-26 \\
+      --incremental-from /backups/full-2026-11-25
+
+Exit codes:
+  0  backup complete (the summary gives its checkpoint LSN)
+  1  the data directory or the base backup is damaged
+  2  bad arguments (e.g. --data is not a data directory)
+  3  I/O or operational error (destination exists, disk full, permissions)";
+
+/// Rebuild a lost Duplex database from a backup and its WAL archive; verify backups and
+/// archives; dump WAL records; back up a data directory.
+#[derive(Debug, Parser)]
+#[command(name = "duplex-recover", version, after_help = MAIN_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Restore a backup (or chain) into an empty directory and roll the archive forward.
+    #[command(after_help = RESTORE_HELP)]
+    Restore(RestoreArgs),
+    /// Verify backups, backup chains, WAL archives, segments or data directories.
+    #[command(after_help = VERIFY_HELP)]
+    Verify(VerifyArgs),
+    /// Print WAL records, readable (or as JSON lines).
+    #[command(after_help = DUMP_HELP)]
+    Dump(DumpArgs),
+    /// Back up a database directory (offline, or held by a running server).
+    #[command(after_help = BACKUP_HELP)]
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// Backup directory; repeat for a chain: the full backup first, then each incremental.
+    #[arg(long = "backup", value_name = "DIR", required = true)]
+    backup: Vec<PathBuf>,
+    /// Directory of archived WAL segments; repeat to read several as one log.
+    #[arg(long = "archive", value_name = "DIR")]
+    archive: Vec<PathBuf>,
+    /// Target directory: must be new or empty (see --force).
+    #[arg(long, value_name = "DIR")]
+    into: PathBuf,
+    /// Stop after this LSN (inclusive): the state right after record N.
+    #[arg(long, value_name = "N", conflicts_with = "until_time")]
+    until_lsn: Option<u64>,
+    /// Apply only writes stamped at or before this time: RFC 3339
+    /// (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or ms since the Unix epoch.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_ms)]
+    until_time: Option<u64>,
+    /// On a gap or damaged record in the archive, keep what was applied before it instead
+    /// of failing (the exit code is still 1).
+    #[arg(long)]
+    stop_at_last_good: bool,
+    /// Node id of the database (default: the one in the backup manifest; it must match).
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// Delete everything inside a non-empty target first (only inside it; refused if a
+    /// running database holds it or it contains a backup or archive being read).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Backup directories (a chain oldest first), WAL archives, *.wal files or data
+    /// directories.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DumpArgs {
+    /// A WAL archive, a wal/ directory, a data directory or one *.wal file.
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    /// First LSN to print (default: the first the log holds).
+    #[arg(long, value_name = "LSN")]
+    from: Option<u64>,
+    /// Last LSN to print (inclusive).
+    #[arg(long, value_name = "LSN")]
+    until: Option<u64>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Bytes of each value to show (escaped).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    value_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The database's data directory (it may be held by a running server).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// New backup directory (must not exist).
+    #[arg(long, value_name = "DIR")]
+    into: PathBuf,
+    /// Take an incremental backup on this base backup (the newest of its chain).
+    #[arg(long, value_name = "DIR")]
+    incremental_from: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Restore(a) => restore(a),
+        Cmd::Verify(a) => verify(a),
+        Cmd::Dump(a) => dump(a),
+        Cmd::Backup(a) => backup(a),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code.as_u8()),
+        Err(e) => {
+            if let Some(Reported(code)) = e.downcast_ref::<Reported>() {
+                return ExitCode::from(code.as_u8());
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(code_of(&e).as_u8())
+        }
+    }
+}
+
+/// An error already printed (with its notes); only its exit code remains to be used.
+#[derive(Debug)]
+struct Reported(Code);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0.as_u8())
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// The exit code an error calls for.
+fn code_of(e: &anyhow::Error) -> Code {
+    if let Some(t) = e.downcast_ref::<ToolError>() {
+        t.code
+    } else if let Some(e) = e.downcast_ref::<duplex_engine::Error>() {
+        engine_code(e)
+    } else if let Some(e) = e.downcast_ref::<duplex_wal::Error>() {
+        wal_code(e)
+    } else {
+        Code::Operational
+    }
+}
+
+fn storage() -> Arc<dyn Storage> {
+    Arc::new(StdStorage)
+}
+
+/// The configuration a restored database is opened with: its node id, no background
+/// thread, and the largest key and value sizes any configuration allows, so that every
+/// record a database could have logged is accepted.
+fn restore_config(node_id: u64) -> Config {
+    Config {
+        node_id,
+        background: false,
+        max_key_size: MAX_KEY,
+        max_value_size: MAX_VALUE,
+        ..Config::default()
+    }
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        pb.set_style(style);
+    }
+    pb.set_message(msg.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Bytes of archived segments a roll-forward from `from` (up to `until`) reads: the
+/// segment holding `from` and those after it. For the ETA.
+fn bytes_to_read(archives: &[PathBuf], from: u64, until: Option<u64>) -> u64 {
+    let Ok(segs) = duplex_wal::list_segments(&StdStorage, archives) else {
+        return 0;
+    };
+    let mut total = 0;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let next = segs.get(i + 1).map(|s| s.0);
+        if next.is_some_and(|n| n <= from) || until.is_some_and(|u| *first > u) {
+            continue;
+        }
+        total += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    }
+    total
+}
+
+fn restore(a: RestoreArgs) -> Result<Code> {
+    let storage = storage();
+    let manifests = check_chain_links(&*storage, &a.backup)?;
+    let Some(last) = manifests.last().cloned() else {
+        return Err(ToolError::usage("give at least one --backup DIR").into());
+    };
+    let node_id = match a.node_id {
+        Some(n) if n != last.node_id => {
+            return Err(ToolError::usage(format!(
+                "the backup is of node {}, not node {n}: a database opens only as its own node (leave out --node-id)",
+                last.node_id
+            ))
+            .into())
+        }
+        Some(n) => n,
+        None => last.node_id,
+    };
+    if let Some(u) = a.until_lsn {
+        if u < last.checkpoint_lsn {
+            return Err(ToolError::usage(format!(
+                "--until-lsn {u} is before this backup's checkpoint (LSN {}), which already holds the records up to it; restore an older backup to reach LSN {u}",
+                last.checkpoint_lsn
+            ))
+            .into());
+        }
+    }
+    for dir in &a.archive {
+        if !dir.is_dir() {
+            return Err(ToolError::usage(format!(
+                "the archive {} is not a directory (check the path: without it the restore would stop at the backup)",
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    let mut sources = a.backup.clone();
+    sources.extend(a.archive.iter().cloned());
+    let prepared = prepare_target(&a.into, a.force, &sources)?;
+    if prepared.removed > 0 {
+        eprintln!(
+            "--force: removed {} entries from {}",
+            prepared.removed,
+            a.into.display()
+        );
+    }
+
+    let started = Instant::now();
+    let pb = spinner(&format!(
+        "verifying and copying {} backup(s) into {}",
+        a.backup.len(),
+        a.into.display()
+    ));
+    let restored = duplex_engine::restore_chain(&storage, &a.backup, &a.into);
+    pb.finish_and_clear();
+    let m = restored.map_err(|e| partial(e, &a.into))?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "restored {} backup(s): node {}, checkpoint LSN {}, store {} in {copy_secs:.2} s",
+        a.backup.len(),
+        m.node_id,
+        m.checkpoint_lsn,
+        human_bytes(m.committed_len)
+    );
+    if a.archive.is_empty() {
+        eprintln!(
+            "warning: no --archive given: the database is restored to the backup's checkpoint (LSN {}) only",
+            m.checkpoint_lsn
+        );
+    }
+
+    let target = match (a.until_lsn, a.until_time) {
+        (Some(l), _) => Target::Lsn(l),
+        (None, Some(t)) => Target::TimeMs(t),
+        (None, None) => Target::End,
+    };
+    let total = bytes_to_read(&a.archive, m.checkpoint_lsn + 1, a.until_lsn);
+    let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let header = duplex_wal::format::RECORD_HEADER_LEN as u64;
+    let opts = RollForwardOptions {
+        target,
+        stop_at_last_good: a.stop_at_last_good,
+        config: restore_config(node_id),
+    };
+    let mut seen = None;
+    let rolled = duplex_engine::roll_forward(
+        storage.clone(),
+        &a.into,
+        &a.archive,
+        &opts,
+        &mut |p: &duplex_engine::Progress| {
+            // Record bytes on disk, approximately: payload plus each record's header.
+            let pos = p.bytes + p.records * header;
+            pb.set_length(total.max(pos).max(1));
+            pb.set_position(pos);
+            // The last report comes after the copy, when the database replays what was
+            // copied and checkpoints: it repeats the count, or is off the reporting period.
+            let last = seen == Some(p.records) || !p.records.is_multiple_of(8192);
+            seen = Some(p.records);
+            pb.set_message(if last {
+                format!(
+                    "{} records copied; replaying them into the database and checkpointing",
+                    p.records
+                )
+            } else {
+                format!("{} records, {:.0} records/s", p.records, p.rate())
+            });
+        },
+    );
+    pb.finish_and_clear();
+    let r = rolled.map_err(|e| partial(e, &a.into))?;
+
+    let db = Database::open(&a.into, restore_config(node_id)).map_err(|e| partial(e, &a.into))?;
+    let digest = db.digest().map_err(|e| partial(e, &a.into))?;
+    let final_lsn = db.wal().last_lsn();
+    db.close().map_err(|e| partial(e, &a.into))?;
+
+    let secs = r.seconds.max(1e-9);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "restored {} into {}: node {node_id}, backup checkpoint LSN {}",
+        a.backup
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        a.into.display(),
+        m.checkpoint_lsn
+    )?;
+    if r.records > 0 {
+        writeln!(
+            out,
+            "rolled forward LSN {} to {}: {} records, {} in {:.2} s ({:.0} records/s, {}/s)",
+            r.from_lsn,
+            r.to_lsn,
+            r.records,
+            human_bytes(r.bytes),
+            r.seconds,
+            r.records as f64 / secs,
+            human_bytes((r.bytes as f64 / secs) as u64)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "rolled forward 0 records ({:.2} s): the archive holds nothing to apply after LSN {}",
+            r.seconds, m.checkpoint_lsn
+        )?;
+    }
+    writeln!(out, "final LSN: {final_lsn}")?;
+    writeln!(
+        out,
+        "digest: {digest} ({} live keys; compare with a peer's digest)",
+        digest.count
+    )?;
+    writeln!(
+        out,
+        "total time: {:.2} s; the database in {} is ready to open",
+        started.elapsed().as_secs_f64(),
+        a.into.display()
+    )?;
+    if let (Some(t), 0) = (a.until_time, r.records) {
+        if t < m.created_ms {
+            eprintln!(
+                "warning: --until-time {} is before the backup was taken ({}); the restored state is the backup's checkpoint, which may hold later writes: restore an older backup to reach that time",
+                format_time_ms(t),
+                format_time_ms(m.created_ms)
+            );
+        }
+    }
+    if let Some(why) = r.stopped_early {
+        eprintln!(
+            "error: the roll-forward stopped early at LSN {} (--stop-at-last-good): {why}",
+            r.to_lsn
+        );
+        eprintln!(
+            "note: the database holds every record up to LSN {} and opens normally; the records after it are lost unless the damaged or missing segment is found",
+            r.to_lsn
+        );
+        return Ok(Code::Damaged);
+    }
+    Ok(Code::Ok)
+}
+
+/// Prints an error met after the target was written to, with a note that the target now
+/// holds a partial restore.
+fn partial(e: impl Into<anyhow::Error>, into: &Path) -> anyhow::Error {
+    let e = e.into();
+    eprintln!("error: {e}");
+    let written = std::fs::read_dir(into).is_ok_and(|mut d| d.next().is_some());
+    if written {
+        eprintln!(
+            "note: {} now holds a partial restore; once the cause is fixed, run again with --force",
+            into.display()
+        );
+    }
+    Reported(code_of(&e)).into()
+}
+
+fn verify(a: VerifyArgs) -> Result<Code> {
+    let reports = verify_paths(&storage(), &a.paths);
+    let mut out = std::io::stdout().lock();
+    let mut code = Code::Ok;
+    let mut failed = 0;
+    for r in &reports {
+        let kind = r.kind.as_ref().map_or("?", |k| k.name());
+        match &r.error {
+            None => writeln!(out, "OK    {} ({kind})", r.path.display())?,
+            Some(_) => writeln!(out, "FAIL  {} ({kind})", r.path.display())?,
+        }
+        for f in &r.facts {
+            writeln!(out, "      {f}")?;
+        }
+        for n in &r.notes {
+            writeln!(out, "      note: {n}")?;
+        }
+        if let Some(e) = &r.error {
+            writeln!(out, "      error: {e}")?;
+            failed += 1;
+        }
+        code = code.worst(r.code());
+    }
+    out.flush()?;
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} path(s) failed verification",
+            reports.len()
+        );
+    } else {
+        writeln!(out, "all {} path(s) verified", reports.len())?;
+    }
+    Ok(code)
+}
+
+fn dump(a: DumpArgs) -> Result<Code> {
+    let kind = identify(&a.path)?;
+    let scope = WalScope::for_path(&a.path, &kind)?;
+    let mut reader =
+        ScopedReader::open(&storage(), &scope, a.from.unwrap_or(0), a.until).map_err(dump_err)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut records, mut bad) = (0u64, 0u64);
+    let (mut first, mut last) = (None, None);
+    let end = loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        };
+        let d = decode(&rec);
+        bad += u64::from(d.is_bad());
+        let line = if a.json {
+            d.json(a.value_bytes).to_string()
+        } else {
+            d.text(a.value_bytes)
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(Code::Ok);
+            }
+            return Err(e.into());
+        }
+        records += 1;
+        first.get_or_insert(rec.lsn);
+        last = Some(rec.lsn);
+    };
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Code::Ok),
+        r => r?,
+    }
+    if std::io::stderr().is_terminal() || end.is_some() || bad > 0 {
+        match (first, last) {
+            (Some(f), Some(l)) => eprintln!("{records} records, LSN {f} to {l}"),
+            _ => eprintln!("no records"),
+        }
+    }
+    if let Some(t) = reader.torn_tail() {
+        eprintln!(
+            "note: the log ends in a torn tail in {} at offset {} ({})",
+            t.file.display(),
+            t.offset,
+            t.kind
+        );
+    }
+    if let Some(e) = end {
+        return Err(dump_err(e).into());
+    }
+    if bad > 0 {
+        return Err(ToolError::damaged(format!(
+            "{bad} batch record(s) do not decode (shown as UNDECODABLE); a roll-forward would stop at the first"
+        ))
+        .into());
+    }
+    Ok(Code::Ok)
+}
+
+/// A WAL error met while dumping: asking for an LSN the log does not hold is a usage
+/// error there.
+fn dump_err(e: duplex_wal::Error) -> ToolError {
+    let code = match e {
+        duplex_wal::Error::LsnUnavailable { .. } => Code::Usage,
+        ref e => wal_code(e),
+    };
+    ToolError::new(code, e.to_string())
+}
+
+fn backup(a: BackupArgs) -> Result<Code> {
+    if !a.data.join(duplex_engine::store::MANIFEST_NAME).is_file() {
+        return Err(ToolError::usage(format!(
+            "{} is not a Duplex data directory (it has no {})",
+            a.data.display(),
+            duplex_engine::store::MANIFEST_NAME
+        ))
+        .into());
+    }
+    if let Some(base) = &a.incremental_from {
+        if !base.join(duplex_engine::backup::BACKUP_MANIFEST).is_file() {
+            return Err(ToolError::usage(format!(
+                "{} is not a backup directory (it has no {})",
+                base.display(),
+                duplex_engine::backup::BACKUP_MANIFEST
+            ))
+            .into());
+        }
+    }
+    let pb = spinner(&format!(
+        "backing up {} into {}",
+        a.data.display(),
+        a.into.display()
+    ));
+    let r = duplex_engine::backup_dir(&storage(), &a.data, &a.into, a.incremental_from.as_deref());
+    pb.finish_and_clear();
+    let r = r?;
+    let m = &r.manifest;
+    let secs = r.seconds.max(1e-9);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} backup of {} into {}: node {}, generation {}, checkpoint LSN {}",
+        if m.is_incremental() {
+            "incremental"
+        } else {
+            "full"
+        },
+        a.data.display(),
+        r.dir.display(),
+        m.node_id,
+        m.generation,
+        m.checkpoint_lsn
+    )?;
+    writeln!(
+        out,
+        "copied {} ({} bytes) in {:.2} s ({:.1} MB/s)",
+        human_bytes(r.bytes_copied),
+        r.bytes_copied,
+        r.seconds,
+        r.bytes_copied as f64 / secs / 1e6
+    )?;
+    writeln!(
+        out,
+        "to restore it, roll forward from LSN {}: keep the archive (or the WAL) from that LSN on",
+        m.checkpoint_lsn + 1
+    )?;
+    Ok(Code::Ok)
+}
