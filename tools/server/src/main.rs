@@ -90,6 +90,7 @@ fn real_main() -> anyhow::Result<()> {
         .context("invalid log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
