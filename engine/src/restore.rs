@@ -125,6 +125,22 @@ pub fn roll_forward(
             wal.last_lsn()
         )));
     }
+    if let Target::Lsn(n) = opts.target {
+        if n < manifest.checkpoint_lsn {
+            return Err(Error::Config(format!(
+                "the backup already holds records up to LSN {}; it cannot be rolled back to LSN {n} (use an older backup)",
+                manifest.checkpoint_lsn
+            )));
+        }
+    }
+    for a in archive_dirs {
+        if !storage.exists(a) {
+            return Err(Error::Config(format!(
+                "archive directory {} does not exist (check the path)",
+                a.display()
+            )));
+        }
+    }
     let segments = duplex_wal::list_segments(&*storage, archive_dirs)?;
     let mut total_bytes = 0;
     for (_, p) in &segments {
