@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex_wal::{Entry, ReadOptions, Storage, SyncPolicy, Wal, WalReader};
+use duplex_wal::{ReadOptions, Storage, Wal, WalReader};
 
 use crate::batch::{decode_batch, KIND_BATCH};
 use crate::db::{Config, Database, WAL_DIR};
@@ -97,6 +97,12 @@ impl Default for RollForwardOptions {
 /// Rolls the archived WAL in `archive_dirs` forward onto the restored database in `dir`
 /// (see [`crate::restore_chain`]), then opens it, checkpoints and closes it. `progress` is
 /// called every few thousand records and at the end.
+///
+/// Two passes: the first reads the archive from the checkpoint on, checking every record
+/// (CRC, LSN order, node, batch payload) and finding where to stop; the second copies the
+/// archived segments up to that point into the database's WAL directory (copy_file_range),
+/// cutting the last one after the last record to apply. Opening the database then replays
+/// them.
 pub fn roll_forward(
     storage: Arc<dyn Storage>,
     dir: &Path,
@@ -113,16 +119,11 @@ pub fn roll_forward(
     })?;
     let from = manifest.checkpoint_lsn + 1;
     let cfg = &opts.config;
-    let wal_opts = duplex_wal::WalOptions {
-        sync: SyncPolicy::Never,
-        ..cfg.wal_options(from)
-    };
-    let wal = Wal::open_with(storage.clone(), dir.join(WAL_DIR), wal_opts)?;
-    if wal.last_lsn() >= from {
+    let wal_dir = dir.join(WAL_DIR);
+    if !duplex_wal::list_segments(&*storage, std::slice::from_ref(&wal_dir))?.is_empty() {
         return Err(Error::Config(format!(
-            "{} already has WAL records after its checkpoint (LSN {}); roll forward only onto a fresh restore",
-            dir.display(),
-            wal.last_lsn()
+            "{} already has WAL segments; roll forward only onto a fresh restore",
+            wal_dir.display()
         )));
     }
     if let Target::Lsn(n) = opts.target {
@@ -142,34 +143,29 @@ pub fn roll_forward(
         }
     }
     let segments = duplex_wal::list_segments(&*storage, archive_dirs)?;
-    let mut total_bytes = 0;
-    for (_, p) in &segments {
-        if let Ok(f) = storage.open(p, duplex_wal::OpenMode::Read) {
-            total_bytes += f.len().unwrap_or(0);
+    let mut p = Progress::default();
+    for (_, path) in &segments {
+        if let Ok(f) = storage.open(path, duplex_wal::OpenMode::Read) {
+            p.total_bytes += f.len().unwrap_or(0);
         }
     }
     let until = match opts.target {
         Target::Lsn(l) => Some(l),
         _ => None,
     };
-    let mut p = Progress {
-        total_bytes,
-        ..Progress::default()
-    };
     let mut stopped_early = None;
+    let mut cut: Option<(PathBuf, u64)> = None;
     let mut last = from - 1;
-    let nothing_to_do = segments.is_empty() || until.is_some_and(|u| u < from);
-    if !nothing_to_do {
-        let res = copy_records(
+    if !segments.is_empty() && until.is_none_or(|u| u >= from) {
+        let res = check_records(
             &storage,
-            &wal,
             archive_dirs,
             from,
             until,
             opts,
-            cfg,
             &mut p,
             &mut last,
+            &mut cut,
             start,
             progress,
         );
@@ -181,11 +177,28 @@ pub fn roll_forward(
             }
         }
     }
-    wal.close()?;
+    storage
+        .create_dir_all(&wal_dir)
+        .map_err(|e| Error::io("create directory", &wal_dir, e))?;
+    match &cut {
+        Some((cut_path, cut_off)) if last >= from => {
+            copy_segments(&*storage, &segments, from, cut_path, *cut_off, &wal_dir)?
+        }
+        _ => {
+            // Nothing to apply: an empty log that continues after the checkpoint.
+            Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(from))?.close()?;
+        }
+    }
     p.seconds = start.elapsed().as_secs_f64();
     progress(&p);
     // Opening replays the copied records; the checkpoint makes the result self-contained.
     let db = Database::open_with(storage, dir, cfg.clone())?;
+    if db.wal().last_lsn() != last {
+        return Err(Error::Config(format!(
+            "the restored WAL ends at LSN {} but the archive was checked up to {last}",
+            db.wal().last_lsn()
+        )));
+    }
     db.checkpoint()?;
     db.close()?;
     Ok(RollForwardReport {
@@ -198,91 +211,90 @@ pub fn roll_forward(
     })
 }
 
+/// Copies the archived segments that hold LSNs `from..` up to the one named `cut_path`,
+/// which is cut at `cut_off`; fsyncs them and the directory.
+fn copy_segments(
+    storage: &dyn Storage,
+    segments: &[(u64, PathBuf)],
+    from: u64,
+    cut_path: &Path,
+    cut_off: u64,
+    wal_dir: &Path,
+) -> Result<()> {
+    // The segment holding `from` is the last one that starts at or before it.
+    let first = segments.iter().rposition(|(l, _)| *l <= from).unwrap_or(0);
+    for (_, src) in &segments[first..] {
+        let name = src
+            .file_name()
+            .ok_or_else(|| Error::Config(format!("{} has no file name", src.display())))?;
+        let dest = wal_dir.join(name);
+        let is_cut = src == cut_path;
+        let len = if is_cut {
+            cut_off
+        } else {
+            storage
+                .open(src, duplex_wal::OpenMode::Read)
+                .and_then(|f| f.len())
+                .map_err(|e| Error::io("stat", src, e))?
+        };
+        let copied = storage
+            .copy_prefix(src, &dest, len)
+            .map_err(|e| Error::io("copy archived segment", &dest, e))?;
+        if copied != len {
+            return Err(Error::io(
+                "copy archived segment",
+                src,
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short copy"),
+            ));
+        }
+        storage
+            .open(&dest, duplex_wal::OpenMode::ReadWrite)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| Error::io("fsync", &dest, e))?;
+        if is_cut {
+            break;
+        }
+    }
+    storage
+        .sync_dir(wal_dir)
+        .map_err(|e| Error::io("fsync directory", wal_dir, e))
+}
+
+/// Reads and checks every record to apply; sets `last` and `cut` (segment and offset just
+/// past the last good record) as it goes, so a failure leaves them at the last good one.
 #[allow(clippy::too_many_arguments)]
-fn copy_records(
+fn check_records(
     storage: &Arc<dyn Storage>,
-    wal: &Wal,
     archive_dirs: &[PathBuf],
     from: u64,
     until: Option<u64>,
     opts: &RollForwardOptions,
-    cfg: &Config,
     p: &mut Progress,
     last: &mut u64,
+    cut: &mut Option<(PathBuf, u64)>,
     start: Instant,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
-    let reader = WalReader::open(
+    let cfg = &opts.config;
+    let mut reader = WalReader::open(
         storage.clone(),
         archive_dirs,
         from,
         ReadOptions {
-            max_record_size: wal.options().max_record_size,
+            max_record_size: cfg.wal_options(from).max_record_size,
             until_lsn: until,
             strict_tail: false,
             node_id: Some(cfg.node_id),
         },
     )?;
-    // Copy in groups to save system calls; LSNs stay those of the archive.
-    let mut group: Vec<duplex_wal::Record> = Vec::with_capacity(512);
-    let flush = |group: &mut Vec<duplex_wal::Record>, last: &mut u64| -> Result<()> {
-        if group.is_empty() {
-            return Ok(());
-        }
-        let entries: Vec<Entry<'_>> = group
-            .iter()
-            .map(|r| Entry {
-                kind: r.kind,
-                payload: &r.payload,
-            })
-            .collect();
-        let lsn = wal.append_batch(&entries)?;
-        let want = group.last().map(|r| r.lsn).unwrap_or(lsn);
-        if lsn != want {
-            return Err(Error::Config(format!(
-                "the restored WAL is at LSN {lsn} but the archive record is {want}"
-            )));
-        }
-        *last = lsn;
-        group.clear();
-        Ok(())
-    };
-    let res = copy_all(
-        reader,
-        &mut group,
-        &flush,
-        opts,
-        cfg,
-        archive_dirs,
-        p,
-        last,
-        start,
-        progress,
-    );
-    // Whatever was read before a failure is good: keep it, then report the failure.
-    flush(&mut group, last)?;
-    res
-}
-
-#[allow(clippy::too_many_arguments)]
-fn copy_all(
-    reader: WalReader,
-    group: &mut Vec<duplex_wal::Record>,
-    flush: &dyn Fn(&mut Vec<duplex_wal::Record>, &mut u64) -> Result<()>,
-    opts: &RollForwardOptions,
-    cfg: &Config,
-    archive_dirs: &[PathBuf],
-    p: &mut Progress,
-    last: &mut u64,
-    start: Instant,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<()> {
-    for rec in reader {
-        let rec = rec?;
+    while let Some(rec) = reader.next_record()? {
         if rec.kind == KIND_BATCH {
             let b = decode_batch(&rec.payload, cfg.max_key_size, cfg.max_value_size).map_err(
                 |kind| Error::Corrupt {
-                    file: archive_dirs.first().cloned().unwrap_or_default(),
+                    file: reader
+                        .position()
+                        .map(|(p, _)| p.to_path_buf())
+                        .unwrap_or_default(),
                     offset: rec.lsn,
                     kind,
                 },
@@ -295,9 +307,9 @@ fn copy_all(
         }
         p.records += 1;
         p.bytes += rec.payload.len() as u64;
-        group.push(rec);
-        if group.len() == 512 {
-            flush(group, last)?;
+        *last = rec.lsn;
+        if let Some((path, off)) = reader.position() {
+            *cut = Some((path.to_path_buf(), off));
         }
         if p.records.is_multiple_of(8192) {
             p.seconds = start.elapsed().as_secs_f64();

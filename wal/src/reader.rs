@@ -82,6 +82,8 @@ pub struct WalReader {
     done: bool,
     torn: Option<TornTail>,
     bytes_read: u64,
+    /// Segment index and offset just past the last complete batch moved to `ready`.
+    ready_end: Option<(usize, u64)>,
 }
 
 /// Lists the segments in `dirs`, first directory winning when two hold the same segment,
@@ -140,6 +142,7 @@ impl WalReader {
             done: false,
             torn: None,
             bytes_read: 0,
+            ready_end: None,
         })
     }
 
@@ -156,6 +159,16 @@ impl WalReader {
     /// Bytes of records (headers, payloads, padding) read so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
+    }
+
+    /// The segment and the offset just past the last record returned, once every record
+    /// of its batch has been returned: where a copy of the log must be cut to end there.
+    pub fn position(&self) -> Option<(&Path, u64)> {
+        if !self.ready.is_empty() {
+            return None;
+        }
+        let (i, off) = self.ready_end?;
+        self.segments.get(i).map(|(_, p)| (p.as_path(), off))
     }
 
     /// LSN of the last record returned or skipped so far.
@@ -254,7 +267,7 @@ impl WalReader {
                         found: r.lsn,
                     }),
                 ),
-                Step::Record(r, _) => {
+                Step::Record(r, off) => {
                     if r.lsn > until {
                         self.batch.clear();
                         self.done = true;
@@ -271,6 +284,7 @@ impl WalReader {
                     }
                     self.in_batch = r.flags & FLAG_BATCH_CONTINUES != 0;
                     if !self.in_batch {
+                        self.ready_end = Some((self.next_segment - 1, off + r.size as u64));
                         self.ready.extend(self.batch.drain(..));
                         if !self.ready.is_empty() {
                             return Ok(());
