@@ -336,8 +336,8 @@ impl Database {
 
     /// Applies several batches with one WAL append and one wait for durability (for a
     /// server answering a pipeline of writes). Each batch keeps its own stamp and is
-    /// applied in order; the group is logged atomically. Returns each batch's LSN. Empty
-    /// batches are skipped and get the LSN of the batch before them.
+    /// applied in order; the group is logged atomically. Returns the LSN of each non-empty
+    /// batch, in order; empty batches are skipped and get no LSN.
     pub fn write_many(&self, batches: Vec<WriteBatch>) -> Result<Vec<u64>> {
         self.inner.write_local_many(batches)
     }
