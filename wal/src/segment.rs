@@ -343,21 +343,30 @@ pub(crate) fn classify_stop(
     })
 }
 
-/// True if the file is too short for a header or its header bytes are all zero.
+/// True if the segment holds nothing: shorter than a header, or zeros throughout (created,
+/// but its header never reached the disk).
 pub(crate) fn header_never_written(storage: &dyn Storage, path: &Path) -> Result<bool> {
     let f = storage
         .open(path, OpenMode::Read)
         .map_err(|e| Error::io("open", path, e))?;
-    let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
-    let mut got = 0;
-    while got < b.len() {
-        let n = f
-            .read_at(&mut b[got..], got as u64)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            return Ok(true);
-        }
-        got += n;
+    let len = f.len().map_err(|e| Error::io("stat", path, e))?;
+    if len < SEGMENT_HEADER_LEN {
+        // Too short to hold even the header: nothing was ever in it.
+        return Ok(true);
     }
-    Ok(b.iter().all(|&x| x == 0))
+    // A zeroed header with records after it is damage, not an unfinished creation: only a
+    // file that is zeros throughout counts as never written.
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < len {
+        let n = read_up_to(&*f, &mut buf, off).map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&x| x != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
 }

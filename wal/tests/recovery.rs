@@ -357,3 +357,25 @@ fn a_header_naming_lsn_zero_is_corruption() {
         other => panic!("expected a bad first LSN, got {other:?}"),
     }
 }
+
+#[test]
+fn a_zeroed_header_with_records_after_it_is_corruption_not_an_empty_segment() {
+    let sim = SimStorage::new();
+    let seg = write_records(&sim, 5, &small_opts());
+    let image = sim.contents(&seg).expect("segment");
+    for (i, b) in image.iter().enumerate().take(64) {
+        if *b != 0 {
+            sim.corrupt(&seg, i as u64, *b).expect("zero the header");
+        }
+    }
+    match sim_open(&sim, "/wal", small_opts()) {
+        Err(Error::Corrupt {
+            file, offset: 0, ..
+        }) => assert_eq!(file, seg),
+        other => panic!("expected corruption of the header, got {other:?}"),
+    }
+    assert!(
+        sim.contents(&seg).is_some(),
+        "the damaged segment must not be removed"
+    );
+}
