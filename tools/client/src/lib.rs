@@ -1,1 +1,78 @@
-//! The Duplex failover client (filled by the server issue).
+//! `duplex-client`: the Duplex failover client (DESIGN.md step 8; the patent's "connection
+//! destination parameter").
+//!
+//! A [`ClientConfig`] holds an ordered list of `duplexd` servers, the default server first,
+//! then the backups, plus a password, a state poll interval, connect/read timeouts, the
+//! [`SwitchMode`] and whether to fail back. [`Client::connect`] reads each server's state
+//! with `DUPLEX.STATE` (allowed before AUTH, on the connection it will keep) and uses the
+//! first *usable* one; when none is, [`Error::NoServer`] lists every server and why
+//! (unreachable, state X, stale epoch, bad password).
+//!
+//! # Usable servers
+//! A server is usable when its state is `running` or `backing-up` (the online backup is a
+//! file copy taken while clients keep writing, and the server accepts writes throughout),
+//! AUTH succeeds, and the **epoch rule** holds: the client remembers the highest epoch it
+//! has seen from each configured address, and never uses a server that now reports an older
+//! one. Epochs are per node (each server counts its own; fencing or a rebuild raises it), so
+//! they are compared per address, never across servers: epoch 3 on the backup says nothing
+//! about epoch 5 on the default. A server that saw epoch 5 and reports 3 is an old copy that
+//! came back (restored from an old disk without being rebuilt) and is refused with
+//! [`Unavailable::StaleEpoch`]. The check runs on every new connection and every poll;
+//! since a server process that is replaced breaks its connections, every write goes to a
+//! server whose epoch was checked on the same connection.
+//!
+//! # Polling
+//! There is no background thread: before a command, if [`ClientConfig::poll_interval`] has
+//! passed since the last check, the client sends `DUPLEX.STATE` on its connection first (one
+//! extra round trip per interval). It also checks, without blocking, that the server has not
+//! closed the connection. So a client notices a stop, fence or failure before it sends
+//! its next command once the interval has passed; an idle client notices at its next command.
+//! A server that becomes not usable (state `stopping`, `stopped`, `fenced`, `failed`, ...,
+//! unreachable, a stale epoch) is marked down: the client stops sending to it, then
+//! - [`SwitchMode::Automatic`]: switches to the next usable server in list order after it
+//!   (wrapping round; after a lost connection it first tries the same server again, since
+//!   a merely dropped connection should not move it), recording an [`Event`];
+//! - [`SwitchMode::Manual`]: fails every call with [`Error::ServerDown`] (nothing sent)
+//!   until the application calls [`Client::switch`].
+//!
+//! With [`ClientConfig::failback`] (automatic mode only), each poll made while on a backup
+//! also probes the more preferred servers over short-lived connections and moves back to the
+//! first usable one.
+//!
+//! # In-flight requests
+//! If the connection breaks after a request was sent (server killed, stopped, unreachable,
+//! read timeout), its reply is lost:
+//! - idempotent reads (GET, MGET, EXISTS, DBSIZE, PING, ECHO, INFO, SCAN from cursor 0) are
+//!   sent once more after the switch;
+//! - anything else, writes first, is reported as [`Error::OutcomeUnknown`] and **never
+//!   resent**: it may or may not have been applied, and only the application knows whether
+//!   writing it again is right.
+//!
+//! A write the server *refused* because of its state (`-FENCED`, `-FAILED`, `-LOADING`) was
+//! not applied, so in automatic mode it is sent once to the next server; in manual mode it
+//! is reported as [`Error::ServerDown`].
+//!
+//! ```no_run
+//! use duplex_client::{Client, ClientConfig};
+//! let mut c = Client::connect(ClientConfig::new(["127.0.0.1:7379", "127.0.0.1:7380"]))?;
+//! c.set("line1:count", "42")?;
+//! assert_eq!(c.get("line1:count")?.as_deref(), Some(&b"42"[..]));
+//! for e in c.take_events() {
+//!     println!("{e}");
+//! }
+//! # Ok::<(), duplex_client::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod client;
+mod config;
+mod conn;
+mod error;
+mod state;
+
+pub use client::{Client, Event};
+pub use config::{ClientConfig, SwitchMode};
+pub use duplex_proto::Reply;
+pub use error::{Error, Result};
+pub use state::{ServerState, ServerStatus, StateInfo, Unavailable};
