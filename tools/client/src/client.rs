@@ -281,6 +281,19 @@ impl Client {
                         message: msg,
                     });
                 }
+                Ok(Reply::Error(msg)) if msg.split(' ').next() == Some("IOERR") => {
+                    // The server's disk failed during this write: it may or may not have
+                    // been made durable. Never resend; move away from the failed server.
+                    self.mark_down(idx, Unavailable::Refused(msg.clone()), false);
+                    if self.cfg.switch_mode == SwitchMode::Automatic {
+                        let _ = self.failover(true);
+                    }
+                    return Err(Error::OutcomeUnknown {
+                        server,
+                        command: name,
+                        cause: msg,
+                    });
+                }
                 Ok(Reply::Error(message)) => return Err(Error::Server { server, message }),
                 Ok(r) => return Ok(r),
                 Err(e) => {
@@ -647,7 +660,7 @@ mod tests {
         assert!(is_refusal("FENCED this server is fenced"));
         assert!(is_refusal("LOADING this server is starting"));
         assert!(is_refusal("FAILED x"));
-        assert!(!is_refusal("ERR write failed, not applied"));
+        assert!(!is_refusal("IOERR write outcome unknown"));
         assert!(!is_refusal("FENCEDX"));
     }
 

@@ -634,7 +634,14 @@ fn write_group(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) {
             Ok(_) => None,
             Err(e) => {
                 sh.note_write_error(&e);
-                Some(format!("ERR write failed, not applied: {e}"))
+                // A refused write (limits) never reached the log; a failed one may have:
+                // its fsync failed, so whether it survives a restart is unknown.
+                Some(match e {
+                    duplex_engine::Error::Wal(_) | duplex_engine::Error::Io { .. } => format!(
+                        "IOERR write outcome unknown, the disk failed and this server now refuses writes: {e}"
+                    ),
+                    _ => format!("ERR write refused, not applied: {e}"),
+                })
             }
         }
     };
