@@ -24,13 +24,7 @@ fn check_record(b: &[u8], crc_fixed: bool) {
             assert_ne!(r.kind, 0);
             assert_eq!(r.flags & !FLAG_BATCH_CONTINUES, 0);
             let mut out = Vec::new();
-            encode_record(
-                &mut out,
-                r.lsn,
-                r.kind,
-                r.flags,
-                r.payload,
-            );
+            encode_record(&mut out, r.lsn, r.kind, r.flags, r.payload);
             assert_eq!(out, b[..r.size], "record does not round-trip");
         }
         Decoded::Empty => {

@@ -8,6 +8,8 @@
 //!   reserved bytes, torn tail versus corruption) instead of stopping at the checksum.
 //! - [`check_dir`]: the oracle over a WAL directory in simulated storage: read it, open it
 //!   (recovery), and if it opens, append, close, reopen and read everything back.
+//! - [`engine`]: the oracle of the `engine_open` target, over the small databases of
+//!   [`engine_base`] (which `fuzz/seedgen` shares as source).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -19,9 +21,12 @@ use duplex_wal::format::{
 };
 use duplex_wal::sim::SimStorage;
 use duplex_wal::{
-    Entry, Error, OpenMode, ReadOptions, Record, RecoveryMode, Storage, SyncPolicy, Wal,
+    Entry, Error, OpenMode, ReadOptions, Record, RecoveryMode, Storage, SyncPolicy, TornTail, Wal,
     WalOptions, WalReader,
 };
+
+pub mod engine;
+pub mod engine_base;
 
 /// Largest record payload the targets accept (`max_record_size`).
 pub const MAX_RECORD: u32 = 1 << 20;
@@ -148,27 +153,48 @@ pub fn storage_with(files: &[(String, &[u8])]) -> SimStorage {
     sim
 }
 
-/// Reads every record of [`DIR`] from the start: the records returned before the stream
-/// ended, and the error that ended it, if any.
-fn read_all(sim: &SimStorage) -> (Vec<Record>, Option<Error>) {
+/// What reading [`DIR`] from the start showed.
+struct ReadAll {
+    /// The records returned before the stream ended.
+    records: Vec<Record>,
+    /// The error that ended it, if any.
+    error: Option<Error>,
+    /// The torn tail the stream ended at, if any.
+    torn: Option<TornTail>,
+}
+
+/// Reads every record of [`DIR`] from the start, as node `node_id`.
+fn read_all(sim: &SimStorage, node_id: u64) -> ReadAll {
     let opts = ReadOptions {
         max_record_size: MAX_RECORD,
+        node_id: Some(node_id),
         ..ReadOptions::default()
     };
-    let reader = match WalReader::open(Arc::new(sim.clone()), &[PathBuf::from(DIR)], 0, opts) {
+    let mut reader = match WalReader::open(Arc::new(sim.clone()), &[PathBuf::from(DIR)], 0, opts) {
         Ok(r) => r,
-        Err(e) => return (Vec::new(), Some(e)),
+        Err(e) => {
+            return ReadAll {
+                records: Vec::new(),
+                error: Some(e),
+                torn: None,
+            }
+        }
     };
-    let mut out = Vec::new();
+    let mut records = Vec::new();
     // Bounded: every record takes at least RECORD_HEADER_LEN bytes of a finite directory,
     // and the reader yields nothing after its first error.
-    for r in reader {
-        match r {
-            Ok(rec) => out.push(rec),
-            Err(e) => return (out, Some(e)),
+    let error = loop {
+        match reader.next_record() {
+            Ok(Some(rec)) => records.push(rec),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         }
+    };
+    ReadAll {
+        records,
+        error,
+        torn: reader.torn_tail().cloned(),
     }
-    (out, None)
 }
 
 /// Records must carry consecutive LSNs, a non-zero kind and a bounded payload.
@@ -203,21 +229,23 @@ fn options(node_id: u64, recovery: RecoveryMode) -> WalOptions {
 ///
 /// Properties checked (beyond "no panic, no huge allocation"):
 /// - every record a reader returns is well formed;
-/// - if a plain read of the directory succeeds, the log opens, recovers exactly those
-///   records, and reports the last one's LSN;
+/// - if a plain read of the directory (as node `node_id`) succeeds, the log opens, recovers
+///   exactly those records, and reports the last one's LSN; and recovery cuts a torn tail
+///   exactly when the reader ended at one, for the same reason (they share one
+///   classification of how a segment's records stop);
 /// - if the log opens (strictly, or by cutting a corrupt tail), a reader then sees no damage
-///   and returns a prefix of what the first read returned; appended records get the next
-///   LSNs, and after close and reopen everything reads back, with nothing cut.
+///   and no torn tail, and returns a prefix of what the first read returned; appended
+///   records get the next LSNs, and after close and reopen everything reads back, with
+///   nothing cut (stray bytes after empty space were cut and zeroed by the first open).
 pub fn check_dir(sim: &SimStorage, node_id: u64) {
-    let (before, before_err) = read_all(sim);
-    assert_well_formed(&before, "first read");
+    let first = read_all(sim, node_id);
+    let (before, before_err) = (&first.records, &first.error);
+    assert_well_formed(before, "first read");
 
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
     let (wal, strict) =
         match Wal::open_with(storage.clone(), DIR, options(node_id, RecoveryMode::Strict)) {
             Ok(w) => (w, true),
-            // The reader does not compare node ids between segments; opening does.
-            Err(Error::NodeMismatch { .. }) => return,
             Err(e) => {
                 assert!(
                     before_err.is_some(),
@@ -241,15 +269,46 @@ pub fn check_dir(sim: &SimStorage, node_id: u64) {
         report.last_lsn, last,
         "recovery report and log disagree on the last LSN"
     );
+    if before_err.is_none() {
+        // Reader and recovery share one classification of how a segment's records stop:
+        // the reader ends at a torn tail exactly when recovery cuts one, for the same reason.
+        match (&first.torn, &report.truncated) {
+            (None, None) => {}
+            (Some(t), Some(cut)) => {
+                assert_eq!(
+                    t.file, cut.file,
+                    "reader and recovery see the tail in different files"
+                );
+                assert_eq!(
+                    t.kind, cut.reason,
+                    "reader and recovery disagree on why the tail is torn"
+                );
+                assert!(
+                    cut.offset <= t.offset,
+                    "recovery cut at {} after the reader's torn tail at {}",
+                    cut.offset,
+                    t.offset
+                );
+            }
+            (t, cut) => {
+                panic!("reader and recovery disagree on the tail: reader {t:?}, recovery {cut:?}")
+            }
+        }
+    }
 
-    let (after, after_err) = read_all(sim);
-    if let Some(e) = after_err {
+    let second = read_all(sim, node_id);
+    if let Some(e) = second.error {
         panic!("the log opened (strict: {strict}) but a reader then fails: {e}");
     }
+    assert_eq!(
+        second.torn, None,
+        "the log opened (strict: {strict}) but a reader still finds a torn tail"
+    );
+    let after = second.records;
     assert_well_formed(&after, "read after open");
     if before_err.is_none() {
         assert_eq!(
-            after, before,
+            &after, before,
             "recovery changed the records of a cleanly read log"
         );
     } else {
@@ -301,10 +360,11 @@ pub fn check_dir(sim: &SimStorage, node_id: u64) {
     assert_eq!(wal.last_lsn(), last + 3, "reopen lost appended records");
     drop(wal);
 
-    let (reread, reread_err) = read_all(sim);
-    if let Some(e) = reread_err {
+    let third = read_all(sim, node_id);
+    if let Some(e) = third.error {
         panic!("reading after append and reopen fails: {e}");
     }
+    let reread = third.records;
     let n = after.len();
     assert!(reread.len() >= 3, "appended records missing after reopen");
     assert_eq!(reread[..n], after[..], "records before the append changed");
