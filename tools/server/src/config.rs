@@ -35,6 +35,8 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// max_inline_len = 65536      # longest inline command line
 /// max_request_len = 67108864  # most bytes one request may span
 /// log = "info"                # tracing filter (RUST_LOG overrides)
+/// io = "threads"              # threads (one per connection) | events (epoll event loop)
+/// io_threads = 1              # event-loop threads when io = "events"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +76,12 @@ pub struct ServerConfig {
     pub max_request_len: usize,
     /// Log filter (tracing `EnvFilter` syntax). Default `info`.
     pub log: String,
+    /// Connection layer: `threads` (default: one blocking thread per connection) or
+    /// `events` (a few epoll event-loop threads, each batching the writes of all its
+    /// connections into one commit per loop turn).
+    pub io: String,
+    /// Event-loop threads when `io = "events"`. Default 1.
+    pub io_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +105,8 @@ impl Default for ServerConfig {
             max_inline_len: l.max_inline_len,
             max_request_len: l.max_request_len,
             log: "info".into(),
+            io: "threads".into(),
+            io_threads: 1,
         }
     }
 }
@@ -153,6 +163,15 @@ impl ServerConfig {
             || self.max_request_len == 0
         {
             return Err(Error::Config("max_clients, max_args, max_bulk_len, max_inline_len and max_request_len must be positive".into()));
+        }
+        if !matches!(self.io.as_str(), "threads" | "events") {
+            return Err(Error::Config(format!(
+                "io {:?}: expected threads or events",
+                self.io
+            )));
+        }
+        if self.io_threads == 0 || self.io_threads > 64 {
+            return Err(Error::Config("io_threads must be between 1 and 64".into()));
         }
         if self.keep_backups == 0 {
             return Err(Error::Config("keep_backups must be at least 1".into()));
@@ -218,5 +237,9 @@ mod tests {
         c.validate().unwrap();
         assert!(parse_sync("interval:0").is_err());
         assert!(parse_sync("sometimes").is_err());
+        c.io = "events".into();
+        c.validate().unwrap();
+        c.io = "epoll".into();
+        assert!(c.validate().is_err());
     }
 }

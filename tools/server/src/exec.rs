@@ -586,19 +586,50 @@ fn batch_of(effects: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> WriteBatch {
 
 /// A run of write commands: one `write_many`, replies once durable.
 fn write_group(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) {
+    if let Some(r) = write_groups(sh, &[reqs]).pop() {
+        out.extend_from_slice(&r);
+    }
+}
+
+/// Whether a request is a well-formed SET, MSET or DEL (name and arity): one that
+/// [`write_groups`] can take. Authentication and MULTI are the caller's business.
+pub fn is_write(args: &[&[u8]]) -> bool {
+    matches!(check(args), Ok((Cmd::Set | Cmd::MSet | Cmd::Del, _)))
+}
+
+/// Runs of write commands (SET, MSET, DEL; see [`is_write`]), one run per connection,
+/// committed together: ONE `Database::write_many` (one WAL append, one durability wait) for
+/// every run, each command its own atomic batch. The stripes of every key are locked at
+/// once (ascending, exclusive where a command reads: SET NX/XX, DEL); when any command
+/// reads, all are evaluated in order against one view that includes the earlier commands'
+/// effects, so SET NX/XX and DEL counts are exact across the runs too. Returns each run's
+/// encoded replies, in order, once the commit is durable (or failed).
+pub fn write_groups(sh: &Shared, groups: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
     let st = sh.state.get().state;
     if !st.accepts_writes() {
         let msg = st.refusal();
-        for _ in reqs {
-            error(out, &msg);
-        }
-        return;
+        return groups
+            .iter()
+            .map(|g| {
+                let mut out = Vec::new();
+                for _ in g.iter() {
+                    error(&mut out, &msg);
+                }
+                out
+            })
+            .collect();
     }
-    let ops: Vec<Result<WriteOp<'_>, String>> = reqs.iter().map(|r| parse_write(sh, r)).collect();
-    let conditional = ops.iter().any(|o| o.as_ref().is_ok_and(WriteOp::reads));
+    let ops: Vec<Vec<Result<WriteOp<'_>, String>>> = groups
+        .iter()
+        .map(|g| g.iter().map(|r| parse_write(sh, r)).collect())
+        .collect();
+    let conditional = ops
+        .iter()
+        .flatten()
+        .any(|o| o.as_ref().is_ok_and(WriteOp::reads));
     let guards = lock(
         sh,
-        ops.iter().flatten().flat_map(|o| {
+        ops.iter().flatten().flatten().flat_map(|o| {
             let x = o.reads();
             o.keys().into_iter().map(move |k| (stripe_of(k), x))
         }),
@@ -612,20 +643,24 @@ fn write_group(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) {
         Done(Reply),
         Pending(Reply),
     }
-    let mut slots = Vec::with_capacity(ops.len());
+    let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(ops.len());
     let mut batches = Vec::new();
-    for op in &ops {
-        match op {
-            Err(msg) => slots.push(Slot::Done(Reply::Error(msg.clone()))),
-            Ok(op) => match eval_write(op, &mut view, conditional) {
-                Err(e) => slots.push(Slot::Done(Reply::Error(format!("ERR {e}")))),
-                Ok((r, eff)) if eff.is_empty() => slots.push(Slot::Done(r)),
-                Ok((r, eff)) => {
-                    batches.push(batch_of(eff));
-                    slots.push(Slot::Pending(r));
-                }
-            },
+    for g in &ops {
+        let mut gs = Vec::with_capacity(g.len());
+        for op in g {
+            match op {
+                Err(msg) => gs.push(Slot::Done(Reply::Error(msg.clone()))),
+                Ok(op) => match eval_write(op, &mut view, conditional) {
+                    Err(e) => gs.push(Slot::Done(Reply::Error(format!("ERR {e}")))),
+                    Ok((r, eff)) if eff.is_empty() => gs.push(Slot::Done(r)),
+                    Ok((r, eff)) => {
+                        batches.push(batch_of(eff));
+                        gs.push(Slot::Pending(r));
+                    }
+                },
+            }
         }
+        slots.push(gs);
     }
     let failed = if batches.is_empty() {
         None
@@ -646,15 +681,22 @@ fn write_group(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) {
         }
     };
     drop(guards);
-    for s in slots {
-        match s {
-            Slot::Done(r) => r.encode(out),
-            Slot::Pending(r) => match &failed {
-                None => r.encode(out),
-                Some(m) => error(out, m),
-            },
-        }
-    }
+    slots
+        .into_iter()
+        .map(|gs| {
+            let mut out = Vec::new();
+            for s in gs {
+                match s {
+                    Slot::Done(r) => r.encode(&mut out),
+                    Slot::Pending(r) => match &failed {
+                        None => r.encode(&mut out),
+                        Some(m) => error(&mut out, m),
+                    },
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 /// EXEC: every queued command against one snapshot plus the transaction's own writes,

@@ -4,6 +4,8 @@
 //! - [`state`]: the operation state table and its persisted `STATE` file.
 //! - [`server`]: the listener, one thread per connection, the backup scheduler and the
 //!   shutdown sequence.
+//! - [`events`]: the event-loop connection layer (`io = "events"`): a few epoll threads,
+//!   each committing the writes of all its connections of one loop turn together.
 //! - [`exec`]: the RESP commands, executed against the engine (pipelined writes share one
 //!   `write_many`, i.e. one WAL append and one durability wait; MULTI/EXEC is one batch).
 //! - [`glob`]: Redis-style glob matching for SCAN MATCH.
@@ -11,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod events;
 pub mod exec;
 pub mod glob;
 pub mod server;

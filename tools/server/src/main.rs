@@ -59,6 +59,13 @@ struct Args {
     /// Log filter, e.g. info or debug [default: info; RUST_LOG overrides].
     #[arg(long)]
     log: Option<String>,
+    /// Connection layer: threads (one per connection) | events (epoll event loop)
+    /// [default: threads].
+    #[arg(long)]
+    io: Option<String>,
+    /// Event-loop threads with --io events [default: 1].
+    #[arg(long)]
+    io_threads: Option<usize>,
 }
 
 fn main() {
@@ -81,7 +88,7 @@ fn real_main() -> anyhow::Result<()> {
     over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
           keep_backups => keep_backups, archive_dir => archive_dir, max_clients => max_clients,
-          idle_timeout => idle_timeout_secs, log => log);
+          idle_timeout => idle_timeout_secs, log => log, io => io, io_threads => io_threads);
     if let Some(p) = a.requirepass.clone() {
         c.requirepass = Some(p);
     }

@@ -1,5 +1,7 @@
-//! The daemon around the engine: start-up (state file, database open), the listener with one
-//! thread per connection (blocking I/O), the backup scheduler, and the shutdown sequence.
+//! The daemon around the engine: start-up (state file, database open), the listener, the
+//! connection layer (`io = "threads"`: one thread per connection with blocking I/O, here;
+//! `io = "events"`: epoll event loops, [`crate::events`]), the backup scheduler, and the
+//! shutdown sequence.
 //!
 //! A connection thread reads whatever bytes are available, parses every complete request
 //! in the buffer, executes them together ([`crate::exec::execute`]: consecutive writes go to
@@ -34,7 +36,7 @@ pub const MAX_CURSORS: usize = 10_000;
 /// How long an unused SCAN cursor lives.
 pub const CURSOR_TTL: Duration = Duration::from_secs(600);
 /// How often blocked threads look at the shutdown flag.
-const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// What is known about the last backup, for INFO.
 #[derive(Debug, Clone, Default)]
@@ -115,6 +117,14 @@ impl Shared {
             tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
             let _ = self.state.set(OpState::Failed, false);
         }
+    }
+
+    /// A connection admitted by the accept loop has closed: one client fewer, and the
+    /// shutdown sequence (waiting for the clients to finish) is told.
+    pub(crate) fn conn_closed(&self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
+        let _g = self.conns_lock.lock();
+        self.conns_done.notify_all();
     }
 
     /// Takes a backup into `backup_dir/<name>` (a timestamp if `name` is `None`), then
@@ -332,8 +342,15 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
             .spawn(move || backup_scheduler(&s))
             .map_err(Error::Net)?;
     }
-    tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), "duplexd ready");
-    accept_loop(&shared, &listener);
+    tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %shared.cfg.io, "duplexd ready");
+    if shared.cfg.io == "events" {
+        let mut pool = crate::events::Pool::start(&shared, shared.cfg.io_threads)?;
+        accept_loop(&shared, &listener, &mut |s, stream| {
+            pool.hand_over(s, stream)
+        });
+    } else {
+        accept_loop(&shared, &listener, &mut spawn_conn_thread);
+    }
     drop(listener);
     tracing::info!(
         event = "draining",
@@ -427,7 +444,13 @@ fn backup_scheduler(s: &Shared) {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+/// Accepts until shutdown; counts each admitted client in `clients` and hands it to
+/// `dispatch`, which owns it from then on (and calls [`Shared::conn_closed`] once done).
+fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    dispatch: &mut dyn FnMut(&Arc<Shared>, TcpStream),
+) {
     for conn in listener.incoming() {
         if shared.shutdown.load(Ordering::SeqCst) {
             break;
@@ -447,32 +470,35 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
             continue;
         }
         shared.clients.fetch_add(1, Ordering::SeqCst);
-        let s = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let peer = stream.peer_addr().ok();
-                if let Err(e) = serve(&s, stream) {
-                    tracing::debug!(peer = ?peer, error = %e, "connection ended with an error");
-                }
-                s.clients.fetch_sub(1, Ordering::SeqCst);
-                let _g = s.conns_lock.lock();
-                s.conns_done.notify_all();
-            });
-        if let Err(e) = spawned {
-            shared.clients.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(event = "spawn_failed", error = %e, "cannot start a connection thread");
-        }
+        dispatch(shared, stream);
+    }
+}
+
+/// Serves `stream` on a thread of its own (`io = "threads"`).
+fn spawn_conn_thread(shared: &Arc<Shared>, stream: TcpStream) {
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("conn".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let peer = stream.peer_addr().ok();
+            if let Err(e) = serve(&s, stream) {
+                tracing::debug!(peer = ?peer, error = %e, "connection ended with an error");
+            }
+            s.conn_closed();
+        });
+    if let Err(e) = spawned {
+        shared.clients.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(event = "spawn_failed", error = %e, "cannot start a connection thread");
     }
 }
 
 /// Most reply bytes gathered before they are written out mid-pipeline.
-const MAX_OUT: usize = 1 << 20;
+pub(crate) const MAX_OUT: usize = 1 << 20;
 /// Read chunk.
-const CHUNK: usize = 16 << 10;
+pub(crate) const CHUNK: usize = 16 << 10;
 /// Most requests executed together.
-const MAX_GROUP: usize = 1024;
+pub(crate) const MAX_GROUP: usize = 1024;
 
 /// Serves one connection until it closes, QUITs, errs, idles out or the server stops.
 fn serve(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {

@@ -28,6 +28,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `--io MODE` when the environment variable `DUPLEXD_IO` names a connection layer
+/// (`threads` or `events`), so the whole suite runs against either; nothing otherwise (the
+/// daemon's default).
+pub fn io_flags() -> Vec<String> {
+    match std::env::var("DUPLEXD_IO") {
+        Ok(m) if !m.is_empty() => vec!["--io".into(), m],
+        _ => Vec::new(),
+    }
+}
+
 impl Daemon {
     /// Starts `duplexd` in `root` (data in root/data) with extra flags; waits for PING.
     pub fn start_in(root: &Path, extra: &[&str]) -> Daemon {
@@ -57,6 +67,7 @@ impl Daemon {
             .arg(self.root.join("backups"))
             .arg("--archive-dir")
             .arg(self.root.join("archive"))
+            .args(io_flags())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

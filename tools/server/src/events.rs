@@ -1,0 +1,510 @@
+//! The event-loop connection layer (`io = "events"`): a few I/O threads, each an epoll loop
+//! (`mio`) owning many non-blocking connections. The accept loop hands each admitted
+//! connection to one of them, round-robin.
+//!
+//! One loop turn:
+//! 1. wait for readiness (no wait when work is left from the last turn);
+//! 2. read every readable socket (up to [`READ_PER_TURN`] bytes each, the rest next turn);
+//! 3. parse every complete request (the `duplex-proto` parser with the configured limits)
+//!    and run them in rounds: each connection executes its requests in order up to its
+//!    next run of writes (SET, MSET, DEL), which it sets aside; then the runs of ALL the
+//!    connections go to the engine as ONE `write_many` ([`crate::exec::write_groups`]: one
+//!    WAL append, one fsync under `always`), each connection gets its replies, and the next
+//!    round continues after those writes, until no complete request is left. Reads and every
+//!    other command (AUTH, MULTI/EXEC, SCAN, INFO, ...) go through
+//!    [`crate::exec::execute`], exactly as with one thread per connection, so a
+//!    connection's replies stay in request order and its reads see its earlier writes;
+//! 4. write every connection's replies; what the socket does not take stays in that
+//!    connection's output buffer until it is writable again. A connection with more than
+//!    [`MAX_OUT`] unsent bytes is not read or run further until its client has read them.
+//!
+//! Idle clients are closed after the idle timeout. On shutdown a loop stops reading, runs
+//! the requests it has already read, sends the replies (up to [`DRAIN`]) and closes its
+//! connections; connections handed over after that are closed at once.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream as StdStream;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duplex_proto::{parse_request, Parsed};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::exec::{self, ConnState};
+use crate::server::{Shared, CHUNK, MAX_GROUP, MAX_OUT, POLL};
+use crate::Error;
+
+/// The token of each loop's waker (connections get 1, 2, ...).
+const WAKER: Token = Token(0);
+/// Most bytes read from one connection in one loop turn; the rest waits for the next turn.
+pub const READ_PER_TURN: usize = 256 << 10;
+/// Most writes of one connection in one commit (as with one thread per connection).
+const RUN_MAX: usize = 1024;
+/// Most argument bytes of one connection's writes in one commit.
+const RUN_BYTES: usize = 8 << 20;
+/// How long a stopping loop keeps trying to send replies before it closes anyway.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// The event-loop threads, as seen by the accept loop.
+#[derive(Debug)]
+pub struct Pool {
+    loops: Vec<(Sender<StdStream>, Arc<Waker>)>,
+    next: usize,
+}
+
+impl Pool {
+    /// Starts `n` event-loop threads (at least one).
+    pub fn start(sh: &Arc<Shared>, n: usize) -> Result<Pool, Error> {
+        let mut loops = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let poll = Poll::new().map_err(Error::Net)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::Net)?);
+            let (tx, rx) = channel();
+            let el = EventLoop {
+                sh: sh.clone(),
+                poll,
+                rx,
+                conns: HashMap::new(),
+                next_token: 1,
+                stopping_since: None,
+            };
+            std::thread::Builder::new()
+                .name(format!("io-{i}"))
+                .spawn(move || el.run())
+                .map_err(Error::Net)?;
+            loops.push((tx, waker));
+        }
+        Ok(Pool { loops, next: 0 })
+    }
+
+    /// Gives an admitted connection (already counted in `clients`) to the next loop.
+    pub fn hand_over(&mut self, sh: &Arc<Shared>, stream: StdStream) {
+        let (tx, waker) = &self.loops[self.next % self.loops.len()];
+        self.next = self.next.wrapping_add(1);
+        if tx.send(stream).is_err() {
+            // The loop is gone (it never exits while the process serves; belt and braces).
+            sh.conn_closed();
+            return;
+        }
+        if let Err(e) = waker.wake() {
+            tracing::warn!(event = "wake_failed", error = %e, "cannot wake an event loop");
+        }
+    }
+}
+
+/// One connection owned by an event loop.
+struct Conn {
+    stream: TcpStream,
+    st: ConnState,
+    /// Bytes read and not yet consumed by the parser.
+    buf: Vec<u8>,
+    /// Bytes of `buf` consumed this turn (dropped after the turn).
+    pos: usize,
+    /// Replies not yet sent, from `out_pos` on.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// A readiness edge was seen and the socket may have more to read.
+    readable: bool,
+    /// `buf` may hold complete requests not yet run.
+    dirty: bool,
+    /// The peer closed its side.
+    eof: bool,
+    /// Close once `out` is sent (QUIT, protocol error, end of input).
+    close: bool,
+    /// A socket error: close now.
+    dead: bool,
+    /// Last time bytes arrived.
+    last: Instant,
+}
+
+impl Conn {
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn held_back(&self) -> bool {
+        self.unsent() > MAX_OUT
+    }
+
+    fn wants_turn(&self) -> bool {
+        !self.dead && !self.close && !self.held_back() && (self.readable || self.dirty)
+    }
+}
+
+/// One connection's view during the rounds of a turn.
+struct Work<'a> {
+    buf: &'a [u8],
+    pos: &'a mut usize,
+    st: &'a mut ConnState,
+    out: &'a mut Vec<u8>,
+    close: &'a mut bool,
+    dirty: &'a mut bool,
+    /// Nothing more to run this turn.
+    done: bool,
+}
+
+struct EventLoop {
+    sh: Arc<Shared>,
+    poll: Poll,
+    rx: Receiver<StdStream>,
+    conns: HashMap<usize, Conn>,
+    next_token: usize,
+    stopping_since: Option<Instant>,
+}
+
+impl EventLoop {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            let busy = self.conns.values().any(Conn::wants_turn);
+            let timeout = if busy { Duration::ZERO } else { POLL };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    tracing::warn!(event = "poll_failed", error = %e, "epoll wait failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut new_conns = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    new_conns = true;
+                } else if let Some(c) = self.conns.get_mut(&ev.token().0) {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        c.readable = true;
+                    }
+                }
+            }
+            let stopping = self.sh.shutdown.load(Ordering::SeqCst);
+            if stopping && self.stopping_since.is_none() {
+                self.stopping_since = Some(Instant::now());
+            }
+            if new_conns || stopping {
+                self.adopt(stopping);
+            }
+            if !stopping {
+                self.read_all();
+            }
+            self.run_requests();
+            self.send_all();
+            self.reap(stopping);
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                self.sweep_idle();
+            }
+        }
+    }
+
+    /// Registers the connections the accept loop handed over (closes them when stopping).
+    fn adopt(&mut self, stopping: bool) {
+        while let Ok(stream) = self.rx.try_recv() {
+            if stopping {
+                drop(stream);
+                self.sh.conn_closed();
+                continue;
+            }
+            let prepared = stream
+                .set_nonblocking(true)
+                .and_then(|()| stream.set_nodelay(true));
+            if let Err(e) = prepared {
+                tracing::debug!(error = %e, "cannot prepare a connection");
+                self.sh.conn_closed();
+                continue;
+            }
+            let mut stream = TcpStream::from_std(stream);
+            let token = self.next_token;
+            self.next_token = self.next_token.wrapping_add(1).max(1);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(event = "register_failed", error = %e, "cannot watch a connection");
+                self.sh.conn_closed();
+                continue;
+            }
+            let st = ConnState::new(
+                self.sh.next_client_id.fetch_add(1, Ordering::Relaxed),
+                self.sh.cfg.requirepass.is_none(),
+            );
+            self.conns.insert(
+                token,
+                Conn {
+                    stream,
+                    st,
+                    buf: Vec::with_capacity(CHUNK),
+                    pos: 0,
+                    out: Vec::new(),
+                    out_pos: 0,
+                    // Bytes may have arrived before the registration.
+                    readable: true,
+                    dirty: false,
+                    eof: false,
+                    close: false,
+                    dead: false,
+                    last: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Reads what every readable connection has (up to [`READ_PER_TURN`] each).
+    fn read_all(&mut self) {
+        for c in self.conns.values_mut() {
+            if !c.readable || c.dead || c.close || c.held_back() {
+                continue;
+            }
+            let mut got = 0;
+            while got < READ_PER_TURN {
+                let len = c.buf.len();
+                c.buf.resize(len + CHUNK, 0);
+                match c.stream.read(&mut c.buf[len..]) {
+                    Ok(0) => {
+                        c.buf.truncate(len);
+                        c.eof = true;
+                        c.readable = false;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.buf.truncate(len + n);
+                        got += n;
+                        c.dirty = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => c.buf.truncate(len),
+                    Err(e) => {
+                        c.buf.truncate(len);
+                        c.readable = false;
+                        if e.kind() != ErrorKind::WouldBlock {
+                            tracing::debug!(client = c.st.id, error = %e, "read failed");
+                            c.dead = true;
+                        }
+                        break;
+                    }
+                }
+            }
+            if got > 0 {
+                c.last = Instant::now();
+            }
+        }
+    }
+
+    /// Runs every complete request read so far, in rounds of one commit each.
+    fn run_requests(&mut self) {
+        let sh = &*self.sh;
+        let mut works: Vec<Work<'_>> = self
+            .conns
+            .values_mut()
+            .filter(|c| c.dirty && !c.dead && !c.close && !c.held_back())
+            .map(|c| Work {
+                buf: &c.buf,
+                pos: &mut c.pos,
+                st: &mut c.st,
+                out: &mut c.out,
+                close: &mut c.close,
+                dirty: &mut c.dirty,
+                done: false,
+            })
+            .collect();
+        loop {
+            let mut groups: Vec<(usize, Vec<Vec<&[u8]>>)> = Vec::new();
+            for (i, w) in works.iter_mut().enumerate() {
+                if !w.done {
+                    if let Some(run) = step(sh, w) {
+                        groups.push((i, run));
+                    }
+                }
+            }
+            if groups.is_empty() {
+                break;
+            }
+            let runs: Vec<&[Vec<&[u8]>]> = groups.iter().map(|(_, r)| r.as_slice()).collect();
+            let n: usize = runs.iter().map(|r| r.len()).sum();
+            sh.total_commands.fetch_add(n as u64, Ordering::Relaxed);
+            let replies = exec::write_groups(sh, &runs);
+            for ((i, _), r) in groups.iter().zip(replies) {
+                works[*i].out.extend_from_slice(&r);
+            }
+        }
+        drop(works);
+        for c in self.conns.values_mut() {
+            if c.pos > 0 {
+                c.buf.drain(..c.pos);
+                c.pos = 0;
+                if c.buf.capacity() > 4 * CHUNK && c.buf.len() < CHUNK {
+                    c.buf.shrink_to(CHUNK);
+                }
+            }
+        }
+    }
+
+    /// Sends what every connection has pending, as far as its socket takes it.
+    fn send_all(&mut self) {
+        for c in self.conns.values_mut() {
+            while c.out_pos < c.out.len() && !c.dead {
+                match c.stream.write(&c.out[c.out_pos..]) {
+                    Ok(0) => c.dead = true,
+                    Ok(n) => c.out_pos += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(client = c.st.id, error = %e, "write failed");
+                        c.dead = true;
+                    }
+                }
+            }
+            if c.out_pos == c.out.len() && c.out_pos > 0 {
+                c.out.clear();
+                c.out_pos = 0;
+                if c.out.capacity() > 4 * MAX_OUT {
+                    c.out.shrink_to(CHUNK);
+                }
+            }
+        }
+    }
+
+    /// Closes the connections that are done: errors, QUIT or end of input once the replies
+    /// are out, and every connection once stopping (after its replies, or [`DRAIN`]).
+    fn reap(&mut self, stopping: bool) {
+        let drain_over = self.stopping_since.is_some_and(|t| t.elapsed() >= DRAIN);
+        let gone: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(&t, c)| {
+                if c.eof && !c.dirty {
+                    c.close = true;
+                }
+                let flushed = c.unsent() == 0;
+                let finished = !c.dirty || c.close;
+                let close = c.dead
+                    || (c.close && flushed)
+                    || (stopping && ((flushed && finished) || drain_over));
+                close.then_some(t)
+            })
+            .collect();
+        for t in gone {
+            self.close(t);
+        }
+    }
+
+    /// Closes clients idle longer than the idle timeout.
+    fn sweep_idle(&mut self) {
+        let Some(idle) = self.sh.cfg.idle_timeout() else {
+            return;
+        };
+        let gone: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.last.elapsed() >= idle)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in gone {
+            if let Some(c) = self.conns.get(&t) {
+                tracing::debug!(client = c.st.id, "idle client closed");
+            }
+            self.close(t);
+        }
+    }
+
+    fn close(&mut self, token: usize) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            drop(c);
+            self.sh.conn_closed();
+        }
+    }
+}
+
+/// Runs one connection's requests from where it stopped: everything up to its next run of
+/// writes, which is returned (to be committed with the other connections' runs). `None`
+/// when nothing more can run this turn (input incomplete, closing, or output held back).
+fn step<'a>(sh: &Shared, w: &mut Work<'a>) -> Option<Vec<Vec<&'a [u8]>>> {
+    let buf: &'a [u8] = w.buf;
+    let mut plain: Vec<Vec<&'a [u8]>> = Vec::new();
+    loop {
+        if (plain.len() >= MAX_GROUP || w.out.len() > MAX_OUT)
+            && (!run_plain(sh, w, &mut plain) || w.out.len() > MAX_OUT)
+        {
+            // Closing, or output held back: the rest runs once the client has read its replies.
+            w.done = true;
+            return None;
+        }
+        let parsed = parse_request(&buf[*w.pos..], &sh.limits);
+        match parsed {
+            Ok(Parsed::Incomplete) => {
+                run_plain(sh, w, &mut plain);
+                if !*w.close {
+                    *w.dirty = false;
+                }
+                w.done = true;
+                return None;
+            }
+            Err(e) => {
+                if run_plain(sh, w, &mut plain) {
+                    duplex_proto::error(w.out, &e.reply_text());
+                    tracing::debug!(client = w.st.id, error = %e, "protocol error; closing");
+                }
+                *w.close = true;
+                w.done = true;
+                return None;
+            }
+            Ok(Parsed::Request { args, consumed }) => {
+                if args.is_empty() {
+                    *w.pos += consumed;
+                    continue;
+                }
+                if !exec::is_write(&args) {
+                    *w.pos += consumed;
+                    plain.push(args);
+                    continue;
+                }
+                // A write: what came before runs first (it may AUTH, MULTI, or QUIT).
+                if !run_plain(sh, w, &mut plain) {
+                    w.done = true;
+                    return None;
+                }
+                *w.pos += consumed;
+                if !w.st.authed || w.st.multi.is_some() {
+                    // NOAUTH or QUEUED, answered as usual.
+                    plain.push(args);
+                    continue;
+                }
+                let mut bytes: usize = args.iter().map(|a| a.len()).sum();
+                let mut run = vec![args];
+                while run.len() < RUN_MAX && bytes < RUN_BYTES {
+                    match parse_request(&buf[*w.pos..], &sh.limits) {
+                        Ok(Parsed::Request { args, consumed })
+                            if !args.is_empty() && exec::is_write(&args) =>
+                        {
+                            *w.pos += consumed;
+                            bytes += args.iter().map(|a| a.len()).sum::<usize>();
+                            run.push(args);
+                        }
+                        _ => break,
+                    }
+                }
+                return Some(run);
+            }
+        }
+    }
+}
+
+/// Runs the non-write requests gathered so far ([`exec::execute`]). Returns false when the
+/// connection must close (QUIT).
+fn run_plain(sh: &Shared, w: &mut Work<'_>, plain: &mut Vec<Vec<&[u8]>>) -> bool {
+    if plain.is_empty() {
+        return !*w.close;
+    }
+    sh.total_commands
+        .fetch_add(plain.len() as u64, Ordering::Relaxed);
+    if exec::execute(sh, w.st, plain, w.out) {
+        *w.close = true;
+    }
+    plain.clear();
+    !*w.close
+}
