@@ -146,6 +146,9 @@ struct Mem {
     tree: Arc<TreeView>,
 }
 
+/// WAL payload bytes replayed before the gathered versions are merged into the tree.
+const REPLAY_CHUNK_BYTES: u64 = 256 << 20;
+
 #[derive(Debug, Default)]
 struct ApplyState {
     seq: u64,
@@ -655,9 +658,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Replays the WAL after the checkpoint into the active memtable.
-    /// Replays the WAL after the checkpoint into the active memtable. Reading, checking
-    /// and decoding run on a second thread while this one applies, in LSN order.
+    /// Replays the WAL after the checkpoint straight into the tree: reading, checking and
+    /// decoding run on a second thread; this one gathers the versions, and every
+    /// [`REPLAY_CHUNK_BYTES`] (and at the end) sorts them, keeps the winner per key and
+    /// merges them into the tree as a checkpoint at the last LSN gathered. Sorting once is
+    /// far cheaper than inserting record by record into the skip list, and leaves the
+    /// database checkpointed (and its WAL released) when open returns.
     fn replay(&self) -> Result<()> {
         let from = self.mem.read().tree.ckpt.lsn + 1;
         if from > self.wal.last_lsn() {
@@ -666,8 +672,9 @@ impl Inner {
         let (max_key, max_value) = (self.cfg.max_key_size, self.cfg.max_value_size);
         let reader = self.wal.read_from(from)?;
         let wal_dir = self.dir.join(WAL_DIR);
+        type Decoded = (LoggedBatch, u64, u64);
         // Bounded: the decoder is never more than 64 groups ahead of the applier.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(LoggedBatch, u64)>>>(64);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Decoded>>>(64);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 let mut group = Vec::with_capacity(256);
@@ -677,7 +684,7 @@ impl Inner {
                             return Ok(None);
                         }
                         decode_batch(&rec.payload, max_key, max_value)
-                            .map(|b| Some((b, rec.payload.len() as u64)))
+                            .map(|b| Some((b, rec.payload.len() as u64, rec.lsn)))
                             .map_err(|kind| Error::Corrupt {
                                 file: wal_dir.clone(),
                                 offset: rec.lsn,
@@ -699,16 +706,61 @@ impl Inner {
                 }
                 let _ = tx.send(Ok(group));
             });
-            let mut bytes = 0u64;
+            let mut pending: Vec<(Vec<u8>, MemVersion)> = Vec::new();
+            let mut pending_bytes = 0u64;
+            let mut last = from - 1;
             for group in rx {
-                for (LoggedBatch { stamp, ops, .. }, n) in group? {
-                    self.apply(stamp, ops)?;
-                    bytes += n;
+                for (LoggedBatch { stamp, ops, .. }, n, lsn) in group? {
+                    self.clock.observe(stamp.ts);
+                    for op in ops {
+                        let (key, value) = match op {
+                            Op::Put { key, value } => (key, Some(value)),
+                            Op::Delete { key } => (key, None),
+                        };
+                        pending.push((key, MemVersion { stamp, value }));
+                    }
+                    pending_bytes += n;
+                    last = lsn;
+                    if pending_bytes >= REPLAY_CHUNK_BYTES {
+                        self.replay_flush(&mut pending, last)?;
+                        pending_bytes = 0;
+                    }
                 }
             }
-            self.wal_bytes.store(bytes, Ordering::Relaxed);
+            self.replay_flush(&mut pending, last)?;
+            self.wal_bytes.store(0, Ordering::Relaxed);
             Ok(())
         })
+    }
+
+    /// Sorts gathered versions, keeps the winner per key (last writer wins; of equal
+    /// stamps, i.e. one batch, the later operation) and checkpoints them at `lsn`.
+    fn replay_flush(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>, lsn: u64) -> Result<()> {
+        let tree = self.mem.read().tree.clone();
+        if lsn <= tree.ckpt.lsn {
+            return Ok(());
+        }
+        // Stable: versions of one key stay in log order.
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut newest: Vec<(Vec<u8>, MemVersion)> = Vec::with_capacity(pending.len());
+        for (k, v) in pending.drain(..) {
+            match newest.last_mut() {
+                Some((lk, lv)) if *lk == k => {
+                    if !lv.stamp.wins_over(&v.stamp) {
+                        *lv = v;
+                    }
+                }
+                _ => newest.push((k, v)),
+            }
+        }
+        {
+            let mut st = self.apply_lock.lock();
+            for (_, v) in &newest {
+                st.max_ts = st.max_ts.max(v.stamp.ts.0);
+            }
+        }
+        let _one = self.ckpt_lock.lock();
+        self.write_tree(&tree, &newest, lsn, false)
     }
 
     fn background(&self) {
@@ -758,11 +810,25 @@ impl Inner {
             self.mem.write().frozen = None;
             return Ok(());
         }
-        let compact = force_compact || self.should_compact(&tree);
+        let newest = frozen.newest();
+        self.write_tree(&tree, &newest, lsn, force_compact)
+    }
+
+    /// Merges `newest` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
+    /// (compacting if forced or due), installs the new tree, drops the frozen memtable and
+    /// releases WAL segments below the checkpoint. A failure poisons the database.
+    fn write_tree(
+        &self,
+        tree: &Arc<TreeView>,
+        newest: &[(Vec<u8>, MemVersion)],
+        lsn: u64,
+        force_compact: bool,
+    ) -> Result<()> {
+        let compact = force_compact || self.should_compact(tree);
         let res = if compact {
-            self.compact_into_new(&tree, &frozen, lsn)
+            self.compact_into_new(tree, newest, lsn)
         } else {
-            self.append_checkpoint(&tree, &frozen, lsn)
+            self.append_checkpoint(tree, newest, lsn)
         };
         let view = match res {
             Ok(v) => v,
@@ -797,10 +863,14 @@ impl Inner {
         tree.ckpt.origins.clone()
     }
 
-    fn append_checkpoint(&self, tree: &TreeView, frozen: &MemTable, lsn: u64) -> Result<TreeView> {
+    fn append_checkpoint(
+        &self,
+        tree: &TreeView,
+        newest: &[(Vec<u8>, MemVersion)],
+        lsn: u64,
+    ) -> Result<TreeView> {
         let file = tree.file.clone();
         let mut w = TreeWriter::new(&file, tree.committed);
-        let newest = frozen.newest();
         let ups: Vec<Update<'_>> = newest
             .iter()
             .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
@@ -844,13 +914,12 @@ impl Inner {
     fn compact_into_new(
         &self,
         tree: &Arc<TreeView>,
-        frozen: &MemTable,
+        newest: &[(Vec<u8>, MemVersion)],
         lsn: u64,
     ) -> Result<TreeView> {
         let generation = tree.file.generation + 1;
         let file = create_store(&self.storage, &self.dir, self.cfg.node_id, generation)?;
         let mut w = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
-        let newest = frozen.newest();
         let merged = MergeIter {
             tree: tree.cursor(Bound::Unbounded)?,
             tree_peek: None,
