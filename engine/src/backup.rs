@@ -352,11 +352,14 @@ pub(crate) fn write_backup(
             b.committed_len
         }
     };
-    let store_crc = crc32c::crc32c(&bytes[..committed as usize]);
-    let base_crc = if base_len > 0 {
-        crc32c::crc32c(&bytes[..base_len as usize])
+    // One CRC pass, over the bytes copied only: the base's manifest already holds the CRC
+    // of its bytes (which never change below its committed length), and CRCs combine.
+    let part_crc = crc32c::crc32c(&bytes[base_len as usize..committed as usize]);
+    let base_crc = base.map_or(0, |b| b.store_crc);
+    let store_crc = if base_len > 0 {
+        crc32c::crc32c_combine(base_crc, part_crc, (committed - base_len) as usize)
     } else {
-        0
+        part_crc
     };
     let manifest_stub = BackupManifest {
         node_id,
@@ -399,7 +402,7 @@ pub(crate) fn write_backup(
     let part = BackupFile {
         name: part_name,
         len: copied,
-        crc: crc32c::crc32c(&bytes[base_len as usize..committed as usize]),
+        crc: part_crc,
     };
     let engine_manifest = write_file(
         &**storage,
