@@ -196,6 +196,9 @@ pub fn decode_batch(
     let ts = c.u64().ok_or(bad("short header"))?;
     let origin_lsn = c.u64().ok_or(bad("short header"))?;
     let count = c.u32().ok_or(bad("short header"))? as usize;
+    if ts >= crate::hlc::MAX_TIMESTAMP {
+        return Err(bad("timestamp out of range"));
+    }
     // Every op takes at least 5 bytes: a count beyond that is a lie, not an allocation.
     if count > c.remaining() / 5 {
         return Err(bad("operation count exceeds the payload"));

@@ -879,8 +879,12 @@ impl Inner {
         let ckpt = Checkpoint {
             lsn,
             root,
-            entries: tree.ckpt.entries + w.added,
-            live_bytes: (tree.ckpt.live_bytes + w.written).saturating_sub(w.dead),
+            entries: tree.ckpt.entries.saturating_add(w.added),
+            live_bytes: tree
+                .ckpt
+                .live_bytes
+                .saturating_add(w.written)
+                .saturating_sub(w.dead),
             max_ts: tree.ckpt.max_ts.max(self.clock.last().0),
             prev: tree.ckpt_offset,
             origins: Self::origins(tree),

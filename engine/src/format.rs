@@ -174,7 +174,10 @@ impl Manifest {
             committed_len: f[3],
             checkpoint_lsn: f[4],
         };
-        if m.checkpoint_offset < FILE_HEADER_LEN as u64 || m.committed_len <= m.checkpoint_offset {
+        if m.checkpoint_offset < FILE_HEADER_LEN as u64
+            || m.committed_len <= m.checkpoint_offset
+            || m.checkpoint_lsn > duplex_wal::format::MAX_LSN
+        {
             return Err(CorruptKind::Invalid(
                 "checkpoint offset or committed length",
             ));
@@ -514,6 +517,15 @@ impl Checkpoint {
         let mut origins = Vec::with_capacity(n);
         for _ in 0..n {
             origins.push((c.u64().ok_or(t.clone())?, c.u64().ok_or(t.clone())?));
+        }
+        // Counters far beyond any real store can only be damage or forgery; refusing them
+        // keeps every later addition from overflowing.
+        if f[0] > duplex_wal::format::MAX_LSN
+            || f[2] > 1 << 62
+            || f[3] > 1 << 62
+            || f[4] >= crate::hlc::MAX_TIMESTAMP
+        {
+            return Err(CorruptKind::Invalid("checkpoint counter out of range"));
         }
         Ok(Checkpoint {
             lsn: f[0],

@@ -11,6 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bits of the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
+/// Timestamps at or above this are refused when decoded (wall clock past the year 6400):
+/// they can only come from damaged or forged data, and the clock must stay far from
+/// overflowing.
+pub const MAX_TIMESTAMP: u64 = 1 << 62;
 
 /// A hybrid-logical-clock timestamp: `(wall_ms << 16) | logical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -79,7 +83,8 @@ impl Hlc {
 
     /// Moves the clock past `seen` (a timestamp recovered or received from a peer).
     pub fn observe(&self, seen: Timestamp) {
-        self.last.fetch_max(seen.0, Ordering::AcqRel);
+        self.last
+            .fetch_max(seen.0.min(MAX_TIMESTAMP), Ordering::AcqRel);
     }
 
     /// The largest timestamp handed out or observed.
@@ -93,7 +98,11 @@ impl Hlc {
             // Wall clock ahead: take it. Otherwise (same ms, or the clock stepped back):
             // one more than the last, which carries into the ms field if the counter
             // overflows; that only ever moves time forward.
-            let next = if wall > cur { wall } else { cur + 1 };
+            let next = if wall > cur {
+                wall
+            } else {
+                cur.saturating_add(1)
+            };
             match self
                 .last
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)

@@ -35,10 +35,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use duplex_engine::batch::decode_batch;
-use duplex_engine::format::{
-    block_size, decode_block, Checkpoint, Manifest, BLOCK_HEADER_LEN, FILE_HEADER_LEN,
-};
+use duplex_engine::format::{block_size, BLOCK_HEADER_LEN, FILE_HEADER_LEN};
 use duplex_engine::{entry_hash, Database, Digest, Error, WriteBatch};
 use duplex_wal::format::{decode_record, Decoded, SEGMENT_HEADER_LEN};
 use duplex_wal::sim::SimStorage;
@@ -375,66 +372,6 @@ fn fresh_batch() -> WriteBatch {
     w
 }
 
-/// Known engine bugs, reported and not yet fixed, that only crafted (checksum-valid) bytes
-/// reach here. The crafted phase avoids the operations that hit them, so that CI stays
-/// green; remove each entry once `engine/src` is fixed.
-#[derive(Debug, Default, Clone, Copy)]
-struct KnownBugs {
-    /// `Hlc::tick` computes `last + 1` unchecked: once the clock has seen a timestamp of
-    /// `u64::MAX` (a checkpoint's `max_ts`, a replayed batch's stamp), the next local write
-    /// panics on overflow (debug) or wraps to timestamp 0 and silently loses
-    /// last-writer-wins (release). Set when the files hold such a timestamp: no writes.
-    hlc_overflow: bool,
-    /// A checkpoint's `entries` and `live_bytes` are added to unchecked
-    /// (`append_checkpoint`): near `u64::MAX` the next checkpoint panics on overflow.
-    /// Set when the current checkpoint holds such a count: no checkpoint, compaction or
-    /// close.
-    checkpoint_counts: bool,
-    /// `Database::open_with` computes the checkpoint's `lsn + 1` unchecked: a checkpoint
-    /// `lsn` of `u64::MAX` panics the open on overflow (debug; release wraps to 0 and the
-    /// WAL refuses `initial_lsn` 0). Set for such a checkpoint: no open at all.
-    checkpoint_lsn_max: bool,
-}
-
-/// The current checkpoint (per the manifest) of `files`, if it decodes.
-fn current_checkpoint(files: &[(std::path::PathBuf, Vec<u8>)]) -> Option<Checkpoint> {
-    let dir = Path::new(DB_DIR);
-    let find = |p: &Path| files.iter().find(|(q, _)| q == p).map(|(_, b)| &b[..]);
-    let m = Manifest::decode(find(&dir.join("MANIFEST"))?).ok()?;
-    let store = dir.join(duplex_engine::format::store_file_name(m.generation));
-    let at = usize::try_from(m.checkpoint_offset).ok()?;
-    let (_, body) = decode_block(find(&store)?.get(at..)?).ok()?;
-    Checkpoint::decode(body).ok()
-}
-
-fn known_bugs(files: &[(std::path::PathBuf, Vec<u8>)]) -> KnownBugs {
-    const NEAR: u64 = u64::MAX - (1 << 32);
-    let mut max_ts = 0u64;
-    let mut k = KnownBugs::default();
-    if let Some(c) = current_checkpoint(files) {
-        max_ts = c.max_ts;
-        k.checkpoint_counts = c.entries >= NEAR || c.live_bytes >= NEAR;
-        k.checkpoint_lsn_max = c.lsn == u64::MAX;
-    }
-    let wal_dir = Path::new(DB_DIR).join(duplex_engine::WAL_DIR);
-    for (_, seg) in files.iter().filter(|(p, _)| p.parent() == Some(&wal_dir)) {
-        let mut at = SEGMENT_HEADER_LEN as usize;
-        while at < seg.len() {
-            match decode_record(&seg[at..], duplex_wal::format::MAX_RECORD_SIZE_LIMIT) {
-                Decoded::Record(r) => {
-                    if let Ok(b) = decode_batch(r.payload, usize::MAX, usize::MAX) {
-                        max_ts = max_ts.max(b.stamp.ts.0);
-                    }
-                    at += r.size;
-                }
-                _ => at += 8,
-            }
-        }
-    }
-    k.hlc_overflow = max_ts >= NEAR;
-    k
-}
-
 /// Prints what an input did when `DUPLEX_FUZZ_TRACE` is set (for reading seeds and
 /// crashes: `DUPLEX_FUZZ_TRACE=1 cargo fuzz run -s none engine_open <file>`).
 fn trace(f: impl FnOnce() -> String) {
@@ -481,15 +418,6 @@ pub fn check_engine_open(data: &[u8]) {
         .collect();
     let sim = storage_of(&files);
     let honest = !d.fix || changed.is_none();
-    // Only checksum-valid crafted bytes reach the known bugs.
-    let known = if d.fix {
-        known_bugs(&files)
-    } else {
-        KnownBugs::default()
-    };
-    if known.checkpoint_lsn_max {
-        return;
-    }
     let opened = open(&sim);
     trace(|| {
         format!(
@@ -516,7 +444,7 @@ pub fn check_engine_open(data: &[u8]) {
         }
     };
     if !honest {
-        crafted_phase(db, &sim, d.compact, known);
+        crafted_phase(db, &sim, d.compact);
         return;
     }
 
@@ -606,13 +534,10 @@ pub fn check_engine_open(data: &[u8]) {
 }
 
 /// The crafted (checksum-fixed) case: exercise every path, trust nothing.
-fn crafted_phase(db: Database, sim: &SimStorage, compact: bool, known: KnownBugs) {
+fn crafted_phase(db: Database, sim: &SimStorage, compact: bool) {
     read_all(&db, None);
     let _ = db.version(&key(5));
-    if known.checkpoint_counts {
-        return;
-    }
-    if !known.hlc_overflow && db.write(fresh_batch()).is_ok() {
+    if db.write(fresh_batch()).is_ok() {
         let _ = if compact {
             db.compact()
         } else {
