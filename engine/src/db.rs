@@ -55,6 +55,9 @@ pub struct Config {
     pub compaction_min_bytes: u64,
     /// Copy every closed WAL segment here (see the WAL). Default none.
     pub archive_dir: Option<PathBuf>,
+    /// While replaying a long WAL (a roll-forward), merge into the tree after this many
+    /// bytes of records, so memory stays bounded. Default 256 MiB.
+    pub replay_chunk_bytes: u64,
     /// Run checkpoints on a background thread. Default true; tests turn it off to
     /// checkpoint only when they say so.
     pub background: bool,
@@ -73,6 +76,7 @@ impl Default for Config {
             compaction_dead_ratio: 0.5,
             compaction_min_bytes: 64 << 20,
             archive_dir: None,
+            replay_chunk_bytes: 256 << 20,
             background: true,
         }
     }
@@ -145,9 +149,6 @@ struct Mem {
     frozen: Option<Arc<MemTable>>,
     tree: Arc<TreeView>,
 }
-
-/// WAL payload bytes replayed before the gathered versions are merged into the tree.
-const REPLAY_CHUNK_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Default)]
 struct ApplyState {
@@ -658,12 +659,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Replays the WAL after the checkpoint straight into the tree: reading, checking and
-    /// decoding run on a second thread; this one gathers the versions, and every
-    /// [`REPLAY_CHUNK_BYTES`] (and at the end) sorts them, keeps the winner per key and
-    /// merges them into the tree as a checkpoint at the last LSN gathered. Sorting once is
-    /// far cheaper than inserting record by record into the skip list, and leaves the
-    /// database checkpointed (and its WAL released) when open returns.
+    /// Replays the WAL after the checkpoint: reading, checking and decoding run on a second
+    /// thread; this one gathers the versions. Every `replay_chunk_bytes` of records it sorts
+    /// them, keeps the winner per key and merges them into the tree as a checkpoint at the
+    /// last LSN gathered (bounded memory for a long roll-forward); what remains goes into
+    /// the memtable in key order. Sorting once is far cheaper than inserting record by
+    /// record in log order.
     fn replay(&self) -> Result<()> {
         let from = self.mem.read().tree.ckpt.lsn + 1;
         if from > self.wal.last_lsn() {
@@ -708,7 +709,6 @@ impl Inner {
             });
             let mut pending: Vec<(Vec<u8>, MemVersion)> = Vec::new();
             let mut pending_bytes = 0u64;
-            let mut last = from - 1;
             for group in rx {
                 for (LoggedBatch { stamp, ops, .. }, n, lsn) in group? {
                     self.clock.observe(stamp.ts);
@@ -720,26 +720,27 @@ impl Inner {
                         pending.push((key, MemVersion { stamp, value }));
                     }
                     pending_bytes += n;
-                    last = lsn;
-                    if pending_bytes >= REPLAY_CHUNK_BYTES {
-                        self.replay_flush(&mut pending, last)?;
+                    if pending_bytes >= self.cfg.replay_chunk_bytes {
+                        self.replay_flush(&mut pending, lsn)?;
                         pending_bytes = 0;
                     }
                 }
             }
-            self.replay_flush(&mut pending, last)?;
-            self.wal_bytes.store(0, Ordering::Relaxed);
+            // The rest (at most one chunk) goes to the memtable, in key order: the skip
+            // list takes sorted keys fast, and open does not wait for a checkpoint.
+            let tail_bytes = pending_bytes;
+            self.replay_into_memtable(&mut pending)?;
+            self.wal_bytes.store(tail_bytes, Ordering::Relaxed);
             Ok(())
         })
     }
 
-    /// Sorts gathered versions, keeps the winner per key (last writer wins; of equal
-    /// stamps, i.e. one batch, the later operation) and checkpoints them at `lsn`.
-    fn replay_flush(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>, lsn: u64) -> Result<()> {
-        let tree = self.mem.read().tree.clone();
-        if lsn <= tree.ckpt.lsn {
-            return Ok(());
-        }
+    /// Sorts gathered versions and keeps the winner per key (last writer wins; of equal
+    /// stamps, i.e. one batch, the later operation).
+    fn replay_newest(
+        &self,
+        pending: &mut Vec<(Vec<u8>, MemVersion)>,
+    ) -> Vec<(Vec<u8>, MemVersion)> {
         // Stable: versions of one key stay in log order.
         pending.sort_by(|a, b| a.0.cmp(&b.0));
         let mut newest: Vec<(Vec<u8>, MemVersion)> = Vec::with_capacity(pending.len());
@@ -753,14 +754,47 @@ impl Inner {
                 _ => newest.push((k, v)),
             }
         }
-        {
-            let mut st = self.apply_lock.lock();
-            for (_, v) in &newest {
-                st.max_ts = st.max_ts.max(v.stamp.ts.0);
-            }
+        let mut st = self.apply_lock.lock();
+        for (_, v) in &newest {
+            st.max_ts = st.max_ts.max(v.stamp.ts.0);
         }
+        newest
+    }
+
+    /// Checkpoints gathered versions at `lsn` (a chunk of a long replay).
+    fn replay_flush(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>, lsn: u64) -> Result<()> {
+        let tree = self.mem.read().tree.clone();
+        if lsn <= tree.ckpt.lsn {
+            pending.clear();
+            return Ok(());
+        }
+        let newest = self.replay_newest(pending);
         let _one = self.ckpt_lock.lock();
         self.write_tree(&tree, &newest, lsn, false)
+    }
+
+    /// Puts gathered versions into the active memtable as one visible step, last writer
+    /// wins against the tree where it may hold a newer version.
+    fn replay_into_memtable(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>) -> Result<()> {
+        let newest = self.replay_newest(pending);
+        let (active, tree) = {
+            let m = self.mem.read();
+            (m.active.clone(), m.tree.clone())
+        };
+        let mut st = self.apply_lock.lock();
+        st.seq += 1;
+        for (k, v) in newest {
+            if v.stamp.ts.0 <= tree.ckpt.max_ts {
+                if let Some((s, _)) = tree.get(&k)? {
+                    if s.wins_over(&v.stamp) {
+                        continue;
+                    }
+                }
+            }
+            active.insert(k, st.seq, v);
+        }
+        self.visible.store(st.seq, Ordering::Release);
+        Ok(())
     }
 
     fn background(&self) {

@@ -13,6 +13,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crossbeam_skiplist::SkipMap;
+use smallvec::SmallVec;
 
 use crate::hlc::Stamp;
 
@@ -28,7 +29,9 @@ pub struct MemVersion {
 /// A key plus the sequence number of the batch that wrote it.
 #[derive(Debug, Clone)]
 pub(crate) struct MemKey {
-    key: Vec<u8>,
+    /// Keys up to 32 bytes live in the skip-list node itself: one cache miss less per
+    /// comparison, which is most of an insert's cost.
+    key: SmallVec<[u8; 32]>,
     seq: u64,
 }
 
@@ -134,7 +137,13 @@ impl MemTable {
     pub(crate) fn insert(&self, key: Vec<u8>, seq: u64, v: MemVersion) {
         let n = key.len() + v.value.as_ref().map_or(0, Vec::len) + 48;
         self.bytes.fetch_add(n, AtomicOrdering::Relaxed);
-        self.map.insert(MemKey { key, seq }, v);
+        self.map.insert(
+            MemKey {
+                key: SmallVec::from_vec(key),
+                seq,
+            },
+            v,
+        );
     }
 
     /// The newest version of `key` visible at sequence `seq`.
@@ -143,7 +152,7 @@ impl MemTable {
         let e = self
             .map
             .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
-        (e.key().key == key).then(|| e.value().clone())
+        (e.key().key.as_slice() == key).then(|| e.value().clone())
     }
 
     /// The stamp of the newest version of `key`, whatever its sequence number.
@@ -152,7 +161,7 @@ impl MemTable {
         let e = self
             .map
             .lower_bound(Bound::Included(&probe as &dyn KeyView))?;
-        (e.key().key == key).then(|| e.value().stamp)
+        (e.key().key.as_slice() == key).then(|| e.value().stamp)
     }
 
     /// The first key at or after `start` (within the bounds' sense) that has a version
@@ -170,11 +179,11 @@ impl MemTable {
                 .lower_bound(Bound::Excluded(&Probe(k, 0) as &dyn KeyView))?,
         };
         loop {
-            let key = e.key().key.clone();
+            let key = e.key().key.to_vec();
             // Skip this key's versions newer than the snapshot.
             let mut cur = Some(e);
             while let Some(c) = cur {
-                if c.key().key != key {
+                if c.key().key.as_slice() != key.as_slice() {
                     cur = Some(c);
                     break;
                 }
@@ -192,10 +201,13 @@ impl MemTable {
     pub fn newest(&self) -> Vec<(Vec<u8>, MemVersion)> {
         let mut out: Vec<(Vec<u8>, MemVersion)> = Vec::with_capacity(self.map.len());
         for e in self.map.iter() {
-            if out.last().is_some_and(|(k, _)| *k == e.key().key) {
+            if out
+                .last()
+                .is_some_and(|(k, _)| k.as_slice() == e.key().key.as_slice())
+            {
                 continue;
             }
-            out.push((e.key().key.clone(), e.value().clone()));
+            out.push((e.key().key.to_vec(), e.value().clone()));
         }
         out
     }

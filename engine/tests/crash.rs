@@ -27,6 +27,8 @@ fn cfg(background: bool) -> Config {
         background,
         segment_size: 8 << 10,
         checkpoint_wal_bytes: 4 << 10,
+        // Long replays merge into the tree in chunks: exercise that too.
+        replay_chunk_bytes: 8 << 10,
         compaction_min_bytes: 16 << 10,
         ..Config::default()
     }

@@ -56,6 +56,7 @@ fn cfg() -> Config {
         background: false,
         segment_size: 16 << 10,
         compaction_min_bytes: 32 << 10,
+        replay_chunk_bytes: 16 << 10,
         ..Config::default()
     }
 }
