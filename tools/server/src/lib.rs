@@ -2,8 +2,8 @@
 //!
 //! - [`config`]: the TOML file and flags, with documented defaults.
 //! - [`state`]: the operation state table and its persisted `STATE` file.
-//! - [`server`]: the listener, the connection layer (event loops by default, or one thread
-//!   per connection with `io = "threads"`), the backup scheduler and the shutdown sequence.
+//! - [`server`]: the listener, the connection layer (one thread per connection by default, or epoll
+//!   event loops with `io = "events"`), the backup scheduler and the shutdown sequence.
 //! - [`events`]: the event-loop connection layer (`io = "events"`): a few epoll threads,
 //!   each committing the writes of all its connections of one loop turn together.
 //! - [`exec`]: the RESP commands, executed against the engine (pipelined writes share one
