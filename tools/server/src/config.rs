@@ -35,7 +35,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// max_inline_len = 65536      # longest inline command line
 /// max_request_len = 67108864  # most bytes one request may span
 /// log = "info"                # tracing filter (RUST_LOG overrides)
-/// io = "threads"              # threads (one per connection) | events (epoll event loop)
+/// io = "events"               # events (epoll event loop, default) | threads (one per connection)
 /// io_threads = 1              # event-loop threads when io = "events"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +76,10 @@ pub struct ServerConfig {
     pub max_request_len: usize,
     /// Log filter (tracing `EnvFilter` syntax). Default `info`.
     pub log: String,
-    /// Connection layer: `threads` (default: one blocking thread per connection) or
-    /// `events` (a few epoll event-loop threads, each batching the writes of all its
-    /// connections into one commit per loop turn).
+    /// Connection layer: `events` (default: epoll event-loop threads, each batching the
+    /// writes of all its connections into one commit per loop turn) or `threads` (one
+    /// blocking thread per connection). Under `events` a slow command (DUPLEX.BACKUP,
+    /// DUPLEX.CHECKPOINT, a large SCAN) delays every client of its loop.
     pub io: String,
     /// Event-loop threads when `io = "events"`. Default 1.
     pub io_threads: usize,
@@ -105,7 +106,7 @@ impl Default for ServerConfig {
             max_inline_len: l.max_inline_len,
             max_request_len: l.max_request_len,
             log: "info".into(),
-            io: "threads".into(),
+            io: "events".into(),
             io_threads: 1,
         }
     }

@@ -59,8 +59,8 @@ struct Args {
     /// Log filter, e.g. info or debug [default: info; RUST_LOG overrides].
     #[arg(long)]
     log: Option<String>,
-    /// Connection layer: threads (one per connection) | events (epoll event loop)
-    /// [default: threads].
+    /// Connection layer: events (epoll event loop) | threads (one per connection)
+    /// [default: events].
     #[arg(long)]
     io: Option<String>,
     /// Event-loop threads with --io events [default: 1].
