@@ -126,37 +126,20 @@ pub fn write_manifest(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-/// Opens the store generation the manifest names, cuts anything after its committed
-/// length (an interrupted checkpoint), and returns a view of its current checkpoint.
-pub fn open_store(
+/// Opens the store file the manifest names in `mode` and checks it is long enough.
+fn open_named(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     m: &Manifest,
-    node_id: u64,
-) -> Result<TreeView> {
+    mode: OpenMode,
+) -> Result<(Arc<StoreFile>, u64)> {
     let path = dir.join(store_file_name(m.generation));
     let file = storage
-        .open(&path, OpenMode::ReadWrite)
+        .open(&path, mode)
         .map_err(|e| Error::io("open store", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     if len < m.committed_len {
         return Err(Error::corrupt(&path, len, CorruptKind::Truncated));
-    }
-    let mut hb = [0u8; FILE_HEADER_LEN];
-    file.read_exact_at(&mut hb, 0)
-        .map_err(|e| Error::io("read", &path, e))?;
-    let h = StoreHeader::decode(&hb).map_err(|k| Error::corrupt(&path, 0, k))?;
-    if h.generation != m.generation || h.node_id != node_id {
-        return Err(Error::corrupt(
-            &path,
-            0,
-            CorruptKind::Invalid("store header does not match the manifest or node id"),
-        ));
-    }
-    if len > m.committed_len {
-        file.set_len(m.committed_len)
-            .and_then(|_| file.sync_data())
-            .map_err(|e| Error::io("truncate uncommitted tail", &path, e))?;
     }
     let sf = Arc::new(StoreFile {
         storage: storage.clone(),
@@ -165,6 +148,37 @@ pub fn open_store(
         generation: m.generation,
         retired: AtomicBool::new(false),
     });
+    Ok((sf, len))
+}
+
+/// Opens the store generation the manifest names, cuts anything after its committed
+/// length (an interrupted checkpoint), and returns a view of its current checkpoint.
+pub fn open_store(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    m: &Manifest,
+    node_id: u64,
+) -> Result<TreeView> {
+    let (sf, len) = open_named(storage, dir, m, OpenMode::ReadWrite)?;
+    let path = &sf.path;
+    let mut hb = [0u8; FILE_HEADER_LEN];
+    sf.file
+        .read_exact_at(&mut hb, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    let h = StoreHeader::decode(&hb).map_err(|k| Error::corrupt(path, 0, k))?;
+    if h.generation != m.generation || h.node_id != node_id {
+        return Err(Error::corrupt(
+            path,
+            0,
+            CorruptKind::Invalid("store header does not match the manifest or node id"),
+        ));
+    }
+    if len > m.committed_len {
+        sf.file
+            .set_len(m.committed_len)
+            .and_then(|_| sf.file.sync_data())
+            .map_err(|e| Error::io("truncate uncommitted tail", path, e))?;
+    }
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
 
@@ -176,21 +190,7 @@ pub fn open_store_readonly(
     dir: &Path,
     m: &Manifest,
 ) -> Result<TreeView> {
-    let path = dir.join(store_file_name(m.generation));
-    let file = storage
-        .open(&path, OpenMode::Read)
-        .map_err(|e| Error::io("open store", &path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-    if len < m.committed_len {
-        return Err(Error::corrupt(&path, len, CorruptKind::Truncated));
-    }
-    let sf = Arc::new(StoreFile {
-        storage: storage.clone(),
-        path,
-        file,
-        generation: m.generation,
-        retired: AtomicBool::new(false),
-    });
+    let (sf, _) = open_named(storage, dir, m, OpenMode::Read)?;
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
 
