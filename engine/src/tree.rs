@@ -77,6 +77,23 @@ impl TreeView {
         }
     }
 
+    /// The leaf at `off`, whose CRC the caller already checked in this view (bytes below
+    /// the committed length never change): the lengths are checked again, the CRC is not.
+    fn leaf_checked_before(&self, off: u64) -> Result<Leaf<'_>> {
+        let bytes = self.map.bytes();
+        let start = usize::try_from(off).unwrap_or(usize::MAX);
+        let end = usize::try_from(self.ckpt_offset).unwrap_or(0);
+        let b = bytes
+            .get(start..end)
+            .filter(|b| b.len() >= crate::format::BLOCK_HEADER_LEN)
+            .ok_or_else(|| self.corrupt(off, CorruptKind::Truncated))?;
+        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        let body = b
+            .get(crate::format::BLOCK_HEADER_LEN..crate::format::BLOCK_HEADER_LEN + len)
+            .ok_or_else(|| self.corrupt(off, CorruptKind::Truncated))?;
+        Leaf::parse(body).map_err(|k| self.corrupt(off, k))
+    }
+
     /// The value an entry refers to.
     pub fn value(&self, leaf_off: u64, v: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
         match v {
@@ -169,6 +186,7 @@ impl TreeView {
             view: self.clone(),
             path,
             leaf: None,
+            checked: None,
         };
         if let Some(off) = leaf {
             let l = self.leaf(off)?;
@@ -190,6 +208,9 @@ pub struct TreeCursor {
     view: Arc<TreeView>,
     path: Vec<(u64, usize)>,
     leaf: Option<(u64, usize)>,
+    /// The leaf whose CRC this cursor has checked: each leaf is checked once per visit,
+    /// not once per entry.
+    checked: Option<u64>,
 }
 
 impl TreeCursor {
@@ -200,7 +221,13 @@ impl TreeCursor {
                 return Ok(None);
             };
             let v = &*self.view;
-            let leaf = v.leaf(off)?;
+            let leaf = if self.checked == Some(off) {
+                v.leaf_checked_before(off)?
+            } else {
+                let l = v.leaf(off)?;
+                self.checked = Some(off);
+                l
+            };
             if i < leaf.len() {
                 let e = leaf.entry(i).map_err(|k| v.corrupt(off, k))?;
                 self.leaf = Some((off, i + 1));
