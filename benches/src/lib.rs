@@ -593,3 +593,45 @@ pub fn replay_okaywal(dir: &Path) -> Replayed {
         log_bytes: 0,
     }
 }
+
+/// Keys and values shared by the engine and backup comparisons.
+pub mod kv {
+    /// Key length of every workload.
+    pub const KEY_LEN: usize = 16;
+    /// Value length of every workload.
+    pub const VALUE_LEN: usize = 100;
+
+    /// SplitMix64: a bijection on u64 with good mixing.
+    pub fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// The random-looking 16-byte key number `i` (distinct for distinct `i`: the first 8 bytes
+    /// are a bijection of `i`).
+    pub fn key(i: u64) -> [u8; KEY_LEN] {
+        let mut k = [0u8; KEY_LEN];
+        k[..8].copy_from_slice(&mix(i).to_be_bytes());
+        k[8..].copy_from_slice(&mix(i ^ 0x5555_AAAA_5555_AAAA).to_be_bytes());
+        k
+    }
+
+    /// The 100-byte value of key `i`: random bytes, none of them zero.
+    pub fn value(i: u64) -> [u8; VALUE_LEN] {
+        let mut v = [0u8; VALUE_LEN];
+        let mut s = i ^ 0xC0FF_EE00_D15E_A5E5;
+        for chunk in v.chunks_mut(8) {
+            s = mix(s);
+            let b = s.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        for b in &mut v {
+            if *b == 0 {
+                *b = 1;
+            }
+        }
+        v
+    }
+}

@@ -41,55 +41,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use duplex_benches::kv::{key, value, KEY_LEN};
 use duplex_engine::{
     restore_chain, roll_forward, Config, Database, RollForwardOptions, SyncPolicy, Target,
     WriteBatch,
 };
 use duplex_wal::{StdStorage, Storage};
 
-/// Key length of every workload.
-const KEY_LEN: usize = 16;
-/// Value length of every workload.
-const VALUE_LEN: usize = 100;
 /// Records (or puts) per `write_many` call / per batch in the loads.
 const BATCH: u64 = 1000;
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Keys, values, environment, small helpers.
-
-/// SplitMix64: a bijection on u64 with good mixing.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// The random-looking 16-byte key number `i` (distinct for distinct `i`).
-fn key(i: u64) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555_AAAA_5555_AAAA).to_be_bytes());
-    k
-}
-
-/// The 100-byte value of key `i`: random bytes, none of them zero.
-fn value(i: u64) -> [u8; VALUE_LEN] {
-    let mut v = [0u8; VALUE_LEN];
-    let mut s = i ^ 0xC0FF_EE00_D15E_A5E5;
-    for chunk in v.chunks_mut(8) {
-        s = mix(s);
-        let b = s.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    for b in &mut v {
-        if *b == 0 {
-            *b = 1;
-        }
-    }
-    v
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -43,10 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Key length of every workload.
-pub const KEY_LEN: usize = 16;
-/// Value length of every workload.
-pub const VALUE_LEN: usize = 100;
+pub use duplex_benches::kv::{key, mix, value, KEY_LEN};
+
 /// Puts per batch in the batched workloads and in every load.
 pub const BATCH: usize = 1000;
 /// Threads of the concurrent put workload.
@@ -56,40 +54,6 @@ pub const CRASH_WAL_BYTES: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Keys and values.
-
-/// SplitMix64: a bijection on u64 with good mixing.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// The random-looking 16-byte key number `i` (distinct for distinct `i`: the first 8 bytes
-/// are a bijection of `i`).
-pub fn key(i: u64) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555_AAAA_5555_AAAA).to_be_bytes());
-    k
-}
-
-/// The 100-byte value of key `i`: random bytes, none of them zero.
-pub fn value(i: u64) -> [u8; VALUE_LEN] {
-    let mut v = [0u8; VALUE_LEN];
-    let mut s = i ^ 0xC0FF_EE00_D15E_A5E5;
-    for chunk in v.chunks_mut(8) {
-        s = mix(s);
-        let b = s.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    for b in &mut v {
-        if *b == 0 {
-            *b = 1;
-        }
-    }
-    v
-}
 
 /// Key numbers used by thread `t` of a put workload: disjoint from each other and from the
 /// loaded keys `0..n`.
