@@ -190,51 +190,121 @@ pub fn decode_batch(
     max_key: usize,
     max_value: usize,
 ) -> Result<LoggedBatch, CorruptKind> {
-    let bad = CorruptKind::BadRecord;
-    let mut c = Cursor::new(payload);
-    let origin = c.u64().ok_or(bad("short header"))?;
-    let ts = c.u64().ok_or(bad("short header"))?;
-    let origin_lsn = c.u64().ok_or(bad("short header"))?;
-    let count = c.u32().ok_or(bad("short header"))? as usize;
-    if ts >= crate::hlc::MAX_TIMESTAMP {
-        return Err(bad("timestamp out of range"));
-    }
-    // Every op takes at least 5 bytes: a count beyond that is a lie, not an allocation.
-    if count > c.remaining() / 5 {
-        return Err(bad("operation count exceeds the payload"));
-    }
-    let mut ops = Vec::with_capacity(count);
-    for _ in 0..count {
-        let tag = c.u8().ok_or(bad("truncated operation"))?;
-        let klen = c.u32().ok_or(bad("truncated operation"))? as usize;
-        if klen == 0 || klen > max_key {
-            return Err(bad("key length out of range"));
-        }
-        let key = c.take(klen).ok_or(bad("truncated key"))?.to_vec();
-        match tag {
-            OP_PUT => {
-                let vlen = c.u32().ok_or(bad("truncated value length"))? as usize;
-                if vlen > max_value {
-                    return Err(bad("value length out of range"));
-                }
-                let value = c.take(vlen).ok_or(bad("truncated value"))?.to_vec();
-                ops.push(Op::Put { key, value });
-            }
-            OP_DELETE => ops.push(Op::Delete { key }),
-            _ => return Err(bad("unknown operation")),
-        }
-    }
-    if c.remaining() != 0 {
-        return Err(bad("trailing bytes"));
-    }
+    let b = BatchRef::decode(payload, max_key, max_value)?;
     Ok(LoggedBatch {
-        stamp: Stamp {
-            ts: Timestamp(ts),
-            origin,
-        },
-        origin_lsn,
-        ops,
+        stamp: b.stamp,
+        origin_lsn: b.origin_lsn,
+        ops: b
+            .ops()
+            .map(|op| match op.value {
+                Some(v) => Op::Put {
+                    key: op.key.to_vec(),
+                    value: v.to_vec(),
+                },
+                None => Op::Delete {
+                    key: op.key.to_vec(),
+                },
+            })
+            .collect(),
     })
+}
+
+/// One operation of a [`BatchRef`], borrowed from the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpRef<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value; `None` for a delete.
+    pub value: Option<&'a [u8]>,
+}
+
+/// A batch payload checked whole but not copied: replay and roll-forward read millions of
+/// them and keep the bytes, not one allocation per key and value.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRef<'a> {
+    /// Stamp shared by every operation.
+    pub stamp: Stamp,
+    /// LSN on the origin node (0 for a local batch).
+    pub origin_lsn: u64,
+    /// Number of operations.
+    pub count: usize,
+    /// The operations' bytes, already checked.
+    ops: &'a [u8],
+}
+
+impl<'a> BatchRef<'a> {
+    /// Checks a WAL payload: header, every operation's tag and lengths against the limits
+    /// and the bytes present, and that nothing trails the last operation.
+    pub fn decode(
+        payload: &'a [u8],
+        max_key: usize,
+        max_value: usize,
+    ) -> Result<Self, CorruptKind> {
+        let bad = CorruptKind::BadRecord;
+        let mut c = Cursor::new(payload);
+        let origin = c.u64().ok_or(bad("short header"))?;
+        let ts = c.u64().ok_or(bad("short header"))?;
+        let origin_lsn = c.u64().ok_or(bad("short header"))?;
+        let count = c.u32().ok_or(bad("short header"))? as usize;
+        if ts >= crate::hlc::MAX_TIMESTAMP {
+            return Err(bad("timestamp out of range"));
+        }
+        // Every op takes at least 5 bytes: a count beyond that is a lie.
+        if count > c.remaining() / 5 {
+            return Err(bad("operation count exceeds the payload"));
+        }
+        let ops = payload.get(HEADER_LEN..).unwrap_or_default();
+        for _ in 0..count {
+            let tag = c.u8().ok_or(bad("truncated operation"))?;
+            let klen = c.u32().ok_or(bad("truncated operation"))? as usize;
+            if klen == 0 || klen > max_key {
+                return Err(bad("key length out of range"));
+            }
+            c.take(klen).ok_or(bad("truncated key"))?;
+            match tag {
+                OP_PUT => {
+                    let vlen = c.u32().ok_or(bad("truncated value length"))? as usize;
+                    if vlen > max_value {
+                        return Err(bad("value length out of range"));
+                    }
+                    c.take(vlen).ok_or(bad("truncated value"))?;
+                }
+                OP_DELETE => {}
+                _ => return Err(bad("unknown operation")),
+            }
+        }
+        if c.remaining() != 0 {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(BatchRef {
+            stamp: Stamp {
+                ts: Timestamp(ts),
+                origin,
+            },
+            origin_lsn,
+            count,
+            ops,
+        })
+    }
+
+    /// The operations in batch order.
+    pub fn ops(&self) -> impl Iterator<Item = OpRef<'a>> + 'a {
+        let mut c = Cursor::new(self.ops);
+        // The bytes were checked by `decode`: the walk cannot fail; if it did it would
+        // end early rather than read out of bounds.
+        std::iter::from_fn(move || {
+            let tag = c.u8()?;
+            let klen = c.u32()? as usize;
+            let key = c.take(klen)?;
+            let value = if tag == OP_PUT {
+                let vlen = c.u32()? as usize;
+                Some(c.take(vlen)?)
+            } else {
+                None
+            };
+            Some(OpRef { key, value })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,16 @@ use duplex_wal::{LockGuard, StdStorage, Storage, SyncPolicy, Wal, WalOptions};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::backup::{read_backup_manifest, write_backup, BackupReport};
-use crate::batch::{decode_batch, encode_batch, LoggedBatch, Op, WriteBatch, KIND_BATCH};
+use crate::batch::{encode_batch, Op, WriteBatch, KIND_BATCH};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN};
 use crate::hlc::{Hlc, Stamp, Timestamp};
 use crate::memtable::{MemTable, MemVersion};
+use crate::replay::{gather, ReplayLimits, VersionBuffer};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
-use crate::store::{create_store, open_store, read_manifest, view_at, write_manifest, StoreFile};
+use crate::store::{
+    create_store, open_store, read_manifest, view_at, write_checkpoint, write_manifest,
+};
 use crate::tree::{TreeView, TreeWriter, Update};
 
 /// Configuration of a [`Database`]; every field has a default.
@@ -659,141 +662,68 @@ impl Inner {
         Ok(())
     }
 
-    /// Replays the WAL after the checkpoint: reading, checking and decoding run on a second
-    /// thread; this one gathers the versions. Every `replay_chunk_bytes` of records it sorts
-    /// them, keeps the winner per key and merges them into the tree as a checkpoint at the
-    /// last LSN gathered (bounded memory for a long roll-forward); what remains goes into
-    /// the memtable in key order. Sorting once is far cheaper than inserting record by
-    /// record in log order.
+    /// Replays the WAL after the checkpoint (see [`crate::replay`]): every
+    /// `replay_chunk_bytes` of records are sorted, reduced to the winner per key and merged
+    /// into the tree as a checkpoint at the last LSN gathered (bounded memory for a long
+    /// log); what remains goes into the memtable in key order.
     fn replay(&self) -> Result<()> {
         let from = self.mem.read().tree.ckpt.lsn + 1;
-        if from > self.wal.last_lsn() {
+        let last = self.wal.last_lsn();
+        if from > last {
             return Ok(());
         }
-        let (max_key, max_value) = (self.cfg.max_key_size, self.cfg.max_value_size);
         let reader = self.wal.read_from(from)?;
-        let wal_dir = self.dir.join(WAL_DIR);
-        type Decoded = (LoggedBatch, u64, u64);
-        // Bounded: the decoder is never more than 64 groups ahead of the applier.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Decoded>>>(64);
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                let mut group = Vec::with_capacity(256);
-                for rec in reader {
-                    let item = rec.map_err(Error::from).and_then(|rec| {
-                        if rec.kind != KIND_BATCH {
-                            return Ok(None);
-                        }
-                        decode_batch(&rec.payload, max_key, max_value)
-                            .map(|b| Some((b, rec.payload.len() as u64, rec.lsn)))
-                            .map_err(|kind| Error::Corrupt {
-                                file: wal_dir.clone(),
-                                offset: rec.lsn,
-                                kind,
-                            })
-                    });
-                    match item {
-                        Ok(Some(b)) => group.push(b),
-                        Ok(None) => {}
-                        Err(e) => {
-                            let _ = tx.send(Ok(std::mem::take(&mut group)));
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                    }
-                    if group.len() == 256 && tx.send(Ok(std::mem::take(&mut group))).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send(Ok(group));
-            });
-            let mut pending: Vec<(Vec<u8>, MemVersion)> = Vec::new();
-            let mut pending_bytes = 0u64;
-            for group in rx {
-                for (LoggedBatch { stamp, ops, .. }, n, lsn) in group? {
-                    self.clock.observe(stamp.ts);
-                    for op in ops {
-                        let (key, value) = match op {
-                            Op::Put { key, value } => (key, Some(value)),
-                            Op::Delete { key } => (key, None),
-                        };
-                        pending.push((key, MemVersion { stamp, value }));
-                    }
-                    pending_bytes += n;
-                    if pending_bytes >= self.cfg.replay_chunk_bytes {
-                        self.replay_flush(&mut pending, lsn)?;
-                        pending_bytes = 0;
-                    }
-                }
-            }
-            // The rest (at most one chunk) goes to the memtable, in key order: the skip
-            // list takes sorted keys fast, and open does not wait for a checkpoint.
-            let tail_bytes = pending_bytes;
-            self.replay_into_memtable(&mut pending)?;
-            self.wal_bytes.store(tail_bytes, Ordering::Relaxed);
-            Ok(())
-        })
-    }
-
-    /// Sorts gathered versions and keeps the winner per key (last writer wins; of equal
-    /// stamps, i.e. one batch, the later operation).
-    fn replay_newest(
-        &self,
-        pending: &mut Vec<(Vec<u8>, MemVersion)>,
-    ) -> Vec<(Vec<u8>, MemVersion)> {
-        // Stable: versions of one key stay in log order.
-        pending.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut newest: Vec<(Vec<u8>, MemVersion)> = Vec::with_capacity(pending.len());
-        for (k, v) in pending.drain(..) {
-            match newest.last_mut() {
-                Some((lk, lv)) if *lk == k => {
-                    if !lv.stamp.wins_over(&v.stamp) {
-                        *lv = v;
-                    }
-                }
-                _ => newest.push((k, v)),
-            }
-        }
-        let mut st = self.apply_lock.lock();
-        for (_, v) in &newest {
-            st.max_ts = st.max_ts.max(v.stamp.ts.0);
-        }
-        newest
-    }
-
-    /// Checkpoints gathered versions at `lsn` (a chunk of a long replay).
-    fn replay_flush(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>, lsn: u64) -> Result<()> {
-        let tree = self.mem.read().tree.clone();
-        if lsn <= tree.ckpt.lsn {
-            pending.clear();
-            return Ok(());
-        }
-        let newest = self.replay_newest(pending);
-        let _one = self.ckpt_lock.lock();
-        self.write_tree(&tree, &newest, lsn, false)
-    }
-
-    /// Puts gathered versions into the active memtable as one visible step, last writer
-    /// wins against the tree where it may hold a newer version.
-    fn replay_into_memtable(&self, pending: &mut Vec<(Vec<u8>, MemVersion)>) -> Result<()> {
-        let newest = self.replay_newest(pending);
+        let limits = ReplayLimits {
+            max_key: self.cfg.max_key_size,
+            max_value: self.cfg.max_value_size,
+            chunk_bytes: self.cfg.replay_chunk_bytes,
+        };
+        // Room for the log held (an upper bound of what there is to replay), up to a chunk.
+        let held: u64 = self.wal.segments().iter().map(|s| s.end_offset).sum();
+        let buf = VersionBuffer::with_capacity(held.min(limits.chunk_bytes));
+        let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
+            self.clock.observe(Timestamp(buf.max_ts));
+            let tree = self.mem.read().tree.clone();
+            let _one = self.ckpt_lock.lock();
+            let lsn = buf.last_lsn;
+            self.write_tree(&tree, &buf.sorted_newest(), lsn, false)
+        };
+        let mut buf = gather(
+            reader,
+            &self.dir.join(WAL_DIR),
+            limits,
+            buf,
+            &mut on_chunk,
+            &mut |_, _| {},
+        )?;
+        self.clock.observe(Timestamp(buf.max_ts));
+        // The rest (at most one chunk) goes to the memtable, in key order: the skip list
+        // takes sorted keys fast, and open does not wait for a checkpoint.
+        let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
+        let newest = buf.sorted_newest();
         let (active, tree) = {
             let m = self.mem.read();
             (m.active.clone(), m.tree.clone())
         };
         let mut st = self.apply_lock.lock();
         st.seq += 1;
-        for (k, v) in newest {
-            if v.stamp.ts.0 <= tree.ckpt.max_ts {
-                if let Some((s, _)) = tree.get(&k)? {
-                    if s.wins_over(&v.stamp) {
+        st.max_ts = st.max_ts.max(max_ts);
+        for (k, stamp, v) in newest {
+            if stamp.ts.0 <= tree.ckpt.max_ts {
+                if let Some((s, _)) = tree.get(k)? {
+                    if s.wins_over(&stamp) {
                         continue;
                     }
                 }
             }
-            active.insert(k, st.seq, v);
+            let version = MemVersion {
+                stamp,
+                value: v.map(<[u8]>::to_vec),
+            };
+            active.insert(k.to_vec(), st.seq, version);
         }
         self.visible.store(st.seq, Ordering::Release);
+        self.wal_bytes.store(tail_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -845,25 +775,35 @@ impl Inner {
             return Ok(());
         }
         let newest = frozen.newest();
-        self.write_tree(&tree, &newest, lsn, force_compact)
+        let updates: Vec<Update<'_>> = newest
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
+            .collect();
+        self.write_tree(&tree, &updates, lsn, force_compact)
     }
 
-    /// Merges `newest` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
-    /// (compacting if forced or due), installs the new tree, drops the frozen memtable and
-    /// releases WAL segments below the checkpoint. A failure poisons the database.
+    /// Merges `updates` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
+    /// (compacting into a new generation if forced or due), installs the new tree, drops
+    /// the frozen memtable and releases WAL segments below the checkpoint. A failure
+    /// poisons the database.
     fn write_tree(
         &self,
         tree: &Arc<TreeView>,
-        newest: &[(Vec<u8>, MemVersion)],
+        updates: &[Update<'_>],
         lsn: u64,
         force_compact: bool,
     ) -> Result<()> {
         let compact = force_compact || self.should_compact(tree);
-        let res = if compact {
-            self.compact_into_new(tree, newest, lsn)
-        } else {
-            self.append_checkpoint(tree, newest, lsn)
-        };
+        let res = write_checkpoint(
+            &self.storage,
+            &self.dir,
+            self.cfg.node_id,
+            tree,
+            updates,
+            lsn,
+            self.clock.last().0,
+            compact,
+        );
         let view = match res {
             Ok(v) => v,
             Err(e) => {
@@ -891,142 +831,6 @@ impl Inner {
         let size = tree.committed;
         size >= self.cfg.compaction_min_bytes
             && (tree.ckpt.live_bytes as f64) < size as f64 * (1.0 - self.cfg.compaction_dead_ratio)
-    }
-
-    fn origins(tree: &TreeView) -> Vec<(u64, u64)> {
-        tree.ckpt.origins.clone()
-    }
-
-    fn append_checkpoint(
-        &self,
-        tree: &TreeView,
-        newest: &[(Vec<u8>, MemVersion)],
-        lsn: u64,
-    ) -> Result<TreeView> {
-        let file = tree.file.clone();
-        let mut w = TreeWriter::new(&file, tree.committed);
-        let ups: Vec<Update<'_>> = newest
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
-            .collect();
-        let root = w.merge(tree, &ups)?;
-        let ckpt = Checkpoint {
-            lsn,
-            root,
-            entries: tree.ckpt.entries.saturating_add(w.added),
-            live_bytes: tree
-                .ckpt
-                .live_bytes
-                .saturating_add(w.written)
-                .saturating_sub(w.dead),
-            max_ts: tree.ckpt.max_ts.max(self.clock.last().0),
-            prev: tree.ckpt_offset,
-            origins: Self::origins(tree),
-        };
-        self.commit(file.clone(), w, &ckpt)
-    }
-
-    /// Writes the checkpoint block, fsyncs, switches the manifest to it, and returns the
-    /// new view.
-    fn commit(
-        &self,
-        file: Arc<StoreFile>,
-        w: TreeWriter<'_>,
-        ckpt: &Checkpoint,
-    ) -> Result<TreeView> {
-        let (off, committed) = w.finish(ckpt)?;
-        write_manifest(
-            &*self.storage,
-            &self.dir,
-            &Manifest {
-                node_id: self.cfg.node_id,
-                generation: file.generation,
-                checkpoint_offset: off,
-                committed_len: committed,
-                checkpoint_lsn: ckpt.lsn,
-            },
-        )?;
-        view_at(file, off, committed)
-    }
-
-    fn compact_into_new(
-        &self,
-        tree: &Arc<TreeView>,
-        newest: &[(Vec<u8>, MemVersion)],
-        lsn: u64,
-    ) -> Result<TreeView> {
-        let generation = tree.file.generation + 1;
-        let file = create_store(&self.storage, &self.dir, self.cfg.node_id, generation)?;
-        let mut w = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
-        let merged = MergeIter {
-            tree: tree.cursor(Bound::Unbounded)?,
-            tree_peek: None,
-            mem: newest.iter().map(|(k, v)| (k, v)).peekable(),
-            started: false,
-        };
-        let root = w.bulk(merged)?;
-        let ckpt = Checkpoint {
-            lsn,
-            root,
-            entries: w.added,
-            live_bytes: w.written,
-            max_ts: tree.ckpt.max_ts.max(self.clock.last().0),
-            prev: 0,
-            origins: Self::origins(tree),
-        };
-        self.commit(file.clone(), w, &ckpt)
-    }
-}
-
-/// Merges the tree's entries with a frozen memtable in key order, last writer wins.
-struct MergeIter<'a, I: Iterator<Item = (&'a Vec<u8>, &'a MemVersion)>> {
-    tree: crate::tree::TreeCursor,
-    tree_peek: Option<(Vec<u8>, crate::tree::TreeVersion)>,
-    mem: std::iter::Peekable<I>,
-    started: bool,
-}
-
-impl<'a, I: Iterator<Item = (&'a Vec<u8>, &'a MemVersion)>> Iterator for MergeIter<'a, I> {
-    type Item = Result<crate::tree::OwnedEntry>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.started {
-            self.started = true;
-            match self.tree.next_entry() {
-                Ok(p) => self.tree_peek = p,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-        let take_tree = match (&self.tree_peek, self.mem.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((tk, _)), Some((mk, _))) => tk < *mk,
-        };
-        if take_tree {
-            let (k, (s, v)) = self.tree_peek.take()?;
-            if let Err(e) = self.tree.next_entry().map(|p| self.tree_peek = p) {
-                return Some(Err(e));
-            }
-            return Some(Ok((k, s, v)));
-        }
-        let (mk, mv) = self.mem.next()?;
-        let mut out = (
-            mk.clone(),
-            mv.stamp,
-            mv.value.as_deref().map(<[u8]>::to_vec),
-        );
-        if matches!(&self.tree_peek, Some((tk, _)) if tk == mk) {
-            if let Some((_, (ts, tv))) = self.tree_peek.take() {
-                if !mv.stamp.wins_over(&ts) {
-                    out = (mk.clone(), ts, tv);
-                }
-            }
-            if let Err(e) = self.tree.next_entry().map(|p| self.tree_peek = p) {
-                return Some(Err(e));
-            }
-        }
-        Some(Ok(out))
     }
 }
 

@@ -24,6 +24,7 @@ mod error;
 pub mod format;
 mod hlc;
 mod memtable;
+mod replay;
 mod restore;
 mod snapshot;
 pub mod store;
@@ -39,5 +40,7 @@ pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
 pub use memtable::{MemTable, MemVersion};
-pub use restore::{roll_forward, Progress, RollForwardOptions, RollForwardReport, Target};
+pub use restore::{
+    roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
+};
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};

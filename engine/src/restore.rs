@@ -1,23 +1,31 @@
 //! Roll-forward: applying archived WAL records onto a restored backup, to the end, to an
 //! LSN, or to a wall-clock time, with progress reporting.
 //!
-//! The archived records are copied, LSN for LSN, into the restored database's own WAL
-//! (checked on the way: every CRC, consecutive LSNs, valid batch payloads), then the
-//! database is opened, which replays them, and checkpointed. A gap or a damaged record
-//! stops the roll-forward with an error naming what is missing or damaged; nothing past it
+//! Two passes over the archive. The first checks every record to apply (CRC, consecutive
+//! LSNs, node, valid batch payloads) and finds where to stop; a gap or a damaged record
+//! stops the roll-forward with an error naming what is missing or damaged, before anything
 //! is applied, and only when the operator asks for it is the database left at the last
-//! good record.
+//! good record. The second gathers the checked records in memory in large chunks (see
+//! [`crate::replay`]), sorts each chunk once, and merges it into the tree as a checkpoint,
+//! rebuilding the tree sequentially into a new store generation when the chunk would touch
+//! most of its leaves. Finally an empty WAL continuing after the last LSN applied is
+//! created. Nothing is copied into the WAL and nothing is replayed at the next open.
+//!
+//! A roll-forward interrupted in the second pass leaves the database at its last chunk
+//! checkpoint; running it again continues from there.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use duplex_wal::{ReadOptions, Storage, Wal, WalReader};
 
-use crate::batch::{decode_batch, KIND_BATCH};
+use crate::batch::{BatchRef, KIND_BATCH};
 use crate::db::{Config, Database, WAL_DIR};
 use crate::error::{Error, Result};
-use crate::store::read_manifest;
+use crate::replay::{for_each_record, gather, ReplayLimits, VersionBuffer};
+use crate::store::{open_store, read_manifest, write_checkpoint};
 
 /// Where a roll-forward stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +38,29 @@ pub enum Target {
     TimeMs(u64),
 }
 
+/// What a roll-forward is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// First pass: reading and checking the archived records.
+    #[default]
+    Check,
+    /// Second pass: gathering the records and merging them into the tree.
+    Apply,
+}
+
 /// Progress of a roll-forward, reported to the caller's callback.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
-    /// Records applied so far.
+    /// The pass under way.
+    pub phase: Phase,
+    /// Records checked (in [`Phase::Check`]) or gathered (in [`Phase::Apply`]) so far.
     pub records: u64,
-    /// Payload bytes applied so far.
+    /// Payload bytes of those records.
     pub bytes: u64,
     /// Bytes of archived segments to read in all (an upper bound).
     pub total_bytes: u64,
+    /// Records the check found to apply (known once [`Phase::Apply`] starts).
+    pub to_apply: u64,
     /// Seconds since the start.
     pub seconds: f64,
 }
@@ -65,11 +87,28 @@ pub struct RollForwardReport {
     pub records: u64,
     /// Payload bytes applied.
     pub bytes: u64,
-    /// Seconds taken, applying and checkpointing.
+    /// Seconds taken in all.
     pub seconds: f64,
+    /// How those seconds split.
+    pub times: PhaseTimes,
     /// When the operator allowed stopping at the last good record: the error that stopped
     /// the roll-forward early.
     pub stopped_early: Option<String>,
+}
+
+/// Where the time of a roll-forward went, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimes {
+    /// Reading and checking the archive (and gathering the first chunk).
+    pub check: f64,
+    /// Reading further chunks, if the archive held more than one.
+    pub read: f64,
+    /// Sorting the gathered records and keeping the winner per key.
+    pub sort: f64,
+    /// Merging them into the tree: writing it, fsync, manifest.
+    pub merge: f64,
+    /// Creating the WAL, opening and closing the database as a last check.
+    pub finish: f64,
 }
 
 /// Options of [`roll_forward`].
@@ -82,6 +121,10 @@ pub struct RollForwardOptions {
     pub stop_at_last_good: bool,
     /// Configuration to open the restored database with (its node id must match).
     pub config: Config,
+    /// Payload bytes of records gathered in memory before they are merged into the tree
+    /// (memory used is about 1.5 times this). Fewer, larger chunks mean fewer passes over
+    /// the tree. Default 1 GiB.
+    pub chunk_bytes: u64,
 }
 
 impl Default for RollForwardOptions {
@@ -90,19 +133,14 @@ impl Default for RollForwardOptions {
             target: Target::End,
             stop_at_last_good: false,
             config: Config::default(),
+            chunk_bytes: 1 << 30,
         }
     }
 }
 
 /// Rolls the archived WAL in `archive_dirs` forward onto the restored database in `dir`
-/// (see [`crate::restore_chain`]), then opens it, checkpoints and closes it. `progress` is
-/// called every few thousand records and at the end.
-///
-/// Two passes: the first reads the archive from the checkpoint on, checking every record
-/// (CRC, LSN order, node, batch payload) and finding where to stop; the second copies the
-/// archived segments up to that point into the database's WAL directory (copy_file_range),
-/// cutting the last one after the last record to apply. Opening the database then replays
-/// them.
+/// (see [`crate::restore_chain`]) and closes it; the result opens with nothing to replay.
+/// `progress` is called every few thousand records of each pass and at the end of each.
 pub fn roll_forward(
     storage: Arc<dyn Storage>,
     dir: &Path,
@@ -119,6 +157,14 @@ pub fn roll_forward(
     })?;
     let from = manifest.checkpoint_lsn + 1;
     let cfg = &opts.config;
+    if cfg.node_id != manifest.node_id {
+        return Err(Error::Config(format!(
+            "{} belongs to node {}, but the roll-forward was asked for node {}",
+            dir.display(),
+            manifest.node_id,
+            cfg.node_id
+        )));
+    }
     let wal_dir = dir.join(WAL_DIR);
     if !duplex_wal::list_segments(&*storage, std::slice::from_ref(&wal_dir))?.is_empty() {
         return Err(Error::Config(format!(
@@ -154,8 +200,8 @@ pub fn roll_forward(
         _ => None,
     };
     let mut stopped_early = None;
-    let mut cut: Option<(PathBuf, u64)> = None;
     let mut last = from - 1;
+    let mut buf = VersionBuffer::with_capacity(p.total_bytes.min(opts.chunk_bytes.max(1)));
     if !segments.is_empty() && until.is_none_or(|u| u >= from) {
         let res = check_records(
             &storage,
@@ -165,7 +211,7 @@ pub fn roll_forward(
             opts,
             &mut p,
             &mut last,
-            &mut cut,
+            &mut buf,
             start,
             progress,
         );
@@ -177,91 +223,171 @@ pub fn roll_forward(
             }
         }
     }
+    let check_s = start.elapsed().as_secs_f64();
+    let (checked, checked_bytes) = (p.records, p.bytes);
+    p.phase = Phase::Apply;
+    p.to_apply = checked;
+    p.records = 0;
+    p.bytes = 0;
+    progress(&p);
+    let mut times = PhaseTimes::default();
+    if last >= from {
+        times = apply_records(
+            &storage,
+            dir,
+            archive_dirs,
+            buf,
+            last,
+            opts,
+            &mut p,
+            start,
+            progress,
+        )?;
+    }
+    times.check = check_s;
+    let t = Instant::now();
+    // An empty log that continues after the last record applied.
     storage
         .create_dir_all(&wal_dir)
         .map_err(|e| Error::io("create directory", &wal_dir, e))?;
-    match &cut {
-        Some((cut_path, cut_off)) if last >= from => {
-            copy_segments(&*storage, &segments, from, cut_path, *cut_off, &wal_dir)?
-        }
-        _ => {
-            // Nothing to apply: an empty log that continues after the checkpoint.
-            Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(from))?.close()?;
-        }
-    }
-    p.seconds = start.elapsed().as_secs_f64();
-    progress(&p);
-    // Opening replays the copied records; the checkpoint makes the result self-contained.
+    Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?.close()?;
     let db = Database::open_with(storage, dir, cfg.clone())?;
-    if db.wal().last_lsn() != last {
+    let (ckpt_lsn, wal_last) = (db.stats().checkpoint_lsn, db.wal().last_lsn());
+    db.close()?;
+    if ckpt_lsn != last || wal_last != last {
         return Err(Error::Config(format!(
-            "the restored WAL ends at LSN {} but the archive was checked up to {last}",
-            db.wal().last_lsn()
+            "the restored database ends at checkpoint LSN {ckpt_lsn} / WAL LSN {wal_last} but the archive was checked up to {last}"
         )));
     }
-    db.checkpoint()?;
-    db.close()?;
     Ok(RollForwardReport {
         from_lsn: from,
         to_lsn: last,
-        records: p.records,
-        bytes: p.bytes,
+        records: checked,
+        bytes: checked_bytes,
         seconds: start.elapsed().as_secs_f64(),
+        times: PhaseTimes {
+            finish: t.elapsed().as_secs_f64(),
+            ..times
+        },
         stopped_early,
     })
 }
 
-/// Copies the archived segments that hold LSNs `from..` up to the one named `cut_path`,
-/// which is cut at `cut_off`; fsyncs them and the directory.
-fn copy_segments(
-    storage: &dyn Storage,
-    segments: &[(u64, PathBuf)],
-    from: u64,
-    cut_path: &Path,
-    cut_off: u64,
-    wal_dir: &Path,
-) -> Result<()> {
-    // The segment holding `from` is the last one that starts at or before it.
-    let first = segments.iter().rposition(|(l, _)| *l <= from).unwrap_or(0);
-    for (_, src) in &segments[first..] {
-        let name = src
-            .file_name()
-            .ok_or_else(|| Error::Config(format!("{} has no file name", src.display())))?;
-        let dest = wal_dir.join(name);
-        let is_cut = src == cut_path;
-        let len = if is_cut {
-            cut_off
-        } else {
-            storage
-                .open(src, duplex_wal::OpenMode::Read)
-                .and_then(|f| f.len())
-                .map_err(|e| Error::io("stat", src, e))?
-        };
-        let copied = storage
-            .copy_prefix(src, &dest, len)
-            .map_err(|e| Error::io("copy archived segment", &dest, e))?;
-        if copied != len {
-            return Err(Error::io(
-                "copy archived segment",
-                src,
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short copy"),
-            ));
+/// The second pass: merges `buf` (the records the check gathered) and, if the check
+/// stopped gathering before `last`, reads the rest in chunks; each chunk is merged into the
+/// tree as a checkpoint at its last LSN.
+#[allow(clippy::too_many_arguments)]
+fn apply_records(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    archive_dirs: &[PathBuf],
+    mut buf: VersionBuffer,
+    last: u64,
+    opts: &RollForwardOptions,
+    p: &mut Progress,
+    start: Instant,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PhaseTimes> {
+    // Shared with the merge closure, read between its calls.
+    let (sort_s, merge_s) = (Cell::new(0.0), Cell::new(0.0));
+    let mut read_s = 0.0;
+    let cfg = &opts.config;
+    let manifest = read_manifest(&**storage, dir)?
+        .ok_or_else(|| Error::Config(format!("{} lost its manifest", dir.display())))?;
+    let mut tree = open_store(storage, dir, &manifest, cfg.node_id)?;
+    let source = archive_dirs.first().cloned().unwrap_or_default();
+    let mut merge = |buf: &mut VersionBuffer| -> Result<()> {
+        let lsn = buf.last_lsn;
+        if lsn <= tree.ckpt.lsn {
+            return Ok(());
         }
-        storage
-            .open(&dest, duplex_wal::OpenMode::ReadWrite)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| Error::io("fsync", &dest, e))?;
-        if is_cut {
-            break;
+        let max_ts = buf.max_ts;
+        let t = Instant::now();
+        let updates = buf.sorted_newest();
+        sort_s.set(sort_s.get() + t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        // Rebuild when the updates would touch most leaves anyway (more than one per
+        // ~16 entries): one sequential pass, full leaves, no dead copy left behind.
+        let rebuild = updates.len() as u64 * 16 >= tree.ckpt.entries;
+        let next = write_checkpoint(
+            storage,
+            dir,
+            cfg.node_id,
+            &tree,
+            &updates,
+            lsn,
+            max_ts,
+            rebuild,
+        )?;
+        if rebuild {
+            tree.file.retire();
+        }
+        tree = next;
+        merge_s.set(merge_s.get() + t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    if buf.last_lsn < last {
+        // The check gathered a first chunk and went on: merge it, read the rest.
+        merge(&mut buf)?;
+        p.bytes = buf.payload_bytes;
+        buf.clear();
+        p.records = buf.records;
+        p.seconds = start.elapsed().as_secs_f64();
+        progress(p);
+        let from = buf.last_lsn + 1;
+        let reader = WalReader::open(
+            storage.clone(),
+            archive_dirs,
+            from,
+            ReadOptions {
+                max_record_size: cfg.wal_options(from).max_record_size,
+                until_lsn: Some(last),
+                strict_tail: false,
+                node_id: Some(cfg.node_id),
+            },
+        )?;
+        let limits = ReplayLimits {
+            max_key: cfg.max_key_size,
+            max_value: cfg.max_value_size,
+            chunk_bytes: opts.chunk_bytes.max(1),
+        };
+        let (done, done_bytes) = (p.records, p.bytes);
+        let t = Instant::now();
+        let before = sort_s.get() + merge_s.get();
+        buf = gather(
+            reader,
+            &source,
+            limits,
+            buf,
+            &mut merge,
+            &mut |records, bytes| {
+                p.records = done + records;
+                p.bytes = done_bytes + bytes;
+                p.seconds = start.elapsed().as_secs_f64();
+                progress(p);
+            },
+        )?;
+        read_s = t.elapsed().as_secs_f64() - (sort_s.get() + merge_s.get() - before);
+        if buf.last_lsn != last {
+            return Err(Error::Config(format!(
+                "the archive changed during the roll-forward: it was checked up to LSN {last}, then read up to {}",
+                buf.last_lsn
+            )));
         }
     }
-    storage
-        .sync_dir(wal_dir)
-        .map_err(|e| Error::io("fsync directory", wal_dir, e))
+    // The rest (a no-op if the last chunk ended at `last`).
+    merge(&mut buf)?;
+    Ok(PhaseTimes {
+        read: read_s,
+        sort: sort_s.get(),
+        merge: merge_s.get(),
+        ..PhaseTimes::default()
+    })
 }
 
-/// Reads and checks every record to apply; sets `last` and `cut` (segment and offset just
-/// past the last good record) as it goes, so a failure leaves them at the last good one.
+/// Reads and checks every record to apply; sets `last` as it goes, so a failure leaves it
+/// at the last good record. Gathers the records into `buf` while it holds less than a chunk
+/// (an archive within one chunk is read once).
 #[allow(clippy::too_many_arguments)]
 fn check_records(
     storage: &Arc<dyn Storage>,
@@ -271,12 +397,13 @@ fn check_records(
     opts: &RollForwardOptions,
     p: &mut Progress,
     last: &mut u64,
-    cut: &mut Option<(PathBuf, u64)>,
+    buf: &mut VersionBuffer,
     start: Instant,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let cfg = &opts.config;
-    let mut reader = WalReader::open(
+    let mut gathering = true;
+    let reader = WalReader::open(
         storage.clone(),
         archive_dirs,
         from,
@@ -287,34 +414,42 @@ fn check_records(
             node_id: Some(cfg.node_id),
         },
     )?;
-    while let Some(rec) = reader.next_record()? {
+    // A batch that does not decode is named by the segment holding its LSN.
+    let segments = duplex_wal::list_segments(&**storage, archive_dirs)?;
+    let locate = |lsn: u64| {
+        let i = segments.partition_point(|(first, _)| *first <= lsn);
+        segments[i.saturating_sub(1)].1.clone()
+    };
+    for_each_record(reader, &mut |rec| {
         if rec.kind == KIND_BATCH {
-            let b = decode_batch(&rec.payload, cfg.max_key_size, cfg.max_value_size).map_err(
+            let b = BatchRef::decode(&rec.payload, cfg.max_key_size, cfg.max_value_size).map_err(
                 |kind| Error::Corrupt {
-                    file: reader
-                        .position()
-                        .map(|(p, _)| p.to_path_buf())
-                        .unwrap_or_default(),
+                    file: locate(rec.lsn),
                     offset: rec.lsn,
                     kind,
                 },
             )?;
             if let Target::TimeMs(t) = opts.target {
                 if b.stamp.ts.wall_ms() > t {
-                    break;
+                    return Ok(false);
                 }
             }
+            if gathering {
+                buf.push_batch(&b, rec.payload.len());
+            }
+        }
+        if gathering {
+            buf.last_lsn = rec.lsn;
+            buf.records += 1;
+            gathering = buf.payload_bytes < opts.chunk_bytes;
         }
         p.records += 1;
         p.bytes += rec.payload.len() as u64;
         *last = rec.lsn;
-        if let Some((path, off)) = reader.position() {
-            *cut = Some((path.to_path_buf(), off));
-        }
         if p.records.is_multiple_of(8192) {
             p.seconds = start.elapsed().as_secs_f64();
             progress(p);
         }
-    }
-    Ok(())
+        Ok(true)
+    })
 }

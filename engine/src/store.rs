@@ -5,6 +5,8 @@
 //! - bytes of a store file below its committed length never change;
 //! - the manifest is replaced only by write-temp, fsync, rename, fsync-directory, so it is
 //!   always either the old or the new one;
+//! - a checkpoint is written whole (blocks, checkpoint block, fsync) before the manifest
+//!   names it;
 //! - a store file is deleted only when it is retired (a newer generation is current) and the
 //!   last reader of it (a tree view, a backup) lets go.
 
@@ -18,7 +20,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::format::{
     decode_block, kind, store_file_name, Checkpoint, Manifest, StoreHeader, FILE_HEADER_LEN,
 };
-use crate::tree::TreeView;
+use crate::tree::{TreeView, TreeWriter, Update};
 
 /// Name of the manifest file in the data directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
@@ -239,4 +241,72 @@ pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<Tree
         ckpt_offset: offset,
         committed,
     })
+}
+
+/// Writes a checkpoint at `lsn` that merges sorted, distinct-key `updates` into `tree`
+/// (last writer wins per key): appended copy-on-write to the same file, or, with
+/// `new_generation`, the whole tree rebuilt with full leaves into a new generation file
+/// (compaction; also the cheaper way when the updates touch most leaves). Fsyncs, switches
+/// the manifest and returns the new view. After a new generation the caller retires the
+/// old file. `max_ts` is the largest timestamp the database has seen.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_checkpoint(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    node_id: u64,
+    tree: &TreeView,
+    updates: &[Update<'_>],
+    lsn: u64,
+    max_ts: u64,
+    new_generation: bool,
+) -> Result<TreeView> {
+    let max_ts = tree.ckpt.max_ts.max(max_ts);
+    let origins = tree.ckpt.origins.clone();
+    let (file, w, ckpt);
+    if new_generation {
+        file = create_store(storage, dir, node_id, tree.file.generation + 1)?;
+        let mut tw = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
+        let root = tw.rebuild(tree, updates)?;
+        ckpt = Checkpoint {
+            lsn,
+            root,
+            entries: tw.added,
+            live_bytes: tw.written,
+            max_ts,
+            prev: 0,
+            origins,
+        };
+        w = tw;
+    } else {
+        file = tree.file.clone();
+        let mut tw = TreeWriter::new(&file, tree.committed);
+        let root = tw.merge(tree, updates)?;
+        ckpt = Checkpoint {
+            lsn,
+            root,
+            entries: tree.ckpt.entries.saturating_add(tw.added),
+            live_bytes: tree
+                .ckpt
+                .live_bytes
+                .saturating_add(tw.written)
+                .saturating_sub(tw.dead),
+            max_ts,
+            prev: tree.ckpt_offset,
+            origins,
+        };
+        w = tw;
+    }
+    let (off, committed) = w.finish(&ckpt)?;
+    write_manifest(
+        &**storage,
+        dir,
+        &Manifest {
+            node_id,
+            generation: file.generation,
+            checkpoint_offset: off,
+            committed_len: committed,
+            checkpoint_lsn: ckpt.lsn,
+        },
+    )?;
+    view_at(file.clone(), off, committed)
 }

@@ -96,15 +96,20 @@ impl TreeView {
 
     /// The value an entry refers to.
     pub fn value(&self, leaf_off: u64, v: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
+        Ok(self.value_bytes(leaf_off, v)?.map(<[u8]>::to_vec))
+    }
+
+    /// The value an entry refers to, borrowed from the mapped file (or the entry).
+    pub fn value_bytes<'a>(&'a self, leaf_off: u64, v: ValueRef<'a>) -> Result<Option<&'a [u8]>> {
         match v {
             ValueRef::Tombstone => Ok(None),
-            ValueRef::Inline(b) => Ok(Some(b.to_vec())),
+            ValueRef::Inline(b) => Ok(Some(b)),
             ValueRef::External { offset, len } => {
                 if offset >= leaf_off {
                     return Err(self.corrupt(leaf_off, CorruptKind::Invalid("value pointer")));
                 }
                 match self.block(offset)? {
-                    (kind::VALUE, body) if body.len() == len as usize => Ok(Some(body.to_vec())),
+                    (kind::VALUE, body) if body.len() == len as usize => Ok(Some(body)),
                     (kind::VALUE, _) => {
                         Err(self.corrupt(offset, CorruptKind::Invalid("value length")))
                     }
@@ -279,9 +284,6 @@ impl TreeCursor {
     }
 }
 
-/// An owned entry for a bulk load: key, stamp, value (`None` = tombstone).
-pub type OwnedEntry = (Vec<u8>, Stamp, Option<Vec<u8>>);
-
 /// One update for a checkpoint merge: key, stamp, value (`None` = tombstone).
 pub type Update<'a> = (&'a [u8], Stamp, Option<&'a [u8]>);
 
@@ -298,7 +300,14 @@ pub struct TreeWriter<'f> {
     pub written: u64,
     /// Entries added (keys new to the tree).
     pub added: u64,
+    /// Offset up to which writeback was started.
+    writeback_from: u64,
 }
+
+/// A writer starts writeback of what it wrote every this many bytes, so the fsync at the
+/// end of a large checkpoint has little left to do and the disk works while the tree is
+/// still being built.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl<'f> TreeWriter<'f> {
     /// A writer appending at `end` (the committed length).
@@ -310,6 +319,7 @@ impl<'f> TreeWriter<'f> {
             dead: 0,
             written: 0,
             added: 0,
+            writeback_from: end,
         }
     }
 
@@ -332,6 +342,14 @@ impl<'f> TreeWriter<'f> {
                 .map_err(|e| Error::io("write", &self.file.path, e))?;
             self.base += self.buf.len() as u64;
             self.buf.clear();
+            if self.base - self.writeback_from >= WRITEBACK_EVERY {
+                // A hint: a failure here shows up at the fsync.
+                let _ = self
+                    .file
+                    .file
+                    .start_writeback(self.writeback_from, self.base - self.writeback_from);
+                self.writeback_from = self.base;
+            }
         }
         Ok(())
     }
@@ -543,50 +561,155 @@ impl<'f> TreeWriter<'f> {
         }
     }
 
-    /// Writes a whole tree from sorted entries (compaction); returns the root offset.
-    /// `entries` yields (key, stamp, value or `None` for a tombstone).
-    pub fn bulk<I>(&mut self, entries: I) -> Result<u64>
-    where
-        I: Iterator<Item = Result<OwnedEntry>>,
-    {
-        let mut level: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut pending: Vec<OwnedEntry> = Vec::new();
-        let mut size = 4;
-        for item in entries {
-            let (k, s, v) = item?;
-            let n = 4
-                + 2
-                + 1
-                + 8
-                + 8
-                + 4
-                + k.len()
-                + v.as_ref()
-                    .map_or(0, |v| if v.len() <= INLINE_MAX { v.len() } else { 8 });
-            if !pending.is_empty() && size + n > NODE_TARGET {
-                level.extend(self.flush_pending(&pending)?);
-                pending.clear();
-                size = 4;
-            }
-            size += n;
-            self.added += 1;
-            pending.push((k, s, v));
+    /// Writes the merge of the tree of `view` with sorted, distinct-key `updates` (last
+    /// writer wins per key) as a whole new tree with full leaves, in key order, and returns
+    /// its root: compaction, and the merge of a batch of updates that would touch most
+    /// leaves anyway. Every old block's CRC is checked; old values are copied over.
+    pub fn rebuild<'a>(&mut self, view: &'a TreeView, updates: &'a [Update<'a>]) -> Result<u64> {
+        let mut st = Rebuild {
+            level: Vec::new(),
+            pending: Vec::new(),
+            size: 4,
+            next: 0,
+        };
+        if view.ckpt.root != 0 {
+            self.rebuild_node(view, view.ckpt.root, updates, &mut st, 0)?;
         }
-        if !pending.is_empty() {
-            level.extend(self.flush_pending(&pending)?);
+        for (i, u) in updates.iter().enumerate().skip(st.next) {
+            prefetch(updates, i + PREFETCH_AHEAD);
+            self.rebuild_push(&mut st, u.0, u.1, u.2)?;
         }
-        self.root(level)
+        if !st.pending.is_empty() {
+            let first = st.pending[0].key.to_vec();
+            let off = self.append(kind::LEAF, &encode_leaf(&st.pending))?;
+            st.level.push((first, off));
+        }
+        self.root(st.level)
     }
 
-    fn flush_pending(&mut self, pending: &[OwnedEntry]) -> Result<Vec<(Vec<u8>, u64)>> {
-        let mut entries = Vec::with_capacity(pending.len());
-        for (k, s, v) in pending {
-            entries.push(LeafEntry {
-                key: k,
-                stamp: *s,
-                value: self.value_ref(v.as_deref())?,
-            });
+    fn rebuild_node<'a>(
+        &mut self,
+        view: &'a TreeView,
+        off: u64,
+        ups: &'a [Update<'a>],
+        st: &mut Rebuild<'a>,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(view.corrupt(off, CorruptKind::Invalid("tree too deep")));
         }
-        self.write_leaves(&entries)
+        match view.block(off)? {
+            (kind::LEAF, body) => {
+                let leaf = Leaf::parse(body).map_err(|kd| view.corrupt(off, kd))?;
+                for i in 0..leaf.len() {
+                    let e = leaf.entry(i).map_err(|kd| view.corrupt(off, kd))?;
+                    // The leaf being filled is never empty once anything was pushed, so
+                    // this sees every pair of neighbours.
+                    if st.pending.last().is_some_and(|p| p.key >= e.key) {
+                        return Err(view.corrupt(off, CorruptKind::Invalid("keys out of order")));
+                    }
+                    while let Some(u) = ups.get(st.next).filter(|u| u.0 < e.key) {
+                        prefetch(ups, st.next + PREFETCH_AHEAD);
+                        self.rebuild_push(st, u.0, u.1, u.2)?;
+                        st.next += 1;
+                    }
+                    match ups.get(st.next).filter(|u| u.0 == e.key) {
+                        Some(u) if u.1.wins_over(&e.stamp) => {
+                            self.rebuild_push(st, u.0, u.1, u.2)?;
+                            st.next += 1;
+                        }
+                        found => {
+                            if found.is_some() {
+                                st.next += 1;
+                            }
+                            let v = view.value_bytes(off, e.value)?;
+                            self.rebuild_push(st, e.key, e.stamp, v)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            (kind::BRANCH, body) => {
+                let br = Branch::parse(body).map_err(|kd| view.corrupt(off, kd))?;
+                for c in 0..br.len() {
+                    let (_, child) = br.child(c).map_err(|kd| view.corrupt(off, kd))?;
+                    if child >= off {
+                        return Err(view.corrupt(off, CorruptKind::Invalid("child pointer")));
+                    }
+                    self.rebuild_node(view, child, ups, st, depth + 1)?;
+                }
+                Ok(())
+            }
+            (found, _) => Err(view.corrupt(
+                off,
+                CorruptKind::WrongBlock {
+                    expected: "tree node",
+                    found,
+                },
+            )),
+        }
     }
+
+    /// Adds one entry to the leaf being filled, writing the leaf out first when the entry
+    /// would not fit.
+    fn rebuild_push<'a>(
+        &mut self,
+        st: &mut Rebuild<'a>,
+        key: &'a [u8],
+        stamp: Stamp,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        let e = LeafEntry {
+            key,
+            stamp,
+            value: self.value_ref(value)?,
+        };
+        let n = e.encoded_len();
+        if !st.pending.is_empty() && st.size + n > NODE_TARGET {
+            let first = st.pending[0].key.to_vec();
+            let off = self.append(kind::LEAF, &encode_leaf(&st.pending))?;
+            st.level.push((first, off));
+            st.pending.clear();
+            st.size = 4;
+        }
+        st.size += n;
+        st.pending.push(e);
+        self.added += 1;
+        Ok(())
+    }
+}
+
+/// How many updates ahead [`TreeWriter::rebuild`] asks for the next keys and values.
+const PREFETCH_AHEAD: usize = 12;
+
+/// Asks the CPU to start loading update `i`'s key and value: after a replay's sort they sit
+/// at random places in its arena, and waiting for each in turn would dominate the merge.
+#[inline]
+fn prefetch(ups: &[Update<'_>], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some((k, _, v)) = ups.get(i) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = k.as_ptr();
+        // Keys and values are adjacent in the arena: touch every line of both (up to 4).
+        let len = k.len() + v.map_or(0, <[u8]>::len);
+        let mut off = 0;
+        while off < len.min(256) {
+            // SAFETY: a prefetch is a hint: it never faults and has no effect on memory,
+            // whatever the address (this one is inside the slices anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off).cast()) };
+            off += 64;
+        }
+    }
+}
+
+/// State of [`TreeWriter::rebuild`]: the leaves written so far and the one being filled.
+struct Rebuild<'a> {
+    /// (first key, offset) of every leaf written.
+    level: Vec<(Vec<u8>, u64)>,
+    /// Entries of the leaf being filled.
+    pending: Vec<LeafEntry<'a>>,
+    /// Its encoded size.
+    size: usize,
+    /// Index of the first update not yet merged.
+    next: usize,
 }

@@ -1,0 +1,113 @@
+//! Roll-forward probe for profiling: builds a source once (a 1M-key backup plus 2M random
+//! SETs in the archive, as `backup_compare`'s `rf` workload does), keeps it, then times
+//! `restore_chain` + `roll_forward` on it as often as asked, so `perf record` sees only the
+//! restore.
+//!
+//! `cargo run --release -p duplex-benches --example rf_probe -- DIR [ROUNDS]`
+//! (`DUPLEX_RF_BASE_KEYS`, `DUPLEX_RF_RECORDS` size the source the first time).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use duplex_benches::kv::{key, value, KEY_LEN};
+use duplex_engine::{
+    restore_chain, roll_forward, Config, Database, RollForwardOptions, SyncPolicy, Target,
+    WriteBatch,
+};
+use duplex_wal::{StdStorage, Storage};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn build(dir: &Path) {
+    let base = env_u64("DUPLEX_RF_BASE_KEYS", 1_000_000);
+    let n = env_u64("DUPLEX_RF_RECORDS", 2_000_000);
+    let data = dir.join("data");
+    let archive = dir.join("archive");
+    std::fs::create_dir_all(&archive).expect("archive dir");
+    let cfg = |archive: Option<PathBuf>| Config {
+        sync: SyncPolicy::Never,
+        checkpoint_interval: None,
+        archive_dir: archive,
+        ..Config::default()
+    };
+    let db = Database::open(&data, cfg(None)).expect("open");
+    let mut order: Vec<([u8; KEY_LEN], u64)> = (0..base).map(|i| (key(i), i)).collect();
+    order.sort_unstable();
+    for chunk in order.chunks(1000) {
+        let mut b = WriteBatch::new();
+        for (k, i) in chunk {
+            b.put(*k, value(*i));
+        }
+        db.write(b).expect("load");
+    }
+    db.close().expect("close");
+    let db = Database::open(&data, cfg(Some(archive.clone()))).expect("reopen");
+    db.backup(&dir.join("backup"), None).expect("backup");
+    let mut i = base;
+    while i < base + n {
+        let end = (i + 1000).min(base + n);
+        let batches = (i..end)
+            .map(|k| {
+                let mut b = WriteBatch::new();
+                b.put(key(k), value(k));
+                b
+            })
+            .collect();
+        db.write_many(batches).expect("write_many");
+        i = end;
+    }
+    db.wal().rotate().expect("rotate");
+    db.wal().archive_closed().expect("archive");
+    db.close().expect("close");
+    std::fs::write(dir.join("READY"), b"").expect("marker");
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().expect("usage: rf_probe DIR [ROUNDS]"));
+    let rounds: u64 = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
+    if !dir.join("READY").exists() {
+        let t = Instant::now();
+        build(&dir);
+        println!("built source in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let st: Arc<dyn Storage> = Arc::new(StdStorage);
+    for _ in 0..rounds {
+        let into = dir.join("restore");
+        let _ = std::fs::remove_dir_all(&into);
+        let t = Instant::now();
+        restore_chain(&st, &[dir.join("backup")], &into).expect("restore_chain");
+        let chain_s = t.elapsed().as_secs_f64();
+        let opts = RollForwardOptions {
+            target: Target::End,
+            config: Config {
+                background: false,
+                ..Config::default()
+            },
+            ..RollForwardOptions::default()
+        };
+        let t = Instant::now();
+        let rep = roll_forward(
+            st.clone(),
+            &into,
+            &[dir.join("archive")],
+            &opts,
+            &mut |_| {},
+        )
+        .expect("roll_forward");
+        let s = t.elapsed().as_secs_f64();
+        let x = rep.times;
+        println!(
+            "restore_chain {chain_s:.3} s; roll_forward {} records in {s:.3} s = {:.2} M/s: check {:.3}, read {:.3}, sort {:.3}, merge {:.3}, finish {:.3}",
+            rep.records,
+            rep.records as f64 / s / 1e6,
+            x.check, x.read, x.sort, x.merge, x.finish
+        );
+    }
+}
