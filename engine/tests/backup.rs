@@ -131,30 +131,36 @@ fn point_in_time_restore_gives_exactly_the_state_after_record_n() {
     db.wal().rotate().expect("rotate");
     db.wal().archive_closed().expect("archive");
     let last = db.wal().last_lsn();
-    for (n, target) in [
+    let targets = [
         (m.checkpoint_lsn, Target::Lsn(m.checkpoint_lsn)),
         (m.checkpoint_lsn + 1, Target::Lsn(m.checkpoint_lsn + 1)),
         (m.checkpoint_lsn + 333, Target::Lsn(m.checkpoint_lsn + 333)),
         (last, Target::End),
-    ] {
-        let into = t.path().join(format!("pitr-{n}"));
-        restore_chain(&storage(), std::slice::from_ref(&backup), &into).expect("restore");
-        let other_archive = t.path().join(format!("a-{n}"));
-        let rf = roll_forward(
-            storage(),
-            &into,
-            std::slice::from_ref(&archive),
-            &RollForwardOptions {
-                target,
-                config: cfg(&other_archive),
-                ..RollForwardOptions::default()
-            },
-            &mut |_| {},
-        )
-        .expect("roll forward");
-        assert_eq!(rf.to_lsn, n);
-        let restored = Database::open(&into, cfg(&other_archive)).expect("open");
-        assert_eq!(&contents(&restored), &states[&n], "state after LSN {n}");
+    ];
+    // One chunk (the whole archive gathered while checking it), and many small ones.
+    for chunk_bytes in [RollForwardOptions::default().chunk_bytes, 2 << 10] {
+        for (n, target) in targets {
+            let into = t.path().join(format!("pitr-{n}-{chunk_bytes}"));
+            restore_chain(&storage(), std::slice::from_ref(&backup), &into).expect("restore");
+            let other_archive = t.path().join(format!("a-{n}-{chunk_bytes}"));
+            let rf = roll_forward(
+                storage(),
+                &into,
+                std::slice::from_ref(&archive),
+                &RollForwardOptions {
+                    target,
+                    config: cfg(&other_archive),
+                    chunk_bytes,
+                    ..RollForwardOptions::default()
+                },
+                &mut |_| {},
+            )
+            .expect("roll forward");
+            assert_eq!(rf.to_lsn, n);
+            let restored = Database::open(&into, cfg(&other_archive)).expect("open");
+            assert_eq!(&contents(&restored), &states[&n], "state after LSN {n}");
+            assert_eq!(restored.wal().last_lsn(), n);
+        }
     }
 }
 
