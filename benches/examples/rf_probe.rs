@@ -78,6 +78,30 @@ fn main() {
         println!("built source in {:.1} s", t.elapsed().as_secs_f64());
     }
     let st: Arc<dyn Storage> = Arc::new(StdStorage);
+    if std::env::var_os("RF_READ_ONLY").is_some() {
+        // The reader alone: what the check pass costs before decoding anything.
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let r = duplex_wal::WalReader::open(
+                st.clone(),
+                &[dir.join("archive")],
+                0,
+                duplex_wal::ReadOptions::default(),
+            )
+            .expect("reader");
+            let (mut n, mut b) = (0u64, 0u64);
+            for rec in r {
+                let rec = rec.expect("record");
+                n += 1;
+                b += rec.payload.len() as u64;
+            }
+            println!(
+                "read {n} records, {b} payload bytes in {:.3} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        return;
+    }
     for _ in 0..rounds {
         let into = dir.join("restore");
         let _ = std::fs::remove_dir_all(&into);

@@ -672,7 +672,8 @@ impl Inner {
         if from > last {
             return Ok(());
         }
-        let reader = self.wal.read_from(from)?;
+        // Nothing is appended before the replay ends: the segments can be read in place.
+        let reader = self.wal.read_from_mapped(from)?;
         let limits = ReplayLimits {
             max_key: self.cfg.max_key_size,
             max_value: self.cfg.max_value_size,

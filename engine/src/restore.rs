@@ -22,7 +22,7 @@ use std::time::Instant;
 use duplex_wal::{ReadOptions, Storage, Wal, WalReader};
 
 use crate::batch::{BatchRef, KIND_BATCH};
-use crate::db::{Config, Database, WAL_DIR};
+use crate::db::{Config, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::replay::{for_each_record, gather, ReplayLimits, VersionBuffer};
 use crate::store::{open_store, read_manifest, write_checkpoint};
@@ -107,7 +107,7 @@ pub struct PhaseTimes {
     pub sort: f64,
     /// Merging them into the tree: writing it, fsync, manifest.
     pub merge: f64,
-    /// Creating the WAL, opening and closing the database as a last check.
+    /// Creating the WAL that continues after the last LSN applied.
     pub finish: f64,
 }
 
@@ -250,10 +250,10 @@ pub fn roll_forward(
     storage
         .create_dir_all(&wal_dir)
         .map_err(|e| Error::io("create directory", &wal_dir, e))?;
-    Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?.close()?;
-    let db = Database::open_with(storage, dir, cfg.clone())?;
-    let (ckpt_lsn, wal_last) = (db.stats().checkpoint_lsn, db.wal().last_lsn());
-    db.close()?;
+    let wal = Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?;
+    let wal_last = wal.last_lsn();
+    wal.close()?;
+    let ckpt_lsn = read_manifest(&*storage, dir)?.map_or(0, |m| m.checkpoint_lsn);
     if ckpt_lsn != last || wal_last != last {
         return Err(Error::Config(format!(
             "the restored database ends at checkpoint LSN {ckpt_lsn} / WAL LSN {wal_last} but the archive was checked up to {last}"
@@ -344,6 +344,7 @@ fn apply_records(
                 until_lsn: Some(last),
                 strict_tail: false,
                 node_id: Some(cfg.node_id),
+                map_segments: true,
             },
         )?;
         let limits = ReplayLimits {
@@ -412,6 +413,8 @@ fn check_records(
             until_lsn: until,
             strict_tail: false,
             node_id: Some(cfg.node_id),
+            // Archived segments are never written again: read them in place.
+            map_segments: true,
         },
     )?;
     // A batch that does not decode is named by the segment holding its LSN.
@@ -422,7 +425,7 @@ fn check_records(
     };
     for_each_record(reader, &mut |rec| {
         if rec.kind == KIND_BATCH {
-            let b = BatchRef::decode(&rec.payload, cfg.max_key_size, cfg.max_value_size).map_err(
+            let b = BatchRef::decode(rec.payload(), cfg.max_key_size, cfg.max_value_size).map_err(
                 |kind| Error::Corrupt {
                     file: locate(rec.lsn),
                     offset: rec.lsn,
@@ -435,7 +438,7 @@ fn check_records(
                 }
             }
             if gathering {
-                buf.push_batch(&b, rec.payload.len());
+                buf.push_batch(&rec, &b);
             }
         }
         if gathering {
@@ -444,7 +447,7 @@ fn check_records(
             gathering = buf.payload_bytes < opts.chunk_bytes;
         }
         p.records += 1;
-        p.bytes += rec.payload.len() as u64;
+        p.bytes += rec.payload().len() as u64;
         *last = rec.lsn;
         if p.records.is_multiple_of(8192) {
             p.seconds = start.elapsed().as_secs_f64();

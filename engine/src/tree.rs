@@ -288,9 +288,15 @@ impl TreeCursor {
 pub type Update<'a> = (&'a [u8], Stamp, Option<&'a [u8]>);
 
 /// Appends blocks to a store file after `base` and keeps the tree's accounting.
+///
+/// Blocks are encoded into a 4 MiB buffer; full buffers are written by a second thread
+/// (started at the first full buffer) while this one encodes the next, so a large
+/// checkpoint or compaction costs the encoding, not encoding plus the copy into the page
+/// cache. A write error is returned by the next `append` that hands over a buffer, or by
+/// `finish`.
 #[derive(Debug)]
-pub struct TreeWriter<'f> {
-    file: &'f StoreFile,
+pub struct TreeWriter {
+    file: Arc<StoreFile>,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     base: u64,
@@ -300,26 +306,96 @@ pub struct TreeWriter<'f> {
     pub written: u64,
     /// Entries added (keys new to the tree).
     pub added: u64,
-    /// Offset up to which writeback was started.
-    writeback_from: u64,
+    bg: Option<BgWriter>,
 }
 
-/// A writer starts writeback of what it wrote every this many bytes, so the fsync at the
-/// end of a large checkpoint has little left to do and the disk works while the tree is
-/// still being built.
+/// Size at which the buffer is handed to the writing thread.
+const FLUSH_AT: usize = 4 << 20;
+
+/// The writing thread starts writeback of what it wrote every this many bytes, so the
+/// fsync at the end of a large checkpoint has little left to do and the disk works while
+/// the tree is still being built.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
-impl<'f> TreeWriter<'f> {
+/// Buffers in flight between the encoder and the writing thread (double buffering).
+const IN_FLIGHT: usize = 2;
+
+/// The thread that writes full buffers of a [`TreeWriter`].
+#[derive(Debug)]
+struct BgWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, u64)>>,
+    /// Emptied buffers coming back, or the first write error.
+    back: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    in_flight: usize,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BgWriter {
+    fn start(file: Arc<StoreFile>, from: u64) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, u64)>(IN_FLIGHT);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("duplex-tree-writer".into())
+            .spawn(move || {
+                let mut writeback_from = from;
+                for (mut buf, off) in rx {
+                    if let Err(e) = file.file.write_all_at(&buf, off) {
+                        let _ = back_tx.send(Err(e));
+                        return;
+                    }
+                    let end = off + buf.len() as u64;
+                    if end - writeback_from >= WRITEBACK_EVERY {
+                        // A hint: a failure here shows up at the fsync.
+                        let _ = file
+                            .file
+                            .start_writeback(writeback_from, end - writeback_from);
+                        writeback_from = end;
+                    }
+                    buf.clear();
+                    if back_tx.send(Ok(buf)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(BgWriter {
+            tx: Some(tx),
+            back,
+            in_flight: 0,
+            handle: Some(handle),
+        })
+    }
+
+    /// Waits for one buffer to come back.
+    fn wait_one(&mut self) -> std::io::Result<Vec<u8>> {
+        let r = self
+            .back
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the store writing thread stopped")));
+        self.in_flight -= 1;
+        r
+    }
+}
+
+impl Drop for BgWriter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl TreeWriter {
     /// A writer appending at `end` (the committed length).
-    pub fn new(file: &'f StoreFile, end: u64) -> Self {
+    pub fn new(file: &Arc<StoreFile>, end: u64) -> Self {
         TreeWriter {
-            file,
-            buf: Vec::with_capacity(1 << 20),
+            file: file.clone(),
+            buf: Vec::with_capacity(FLUSH_AT + NODE_TARGET * 2),
             base: end,
             dead: 0,
             written: 0,
             added: 0,
-            writeback_from: end,
+            bg: None,
         }
     }
 
@@ -327,29 +403,70 @@ impl<'f> TreeWriter<'f> {
         let off = self.base + self.buf.len() as u64;
         encode_block(&mut self.buf, kind, body);
         self.written += block_size(body.len()) as u64;
-        if self.buf.len() >= 4 << 20 {
-            self.flush()?;
+        if self.buf.len() >= FLUSH_AT {
+            self.hand_over()?;
         }
         Ok(off)
     }
 
-    /// Writes buffered blocks to the file (no fsync).
-    pub fn flush(&mut self) -> Result<()> {
+    fn io_err(&self, e: std::io::Error) -> Error {
+        Error::io("write", &self.file.path, e)
+    }
+
+    /// Hands the full buffer to the writing thread (starting it the first time) and takes
+    /// an empty one back.
+    fn hand_over(&mut self) -> Result<()> {
+        if self.bg.is_none() {
+            let bg = BgWriter::start(self.file.clone(), self.base).map_err(|e| self.io_err(e))?;
+            self.bg = Some(bg);
+        }
+        let Some(bg) = self.bg.as_mut() else {
+            return Ok(());
+        };
+        let next = if bg.in_flight >= IN_FLIGHT {
+            bg.wait_one()
+        } else {
+            Ok(Vec::with_capacity(self.buf.capacity()))
+        };
+        let next = match next {
+            Ok(b) => b,
+            Err(e) => return Err(self.io_err(e)),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        let len = full.len() as u64;
+        let sent = bg.tx.as_ref().map(|tx| tx.send((full, self.base)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The thread stopped after a failed write: find why among what it sent back.
+            let mut err = std::io::Error::other("the store writing thread stopped");
+            while bg.in_flight > 0 {
+                if let Err(e) = bg.wait_one() {
+                    err = e;
+                    break;
+                }
+            }
+            return Err(self.io_err(err));
+        }
+        bg.in_flight += 1;
+        self.base += len;
+        Ok(())
+    }
+
+    /// Writes everything appended so far to the file (no fsync) and waits for it.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(mut bg) = self.bg.take() {
+            while bg.in_flight > 0 {
+                if let Err(e) = bg.wait_one() {
+                    return Err(self.io_err(e));
+                }
+            }
+        }
         if !self.buf.is_empty() {
             self.file
                 .file
                 .write_all_at(&self.buf, self.base)
-                .map_err(|e| Error::io("write", &self.file.path, e))?;
+                .map_err(|e| self.io_err(e))?;
             self.base += self.buf.len() as u64;
             self.buf.clear();
-            if self.base - self.writeback_from >= WRITEBACK_EVERY {
-                // A hint: a failure here shows up at the fsync.
-                let _ = self
-                    .file
-                    .file
-                    .start_writeback(self.writeback_from, self.base - self.writeback_from);
-                self.writeback_from = self.base;
-            }
         }
         Ok(())
     }
@@ -361,7 +478,9 @@ impl<'f> TreeWriter<'f> {
 
     /// Writes the checkpoint block, flushes and fsyncs; returns (offset, committed length).
     pub fn finish(mut self, ckpt: &Checkpoint) -> Result<(u64, u64)> {
-        let off = self.append(kind::CHECKPOINT, &ckpt.encode())?;
+        let off = self.end();
+        encode_block(&mut self.buf, kind::CHECKPOINT, &ckpt.encode());
+        self.written += self.end() - off;
         self.flush()?;
         self.file
             .file
@@ -712,4 +831,95 @@ struct Rebuild<'a> {
     size: usize,
     /// Index of the first update not yet merged.
     next: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Timestamp;
+    use crate::store::{create_store, view_at};
+    use duplex_wal::sim::SimStorage;
+    use duplex_wal::Storage;
+    use std::path::Path;
+
+    fn updates(n: u32, value: &[u8]) -> Vec<(Vec<u8>, Stamp, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let s = Stamp {
+                    ts: Timestamp(u64::from(i) + 1),
+                    origin: 1,
+                };
+                (format!("key{i:08}").into_bytes(), s, value.to_vec())
+            })
+            .collect()
+    }
+
+    /// Enough blocks to go through the writing thread several times, then every entry
+    /// read back through a view of the checkpoint.
+    #[test]
+    fn a_large_rebuild_goes_through_the_writing_thread_and_reads_back() {
+        let sim = SimStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+        storage.create_dir_all(Path::new("/d")).expect("dir");
+        let file = create_store(&storage, Path::new("/d"), 1, 1).expect("store");
+        let owned = updates(40_000, &[7u8; 300]);
+        let ups: Vec<Update<'_>> = owned
+            .iter()
+            .map(|(k, s, v)| (k.as_slice(), *s, Some(v.as_slice())))
+            .collect();
+        let empty = {
+            let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
+            let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
+            view_at(file.clone(), off, len).expect("view")
+        };
+        let mut w = TreeWriter::new(&file, empty.committed);
+        let root = w.rebuild(&empty, &ups).expect("rebuild");
+        assert!(
+            w.written > 3 * FLUSH_AT as u64,
+            "the test must fill several buffers"
+        );
+        let ckpt = Checkpoint {
+            root,
+            lsn: 1,
+            ..Checkpoint::default()
+        };
+        let (off, len) = w.finish(&ckpt).expect("finish");
+        let view = Arc::new(view_at(file.clone(), off, len).expect("view"));
+        let mut c = view.cursor(Bound::Unbounded).expect("cursor");
+        for (k, s, v) in &owned {
+            let (ck, (cs, cv)) = c.next_entry().expect("entry").expect("present");
+            assert_eq!((&ck, cs, cv.as_ref()), (k, *s, Some(v)));
+        }
+        assert!(c.next_entry().expect("end").is_none());
+    }
+
+    /// A write that fails in the writing thread is returned to the encoder, naming the file.
+    #[test]
+    fn a_failed_write_in_the_writing_thread_is_reported() {
+        // Writes 1-3 are full buffers (the thread), 4 the rest at finish (this thread).
+        for nth in [1, 2, 3, 4] {
+            let sim = SimStorage::new();
+            let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+            storage.create_dir_all(Path::new("/d")).expect("dir");
+            let file = create_store(&storage, Path::new("/d"), 1, 1).expect("store");
+            let owned = updates(40_000, &[7u8; 300]);
+            let ups: Vec<Update<'_>> = owned
+                .iter()
+                .map(|(k, s, v)| (k.as_slice(), *s, Some(v.as_slice())))
+                .collect();
+            let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
+            let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
+            let empty = view_at(file.clone(), off, len).expect("view");
+            sim.fail_write_after(nth);
+            let mut w = TreeWriter::new(&file, empty.committed);
+            let res = w.rebuild(&empty, &ups).and_then(|root| {
+                w.finish(&Checkpoint {
+                    root,
+                    ..Checkpoint::default()
+                })
+            });
+            let err = res.expect_err("the write failure must surface").to_string();
+            assert!(err.contains("/d/store-"), "nth={nth}: {err}");
+        }
+    }
 }

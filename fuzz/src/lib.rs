@@ -165,9 +165,15 @@ struct ReadAll {
 
 /// Reads every record of [`DIR`] from the start, as node `node_id`.
 fn read_all(sim: &SimStorage, node_id: u64) -> ReadAll {
+    read_all_with(sim, node_id, false)
+}
+
+/// [`read_all`], the segments mapped or not.
+fn read_all_with(sim: &SimStorage, node_id: u64, map_segments: bool) -> ReadAll {
     let opts = ReadOptions {
         max_record_size: MAX_RECORD,
         node_id: Some(node_id),
+        map_segments,
         ..ReadOptions::default()
     };
     let mut reader = match WalReader::open(Arc::new(sim.clone()), &[PathBuf::from(DIR)], 0, opts) {
@@ -228,7 +234,8 @@ fn options(node_id: u64, recovery: RecoveryMode) -> WalOptions {
 /// opened as (the one a segment header claims, so that the fuzzer gets past that check).
 ///
 /// Properties checked (beyond "no panic, no huge allocation"):
-/// - every record a reader returns is well formed;
+/// - every record a reader returns is well formed, and a reader that maps the segments
+///   returns the same records, error and torn tail as one that copies them;
 /// - if a plain read of the directory (as node `node_id`) succeeds, the log opens, recovers
 ///   exactly those records, and reports the last one's LSN; and recovery cuts a torn tail
 ///   exactly when the reader ended at one, for the same reason (they share one
@@ -241,6 +248,15 @@ pub fn check_dir(sim: &SimStorage, node_id: u64) {
     let first = read_all(sim, node_id);
     let (before, before_err) = (&first.records, &first.error);
     assert_well_formed(before, "first read");
+    // Reading the segments mapped, in place, sees exactly the same.
+    let mapped = read_all_with(sim, node_id, true);
+    assert_eq!(&mapped.records, before, "mapped read: records differ");
+    assert_eq!(
+        mapped.error.as_ref().map(ToString::to_string),
+        before_err.as_ref().map(ToString::to_string),
+        "mapped read: errors differ"
+    );
+    assert_eq!(mapped.torn, first.torn, "mapped read: torn tails differ");
 
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
     let (wal, strict) =

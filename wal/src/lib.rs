@@ -31,7 +31,7 @@ mod wal;
 pub use archive::{archive_segment, prune_archive};
 pub use error::{CorruptKind, Error, Result};
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
-pub use reader::{list_segments, ReadOptions, Record, TornTail, WalReader};
+pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use storage::{
     sync_file_and_dir, LockGuard, Mapped, OpenMode, StdStorage, Storage, StorageFile,
 };

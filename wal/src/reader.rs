@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_segment_file_name, FLAG_BATCH_CONTINUES};
 use crate::segment::{classify_stop, header_never_written, SegmentCursor, Step, Stop};
-use crate::storage::Storage;
+use crate::storage::{Mapped, Storage};
 
 /// One record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,69 @@ pub struct Record {
     pub kind: u8,
     /// The payload.
     pub payload: Vec<u8>,
+}
+
+/// A record read from a mapped segment (see [`ReadOptions::map_segments`]): its payload
+/// stays in the mapping, which the record keeps alive; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SharedRecord {
+    /// Log sequence number.
+    pub lsn: u64,
+    /// Caller-defined kind, 1..=255.
+    pub kind: u8,
+    map: Mapped,
+    start: usize,
+    len: usize,
+}
+
+impl SharedRecord {
+    /// A record whose payload is held in memory of its own.
+    pub fn from_vec(lsn: u64, kind: u8, payload: Vec<u8>) -> SharedRecord {
+        SharedRecord {
+            lsn,
+            kind,
+            start: 0,
+            len: payload.len(),
+            map: Mapped::from_vec(payload),
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.map.bytes()[self.start..self.start + self.len]
+    }
+
+    /// The mapping holding the payload, and the payload's offset in it.
+    pub fn source(&self) -> (&Mapped, usize) {
+        (&self.map, self.start)
+    }
+}
+
+/// A record between being read and being returned.
+#[derive(Debug)]
+enum Pending {
+    Owned(Record),
+    Shared(SharedRecord),
+}
+
+impl Pending {
+    fn into_record(self) -> Record {
+        match self {
+            Pending::Owned(r) => r,
+            Pending::Shared(r) => Record {
+                lsn: r.lsn,
+                kind: r.kind,
+                payload: r.payload().to_vec(),
+            },
+        }
+    }
+
+    fn into_shared(self) -> SharedRecord {
+        match self {
+            Pending::Shared(r) => r,
+            Pending::Owned(r) => SharedRecord::from_vec(r.lsn, r.kind, r.payload),
+        }
+    }
 }
 
 /// Options for [`WalReader::open`].
@@ -38,6 +101,11 @@ pub struct ReadOptions {
     pub strict_tail: bool,
     /// If set, every segment must have been written by this node. Default none.
     pub node_id: Option<u64>,
+    /// Map each segment whole and read records in place instead of copying them through a
+    /// buffer; [`WalReader::next_shared`] then returns payloads without copying them. Only
+    /// for segments that are not being written (an archive, a log before it is reopened for
+    /// writing): a mapped file must not be truncated while mapped. Default false.
+    pub map_segments: bool,
 }
 
 impl Default for ReadOptions {
@@ -47,6 +115,7 @@ impl Default for ReadOptions {
             until_lsn: None,
             strict_tail: false,
             node_id: None,
+            map_segments: false,
         }
     }
 }
@@ -75,10 +144,12 @@ pub struct WalReader {
     from: u64,
     opts: ReadOptions,
     /// Records of a batch whose end has not been seen yet.
-    batch: Vec<Record>,
+    batch: Vec<Pending>,
     /// The last record read had the batch-continues flag.
     in_batch: bool,
-    ready: VecDeque<Record>,
+    ready: VecDeque<Pending>,
+    /// The mapping of the segment `cursor` reads, when segments are mapped.
+    cur_map: Option<Mapped>,
     done: bool,
     torn: Option<TornTail>,
     bytes_read: u64,
@@ -139,6 +210,7 @@ impl WalReader {
             batch: Vec::new(),
             in_batch: false,
             ready: VecDeque::new(),
+            cur_map: None,
             done: false,
             torn: None,
             bytes_read: 0,
@@ -178,6 +250,16 @@ impl WalReader {
 
     /// The next record, `None` at the end of the log.
     pub fn next_record(&mut self) -> Result<Option<Record>> {
+        Ok(self.next_pending()?.map(Pending::into_record))
+    }
+
+    /// The next record, its payload left in the segment's mapping if the reader maps
+    /// segments ([`ReadOptions::map_segments`]; otherwise it is moved into one of its own).
+    pub fn next_shared(&mut self) -> Result<Option<SharedRecord>> {
+        Ok(self.next_pending()?.map(Pending::into_shared))
+    }
+
+    fn next_pending(&mut self) -> Result<Option<Pending>> {
         loop {
             if let Some(r) = self.ready.pop_front() {
                 return Ok(Some(r));
@@ -207,7 +289,12 @@ impl WalReader {
             let Some((first, path)) = self.segments.get(self.next_segment).cloned() else {
                 return self.finish();
             };
-            let cur = match SegmentCursor::open(&*self.storage, &path, self.opts.max_record_size) {
+            let open = if self.opts.map_segments {
+                SegmentCursor::open_mapped
+            } else {
+                SegmentCursor::open
+            };
+            let cur = match open(&*self.storage, &path, self.opts.max_record_size) {
                 // A last segment whose header never reached the disk holds nothing: the log
                 // ends before it (opening the log removes such a file).
                 Err(Error::Corrupt { offset: 0, .. })
@@ -245,6 +332,7 @@ impl WalReader {
                 });
             }
             self.next_segment += 1;
+            self.cur_map = cur.mapped().cloned();
             self.cursor = Some(cur);
         }
         let is_last = self.next_segment == self.segments.len();
@@ -276,10 +364,21 @@ impl WalReader {
                     self.expected += 1;
                     self.bytes_read += r.size as u64;
                     if r.lsn >= self.from {
-                        self.batch.push(Record {
-                            lsn: r.lsn,
-                            kind: r.kind,
-                            payload: r.payload.to_vec(),
+                        let (lsn, kind, len) = (r.lsn, r.kind, r.payload.len());
+                        self.batch.push(match &self.cur_map {
+                            Some(map) => Pending::Shared(SharedRecord {
+                                lsn,
+                                kind,
+                                map: map.clone(),
+                                start: usize::try_from(off).unwrap_or(usize::MAX)
+                                    + crate::format::RECORD_HEADER_LEN,
+                                len,
+                            }),
+                            None => Pending::Owned(Record {
+                                lsn,
+                                kind,
+                                payload: r.payload.to_vec(),
+                            }),
                         });
                     }
                     self.in_batch = r.flags & FLAG_BATCH_CONTINUES != 0;

@@ -12,7 +12,7 @@ use crate::format::{
     decode_record, Decoded, RawRecord, SegmentHeader, FLAG_BATCH_CONTINUES, RECORD_ALIGN,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::storage::{OpenMode, Storage, StorageFile};
+use crate::storage::{Mapped, OpenMode, Storage, StorageFile};
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 1 << 20;
@@ -30,6 +30,8 @@ pub(crate) struct SegmentCursor {
     /// File offset of the next record.
     pos: u64,
     max_record: u32,
+    /// The whole file mapped (a closed segment read without copying); `buf` is unused then.
+    map: Option<Mapped>,
 }
 
 /// One step of a [`SegmentCursor`].
@@ -75,7 +77,26 @@ impl SegmentCursor {
             buf_off: 0,
             pos: SEGMENT_HEADER_LEN,
             max_record,
+            map: None,
         })
+    }
+
+    /// Opens a segment that no longer grows (archived, or a log not being written), maps
+    /// it whole and checks its header: records are then read in place, without copying.
+    pub(crate) fn open_mapped(storage: &dyn Storage, path: &Path, max_record: u32) -> Result<Self> {
+        let mut cur = Self::open(storage, path, max_record)?;
+        let map = cur
+            .file
+            .map(cur.file_len)
+            .map_err(|e| Error::io("map", path, e))?;
+        cur.file_len = map.bytes().len() as u64;
+        cur.map = Some(map);
+        Ok(cur)
+    }
+
+    /// The mapped file, if the cursor reads one.
+    pub(crate) fn mapped(&self) -> Option<&Mapped> {
+        self.map.as_ref()
     }
 
     pub(crate) fn header(&self) -> &SegmentHeader {
@@ -85,6 +106,10 @@ impl SegmentCursor {
     /// Makes `buf` hold the bytes from `off` on, at least `n` of them unless the file ends
     /// first, and returns them.
     fn window(&mut self, off: u64, n: usize) -> Result<&[u8]> {
+        if let Some(m) = &self.map {
+            let start = usize::try_from(off).unwrap_or(usize::MAX);
+            return Ok(m.bytes().get(start..).unwrap_or(&[]));
+        }
         let have_start = off >= self.buf_off;
         let end_wanted = (off + n as u64).min(self.file_len);
         if !(have_start && self.buf_off + self.buf.len() as u64 >= end_wanted) {
@@ -103,7 +128,7 @@ impl SegmentCursor {
     /// The next record, or where and why the records stop.
     pub(crate) fn next_step(&mut self) -> Result<Step<'_>> {
         let off = self.pos;
-        if off >= self.file_len {
+        if off >= self.file_len && self.map.is_none() {
             // The file may have grown (a live segment); look once more.
             self.file_len = self
                 .file
@@ -112,6 +137,9 @@ impl SegmentCursor {
             if off >= self.file_len {
                 return Ok(Step::End(off));
             }
+        }
+        if off >= self.file_len {
+            return Ok(Step::End(off));
         }
         let max = self.max_record;
         let mut need = RECORD_HEADER_LEN;
@@ -123,9 +151,17 @@ impl SegmentCursor {
                     let (lsn, kind, flags, size) = (r.lsn, r.kind, r.flags, r.size);
                     let payload_len = r.payload.len();
                     self.pos = off + size as u64;
-                    let start =
-                        usize::try_from(off - self.buf_off).unwrap_or(0) + RECORD_HEADER_LEN;
-                    let payload = &self.buf[start..start + payload_len];
+                    let payload = match &self.map {
+                        Some(m) => {
+                            let start = usize::try_from(off).unwrap_or(0) + RECORD_HEADER_LEN;
+                            &m.bytes()[start..start + payload_len]
+                        }
+                        None => {
+                            let start = usize::try_from(off - self.buf_off).unwrap_or(0)
+                                + RECORD_HEADER_LEN;
+                            &self.buf[start..start + payload_len]
+                        }
+                    };
                     let r = RawRecord {
                         lsn,
                         kind,

@@ -193,6 +193,11 @@ pub trait StorageFile: Send + Sync + Debug {
 pub struct Mapped(Arc<dyn AsRef<[u8]> + Send + Sync>);
 
 impl Mapped {
+    /// Bytes held in memory, as if mapped.
+    pub fn from_vec(v: Vec<u8>) -> Mapped {
+        Mapped(Arc::new(v))
+    }
+
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
         (*self.0).as_ref()

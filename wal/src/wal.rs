@@ -458,6 +458,18 @@ impl Wal {
     /// A reader from `from_lsn` over the live segments and the archive, bounded at the
     /// records written so far.
     pub fn read_from(&self, from_lsn: u64) -> Result<WalReader> {
+        self.reader(from_lsn, false)
+    }
+
+    /// Like [`Wal::read_from`], but maps the segments and reads records in place
+    /// ([`ReadOptions::map_segments`]): for replaying the log right after opening it,
+    /// before anything is appended (a mapped segment must not be truncated; a segment being
+    /// appended to would not show what is appended after it was mapped).
+    pub fn read_from_mapped(&self, from_lsn: u64) -> Result<WalReader> {
+        self.reader(from_lsn, true)
+    }
+
+    fn reader(&self, from_lsn: u64, map_segments: bool) -> Result<WalReader> {
         let until = self.written_lsn();
         let mut dirs = vec![self.shared.dir.clone()];
         if let Some(a) = &self.shared.opts.archive_dir {
@@ -471,6 +483,7 @@ impl Wal {
                 max_record_size: self.shared.opts.max_record_size,
                 until_lsn: Some(until),
                 node_id: Some(self.shared.opts.node_id),
+                map_segments,
                 ..ReadOptions::default()
             },
         )

@@ -8,8 +8,9 @@
 //! 1. `rf`: load a base of `DUPLEX_RF_BASE_KEYS` keys, take a backup, write
 //!    `DUPLEX_RF_RECORDS` more SETs (one WAL record each, 1000 records per `write_many`) so the
 //!    archive holds them; then `restore_chain` + `roll_forward`, timing `roll_forward` alone
-//!    (records/s, MB/s, split into the copy of the archived records and open + replay +
-//!    checkpoint), against a plain sequential read of the same archive segment files.
+//!    (records/s, MB/s, split into its phases: check (read, check and gather the archive),
+//!    sort, merge into the tree, finish), against a plain sequential read of the same
+//!    archive segment files.
 //! 2. `redis`: the same SETs through a pipelined connection into `redis-server` with
 //!    `appendonly yes`, `aof-use-rdb-preamble no`, `appendfsync no`, automatic rewrites off;
 //!    then restarts it and reads the AOF load time from its log line "DB loaded from append
@@ -22,8 +23,8 @@
 //!    every latency, once while a backup of that store runs and once without.
 //! 5. `restore`: end-to-end restore of a store of each size in `DUPLEX_RESTORE_MIB` (default
 //!    `256,512,1024`) with `DUPLEX_ARCHIVE_MIB` (default 256) of archive written after the
-//!    backup: `restore_chain` (verify + copy + check), `roll_forward` (copy records, then
-//!    open, replay and checkpoint), then `Database::open`; a linear fit over the sizes
+//!    backup: `restore_chain` (verify + copy + check), `roll_forward` (check, sort, merge),
+//!    then `Database::open`; a linear fit over the sizes
 //!    extrapolates to 3 GB (the patent's yardstick).
 //!
 //! Environment: `DUPLEX_ROUNDS` (repeats of every timed step, medians reported; default 3),
@@ -43,8 +44,8 @@ use std::time::{Duration, Instant};
 
 use duplex_benches::kv::{key, value, KEY_LEN};
 use duplex_engine::{
-    restore_chain, roll_forward, Config, Database, RollForwardOptions, SyncPolicy, Target,
-    WriteBatch,
+    restore_chain, roll_forward, Config, Database, PhaseTimes, RollForwardOptions, SyncPolicy,
+    Target, WriteBatch,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -307,7 +308,7 @@ fn archive_segments_from(archive: &Path, from_lsn: u64) -> Vec<PathBuf> {
 struct RestoreRun {
     chain_s: f64,
     rf_s: f64,
-    rf_copy_s: f64,
+    rf_times: PhaseTimes,
     open_s: f64,
     records: u64,
     payload: u64,
@@ -331,12 +332,9 @@ fn restore_once(backup: &Path, archive: &Path, target: Target) -> RestoreRun {
         config: restore_config(),
         ..RollForwardOptions::default()
     };
-    let mut last = 0.0;
     let t = Instant::now();
-    let rep = roll_forward(st.clone(), &r, &[archive.to_path_buf()], &opts, &mut |p| {
-        last = p.seconds
-    })
-    .expect("roll_forward");
+    let rep = roll_forward(st.clone(), &r, &[archive.to_path_buf()], &opts, &mut |_| {})
+        .expect("roll_forward");
     let rf_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let db = Database::open(&r, restore_config()).expect("open restored");
@@ -345,11 +343,22 @@ fn restore_once(backup: &Path, archive: &Path, target: Target) -> RestoreRun {
     RestoreRun {
         chain_s,
         rf_s,
-        rf_copy_s: last,
+        rf_times: rep.times,
         open_s,
         records: rep.records,
         payload: rep.bytes,
     }
+}
+
+/// A roll-forward's split, for the per-round lines.
+fn split(t: &PhaseTimes) -> String {
+    format!(
+        "check {:.3} s, sort {:.3} s, merge {:.3} s, finish {:.3} s",
+        t.check,
+        t.sort,
+        t.merge + t.read,
+        t.finish
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -362,7 +371,9 @@ struct RfResult {
     payload: u64,
     rf_rate: Vec<f64>,
     rf_s: Vec<f64>,
-    copy_s: Vec<f64>,
+    check_s: Vec<f64>,
+    sort_s: Vec<f64>,
+    merge_s: Vec<f64>,
     read_mbs: Vec<f64>,
     chain_s: Vec<f64>,
     setup_s: f64,
@@ -412,14 +423,15 @@ fn bench_rf(rounds: u64, base_keys: u64, n: u64) -> RfResult {
         res.payload = run.payload;
         res.rf_rate.push(run.records as f64 / run.rf_s);
         res.rf_s.push(run.rf_s);
-        res.copy_s.push(run.rf_copy_s);
+        res.check_s.push(run.rf_times.check);
+        res.sort_s.push(run.rf_times.sort);
+        res.merge_s.push(run.rf_times.merge + run.rf_times.read);
         res.chain_s.push(run.chain_s);
         println!(
-            "  round {round}: roll_forward {:.3} s ({:.0} records/s; copy of records {:.3} s, open+replay+checkpoint {:.3} s), sequential read {:.0} MiB/s, load {}",
+            "  round {round}: roll_forward {:.3} s ({:.0} records/s; {}), sequential read {:.0} MiB/s, load {}",
             run.rf_s,
             run.records as f64 / run.rf_s,
-            run.rf_copy_s,
-            run.rf_s - run.rf_copy_s,
+            split(&run.rf_times),
             res.read_mbs.last().copied().unwrap_or(0.0),
             loadavg()
         );
@@ -896,12 +908,11 @@ fn bench_size(
     for round in 0..rounds {
         let run = restore_once(&backup, &src.archive, Target::Lsn(until));
         println!(
-            "  round {round}: total {:.2} s = restore_chain {:.2} + roll_forward {:.2} (copy records {:.2}, open+replay+checkpoint {:.2}) + open {:.3}, load {}",
+            "  round {round}: total {:.2} s = restore_chain {:.2} + roll_forward {:.2} ({}) + open {:.3}, load {}",
             run.total(),
             run.chain_s,
             run.rf_s,
-            run.rf_copy_s,
-            run.rf_s - run.rf_copy_s,
+            split(&run.rf_times),
             run.open_s,
             loadavg()
         );
@@ -990,7 +1001,11 @@ fn main() {
     if let Some(r) = &rf {
         rf_rate = median(r.rf_rate.clone());
         let rf_s = median(r.rf_s.clone());
-        let copy_s = median(r.copy_s.clone());
+        let (check_s, sort_s, merge_s) = (
+            median(r.check_s.clone()),
+            median(r.sort_s.clone()),
+            median(r.merge_s.clone()),
+        );
         let read = median(r.read_mbs.clone());
         let arch_mib = r.archive_bytes as f64 / MIB as f64;
         println!("| measure | value | target | verdict |\n|---|---|---|---|");
@@ -1007,14 +1022,14 @@ fn main() {
             verdict(rf_rate / 1.5e6)
         );
         println!(
-            "| - of which copying the records into the new WAL | {copy_s:.3} s ({:.2} M records/s, {:.0} MiB/s) | | |",
-            r.records as f64 / copy_s / 1e6,
-            arch_mib / copy_s
+            "| - of which reading, checking and gathering the archive | {check_s:.3} s ({:.2} M records/s, {:.0} MiB/s) | | |",
+            r.records as f64 / check_s / 1e6,
+            arch_mib / check_s
         );
         println!(
-            "| - of which open + replay + checkpoint + close | {:.3} s | | |",
-            rf_s - copy_s
+            "| - of which sorting (2 threads) and keeping the newest per key | {sort_s:.3} s | | |"
         );
+        println!("| - of which merging into the tree (rebuilt, fsynced) | {merge_s:.3} s | | |");
         println!(
             "| sequential read of the same archive files (warm cache) | {read:.0} MiB/s ({:.3} s; runs {} MiB/s) | | roll_forward at {:.1}% of it |",
             arch_mib / read,
@@ -1093,15 +1108,16 @@ fn main() {
         }
         let total = rr.med(RestoreRun::total);
         println!(
-            "| restore of {:.0} MiB (loaded in {:.0} s) + {:.0} MiB archive ({} SETs), end to end | **{total:.2} s** = restore_chain {:.2} + roll_forward {:.2} (copy records {:.2}, open+replay+checkpoint {:.2}) + open {:.3} (totals {} s) | | |",
+            "| restore of {:.0} MiB (loaded in {:.0} s) + {:.0} MiB archive ({} SETs), end to end | **{total:.2} s** = restore_chain {:.2} + roll_forward {:.2} (check {:.2}, sort {:.2}, merge {:.2}) + open {:.3} (totals {} s) | | |",
             rr.store_mib,
             rr.load_s,
             rr.archive_mib,
             rr.records,
             rr.med(|r| r.chain_s),
             rr.med(|r| r.rf_s),
-            rr.med(|r| r.rf_copy_s),
-            rr.med(|r| r.rf_s - r.rf_copy_s),
+            rr.med(|r| r.rf_times.check),
+            rr.med(|r| r.rf_times.sort),
+            rr.med(|r| r.rf_times.merge + r.rf_times.read),
             rr.med(|r| r.open_s),
             fmt_all(&rr.runs.iter().map(RestoreRun::total).collect::<Vec<_>>(), 2)
         );

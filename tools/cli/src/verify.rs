@@ -176,6 +176,8 @@ impl ScopedReader {
                     until_lsn: until,
                     strict_tail: scope.strict_tail,
                     node_id,
+                    // The directory may be a running database's WAL: read, do not map.
+                    map_segments: false,
                 },
             )?)
         };
