@@ -687,7 +687,7 @@ impl Inner {
             let tree = self.mem.read().tree.clone();
             let _one = self.ckpt_lock.lock();
             let lsn = buf.last_lsn;
-            self.write_tree(&tree, &buf.sorted_newest(), lsn, false)
+            self.write_tree(&tree, &buf.sorted_newest()?, lsn, false)
         };
         let mut buf = gather(
             reader,
@@ -701,7 +701,7 @@ impl Inner {
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
-        let newest = buf.sorted_newest();
+        let newest = buf.sorted_newest()?;
         let (active, tree) = {
             let m = self.mem.read();
             (m.active.clone(), m.tree.clone())

@@ -194,15 +194,20 @@ pub fn block_size(body_len: usize) -> usize {
 /// Appends a block to `out` (which must end on a block boundary relative to the file).
 // Format: crc32c:u32 body_len:u32 kind:u8 reserved[7]=0 body[body_len] zero-pad to 8
 pub fn encode_block(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
-    let mut h = [0u8; BLOCK_HEADER_LEN];
-    h[4..8].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    h[8] = kind;
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), body);
-    h[0..4].copy_from_slice(&crc.to_le_bytes());
+    encode_block_with(out, kind, |o| o.extend_from_slice(body));
+}
+
+/// Appends a block whose body `body` writes straight into `out` (no intermediate buffer).
+pub fn encode_block_with(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(body);
-    out.resize(start + block_size(body.len()), 0);
+    out.extend_from_slice(&[0u8; BLOCK_HEADER_LEN]);
+    body(out);
+    let len = out.len() - start - BLOCK_HEADER_LEN;
+    out[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 8] = kind;
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + block_size(len), 0);
 }
 
 /// Decodes and checks the block at the start of `b`; returns its kind and body.
@@ -272,12 +277,20 @@ impl LeafEntry<'_> {
 /// Encodes a leaf body from sorted entries.
 // Format: count:u32 offsets:[u32;count] then per entry: key_len:u16 flags:u8 ts:u64 origin:u64 val_len:u32 key[key_len] (value[val_len] | value_offset:u64 | nothing)
 pub fn encode_leaf(entries: &[LeafEntry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_leaf_into(&mut out, entries);
+    out
+}
+
+/// Appends a leaf body for `entries` to `out`.
+pub fn encode_leaf_into(out: &mut Vec<u8>, entries: &[LeafEntry<'_>]) {
+    let base = out.len();
     let table = 4 + 4 * entries.len();
-    let mut out = vec![0u8; table];
-    out[0..4].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.resize(base + table, 0);
+    out[base..base + 4].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     for (i, e) in entries.iter().enumerate() {
-        let off = out.len() as u32;
-        out[4 + 4 * i..8 + 4 * i].copy_from_slice(&off.to_le_bytes());
+        let off = (out.len() - base) as u32;
+        out[base + 4 + 4 * i..base + 8 + 4 * i].copy_from_slice(&off.to_le_bytes());
         let (flags, vlen) = match e.value {
             ValueRef::Tombstone => (FLAG_TOMBSTONE, 0),
             ValueRef::Inline(v) => (0, v.len() as u32),
@@ -295,7 +308,6 @@ pub fn encode_leaf(entries: &[LeafEntry<'_>]) -> Vec<u8> {
             ValueRef::External { offset, .. } => out.extend_from_slice(&offset.to_le_bytes()),
         }
     }
-    out
 }
 
 /// A leaf body, checked on construction, read entry by entry.

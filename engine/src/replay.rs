@@ -40,11 +40,22 @@ struct Entry {
     vgap: u16,
 }
 
+/// Entries per run: each full run is sorted on another thread while the next one fills,
+/// so the sort costs the gathering thread nothing and the end only merges sorted runs.
+const RUN: usize = 1 << 18;
+
 /// Versions gathered from the log: references into mapped segments.
 #[derive(Debug, Default)]
 pub(crate) struct VersionBuffer {
     maps: Vec<Mapped>,
+    /// The run being filled, in log order.
     entries: Vec<Entry>,
+    /// Full runs, in log order, each sorted by (key, log order) once it comes back from
+    /// the sorting thread.
+    runs: Vec<Vec<Entry>>,
+    sorter: Option<Sorter>,
+    /// Entries per run (0 means [`RUN`]; tests use short runs).
+    run_len: usize,
     /// Payload bytes of the records gathered since the last [`VersionBuffer::clear`].
     pub payload_bytes: u64,
     /// Largest timestamp gathered (ever).
@@ -60,7 +71,8 @@ impl VersionBuffer {
     pub fn with_capacity(bytes: u64) -> Self {
         let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         VersionBuffer {
-            entries: Vec::with_capacity(bytes / 128),
+            entries: Vec::with_capacity((bytes / 128).min(RUN)),
+            sorter: Sorter::start(),
             ..VersionBuffer::default()
         }
     }
@@ -102,10 +114,28 @@ impl VersionBuffer {
         }
         self.max_ts = self.max_ts.max(ts.0);
         self.payload_bytes += rec.payload().len() as u64;
+        let run_len = if self.run_len == 0 { RUN } else { self.run_len };
+        if self.entries.len() >= run_len {
+            let run = std::mem::replace(&mut self.entries, Vec::with_capacity(run_len));
+            match self.sorter.as_mut() {
+                Some(s) => s.submit(run, &self.maps),
+                None => {
+                    let mut run = run;
+                    let segs: Vec<&[u8]> = self.maps.iter().map(Mapped::bytes).collect();
+                    sort_run(&mut run, &segs);
+                    self.runs.push(run);
+                }
+            }
+        }
     }
 
     /// Forgets the versions gathered (keeps the counters that say "ever").
     pub fn clear(&mut self) {
+        if let Some(s) = self.sorter.as_mut() {
+            // Whatever it still sorts is of no use any more.
+            let _ = s.collect(&mut self.runs);
+        }
+        self.runs.clear();
         self.maps.clear();
         self.entries.clear();
         self.payload_bytes = 0;
@@ -117,33 +147,206 @@ impl VersionBuffer {
 
     /// Sorts the versions by key and returns the winner per key (last writer wins; of
     /// equal stamps, the later operation), in key order, borrowing the segments.
-    pub fn sorted_newest(&mut self) -> Vec<Update<'_>> {
+    pub fn sorted_newest(&mut self) -> Result<Vec<Update<'_>>> {
+        if let Some(s) = self.sorter.as_mut() {
+            s.collect(&mut self.runs)?;
+        }
         // The segments' bytes, looked up once (not through the mapping per key).
         let segs: Vec<&[u8]> = self.maps.iter().map(Mapped::bytes).collect();
-        sort_entries(&mut self.entries, &segs);
-        let maps = &segs;
-        let mut out: Vec<Update<'_>> = Vec::with_capacity(self.entries.len());
-        let mut winner: Option<&Entry> = None;
-        for e in &self.entries {
-            match winner {
-                // Different prefixes are different keys: no look into the segment.
-                Some(w) if w.prefix == e.prefix && Self::key(maps, w) == Self::key(maps, e) => {
-                    if !stamp_of(w).wins_over(&stamp_of(e)) {
-                        winner = Some(e);
-                    }
-                }
-                _ => {
-                    if let Some(w) = winner {
-                        out.push(update_of(maps, w));
-                    }
+        if !self.entries.is_empty() {
+            let mut last = std::mem::take(&mut self.entries);
+            sort_run(&mut last, &segs);
+            self.runs.push(last);
+        }
+        Ok(merge_newest(&self.runs, &segs))
+    }
+}
+
+/// Orders entries by key, then log order.
+fn entry_cmp(segs: &[&[u8]], a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    a.prefix
+        .cmp(&b.prefix)
+        .then_with(|| VersionBuffer::key(segs, a).cmp(VersionBuffer::key(segs, b)))
+        .then((a.src, a.off).cmp(&(b.src, b.off)))
+}
+
+fn sort_run(run: &mut [Entry], segs: &[&[u8]]) {
+    run.sort_unstable_by(|a, b| entry_cmp(segs, a, b));
+}
+
+/// Merges sorted runs (runs in log order) and keeps the winner per key. With two or more
+/// cores and many entries, splits the key space at a sampled median prefix (a key falls on
+/// one side by its prefix alone) and merges the two sides in parallel.
+fn merge_newest<'a>(runs: &[Vec<Entry>], segs: &[&'a [u8]]) -> Vec<Update<'a>> {
+    let total: usize = runs.iter().map(Vec::len).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all: Vec<&[Entry]> = runs.iter().map(Vec::as_slice).collect();
+    if cores < 2 || total < 1 << 16 {
+        return merge_runs(&all, segs);
+    }
+    let step = (total / 1024).max(1);
+    let mut sample: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.iter().step_by(step).map(|e| e.prefix))
+        .collect();
+    sample.sort_unstable();
+    let pivot = sample[sample.len() / 2];
+    let (left, right): (Vec<&[Entry]>, Vec<&[Entry]>) = all
+        .iter()
+        .map(|r| r.split_at(r.partition_point(|e| e.prefix < pivot)))
+        .unzip();
+    let (mut out, rest) = std::thread::scope(|s| {
+        let l = s.spawn(|| merge_runs(&left, segs));
+        let r = merge_runs(&right, segs);
+        (l.join(), r)
+    });
+    match out.as_mut() {
+        Ok(o) => {
+            o.extend(rest);
+            std::mem::take(o)
+        }
+        // The merging thread panicked (a bug): do its half here.
+        Err(_) => {
+            let mut o = merge_runs(&left, segs);
+            o.extend(rest);
+            o
+        }
+    }
+}
+
+/// Merges sorted runs (in log order) through a small binary heap and keeps the winner per
+/// key.
+fn merge_runs<'a>(runs: &[&[Entry]], segs: &[&'a [u8]]) -> Vec<Update<'a>> {
+    let mut out: Vec<Update<'a>> = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
+    let mut pos = vec![0usize; runs.len()];
+    let less = |pos: &[usize], a: usize, b: usize| {
+        entry_cmp(segs, &runs[a][pos[a]], &runs[b][pos[b]]).is_lt()
+    };
+    // A min-heap of run indices, ordered by each run's next entry.
+    let mut heap: Vec<usize> = (0..runs.len()).filter(|&r| !runs[r].is_empty()).collect();
+    let sift_down = |heap: &mut [usize], pos: &[usize], mut i: usize| loop {
+        let (l, r) = (2 * i + 1, 2 * i + 2);
+        let mut m = i;
+        if l < heap.len() && less(pos, heap[l], heap[m]) {
+            m = l;
+        }
+        if r < heap.len() && less(pos, heap[r], heap[m]) {
+            m = r;
+        }
+        if m == i {
+            return;
+        }
+        heap.swap(i, m);
+        i = m;
+    };
+    for i in (0..heap.len() / 2).rev() {
+        sift_down(&mut heap, &pos, i);
+    }
+    let mut winner: Option<&Entry> = None;
+    while let Some(&r) = heap.first() {
+        let e = &runs[r][pos[r]];
+        match winner {
+            // Different prefixes are different keys: no look into the segment.
+            Some(w)
+                if w.prefix == e.prefix
+                    && VersionBuffer::key(segs, w) == VersionBuffer::key(segs, e) =>
+            {
+                if !stamp_of(w).wins_over(&stamp_of(e)) {
                     winner = Some(e);
                 }
             }
+            _ => {
+                if let Some(w) = winner {
+                    out.push(update_of(segs, w));
+                }
+                winner = Some(e);
+            }
         }
-        if let Some(w) = winner {
-            out.push(update_of(maps, w));
+        pos[r] += 1;
+        if pos[r] == runs[r].len() {
+            let last = heap.len() - 1;
+            heap.swap(0, last);
+            heap.pop();
         }
-        out
+        sift_down(&mut heap, &pos, 0);
+    }
+    if let Some(w) = winner {
+        out.push(update_of(segs, w));
+    }
+    out
+}
+
+/// The thread that sorts full runs while the next one is gathered.
+#[derive(Debug)]
+struct Sorter {
+    tx: Option<std::sync::mpsc::Sender<(Vec<Entry>, Vec<Mapped>)>>,
+    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
+    /// Runs sent and not yet received back.
+    pending: usize,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sorter {
+    /// A sorting thread, if there is a second core to run it on.
+    fn start() -> Option<Sorter> {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return None;
+        }
+        let (tx, in_rx) = std::sync::mpsc::channel::<(Vec<Entry>, Vec<Mapped>)>();
+        let (out_tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("duplex-replay-sort".into())
+            .spawn(move || {
+                for (mut run, maps) in in_rx {
+                    let segs: Vec<&[u8]> = maps.iter().map(Mapped::bytes).collect();
+                    sort_run(&mut run, &segs);
+                    if out_tx.send(run).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Sorter {
+            tx: Some(tx),
+            rx,
+            pending: 0,
+            handle: Some(handle),
+        })
+    }
+
+    fn submit(&mut self, run: Vec<Entry>, maps: &[Mapped]) {
+        if let Some(tx) = &self.tx {
+            if tx.send((run, maps.to_vec())).is_ok() {
+                self.pending += 1;
+            }
+        }
+        // A failed send means the thread is gone; `collect` reports it.
+    }
+
+    /// Receives every run sent, sorted, in the order sent.
+    fn collect(&mut self, runs: &mut Vec<Vec<Entry>>) -> Result<()> {
+        while self.pending > 0 {
+            let run = self.rx.recv().map_err(|_| {
+                Error::Config("the replay's sorting thread stopped; replay again".into())
+            })?;
+            self.pending -= 1;
+            runs.push(run);
+        }
+        if self.tx.is_none() || self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            return Err(Error::Config(
+                "the replay's sorting thread stopped; replay again".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sorter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -162,42 +365,6 @@ fn update_of<'a>(segs: &[&'a [u8]], e: &Entry) -> Update<'a> {
         &bytes[v..v + e.vlen as usize]
     });
     (&bytes[e.off..kend], stamp_of(e), value)
-}
-
-/// Sorts by (key, log order). With two or more cores and many entries, splits them at a
-/// sampled median prefix (every key goes to one side by its prefix alone, so the sides
-/// sorted apart are the sorted whole) and sorts the sides in parallel.
-fn sort_entries(entries: &mut [Entry], maps: &[&[u8]]) {
-    let cmp = |a: &Entry, b: &Entry| {
-        a.prefix
-            .cmp(&b.prefix)
-            .then_with(|| VersionBuffer::key(maps, a).cmp(VersionBuffer::key(maps, b)))
-            .then((a.src, a.off).cmp(&(b.src, b.off)))
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 || entries.len() < 1 << 16 {
-        entries.sort_unstable_by(cmp);
-        return;
-    }
-    let mut sample: Vec<u64> = entries
-        .iter()
-        .step_by(entries.len() / 1024)
-        .map(|e| e.prefix)
-        .collect();
-    sample.sort_unstable();
-    let pivot = sample[sample.len() / 2];
-    let mut mid = 0;
-    for j in 0..entries.len() {
-        if entries[j].prefix < pivot {
-            entries.swap(mid, j);
-            mid += 1;
-        }
-    }
-    let (left, right) = entries.split_at_mut(mid);
-    std::thread::scope(|s| {
-        s.spawn(|| left.sort_unstable_by(cmp));
-        right.sort_unstable_by(cmp);
-    });
 }
 
 /// Limits and sizes of a replay.
@@ -278,10 +445,14 @@ mod tests {
     use super::*;
     use crate::batch::{encode_batch, WriteBatch};
 
-    fn gather_batches(
+    fn gather_batches_in_runs(
+        run_len: usize,
         batches: &[(u64, u64, WriteBatch)],
     ) -> Vec<(Vec<u8>, Stamp, Option<Vec<u8>>)> {
-        let mut buf = VersionBuffer::default();
+        let mut buf = VersionBuffer {
+            run_len,
+            ..VersionBuffer::with_capacity(1 << 20)
+        };
         let payloads: Vec<Vec<u8>> = batches
             .iter()
             .map(|(ts, origin, b)| {
@@ -305,9 +476,16 @@ mod tests {
             buf.push_batch(rec, &b);
         }
         buf.sorted_newest()
+            .expect("sorted")
             .into_iter()
             .map(|(k, s, v)| (k.to_vec(), s, v.map(<[u8]>::to_vec)))
             .collect()
+    }
+
+    fn gather_batches(
+        batches: &[(u64, u64, WriteBatch)],
+    ) -> Vec<(Vec<u8>, Stamp, Option<Vec<u8>>)> {
+        gather_batches_in_runs(0, batches)
     }
 
     #[test]
@@ -353,11 +531,15 @@ mod tests {
             }
             batches.push((ts, origin, b));
         }
-        let got = gather_batches(&batches);
         let want: Vec<(Vec<u8>, Stamp, Option<Vec<u8>>)> = model
             .into_iter()
             .map(|(k, (s, i))| (k, s, Some(i.to_le_bytes().to_vec())))
             .collect();
-        assert_eq!(got, want);
+        // One run; runs sorted on the sorting thread and merged (on two threads, as there
+        // are more than 65536 entries), with versions of one key spread over many runs.
+        for run_len in [0, 997, 40_000] {
+            let got = gather_batches_in_runs(run_len, &batches);
+            assert_eq!(got, want, "run length {run_len}");
+        }
     }
 }

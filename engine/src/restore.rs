@@ -303,7 +303,7 @@ fn apply_records(
         }
         let max_ts = buf.max_ts;
         let t = Instant::now();
-        let updates = buf.sorted_newest();
+        let updates = buf.sorted_newest()?;
         sort_s.set(sort_s.get() + t.elapsed().as_secs_f64());
         let t = Instant::now();
         // Rebuild when the updates would touch most leaves anyway (more than one per

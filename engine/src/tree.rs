@@ -14,8 +14,8 @@ use duplex_wal::Mapped;
 
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{
-    block_size, decode_block, encode_block, encode_branch, encode_leaf, kind, Branch, Checkpoint,
-    Leaf, LeafEntry, ValueRef, BLOCK_ALIGN,
+    block_size, decode_block, encode_block, encode_block_with, encode_branch, encode_leaf_into,
+    kind, Branch, Checkpoint, Leaf, LeafEntry, ValueRef, BLOCK_ALIGN,
 };
 use crate::hlc::Stamp;
 use crate::store::StoreFile;
@@ -409,6 +409,19 @@ impl TreeWriter {
         Ok(off)
     }
 
+    /// Appends a leaf block, encoding it straight into the buffer.
+    fn append_leaf(&mut self, entries: &[LeafEntry<'_>]) -> Result<u64> {
+        let off = self.end();
+        encode_block_with(&mut self.buf, kind::LEAF, |out| {
+            encode_leaf_into(out, entries)
+        });
+        self.written += self.end() - off;
+        if self.buf.len() >= FLUSH_AT {
+            self.hand_over()?;
+        }
+        Ok(off)
+    }
+
     fn io_err(&self, e: std::io::Error) -> Error {
         Error::io("write", &self.file.path, e)
     }
@@ -510,7 +523,7 @@ impl TreeWriter {
             if i > start && size + n > NODE_TARGET {
                 out.push((
                     entries[start].key.to_vec(),
-                    self.append(kind::LEAF, &encode_leaf(&entries[start..i]))?,
+                    self.append_leaf(&entries[start..i])?,
                 ));
                 start = i;
                 size = 4;
@@ -520,7 +533,7 @@ impl TreeWriter {
         if start < entries.len() {
             out.push((
                 entries[start].key.to_vec(),
-                self.append(kind::LEAF, &encode_leaf(&entries[start..]))?,
+                self.append_leaf(&entries[start..])?,
             ));
         }
         Ok(out)
@@ -700,7 +713,7 @@ impl TreeWriter {
         }
         if !st.pending.is_empty() {
             let first = st.pending[0].key.to_vec();
-            let off = self.append(kind::LEAF, &encode_leaf(&st.pending))?;
+            let off = self.append_leaf(&st.pending)?;
             st.level.push((first, off));
         }
         self.root(st.level)
@@ -786,7 +799,7 @@ impl TreeWriter {
         let n = e.encoded_len();
         if !st.pending.is_empty() && st.size + n > NODE_TARGET {
             let first = st.pending[0].key.to_vec();
-            let off = self.append(kind::LEAF, &encode_leaf(&st.pending))?;
+            let off = self.append_leaf(&st.pending)?;
             st.level.push((first, off));
             st.pending.clear();
             st.size = 4;
