@@ -74,6 +74,23 @@ impl Progress {
             0.0
         }
     }
+
+    /// Estimated seconds left in the current pass at the rate so far: by archive bytes
+    /// while checking (record headers counted at 24 bytes each), by records while
+    /// applying. `None` until there is a rate to go by.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        if self.seconds <= 0.0 || self.records == 0 {
+            return None;
+        }
+        let (done, total) = match self.phase {
+            Phase::Check => (
+                (self.bytes + self.records * 24) as f64,
+                self.total_bytes as f64,
+            ),
+            Phase::Apply => (self.records as f64, self.to_apply as f64),
+        };
+        Some(((total - done).max(0.0)) * self.seconds / done)
+    }
 }
 
 /// What a roll-forward did.
