@@ -867,24 +867,34 @@ mod tests {
             .collect()
     }
 
-    /// Enough blocks to go through the writing thread several times, then every entry
-    /// read back through a view of the checkpoint.
-    #[test]
-    fn a_large_rebuild_goes_through_the_writing_thread_and_reads_back() {
+    type Owned = Vec<(Vec<u8>, Stamp, Vec<u8>)>;
+
+    /// A store in the simulation holding an empty tree, and 40,000 entries of 300 bytes
+    /// (about 13 MiB of leaves: several buffers through the writing thread).
+    fn empty_store() -> (SimStorage, Arc<StoreFile>, TreeView, Owned) {
         let sim = SimStorage::new();
         let storage: Arc<dyn Storage> = Arc::new(sim.clone());
         storage.create_dir_all(Path::new("/d")).expect("dir");
         let file = create_store(&storage, Path::new("/d"), 1, 1).expect("store");
-        let owned = updates(40_000, &[7u8; 300]);
-        let ups: Vec<Update<'_>> = owned
+        let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
+        let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
+        let empty = view_at(file.clone(), off, len).expect("view");
+        (sim, file, empty, updates(40_000, &[7u8; 300]))
+    }
+
+    fn as_updates(owned: &Owned) -> Vec<Update<'_>> {
+        owned
             .iter()
             .map(|(k, s, v)| (k.as_slice(), *s, Some(v.as_slice())))
-            .collect();
-        let empty = {
-            let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
-            let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
-            view_at(file.clone(), off, len).expect("view")
-        };
+            .collect()
+    }
+
+    /// Enough blocks to go through the writing thread several times, then every entry
+    /// read back through a view of the checkpoint.
+    #[test]
+    fn a_large_rebuild_goes_through_the_writing_thread_and_reads_back() {
+        let (_sim, file, empty, owned) = empty_store();
+        let ups = as_updates(&owned);
         let mut w = TreeWriter::new(&file, empty.committed);
         let root = w.rebuild(&empty, &ups).expect("rebuild");
         assert!(
@@ -911,18 +921,8 @@ mod tests {
     fn a_failed_write_in_the_writing_thread_is_reported() {
         // Writes 1-3 are full buffers (the thread), 4 the rest at finish (this thread).
         for nth in [1, 2, 3, 4] {
-            let sim = SimStorage::new();
-            let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-            storage.create_dir_all(Path::new("/d")).expect("dir");
-            let file = create_store(&storage, Path::new("/d"), 1, 1).expect("store");
-            let owned = updates(40_000, &[7u8; 300]);
-            let ups: Vec<Update<'_>> = owned
-                .iter()
-                .map(|(k, s, v)| (k.as_slice(), *s, Some(v.as_slice())))
-                .collect();
-            let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
-            let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
-            let empty = view_at(file.clone(), off, len).expect("view");
+            let (sim, file, empty, owned) = empty_store();
+            let ups = as_updates(&owned);
             sim.fail_write_after(nth);
             let mut w = TreeWriter::new(&file, empty.committed);
             let res = w.rebuild(&empty, &ups).and_then(|root| {

@@ -311,50 +311,17 @@ impl Storage for StdStorage {
     }
 
     fn copy_prefix(&self, from: &Path, to: &Path, len: u64) -> io::Result<u64> {
-        use std::os::fd::AsRawFd;
         let src = File::open(from)?;
         let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
-        let mut copied = 0u64;
-        while copied < len {
-            let chunk = usize::try_from((len - copied).min(1 << 30)).unwrap_or(1 << 30);
-            let mut off_in = copied as libc::loff_t;
-            let mut off_out = copied as libc::loff_t;
-            // SAFETY: both descriptors are open for the duration of the call and the offset
-            // pointers point at live locals.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    chunk,
-                    0,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                // Cross-device or unsupported: fall back to a buffered copy of the rest.
-                if copied == 0
-                    && matches!(
-                        err.raw_os_error(),
-                        Some(libc::EXDEV)
-                            | Some(libc::ENOSYS)
-                            | Some(libc::EOPNOTSUPP)
-                            | Some(libc::EINVAL)
-                    )
-                {
-                    drop(dst);
-                    fs::remove_file(to)?;
-                    return buffered_copy(from, to, len);
-                }
-                return Err(err);
+        match kernel_copy(&src, 0, &dst, 0, len)? {
+            Some(n) => Ok(n),
+            None => {
+                // Cross-device or unsupported: a buffered copy instead.
+                drop(dst);
+                fs::remove_file(to)?;
+                buffered_copy(from, to, len)
             }
-            if n == 0 {
-                break;
-            }
-            copied += n as u64;
         }
-        Ok(copied)
     }
 
     fn copy_synced(
@@ -487,53 +454,13 @@ impl StdStorage {
         while copied < len {
             let end = (copied + slice).min(len);
             let slice_start = copied;
-            while copied < end {
-                let chunk = usize::try_from(end - copied).unwrap_or(1 << 30);
-                let (Ok(mut off_in), Ok(mut off_out)) = (
-                    libc::loff_t::try_from(from_offset + copied),
-                    libc::loff_t::try_from(copied),
-                ) else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "offset too large",
-                    ));
-                };
-                // SAFETY: both descriptors are open for the duration of the call and the
-                // offset pointers point at live locals.
-                let n = unsafe {
-                    libc::copy_file_range(
-                        src.as_raw_fd(),
-                        &mut off_in,
-                        dst.as_raw_fd(),
-                        &mut off_out,
-                        chunk,
-                        0,
-                    )
-                };
-                if n < 0 {
-                    let err = io::Error::last_os_error();
-                    if err.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    if copied == 0
-                        && matches!(
-                            err.raw_os_error(),
-                            Some(libc::EXDEV)
-                                | Some(libc::ENOSYS)
-                                | Some(libc::EOPNOTSUPP)
-                                | Some(libc::EINVAL)
-                        )
-                    {
-                        drop(dst);
-                        fs::remove_file(to)?;
-                        return Ok(None);
-                    }
-                    return Err(err);
+            match kernel_copy(&src, from_offset + copied, &dst, copied, end - copied)? {
+                Some(n) => copied += n,
+                None => {
+                    drop(dst);
+                    fs::remove_file(to)?;
+                    return Ok(None);
                 }
-                if n == 0 {
-                    break;
-                }
-                copied += n as u64;
             }
             if copied == slice_start {
                 break; // the source ended
@@ -566,6 +493,68 @@ impl StdStorage {
         dst.sync_data()?;
         Ok(Some(copied))
     }
+}
+
+/// Copies `len` bytes of `src` from `off_in` to `dst` at `off_out` with
+/// `copy_file_range`, until done or the source ends; returns the bytes copied. `Ok(None)`
+/// when the kernel cannot copy between these files (cross-device, unsupported) and nothing
+/// was copied: the caller copies another way.
+fn kernel_copy(
+    src: &File,
+    off_in: u64,
+    dst: &File,
+    off_out: u64,
+    len: u64,
+) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let mut copied = 0u64;
+    while copied < len {
+        let chunk = usize::try_from((len - copied).min(1 << 30)).unwrap_or(1 << 30);
+        let (Ok(mut o_in), Ok(mut o_out)) = (
+            libc::loff_t::try_from(off_in + copied),
+            libc::loff_t::try_from(off_out + copied),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset too large",
+            ));
+        };
+        // SAFETY: both descriptors are open for the duration of the call and the offset
+        // pointers point at live locals.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut o_in,
+                dst.as_raw_fd(),
+                &mut o_out,
+                chunk,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if copied == 0
+                && matches!(
+                    err.raw_os_error(),
+                    Some(libc::EXDEV)
+                        | Some(libc::ENOSYS)
+                        | Some(libc::EOPNOTSUPP)
+                        | Some(libc::EINVAL)
+                )
+            {
+                return Ok(None);
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+    }
+    Ok(Some(copied))
 }
 
 /// `sync_file_range` on `[offset, offset + len)` of `file`; where the file system does not
