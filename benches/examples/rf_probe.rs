@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex_benches::kv::{key, value, KEY_LEN};
+use duplex_benches::kv::{load_sorted, write_records};
 use duplex_engine::{
     restore_chain, roll_forward, Config, Database, RollForwardOptions, SyncPolicy, Target,
-    WriteBatch,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -37,31 +36,11 @@ fn build(dir: &Path) {
         ..Config::default()
     };
     let db = Database::open(&data, cfg(None)).expect("open");
-    let mut order: Vec<([u8; KEY_LEN], u64)> = (0..base).map(|i| (key(i), i)).collect();
-    order.sort_unstable();
-    for chunk in order.chunks(1000) {
-        let mut b = WriteBatch::new();
-        for (k, i) in chunk {
-            b.put(*k, value(*i));
-        }
-        db.write(b).expect("load");
-    }
+    load_sorted(&db, base);
     db.close().expect("close");
     let db = Database::open(&data, cfg(Some(archive.clone()))).expect("reopen");
     db.backup(&dir.join("backup"), None).expect("backup");
-    let mut i = base;
-    while i < base + n {
-        let end = (i + 1000).min(base + n);
-        let batches = (i..end)
-            .map(|k| {
-                let mut b = WriteBatch::new();
-                b.put(key(k), value(k));
-                b
-            })
-            .collect();
-        db.write_many(batches).expect("write_many");
-        i = end;
-    }
+    write_records(&db, base, base + n);
     db.wal().rotate().expect("rotate");
     db.wal().archive_closed().expect("archive");
     db.close().expect("close");

@@ -352,18 +352,7 @@ fn apply_records(
         p.seconds = start.elapsed().as_secs_f64();
         progress(p);
         let from = buf.last_lsn + 1;
-        let reader = WalReader::open(
-            storage.clone(),
-            archive_dirs,
-            from,
-            ReadOptions {
-                max_record_size: cfg.wal_options(from).max_record_size,
-                until_lsn: Some(last),
-                strict_tail: false,
-                node_id: Some(cfg.node_id),
-                map_segments: true,
-            },
-        )?;
+        let reader = archive_reader(storage, archive_dirs, from, Some(last), cfg)?;
         let limits = ReplayLimits {
             max_key: cfg.max_key_size,
             max_value: cfg.max_value_size,
@@ -403,6 +392,29 @@ fn apply_records(
     })
 }
 
+/// A reader of the archive from `from` (to `until` if set), as node `cfg.node_id`, the
+/// segments mapped: archived segments are never written again.
+fn archive_reader(
+    storage: &Arc<dyn Storage>,
+    archive_dirs: &[PathBuf],
+    from: u64,
+    until: Option<u64>,
+    cfg: &Config,
+) -> Result<WalReader> {
+    Ok(WalReader::open(
+        storage.clone(),
+        archive_dirs,
+        from,
+        ReadOptions {
+            max_record_size: cfg.wal_options(from).max_record_size,
+            until_lsn: until,
+            strict_tail: false,
+            node_id: Some(cfg.node_id),
+            map_segments: true,
+        },
+    )?)
+}
+
 /// Reads and checks every record to apply; sets `last` as it goes, so a failure leaves it
 /// at the last good record. Gathers the records into `buf` while it holds less than a chunk
 /// (an archive within one chunk is read once).
@@ -421,19 +433,7 @@ fn check_records(
 ) -> Result<()> {
     let cfg = &opts.config;
     let mut gathering = true;
-    let reader = WalReader::open(
-        storage.clone(),
-        archive_dirs,
-        from,
-        ReadOptions {
-            max_record_size: cfg.wal_options(from).max_record_size,
-            until_lsn: until,
-            strict_tail: false,
-            node_id: Some(cfg.node_id),
-            // Archived segments are never written again: read them in place.
-            map_segments: true,
-        },
-    )?;
+    let reader = archive_reader(storage, archive_dirs, from, until, cfg)?;
     // A batch that does not decode is named by the segment holding its LSN.
     let segments = duplex_wal::list_segments(&**storage, archive_dirs)?;
     let locate = |lsn: u64| {

@@ -42,15 +42,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duplex_benches::kv::{key, value, KEY_LEN};
+use duplex_benches::kv::{key, load_sorted, value, write_records};
 use duplex_engine::{
     restore_chain, roll_forward, Config, Database, PhaseTimes, RollForwardOptions, SyncPolicy,
-    Target, WriteBatch,
+    Target,
 };
 use duplex_wal::{StdStorage, Storage};
 
-/// Records (or puts) per `write_many` call / per batch in the loads.
-const BATCH: u64 = 1000;
 const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
@@ -193,39 +191,6 @@ fn restore_config() -> Config {
     Config {
         background: false,
         ..Config::default()
-    }
-}
-
-/// Loads keys `0..n` in key order (the keys are random, the insertion order sorted: the
-/// memtable and the checkpoints then append instead of touching the whole tree, so a 1 GiB
-/// store loads in seconds; the resulting tree holds the same keys as a random-order load),
-/// [`BATCH`] puts per WAL record.
-fn load_sorted(db: &Database, n: u64) {
-    let mut order: Vec<([u8; KEY_LEN], u64)> = (0..n).map(|i| (key(i), i)).collect();
-    order.sort_unstable();
-    for chunk in order.chunks(BATCH as usize) {
-        let mut b = WriteBatch::new();
-        for (k, i) in chunk {
-            b.put(*k, value(*i));
-        }
-        db.write(b).expect("load batch");
-    }
-}
-
-/// Writes keys `from..to` as one SET per WAL record, [`BATCH`] records per `write_many`.
-fn write_records(db: &Database, from: u64, to: u64) {
-    let mut i = from;
-    while i < to {
-        let end = (i + BATCH).min(to);
-        let batches = (i..end)
-            .map(|k| {
-                let mut b = WriteBatch::new();
-                b.put(key(k), value(k));
-                b
-            })
-            .collect();
-        db.write_many(batches).expect("write_many");
-        i = end;
     }
 }
 
