@@ -287,6 +287,25 @@ impl<'a> BatchRef<'a> {
         })
     }
 
+    /// A payload that [`BatchRef::decode`] already accepted, read again without checking
+    /// its operations: only the header is read. `None` if even that is short.
+    pub(crate) fn checked_before(payload: &'a [u8]) -> Option<Self> {
+        let mut c = Cursor::new(payload);
+        let origin = c.u64()?;
+        let ts = c.u64()?;
+        let origin_lsn = c.u64()?;
+        let count = c.u32()? as usize;
+        Some(BatchRef {
+            stamp: Stamp {
+                ts: Timestamp(ts),
+                origin,
+            },
+            origin_lsn,
+            count,
+            ops: payload.get(HEADER_LEN..).unwrap_or_default(),
+        })
+    }
+
     /// The operations in batch order.
     pub fn ops(&self) -> impl Iterator<Item = OpRef<'a>> + 'a {
         let mut c = Cursor::new(self.ops);

@@ -58,8 +58,9 @@ pub struct Config {
     pub compaction_min_bytes: u64,
     /// Copy every closed WAL segment here (see the WAL). Default none.
     pub archive_dir: Option<PathBuf>,
-    /// While replaying a long WAL (a roll-forward), merge into the tree after this many
-    /// bytes of records, so memory stays bounded. Default 256 MiB.
+    /// While replaying a long WAL at open, merge into the tree once the operations gathered
+    /// take this much memory (about 100 bytes per operation; the records themselves are
+    /// read in place from the page cache), so memory stays bounded. Default 256 MiB.
     pub replay_chunk_bytes: u64,
     /// Run checkpoints on a background thread. Default true; tests turn it off to
     /// checkpoint only when they say so.
@@ -86,7 +87,7 @@ impl Default for Config {
 }
 
 impl Config {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.max_key_size == 0 || self.max_key_size > u16::MAX as usize {
             return Err(Error::Config(format!(
                 "max_key_size {} must be between 1 and 65535",
@@ -220,13 +221,7 @@ impl Database {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = storage.lock(&dir.join(LOCK_NAME)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked { dir: dir.clone() }
-            } else {
-                Error::io("lock", dir.join(LOCK_NAME), e)
-            }
-        })?;
+        let lock = lock_dir(&*storage, &dir)?;
         let view = open_or_create_store(&storage, &dir, cfg.node_id)?;
         let wal_dir = dir.join(WAL_DIR);
         // The segment holding the first LSN after the checkpoint is never removed, so a
@@ -450,6 +445,19 @@ impl Drop for Database {
     fn drop(&mut self) {
         self.stop_background();
     }
+}
+
+/// Takes the data directory's lock (held by an open database or a roll-forward).
+pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
+    storage.lock(&dir.join(LOCK_NAME)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::Locked {
+                dir: dir.to_path_buf(),
+            }
+        } else {
+            Error::io("lock", dir.join(LOCK_NAME), e)
+        }
+    })
 }
 
 /// Opens the current store, or creates generation 1 with an empty checkpoint; removes

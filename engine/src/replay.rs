@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::hlc::{Stamp, Timestamp};
 use crate::tree::Update;
 
+/// Memory per gathered operation: its entry, and its update once sorted.
+const PER_OP: u64 = (std::mem::size_of::<Entry>() + std::mem::size_of::<Update<'static>>()) as u64;
+
 /// `vlen` of a tombstone.
 const TOMBSTONE: u32 = u32::MAX;
 
@@ -58,6 +61,8 @@ pub(crate) struct VersionBuffer {
     run_len: usize,
     /// Payload bytes of the records gathered since the last [`VersionBuffer::clear`].
     pub payload_bytes: u64,
+    /// Operations gathered since the last clear.
+    ops: u64,
     /// Largest timestamp gathered (ever).
     pub max_ts: u64,
     /// LSN of the last record gathered (ever); 0 if none.
@@ -111,6 +116,7 @@ impl VersionBuffer {
                 klen: op.key.len() as u16,
                 vgap,
             });
+            self.ops += 1;
         }
         self.max_ts = self.max_ts.max(ts.0);
         self.payload_bytes += rec.payload().len() as u64;
@@ -139,6 +145,13 @@ impl VersionBuffer {
         self.maps.clear();
         self.entries.clear();
         self.payload_bytes = 0;
+        self.ops = 0;
+    }
+
+    /// Memory the gathered operations take, and will take once sorted: an entry and an
+    /// update each (the payloads stay in the mapped segments).
+    pub fn memory_bytes(&self) -> u64 {
+        self.ops * PER_OP
     }
 
     fn key<'a>(segs: &[&'a [u8]], e: &Entry) -> &'a [u8] {
@@ -374,7 +387,8 @@ pub(crate) struct ReplayLimits {
     pub max_key: usize,
     /// Longest value accepted.
     pub max_value: usize,
-    /// Hand the buffer to `on_chunk` once it holds this many payload bytes.
+    /// Hand the buffer to `on_chunk` once its operations take this much memory
+    /// ([`VersionBuffer::memory_bytes`]).
     pub chunk_bytes: u64,
 }
 
@@ -398,8 +412,8 @@ pub(crate) fn for_each_record(
 }
 
 /// Reads every record of `reader` (best opened with [`duplex_wal::ReadOptions::map_segments`]),
-/// checks and gathers the batches into `buf` (empty, its capacity reused). Each time `chunk_bytes` of payload are
-/// gathered, calls `on_chunk` with the buffer (its `last_lsn` is the last record in it)
+/// checks and gathers the batches into `buf` (empty, its capacity reused). Each time the
+/// gathered operations take `chunk_bytes` of memory, calls `on_chunk` with the buffer (its `last_lsn` is the last record in it)
 /// and clears it; `progress` gets the records and payload bytes gathered so far, every few
 /// thousand records. Returns the buffer with what remains. A batch that does not decode is
 /// corruption in `source` (offset = its LSN).
@@ -427,7 +441,7 @@ pub(crate) fn gather(
         buf.records += 1;
         records += 1;
         bytes += rec.payload().len() as u64;
-        if buf.payload_bytes >= limits.chunk_bytes {
+        if buf.memory_bytes() >= limits.chunk_bytes {
             on_chunk(&mut buf)?;
             buf.clear();
         }

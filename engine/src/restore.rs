@@ -19,13 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex_wal::{ReadOptions, Storage, Wal, WalReader};
+use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal, WalReader};
 
 use crate::batch::{BatchRef, KIND_BATCH};
-use crate::db::{Config, WAL_DIR};
-use crate::error::{Error, Result};
-use crate::replay::{for_each_record, gather, ReplayLimits, VersionBuffer};
+use crate::db::{lock_dir, Config, WAL_DIR};
+use crate::error::{CorruptKind, Error, Result};
+use crate::hlc::Timestamp;
+use crate::replay::{gather, ReplayLimits, VersionBuffer};
 use crate::store::{open_store, read_manifest, write_checkpoint};
+use crate::tree::TreeView;
 
 /// Where a roll-forward stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +140,10 @@ pub struct RollForwardOptions {
     pub stop_at_last_good: bool,
     /// Configuration to open the restored database with (its node id must match).
     pub config: Config,
-    /// Payload bytes of records gathered in memory before they are merged into the tree
-    /// (memory used is about 1.5 times this). Fewer, larger chunks mean fewer passes over
-    /// the tree. Default 1 GiB.
+    /// Memory for the operations gathered before they are merged into the tree: about 100
+    /// bytes per operation (key written); the archived records themselves are read in place
+    /// from the page cache. Fewer, larger chunks mean fewer passes over the tree. Default
+    /// 1 GiB (about 11 million operations).
     pub chunk_bytes: u64,
 }
 
@@ -166,6 +169,9 @@ pub fn roll_forward(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RollForwardReport> {
     let start = Instant::now();
+    opts.config.validate()?;
+    // Nobody else may open or roll forward this directory meanwhile.
+    let _lock = lock_dir(&*storage, dir)?;
     let manifest = read_manifest(&*storage, dir)?.ok_or_else(|| {
         Error::Config(format!(
             "{} holds no database manifest; restore a backup into it first",
@@ -189,13 +195,23 @@ pub fn roll_forward(
             wal_dir.display()
         )));
     }
-    if let Target::Lsn(n) = opts.target {
-        if n < manifest.checkpoint_lsn {
+    let tree = open_store(&storage, dir, &manifest, cfg.node_id)?;
+    match opts.target {
+        Target::Lsn(n) if n < manifest.checkpoint_lsn => {
             return Err(Error::Config(format!(
                 "the backup already holds records up to LSN {}; it cannot be rolled back to LSN {n} (use an older backup)",
                 manifest.checkpoint_lsn
             )));
         }
+        // Also what a re-run with an earlier time than an interrupted first run finds.
+        Target::TimeMs(t) if Timestamp(tree.ckpt.max_ts).wall_ms() > t => {
+            return Err(Error::Config(format!(
+                "{} already holds writes stamped after the target time ({} ms > {t} ms since the epoch); it cannot be rolled back (restore an older backup)",
+                dir.display(),
+                Timestamp(tree.ckpt.max_ts).wall_ms()
+            )));
+        }
+        _ => {}
     }
     for a in archive_dirs {
         if !storage.exists(a) {
@@ -252,6 +268,7 @@ pub fn roll_forward(
         times = apply_records(
             &storage,
             dir,
+            tree,
             archive_dirs,
             buf,
             last,
@@ -297,6 +314,7 @@ pub fn roll_forward(
 fn apply_records(
     storage: &Arc<dyn Storage>,
     dir: &Path,
+    mut tree: TreeView,
     archive_dirs: &[PathBuf],
     mut buf: VersionBuffer,
     last: u64,
@@ -309,9 +327,6 @@ fn apply_records(
     let (sort_s, merge_s) = (Cell::new(0.0), Cell::new(0.0));
     let mut read_s = 0.0;
     let cfg = &opts.config;
-    let manifest = read_manifest(&**storage, dir)?
-        .ok_or_else(|| Error::Config(format!("{} lost its manifest", dir.display())))?;
-    let mut tree = open_store(storage, dir, &manifest, cfg.node_id)?;
     let source = archive_dirs.first().cloned().unwrap_or_default();
     let mut merge = |buf: &mut VersionBuffer| -> Result<()> {
         let lsn = buf.last_lsn;
@@ -440,7 +455,13 @@ fn check_records(
         let i = segments.partition_point(|(first, _)| *first <= lsn);
         segments[i.saturating_sub(1)].1.clone()
     };
-    for_each_record(reader, &mut |rec| {
+    // The records of an atomic WAL group (a `write_many`) are taken only once the whole
+    // group is checked and within the target: a stop inside a group (a time target, a
+    // damaged batch) stops before the group, as an LSN target does in the reader, so every
+    // chunk size gives the same result.
+    let mut reader = reader;
+    let mut group: Vec<SharedRecord> = Vec::new();
+    while let Some(rec) = reader.next_shared()? {
         if rec.kind == KIND_BATCH {
             let b = BatchRef::decode(rec.payload(), cfg.max_key_size, cfg.max_value_size).map_err(
                 |kind| Error::Corrupt {
@@ -451,25 +472,37 @@ fn check_records(
             )?;
             if let Target::TimeMs(t) = opts.target {
                 if b.stamp.ts.wall_ms() > t {
-                    return Ok(false);
+                    return Ok(());
                 }
             }
-            if gathering {
+        }
+        group.push(rec);
+        if reader.position().is_none() {
+            continue; // more of this group to come
+        }
+        for rec in group.drain(..) {
+            if gathering && rec.kind == KIND_BATCH {
+                let b = BatchRef::checked_before(rec.payload()).ok_or_else(|| Error::Corrupt {
+                    file: locate(rec.lsn),
+                    offset: rec.lsn,
+                    kind: CorruptKind::Truncated,
+                })?;
                 buf.push_batch(&rec, &b);
             }
+            if gathering {
+                buf.last_lsn = rec.lsn;
+                buf.records += 1;
+            }
+            p.records += 1;
+            p.bytes += rec.payload().len() as u64;
+            *last = rec.lsn;
+            if p.records.is_multiple_of(8192) {
+                p.seconds = start.elapsed().as_secs_f64();
+                progress(p);
+            }
         }
-        if gathering {
-            buf.last_lsn = rec.lsn;
-            buf.records += 1;
-            gathering = buf.payload_bytes < opts.chunk_bytes;
-        }
-        p.records += 1;
-        p.bytes += rec.payload().len() as u64;
-        *last = rec.lsn;
-        if p.records.is_multiple_of(8192) {
-            p.seconds = start.elapsed().as_secs_f64();
-            progress(p);
-        }
-        Ok(true)
-    })
+        // A chunk ends at a group's end.
+        gathering = gathering && buf.memory_bytes() < opts.chunk_bytes;
+    }
+    Ok(())
 }

@@ -622,7 +622,8 @@ impl TreeWriter {
                     let up = ups.get(j);
                     match (old, up) {
                         (Some(o), Some(u)) if o.key == u.0 => {
-                            if u.1.wins_over(&o.stamp) {
+                            // Equal stamps: the update is the later write (one batch).
+                            if !o.stamp.wins_over(&u.1) {
                                 if let ValueRef::External { len, .. } = o.value {
                                     self.dead += block_size(len as usize) as u64;
                                 }
@@ -746,7 +747,8 @@ impl TreeWriter {
                         st.next += 1;
                     }
                     match ups.get(st.next).filter(|u| u.0 == e.key) {
-                        Some(u) if u.1.wins_over(&e.stamp) => {
+                        // Equal stamps: the update is the later write (one batch).
+                        Some(u) if !e.stamp.wins_over(&u.1) => {
                             self.rebuild_push(st, u.0, u.1, u.2)?;
                             st.next += 1;
                         }

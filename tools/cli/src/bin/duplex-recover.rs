@@ -187,8 +187,9 @@ struct RestoreArgs {
     /// of failing (the exit code is still 1).
     #[arg(long)]
     stop_at_last_good: bool,
-    /// Archived records (payload MiB) gathered in memory before each merge into the tree;
-    /// memory used is about 1.5 times this. Larger is faster for long archives.
+    /// Memory (MiB) for the archived operations gathered before each merge into the tree:
+    /// about 100 bytes per key written (the records are read in place from the page cache).
+    /// Larger is faster for long archives: each merge rewrites the tree.
     #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     chunk_mib: u64,
     /// Node id of the database (default: the one in the backup manifest; it must match).
