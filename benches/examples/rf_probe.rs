@@ -47,6 +47,17 @@ fn build(dir: &Path) {
     std::fs::write(dir.join("READY"), b"").expect("marker");
 }
 
+/// User + system CPU seconds of this process so far (all threads), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the
+    // 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: rf_probe DIR [ROUNDS]"));
@@ -96,6 +107,7 @@ fn main() {
             ..RollForwardOptions::default()
         };
         let t = Instant::now();
+        let cpu0 = cpu_seconds();
         let rep = roll_forward(
             st.clone(),
             &into,
@@ -105,9 +117,10 @@ fn main() {
         )
         .expect("roll_forward");
         let s = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
         let x = rep.times;
         println!(
-            "restore_chain {chain_s:.3} s; roll_forward {} records in {s:.3} s = {:.2} M/s: check {:.3}, read {:.3}, sort {:.3}, merge {:.3}, finish {:.3}",
+            "restore_chain {chain_s:.3} s; roll_forward {} records in {s:.3} s ({cpu:.2} s of CPU, all threads) = {:.2} M/s: check {:.3}, read {:.3}, sort {:.3}, merge {:.3}, finish {:.3}",
             rep.records,
             rep.records as f64 / s / 1e6,
             x.check, x.read, x.sort, x.merge, x.finish
