@@ -59,8 +59,9 @@ pub struct Config {
     /// Copy every closed WAL segment here (see the WAL). Default none.
     pub archive_dir: Option<PathBuf>,
     /// While replaying a long WAL at open, merge into the tree once the operations gathered
-    /// take this much memory (about 100 bytes per operation; the records themselves are
-    /// read in place from the page cache), so memory stays bounded. Default 256 MiB.
+    /// take this much memory (about 100 bytes per operation plus its key and value; the
+    /// records themselves are read in place from the page cache), so memory stays bounded.
+    /// Default 256 MiB.
     pub replay_chunk_bytes: u64,
     /// Run checkpoints on a background thread. Default true; tests turn it off to
     /// checkpoint only when they say so.

@@ -57,12 +57,16 @@ pub(crate) struct VersionBuffer {
     /// the sorting thread.
     runs: Vec<Vec<Entry>>,
     sorter: Option<Sorter>,
+    /// The winners' keys and values copied in key order (see [`VersionBuffer::sorted_newest`]).
+    sorted: Vec<Vec<u8>>,
     /// Entries per run (0 means [`RUN`]; tests use short runs).
     run_len: usize,
     /// Payload bytes of the records gathered since the last [`VersionBuffer::clear`].
     pub payload_bytes: u64,
     /// Operations gathered since the last clear.
     ops: u64,
+    /// Bytes of their keys and values.
+    kv_bytes: u64,
     /// Largest timestamp gathered (ever).
     pub max_ts: u64,
     /// LSN of the last record gathered (ever); 0 if none.
@@ -117,6 +121,7 @@ impl VersionBuffer {
                 vgap,
             });
             self.ops += 1;
+            self.kv_bytes += (op.key.len() + op.value.map_or(0, <[u8]>::len)) as u64;
         }
         self.max_ts = self.max_ts.max(ts.0);
         self.payload_bytes += rec.payload().len() as u64;
@@ -142,16 +147,18 @@ impl VersionBuffer {
             let _ = s.collect(&mut self.runs);
         }
         self.runs.clear();
+        self.sorted.clear();
         self.maps.clear();
         self.entries.clear();
         self.payload_bytes = 0;
         self.ops = 0;
+        self.kv_bytes = 0;
     }
 
-    /// Memory the gathered operations take, and will take once sorted: an entry and an
-    /// update each (the payloads stay in the mapped segments).
+    /// Memory the gathered operations take once sorted, at most: an entry and an update
+    /// each, and a copy of their keys and values (the records stay in the mapped segments).
     pub fn memory_bytes(&self) -> u64 {
-        self.ops * PER_OP
+        self.ops * PER_OP + self.kv_bytes
     }
 
     fn key<'a>(segs: &[&'a [u8]], e: &Entry) -> &'a [u8] {
@@ -171,8 +178,54 @@ impl VersionBuffer {
             sort_run(&mut last, &segs);
             self.runs.push(last);
         }
-        Ok(merge_newest(&self.runs, &segs))
+        let ups = merge_newest(&self.runs, &segs);
+        // Copy the winners' keys and values in key order, on both cores: the merge into the
+        // tree then reads memory in order instead of at random places in the segments. (The
+        // rebuild reading them in place took 0.3 s for 2M updates, and 0.5-1.2 s when the
+        // machine's memory was slow; this copy takes ~0.13 s, and the rebuild ~0.2 s.)
+        let mid = ups.len() / 2;
+        let (l, r) = ups.split_at(mid);
+        let ((la, li), (ra, ri)) = std::thread::scope(|s| {
+            let h = s.spawn(|| copy_in_order(l));
+            let right = copy_in_order(r);
+            (h.join().unwrap_or_else(|_| copy_in_order(l)), right)
+        });
+        self.sorted = vec![la, ra];
+        let mut out = Vec::with_capacity(ups.len());
+        for (arena, idx, part) in [(&self.sorted[0], li, l), (&self.sorted[1], ri, r)] {
+            for ((off, klen, vlen), u) in idx.into_iter().zip(part) {
+                let kend = off + klen;
+                let value = (vlen != TOMBSTONE).then(|| &arena[kend..kend + vlen as usize]);
+                out.push((&arena[off..kend], u.1, value));
+            }
+        }
+        Ok(out)
     }
+}
+
+/// Copies the keys and values of `ups` into one buffer, in order; returns it and, per
+/// update, (offset, key length, value length or [`TOMBSTONE`]).
+fn copy_in_order(ups: &[Update<'_>]) -> (Vec<u8>, Vec<(usize, usize, u32)>) {
+    let bytes: usize = ups
+        .iter()
+        .map(|(k, _, v)| k.len() + v.map_or(0, <[u8]>::len))
+        .sum();
+    let mut arena = Vec::with_capacity(bytes);
+    let mut idx = Vec::with_capacity(ups.len());
+    for (i, (k, _, v)) in ups.iter().enumerate() {
+        crate::tree::prefetch(ups, i + 16);
+        let off = arena.len();
+        arena.extend_from_slice(k);
+        let vlen = match v {
+            Some(v) => {
+                arena.extend_from_slice(v);
+                v.len() as u32
+            }
+            None => TOMBSTONE,
+        };
+        idx.push((off, k.len(), vlen));
+    }
+    (arena, idx)
 }
 
 /// Orders entries by key, then log order.

@@ -141,9 +141,9 @@ pub struct RollForwardOptions {
     /// Configuration to open the restored database with (its node id must match).
     pub config: Config,
     /// Memory for the operations gathered before they are merged into the tree: about 100
-    /// bytes per operation (key written); the archived records themselves are read in place
-    /// from the page cache. Fewer, larger chunks mean fewer passes over the tree. Default
-    /// 1 GiB (about 11 million operations).
+    /// bytes per operation (key written) plus its key and value; the archived records
+    /// themselves are read in place from the page cache. Fewer, larger chunks mean fewer
+    /// passes over the tree. Default 1 GiB (about 5 million 100-byte values).
     pub chunk_bytes: u64,
 }
 

@@ -819,7 +819,7 @@ const PREFETCH_AHEAD: usize = 12;
 /// Asks the CPU to start loading update `i`'s key and value: after a replay's sort they sit
 /// at random places in its arena, and waiting for each in turn would dominate the merge.
 #[inline]
-fn prefetch(ups: &[Update<'_>], i: usize) {
+pub(crate) fn prefetch(ups: &[Update<'_>], i: usize) {
     #[cfg(target_arch = "x86_64")]
     if let Some((k, _, v)) = ups.get(i) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

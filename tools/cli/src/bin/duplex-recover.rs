@@ -188,7 +188,8 @@ struct RestoreArgs {
     #[arg(long)]
     stop_at_last_good: bool,
     /// Memory (MiB) for the archived operations gathered before each merge into the tree:
-    /// about 100 bytes per key written (the records are read in place from the page cache).
+    /// about 100 bytes per key written plus its key and value (the records are read in place
+    /// from the page cache).
     /// Larger is faster for long archives: each merge rewrites the tree.
     #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     chunk_mib: u64,
