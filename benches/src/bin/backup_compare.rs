@@ -364,12 +364,7 @@ struct RfResult {
     setup_s: f64,
 }
 
-fn bench_rf(
-    rounds: u64,
-    base_keys: u64,
-    n: u64,
-    mut redis: Option<&mut RedisBench>,
-) -> RfResult {
+fn bench_rf(rounds: u64, base_keys: u64, n: u64, mut redis: Option<&mut RedisBench>) -> RfResult {
     let t = Instant::now();
     let src = build_source("rf", base_keys);
     let db = src.open(SyncPolicy::Never);
