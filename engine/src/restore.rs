@@ -14,7 +14,7 @@
 //! A roll-forward interrupted in the second pass leaves the database at its last chunk
 //! checkpoint; running it again continues from there.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,8 +46,12 @@ pub enum Phase {
     /// First pass: reading and checking the archived records.
     #[default]
     Check,
-    /// Second pass: gathering the records and merging them into the tree.
+    /// Second pass: reading the records of chunks after the first (an archive larger than
+    /// one chunk).
     Apply,
+    /// Sorting a chunk's records and writing them into the tree (no progress is reported
+    /// until it is done).
+    Merge,
 }
 
 /// Progress of a roll-forward, reported to the caller's callback.
@@ -89,7 +93,7 @@ impl Progress {
                 (self.bytes + self.records * 24) as f64,
                 self.total_bytes as f64,
             ),
-            Phase::Apply => (self.records as f64, self.to_apply as f64),
+            Phase::Apply | Phase::Merge => (self.records as f64, self.to_apply as f64),
         };
         Some(((total - done).max(0.0)) * self.seconds / done)
     }
@@ -257,6 +261,9 @@ pub fn roll_forward(
         }
     }
     let check_s = start.elapsed().as_secs_f64();
+    // The check's last report: every record it found to apply.
+    p.seconds = check_s;
+    progress(&p);
     let (checked, checked_bytes) = (p.records, p.bytes);
     p.phase = Phase::Apply;
     p.to_apply = checked;
@@ -328,11 +335,27 @@ fn apply_records(
     let mut read_s = 0.0;
     let cfg = &opts.config;
     let source = archive_dirs.first().cloned().unwrap_or_default();
+    // Both the merge and the reading report progress.
+    let report = RefCell::new((p, progress));
+    let say = |phase: Phase, counts: Option<(u64, u64)>| {
+        let mut r = report.borrow_mut();
+        let (p, f) = &mut *r;
+        p.phase = phase;
+        if let Some((records, bytes)) = counts {
+            p.records = records;
+            p.bytes = bytes;
+        }
+        p.seconds = start.elapsed().as_secs_f64();
+        f(p);
+    };
+    // The first chunk was gathered by the check.
+    say(Phase::Apply, Some((buf.records, buf.payload_bytes)));
     let mut merge = |buf: &mut VersionBuffer| -> Result<()> {
         let lsn = buf.last_lsn;
         if lsn <= tree.ckpt.lsn {
             return Ok(());
         }
+        say(Phase::Merge, None);
         let max_ts = buf.max_ts;
         let t = Instant::now();
         let updates = buf.sorted_newest()?;
@@ -356,16 +379,15 @@ fn apply_records(
         }
         tree = next;
         merge_s.set(merge_s.get() + t.elapsed().as_secs_f64());
+        say(Phase::Apply, None);
         Ok(())
     };
     if buf.last_lsn < last {
         // The check gathered a first chunk and went on: merge it, read the rest.
         merge(&mut buf)?;
-        p.bytes = buf.payload_bytes;
+        let (done, done_bytes) = (buf.records, buf.payload_bytes);
+        say(Phase::Apply, Some((done, done_bytes)));
         buf.clear();
-        p.records = buf.records;
-        p.seconds = start.elapsed().as_secs_f64();
-        progress(p);
         let from = buf.last_lsn + 1;
         let reader = archive_reader(storage, archive_dirs, from, Some(last), cfg)?;
         let limits = ReplayLimits {
@@ -373,7 +395,6 @@ fn apply_records(
             max_value: cfg.max_value_size,
             chunk_bytes: opts.chunk_bytes.max(1),
         };
-        let (done, done_bytes) = (p.records, p.bytes);
         let t = Instant::now();
         let before = sort_s.get() + merge_s.get();
         buf = gather(
@@ -382,12 +403,7 @@ fn apply_records(
             limits,
             buf,
             &mut merge,
-            &mut |records, bytes| {
-                p.records = done + records;
-                p.bytes = done_bytes + bytes;
-                p.seconds = start.elapsed().as_secs_f64();
-                progress(p);
-            },
+            &mut |records, bytes| say(Phase::Apply, Some((done + records, done_bytes + bytes))),
         )?;
         read_s = t.elapsed().as_secs_f64() - (sort_s.get() + merge_s.get() - before);
         if buf.last_lsn != last {

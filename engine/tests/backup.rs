@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use duplex_engine::{
-    restore_chain, roll_forward, verify_backup, Config, Database, Error, RollForwardOptions, Target,
+    restore_chain, roll_forward, verify_backup, Config, Database, Error, Phase, Progress,
+    RollForwardOptions, Target,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -78,7 +79,7 @@ fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database(
 
     let into = t.path().join("restored");
     restore_chain(&storage(), &[t.path().join("backup-1")], &into).expect("restore");
-    let mut calls = 0;
+    let mut reports: Vec<Progress> = Vec::new();
     let rf = roll_forward(
         storage(),
         &into,
@@ -87,10 +88,24 @@ fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database(
             config: cfg(&t.path().join("archive-of-restored")),
             ..RollForwardOptions::default()
         },
-        &mut |_p| calls += 1,
+        &mut |p| reports.push(*p),
     )
     .expect("roll forward");
-    assert!(calls >= 1);
+    // Checking, then the merge into the tree, then done; the last report counts every
+    // record applied.
+    let phases: Vec<Phase> = reports.iter().map(|p| p.phase).collect();
+    let first_merge = phases.iter().position(|p| *p == Phase::Merge);
+    assert_eq!(phases.first(), Some(&Phase::Check), "{phases:?}");
+    assert!(first_merge.is_some(), "{phases:?}");
+    assert!(
+        !phases[first_merge.unwrap_or(0)..].contains(&Phase::Check),
+        "{phases:?}"
+    );
+    let end = reports.last().expect("reports");
+    assert_eq!(
+        (end.phase, end.records, end.to_apply),
+        (Phase::Apply, rf.records, rf.records)
+    );
     assert_eq!(rf.from_lsn, report.manifest.checkpoint_lsn + 1);
     assert_eq!(rf.to_lsn, last);
     assert_eq!(rf.records, last - report.manifest.checkpoint_lsn);

@@ -439,6 +439,10 @@ fn restore(a: RestoreArgs) -> Result<Code> {
                     p.to_apply,
                     p.rate()
                 ),
+                Phase::Merge => format!(
+                    "sorting and writing into the tree: {} of {} records read",
+                    p.records, p.to_apply
+                ),
             });
         },
     );
