@@ -368,9 +368,10 @@ pub fn run_iters<F: Fn(usize) + Sync>(threads: usize, iters: u64, op: F) -> Dura
     })
 }
 
-/// Runs `op(thread_index)` in a loop on each of `threads` threads for about `dur`; returns
-/// the number of operations completed and the time they took (release to last join).
-pub fn run_for<F: Fn(usize) + Sync>(threads: usize, dur: Duration, op: F) -> (u64, Duration) {
+/// Runs `op(thread_index, n)` in a loop on each of `threads` threads for about `dur` (`n`
+/// counts that thread's operations from 0); returns the number of operations completed and
+/// the time they took (release to last join).
+pub fn run_for<F: Fn(usize, u64) + Sync>(threads: usize, dur: Duration, op: F) -> (u64, Duration) {
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
     let count = AtomicU64::new(0);
@@ -382,7 +383,7 @@ pub fn run_for<F: Fn(usize) + Sync>(threads: usize, dur: Duration, op: F) -> (u6
                     barrier.wait();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        op(t);
+                        op(t, n);
                         n += 1;
                     }
                     count.fetch_add(n, Ordering::Relaxed);

@@ -39,11 +39,11 @@ use std::io::{BufRead, BufReader};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 pub use duplex_benches::kv::{key, mix, value, KEY_LEN};
+use duplex_benches::run_for;
 
 /// Puts per batch in the batched workloads and in every load.
 pub const BATCH: usize = 1000;
@@ -412,38 +412,6 @@ impl Store for FjallStore {
 
 // ---------------------------------------------------------------------------------------
 // Timing helpers.
-
-/// Runs `op(thread, n)` (n counts that thread's operations from 0) on `threads` threads
-/// for about `dur`; returns operations completed and the time taken.
-pub fn run_for<F: Fn(usize, u64) + Sync>(threads: usize, dur: Duration, op: F) -> (u64, Duration) {
-    let barrier = Barrier::new(threads + 1);
-    let stop = AtomicBool::new(false);
-    let count = AtomicU64::new(0);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (op, barrier, stop, count) = (&op, &barrier, &stop, &count);
-                s.spawn(move || {
-                    barrier.wait();
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        op(t, n);
-                        n += 1;
-                    }
-                    count.fetch_add(n, Ordering::Relaxed);
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        std::thread::sleep(dur);
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.join().expect("bench thread panicked");
-        }
-        (count.load(Ordering::Relaxed), start.elapsed())
-    })
-}
 
 /// Runs `op(thread, n)` `iters` times on each of `threads` threads; returns the time.
 pub fn run_iters<F: Fn(usize, u64) + Sync>(threads: usize, iters: u64, op: F) -> Duration {
@@ -989,6 +957,21 @@ fn bench_reads(res: &mut Results, kind: Kind, keys: u64, dur: Duration, round: u
     );
 }
 
+/// One crash-and-reopen of `k` with `keys` keys (0: as many as 64 MiB of WAL hold),
+/// recorded; returns the key count the child wrote.
+fn crash_and_record(res: &mut Results, k: Kind, keys: u64) -> u64 {
+    let (n, line, open_s) = crash_once(k, keys);
+    eprintln!("  [{}] crash child: {line}", k.name());
+    res.add(
+        "open after crash, 64 MiB WAL",
+        "s",
+        Better::Low,
+        k.name(),
+        open_s,
+    );
+    n
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("child") {
@@ -1049,43 +1032,18 @@ fn main() {
             }
         }
         if wants(&only, "crash") {
-            if crash_keys == 0 && kinds.contains(&Kind::Duplex) {
-                // Duplex decides how many keys make 64 MiB of its WAL; peers write the same.
-                let (n, line, open_s) = crash_once(Kind::Duplex, 0);
-                eprintln!("  [duplex] crash child: {line}");
-                crash_keys = n;
-                res.add(
-                    "open after crash, 64 MiB WAL",
-                    "s",
-                    Better::Low,
-                    "duplex",
-                    open_s,
-                );
-                for &k in order.iter().filter(|k| **k != Kind::Duplex) {
-                    let (_, line, open_s) = crash_once(k, crash_keys);
-                    eprintln!("  [{}] crash child: {line}", k.name());
-                    res.add(
-                        "open after crash, 64 MiB WAL",
-                        "s",
-                        Better::Low,
-                        k.name(),
-                        open_s,
-                    );
-                }
-            } else {
-                // Without Duplex in this run: the key count 64 MiB of its WAL holds.
-                let target = if crash_keys == 0 { 537_000 } else { crash_keys };
-                for &k in &order {
-                    let (_, line, open_s) = crash_once(k, target);
-                    eprintln!("  [{}] crash child: {line}", k.name());
-                    res.add(
-                        "open after crash, 64 MiB WAL",
-                        "s",
-                        Better::Low,
-                        k.name(),
-                        open_s,
-                    );
-                }
+            // Duplex decides how many keys make 64 MiB of its WAL; peers write the same
+            // (without Duplex in this run: the key count 64 MiB of its WAL holds).
+            let duplex_first = crash_keys == 0 && kinds.contains(&Kind::Duplex);
+            if duplex_first {
+                crash_keys = crash_and_record(&mut res, Kind::Duplex, 0);
+            }
+            let target = if crash_keys == 0 { 537_000 } else { crash_keys };
+            for &k in order
+                .iter()
+                .filter(|k| !(duplex_first && **k == Kind::Duplex))
+            {
+                crash_and_record(&mut res, k, target);
             }
         }
         if wants(&only, "rss") && round == 0 {

@@ -97,7 +97,7 @@ fn duplex_workload(
             let log = DuplexLog::open("cmp-duplex", sync);
             let pays = thread_payloads(threads, len);
             Box::new(move |d| {
-                let r = run_for(threads, d, |t| log.append(&pays[t]));
+                let r = run_for(threads, d, |t, _| log.append(&pays[t]));
                 // Leave nothing dirty for the next workload's fsyncs to trip over.
                 log.wal().sync().expect("sync");
                 r
@@ -114,7 +114,7 @@ fn okaywal_workload(threads: usize) -> Workload {
         open: Box::new(move || {
             let log = OkayLog::open("cmp-okaywal");
             let pays = thread_payloads(threads, SMALL);
-            Box::new(move |d| run_for(threads, d, |t| log.commit(&pays[t])))
+            Box::new(move |d| run_for(threads, d, |t, _| log.commit(&pays[t])))
         }),
     }
 }
@@ -203,7 +203,7 @@ fn workloads() -> Vec<Workload> {
                 let log = OkayLog::open("cmp-okaywal-chunks");
                 let pay = thread_payloads(1, len).remove(0);
                 Box::new(move |d| {
-                    let (n, e) = run_for(1, d, |_| log.commit_chunks(&pay, k));
+                    let (n, e) = run_for(1, d, |_, _| log.commit_chunks(&pay, k));
                     (n * k as u64, e)
                 })
             }),
@@ -224,7 +224,7 @@ fn workloads() -> Vec<Workload> {
                             payload: &pay,
                         })
                         .collect();
-                    let (n, e) = run_for(1, d, |_| {
+                    let (n, e) = run_for(1, d, |_, _| {
                         log.wal().append_batch(&entries).expect("append_batch");
                     });
                     (n * k as u64, e)
