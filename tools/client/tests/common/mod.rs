@@ -11,11 +11,16 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "../../../server/tests/common/process.rs"]
+mod process;
+pub use process::{free_port, DaemonProcess};
 
 /// The `duplexd` binary (see the module docs).
 pub fn duplexd() -> &'static Path {
@@ -52,30 +57,32 @@ pub fn duplexd() -> &'static Path {
     })
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `127.0.0.1:<port>`.
 pub fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// A running daemon.
+/// A running daemon (its process: `child`, `root`, `log`, `signal`, `wait`, `stop`,
+/// `kill9`, through `Deref`).
 pub struct Daemon {
-    /// The child process (None once reaped).
-    pub child: Option<Child>,
+    proc_: DaemonProcess,
     /// Its port.
     pub port: u16,
-    /// The directory holding data/, backups/, archive/ and duplexd.log.
-    pub root: PathBuf,
     node_id: u64,
     extra: Vec<String>,
+}
+
+impl Deref for Daemon {
+    type Target = DaemonProcess;
+    fn deref(&self) -> &DaemonProcess {
+        &self.proc_
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.proc_
+    }
 }
 
 impl Daemon {
@@ -88,9 +95,8 @@ impl Daemon {
     /// [`Daemon::start`] with extra flags.
     pub fn start_with(root: &Path, port: u16, node_id: u64, extra: &[&str]) -> Daemon {
         let mut d = Daemon {
-            child: None,
+            proc_: DaemonProcess::new(root),
             port,
-            root: root.to_path_buf(),
             node_id,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -99,33 +105,18 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.root).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("duplexd.log"))
-            .unwrap();
-        let child = Command::new(duplexd())
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--data")
-            .arg(self.root.join("data"))
-            .arg("--backup-dir")
-            .arg(self.root.join("backups"))
-            .arg("--archive-dir")
-            .arg(self.root.join("archive"))
-            .arg("--backup-interval")
-            .arg("0")
-            .arg("--node-id")
-            .arg(self.node_id.to_string())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
+        let mut args: Vec<String> = vec![
+            "--backup-interval".into(),
+            "0".into(),
+            "--node-id".into(),
+            self.node_id.to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let port = self.port;
+        self.proc_.spawn(duplexd(), port, &args);
+        // Ready once it reports a state other than `starting`.
+        self.proc_
+            .wait_until(|| state_of(port).is_some_and(|s| s != "starting"));
     }
 
     /// Starts it again on the same directory and port.
@@ -133,96 +124,31 @@ impl Daemon {
         self.spawn();
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let st = self.state();
-            if st.as_deref().is_some_and(|s| s != "starting") {
-                return;
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("duplexd exited at start-up with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "duplexd did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Its state name, read with an inline DUPLEX.STATE, or None if unreachable.
     pub fn state(&self) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"DUPLEX.STATE\r\n").ok()?;
-        let mut got = Vec::new();
-        let mut b = [0u8; 512];
-        // The reply is `*8` then 8 elements; `$` lines and values: the state is the 4th line
-        // after the header.
-        while got.iter().filter(|&&c| c == b'\n').count() < 5 {
-            let n = s.read(&mut b).ok()?;
-            if n == 0 {
-                return None;
-            }
-            got.extend_from_slice(&b[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).into_owned();
-        text.split("\r\n").nth(4).map(str::to_owned)
-    }
-
-    /// The daemon's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("duplexd.log")).unwrap_or_default()
-    }
-
-    /// Sends a signal to the daemon.
-    pub fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-
-    /// Waits for the daemon to exit (at most `secs`).
-    pub fn wait(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "duplexd did not exit: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    pub fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let st = self.wait(20);
-        assert!(st.success(), "duplexd exit status {st}: {}", self.log());
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        state_of(self.port)
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
+/// The state name of the daemon on `port`, read with an inline DUPLEX.STATE, or None if
+/// unreachable.
+fn state_of(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"DUPLEX.STATE\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut b = [0u8; 512];
+    // The reply is `*8` then 8 elements; `$` lines and values: the state is the 4th line
+    // after the header.
+    while got.iter().filter(|&&c| c == b'\n').count() < 5 {
+        let n = s.read(&mut b).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&b[..n]);
     }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.split("\r\n").nth(4).map(str::to_owned)
 }
 
 /// Copies a directory tree.

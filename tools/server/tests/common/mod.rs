@@ -3,29 +3,33 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::TcpStream;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A running daemon.
+mod process;
+pub use process::{free_port, DaemonProcess};
+
+/// A running daemon (its process: `log`, `signal`, `wait`, `kill9`, through `Deref`).
 pub struct Daemon {
-    /// The child process (None once waited for).
-    pub child: Option<Child>,
+    proc_: DaemonProcess,
     /// Its port.
     pub port: u16,
-    /// The temp directory holding data/, backups/, archive/.
-    pub root: PathBuf,
     extra: Vec<String>,
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl Deref for Daemon {
+    type Target = DaemonProcess;
+    fn deref(&self) -> &DaemonProcess {
+        &self.proc_
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.proc_
+    }
 }
 
 /// `--io MODE` when the environment variable `DUPLEXD_IO` names a connection layer
@@ -41,77 +45,35 @@ pub fn io_flags() -> Vec<String> {
 impl Daemon {
     /// Starts `duplexd` in `root` (data in root/data) with extra flags; waits for PING.
     pub fn start_in(root: &Path, extra: &[&str]) -> Daemon {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut flags = io_flags();
+        flags.extend(extra.iter().map(|s| s.to_string()));
         let mut d = Daemon {
-            child: None,
+            proc_: DaemonProcess::new(root),
             port: free_port(),
-            root: root.to_path_buf(),
-            extra,
+            extra: flags,
         };
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("duplexd.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_duplexd"))
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--data")
-            .arg(self.root.join("data"))
-            .arg("--backup-dir")
-            .arg(self.root.join("backups"))
-            .arg("--archive-dir")
-            .arg(self.root.join("archive"))
-            .args(io_flags())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
+        let (port, extra) = (self.port, self.extra.clone());
+        self.proc_
+            .spawn(Path::new(env!("CARGO_BIN_EXE_duplexd")), port, &extra);
+        // Ready once it answers a DUPLEX.STATE (allowed before AUTH).
+        self.proc_.wait_until(|| {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut b = [0u8; 256];
+            s.write_all(b"DUPLEX.STATE\r\n").is_ok() && s.read(&mut b).is_ok_and(|n| n > 0)
+        });
     }
 
     /// Restarts on the same directory and port.
     pub fn restart(&mut self) {
         self.spawn();
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                if s.write_all(b"DUPLEX.STATE\r\n").is_ok() {
-                    let mut b = [0u8; 256];
-                    if let Ok(n) = s.read(&mut b) {
-                        if n > 0 {
-                            return;
-                        }
-                    }
-                }
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("duplexd exited at start-up with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "duplexd did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The daemon's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("duplexd.log")).unwrap_or_default()
     }
 
     /// A `redis` crate client.
@@ -122,46 +84,6 @@ impl Daemon {
     /// A connection.
     pub fn conn(&self) -> redis::Connection {
         self.client().get_connection().unwrap()
-    }
-
-    /// Sends a signal to the daemon.
-    pub fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-
-    /// Waits for the daemon to exit (at most `secs`).
-    pub fn wait(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "duplexd did not exit: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
