@@ -31,15 +31,18 @@
 //! acknowledgements) are kept in `/tmp/engine-killfail-*`.
 #![cfg(unix)]
 
+#[path = "../../wal/tests/common/child.rs"]
+mod child;
+use child::KillAt;
+
 use std::collections::BTreeMap;
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::ops::Bound;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -444,7 +447,7 @@ struct ChildOutput {
     ready_at: Option<Instant>,
 }
 
-fn read_child_stdout(r: impl Read, ready: mpsc::Sender<()>) -> ChildOutput {
+fn read_child_stdout(r: std::process::ChildStdout, ready: mpsc::Sender<()>) -> ChildOutput {
     let mut out = ChildOutput::default();
     let mut r = BufReader::new(r);
     let mut buf = Vec::new();
@@ -491,85 +494,21 @@ fn read_child_stdout(r: impl Read, ready: mpsc::Sender<()>) -> ChildOutput {
     out
 }
 
-/// One run of the child, up to its death.
-#[derive(Debug)]
-struct ChildRun {
-    status: ExitStatus,
-    /// The child ended before the parent killed it.
-    exited_early: bool,
-    /// The child did not report the database open within `READY_TIMEOUT`.
-    ready_timed_out: bool,
-    /// From spawn to the ready line, if it came.
-    ready_after: Option<Duration>,
-    ran_for: Duration,
-    out: ChildOutput,
-    stderr: String,
-}
+/// One run of the child: see `child::run_child`.
+type ChildRun = child::ChildRun<ChildOutput>;
 
-/// When the parent kills the child.
-#[derive(Debug, Clone, Copy)]
-enum KillAt {
-    /// This long after spawn, ready or not.
-    AfterSpawn(Duration),
-    /// This long after the child reported the database open.
-    AfterReady(Duration),
-}
-
+/// Runs the child for `round` on `dir` and kills it per `kill_at`.
 fn run_child(dir: &Path, round: u32, kill_at: KillAt) -> ChildRun {
-    let exe = env::current_exe().expect("parent: current_exe() to re-run the test binary");
-    let start = Instant::now();
-    let mut child = Command::new(&exe)
-        .args([
-            "child_main",
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_ROUND_ENV, round.to_string())
-        .env_remove("RUST_TEST_THREADS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("parent: spawning the child {exe:?}: {e}"));
-    let stdout = child.stdout.take().expect("child stdout is piped");
-    let mut stderr = child.stderr.take().expect("child stderr is piped");
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let out_reader = thread::spawn(move || read_child_stdout(stdout, ready_tx));
-    let err_reader = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = stderr.read_to_end(&mut b);
-        String::from_utf8_lossy(&b).into_owned()
-    });
-    let mut ready_timed_out = false;
-    match kill_at {
-        KillAt::AfterSpawn(d) => thread::sleep(d),
-        KillAt::AfterReady(d) => match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(()) => thread::sleep(d),
-            Err(mpsc::RecvTimeoutError::Timeout) => ready_timed_out = true,
-            // The child closed its stdout (it died): the checks say how.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        },
-    }
-    let early = child.try_wait().expect("parent: try_wait on the child");
-    if early.is_none() {
-        child.kill().expect("parent: SIGKILL the child");
-    }
-    let ran_for = start.elapsed();
-    let status = child.wait().expect("parent: wait for the child");
-    let out = out_reader.join().expect("stdout reader thread panicked");
-    let stderr = err_reader.join().expect("stderr reader thread panicked");
-    ChildRun {
-        status,
-        exited_early: early.is_some(),
-        ready_timed_out,
-        ready_after: out.ready_at.map(|t| t.duration_since(start)),
-        ran_for,
-        out,
-        stderr,
-    }
+    child::run_child(
+        "child_main",
+        &[
+            (CHILD_DIR_ENV, dir.display().to_string()),
+            (CHILD_ROUND_ENV, round.to_string()),
+        ],
+        kill_at,
+        READY_TIMEOUT,
+        read_child_stdout,
+    )
 }
 
 /// Copies a directory tree (files and subdirectories).
@@ -677,7 +616,9 @@ impl Verifier {
         let _ = writeln!(
             notes,
             "child: {:?} after {:?} (ready after {:?})",
-            cx.run.status, cx.run.ran_for, cx.run.ready_after
+            cx.run.status,
+            cx.run.ran_for,
+            cx.run.since_start(cx.run.out.ready_at)
         );
         let _ = writeln!(notes, "reopen: {}", cx.opened);
         let _ = writeln!(
@@ -1111,7 +1052,7 @@ fn sigkill_rounds_lose_no_acknowledged_write() {
         };
         let clean_close = rng.gen_range(0..CLEAN_CLOSE_EVERY) == 0;
         let run = run_child(&v.dir, round, kill_at);
-        if let Some(r) = run.ready_after {
+        if let Some(r) = run.since_start(run.out.ready_at) {
             ready_est = (ready_est * 3 + r) / 4;
         }
         if run.out.acks.is_empty() {
@@ -1125,7 +1066,7 @@ fn sigkill_rounds_lose_no_acknowledged_write() {
                 "round {round}: {kill_at:?}: killed after {:?}, ready after {:?}, {} acks, {} \
                  checkpoints and {} compactions asked for, check took {:?}{}{}",
                 run.ran_for,
-                run.ready_after,
+                run.since_start(run.out.ready_at),
                 run.out.acks.len(),
                 run.out.checkpoints,
                 run.out.compactions,

@@ -12,14 +12,17 @@
 //! recovery, the child's output and the recovery report are kept in `/tmp/killfail-*`.
 #![cfg(unix)]
 
+#[path = "common/child.rs"]
+mod child;
+use child::KillAt;
+
 use std::collections::HashMap;
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -351,7 +354,7 @@ struct ChildOutput {
     first_ack: Option<Instant>,
 }
 
-fn read_child_stdout(r: impl Read, ready: mpsc::Sender<()>) -> ChildOutput {
+fn read_child_stdout(r: std::process::ChildStdout, ready: mpsc::Sender<()>) -> ChildOutput {
     let mut out = ChildOutput::default();
     let mut r = BufReader::new(r);
     let mut buf = Vec::new();
@@ -391,83 +394,21 @@ fn read_child_stdout(r: impl Read, ready: mpsc::Sender<()>) -> ChildOutput {
     out
 }
 
-struct ChildRun {
-    status: ExitStatus,
-    /// From spawn to the first ack, if any.
-    first_ack_after: Option<Duration>,
-    /// The child had exited before the parent came to kill it.
-    exited_early: bool,
-    /// The child did not report the log open within `READY_TIMEOUT`.
-    ready_timed_out: bool,
-    ran_for: Duration,
-    out: ChildOutput,
-    stderr: String,
-}
+/// One run of the child: see `child::run_child`.
+type ChildRun = child::ChildRun<ChildOutput>;
 
-/// When the parent kills the child.
-#[derive(Debug, Clone, Copy)]
-enum KillAt {
-    /// This long after spawn, ready or not.
-    AfterSpawn(Duration),
-    /// This long after the child reported the log open.
-    AfterReady(Duration),
-}
-
+/// Runs the child for `round` on `dir` and kills it per `kill_at`.
 fn run_child(dir: &Path, round: u32, kill_at: KillAt) -> ChildRun {
-    let exe = env::current_exe().expect("parent: current_exe() to re-run the test binary");
-    let start = Instant::now();
-    let mut child = Command::new(&exe)
-        .args([
-            "child_main",
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_ROUND_ENV, round.to_string())
-        .env_remove("RUST_TEST_THREADS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("parent: spawning the child {exe:?}: {e}"));
-    let stdout = child.stdout.take().expect("child stdout is piped");
-    let mut stderr = child.stderr.take().expect("child stderr is piped");
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let out_reader = thread::spawn(move || read_child_stdout(stdout, ready_tx));
-    let err_reader = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = stderr.read_to_end(&mut b);
-        String::from_utf8_lossy(&b).into_owned()
-    });
-    let mut ready_timed_out = false;
-    match kill_at {
-        KillAt::AfterSpawn(d) => thread::sleep(d),
-        KillAt::AfterReady(d) => match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(()) => thread::sleep(d),
-            Err(mpsc::RecvTimeoutError::Timeout) => ready_timed_out = true,
-            // The child closed its stdout (it died): the checks say how.
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        },
-    }
-    let early = child.try_wait().expect("parent: try_wait on the child");
-    if early.is_none() {
-        child.kill().expect("parent: SIGKILL the child");
-    }
-    let ran_for = start.elapsed();
-    let status = child.wait().expect("parent: wait for the child");
-    let out = out_reader.join().expect("stdout reader thread panicked");
-    let stderr = err_reader.join().expect("stderr reader thread panicked");
-    ChildRun {
-        status,
-        first_ack_after: out.first_ack.map(|t| t.duration_since(start)),
-        exited_early: early.is_some(),
-        ready_timed_out,
-        ran_for,
-        out,
-        stderr,
-    }
+    child::run_child(
+        "child_main",
+        &[
+            (CHILD_DIR_ENV, dir.display().to_string()),
+            (CHILD_ROUND_ENV, round.to_string()),
+        ],
+        kill_at,
+        READY_TIMEOUT,
+        read_child_stdout,
+    )
 }
 
 /// Reads the log in `dir` from `from_lsn` (0: from the start): the records, whether the
@@ -987,7 +928,7 @@ fn sigkill_rounds_lose_no_acknowledged_record() {
                 "round {round}: {kill_at:?}: killed after {:?}, first ack after {:?}, {} acks, log {} records, \
                  check took {:?}{}",
                 run.ran_for,
-                run.first_ack_after,
+                run.since_start(run.out.first_ack),
                 run.out.acks.len(),
                 v.log.len(),
                 check_start.elapsed(),
