@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
-use crate::batch::Cursor;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
 use crate::store::{write_manifest, MANIFEST_NAME};
 use crate::tree::TreeView;
+use duplex_wal::le::Cursor;
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";

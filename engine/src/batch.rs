@@ -7,6 +7,7 @@
 
 use crate::error::CorruptKind;
 use crate::hlc::{Stamp, Timestamp};
+use duplex_wal::le::Cursor;
 
 /// WAL record kind of an engine write batch.
 pub const KIND_BATCH: u8 = 1;
@@ -138,49 +139,6 @@ pub fn encode_batch(stamp: Stamp, origin_lsn: u64, batch: &WriteBatch) -> Vec<u8
         }
     }
     out
-}
-
-/// A bounds-checked little-endian reader.
-pub(crate) struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn new(b: &'a [u8]) -> Self {
-        Cursor { b, pos: 0 }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.b.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
-
-    pub(crate) fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-
-    pub(crate) fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-    }
-
-    pub(crate) fn u32(&mut self) -> Option<u32> {
-        let s = self.take(4)?;
-        Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-
-    pub(crate) fn u64(&mut self) -> Option<u64> {
-        let s = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        Some(u64::from_le_bytes(a))
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.b.len() - self.pos
-    }
 }
 
 /// Decodes a WAL payload into a batch, checking every length against the limits and the

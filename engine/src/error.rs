@@ -148,4 +148,26 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when the database can take no more writes in this process: the WAL or the page
+    /// store failed an I/O operation (fail-stop). A server moves to `failed` on such an
+    /// error; a refusal of one request (limits, configuration) is not fatal.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Poisoned(_) | Error::Io { .. } => true,
+            Error::Wal(e) => e.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// True when a write that returned this error may or may not be durable: it failed
+    /// during or after its WAL append (a failed write or fsync), so it may reappear after a
+    /// restart. Errors for which this is false mean the write was refused and not applied.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Io { .. } => true,
+            Error::Wal(e) => e.outcome_unknown(),
+            _ => false,
+        }
+    }
 }

@@ -5,9 +5,9 @@
 //! body; every length is checked against the bytes present before anything is sliced or
 //! allocated; blocks start on 8-byte boundaries.
 
-use crate::batch::Cursor;
 use crate::error::CorruptKind;
 use crate::hlc::{Stamp, Timestamp};
+use duplex_wal::le::Cursor;
 
 /// Magic bytes opening a store file.
 pub const STORE_MAGIC: [u8; 8] = *b"DPLXSTOR";
@@ -52,15 +52,7 @@ fn crc_check(stored: u32, actual: u32) -> Result<(), CorruptKind> {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
+use duplex_wal::le::{u32_at, u64_at};
 
 /// Header of a 64-byte file (store header or manifest): magic + fields + CRC.
 fn encode_fixed(magic: &[u8; 8], fields: &[u64; 5]) -> [u8; FILE_HEADER_LEN] {

@@ -222,4 +222,19 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::Gap { .. })
     }
+
+    /// True when the log can take no more writes in this process: a write, fsync or file
+    /// operation failed (the log is poisoned, fail-stop). Refusals of one request (too
+    /// large, empty batch) and a closed log are not fatal.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Poisoned { .. })
+    }
+
+    /// True when a write that returned this error may or may not be in the log: its bytes
+    /// may have reached the disk before a write or fsync failed (the writer that met the
+    /// failure gets `Io`, the others of its group `Poisoned`), so after a restart it may be
+    /// there. A caller must report such a write as neither done nor refused.
+    pub fn outcome_unknown(&self) -> bool {
+        self.is_fatal()
+    }
 }

@@ -27,18 +27,7 @@ pub const MAX_LSN: u64 = 1 << 62;
 /// Hard ceiling on `max_record_size`, so lengths always fit the `u32` field.
 pub const MAX_RECORD_SIZE_LIMIT: u32 = 1 << 30;
 
-/// Little-endian readers over a slice whose length the caller has checked.
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
+use crate::le::{u32_at, u64_at};
 
 /// The fixed header at the start of every segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,7 @@
 mod archive;
 mod error;
 pub mod format;
+pub mod le;
 mod options;
 mod reader;
 mod segment;
@@ -30,6 +31,7 @@ mod wal;
 
 pub use archive::{archive_segment, prune_archive};
 pub use error::{CorruptKind, Error, Result};
+pub use le::now_ms;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use storage::{

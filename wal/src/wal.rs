@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::le::now_ms;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
@@ -180,13 +182,6 @@ pub struct Wal {
     report: RecoveryReport,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Wal {

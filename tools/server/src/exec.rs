@@ -671,11 +671,12 @@ pub fn write_groups(sh: &Shared, groups: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
                 sh.note_write_error(&e);
                 // A refused write (limits) never reached the log; a failed one may have:
                 // its fsync failed, so whether it survives a restart is unknown.
-                Some(match e {
-                    duplex_engine::Error::Wal(_) | duplex_engine::Error::Io { .. } => format!(
+                Some(if e.outcome_unknown() {
+                    format!(
                         "IOERR write outcome unknown, the disk failed and this server now refuses writes: {e}"
-                    ),
-                    _ => format!("ERR write refused, not applied: {e}"),
+                    )
+                } else {
+                    format!("ERR write refused, not applied: {e}")
                 })
             }
         }

@@ -105,15 +105,7 @@ impl Shared {
     /// Records an engine error met on the write path: a poisoned or failing WAL or store
     /// moves the server to `failed` (writes refused from then on).
     pub fn note_write_error(&self, e: &duplex_engine::Error) {
-        use duplex_engine::Error as E;
-        let fatal = matches!(
-            e,
-            E::Poisoned(_)
-                | E::Io { .. }
-                | E::Wal(duplex_wal::Error::Poisoned { .. })
-                | E::Wal(duplex_wal::Error::Io { .. })
-        );
-        if fatal && self.state.get().state != OpState::Failed {
+        if e.is_fatal() && self.state.get().state != OpState::Failed {
             tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
             let _ = self.state.set(OpState::Failed, false);
         }

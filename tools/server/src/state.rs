@@ -8,10 +8,10 @@
 //! epoch grows whenever the server is fenced or rebuilt, so a client never writes to a
 //! server older than one it has already seen.
 
+use duplex_wal::le;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -132,12 +132,8 @@ impl StateRecord {
         if b[0..8] != STATE_MAGIC {
             return Err("bad magic".into());
         }
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[o..o + 8]);
-            u64::from_le_bytes(a)
-        };
+        let u32_at = |o: usize| le::u32_at(b, o);
+        let u64_at = |o: usize| le::u64_at(b, o);
         let crc = crc32c::crc32c(&b[..40]);
         if crc != u32_at(40) {
             return Err(format!(
@@ -163,13 +159,7 @@ impl StateRecord {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use duplex_wal::now_ms;
 
 /// Reads the state file of `dir`; `Ok(None)` if there is none.
 pub fn load(dir: &Path) -> Result<Option<StateRecord>, Error> {
