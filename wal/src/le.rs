@@ -81,16 +81,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Milliseconds since the Unix epoch by the system clock (0 if the clock is before 1970).
-/// The one wall-clock reading of the WAL and the tools; the engine's hybrid logical clock
-/// takes its time from a clock it is given instead, so tests can simulate time.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod archive;
+pub mod clock;
 mod error;
 pub mod format;
 pub mod le;
@@ -30,8 +31,8 @@ mod storage;
 mod wal;
 
 pub use archive::{archive_segment, prune_archive};
+pub use clock::{now_ms, Clock, ManualClock, SystemClock};
 pub use error::{CorruptKind, Error, Result};
-pub use le::now_ms;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use storage::{

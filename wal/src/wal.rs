@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::le::now_ms;
+use crate::clock::now_ms;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
