@@ -222,3 +222,123 @@ fn archive_loop(shared: &Shared) {
         let _ = shared.archive_pending();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::sim::{CrashMode, SimStorage};
+    use crate::{Record, Storage, SyncPolicy, Wal, WalOptions};
+
+    /// A log with no background threads: every step is the test's.
+    fn stepped(sync: SyncPolicy, archive_dir: Option<&str>) -> WalOptions {
+        WalOptions {
+            segment_size: 8192,
+            sync,
+            archive_dir: archive_dir.map(PathBuf::from),
+            background_threads: false,
+            ..WalOptions::default()
+        }
+    }
+
+    fn open(sim: &SimStorage, opts: WalOptions) -> Wal {
+        Wal::open_with(Arc::new(sim.clone()), "/wal", opts).expect("open")
+    }
+
+    /// Long enough for many sync intervals and an archive copy, had a thread been there.
+    fn idle() {
+        std::thread::sleep(Duration::from_millis(30));
+    }
+
+    #[test]
+    fn with_threads_off_an_interval_append_is_durable_only_after_the_sync_step() {
+        let sim = SimStorage::new();
+        let opts = stepped(SyncPolicy::Interval(Duration::from_millis(1)), None);
+        let wal = open(&sim, opts.clone());
+        let a = wal.append(1, b"first").expect("append");
+        idle();
+        assert_eq!(
+            wal.written_lsn(),
+            a,
+            "an Interval append is handed to the OS"
+        );
+        assert!(wal.durable_lsn() < a, "fsynced with no sync step");
+        wal.sync_due().expect("sync step");
+        assert_eq!(wal.durable_lsn(), a);
+
+        // Power lost before the next step: the record appended since is gone, the one the
+        // step fsynced is not.
+        let b = wal.append(1, b"second").expect("append");
+        assert!(wal.durable_lsn() < b);
+        sim.crash(CrashMode::LoseUnsynced);
+        drop(wal);
+        let wal = open(&sim, opts);
+        assert_eq!(wal.last_lsn(), a);
+        let recs: Vec<Record> = wal
+            .read_from(1)
+            .expect("reader")
+            .collect::<crate::Result<_>>()
+            .expect("read");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].payload, b"first");
+    }
+
+    #[test]
+    fn with_threads_off_a_never_append_reaches_the_os_only_after_the_sync_step() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Never, None));
+        let a = wal.append(1, b"buffered").expect("append");
+        idle();
+        assert!(wal.written_lsn() < a, "written with no sync step");
+        wal.sync_due().expect("sync step");
+        assert_eq!(wal.written_lsn(), a);
+        assert!(
+            wal.durable_lsn() < a,
+            "Never fsyncs only on rotation, sync and close"
+        );
+    }
+
+    #[test]
+    fn with_threads_off_a_closed_segment_reaches_the_archive_only_after_the_archive_step() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Always, Some("/archive")));
+        wal.append(1, b"to archive").expect("append");
+        wal.rotate().expect("rotate").expect("a segment was closed");
+        let closed = wal.segments()[0].clone();
+        assert!(closed.closed && !closed.archived, "{closed:?}");
+        let name = closed.path.file_name().expect("file name");
+        let copy = Path::new("/archive").join(name);
+        idle();
+        assert!(!sim.exists(&copy), "archived with no archive step");
+
+        assert_eq!(wal.archive_pending().expect("archive step"), 1);
+        assert!(wal.segments()[0].archived);
+        assert!(sim.exists(&copy));
+        assert_eq!(
+            sim.contents(&copy).expect("copy").len() as u64,
+            closed.end_offset
+        );
+        assert_eq!(
+            wal.archive_pending().expect("archive step"),
+            0,
+            "queue drained"
+        );
+        // Under Always the sync step has nothing to do.
+        wal.sync_due().expect("sync step");
+        wal.close().expect("close");
+    }
+
+    #[test]
+    fn with_threads_off_close_still_finishes_archiving() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Always, Some("/archive")));
+        wal.append(1, b"x").expect("append");
+        wal.rotate().expect("rotate");
+        let name = wal.segments()[0].path.file_name().map(ToOwned::to_owned);
+        wal.close().expect("close");
+        let copy = Path::new("/archive").join(name.expect("file name"));
+        assert!(sim.exists(&copy));
+    }
+}

@@ -351,3 +351,41 @@ pub(crate) fn open_current(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::clock::ManualClock;
+    use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+    use crate::sim::SimStorage;
+    use crate::{Wal, WalOptions};
+
+    fn header_of(sim: &SimStorage, path: &Path) -> SegmentHeader {
+        let bytes = sim.contents(path).expect("segment exists");
+        SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN as usize]).expect("header decodes")
+    }
+
+    #[test]
+    fn a_new_segment_header_carries_the_time_of_the_log_clock() {
+        let sim = SimStorage::new();
+        let clock = Arc::new(ManualClock::new(1_234_567));
+        let opts = WalOptions {
+            segment_size: 8192,
+            clock: clock.clone(),
+            ..WalOptions::default()
+        };
+        let wal = Wal::open_with(Arc::new(sim.clone()), "/wal", opts).expect("open");
+        let first = wal.segments()[0].path.clone();
+        assert_eq!(header_of(&sim, &first).created_ms, 1_234_567);
+
+        clock.advance(1_000);
+        wal.append(1, b"x").expect("append");
+        wal.rotate().expect("rotate");
+        let second = wal.segments()[1].path.clone();
+        assert_eq!(header_of(&sim, &second).created_ms, 1_235_567);
+        // The first segment's header was written once, at its creation.
+        assert_eq!(header_of(&sim, &first).created_ms, 1_234_567);
+    }
+}
