@@ -148,11 +148,17 @@ impl Background {
         }
         if shared.opts.archive_dir.is_some() {
             let sh = shared.clone();
-            let h = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("duplex-wal-archive".into())
-                .spawn(move || archive_loop(&sh))
-                .map_err(|e| Error::io("spawn archive thread", &shared.dir, e))?;
-            bg.threads.push(h);
+                .spawn(move || archive_loop(&sh));
+            match spawned {
+                Ok(h) => bg.threads.push(h),
+                Err(e) => {
+                    // The log will not open: the sync thread started above must not outlive it.
+                    bg.stop(shared);
+                    return Err(Error::io("spawn archive thread", &shared.dir, e));
+                }
+            }
         }
         Ok(bg)
     }

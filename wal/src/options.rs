@@ -19,8 +19,9 @@ pub enum SyncPolicy {
     #[default]
     Always,
     /// Acknowledge once the record is handed to the operating system; a background thread
-    /// fsyncs at this interval. A power loss may lose up to one interval of acknowledged
-    /// records; a process crash loses none.
+    /// fsyncs at this interval (or [`crate::Wal::sync_due`] does, when
+    /// [`WalOptions::background_threads`] is off). A power loss may lose up to one interval
+    /// of acknowledged records; a process crash loses none.
     Interval(Duration),
     /// Acknowledge once the record is encoded in the log's memory buffer; the buffer goes
     /// to the operating system when 1 MiB has gathered or 100 ms have passed, and is
@@ -61,8 +62,9 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// Handling of mid-log damage at open. Default [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
-    /// If set, every closed segment is copied here (file and directory fsynced) by a
-    /// background thread. Default none.
+    /// If set, every closed segment is copied here (file and directory fsynced) by the
+    /// archiver: a background thread, or [`crate::Wal::archive_pending`] when
+    /// [`WalOptions::background_threads`] is off. Default none.
     pub archive_dir: Option<PathBuf>,
     /// LSN of the first record when the directory holds no segment. Default 1.
     pub initial_lsn: u64,
