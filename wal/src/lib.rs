@@ -20,8 +20,8 @@
 //!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests. The few calls that
 //!   need `unsafe` (libc, memmap2) are gathered in module `sys`, each with its reason.
 //!
-//! The byte layouts are specified in `docs/FORMAT.md` and implemented in [`format`]; every
-//! integer is read through [`le`].
+//! The byte layouts are specified in `docs/FORMAT.md` and implemented in
+//! [`format`](mod@format); every integer is read through [`le`].
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -1,7 +1,7 @@
 //! The storage trait: every file operation of the WAL (and of the engine above it) goes
 //! through [`Storage`] and [`StorageFile`], so the same code runs on the real file system
-//! ([`StdStorage`]) and on the simulated one ([`crate::sim::SimStorage`]) that loses unsynced
-//! writes, tears writes and fails fsyncs on command.
+//! ([`crate::StdStorage`]) and on the simulated one ([`crate::sim::SimStorage`]) that loses
+//! unsynced writes, tears writes and fails fsyncs on command.
 //!
 //! Durability contract, the same for both implementations:
 //! - bytes written to a file survive a crash only after `sync_data` on that file;
