@@ -22,13 +22,16 @@ use duplex_engine::format::{
     MAX_ORIGINS,
 };
 use duplex_engine::{CorruptKind, Stamp, Timestamp, WriteBatch};
+use duplex_wal::le::{u32_at, u64_at};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_KEY: usize = 4096;
 const MAX_VALUE: usize = 1 << 20;
 
-fn u32_at(b: &[u8], at: usize) -> usize {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+/// The `u32` field at `at` (an offset or a length), as a `usize`. The caller checked that
+/// `b` holds `at + 4` bytes.
+fn usize_at(b: &[u8], at: usize) -> usize {
+    u32_at(b, at) as usize
 }
 
 /// The key just after `k` in byte order.
@@ -53,7 +56,7 @@ fn check_leaf(body: &[u8]) {
         match leaf.entry(i) {
             Ok(e) => {
                 // The flags byte is the 3rd byte of the entry.
-                let off = u32_at(body, 4 + 4 * i);
+                let off = usize_at(body, 4 + 4 * i);
                 let flags = body[off + 2];
                 match e.value {
                     ValueRef::Tombstone => assert_eq!(flags, FLAG_TOMBSTONE),
@@ -93,7 +96,7 @@ fn check_leaf(body: &[u8]) {
     assert_eq!(again.len(), n);
     for (i, (off, e)) in entries.iter().enumerate() {
         assert_eq!(again.entry(i).expect("re-encoded entry"), *e);
-        let eoff = u32_at(&enc, 4 + 4 * i);
+        let eoff = usize_at(&enc, 4 + 4 * i);
         let len = e.encoded_len() - 4;
         assert_eq!(
             body[*off..*off + len],
@@ -113,7 +116,7 @@ fn check_branch(body: &[u8]) {
     let mut children = Vec::with_capacity(n);
     for i in 0..n {
         match br.child(i) {
-            Ok(c) => children.push((u32_at(body, 4 + 4 * i), c)),
+            Ok(c) => children.push((usize_at(body, 4 + 4 * i), c)),
             Err(_) => return,
         }
     }
@@ -147,7 +150,7 @@ fn check_branch(body: &[u8]) {
     let again = Branch::parse(&enc).expect("parse a re-encoded branch");
     for (i, (off, (k, child))) in children.iter().enumerate() {
         assert_eq!(again.child(i).expect("re-encoded child"), (*k, *child));
-        let eoff = u32_at(&enc, 4 + 4 * i);
+        let eoff = usize_at(&enc, 4 + 4 * i);
         let len = 8 + 2 + k.len();
         assert_eq!(
             body[*off..*off + len],
@@ -240,11 +243,7 @@ fn check_stamps(b: &[u8]) {
     if b.len() < 32 {
         return;
     }
-    let word = |i: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(a)
-    };
+    let word = |i: usize| u64_at(b, i * 8);
     let s = Stamp {
         ts: Timestamp(word(0)),
         origin: word(1),
@@ -286,7 +285,7 @@ fuzz_target!(|data: &[u8]| {
     check_name(data);
     // Block checksum recomputed, if the length field fits the input.
     if data.len() >= BLOCK_HEADER_LEN {
-        let len = u32_at(data, 4);
+        let len = usize_at(data, 4);
         if len <= data.len() - BLOCK_HEADER_LEN {
             let mut fixed = data.to_vec();
             let crc = crc32c::crc32c(&fixed[4..BLOCK_HEADER_LEN + len]).to_le_bytes();

@@ -38,6 +38,7 @@ use std::sync::{Arc, OnceLock};
 use duplex_engine::format::{block_size, BLOCK_HEADER_LEN, FILE_HEADER_LEN};
 use duplex_engine::{entry_hash, Database, Digest, Error, WriteBatch};
 use duplex_wal::format::{decode_record, Decoded, SEGMENT_HEADER_LEN};
+use duplex_wal::le;
 use duplex_wal::sim::SimStorage;
 use duplex_wal::{OpenMode, Storage};
 
@@ -90,6 +91,7 @@ impl<'a> Damage<'a> {
     /// Decodes an input; every byte string is a valid input.
     pub fn parse(data: &'a [u8]) -> Self {
         let flags = data.first().copied().unwrap_or(0);
+        // Bytes 1..5, zero-padded when the input is shorter.
         let mut off = [0u8; 4];
         for (i, b) in data.iter().skip(1).take(4).enumerate() {
             off[i] = *b;
@@ -106,7 +108,7 @@ impl<'a> Damage<'a> {
             truncate: flags & 0x10 != 0,
             fix: flags & 0x20 != 0,
             compact: flags & 0x40 != 0,
-            offset: u32::from_le_bytes(off),
+            offset: le::u32_at(&off, 0),
             window: &window[..window.len().min(MAX_WINDOW)],
         }
     }
@@ -143,8 +145,9 @@ pub fn damaged(d: &Damage<'_>, orig: &[u8]) -> Vec<u8> {
     b
 }
 
-fn u32_at(b: &[u8], at: usize) -> usize {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+/// The `u32` length field at `at`, as a length. The caller checked `b` holds `at + 4` bytes.
+fn len_at(b: &[u8], at: usize) -> usize {
+    le::u32_at(b, at) as usize
 }
 
 /// Block starts of a store file, following the length fields from the header on.
@@ -152,7 +155,7 @@ pub fn block_starts(b: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut p = FILE_HEADER_LEN;
     while p + BLOCK_HEADER_LEN <= b.len() {
-        let len = u32_at(b, p + 4);
+        let len = len_at(b, p + 4);
         if len > b.len() || p + BLOCK_HEADER_LEN + len > b.len() {
             break;
         }
@@ -175,7 +178,7 @@ fn fix_block_crc(b: &mut [u8], p: usize) {
     if p + BLOCK_HEADER_LEN > b.len() {
         return;
     }
-    let len = u32_at(b, p + 4);
+    let len = len_at(b, p + 4);
     if len > b.len() || p + BLOCK_HEADER_LEN + len > b.len() {
         return;
     }

@@ -19,6 +19,7 @@ use duplex_wal::format::{
     record_size, segment_file_name, SegmentHeader, RECORD_ALIGN, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
+use duplex_wal::le::{u32_at, u64_at};
 use duplex_wal::sim::SimStorage;
 use duplex_wal::{
     Entry, Error, OpenMode, ReadOptions, Record, RecoveryMode, Storage, SyncPolicy, TornTail, Wal,
@@ -71,18 +72,9 @@ unsafe impl GlobalAlloc for CappedAlloc {
 #[global_allocator]
 static GLOBAL: CappedAlloc = CappedAlloc;
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
 /// The first LSN a segment's header bytes claim (bytes 24..32), if that many bytes exist.
 pub fn claimed_first_lsn(seg: &[u8]) -> Option<u64> {
-    let b = seg.get(24..32)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_le_bytes(a))
+    seg.get(24..32).map(|b| u64_at(b, 0))
 }
 
 /// Rewrites the record checksum of the record at the start of `rec` (if its length field is
@@ -227,6 +219,7 @@ fn options(node_id: u64, recovery: RecoveryMode) -> WalOptions {
         recovery,
         archive_dir: None,
         initial_lsn: 1,
+        ..WalOptions::default()
     }
 }
 

@@ -4,38 +4,51 @@
 //! - [`Wal`] is the log: [`Wal::append`] and [`Wal::append_batch`] from any number of
 //!   threads, acknowledged under a [`SyncPolicy`] with group commit (one write and one fsync
 //!   for everything queued meanwhile). A failed write or fsync poisons the log.
-//! - [`Wal::open`] recovers: it checks every segment, cuts a torn tail (reported in a
-//!   [`RecoveryReport`]) and refuses mid-log corruption with [`Error::Corrupt`], naming file
-//!   and offset.
+//! - [`Wal::open`] recovers (module `recovery`): it checks every segment, cuts a torn tail
+//!   (reported in a [`RecoveryReport`]) and refuses mid-log corruption with
+//!   [`Error::Corrupt`], naming file and offset. The write path (group commit, rotation,
+//!   fail-stop) is module `writer`.
+//! - Background work, the interval sync and the archiver, runs on threads by default; with
+//!   [`WalOptions::background_threads`] off, the owner drives it step by step
+//!   ([`Wal::sync_due`], [`Wal::archive_pending`]). Wall-clock time comes from the
+//!   [`Clock`] in [`WalOptions::clock`].
 //! - [`WalReader`] iterates [`Record`]s from any LSN across the live directory and the
 //!   archive as one stream, checking every checksum and LSN on the way.
 //! - [`archive_segment`] copies a closed segment into an archive directory atomically; a
 //!   [`Wal`] with [`WalOptions::archive_dir`] does it for every segment it closes.
 //! - [`Storage`] is the file-system trait every byte goes through: [`StdStorage`] for real,
-//!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests.
+//!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests. The few calls that
+//!   need `unsafe` (libc, memmap2) are gathered in module `sys`, each with its reason.
 //!
-//! The byte layouts are specified in `docs/FORMAT.md` and implemented in [`format`].
+//! The byte layouts are specified in `docs/FORMAT.md` and implemented in
+//! [`format`](mod@format); every integer is read through [`le`].
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod archive;
+mod background;
 pub mod clock;
 mod error;
 pub mod format;
 pub mod le;
 mod options;
 mod reader;
+mod recovery;
 mod segment;
 pub mod sim;
+mod std_storage;
 mod storage;
+mod sys;
 mod wal;
+mod writer;
 
 pub use archive::{archive_segment, prune_archive};
 pub use clock::{now_ms, Clock, ManualClock, SystemClock};
 pub use error::{CorruptKind, Error, Result};
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
-pub use storage::{
-    sync_file_and_dir, LockGuard, Mapped, OpenMode, StdStorage, Storage, StorageFile,
-};
-pub use wal::{Entry, RecoveryReport, SegmentInfo, Truncation, Wal};
+pub use recovery::{RecoveryReport, SegmentInfo, Truncation};
+pub use std_storage::StdStorage;
+pub use storage::{sync_file_and_dir, LockGuard, Mapped, OpenMode, Storage, StorageFile};
+pub use wal::{Entry, Wal};

@@ -1,8 +1,13 @@
 //! Configuration of a [`crate::Wal`], every field with its default and its bounds.
+//!
+//! [`WalOptions::validate`] is the one place the bounds are checked; [`crate::Wal::open`]
+//! calls it before touching the directory, so a log never runs on options it refuses.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{system_clock, Clock};
 use crate::error::{Error, Result};
 use crate::format::{MAX_RECORD_SIZE_LIMIT, SEGMENT_HEADER_LEN};
 
@@ -14,8 +19,9 @@ pub enum SyncPolicy {
     #[default]
     Always,
     /// Acknowledge once the record is handed to the operating system; a background thread
-    /// fsyncs at this interval. A power loss may lose up to one interval of acknowledged
-    /// records; a process crash loses none.
+    /// fsyncs at this interval (or [`crate::Wal::sync_due`] does, when
+    /// [`WalOptions::background_threads`] is off). A power loss may lose up to one interval
+    /// of acknowledged records; a process crash loses none.
     Interval(Duration),
     /// Acknowledge once the record is encoded in the log's memory buffer; the buffer goes
     /// to the operating system when 1 MiB has gathered or 100 ms have passed, and is
@@ -56,11 +62,23 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// Handling of mid-log damage at open. Default [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
-    /// If set, every closed segment is copied here (file and directory fsynced) by a
-    /// background thread. Default none.
+    /// If set, every closed segment is copied here (file and directory fsynced) by the
+    /// archiver: a background thread, or [`crate::Wal::archive_pending`] when
+    /// [`WalOptions::background_threads`] is off. Default none.
     pub archive_dir: Option<PathBuf>,
     /// LSN of the first record when the directory holds no segment. Default 1.
     pub initial_lsn: u64,
+    /// Where the log reads the wall clock (the creation time in each new segment's
+    /// header). Default the system clock; a [`crate::ManualClock`] for tests and
+    /// simulations.
+    pub clock: Arc<dyn Clock>,
+    /// Start the background threads: the sync thread under [`SyncPolicy::Interval`] and
+    /// [`SyncPolicy::Never`], the archiver with an [`WalOptions::archive_dir`]. Default
+    /// true. Off, no thread is started and the owner drives that work with
+    /// [`crate::Wal::sync_due`] and [`crate::Wal::archive_pending`] (a test or a
+    /// simulation that wants no hidden threads); until it does, appends under `Interval`
+    /// are not fsynced, under `Never` stay in memory, and closed segments are not archived.
+    pub background_threads: bool,
 }
 
 impl Default for WalOptions {
@@ -74,6 +92,8 @@ impl Default for WalOptions {
             recovery: RecoveryMode::Strict,
             archive_dir: None,
             initial_lsn: 1,
+            clock: system_clock(),
+            background_threads: true,
         }
     }
 }

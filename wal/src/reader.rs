@@ -283,57 +283,67 @@ impl WalReader {
         }
     }
 
+    /// Opens the next segment and checks its header against the stream (file name, node,
+    /// continuity). Returns false, having ended the stream, when there is no next segment
+    /// or it is a last segment whose header never reached the disk.
+    fn open_next_segment(&mut self) -> Result<bool> {
+        let Some((first, path)) = self.segments.get(self.next_segment).cloned() else {
+            self.finish()?;
+            return Ok(false);
+        };
+        let open = if self.opts.map_segments {
+            SegmentCursor::open_mapped
+        } else {
+            SegmentCursor::open
+        };
+        let cur = match open(&*self.storage, &path, self.opts.max_record_size) {
+            // A last segment whose header never reached the disk holds nothing: the log
+            // ends before it (opening the log removes such a file).
+            Err(Error::Corrupt { offset: 0, .. })
+                if self.next_segment + 1 == self.segments.len()
+                    && header_never_written(&*self.storage, &path)? =>
+            {
+                self.next_segment += 1;
+                self.finish()?;
+                return Ok(false);
+            }
+            r => r?,
+        };
+        let h = *cur.header();
+        if h.first_lsn != first {
+            return Err(Self::corrupt(
+                &path,
+                0,
+                CorruptKind::NameMismatch {
+                    name_lsn: first,
+                    header_lsn: h.first_lsn,
+                },
+            ));
+        }
+        if let Some(node) = self.opts.node_id.filter(|n| *n != h.node_id) {
+            return Err(Error::NodeMismatch {
+                file: path,
+                expected: node,
+                found: h.node_id,
+            });
+        }
+        if h.first_lsn != self.expected {
+            return Err(Error::Gap {
+                after_lsn: self.expected - 1,
+                next_first_lsn: h.first_lsn,
+                next_file: path,
+            });
+        }
+        self.next_segment += 1;
+        self.cur_map = cur.mapped().cloned();
+        self.cursor = Some(cur);
+        Ok(true)
+    }
+
     /// Reads until at least one record is ready or the stream ends.
     fn advance(&mut self) -> Result<()> {
-        if self.cursor.is_none() {
-            let Some((first, path)) = self.segments.get(self.next_segment).cloned() else {
-                return self.finish();
-            };
-            let open = if self.opts.map_segments {
-                SegmentCursor::open_mapped
-            } else {
-                SegmentCursor::open
-            };
-            let cur = match open(&*self.storage, &path, self.opts.max_record_size) {
-                // A last segment whose header never reached the disk holds nothing: the log
-                // ends before it (opening the log removes such a file).
-                Err(Error::Corrupt { offset: 0, .. })
-                    if self.next_segment + 1 == self.segments.len()
-                        && header_never_written(&*self.storage, &path)? =>
-                {
-                    self.next_segment += 1;
-                    return self.finish();
-                }
-                r => r?,
-            };
-            let h = *cur.header();
-            if h.first_lsn != first {
-                return Err(Self::corrupt(
-                    &path,
-                    0,
-                    CorruptKind::NameMismatch {
-                        name_lsn: first,
-                        header_lsn: h.first_lsn,
-                    },
-                ));
-            }
-            if let Some(node) = self.opts.node_id.filter(|n| *n != h.node_id) {
-                return Err(Error::NodeMismatch {
-                    file: path,
-                    expected: node,
-                    found: h.node_id,
-                });
-            }
-            if h.first_lsn != self.expected {
-                return Err(Error::Gap {
-                    after_lsn: self.expected - 1,
-                    next_first_lsn: h.first_lsn,
-                    next_file: path,
-                });
-            }
-            self.next_segment += 1;
-            self.cur_map = cur.mapped().cloned();
-            self.cursor = Some(cur);
+        if self.cursor.is_none() && !self.open_next_segment()? {
+            return Ok(());
         }
         let is_last = self.next_segment == self.segments.len();
         let until = self.opts.until_lsn.unwrap_or(u64::MAX);

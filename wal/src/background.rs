@@ -1,0 +1,350 @@
+//! The log's background work, one step at a time: the interval sync (write, and under
+//! [`SyncPolicy::Interval`] fsync, what appends left pending) and the archiver (copy each
+//! closed segment into the archive directory).
+//!
+//! Each is a step function on the shared state, [`Shared::sync_due`] and
+//! [`Shared::archive_pending`], that does one wake-up's work. With
+//! [`WalOptions::background_threads`](crate::WalOptions::background_threads) on (the
+//! default) a thread per job calls its step on a timer or a queue; with it off no thread is
+//! started and the owner calls the steps ([`crate::Wal::sync_due`],
+//! [`crate::Wal::archive_pending`]) when it chooses, so a test or a simulation runs the log
+//! with no hidden threads.
+//!
+//! Invariants: a segment is queued for the archive only once it is closed (complete and
+//! fsynced); the archiver never copies the same segment twice at once (`archive_lock`); a
+//! failed copy is recorded for [`crate::Wal::archive_closed`] and not retried by the thread.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::archive::archive_segment;
+use crate::error::{Error, Result};
+use crate::options::SyncPolicy;
+use crate::writer::Shared;
+
+/// Under [`SyncPolicy::Never`], the buffered bytes go to the OS at the latest after this
+/// long.
+const NEVER_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Shared {
+    /// One wake-up of the sync thread: under [`SyncPolicy::Interval`] writes and fsyncs
+    /// everything appended so far, under [`SyncPolicy::Never`] hands it to the operating
+    /// system; under [`SyncPolicy::Always`] every append did that already. Fails if the log
+    /// is closed or poisoned, or the write or fsync fails (which poisons it).
+    pub(crate) fn sync_due(&self) -> Result<()> {
+        let st = self.state.lock();
+        st.check_open()?;
+        let fsync = match self.opts.sync {
+            SyncPolicy::Interval(_) => true,
+            SyncPolicy::Never => false,
+            SyncPolicy::Always => return Ok(()),
+        };
+        let last = st.next_lsn - 1;
+        let behind = if fsync {
+            st.durable_lsn < last
+        } else {
+            st.written_lsn < last
+        };
+        if behind {
+            self.wait_for(st, last, fsync)?;
+        }
+        Ok(())
+    }
+
+    /// One wake-up of the archive thread: copies every segment queued for the archive
+    /// (closed since, or found closed and not archived at open), oldest first. Returns how
+    /// many were copied. A failed copy is recorded for `archive_closed` and not queued
+    /// again; the others are still tried, and the first failure is returned.
+    pub(crate) fn archive_pending(&self) -> Result<usize> {
+        let queued: Vec<u64> = self.segs.lock().archive_queue.drain(..).collect();
+        let mut copied = 0;
+        let mut failed = None;
+        for first in queued {
+            match self.archive_one(first) {
+                Ok(true) => copied += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(copied),
+        }
+    }
+
+    /// Copies one closed segment into the archive. Returns false if there was nothing to do
+    /// (no archive, or the segment is gone, open or archived already); records a failure
+    /// for `archive_closed` and returns it.
+    pub(crate) fn archive_one(&self, first_lsn: u64) -> Result<bool> {
+        let Some(archive_dir) = self.opts.archive_dir.as_ref() else {
+            return Ok(false);
+        };
+        let _copying = self.archive_lock.lock();
+        let info = {
+            let segs = self.segs.lock();
+            segs.list
+                .iter()
+                .find(|s| s.first_lsn == first_lsn && s.closed && !s.archived)
+                .cloned()
+        };
+        let Some(info) = info else { return Ok(false) };
+        let res = archive_segment(&*self.storage, &info.path, info.end_offset, archive_dir);
+        let mut segs = self.segs.lock();
+        let res = match res {
+            Ok(_) => {
+                if let Some(s) = segs.list.iter_mut().find(|s| s.first_lsn == first_lsn) {
+                    s.archived = true;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                segs.archive_error = Some(e.to_string());
+                Err(e)
+            }
+        };
+        self.segs_cond.notify_all();
+        res
+    }
+}
+
+/// The background threads of one open log (none when
+/// [`WalOptions::background_threads`](crate::WalOptions::background_threads) is off).
+#[derive(Debug)]
+pub(crate) struct Background {
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Background {
+    /// Starts the threads the options ask for: the sync thread under
+    /// [`SyncPolicy::Interval`] and [`SyncPolicy::Never`], the archiver with an archive
+    /// directory.
+    pub(crate) fn start(shared: &Arc<Shared>) -> Result<Background> {
+        let mut bg = Background {
+            threads: Vec::new(),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+        };
+        if !shared.opts.background_threads {
+            return Ok(bg);
+        }
+        let every = match shared.opts.sync {
+            SyncPolicy::Interval(every) => Some(every),
+            SyncPolicy::Never => Some(NEVER_FLUSH_INTERVAL),
+            SyncPolicy::Always => None,
+        };
+        if let Some(every) = every {
+            let sh = shared.clone();
+            let stop = bg.stop.clone();
+            let h = std::thread::Builder::new()
+                .name("duplex-wal-sync".into())
+                .spawn(move || sync_loop(&sh, &stop, every))
+                .map_err(|e| Error::io("spawn sync thread", &shared.dir, e))?;
+            bg.threads.push(h);
+        }
+        if shared.opts.archive_dir.is_some() {
+            let sh = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("duplex-wal-archive".into())
+                .spawn(move || archive_loop(&sh));
+            match spawned {
+                Ok(h) => bg.threads.push(h),
+                Err(e) => {
+                    // The log will not open: the sync thread started above must not outlive it.
+                    bg.stop(shared);
+                    return Err(Error::io("spawn archive thread", &shared.dir, e));
+                }
+            }
+        }
+        Ok(bg)
+    }
+
+    /// True while threads are running.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.threads.is_empty()
+    }
+
+    /// Stops the threads, the archiver once its queue is drained; without threads, drains
+    /// the archive queue here, so that closing finishes archiving either way.
+    pub(crate) fn stop(&mut self, shared: &Shared) {
+        {
+            let (lock, cv) = &*self.stop;
+            *lock.lock() = true;
+            cv.notify_all();
+        }
+        {
+            let mut segs = shared.segs.lock();
+            segs.archiver_stopping = true;
+            shared.segs_cond.notify_all();
+        }
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        if !shared.opts.background_threads {
+            // A failure is recorded for `archive_closed`; the copy is retried at next open.
+            let _ = shared.archive_pending();
+        }
+    }
+}
+
+/// Every `every`, one [`Shared::sync_due`] step, until stopped or the log fails or closes.
+fn sync_loop(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
+    let (lock, cv) = stop;
+    loop {
+        {
+            let mut stopped = lock.lock();
+            if *stopped {
+                return;
+            }
+            cv.wait_for(&mut stopped, every);
+            if *stopped {
+                return;
+            }
+        }
+        if shared.sync_due().is_err() {
+            return;
+        }
+    }
+}
+
+/// One [`Shared::archive_pending`] step whenever segments are queued; at shutdown, ends once
+/// the queue is drained.
+fn archive_loop(shared: &Shared) {
+    loop {
+        {
+            let mut segs = shared.segs.lock();
+            while segs.archive_queue.is_empty() && !segs.archiver_stopping {
+                shared.segs_cond.wait(&mut segs);
+            }
+            if segs.archive_queue.is_empty() {
+                return;
+            }
+        }
+        // A failure is recorded for `archive_closed`; the thread goes on with the next.
+        let _ = shared.archive_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::sim::{CrashMode, SimStorage};
+    use crate::{Record, Storage, SyncPolicy, Wal, WalOptions};
+
+    /// A log with no background threads: every step is the test's.
+    fn stepped(sync: SyncPolicy, archive_dir: Option<&str>) -> WalOptions {
+        WalOptions {
+            segment_size: 8192,
+            sync,
+            archive_dir: archive_dir.map(PathBuf::from),
+            background_threads: false,
+            ..WalOptions::default()
+        }
+    }
+
+    fn open(sim: &SimStorage, opts: WalOptions) -> Wal {
+        Wal::open_with(Arc::new(sim.clone()), "/wal", opts).expect("open")
+    }
+
+    /// Long enough for many sync intervals and an archive copy, had a thread been there.
+    fn idle() {
+        std::thread::sleep(Duration::from_millis(30));
+    }
+
+    #[test]
+    fn with_threads_off_an_interval_append_is_durable_only_after_the_sync_step() {
+        let sim = SimStorage::new();
+        let opts = stepped(SyncPolicy::Interval(Duration::from_millis(1)), None);
+        let wal = open(&sim, opts.clone());
+        let a = wal.append(1, b"first").expect("append");
+        idle();
+        assert_eq!(
+            wal.written_lsn(),
+            a,
+            "an Interval append is handed to the OS"
+        );
+        assert!(wal.durable_lsn() < a, "fsynced with no sync step");
+        wal.sync_due().expect("sync step");
+        assert_eq!(wal.durable_lsn(), a);
+
+        // Power lost before the next step: the record appended since is gone, the one the
+        // step fsynced is not.
+        let b = wal.append(1, b"second").expect("append");
+        assert!(wal.durable_lsn() < b);
+        sim.crash(CrashMode::LoseUnsynced);
+        drop(wal);
+        let wal = open(&sim, opts);
+        assert_eq!(wal.last_lsn(), a);
+        let recs: Vec<Record> = wal
+            .read_from(1)
+            .expect("reader")
+            .collect::<crate::Result<_>>()
+            .expect("read");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].payload, b"first");
+    }
+
+    #[test]
+    fn with_threads_off_a_never_append_reaches_the_os_only_after_the_sync_step() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Never, None));
+        let a = wal.append(1, b"buffered").expect("append");
+        idle();
+        assert!(wal.written_lsn() < a, "written with no sync step");
+        wal.sync_due().expect("sync step");
+        assert_eq!(wal.written_lsn(), a);
+        assert!(
+            wal.durable_lsn() < a,
+            "Never fsyncs only on rotation, sync and close"
+        );
+    }
+
+    #[test]
+    fn with_threads_off_a_closed_segment_reaches_the_archive_only_after_the_archive_step() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Always, Some("/archive")));
+        wal.append(1, b"to archive").expect("append");
+        wal.rotate().expect("rotate").expect("a segment was closed");
+        let closed = wal.segments()[0].clone();
+        assert!(closed.closed && !closed.archived, "{closed:?}");
+        let name = closed.path.file_name().expect("file name");
+        let copy = Path::new("/archive").join(name);
+        idle();
+        assert!(!sim.exists(&copy), "archived with no archive step");
+
+        assert_eq!(wal.archive_pending().expect("archive step"), 1);
+        assert!(wal.segments()[0].archived);
+        assert!(sim.exists(&copy));
+        assert_eq!(
+            sim.contents(&copy).expect("copy").len() as u64,
+            closed.end_offset
+        );
+        assert_eq!(
+            wal.archive_pending().expect("archive step"),
+            0,
+            "queue drained"
+        );
+        // Under Always the sync step has nothing to do.
+        wal.sync_due().expect("sync step");
+        wal.close().expect("close");
+    }
+
+    #[test]
+    fn with_threads_off_close_still_finishes_archiving() {
+        let sim = SimStorage::new();
+        let wal = open(&sim, stepped(SyncPolicy::Always, Some("/archive")));
+        wal.append(1, b"x").expect("append");
+        wal.rotate().expect("rotate");
+        let name = wal.segments()[0].path.file_name().map(ToOwned::to_owned);
+        wal.close().expect("close");
+        let copy = Path::new("/archive").join(name.expect("file name"));
+        assert!(sim.exists(&copy));
+    }
+}

@@ -1,0 +1,391 @@
+//! The write path: records queued by appenders, written and fsynced by one flusher at a
+//! time (group commit), into the segment being written, with rotation to the next one.
+//!
+//! Invariants:
+//! - LSNs are assigned under the state lock in append order; the bytes of a batch are
+//!   contiguous in one segment, so a batch is durable whole or (after recovery) not at all.
+//! - Exactly one thread at a time writes and fsyncs (the *flusher*, `State::flushing`); every
+//!   other appender waits on the condition variable. One write + one fsync covers everything
+//!   queued meanwhile (group commit).
+//! - A segment is fsynced before the next one is created, so a damaged record in any segment
+//!   but the last is corruption, never a torn tail.
+//! - After a failed write or fsync the log is poisoned and accepts nothing more: the page
+//!   cache may have dropped the data the failed fsync was for, so retrying would lie.
+//! - A new segment's header carries the creation time read from [`WalOptions::clock`].
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::format::{segment_file_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::options::WalOptions;
+use crate::recovery::SegmentInfo;
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// Unsynced writes at least this large start their write-back at once.
+const WRITEBACK_MIN_BYTES: usize = 256 << 10;
+
+/// Encoded records waiting for the flusher.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// First LSN of the segment these bytes belong to.
+    pub(crate) seg: u64,
+    /// File offset of `buf[0]`.
+    pub(crate) off: u64,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) last_lsn: u64,
+}
+
+/// Why the log stopped accepting appends: the failed operation, on which file.
+#[derive(Debug, Clone)]
+pub(crate) struct Poison {
+    pub(crate) op: &'static str,
+    pub(crate) file: PathBuf,
+    pub(crate) reason: String,
+}
+
+impl Poison {
+    pub(crate) fn to_error(&self) -> Error {
+        Error::Poisoned {
+            op: self.op,
+            file: self.file.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The appenders' shared state, under `Shared::state`.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) next_lsn: u64,
+    /// Segment (by first LSN) and offset where the next record goes.
+    pub(crate) tail_seg: u64,
+    pub(crate) tail_off: u64,
+    pub(crate) pending: Vec<Chunk>,
+    /// Every record up to here has been handed to the OS.
+    pub(crate) written_lsn: u64,
+    /// Every record up to here has been fsynced.
+    pub(crate) durable_lsn: u64,
+    pub(crate) flushing: bool,
+    pub(crate) poisoned: Option<Poison>,
+    pub(crate) closed: bool,
+}
+
+/// The segment being written; only the flusher touches it.
+#[derive(Debug)]
+pub(crate) struct Current {
+    pub(crate) file: Box<dyn StorageFile>,
+    pub(crate) seg: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) end: u64,
+    pub(crate) last_lsn: Option<u64>,
+    pub(crate) synced: bool,
+}
+
+/// The segment list, and the segments closed but not yet handed to the archiver.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    pub(crate) list: Vec<SegmentInfo>,
+    pub(crate) archive_error: Option<String>,
+    /// First LSNs of closed segments waiting to be archived, oldest first.
+    pub(crate) archive_queue: VecDeque<u64>,
+    /// Set at shutdown: the archive thread drains the queue and ends.
+    pub(crate) archiver_stopping: bool,
+}
+
+/// Everything the log's threads share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: WalOptions,
+    pub(crate) state: Mutex<State>,
+    pub(crate) cond: Condvar,
+    pub(crate) current: Mutex<Current>,
+    pub(crate) segs: Mutex<Segments>,
+    /// Notified when the archive queue grows, when a segment is archived, and at shutdown.
+    pub(crate) segs_cond: Condvar,
+    /// Held while a segment is copied, so the background archiver and `archive_closed`
+    /// never copy the same segment at once.
+    pub(crate) archive_lock: Mutex<()>,
+}
+
+impl State {
+    /// Fails if the log is poisoned or closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if let Some(p) = &self.poisoned {
+            return Err(p.to_error());
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Waits until `lsn` is written (or durable), becoming the flusher when nobody is.
+    pub(crate) fn wait_for<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        lsn: u64,
+        durable: bool,
+    ) -> Result<()> {
+        loop {
+            let done = if durable {
+                st.durable_lsn >= lsn
+            } else {
+                st.written_lsn >= lsn
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some(p) = &st.poisoned {
+                return Err(p.to_error());
+            }
+            if st.flushing {
+                self.cond.wait(&mut st);
+            } else {
+                st = self.flush_locked(st, durable);
+            }
+        }
+    }
+
+    /// Takes every pending chunk, writes it (and fsyncs if `sync`) without holding the
+    /// state lock, then publishes the new written/durable LSNs. Caller checked `!flushing`.
+    pub(crate) fn flush_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        sync: bool,
+    ) -> MutexGuard<'a, State> {
+        debug_assert!(!st.flushing);
+        st.flushing = true;
+        let chunks = std::mem::take(&mut st.pending);
+        let target = st.next_lsn - 1;
+        drop(st);
+        let res = self.write_chunks(chunks, sync);
+        let mut st = self.state.lock();
+        st.flushing = false;
+        match res {
+            Ok(()) => {
+                st.written_lsn = st.written_lsn.max(target);
+                if sync {
+                    st.durable_lsn = st.durable_lsn.max(target);
+                }
+            }
+            Err(p) => {
+                if st.poisoned.is_none() {
+                    st.poisoned = Some(p);
+                }
+            }
+        }
+        self.cond.notify_all();
+        st
+    }
+
+    fn write_chunks(&self, chunks: Vec<Chunk>, sync: bool) -> Result<(), Poison> {
+        let mut cur = self.current.lock();
+        for c in chunks {
+            if c.seg != cur.seg {
+                self.switch_segment(&mut cur, c.seg)?;
+            }
+            if c.buf.is_empty() {
+                continue;
+            }
+            debug_assert_eq!(c.off, cur.end, "chunks must be contiguous");
+            cur.file.write_all_at(&c.buf, c.off).map_err(|e| Poison {
+                op: "write",
+                file: cur.path.clone(),
+                reason: e.to_string(),
+            })?;
+            if !sync && c.buf.len() >= WRITEBACK_MIN_BYTES {
+                // Without an fsync now, start the write-back anyway, so the fsync at the
+                // next rotation or sync() does not find a whole segment still to write.
+                cur.file
+                    .start_writeback(c.off, c.buf.len() as u64)
+                    .map_err(|e| Poison {
+                        op: "write",
+                        file: cur.path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            cur.end = c.off + c.buf.len() as u64;
+            cur.last_lsn = Some(c.last_lsn);
+            cur.synced = false;
+        }
+        if sync && !cur.synced {
+            cur.file.sync_data().map_err(|e| Poison {
+                op: "fsync",
+                file: cur.path.clone(),
+                reason: e.to_string(),
+            })?;
+            cur.synced = true;
+        }
+        Ok(())
+    }
+
+    /// Finishes the current segment (fsync, mark closed, hand to the archiver) and creates
+    /// the segment that starts at `first_lsn`.
+    fn switch_segment(&self, cur: &mut Current, first_lsn: u64) -> Result<(), Poison> {
+        let poison = |op: &'static str, file: &Path, e: std::io::Error| Poison {
+            op,
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        };
+        if !cur.synced {
+            cur.file
+                .sync_data()
+                .map_err(|e| poison("fsync", &cur.path, e))?;
+            cur.synced = true;
+        }
+        let path = self.dir.join(segment_file_name(first_lsn));
+        let file = create_segment(&*self.storage, &path, &self.opts, first_lsn)
+            .map_err(|(op, e)| poison(op, &path, e))?;
+        let old = std::mem::replace(
+            cur,
+            Current {
+                file,
+                seg: first_lsn,
+                path: path.clone(),
+                end: SEGMENT_HEADER_LEN,
+                last_lsn: None,
+                synced: true,
+            },
+        );
+        {
+            let mut segs = self.segs.lock();
+            if let Some(s) = segs.list.iter_mut().find(|s| s.first_lsn == old.seg) {
+                s.closed = true;
+                s.last_lsn = old.last_lsn;
+                s.end_offset = old.end;
+            }
+            segs.list.push(SegmentInfo {
+                path,
+                first_lsn,
+                last_lsn: None,
+                end_offset: SEGMENT_HEADER_LEN,
+                closed: false,
+                archived: false,
+            });
+        }
+        if self.opts.archive_dir.is_some() {
+            let mut segs = self.segs.lock();
+            segs.archive_queue.push_back(old.seg);
+            self.segs_cond.notify_all();
+        }
+        Ok(())
+    }
+}
+
+/// Creates a segment file: pre-allocate, header, fsync file, fsync directory.
+pub(crate) fn create_segment(
+    storage: &dyn Storage,
+    path: &Path,
+    opts: &WalOptions,
+    first_lsn: u64,
+) -> std::result::Result<Box<dyn StorageFile>, (&'static str, std::io::Error)> {
+    let file = storage
+        .open(path, OpenMode::CreateNew)
+        .map_err(|e| ("create segment", e))?;
+    if opts.preallocate {
+        file.preallocate(opts.segment_size)
+            .map_err(|e| ("preallocate", e))?;
+    }
+    let header = SegmentHeader {
+        node_id: opts.node_id,
+        first_lsn,
+        created_ms: opts.clock.now_ms(),
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| ("write", e))?;
+    file.sync_data().map_err(|e| ("fsync", e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).map_err(|e| ("fsync directory", e))?;
+    Ok(file)
+}
+
+/// Opens the last segment for appending, or creates the first one.
+pub(crate) fn open_current(
+    storage: &dyn Storage,
+    dir: &Path,
+    opts: &WalOptions,
+    list: &[SegmentInfo],
+) -> Result<Current> {
+    match list.last() {
+        Some(s) => {
+            let file = storage
+                .open(&s.path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open", &s.path, e))?;
+            if opts.preallocate {
+                file.preallocate(opts.segment_size)
+                    .map_err(|e| Error::io("preallocate", &s.path, e))?;
+            }
+            // What recovery read may have been only in the page cache (a process crash
+            // under Never): make it durable before anything builds on it.
+            file.sync_data()
+                .map_err(|e| Error::io("fsync", &s.path, e))?;
+            Ok(Current {
+                file,
+                seg: s.first_lsn,
+                path: s.path.clone(),
+                end: s.end_offset,
+                last_lsn: s.last_lsn,
+                synced: true,
+            })
+        }
+        None => {
+            let path = dir.join(segment_file_name(opts.initial_lsn));
+            let file = create_segment(storage, &path, opts, opts.initial_lsn)
+                .map_err(|(op, e)| Error::io(op, &path, e))?;
+            Ok(Current {
+                file,
+                seg: opts.initial_lsn,
+                path,
+                end: SEGMENT_HEADER_LEN,
+                last_lsn: None,
+                synced: true,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::clock::ManualClock;
+    use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+    use crate::sim::SimStorage;
+    use crate::{Wal, WalOptions};
+
+    fn header_of(sim: &SimStorage, path: &Path) -> SegmentHeader {
+        let bytes = sim.contents(path).expect("segment exists");
+        SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN as usize]).expect("header decodes")
+    }
+
+    #[test]
+    fn a_new_segment_header_carries_the_time_of_the_log_clock() {
+        let sim = SimStorage::new();
+        let clock = Arc::new(ManualClock::new(1_234_567));
+        let opts = WalOptions {
+            segment_size: 8192,
+            clock: clock.clone(),
+            ..WalOptions::default()
+        };
+        let wal = Wal::open_with(Arc::new(sim.clone()), "/wal", opts).expect("open");
+        let first = wal.segments()[0].path.clone();
+        assert_eq!(header_of(&sim, &first).created_ms, 1_234_567);
+
+        clock.advance(1_000);
+        wal.append(1, b"x").expect("append");
+        wal.rotate().expect("rotate");
+        let second = wal.segments()[1].path.clone();
+        assert_eq!(header_of(&sim, &second).created_ms, 1_235_567);
+        // The first segment's header was written once, at its creation.
+        assert_eq!(header_of(&sim, &first).created_ms, 1_234_567);
+    }
+}
