@@ -326,6 +326,7 @@ pub(crate) fn write_backup(
     node_id: u64,
     dest: &Path,
     base: Option<&BackupManifest>,
+    created_ms: u64,
 ) -> Result<BackupReport> {
     let start = Instant::now();
     if storage.exists(dest) {
@@ -379,7 +380,7 @@ pub(crate) fn write_backup(
         checkpoint_offset: view.ckpt_offset,
         committed_len: committed,
         checkpoint_lsn: view.ckpt.lsn,
-        created_ms: crate::hlc::wall_ms(),
+        created_ms,
         base_len,
         base_crc,
         store_crc: 0,
@@ -502,7 +503,15 @@ pub fn backup_dir(
         .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
         .map(|h| h.node_id)
         .ok_or_else(|| Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
-    write_backup(storage, &view, node_id, dest, base.as_ref())
+    // No database and so no configured clock here: the backup is stamped by the system's.
+    write_backup(
+        storage,
+        &view,
+        node_id,
+        dest,
+        base.as_ref(),
+        duplex_wal::now_ms(),
+    )
 }
 
 /// What [`apply_retention`] removed.

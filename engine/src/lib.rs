@@ -19,6 +19,8 @@
 
 pub mod backup;
 pub mod batch;
+mod checkpoint;
+mod config;
 mod db;
 mod error;
 pub mod format;
@@ -27,15 +29,17 @@ mod memtable;
 mod replay;
 mod restore;
 mod snapshot;
-pub mod store;
-pub mod tree;
+mod store;
+mod store_file;
+mod tree;
 
 pub use backup::{
     apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,
     RetentionReport,
 };
 pub use batch::{Op, WriteBatch};
-pub use db::{Config, Database, Stats, LOCK_NAME, WAL_DIR};
+pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
+pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
@@ -44,3 +48,4 @@ pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
 };
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};
+pub use store::MANIFEST_NAME;

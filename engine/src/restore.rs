@@ -22,11 +22,12 @@ use std::time::Instant;
 use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal, WalReader};
 
 use crate::batch::{BatchRef, KIND_BATCH};
-use crate::db::{lock_dir, Config, WAL_DIR};
+use crate::config::Config;
+use crate::db::{lock_dir, WAL_DIR};
 use crate::error::{CorruptKind, Error, Result};
 use crate::hlc::Timestamp;
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
-use crate::store::{open_store, read_manifest, write_checkpoint};
+use crate::store::{open_store, read_manifest, write_checkpoint, StoreDir};
 use crate::tree::TreeView;
 
 /// Where a roll-forward stops.
@@ -364,16 +365,13 @@ fn apply_records(
         // Rebuild when the updates would touch most leaves anyway (more than one per
         // ~16 entries): one sequential pass, full leaves, no dead copy left behind.
         let rebuild = updates.len() as u64 * 16 >= tree.ckpt.entries;
-        let next = write_checkpoint(
+        let at = StoreDir {
             storage,
             dir,
-            cfg.node_id,
-            &tree,
-            &updates,
-            lsn,
-            max_ts,
-            rebuild,
-        )?;
+            node_id: cfg.node_id,
+            clock: &*cfg.clock,
+        };
+        let next = write_checkpoint(&at, &tree, &updates, lsn, max_ts, rebuild)?;
         if rebuild {
             tree.file.retire();
         }
