@@ -32,6 +32,7 @@ mod snapshot;
 mod store;
 mod store_file;
 mod tree;
+pub mod verify;
 
 pub use backup::{
     apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,

@@ -202,6 +202,11 @@ pub struct TreeCursor {
 }
 
 impl TreeCursor {
+    /// Offset of the leaf the last entry came from (or the next one will), if any.
+    pub(crate) fn leaf_offset(&self) -> Option<u64> {
+        self.leaf.map(|(off, _)| off)
+    }
+
     /// The next entry: key, stamp and value (`None` for a tombstone).
     pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, TreeVersion)>> {
         loop {

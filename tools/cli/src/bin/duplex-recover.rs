@@ -21,10 +21,11 @@ use duplex_cli::exit::{engine_code, wal_code, Code, ToolError};
 use duplex_cli::identify::identify;
 use duplex_cli::target::prepare_target;
 use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};
-use duplex_cli::verify::{
-    check_chain_links, verify_paths, ScopedReader, WalScope, MAX_KEY, MAX_VALUE,
+use duplex_cli::verify::{check_chain_links, verify_paths, ScopedReader, WalScope};
+use duplex_engine::{
+    Config, Database, Phase, RollForwardOptions, Target, MANIFEST_NAME, MAX_KEY_SIZE,
+    MAX_VALUE_SIZE,
 };
-use duplex_engine::{Config, Database, Phase, RollForwardOptions, Target};
 use duplex_wal::{StdStorage, Storage};
 
 const MAIN_HELP: &str = "\
@@ -298,8 +299,8 @@ fn restore_config(node_id: u64) -> Config {
     Config {
         node_id,
         background: false,
-        max_key_size: MAX_KEY,
-        max_value_size: MAX_VALUE,
+        max_key_size: MAX_KEY_SIZE,
+        max_value_size: MAX_VALUE_SIZE,
         ..Config::default()
     }
 }
@@ -644,11 +645,11 @@ fn dump_err(e: duplex_wal::Error) -> ToolError {
 }
 
 fn backup(a: BackupArgs) -> Result<Code> {
-    if !a.data.join(duplex_engine::store::MANIFEST_NAME).is_file() {
+    if !a.data.join(MANIFEST_NAME).is_file() {
         return Err(ToolError::usage(format!(
             "{} is not a Duplex data directory (it has no {})",
             a.data.display(),
-            duplex_engine::store::MANIFEST_NAME
+            MANIFEST_NAME
         ))
         .into());
     }
