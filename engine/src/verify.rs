@@ -558,7 +558,7 @@ fn check_data_dir(
         .ok_or_else(|| Problem::NoManifest {
             dir: dir.to_path_buf(),
         })?;
-    report.checked.push(Checked::Manifest(m.clone()));
+    report.checked.push(Checked::Manifest(m));
     report
         .checked
         .push(Checked::Store(check_store(storage, dir, &m)?));
