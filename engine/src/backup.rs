@@ -20,7 +20,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
 use crate::store::{write_manifest, MANIFEST_NAME};
 use crate::tree::TreeView;
-use duplex_wal::le::Cursor;
+use duplex_wal::le::{u32_at, Cursor};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
@@ -119,7 +119,7 @@ impl BackupManifest {
             return Err(CorruptKind::Truncated);
         }
         let (body, tail) = b.split_at(b.len() - 4);
-        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let stored = u32_at(tail, 0);
         let actual = crc32c::crc32c(body);
         if stored != actual {
             return Err(CorruptKind::CrcMismatch {

@@ -21,7 +21,7 @@ const RECORD_HEADROOM: usize = 1 << 20;
 /// plus headers): reading a log with this limit accepts every valid log.
 pub const MAX_RECORD_SIZE: u32 = (MAX_VALUE_SIZE + (64 << 10) + RECORD_HEADROOM) as u32;
 
-/// Configuration of a [`Database`]; every field has a default.
+/// Configuration of a [`Database`](crate::Database); every field has a default.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node's id, stamped on every local write. Default 1.

@@ -3,12 +3,12 @@
 //! - [`read`]: [`TreeView`] and [`TreeCursor`] work on a read-only map of the committed
 //!   bytes; every block is checked against its CRC when read, and every descent is bounded
 //!   (a child's offset is always below its parent's, and the depth below [`MAX_DEPTH`]).
-//! - [`write`]: [`TreeWriter`] appends new blocks after the committed length. A checkpoint
+//! - [`write`](mod@write): [`TreeWriter`] appends new blocks after the committed length. A checkpoint
 //!   merges sorted updates into the tree by rewriting only the leaves and branches they
 //!   touch (children before parents, so a child's offset is always below its parent's);
 //!   compaction writes a whole new tree into a new file. Full buffers are written by a
 //!   second thread ([`writeback`]).
-//! - [`prefetch`]: the one CPU hint the merge uses (the engine's only `unsafe`).
+//! - [`prefetch`](mod@prefetch): the one CPU hint the merge uses (the engine's only `unsafe`).
 
 mod prefetch;
 mod read;

@@ -4,7 +4,7 @@
 
 use super::Update;
 
-/// How many updates ahead [`TreeWriter::rebuild`] asks for the next keys and values.
+/// How many updates ahead [`TreeWriter::rebuild`](super::TreeWriter::rebuild) asks for the next keys and values.
 pub(super) const PREFETCH_AHEAD: usize = 12;
 
 /// Asks the CPU to start loading update `i`'s key and value: after a replay's sort they sit

@@ -2,9 +2,11 @@
 //! verify backups and archives, dump WAL records, back up a data directory.
 //!
 //! This binary parses arguments, shows progress and prints results; the work is done by
-//! `duplex-engine` (backup, restore, roll-forward), `duplex-wal` (reading the log) and the
-//! `duplex_cli` library (verification, dump formatting, target checks). Exit codes are
-//! those of [`duplex_cli::exit`]; `--help` lists them.
+//! `duplex-engine` (backup, restore, roll-forward, verification of backups and data
+//! directories), `duplex-wal` (reading the log) and the `duplex_cli` library (verification
+//! reports, dump formatting, target checks). Exit codes are those of [`duplex_cli::exit`];
+//! `--help` lists them.
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
