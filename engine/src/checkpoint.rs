@@ -95,7 +95,8 @@ impl Schedule {
         due_ms.is_some_and(|d| now_ms - st.last_ms >= d)
     }
 
-    fn restart(&self, now_ms: u64) {
+    /// Starts the interval again at `now_ms`.
+    pub(crate) fn restart(&self, now_ms: u64) {
         self.state.lock().last_ms = now_ms;
     }
 }

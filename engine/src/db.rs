@@ -189,6 +189,8 @@ impl Database {
             _lock: lock,
         });
         inner.replay()?;
+        // The interval counts from the end of the replay, which can take a while.
+        inner.schedule.restart(inner.cfg.clock.now_ms());
         let bg = if inner.cfg.background {
             let i = inner.clone();
             Some(
