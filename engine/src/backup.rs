@@ -20,7 +20,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
 use crate::store::{write_manifest, MANIFEST_NAME};
 use crate::tree::TreeView;
-use duplex_wal::le::Cursor;
+use duplex_wal::le::{u32_at, Cursor};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
@@ -119,7 +119,7 @@ impl BackupManifest {
             return Err(CorruptKind::Truncated);
         }
         let (body, tail) = b.split_at(b.len() - 4);
-        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let stored = u32_at(tail, 0);
         let actual = crc32c::crc32c(body);
         if stored != actual {
             return Err(CorruptKind::CrcMismatch {
@@ -318,60 +318,20 @@ fn write_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Re
 }
 
 /// Copies the committed bytes of `view` (all of them, or those past `base`'s) into a new
-/// backup directory `dest`. The caller has taken a checkpoint and holds `view` so that the
-/// file cannot go away during the copy.
+/// backup directory `dest`, stamped `created_ms`. The caller has taken a checkpoint and
+/// holds `view` so that the file cannot go away during the copy.
 pub(crate) fn write_backup(
     storage: &Arc<dyn Storage>,
     view: &TreeView,
     node_id: u64,
     dest: &Path,
     base: Option<&BackupManifest>,
+    created_ms: u64,
 ) -> Result<BackupReport> {
     let start = Instant::now();
-    if storage.exists(dest) {
-        return Err(Error::Config(format!(
-            "backup destination {} already exists; choose a new directory",
-            dest.display()
-        )));
-    }
-    let mut tmp_name = dest
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("{} has no directory name", dest.display())))?
-        .to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dest.with_file_name(tmp_name);
-    if storage.exists(&tmp) {
-        // A leftover of a backup that crashed: it never got its final name.
-        for name in storage.list(&tmp).map_err(|e| Error::io("list", &tmp, e))? {
-            let p = tmp.join(name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove stale backup file", &p, e))?;
-        }
-    }
-    storage
-        .create_dir_all(&tmp)
-        .map_err(|e| Error::io("create directory", &tmp, e))?;
-
-    let bytes = view.map.bytes();
+    let tmp = fresh_tmp_dir(storage, dest)?;
     let committed = view.committed;
-    let base_len = match base {
-        None => 0,
-        Some(b) => {
-            if b.node_id != node_id || b.generation != view.file.generation {
-                return Err(Error::Config(format!(
-                    "the base backup is of node {} generation {}, the database is node {node_id} generation {} (a compaction happened since): take a full backup",
-                    b.node_id, b.generation, view.file.generation
-                )));
-            }
-            if b.committed_len > committed {
-                return Err(Error::Config(
-                    "the base backup is newer than the database".into(),
-                ));
-            }
-            b.committed_len
-        }
-    };
+    let base_len = increment_start(base, view, node_id)?;
     let base_crc = base.map_or(0, |b| b.store_crc);
     let manifest_stub = BackupManifest {
         node_id,
@@ -379,46 +339,14 @@ pub(crate) fn write_backup(
         checkpoint_offset: view.ckpt_offset,
         committed_len: committed,
         checkpoint_lsn: view.ckpt.lsn,
-        created_ms: crate::hlc::wall_ms(),
+        created_ms,
         base_len,
         base_crc,
         store_crc: 0,
         files: Vec::new(),
     };
     let part_name = manifest_stub.store_part_name();
-    let part_path = tmp.join(&part_name);
-    let part_bytes = &bytes[base_len as usize..committed as usize];
-    // The copy (in slices, written to the disk as it goes, then fsynced) and the
-    // one CRC pass over the bytes copied run at the same time, on two threads: the CRC reads
-    // the mapped store, the copy reads the file, and both see the same committed bytes,
-    // which never change.
-    let stop = AtomicBool::new(false);
-    let (copied, part_crc) = std::thread::scope(|s| {
-        let crc = s.spawn(|| crc_until_stopped(part_bytes, &stop));
-        let copied = storage.copy_synced(
-            &view.file.path,
-            base_len,
-            &part_path,
-            committed - base_len,
-            COPY_SLICE,
-        );
-        if copied.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        (copied, crc.join())
-    });
-    let copied = copied.map_err(|e| Error::io("copy store", &part_path, e))?;
-    let part_crc = match part_crc {
-        Ok(crc) => crc,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    if copied != committed - base_len {
-        return Err(Error::io(
-            "copy store",
-            &view.file.path,
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short copy"),
-        ));
-    }
+    let (copied, part_crc) = copy_store_part(storage, view, base_len, &tmp.join(&part_name))?;
     // The base's manifest already holds the CRC of its bytes (which never change below its
     // committed length), and CRCs combine.
     let store_crc = if base_len > 0 {
@@ -446,22 +374,122 @@ pub(crate) fn write_backup(
         ..manifest_stub
     };
     write_file(&**storage, &tmp, BACKUP_MANIFEST, &manifest.encode())?;
-    storage
-        .sync_dir(&tmp)
-        .map_err(|e| Error::io("fsync directory", &tmp, e))?;
-    storage
-        .rename(&tmp, dest)
-        .map_err(|e| Error::io("rename backup", dest, e))?;
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    storage
-        .sync_dir(parent)
-        .map_err(|e| Error::io("fsync directory", parent, e))?;
+    publish_dir(storage, &tmp, dest)?;
     Ok(BackupReport {
         dir: dest.to_path_buf(),
         manifest,
         bytes_copied: copied,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Creates `<dest>.tmp`, the directory a backup is written in before it gets its final
+/// name, emptying the leftover of a backup that crashed. Refuses an existing `dest`.
+fn fresh_tmp_dir(storage: &Arc<dyn Storage>, dest: &Path) -> Result<PathBuf> {
+    if storage.exists(dest) {
+        return Err(Error::Config(format!(
+            "backup destination {} already exists; choose a new directory",
+            dest.display()
+        )));
+    }
+    let mut tmp_name = dest
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{} has no directory name", dest.display())))?
+        .to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dest.with_file_name(tmp_name);
+    if storage.exists(&tmp) {
+        // A leftover of a backup that crashed: it never got its final name.
+        for name in storage.list(&tmp).map_err(|e| Error::io("list", &tmp, e))? {
+            let p = tmp.join(name);
+            storage
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove stale backup file", &p, e))?;
+        }
+    }
+    storage
+        .create_dir_all(&tmp)
+        .map_err(|e| Error::io("create directory", &tmp, e))?;
+    Ok(tmp)
+}
+
+/// Where the bytes of a backup on `base` start (0 for a full backup), once the base is
+/// checked to be an earlier image of the same store.
+fn increment_start(base: Option<&BackupManifest>, view: &TreeView, node_id: u64) -> Result<u64> {
+    let Some(b) = base else {
+        return Ok(0);
+    };
+    if b.node_id != node_id || b.generation != view.file.generation {
+        return Err(Error::Config(format!(
+            "the base backup is of node {} generation {}, the database is node {node_id} generation {} (a compaction happened since): take a full backup",
+            b.node_id, b.generation, view.file.generation
+        )));
+    }
+    if b.committed_len > view.committed {
+        return Err(Error::Config(
+            "the base backup is newer than the database".into(),
+        ));
+    }
+    Ok(b.committed_len)
+}
+
+/// Copies the store's committed bytes from `base_len` on into `part_path` (fsynced) and
+/// returns how many were copied and their CRC32C.
+fn copy_store_part(
+    storage: &Arc<dyn Storage>,
+    view: &TreeView,
+    base_len: u64,
+    part_path: &Path,
+) -> Result<(u64, u32)> {
+    let committed = view.committed;
+    let part_bytes = &view.map.bytes()[base_len as usize..committed as usize];
+    // The copy (in slices, written to the disk as it goes, then fsynced) and the
+    // one CRC pass over the bytes copied run at the same time, on two threads: the CRC reads
+    // the mapped store, the copy reads the file, and both see the same committed bytes,
+    // which never change.
+    let stop = AtomicBool::new(false);
+    let (copied, part_crc) = std::thread::scope(|s| {
+        let crc = s.spawn(|| crc_until_stopped(part_bytes, &stop));
+        let copied = storage.copy_synced(
+            &view.file.path,
+            base_len,
+            part_path,
+            committed - base_len,
+            COPY_SLICE,
+        );
+        if copied.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        (copied, crc.join())
+    });
+    let copied = copied.map_err(|e| Error::io("copy store", part_path, e))?;
+    let part_crc = match part_crc {
+        Ok(crc) => crc,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if copied != committed - base_len {
+        return Err(Error::io(
+            "copy store",
+            &view.file.path,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short copy"),
+        ));
+    }
+    Ok((copied, part_crc))
+}
+
+/// Gives the whole backup in `tmp` its final name `dest`: fsync the directory, rename,
+/// fsync the parent.
+fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()> {
+    storage
+        .sync_dir(tmp)
+        .map_err(|e| Error::io("fsync directory", tmp, e))?;
+    storage
+        .rename(tmp, dest)
+        .map_err(|e| Error::io("rename backup", dest, e))?;
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    storage
+        .sync_dir(parent)
+        .map_err(|e| Error::io("fsync directory", parent, e))
 }
 
 /// Backs up the database directory `data` into `dest` without opening the database, so it
@@ -502,7 +530,15 @@ pub fn backup_dir(
         .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
         .map(|h| h.node_id)
         .ok_or_else(|| Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
-    write_backup(storage, &view, node_id, dest, base.as_ref())
+    // No database and so no configured clock here: the backup is stamped by the system's.
+    write_backup(
+        storage,
+        &view,
+        node_id,
+        dest,
+        base.as_ref(),
+        duplex_wal::now_ms(),
+    )
 }
 
 /// What [`apply_retention`] removed.

@@ -1,127 +1,31 @@
-//! The [`Database`]: open with WAL replay, the write path, reads through snapshots, and
-//! checkpoints (with compaction) on a background thread.
+//! The [`Database`]: open with WAL replay, the write path, and reads through snapshots.
+//! Checkpoints and their schedule (the background thread, or steps the caller runs) are in
+//! [`crate::checkpoint`]; the settings in [`crate::config`].
 //!
 //! Write path: validate, stamp with the HLC, append one WAL record (group-committed, durable
 //! under the sync policy), then apply to the active memtable under last-writer-wins. A
 //! reader therefore never sees a write that is not yet durable.
-//!
-//! Checkpoint: freeze the active memtable (the `gate` lock makes sure every WAL record up to
-//! the frozen LSN has been applied), merge it into the tree by appending blocks and a
-//! checkpoint record, fsync, switch the manifest, then drop WAL segments below the
-//! checkpoint. Writers keep going into a new active memtable meanwhile.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use duplex_wal::{LockGuard, StdStorage, Storage, SyncPolicy, Wal, WalOptions};
-use parking_lot::{Condvar, Mutex, RwLock};
+use duplex_wal::{LockGuard, StdStorage, Storage, Wal};
+use parking_lot::{Mutex, RwLock};
 
 use crate::backup::{read_backup_manifest, write_backup, BackupReport};
 use crate::batch::{encode_batch, Op, WriteBatch, KIND_BATCH};
+use crate::checkpoint::Schedule;
+use crate::config::Config;
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{parse_store_file_name, Checkpoint, Manifest, FILE_HEADER_LEN};
 use crate::hlc::{Hlc, Stamp, Timestamp};
 use crate::memtable::{MemTable, MemVersion};
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
-use crate::store::{
-    create_store, open_store, read_manifest, view_at, write_checkpoint, write_manifest,
-};
-use crate::tree::{TreeView, TreeWriter, Update};
-
-/// Configuration of a [`Database`]; every field has a default.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// This node's id, stamped on every local write. Default 1.
-    pub node_id: u64,
-    /// When writes are acknowledged. Default [`SyncPolicy::Always`].
-    pub sync: SyncPolicy,
-    /// WAL segment size in bytes. Default 64 MiB.
-    pub segment_size: u64,
-    /// Longest key in bytes (1..=65535). Default 4 KiB.
-    pub max_key_size: usize,
-    /// Longest value in bytes (at most 256 MiB). Default 16 MiB.
-    pub max_value_size: usize,
-    /// Checkpoint once this many bytes were logged since the last one. Default 64 MiB.
-    pub checkpoint_wal_bytes: u64,
-    /// Checkpoint at least this often when anything changed; `None` for never by time.
-    /// Default 5 minutes.
-    pub checkpoint_interval: Option<Duration>,
-    /// Compact (rewrite into a new generation) when dead bytes exceed this share of the
-    /// store file. Default 0.5.
-    pub compaction_dead_ratio: f64,
-    /// Never compact a store file smaller than this. Default 64 MiB.
-    pub compaction_min_bytes: u64,
-    /// Copy every closed WAL segment here (see the WAL). Default none.
-    pub archive_dir: Option<PathBuf>,
-    /// While replaying a long WAL at open, merge into the tree once the operations gathered
-    /// take this much memory (about 100 bytes per operation plus its key and value; the
-    /// records themselves are read in place from the page cache), so memory stays bounded.
-    /// Default 256 MiB.
-    pub replay_chunk_bytes: u64,
-    /// Run checkpoints on a background thread. Default true; tests turn it off to
-    /// checkpoint only when they say so.
-    pub background: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node_id: 1,
-            sync: SyncPolicy::Always,
-            segment_size: 64 << 20,
-            max_key_size: 4096,
-            max_value_size: 16 << 20,
-            checkpoint_wal_bytes: 64 << 20,
-            checkpoint_interval: Some(Duration::from_secs(300)),
-            compaction_dead_ratio: 0.5,
-            compaction_min_bytes: 64 << 20,
-            archive_dir: None,
-            replay_chunk_bytes: 256 << 20,
-            background: true,
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self) -> Result<()> {
-        if self.max_key_size == 0 || self.max_key_size > u16::MAX as usize {
-            return Err(Error::Config(format!(
-                "max_key_size {} must be between 1 and 65535",
-                self.max_key_size
-            )));
-        }
-        if self.max_value_size > 256 << 20 {
-            return Err(Error::Config(format!(
-                "max_value_size {} exceeds 256 MiB",
-                self.max_value_size
-            )));
-        }
-        if !(0.0..1.0).contains(&self.compaction_dead_ratio) {
-            return Err(Error::Config(
-                "compaction_dead_ratio must be in [0, 1)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn wal_options(&self, initial_lsn: u64) -> WalOptions {
-        WalOptions {
-            node_id: self.node_id,
-            segment_size: self.segment_size,
-            // One batch is one record: room for the largest key and value plus headers.
-            max_record_size: (self.max_value_size + self.max_key_size + (1 << 20)) as u32,
-            sync: self.sync,
-            archive_dir: self.archive_dir.clone(),
-            initial_lsn,
-            ..WalOptions::default()
-        }
-    }
-}
+use crate::store::{open_or_create_store, StoreDir};
+use crate::tree::TreeView;
 
 /// Counters and sizes, for INFO-style reporting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,11 +52,15 @@ pub struct Stats {
     pub compactions: u64,
 }
 
+/// The memtables and the tree reads go through.
 #[derive(Debug)]
-struct Mem {
-    active: Arc<MemTable>,
-    frozen: Option<Arc<MemTable>>,
-    tree: Arc<TreeView>,
+pub(crate) struct Mem {
+    /// Takes the writes.
+    pub(crate) active: Arc<MemTable>,
+    /// Being merged into the tree by a checkpoint.
+    pub(crate) frozen: Option<Arc<MemTable>>,
+    /// The current checkpoint's tree.
+    pub(crate) tree: Arc<TreeView>,
 }
 
 #[derive(Debug, Default)]
@@ -161,35 +69,33 @@ struct ApplyState {
     max_ts: u64,
 }
 
-#[derive(Debug, Default)]
-struct Bg {
-    stop: bool,
-    wake: bool,
-}
-
+/// The state of an open database, shared with its background thread.
 #[derive(Debug)]
-struct Inner {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
-    cfg: Config,
-    wal: Wal,
-    clock: Hlc,
-    mem: RwLock<Mem>,
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) dir: PathBuf,
+    pub(crate) cfg: Config,
+    pub(crate) wal: Wal,
+    /// Stamps local writes; its wall time comes from `cfg.clock`.
+    pub(crate) hlc: Hlc,
+    pub(crate) mem: RwLock<Mem>,
     /// Shared by writers from WAL append to memtable apply; taken exclusively to freeze.
-    gate: RwLock<()>,
+    pub(crate) gate: RwLock<()>,
     /// One checkpoint or compaction at a time.
-    ckpt_lock: Mutex<()>,
+    pub(crate) ckpt_lock: Mutex<()>,
     /// Serializes memtable inserts; holds the last sequence number assigned and the
     /// largest timestamp applied.
     apply_lock: Mutex<ApplyState>,
     /// Sequence number of the last batch fully applied: what new snapshots see.
     visible: AtomicU64,
-    wal_bytes: AtomicU64,
-    checkpoints: AtomicU64,
-    compactions: AtomicU64,
-    poisoned: Mutex<Option<String>>,
-    bg: Mutex<Bg>,
-    bg_cond: Condvar,
+    /// Payload bytes logged since the last checkpoint.
+    pub(crate) wal_bytes: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    /// Why writes are refused, once a checkpoint failed.
+    pub(crate) poisoned: Mutex<Option<String>>,
+    /// When the next checkpoint is due; wakes and stops the background thread.
+    pub(crate) schedule: Schedule,
     _lock: LockGuard,
 }
 
@@ -223,7 +129,12 @@ impl Database {
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = lock_dir(&*storage, &dir)?;
-        let view = open_or_create_store(&storage, &dir, cfg.node_id)?;
+        let view = open_or_create_store(&StoreDir {
+            storage: &storage,
+            dir: &dir,
+            node_id: cfg.node_id,
+            clock: &*cfg.clock,
+        })?;
         let wal_dir = dir.join(WAL_DIR);
         // The segment holding the first LSN after the checkpoint is never removed, so a
         // checkpointed database without WAL segments has lost its log: say so rather than
@@ -253,13 +164,14 @@ impl Database {
                 ),
             });
         }
-        let clock = Hlc::new(Timestamp(view.ckpt.max_ts));
+        let hlc = Hlc::with_clock(Timestamp(view.ckpt.max_ts), cfg.clock.clone());
+        let schedule = Schedule::new(cfg.clock.now_ms());
         let inner = Arc::new(Inner {
             storage,
             dir,
             cfg,
             wal,
-            clock,
+            hlc,
             mem: RwLock::new(Mem {
                 active: Arc::new(MemTable::new()),
                 frozen: None,
@@ -273,11 +185,12 @@ impl Database {
             checkpoints: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             poisoned: Mutex::new(None),
-            bg: Mutex::new(Bg::default()),
-            bg_cond: Condvar::new(),
+            schedule,
             _lock: lock,
         });
         inner.replay()?;
+        // The interval counts from the end of the replay, which can take a while.
+        inner.schedule.restart(inner.cfg.clock.now_ms());
         let bg = if inner.cfg.background {
             let i = inner.clone();
             Some(
@@ -376,6 +289,15 @@ impl Database {
         self.inner.checkpoint(false)
     }
 
+    /// One step of background maintenance, exactly what one wake-up of the background
+    /// thread does: a checkpoint if `checkpoint_wal_bytes` were logged since the last one,
+    /// or if `checkpoint_interval` passed by the configured clock and anything was logged.
+    /// Returns whether it took a checkpoint. With `Config::background` off, this (with
+    /// [`Database::checkpoint`] and [`Database::close`]) is the only way checkpoints happen.
+    pub fn run_maintenance(&self) -> Result<bool> {
+        self.inner.run_maintenance()
+    }
+
     /// Rewrites the store into a new generation now, whatever its dead space.
     pub fn compact(&self) -> Result<()> {
         self.inner.checkpoint(true)
@@ -395,7 +317,15 @@ impl Database {
             Some(b) => Some(read_backup_manifest(&*i.storage, b)?),
             None => None,
         };
-        let report = write_backup(&i.storage, &view, i.cfg.node_id, dest, base.as_ref())?;
+        let created_ms = i.cfg.clock.now_ms();
+        let report = write_backup(
+            &i.storage,
+            &view,
+            i.cfg.node_id,
+            dest,
+            base.as_ref(),
+            created_ms,
+        )?;
         if i.cfg.archive_dir.is_some() {
             i.wal.rotate()?;
             i.wal.archive_closed()?;
@@ -431,11 +361,7 @@ impl Database {
     }
 
     fn stop_background(&mut self) {
-        {
-            let mut bg = self.inner.bg.lock();
-            bg.stop = true;
-            self.inner.bg_cond.notify_all();
-        }
+        self.inner.schedule.stop();
         if let Some(h) = self.bg.take() {
             let _ = h.join();
         }
@@ -461,65 +387,8 @@ pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
     })
 }
 
-/// Opens the current store, or creates generation 1 with an empty checkpoint; removes
-/// store files of other generations (leftovers of an interrupted or finished compaction).
-fn open_or_create_store(storage: &Arc<dyn Storage>, dir: &Path, node_id: u64) -> Result<TreeView> {
-    let names = storage
-        .list(dir)
-        .map_err(|e| Error::io("list directory", dir, e))?;
-    let gens: Vec<u64> = names
-        .iter()
-        .filter_map(|n| parse_store_file_name(n))
-        .collect();
-    let view = match read_manifest(&**storage, dir)? {
-        Some(m) => {
-            if m.node_id != node_id {
-                return Err(Error::Config(format!(
-                    "{} belongs to node {}, but this database was opened as node {node_id}",
-                    dir.display(),
-                    m.node_id
-                )));
-            }
-            open_store(storage, dir, &m, node_id)?
-        }
-        None if !gens.is_empty() => {
-            return Err(Error::Corrupt {
-                file: dir.join(crate::store::MANIFEST_NAME),
-                offset: 0,
-                kind: CorruptKind::Invalid("manifest missing but store files exist"),
-            })
-        }
-        None => {
-            let f = create_store(storage, dir, node_id, 1)?;
-            let ckpt = Checkpoint::default();
-            let (off, committed) = TreeWriter::new(&f, FILE_HEADER_LEN as u64).finish(&ckpt)?;
-            write_manifest(
-                &**storage,
-                dir,
-                &Manifest {
-                    node_id,
-                    generation: 1,
-                    checkpoint_offset: off,
-                    committed_len: committed,
-                    checkpoint_lsn: 0,
-                },
-            )?;
-            view_at(f, off, committed)?
-        }
-    };
-    for g in gens {
-        if g != view.file.generation {
-            let p = dir.join(crate::format::store_file_name(g));
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove old store", &p, e))?;
-        }
-    }
-    Ok(view)
-}
-
 impl Inner {
-    fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         match &*self.poisoned.lock() {
             Some(why) => Err(Error::Poisoned(why.clone())),
             None => Ok(()),
@@ -565,7 +434,7 @@ impl Inner {
             .filter(|b| !b.is_empty())
             .map(|b| {
                 let stamp = Stamp {
-                    ts: self.clock.now(),
+                    ts: self.hlc.now(),
                     origin: self.cfg.node_id,
                 };
                 (stamp, b)
@@ -600,9 +469,7 @@ impl Inner {
     fn note_logged(&self, bytes: u64) {
         let logged = self.wal_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if logged >= self.cfg.checkpoint_wal_bytes {
-            let mut bg = self.bg.lock();
-            bg.wake = true;
-            self.bg_cond.notify_all();
+            self.schedule.wake();
         }
     }
 
@@ -614,7 +481,7 @@ impl Inner {
         }
         let _g = self.gate.read();
         let stamp = Stamp {
-            ts: self.clock.now(),
+            ts: self.hlc.now(),
             origin: self.cfg.node_id,
         };
         let payload = encode_batch(stamp, 0, &batch);
@@ -666,7 +533,7 @@ impl Inner {
         st.max_ts = st.max_ts.max(stamp.ts.0);
         // The HLC receive rule: local time moves past every stamp applied, so a local write
         // after this one always wins over it.
-        self.clock.observe(stamp.ts);
+        self.hlc.observe(stamp.ts);
         self.visible.store(seq, Ordering::Release);
         Ok(())
     }
@@ -692,7 +559,7 @@ impl Inner {
         let held: u64 = self.wal.segments().iter().map(|s| s.end_offset).sum();
         let buf = VersionBuffer::with_capacity(held.min(limits.chunk_bytes));
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
-            self.clock.observe(Timestamp(buf.max_ts));
+            self.hlc.observe(Timestamp(buf.max_ts));
             let tree = self.mem.read().tree.clone();
             let _one = self.ckpt_lock.lock();
             let lsn = buf.last_lsn;
@@ -706,7 +573,7 @@ impl Inner {
             &mut on_chunk,
             &mut |_, _| {},
         )?;
-        self.clock.observe(Timestamp(buf.max_ts));
+        self.hlc.observe(Timestamp(buf.max_ts));
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
@@ -735,112 +602,6 @@ impl Inner {
         self.visible.store(st.seq, Ordering::Release);
         self.wal_bytes.store(tail_bytes, Ordering::Relaxed);
         Ok(())
-    }
-
-    fn background(&self) {
-        let mut last = Instant::now();
-        loop {
-            {
-                let mut bg = self.bg.lock();
-                if bg.stop {
-                    return;
-                }
-                if !bg.wake {
-                    self.bg_cond.wait_for(&mut bg, Duration::from_millis(200));
-                }
-                bg.wake = false;
-                if bg.stop {
-                    return;
-                }
-            }
-            let due_bytes = self.wal_bytes.load(Ordering::Relaxed) >= self.cfg.checkpoint_wal_bytes;
-            let due_time = self
-                .cfg
-                .checkpoint_interval
-                .is_some_and(|d| last.elapsed() >= d)
-                && self.wal_bytes.load(Ordering::Relaxed) > 0;
-            if due_bytes || due_time {
-                last = Instant::now();
-                if self.checkpoint(false).is_err() {
-                    // The error poisoned the database; writers report it.
-                    return;
-                }
-            }
-        }
-    }
-
-    fn checkpoint(&self, force_compact: bool) -> Result<()> {
-        let _one = self.ckpt_lock.lock();
-        self.check_poisoned()?;
-        let (frozen, lsn, tree) = {
-            let _g = self.gate.write();
-            let mut m = self.mem.write();
-            let f = std::mem::replace(&mut m.active, Arc::new(MemTable::new()));
-            m.frozen = Some(f.clone());
-            (f, self.wal.last_lsn(), m.tree.clone())
-        };
-        self.wal_bytes.store(0, Ordering::Relaxed);
-        if frozen.is_empty() && lsn == tree.ckpt.lsn && !force_compact {
-            self.mem.write().frozen = None;
-            return Ok(());
-        }
-        let newest = frozen.newest();
-        let updates: Vec<Update<'_>> = newest
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
-            .collect();
-        self.write_tree(&tree, &updates, lsn, force_compact)
-    }
-
-    /// Merges `updates` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
-    /// (compacting into a new generation if forced or due), installs the new tree, drops
-    /// the frozen memtable and releases WAL segments below the checkpoint. A failure
-    /// poisons the database.
-    fn write_tree(
-        &self,
-        tree: &Arc<TreeView>,
-        updates: &[Update<'_>],
-        lsn: u64,
-        force_compact: bool,
-    ) -> Result<()> {
-        let compact = force_compact || self.should_compact(tree);
-        let res = write_checkpoint(
-            &self.storage,
-            &self.dir,
-            self.cfg.node_id,
-            tree,
-            updates,
-            lsn,
-            self.clock.last().0,
-            compact,
-        );
-        let view = match res {
-            Ok(v) => v,
-            Err(e) => {
-                // The store may hold a half-written checkpoint and its fsync state is
-                // unknown: stop writes. Reads keep working from the frozen memtable.
-                *self.poisoned.lock() = Some(format!("checkpoint failed: {e}"));
-                return Err(e);
-            }
-        };
-        {
-            let mut m = self.mem.write();
-            m.tree = Arc::new(view);
-            m.frozen = None;
-        }
-        self.checkpoints.fetch_add(1, Ordering::Relaxed);
-        if compact {
-            self.compactions.fetch_add(1, Ordering::Relaxed);
-            tree.file.retire();
-        }
-        self.wal.remove_segments_below(lsn + 1)?;
-        Ok(())
-    }
-
-    fn should_compact(&self, tree: &TreeView) -> bool {
-        let size = tree.committed;
-        size >= self.cfg.compaction_min_bytes
-            && (tree.ckpt.live_bytes as f64) < size as f64 * (1.0 - self.cfg.compaction_dead_ratio)
     }
 }
 
@@ -877,7 +638,7 @@ mod tests {
             },
         )
         .expect("open");
-        let far = db.inner.clock.now().0 + 1_000_000;
+        let far = db.inner.hlc.now().0 + 1_000_000;
         let i = &db.inner;
         i.apply(stamp(far + 10, 2), put("k", "new")).expect("apply");
         i.apply(stamp(far + 5, 3), put("k", "older"))

@@ -4,10 +4,13 @@
 //! bits) into a `u64`, so timestamps compare as integers. The clock never goes backwards:
 //! not when the wall clock steps back, and not across restarts (the engine feeds it the
 //! largest timestamp it recovers). Replication will feed it remote timestamps with
-//! [`Hlc::observe`].
+//! [`Hlc::observe`]. Its wall time comes from the [`Clock`] it is given (the database's
+//! `Config::clock`), so a simulation can run it on simulated time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+
+use duplex_wal::{Clock, SystemClock};
 
 /// Bits of the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
@@ -55,30 +58,38 @@ impl Stamp {
 }
 
 /// A monotonic hybrid logical clock, safe to share between threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hlc {
     last: AtomicU64,
+    wall: Arc<dyn Clock>,
 }
 
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+impl Default for Hlc {
+    /// A clock on the system's wall time, from zero.
+    fn default() -> Self {
+        Hlc::new(Timestamp(0))
+    }
 }
 
 impl Hlc {
-    /// A clock that will never return a timestamp at or below `floor`.
+    /// A clock on the system's wall time that will never return a timestamp at or below
+    /// `floor`.
     pub fn new(floor: Timestamp) -> Self {
+        Hlc::with_clock(floor, Arc::new(SystemClock))
+    }
+
+    /// A clock taking its wall time from `wall` that will never return a timestamp at or
+    /// below `floor`.
+    pub fn with_clock(floor: Timestamp, wall: Arc<dyn Clock>) -> Self {
         Hlc {
             last: AtomicU64::new(floor.0),
+            wall,
         }
     }
 
     /// A new timestamp, greater than every one returned or observed before.
     pub fn now(&self) -> Timestamp {
-        self.tick(Timestamp::from_parts(wall_ms(), 0).0)
+        self.tick(Timestamp::from_parts(self.wall.now_ms(), 0).0)
     }
 
     /// Moves the clock past `seen` (a timestamp recovered or received from a peer).
@@ -117,6 +128,26 @@ impl Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use duplex_wal::{now_ms as wall_ms, ManualClock};
+
+    /// Stamps follow a manual clock while it moves forward, and never go backwards when it
+    /// steps back: the logical counter carries on from the last stamp until the wall time
+    /// passes it again.
+    #[test]
+    fn stamps_follow_a_manual_clock_and_never_go_back() {
+        let wall = Arc::new(ManualClock::new(1_000_000));
+        let c = Hlc::with_clock(Timestamp(0), wall.clone());
+        assert_eq!(c.now(), Timestamp::from_parts(1_000_000, 0));
+        assert_eq!(c.now(), Timestamp::from_parts(1_000_000, 1));
+        wall.advance(5);
+        assert_eq!(c.now(), Timestamp::from_parts(1_000_005, 0));
+        wall.set(999_000);
+        let stepped_back = c.now();
+        assert_eq!(stepped_back, Timestamp::from_parts(1_000_005, 1));
+        assert_eq!(c.now(), Timestamp::from_parts(1_000_005, 2));
+        wall.set(1_000_006);
+        assert_eq!(c.now(), Timestamp::from_parts(1_000_006, 0));
+    }
 
     #[test]
     fn monotonic_even_when_the_wall_clock_steps_back() {

@@ -3,22 +3,43 @@
 //! A tour of the main types:
 //! - [`Database`] opens a data directory (WAL + append-only page store), takes puts,
 //!   deletes and atomic [`WriteBatch`]es (each one WAL record, acknowledged once durable),
-//!   and serves gets and ordered scans through consistent [`Snapshot`]s.
+//!   and serves gets and ordered scans through consistent [`Snapshot`]s. Every setting is
+//!   in [`Config`], including the [`Clock`](duplex_wal::Clock) the engine takes its wall
+//!   time from and whether it runs a background thread.
 //! - Every version carries a [`Stamp`]: a hybrid-logical-clock [`Timestamp`] and its origin
 //!   node. [`Stamp::wins_over`] is the last-writer-wins rule replicas converge with; deletes
 //!   are tombstones with their own stamp.
-//! - Checkpoints merge recent writes into a copy-on-write B+tree appended to the store file
-//!   ([`tree`]); bytes below the committed length never change, so a backup is a plain copy.
-//!   Compaction rewrites the live tree into a new generation file.
+//! - Checkpoints merge recent writes into a copy-on-write B+tree appended to the store file;
+//!   bytes below the committed length never change, so a backup is a plain copy.
+//!   Compaction rewrites the live tree into a new generation file. Checkpoints run on a
+//!   background thread, or, with `Config::background` off, only when the caller steps
+//!   [`Database::run_maintenance`] (a test on simulated time, with no hidden thread).
 //! - [`Digest`] summarizes contents independently of history, to compare replicas.
+//! - [`backup`] takes and restores backups; [`roll_forward`] applies an archived WAL onto a
+//!   restored backup; [`verify`] checks a data directory or a backup and reports what it
+//!   found as a typed [`VerifyReport`].
 //!
-//! Byte layouts are specified in `docs/FORMAT.md` and implemented in [`format`] and
-//! [`batch`].
+//! Where things live:
+//! - `db`: the [`Database`], its open (WAL replay) and write path; `config`: [`Config`] and
+//!   the limits no configuration exceeds ([`MAX_KEY_SIZE`], [`MAX_VALUE_SIZE`],
+//!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule;
+//! - `memtable`, `snapshot`: the in-memory layers and reads across all layers; `replay`:
+//!   sorting logged operations into tree updates (open and roll-forward);
+//! - `store`: the manifest and the current store generation; `store_file`: one store file
+//!   and its lifetime; `tree`: reading (`tree::read`) and writing (`tree::write`) the
+//!   on-disk B+tree;
+//! - [`format`](mod@format) and [`batch`]: the byte layouts specified in `docs/FORMAT.md`; `hlc`: the
+//!   clock and the last-writer-wins rule; `error`: the one [`Error`] type.
+//!
+//! The engine needs no `unsafe` code except one CPU prefetch hint (in `tree::prefetch`).
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backup;
 pub mod batch;
+mod checkpoint;
+mod config;
 mod db;
 mod error;
 pub mod format;
@@ -27,15 +48,18 @@ mod memtable;
 mod replay;
 mod restore;
 mod snapshot;
-pub mod store;
-pub mod tree;
+mod store;
+mod store_file;
+mod tree;
+pub mod verify;
 
 pub use backup::{
     apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,
     RetentionReport,
 };
 pub use batch::{Op, WriteBatch};
-pub use db::{Config, Database, Stats, LOCK_NAME, WAL_DIR};
+pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
+pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
@@ -44,3 +68,5 @@ pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
 };
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};
+pub use store::MANIFEST_NAME;
+pub use verify::VerifyReport;

@@ -22,11 +22,13 @@ use std::time::Instant;
 use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal, WalReader};
 
 use crate::batch::{BatchRef, KIND_BATCH};
-use crate::db::{lock_dir, Config, WAL_DIR};
+use crate::config::Config;
+use crate::db::{lock_dir, WAL_DIR};
 use crate::error::{CorruptKind, Error, Result};
+use crate::format::Manifest;
 use crate::hlc::Timestamp;
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
-use crate::store::{open_store, read_manifest, write_checkpoint};
+use crate::store::{open_store, read_manifest, write_checkpoint, StoreDir};
 use crate::tree::TreeView;
 
 /// Where a roll-forward stops.
@@ -176,55 +178,10 @@ pub fn roll_forward(
     opts.config.validate()?;
     // Nobody else may open or roll forward this directory meanwhile.
     let _lock = lock_dir(&*storage, dir)?;
-    let manifest = read_manifest(&*storage, dir)?.ok_or_else(|| {
-        Error::Config(format!(
-            "{} holds no database manifest; restore a backup into it first",
-            dir.display()
-        ))
-    })?;
+    let (manifest, tree) = open_restored(&storage, dir, archive_dirs, opts)?;
     let from = manifest.checkpoint_lsn + 1;
     let cfg = &opts.config;
-    if cfg.node_id != manifest.node_id {
-        return Err(Error::Config(format!(
-            "{} belongs to node {}, but the roll-forward was asked for node {}",
-            dir.display(),
-            manifest.node_id,
-            cfg.node_id
-        )));
-    }
     let wal_dir = dir.join(WAL_DIR);
-    if !duplex_wal::list_segments(&*storage, std::slice::from_ref(&wal_dir))?.is_empty() {
-        return Err(Error::Config(format!(
-            "{} already has WAL segments; roll forward only onto a fresh restore",
-            wal_dir.display()
-        )));
-    }
-    let tree = open_store(&storage, dir, &manifest, cfg.node_id)?;
-    match opts.target {
-        Target::Lsn(n) if n < manifest.checkpoint_lsn => {
-            return Err(Error::Config(format!(
-                "the backup already holds records up to LSN {}; it cannot be rolled back to LSN {n} (use an older backup)",
-                manifest.checkpoint_lsn
-            )));
-        }
-        // Also what a re-run with an earlier time than an interrupted first run finds.
-        Target::TimeMs(t) if Timestamp(tree.ckpt.max_ts).wall_ms() > t => {
-            return Err(Error::Config(format!(
-                "{} already holds writes stamped after the target time ({} ms > {t} ms since the epoch); it cannot be rolled back (restore an older backup)",
-                dir.display(),
-                Timestamp(tree.ckpt.max_ts).wall_ms()
-            )));
-        }
-        _ => {}
-    }
-    for a in archive_dirs {
-        if !storage.exists(a) {
-            return Err(Error::Config(format!(
-                "archive directory {} does not exist (check the path)",
-                a.display()
-            )));
-        }
-    }
     let segments = duplex_wal::list_segments(&*storage, archive_dirs)?;
     let mut p = Progress::default();
     for (_, path) in &segments {
@@ -314,6 +271,66 @@ pub fn roll_forward(
     })
 }
 
+/// The checks before a roll-forward: `dir` holds a restored backup of this node and no
+/// WAL yet, the target is not before what it already holds, every archive directory
+/// exists. Returns its manifest and a view of its tree.
+fn open_restored(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    archive_dirs: &[PathBuf],
+    opts: &RollForwardOptions,
+) -> Result<(Manifest, TreeView)> {
+    let manifest = read_manifest(&**storage, dir)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{} holds no database manifest; restore a backup into it first",
+            dir.display()
+        ))
+    })?;
+    let cfg = &opts.config;
+    if cfg.node_id != manifest.node_id {
+        return Err(Error::Config(format!(
+            "{} belongs to node {}, but the roll-forward was asked for node {}",
+            dir.display(),
+            manifest.node_id,
+            cfg.node_id
+        )));
+    }
+    let wal_dir = dir.join(WAL_DIR);
+    if !duplex_wal::list_segments(&**storage, std::slice::from_ref(&wal_dir))?.is_empty() {
+        return Err(Error::Config(format!(
+            "{} already has WAL segments; roll forward only onto a fresh restore",
+            wal_dir.display()
+        )));
+    }
+    let tree = open_store(storage, dir, &manifest, cfg.node_id)?;
+    match opts.target {
+        Target::Lsn(n) if n < manifest.checkpoint_lsn => {
+            return Err(Error::Config(format!(
+                "the backup already holds records up to LSN {}; it cannot be rolled back to LSN {n} (use an older backup)",
+                manifest.checkpoint_lsn
+            )));
+        }
+        // Also what a re-run with an earlier time than an interrupted first run finds.
+        Target::TimeMs(t) if Timestamp(tree.ckpt.max_ts).wall_ms() > t => {
+            return Err(Error::Config(format!(
+                "{} already holds writes stamped after the target time ({} ms > {t} ms since the epoch); it cannot be rolled back (restore an older backup)",
+                dir.display(),
+                Timestamp(tree.ckpt.max_ts).wall_ms()
+            )));
+        }
+        _ => {}
+    }
+    for a in archive_dirs {
+        if !storage.exists(a) {
+            return Err(Error::Config(format!(
+                "archive directory {} does not exist (check the path)",
+                a.display()
+            )));
+        }
+    }
+    Ok((manifest, tree))
+}
+
 /// The second pass: merges `buf` (the records the check gathered) and, if the check
 /// stopped gathering before `last`, reads the rest in chunks; each chunk is merged into the
 /// tree as a checkpoint at its last LSN.
@@ -364,16 +381,13 @@ fn apply_records(
         // Rebuild when the updates would touch most leaves anyway (more than one per
         // ~16 entries): one sequential pass, full leaves, no dead copy left behind.
         let rebuild = updates.len() as u64 * 16 >= tree.ckpt.entries;
-        let next = write_checkpoint(
+        let at = StoreDir {
             storage,
             dir,
-            cfg.node_id,
-            &tree,
-            &updates,
-            lsn,
-            max_ts,
-            rebuild,
-        )?;
+            node_id: cfg.node_id,
+            clock: &*cfg.clock,
+        };
+        let next = write_checkpoint(&at, &tree, &updates, lsn, max_ts, rebuild)?;
         if rebuild {
             tree.file.retire();
         }

@@ -1,93 +1,42 @@
-//! Store files and the manifest: creating a store generation, opening the current one at
-//! its committed length, and switching the manifest atomically.
+//! The page store of a data directory: the manifest naming the current store generation and
+//! checkpoint, opening that store at its committed length (or creating the first one), and
+//! writing a checkpoint (the tree's new blocks, then the manifest switch).
 //!
 //! Invariants:
-//! - bytes of a store file below its committed length never change;
+//! - bytes of a store file below its committed length never change ([`crate::store_file`]);
 //! - the manifest is replaced only by write-temp, fsync, rename, fsync-directory, so it is
 //!   always either the old or the new one;
 //! - a checkpoint is written whole (blocks, checkpoint block, fsync) before the manifest
-//!   names it;
-//! - a store file is deleted only when it is retired (a newer generation is current) and the
-//!   last reader of it (a tree view, a backup) lets go.
+//!   names it.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
-use duplex_wal::{OpenMode, Storage, StorageFile};
+use duplex_wal::{Clock, OpenMode, Storage};
 
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{
-    decode_block, kind, store_file_name, Checkpoint, Manifest, StoreHeader, FILE_HEADER_LEN,
+    parse_store_file_name, store_file_name, Checkpoint, Manifest, StoreHeader, FILE_HEADER_LEN,
 };
-use crate::tree::{TreeView, TreeWriter, Update};
+use crate::store_file::{create_store, StoreFile};
+use crate::tree::{view_at, TreeView, TreeWriter, Update};
+
+/// The store of one data directory, as the code that writes it sees it: where it is, whose
+/// it is, and the clock that stamps new store files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreDir<'a> {
+    /// Storage the directory is on.
+    pub storage: &'a Arc<dyn Storage>,
+    /// The data directory.
+    pub dir: &'a Path,
+    /// The node the database belongs to.
+    pub node_id: u64,
+    /// Wall time for store headers.
+    pub clock: &'a dyn Clock,
+}
 
 /// Name of the manifest file in the data directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
-
-/// An open store file, shared by every view of it.
-#[derive(Debug)]
-pub struct StoreFile {
-    storage: Arc<dyn Storage>,
-    /// Path of the file.
-    pub path: PathBuf,
-    /// The open handle.
-    pub file: Box<dyn StorageFile>,
-    /// Generation number.
-    pub generation: u64,
-    retired: AtomicBool,
-}
-
-impl StoreFile {
-    /// Marks the file for deletion once the last reference is dropped.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
-    }
-}
-
-impl Drop for StoreFile {
-    fn drop(&mut self) {
-        if self.retired.load(Ordering::Acquire) {
-            // Best effort: a leftover old generation is also removed at the next open.
-            let _ = self.storage.remove_file(&self.path);
-        }
-    }
-}
-
-/// Creates store file `generation` with its header, fsynced with its directory.
-pub fn create_store(
-    storage: &Arc<dyn Storage>,
-    dir: &Path,
-    node_id: u64,
-    generation: u64,
-) -> Result<Arc<StoreFile>> {
-    let path = dir.join(store_file_name(generation));
-    if storage.exists(&path) {
-        // A leftover from a compaction that never became current.
-        storage
-            .remove_file(&path)
-            .map_err(|e| Error::io("remove stale store", &path, e))?;
-    }
-    let file = storage
-        .open(&path, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create store", &path, e))?;
-    let header = StoreHeader {
-        node_id,
-        generation,
-        created_ms: crate::hlc::wall_ms(),
-    };
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| Error::io("write", &path, e))?;
-    duplex_wal::sync_file_and_dir(&**storage, &*file, &path)
-        .map_err(|e| Error::io("fsync", &path, e))?;
-    Ok(Arc::new(StoreFile {
-        storage: storage.clone(),
-        path,
-        file,
-        generation,
-        retired: AtomicBool::new(false),
-    }))
-}
 
 /// Reads the manifest; `None` if the directory has none (a new database).
 pub fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifest>> {
@@ -143,14 +92,7 @@ fn open_named(
     if len < m.committed_len {
         return Err(Error::corrupt(&path, len, CorruptKind::Truncated));
     }
-    let sf = Arc::new(StoreFile {
-        storage: storage.clone(),
-        path,
-        file,
-        generation: m.generation,
-        retired: AtomicBool::new(false),
-    });
-    Ok((sf, len))
+    Ok((StoreFile::new(storage, path, file, m.generation), len))
 }
 
 /// Opens the store generation the manifest names, cuts anything after its committed
@@ -196,64 +138,14 @@ pub fn open_store_readonly(
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
 
-/// A view of `file` as of the checkpoint block at `offset`, which must end at `committed`.
-pub fn view_at(file: Arc<StoreFile>, offset: u64, committed: u64) -> Result<TreeView> {
-    let map = file
-        .file
-        .map(committed)
-        .map_err(|e| Error::io("map", &file.path, e))?;
-    let bytes = map.bytes();
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    let b = bytes
-        .get(start..)
-        .ok_or_else(|| Error::corrupt(&file.path, offset, CorruptKind::Truncated))?;
-    let (k, body) = decode_block(b).map_err(|kd| Error::corrupt(&file.path, offset, kd))?;
-    if k != kind::CHECKPOINT {
-        return Err(Error::corrupt(
-            &file.path,
-            offset,
-            CorruptKind::WrongBlock {
-                expected: "checkpoint",
-                found: k,
-            },
-        ));
-    }
-    let end = offset + crate::format::block_size(body.len()) as u64;
-    if end != committed {
-        return Err(Error::corrupt(
-            &file.path,
-            offset,
-            CorruptKind::Invalid("checkpoint does not end at the committed length"),
-        ));
-    }
-    let ckpt = Checkpoint::decode(body).map_err(|kd| Error::corrupt(&file.path, offset, kd))?;
-    if ckpt.root >= offset {
-        return Err(Error::corrupt(
-            &file.path,
-            offset,
-            CorruptKind::Invalid("root after its checkpoint"),
-        ));
-    }
-    Ok(TreeView {
-        file,
-        map,
-        ckpt,
-        ckpt_offset: offset,
-        committed,
-    })
-}
-
 /// Writes a checkpoint at `lsn` that merges sorted, distinct-key `updates` into `tree`
 /// (last writer wins per key): appended copy-on-write to the same file, or, with
 /// `new_generation`, the whole tree rebuilt with full leaves into a new generation file
 /// (compaction; also the cheaper way when the updates touch most leaves). Fsyncs, switches
 /// the manifest and returns the new view. After a new generation the caller retires the
 /// old file. `max_ts` is the largest timestamp the database has seen.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_checkpoint(
-    storage: &Arc<dyn Storage>,
-    dir: &Path,
-    node_id: u64,
+    at: &StoreDir<'_>,
     tree: &TreeView,
     updates: &[Update<'_>],
     lsn: u64,
@@ -264,7 +156,13 @@ pub(crate) fn write_checkpoint(
     let origins = tree.ckpt.origins.clone();
     let (file, w, ckpt);
     if new_generation {
-        file = create_store(storage, dir, node_id, tree.file.generation + 1)?;
+        file = create_store(
+            at.storage,
+            at.dir,
+            at.node_id,
+            tree.file.generation + 1,
+            at.clock.now_ms(),
+        )?;
         let mut tw = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
         let root = tw.rebuild(tree, updates)?;
         ckpt = Checkpoint {
@@ -298,10 +196,10 @@ pub(crate) fn write_checkpoint(
     }
     let (off, committed) = w.finish(&ckpt)?;
     write_manifest(
-        &**storage,
-        dir,
+        &**at.storage,
+        at.dir,
         &Manifest {
-            node_id,
+            node_id: at.node_id,
             generation: file.generation,
             checkpoint_offset: off,
             committed_len: committed,
@@ -309,4 +207,62 @@ pub(crate) fn write_checkpoint(
         },
     )?;
     view_at(file.clone(), off, committed)
+}
+
+/// Opens the current store, or creates generation 1 with an empty checkpoint; removes
+/// store files of other generations (leftovers of an interrupted or finished compaction).
+pub(crate) fn open_or_create_store(at: &StoreDir<'_>) -> Result<TreeView> {
+    let (storage, dir, node_id) = (at.storage, at.dir, at.node_id);
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let gens: Vec<u64> = names
+        .iter()
+        .filter_map(|n| parse_store_file_name(n))
+        .collect();
+    let view = match read_manifest(&**storage, dir)? {
+        Some(m) => {
+            if m.node_id != node_id {
+                return Err(Error::Config(format!(
+                    "{} belongs to node {}, but this database was opened as node {node_id}",
+                    dir.display(),
+                    m.node_id
+                )));
+            }
+            open_store(storage, dir, &m, node_id)?
+        }
+        None if !gens.is_empty() => {
+            return Err(Error::Corrupt {
+                file: dir.join(MANIFEST_NAME),
+                offset: 0,
+                kind: CorruptKind::Invalid("manifest missing but store files exist"),
+            })
+        }
+        None => {
+            let f = create_store(storage, dir, node_id, 1, at.clock.now_ms())?;
+            let ckpt = Checkpoint::default();
+            let (off, committed) = TreeWriter::new(&f, FILE_HEADER_LEN as u64).finish(&ckpt)?;
+            write_manifest(
+                &**storage,
+                dir,
+                &Manifest {
+                    node_id,
+                    generation: 1,
+                    checkpoint_offset: off,
+                    committed_len: committed,
+                    checkpoint_lsn: 0,
+                },
+            )?;
+            view_at(f, off, committed)?
+        }
+    };
+    for g in gens {
+        if g != view.file.generation {
+            let p = dir.join(store_file_name(g));
+            storage
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove old store", &p, e))?;
+        }
+    }
+    Ok(view)
 }

@@ -11,7 +11,7 @@ use duplex_wal::Record;
 use serde_json::{json, Value};
 
 use crate::text::{escape_bytes, format_time_ms};
-use crate::verify::{MAX_KEY, MAX_VALUE};
+use duplex_engine::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
 /// Longest key shown in full; longer keys are cut (`…`).
 pub const KEY_SHOWN: usize = 256;
@@ -27,8 +27,8 @@ pub struct Decoded<'a> {
 
 /// Decodes `record` (with the widest limits any configuration allows).
 pub fn decode(record: &Record) -> Decoded<'_> {
-    let batch =
-        (record.kind == KIND_BATCH).then(|| decode_batch(&record.payload, MAX_KEY, MAX_VALUE));
+    let batch = (record.kind == KIND_BATCH)
+        .then(|| decode_batch(&record.payload, MAX_KEY_SIZE, MAX_VALUE_SIZE));
     Decoded { record, batch }
 }
 

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use duplex_engine::verify::Problem;
+
 /// An exit code of the tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Code {
@@ -137,6 +139,20 @@ pub fn verify_code(e: &duplex_engine::Error) -> Code {
     match io.map(|s| s.kind()) {
         Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof) => Code::Damaged,
         _ => engine_code(e),
+    }
+}
+
+/// The exit code for a problem the engine's verification found: an engine or WAL error as
+/// [`verify_code`] and [`wal_code`] say; a store file that cannot be opened for another
+/// reason than its absence is operational (3); every other finding is damage (1).
+pub fn problem_code(p: &Problem) -> Code {
+    match p {
+        Problem::Engine(e) => verify_code(e),
+        Problem::Wal(e) => wal_code(e),
+        Problem::StoreOpen { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+            Code::Operational
+        }
+        _ => Code::Damaged,
     }
 }
 

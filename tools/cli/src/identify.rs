@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use duplex_engine::backup::BACKUP_MANIFEST;
-use duplex_engine::store::MANIFEST_NAME;
-use duplex_engine::WAL_DIR;
+use duplex_engine::{MANIFEST_NAME, WAL_DIR};
 use duplex_wal::format::parse_segment_file_name;
 
 use crate::exit::ToolError;

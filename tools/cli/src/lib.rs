@@ -4,11 +4,13 @@
 //! reads lives here, over the engine and WAL crates:
 //! - [`exit`]: the documented exit codes and [`exit::ToolError`], an error with its code;
 //! - [`identify`]: what a path on disk is (backup, WAL directory, segment, data directory);
-//! - [`verify`]: verification of each kind, as reports rather than errors;
+//! - [`verify`]: verification of each kind, as reports rather than errors (the checks of
+//!   backups and data directories are the engine's, [`duplex_engine::verify`]);
 //! - [`dump`]: WAL records as readable lines or JSON objects;
 //! - [`target`]: the checks and the careful emptying behind `restore --force`;
 //! - [`text`]: byte escaping and time parsing and formatting.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod dump;

@@ -2,9 +2,11 @@
 //! verify backups and archives, dump WAL records, back up a data directory.
 //!
 //! This binary parses arguments, shows progress and prints results; the work is done by
-//! `duplex-engine` (backup, restore, roll-forward), `duplex-wal` (reading the log) and the
-//! `duplex_cli` library (verification, dump formatting, target checks). Exit codes are
-//! those of [`duplex_cli::exit`]; `--help` lists them.
+//! `duplex-engine` (backup, restore, roll-forward, verification of backups and data
+//! directories), `duplex-wal` (reading the log) and the `duplex_cli` library (verification
+//! reports, dump formatting, target checks). Exit codes are those of [`duplex_cli::exit`];
+//! `--help` lists them.
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -21,10 +23,11 @@ use duplex_cli::exit::{engine_code, wal_code, Code, ToolError};
 use duplex_cli::identify::identify;
 use duplex_cli::target::prepare_target;
 use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};
-use duplex_cli::verify::{
-    check_chain_links, verify_paths, ScopedReader, WalScope, MAX_KEY, MAX_VALUE,
+use duplex_cli::verify::{check_chain_links, verify_paths, ScopedReader, WalScope};
+use duplex_engine::{
+    BackupManifest, Config, Database, Phase, RollForwardOptions, RollForwardReport, Target,
+    MANIFEST_NAME, MAX_KEY_SIZE, MAX_VALUE_SIZE,
 };
-use duplex_engine::{Config, Database, Phase, RollForwardOptions, Target};
 use duplex_wal::{StdStorage, Storage};
 
 const MAIN_HELP: &str = "\
@@ -298,8 +301,8 @@ fn restore_config(node_id: u64) -> Config {
     Config {
         node_id,
         background: false,
-        max_key_size: MAX_KEY,
-        max_value_size: MAX_VALUE,
+        max_key_size: MAX_KEY_SIZE,
+        max_value_size: MAX_VALUE_SIZE,
         ..Config::default()
     }
 }
@@ -333,39 +336,7 @@ fn bytes_to_read(archives: &[PathBuf], from: u64, until: Option<u64>) -> u64 {
 
 fn restore(a: RestoreArgs) -> Result<Code> {
     let storage = storage();
-    let manifests = check_chain_links(&*storage, &a.backup)?;
-    let Some(last) = manifests.last().cloned() else {
-        return Err(ToolError::usage("give at least one --backup DIR").into());
-    };
-    let node_id = match a.node_id {
-        Some(n) if n != last.node_id => {
-            return Err(ToolError::usage(format!(
-                "the backup is of node {}, not node {n}: a database opens only as its own node (leave out --node-id)",
-                last.node_id
-            ))
-            .into())
-        }
-        Some(n) => n,
-        None => last.node_id,
-    };
-    if let Some(u) = a.until_lsn {
-        if u < last.checkpoint_lsn {
-            return Err(ToolError::usage(format!(
-                "--until-lsn {u} is before this backup's checkpoint (LSN {}), which already holds the records up to it; restore an older backup to reach LSN {u}",
-                last.checkpoint_lsn
-            ))
-            .into());
-        }
-    }
-    for dir in &a.archive {
-        if !dir.is_dir() {
-            return Err(ToolError::usage(format!(
-                "the archive {} is not a directory (check the path: without it the restore would stop at the backup)",
-                dir.display()
-            ))
-            .into());
-        }
-    }
+    let node_id = check_restore_args(&a, &*storage)?;
     let mut sources = a.backup.clone();
     sources.extend(a.archive.iter().cloned());
     let prepared = prepare_target(&a.into, a.force, &sources)?;
@@ -378,76 +349,8 @@ fn restore(a: RestoreArgs) -> Result<Code> {
     }
 
     let started = Instant::now();
-    let pb = spinner(&format!(
-        "verifying and copying {} backup(s) into {}",
-        a.backup.len(),
-        a.into.display()
-    ));
-    let restored = duplex_engine::restore_chain(&storage, &a.backup, &a.into);
-    pb.finish_and_clear();
-    let m = restored.map_err(|e| partial(e, &a.into))?;
-    let copy_secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "restored {} backup(s): node {}, checkpoint LSN {}, store {} in {copy_secs:.2} s",
-        a.backup.len(),
-        m.node_id,
-        m.checkpoint_lsn,
-        human_bytes(m.committed_len)
-    );
-    if a.archive.is_empty() {
-        eprintln!(
-            "warning: no --archive given: the database is restored to the backup's checkpoint (LSN {}) only",
-            m.checkpoint_lsn
-        );
-    }
-
-    let target = match (a.until_lsn, a.until_time) {
-        (Some(l), _) => Target::Lsn(l),
-        (None, Some(t)) => Target::TimeMs(t),
-        (None, None) => Target::End,
-    };
-    let total = bytes_to_read(&a.archive, m.checkpoint_lsn + 1, a.until_lsn);
-    let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.enable_steady_tick(Duration::from_millis(200));
-    let header = duplex_wal::format::RECORD_HEADER_LEN as u64;
-    let opts = RollForwardOptions {
-        target,
-        stop_at_last_good: a.stop_at_last_good,
-        config: restore_config(node_id),
-        chunk_bytes: a.chunk_mib << 20,
-    };
-    let rolled = duplex_engine::roll_forward(
-        storage.clone(),
-        &a.into,
-        &a.archive,
-        &opts,
-        &mut |p: &duplex_engine::Progress| {
-            // Record bytes on disk, approximately: payload plus each record's header.
-            let pos = p.bytes + p.records * header;
-            pb.set_length(total.max(pos).max(1));
-            pb.set_position(pos);
-            pb.set_message(match p.phase {
-                Phase::Check => format!("checking: {} records, {:.0}/s", p.records, p.rate()),
-                Phase::Apply => format!(
-                    "applying: {} of {} records, {:.0}/s",
-                    p.records,
-                    p.to_apply,
-                    p.rate()
-                ),
-                Phase::Merge => format!(
-                    "sorting and writing into the tree: {} of {} records read",
-                    p.records, p.to_apply
-                ),
-            });
-        },
-    );
-    pb.finish_and_clear();
-    let r = rolled.map_err(|e| partial(e, &a.into))?;
+    let m = copy_backups(&a, &storage)?;
+    let r = roll_archive(&a, &storage, &m, node_id)?;
 
     let db = Database::open(&a.into, restore_config(node_id)).map_err(|e| partial(e, &a.into))?;
     let digest = db.digest().map_err(|e| partial(e, &a.into))?;
@@ -498,6 +401,141 @@ fn restore(a: RestoreArgs) -> Result<Code> {
         started.elapsed().as_secs_f64(),
         a.into.display()
     )?;
+    Ok(restore_warnings(&a, &m, &r))
+}
+
+/// The checks of `restore`'s arguments before anything is written: the backup chain's
+/// links, the node id, the target LSN, the archive directories. Returns the node id.
+fn check_restore_args(a: &RestoreArgs, storage: &dyn Storage) -> Result<u64> {
+    let manifests = check_chain_links(storage, &a.backup)?;
+    let Some(last) = manifests.last() else {
+        return Err(ToolError::usage("give at least one --backup DIR").into());
+    };
+    let node_id = match a.node_id {
+        Some(n) if n != last.node_id => {
+            return Err(ToolError::usage(format!(
+                "the backup is of node {}, not node {n}: a database opens only as its own node (leave out --node-id)",
+                last.node_id
+            ))
+            .into())
+        }
+        Some(n) => n,
+        None => last.node_id,
+    };
+    if let Some(u) = a.until_lsn {
+        if u < last.checkpoint_lsn {
+            return Err(ToolError::usage(format!(
+                "--until-lsn {u} is before this backup's checkpoint (LSN {}), which already holds the records up to it; restore an older backup to reach LSN {u}",
+                last.checkpoint_lsn
+            ))
+            .into());
+        }
+    }
+    for dir in &a.archive {
+        if !dir.is_dir() {
+            return Err(ToolError::usage(format!(
+                "the archive {} is not a directory (check the path: without it the restore would stop at the backup)",
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    Ok(node_id)
+}
+
+/// Verifies the backup chain and assembles it into the target, with a spinner. Returns
+/// the last backup's manifest.
+fn copy_backups(a: &RestoreArgs, storage: &Arc<dyn Storage>) -> Result<BackupManifest> {
+    let started = Instant::now();
+    let pb = spinner(&format!(
+        "verifying and copying {} backup(s) into {}",
+        a.backup.len(),
+        a.into.display()
+    ));
+    let restored = duplex_engine::restore_chain(storage, &a.backup, &a.into);
+    pb.finish_and_clear();
+    let m = restored.map_err(|e| partial(e, &a.into))?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "restored {} backup(s): node {}, checkpoint LSN {}, store {} in {copy_secs:.2} s",
+        a.backup.len(),
+        m.node_id,
+        m.checkpoint_lsn,
+        human_bytes(m.committed_len)
+    );
+    if a.archive.is_empty() {
+        eprintln!(
+            "warning: no --archive given: the database is restored to the backup's checkpoint (LSN {}) only",
+            m.checkpoint_lsn
+        );
+    }
+    Ok(m)
+}
+
+/// Rolls the archive forward onto the restored backup `m`, with a progress bar.
+fn roll_archive(
+    a: &RestoreArgs,
+    storage: &Arc<dyn Storage>,
+    m: &BackupManifest,
+    node_id: u64,
+) -> Result<RollForwardReport> {
+    let target = match (a.until_lsn, a.until_time) {
+        (Some(l), _) => Target::Lsn(l),
+        (None, Some(t)) => Target::TimeMs(t),
+        (None, None) => Target::End,
+    };
+    let total = bytes_to_read(&a.archive, m.checkpoint_lsn + 1, a.until_lsn);
+    let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let header = duplex_wal::format::RECORD_HEADER_LEN as u64;
+    let opts = RollForwardOptions {
+        target,
+        stop_at_last_good: a.stop_at_last_good,
+        config: restore_config(node_id),
+        chunk_bytes: a.chunk_mib << 20,
+    };
+    let rolled = duplex_engine::roll_forward(
+        storage.clone(),
+        &a.into,
+        &a.archive,
+        &opts,
+        &mut |p: &duplex_engine::Progress| {
+            // Record bytes on disk, approximately: payload plus each record's header.
+            let pos = p.bytes + p.records * header;
+            pb.set_length(total.max(pos).max(1));
+            pb.set_position(pos);
+            pb.set_message(progress_message(p));
+        },
+    );
+    pb.finish_and_clear();
+    rolled.map_err(|e| partial(e, &a.into))
+}
+
+/// The progress bar's words for a roll-forward's progress.
+fn progress_message(p: &duplex_engine::Progress) -> String {
+    match p.phase {
+        Phase::Check => format!("checking: {} records, {:.0}/s", p.records, p.rate()),
+        Phase::Apply => format!(
+            "applying: {} of {} records, {:.0}/s",
+            p.records,
+            p.to_apply,
+            p.rate()
+        ),
+        Phase::Merge => format!(
+            "sorting and writing into the tree: {} of {} records read",
+            p.records, p.to_apply
+        ),
+    }
+}
+
+/// Warns about a time target before the backup, and reports a roll-forward that stopped
+/// early; returns the exit code.
+fn restore_warnings(a: &RestoreArgs, m: &BackupManifest, r: &RollForwardReport) -> Code {
     if let (Some(t), 0) = (a.until_time, r.records) {
         if t < m.created_ms {
             eprintln!(
@@ -507,7 +545,7 @@ fn restore(a: RestoreArgs) -> Result<Code> {
             );
         }
     }
-    if let Some(why) = r.stopped_early {
+    if let Some(why) = &r.stopped_early {
         eprintln!(
             "error: the roll-forward stopped early at LSN {} (--stop-at-last-good): {why}",
             r.to_lsn
@@ -516,9 +554,9 @@ fn restore(a: RestoreArgs) -> Result<Code> {
             "note: the database holds every record up to LSN {} and opens normally; the records after it are lost unless the damaged or missing segment is found",
             r.to_lsn
         );
-        return Ok(Code::Damaged);
+        return Code::Damaged;
     }
-    Ok(Code::Ok)
+    Code::Ok
 }
 
 /// Prints an error met after the target was written to, with a note that the target now
@@ -644,11 +682,11 @@ fn dump_err(e: duplex_wal::Error) -> ToolError {
 }
 
 fn backup(a: BackupArgs) -> Result<Code> {
-    if !a.data.join(duplex_engine::store::MANIFEST_NAME).is_file() {
+    if !a.data.join(MANIFEST_NAME).is_file() {
         return Err(ToolError::usage(format!(
             "{} is not a Duplex data directory (it has no {})",
             a.data.display(),
-            duplex_engine::store::MANIFEST_NAME
+            MANIFEST_NAME
         ))
         .into());
     }

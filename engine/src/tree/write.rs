@@ -1,291 +1,23 @@
-//! The on-disk tree: an append-only, copy-on-write B+tree in a store file.
-//!
-//! Reading ([`TreeView`], [`TreeCursor`]) works on a read-only map of the committed bytes;
-//! every block is checked against its CRC when read. Writing ([`TreeWriter`]) appends new
-//! blocks after the committed length: a checkpoint merges sorted updates into the tree by
-//! rewriting only the leaves and branches they touch (children before parents, so a child's
-//! offset is always below its parent's: that bounds every descent), and compaction writes a
-//! whole new tree into a new file.
+//! Writing the tree: [`TreeWriter`] appends blocks after a store file's committed length
+//! and keeps the accounting a checkpoint records (bytes written, bytes no longer reached,
+//! entries added). A checkpoint [`merge`](TreeWriter::merge)s sorted updates by rewriting
+//! only the leaves and branches they touch; compaction and large merges
+//! [`rebuild`](TreeWriter::rebuild) the whole tree with full leaves. Children are written
+//! before their parents, so a child's offset is always below its parent's.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
-use duplex_wal::Mapped;
-
+use super::prefetch::{prefetch, PREFETCH_AHEAD};
+use super::read::TreeView;
+use super::writeback::{BgWriter, FLUSH_AT, IN_FLIGHT};
+use super::{Update, INLINE_MAX, MAX_DEPTH, NODE_TARGET};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{
-    block_size, decode_block, encode_block, encode_block_with, encode_branch, encode_leaf_into,
-    kind, Branch, Checkpoint, Leaf, LeafEntry, ValueRef, BLOCK_ALIGN,
+    block_size, encode_block, encode_block_with, encode_branch, encode_leaf_into, kind, Branch,
+    Checkpoint, Leaf, LeafEntry, ValueRef,
 };
 use crate::hlc::Stamp;
-use crate::store::StoreFile;
-
-/// Target size of a leaf or branch body.
-pub const NODE_TARGET: usize = 4096;
-/// Values longer than this go to their own value block.
-pub const INLINE_MAX: usize = 1024;
-/// Deepest tree accepted when reading (a guard against damaged child pointers).
-const MAX_DEPTH: usize = 48;
-
-/// A version as read from the tree: its stamp and its value (`None` for a tombstone).
-pub type TreeVersion = (Stamp, Option<Vec<u8>>);
-
-/// A consistent, read-only view of the tree as of one checkpoint.
-#[derive(Debug)]
-pub struct TreeView {
-    /// The store file (kept open, and undeleted, while the view lives).
-    pub file: Arc<StoreFile>,
-    /// The committed bytes.
-    pub map: Mapped,
-    /// The checkpoint this view shows.
-    pub ckpt: Checkpoint,
-    /// Offset of that checkpoint block.
-    pub ckpt_offset: u64,
-    /// Committed length: the end of that checkpoint block.
-    pub committed: u64,
-}
-
-impl TreeView {
-    fn corrupt(&self, offset: u64, kind: CorruptKind) -> Error {
-        Error::Corrupt {
-            file: self.file.path.clone(),
-            offset,
-            kind,
-        }
-    }
-
-    /// The checked block at `off`: its kind and body.
-    pub fn block(&self, off: u64) -> Result<(u8, &[u8])> {
-        let bytes = self.map.bytes();
-        if !off.is_multiple_of(BLOCK_ALIGN as u64) || off >= self.ckpt_offset {
-            return Err(self.corrupt(off, CorruptKind::Invalid("block offset")));
-        }
-        let b = &bytes[off as usize..self.ckpt_offset as usize];
-        decode_block(b).map_err(|k| self.corrupt(off, k))
-    }
-
-    fn leaf(&self, off: u64) -> Result<Leaf<'_>> {
-        match self.block(off)? {
-            (kind::LEAF, body) => Leaf::parse(body).map_err(|k| self.corrupt(off, k)),
-            (found, _) => Err(self.corrupt(
-                off,
-                CorruptKind::WrongBlock {
-                    expected: "leaf",
-                    found,
-                },
-            )),
-        }
-    }
-
-    /// The leaf at `off`, whose CRC the caller already checked in this view (bytes below
-    /// the committed length never change): the lengths are checked again, the CRC is not.
-    fn leaf_checked_before(&self, off: u64) -> Result<Leaf<'_>> {
-        let bytes = self.map.bytes();
-        let start = usize::try_from(off).unwrap_or(usize::MAX);
-        let end = usize::try_from(self.ckpt_offset).unwrap_or(0);
-        let b = bytes
-            .get(start..end)
-            .filter(|b| b.len() >= crate::format::BLOCK_HEADER_LEN)
-            .ok_or_else(|| self.corrupt(off, CorruptKind::Truncated))?;
-        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
-        let body = b
-            .get(crate::format::BLOCK_HEADER_LEN..crate::format::BLOCK_HEADER_LEN + len)
-            .ok_or_else(|| self.corrupt(off, CorruptKind::Truncated))?;
-        Leaf::parse(body).map_err(|k| self.corrupt(off, k))
-    }
-
-    /// The value an entry refers to.
-    pub fn value(&self, leaf_off: u64, v: ValueRef<'_>) -> Result<Option<Vec<u8>>> {
-        Ok(self.value_bytes(leaf_off, v)?.map(<[u8]>::to_vec))
-    }
-
-    /// The value an entry refers to, borrowed from the mapped file (or the entry).
-    pub fn value_bytes<'a>(&'a self, leaf_off: u64, v: ValueRef<'a>) -> Result<Option<&'a [u8]>> {
-        match v {
-            ValueRef::Tombstone => Ok(None),
-            ValueRef::Inline(b) => Ok(Some(b)),
-            ValueRef::External { offset, len } => {
-                if offset >= leaf_off {
-                    return Err(self.corrupt(leaf_off, CorruptKind::Invalid("value pointer")));
-                }
-                match self.block(offset)? {
-                    (kind::VALUE, body) if body.len() == len as usize => Ok(Some(body)),
-                    (kind::VALUE, _) => {
-                        Err(self.corrupt(offset, CorruptKind::Invalid("value length")))
-                    }
-                    (found, _) => Err(self.corrupt(
-                        offset,
-                        CorruptKind::WrongBlock {
-                            expected: "value",
-                            found,
-                        },
-                    )),
-                }
-            }
-        }
-    }
-
-    /// Descends from the root to the leaf whose range holds `key`, recording the path as
-    /// (branch offset, child index) pairs.
-    fn descend(&self, key: &[u8], path: &mut Vec<(u64, usize)>) -> Result<Option<u64>> {
-        let mut off = self.ckpt.root;
-        if off == 0 {
-            return Ok(None);
-        }
-        loop {
-            if path.len() > MAX_DEPTH {
-                return Err(self.corrupt(off, CorruptKind::Invalid("tree too deep")));
-            }
-            match self.block(off)? {
-                (kind::LEAF, _) => return Ok(Some(off)),
-                (kind::BRANCH, body) => {
-                    let br = Branch::parse(body).map_err(|k| self.corrupt(off, k))?;
-                    let i = br.route(key).map_err(|k| self.corrupt(off, k))?;
-                    let (_, child) = br.child(i).map_err(|k| self.corrupt(off, k))?;
-                    if child >= off {
-                        return Err(self.corrupt(off, CorruptKind::Invalid("child pointer")));
-                    }
-                    path.push((off, i));
-                    off = child;
-                }
-                (found, _) => {
-                    return Err(self.corrupt(
-                        off,
-                        CorruptKind::WrongBlock {
-                            expected: "tree node",
-                            found,
-                        },
-                    ))
-                }
-            }
-        }
-    }
-
-    /// The version of `key` in the tree, tombstones included.
-    pub fn get(&self, key: &[u8]) -> Result<Option<TreeVersion>> {
-        let mut path = Vec::new();
-        let Some(off) = self.descend(key, &mut path)? else {
-            return Ok(None);
-        };
-        let leaf = self.leaf(off)?;
-        let i = leaf.lower_bound(key).map_err(|k| self.corrupt(off, k))?;
-        if i >= leaf.len() {
-            return Ok(None);
-        }
-        let e = leaf.entry(i).map_err(|k| self.corrupt(off, k))?;
-        if e.key != key {
-            return Ok(None);
-        }
-        Ok(Some((e.stamp, self.value(off, e.value)?)))
-    }
-
-    /// A cursor at the first entry at or after `start`.
-    pub fn cursor(self: &Arc<Self>, start: Bound<&[u8]>) -> Result<TreeCursor> {
-        let key: &[u8] = match start {
-            Bound::Included(k) | Bound::Excluded(k) => k,
-            Bound::Unbounded => &[],
-        };
-        let mut path = Vec::new();
-        let leaf = self.descend(key, &mut path)?;
-        let mut c = TreeCursor {
-            view: self.clone(),
-            path,
-            leaf: None,
-            checked: None,
-        };
-        if let Some(off) = leaf {
-            let l = self.leaf(off)?;
-            let mut i = l.lower_bound(key).map_err(|k| self.corrupt(off, k))?;
-            if let Bound::Excluded(k) = start {
-                if i < l.len() && l.key(i).map_err(|kd| self.corrupt(off, kd))? == k {
-                    i += 1;
-                }
-            }
-            c.leaf = Some((off, i));
-        }
-        Ok(c)
-    }
-}
-
-/// A forward cursor over the tree's entries (tombstones included), in key order.
-#[derive(Debug)]
-pub struct TreeCursor {
-    view: Arc<TreeView>,
-    path: Vec<(u64, usize)>,
-    leaf: Option<(u64, usize)>,
-    /// The leaf whose CRC this cursor has checked: each leaf is checked once per visit,
-    /// not once per entry.
-    checked: Option<u64>,
-}
-
-impl TreeCursor {
-    /// The next entry: key, stamp and value (`None` for a tombstone).
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, TreeVersion)>> {
-        loop {
-            let Some((off, i)) = self.leaf else {
-                return Ok(None);
-            };
-            let v = &*self.view;
-            let leaf = if self.checked == Some(off) {
-                v.leaf_checked_before(off)?
-            } else {
-                let l = v.leaf(off)?;
-                self.checked = Some(off);
-                l
-            };
-            if i < leaf.len() {
-                let e = leaf.entry(i).map_err(|k| v.corrupt(off, k))?;
-                self.leaf = Some((off, i + 1));
-                let value = v.value(off, e.value)?;
-                return Ok(Some((e.key.to_vec(), (e.stamp, value))));
-            }
-            self.leaf = self.next_leaf()?.map(|o| (o, 0));
-        }
-    }
-
-    /// Moves up the path to the next sibling subtree and down to its first leaf.
-    fn next_leaf(&mut self) -> Result<Option<u64>> {
-        let v = self.view.clone();
-        while let Some((boff, i)) = self.path.pop() {
-            let (_, body) = v.block(boff)?;
-            let br = Branch::parse(body).map_err(|k| v.corrupt(boff, k))?;
-            if i + 1 < br.len() {
-                self.path.push((boff, i + 1));
-                let (_, mut off) = br.child(i + 1).map_err(|k| v.corrupt(boff, k))?;
-                loop {
-                    if self.path.len() > MAX_DEPTH {
-                        return Err(v.corrupt(off, CorruptKind::Invalid("tree too deep")));
-                    }
-                    match v.block(off)? {
-                        (kind::LEAF, _) => return Ok(Some(off)),
-                        (kind::BRANCH, body) => {
-                            let b = Branch::parse(body).map_err(|k| v.corrupt(off, k))?;
-                            let (_, child) = b.child(0).map_err(|k| v.corrupt(off, k))?;
-                            if child >= off {
-                                return Err(v.corrupt(off, CorruptKind::Invalid("child pointer")));
-                            }
-                            self.path.push((off, 0));
-                            off = child;
-                        }
-                        (found, _) => {
-                            return Err(v.corrupt(
-                                off,
-                                CorruptKind::WrongBlock {
-                                    expected: "tree node",
-                                    found,
-                                },
-                            ))
-                        }
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// One update for a checkpoint merge: key, stamp, value (`None` = tombstone).
-pub type Update<'a> = (&'a [u8], Stamp, Option<&'a [u8]>);
+use crate::store_file::StoreFile;
 
 /// Appends blocks to a store file after `base` and keeps the tree's accounting.
 ///
@@ -307,82 +39,6 @@ pub struct TreeWriter {
     /// Entries added (keys new to the tree).
     pub added: u64,
     bg: Option<BgWriter>,
-}
-
-/// Size at which the buffer is handed to the writing thread.
-const FLUSH_AT: usize = 4 << 20;
-
-/// The writing thread starts writeback of what it wrote every this many bytes, so the
-/// fsync at the end of a large checkpoint has little left to do and the disk works while
-/// the tree is still being built.
-const WRITEBACK_EVERY: u64 = 16 << 20;
-
-/// Buffers in flight between the encoder and the writing thread (double buffering).
-const IN_FLIGHT: usize = 2;
-
-/// The thread that writes full buffers of a [`TreeWriter`].
-#[derive(Debug)]
-struct BgWriter {
-    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, u64)>>,
-    /// Emptied buffers coming back, or the first write error.
-    back: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    in_flight: usize,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BgWriter {
-    fn start(file: Arc<StoreFile>, from: u64) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, u64)>(IN_FLIGHT);
-        let (back_tx, back) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("duplex-tree-writer".into())
-            .spawn(move || {
-                let mut writeback_from = from;
-                for (mut buf, off) in rx {
-                    if let Err(e) = file.file.write_all_at(&buf, off) {
-                        let _ = back_tx.send(Err(e));
-                        return;
-                    }
-                    let end = off + buf.len() as u64;
-                    if end - writeback_from >= WRITEBACK_EVERY {
-                        // A hint: a failure here shows up at the fsync.
-                        let _ = file
-                            .file
-                            .start_writeback(writeback_from, end - writeback_from);
-                        writeback_from = end;
-                    }
-                    buf.clear();
-                    if back_tx.send(Ok(buf)).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(BgWriter {
-            tx: Some(tx),
-            back,
-            in_flight: 0,
-            handle: Some(handle),
-        })
-    }
-
-    /// Waits for one buffer to come back.
-    fn wait_one(&mut self) -> std::io::Result<Vec<u8>> {
-        let r = self
-            .back
-            .recv()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the store writing thread stopped")));
-        self.in_flight -= 1;
-        r
-    }
-}
-
-impl Drop for BgWriter {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 impl TreeWriter {
@@ -813,29 +469,6 @@ impl TreeWriter {
     }
 }
 
-/// How many updates ahead [`TreeWriter::rebuild`] asks for the next keys and values.
-const PREFETCH_AHEAD: usize = 12;
-
-/// Asks the CPU to start loading update `i`'s key and value: after a replay's sort they sit
-/// at random places in its arena, and waiting for each in turn would dominate the merge.
-#[inline]
-pub(crate) fn prefetch(ups: &[Update<'_>], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some((k, _, v)) = ups.get(i) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = k.as_ptr();
-        // Keys and values are adjacent in the arena: touch every line of both (up to 4).
-        let len = k.len() + v.map_or(0, <[u8]>::len);
-        let mut off = 0;
-        while off < len.min(256) {
-            // SAFETY: a prefetch is a hint: it never faults and has no effect on memory,
-            // whatever the address (this one is inside the slices anyway).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off).cast()) };
-            off += 64;
-        }
-    }
-}
-
 /// State of [`TreeWriter::rebuild`]: the leaves written so far and the one being filled.
 struct Rebuild<'a> {
     /// (first key, offset) of every leaf written.
@@ -852,9 +485,11 @@ struct Rebuild<'a> {
 mod tests {
     use super::*;
     use crate::hlc::Timestamp;
-    use crate::store::{create_store, view_at};
+    use crate::store_file::create_store;
+    use crate::tree::view_at;
     use duplex_wal::sim::SimStorage;
     use duplex_wal::Storage;
+    use std::ops::Bound;
     use std::path::Path;
 
     fn updates(n: u32, value: &[u8]) -> Vec<(Vec<u8>, Stamp, Vec<u8>)> {
@@ -877,7 +512,7 @@ mod tests {
         let sim = SimStorage::new();
         let storage: Arc<dyn Storage> = Arc::new(sim.clone());
         storage.create_dir_all(Path::new("/d")).expect("dir");
-        let file = create_store(&storage, Path::new("/d"), 1, 1).expect("store");
+        let file = create_store(&storage, Path::new("/d"), 1, 1, 0).expect("store");
         let w = TreeWriter::new(&file, crate::format::FILE_HEADER_LEN as u64);
         let (off, len) = w.finish(&Checkpoint::default()).expect("empty");
         let empty = view_at(file.clone(), off, len).expect("view");

@@ -1,0 +1,289 @@
+//! Checkpoints and when to take them.
+//!
+//! A checkpoint freezes the active memtable (the `gate` lock makes sure every WAL record up
+//! to the frozen LSN has been applied), merges it into the tree by appending blocks and a
+//! checkpoint record, fsyncs, switches the manifest, then drops WAL segments below the
+//! checkpoint. Writers keep going into a new active memtable meanwhile.
+//!
+//! One maintenance step ([`Inner::run_maintenance`], public as
+//! [`Database::run_maintenance`](crate::Database::run_maintenance)) checkpoints when
+//! `checkpoint_wal_bytes` were logged since the last one, or when `checkpoint_interval`
+//! passed by the configured clock and anything was logged. The background thread (unless
+//! `Config::background` is off) runs that step at every wake-up: every 200 ms, or as soon
+//! as a writer has logged enough. With the thread off nothing runs unless the caller steps
+//! it, so a test can drive the engine on simulated time.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::db::Inner;
+use crate::error::Result;
+use crate::memtable::MemTable;
+use crate::store::{write_checkpoint, StoreDir};
+use crate::tree::{TreeView, Update};
+
+/// How long the background thread sleeps between looks when nobody wakes it.
+const WAKE_EVERY: Duration = Duration::from_millis(200);
+
+/// When the next checkpoint is due, and the background thread's stop and wake flags.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    state: Mutex<ScheduleState>,
+    cond: Condvar,
+}
+
+#[derive(Debug)]
+struct ScheduleState {
+    stop: bool,
+    wake: bool,
+    /// Clock time (ms) of the last checkpoint a maintenance step took, or of the open.
+    last_ms: u64,
+}
+
+impl Schedule {
+    /// A schedule whose interval starts at `now_ms`.
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Schedule {
+            state: Mutex::new(ScheduleState {
+                stop: false,
+                wake: false,
+                last_ms: now_ms,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Wakes the background thread now (enough was logged).
+    pub(crate) fn wake(&self) {
+        let mut st = self.state.lock();
+        st.wake = true;
+        self.cond.notify_all();
+    }
+
+    /// Tells the background thread to stop at its next look.
+    pub(crate) fn stop(&self) {
+        let mut st = self.state.lock();
+        st.stop = true;
+        self.cond.notify_all();
+    }
+
+    /// Sleeps until woken or [`WAKE_EVERY`] passed; false once told to stop.
+    fn wait(&self) -> bool {
+        let mut st = self.state.lock();
+        if st.stop {
+            return false;
+        }
+        if !st.wake {
+            self.cond.wait_for(&mut st, WAKE_EVERY);
+        }
+        st.wake = false;
+        !st.stop
+    }
+
+    /// True when `interval` has passed since the last scheduled checkpoint at `now_ms`. A
+    /// clock that stepped back restarts the interval, so a step back delays the next
+    /// time-based checkpoint by at most one interval.
+    fn interval_passed(&self, interval: Option<Duration>, now_ms: u64) -> bool {
+        let mut st = self.state.lock();
+        if now_ms < st.last_ms {
+            st.last_ms = now_ms;
+        }
+        let due_ms = interval.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        due_ms.is_some_and(|d| now_ms - st.last_ms >= d)
+    }
+
+    /// Starts the interval again at `now_ms`.
+    pub(crate) fn restart(&self, now_ms: u64) {
+        self.state.lock().last_ms = now_ms;
+    }
+}
+
+impl Inner {
+    /// The background thread's loop: one maintenance step per wake-up, until told to stop
+    /// or a checkpoint fails (the failure poisoned the database; writers report it).
+    pub(crate) fn background(&self) {
+        while self.schedule.wait() {
+            if self.run_maintenance().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One maintenance step: checkpoints if enough was logged or the interval passed (see
+    /// the module docs). Returns whether it took a checkpoint.
+    pub(crate) fn run_maintenance(&self) -> Result<bool> {
+        let now_ms = self.cfg.clock.now_ms();
+        let logged = self.wal_bytes.load(Ordering::Relaxed);
+        let due_bytes = logged >= self.cfg.checkpoint_wal_bytes;
+        let due_time = self
+            .schedule
+            .interval_passed(self.cfg.checkpoint_interval, now_ms)
+            && logged > 0;
+        if !(due_bytes || due_time) {
+            return Ok(false);
+        }
+        self.schedule.restart(now_ms);
+        self.checkpoint(false)?;
+        Ok(true)
+    }
+
+    /// Takes a checkpoint now: freezes the active memtable and merges it into the tree
+    /// (compacting if forced or due). Nothing to merge and nothing logged: no checkpoint.
+    pub(crate) fn checkpoint(&self, force_compact: bool) -> Result<()> {
+        let _one = self.ckpt_lock.lock();
+        self.check_poisoned()?;
+        let (frozen, lsn, tree) = {
+            let _g = self.gate.write();
+            let mut m = self.mem.write();
+            let f = std::mem::replace(&mut m.active, Arc::new(MemTable::new()));
+            m.frozen = Some(f.clone());
+            (f, self.wal.last_lsn(), m.tree.clone())
+        };
+        self.wal_bytes.store(0, Ordering::Relaxed);
+        if frozen.is_empty() && lsn == tree.ckpt.lsn && !force_compact {
+            self.mem.write().frozen = None;
+            return Ok(());
+        }
+        let newest = frozen.newest();
+        let updates: Vec<Update<'_>> = newest
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
+            .collect();
+        self.write_tree(&tree, &updates, lsn, force_compact)
+    }
+
+    /// Merges `updates` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
+    /// (compacting into a new generation if forced or due), installs the new tree, drops
+    /// the frozen memtable and releases WAL segments below the checkpoint. A failure
+    /// poisons the database.
+    pub(crate) fn write_tree(
+        &self,
+        tree: &Arc<TreeView>,
+        updates: &[Update<'_>],
+        lsn: u64,
+        force_compact: bool,
+    ) -> Result<()> {
+        let compact = force_compact || self.should_compact(tree);
+        let at = StoreDir {
+            storage: &self.storage,
+            dir: &self.dir,
+            node_id: self.cfg.node_id,
+            clock: &*self.cfg.clock,
+        };
+        let res = write_checkpoint(&at, tree, updates, lsn, self.hlc.last().0, compact);
+        let view = match res {
+            Ok(v) => v,
+            Err(e) => {
+                // The store may hold a half-written checkpoint and its fsync state is
+                // unknown: stop writes. Reads keep working from the frozen memtable.
+                *self.poisoned.lock() = Some(format!("checkpoint failed: {e}"));
+                return Err(e);
+            }
+        };
+        {
+            let mut m = self.mem.write();
+            m.tree = Arc::new(view);
+            m.frozen = None;
+        }
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        if compact {
+            self.compactions.fetch_add(1, Ordering::Relaxed);
+            tree.file.retire();
+        }
+        self.wal.remove_segments_below(lsn + 1)?;
+        Ok(())
+    }
+
+    fn should_compact(&self, tree: &TreeView) -> bool {
+        let size = tree.committed;
+        size >= self.cfg.compaction_min_bytes
+            && (tree.ckpt.live_bytes as f64) < size as f64 * (1.0 - self.cfg.compaction_dead_ratio)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use duplex_wal::sim::SimStorage;
+    use duplex_wal::ManualClock;
+
+    use crate::{Config, Database, Timestamp};
+
+    /// A database without the background thread, on a manual clock: 1 KiB logged or a
+    /// minute passed makes a checkpoint due.
+    fn stepped(clock: &Arc<ManualClock>) -> Database {
+        let cfg = Config {
+            background: false,
+            checkpoint_wal_bytes: 1024,
+            checkpoint_interval: Some(Duration::from_secs(60)),
+            clock: clock.clone(),
+            ..Config::default()
+        };
+        Database::open_with(Arc::new(SimStorage::new()), "/db", cfg).expect("open")
+    }
+
+    /// With the thread off, nothing checkpoints however much is logged or however long it
+    /// waits, until a maintenance step runs; the step checkpoints only when one is due.
+    #[test]
+    fn without_the_thread_checkpoints_happen_only_when_stepped() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let db = stepped(&clock);
+        assert!(!db.run_maintenance().expect("step"), "nothing is due yet");
+        for i in 0..64u32 {
+            db.put(format!("key{i}").as_bytes(), &[7u8; 64])
+                .expect("put");
+        }
+        assert!(db.stats().wal_bytes_since_checkpoint >= 1024);
+        // Longer than the thread's wake-up period: a hidden thread would have checkpointed.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(db.stats().checkpoints, 0);
+        assert!(db.run_maintenance().expect("step"), "1 KiB logged: due");
+        assert_eq!(db.stats().checkpoints, 1);
+        assert_eq!(db.stats().checkpoint_lsn, db.stats().last_lsn);
+
+        // Below the byte threshold, the interval decides, by the manual clock.
+        db.put(b"small", b"v").expect("put");
+        assert!(!db.run_maintenance().expect("step"));
+        clock.advance(59_999);
+        assert!(!db.run_maintenance().expect("step"));
+        clock.advance(1);
+        assert!(db.run_maintenance().expect("step"), "a minute passed");
+        assert_eq!(db.stats().checkpoints, 2);
+        // Nothing logged since: time alone does not checkpoint.
+        clock.advance(120_000);
+        assert!(!db.run_maintenance().expect("step"));
+        assert_eq!(db.stats().checkpoints, 2);
+    }
+
+    /// A clock stepping back restarts the interval instead of stalling checkpoints until
+    /// it catches up.
+    #[test]
+    fn a_clock_stepping_back_restarts_the_interval() {
+        let clock = Arc::new(ManualClock::new(10_000_000));
+        let db = stepped(&clock);
+        db.put(b"k", b"v").expect("put");
+        clock.set(5_000_000);
+        assert!(!db.run_maintenance().expect("step"));
+        clock.advance(60_000);
+        assert!(db.run_maintenance().expect("step"));
+    }
+
+    /// Writes are stamped with the configured clock's time.
+    #[test]
+    fn writes_are_stamped_by_the_configured_clock() {
+        let clock = Arc::new(ManualClock::new(1_234_567));
+        let db = stepped(&clock);
+        db.put(b"a", b"1").expect("put");
+        let v = db.version(b"a").expect("version").expect("present");
+        assert_eq!(v.stamp.ts, Timestamp::from_parts(1_234_567, 0));
+        clock.advance(10);
+        db.put(b"b", b"2").expect("put");
+        let v = db.version(b"b").expect("version").expect("present");
+        assert_eq!(v.stamp.ts, Timestamp::from_parts(1_234_577, 0));
+    }
+}

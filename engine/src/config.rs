@@ -1,0 +1,121 @@
+//! [`Config`]: every setting of a [`Database`](crate::Database), its default and its
+//! bounds, and the limits no configuration can exceed ([`MAX_KEY_SIZE`],
+//! [`MAX_VALUE_SIZE`], [`MAX_RECORD_SIZE`]), which the tools read logs with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duplex_wal::{Clock, SyncPolicy, WalOptions};
+
+use crate::error::{Error, Result};
+
+/// Longest key any configuration allows (`Config::max_key_size`): key lengths are `u16` on
+/// disk.
+pub const MAX_KEY_SIZE: usize = u16::MAX as usize;
+/// Longest value any configuration allows (`Config::max_value_size`).
+pub const MAX_VALUE_SIZE: usize = 256 << 20;
+/// Room in one WAL record beyond its largest key and value, for the batch's headers.
+const RECORD_HEADROOM: usize = 1 << 20;
+/// Largest WAL record any configuration lets the engine write (the largest key and value
+/// plus headers): reading a log with this limit accepts every valid log.
+pub const MAX_RECORD_SIZE: u32 = (MAX_VALUE_SIZE + (64 << 10) + RECORD_HEADROOM) as u32;
+
+/// Configuration of a [`Database`](crate::Database); every field has a default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id, stamped on every local write. Default 1.
+    pub node_id: u64,
+    /// When writes are acknowledged. Default [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// WAL segment size in bytes. Default 64 MiB.
+    pub segment_size: u64,
+    /// Longest key in bytes (1..=65535). Default 4 KiB.
+    pub max_key_size: usize,
+    /// Longest value in bytes (at most 256 MiB). Default 16 MiB.
+    pub max_value_size: usize,
+    /// Checkpoint once this many bytes were logged since the last one. Default 64 MiB.
+    pub checkpoint_wal_bytes: u64,
+    /// Checkpoint at least this often when anything changed; `None` for never by time.
+    /// Default 5 minutes.
+    pub checkpoint_interval: Option<Duration>,
+    /// Compact (rewrite into a new generation) when dead bytes exceed this share of the
+    /// store file. Default 0.5.
+    pub compaction_dead_ratio: f64,
+    /// Never compact a store file smaller than this. Default 64 MiB.
+    pub compaction_min_bytes: u64,
+    /// Copy every closed WAL segment here (see the WAL). Default none.
+    pub archive_dir: Option<PathBuf>,
+    /// While replaying a long WAL at open, merge into the tree once the operations gathered
+    /// take this much memory (about 100 bytes per operation plus its key and value; the
+    /// records themselves are read in place from the page cache), so memory stays bounded.
+    /// Default 256 MiB.
+    pub replay_chunk_bytes: u64,
+    /// Run checkpoints on a background thread, which wakes every 200 ms (or when
+    /// `checkpoint_wal_bytes` were logged) and does what
+    /// [`Database::run_maintenance`](crate::Database::run_maintenance) does. Default true.
+    /// Turned off, the engine starts no thread of its own: checkpoints happen only when the
+    /// caller runs maintenance, checkpoints or closes (tests and simulations step it).
+    pub background: bool,
+    /// Wall time for the hybrid logical clock that stamps writes, for the time-based
+    /// checkpoint schedule and for the creation times in store headers and backups.
+    /// Default the system clock; a simulation gives a
+    /// [`ManualClock`](duplex_wal::ManualClock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            sync: SyncPolicy::Always,
+            segment_size: 64 << 20,
+            max_key_size: 4096,
+            max_value_size: 16 << 20,
+            checkpoint_wal_bytes: 64 << 20,
+            checkpoint_interval: Some(Duration::from_secs(300)),
+            compaction_dead_ratio: 0.5,
+            compaction_min_bytes: 64 << 20,
+            archive_dir: None,
+            replay_chunk_bytes: 256 << 20,
+            background: true,
+            clock: Arc::new(duplex_wal::SystemClock),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_key_size == 0 || self.max_key_size > MAX_KEY_SIZE {
+            return Err(Error::Config(format!(
+                "max_key_size {} must be between 1 and 65535",
+                self.max_key_size
+            )));
+        }
+        if self.max_value_size > MAX_VALUE_SIZE {
+            return Err(Error::Config(format!(
+                "max_value_size {} exceeds 256 MiB",
+                self.max_value_size
+            )));
+        }
+        if !(0.0..1.0).contains(&self.compaction_dead_ratio) {
+            return Err(Error::Config(
+                "compaction_dead_ratio must be in [0, 1)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wal_options(&self, initial_lsn: u64) -> WalOptions {
+        WalOptions {
+            node_id: self.node_id,
+            segment_size: self.segment_size,
+            // One batch is one record: room for the largest key and value plus headers.
+            max_record_size: (self.max_value_size + self.max_key_size + RECORD_HEADROOM) as u32,
+            sync: self.sync,
+            archive_dir: self.archive_dir.clone(),
+            initial_lsn,
+            ..WalOptions::default()
+        }
+    }
+}
