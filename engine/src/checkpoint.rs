@@ -115,6 +115,11 @@ impl Inner {
     /// One maintenance step: checkpoints if enough was logged or the interval passed (see
     /// the module docs). Returns whether it took a checkpoint.
     pub(crate) fn run_maintenance(&self) -> Result<bool> {
+        if !self.cfg.background {
+            // The log's own threads are off too: one wake-up of each, first.
+            self.wal.sync_due()?;
+            self.wal.archive_pending()?;
+        }
         let now_ms = self.cfg.clock.now_ms();
         let logged = self.wal_bytes.load(Ordering::Relaxed);
         let due_bytes = logged >= self.cfg.checkpoint_wal_bytes;

@@ -55,7 +55,9 @@ pub struct Config {
     /// `checkpoint_wal_bytes` were logged) and does what
     /// [`Database::run_maintenance`](crate::Database::run_maintenance) does. Default true.
     /// Turned off, the engine starts no thread of its own: checkpoints happen only when the
-    /// caller runs maintenance, checkpoints or closes (tests and simulations step it).
+    /// caller runs maintenance, checkpoints or closes (tests and simulations step it), and
+    /// the WAL starts none either (its interval sync and archive copies are stepped by
+    /// `run_maintenance` too).
     pub background: bool,
     /// Wall time for the hybrid logical clock that stamps writes, for the time-based
     /// checkpoint schedule and for the creation times in store headers and backups.
@@ -115,6 +117,9 @@ impl Config {
             sync: self.sync,
             archive_dir: self.archive_dir.clone(),
             initial_lsn,
+            clock: self.clock.clone(),
+            // No hidden threads when the engine has none: `run_maintenance` steps the log.
+            background_threads: self.background,
             ..WalOptions::default()
         }
     }
