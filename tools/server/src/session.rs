@@ -163,3 +163,99 @@ pub fn commit(sh: &Shared, runs: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
     sh.count_commands(runs.iter().map(|r| r.len()).sum());
     cmd::write_groups(sh, runs)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use duplex_engine::{Config as DbConfig, Database, SyncPolicy};
+    use duplex_wal::ManualClock;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::state::{OpState, StateRecord, StateTable};
+
+    /// A `Shared` over a fresh database, no sockets.
+    fn shared(dir: &std::path::Path, requirepass: Option<&str>) -> Shared {
+        let db = Database::open(
+            dir.join("data"),
+            DbConfig {
+                sync: SyncPolicy::Never,
+                ..DbConfig::default()
+            },
+        )
+        .unwrap();
+        let rec = StateRecord {
+            state: OpState::Running,
+            epoch: 1,
+            node_id: 1,
+            updated_ms: 0,
+        };
+        let table = StateTable::new(dir, rec).unwrap();
+        let cfg = ServerConfig {
+            data: dir.join("data"),
+            requirepass: requirepass.map(str::to_owned),
+            ..ServerConfig::default()
+        };
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Shared::new(db, cfg, table, Arc::new(ManualClock::new(1)), addr)
+    }
+
+    #[test]
+    fn step_hands_back_write_runs_in_request_order() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let buf = b"SET a 1\r\nGET a\r\nSET b 2\r\nMSET c 3 d 4\r\nGET b\r\nPING\r\nGET";
+        let (mut pos, mut out) = (0, Vec::new());
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("a write run first");
+        };
+        assert_eq!(run.len(), 1);
+        assert!(out.is_empty(), "nothing answered before the write");
+        out.extend(commit(&sh, &[&run]).concat());
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("the second run");
+        };
+        assert_eq!(run.len(), 2, "SET and MSET run together");
+        out.extend(commit(&sh, &[&run]).concat());
+        assert_eq!(s.step(&sh, buf, &mut pos, &mut out), Step::NeedInput);
+        assert_eq!(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n$1\r\n2\r\n+PONG\r\n");
+        assert_eq!(&buf[pos..], b"GET", "the incomplete request stays");
+        assert_eq!(sh.stats().total_commands, 6);
+    }
+
+    #[test]
+    fn quit_and_protocol_errors_close() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"PING\r\nQUIT\r\nPING\r\n", &mut pos, &mut out),
+            Step::Close
+        );
+        assert_eq!(out, b"+PONG\r\n+OK\r\n");
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"*1\r\n+x\r\n", &mut pos, &mut out),
+            Step::Close
+        );
+        assert!(out.starts_with(b"-ERR Protocol error"), "{out:?}");
+    }
+
+    #[test]
+    fn a_write_before_auth_is_refused_not_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), Some("pw"));
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        let buf = b"SET a 1\r\nAUTH pw\r\nSET a 1\r\n";
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("the write after AUTH is a run");
+        };
+        assert_eq!(run.len(), 1);
+        assert_eq!(out, b"-NOAUTH Authentication required.\r\n+OK\r\n");
+    }
+}

@@ -22,7 +22,7 @@ pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     integer(out, sh.db().wal().last_lsn() as i64);
 }
 
-/// DUPLEX.BACKUP [name]: takes a backup now (the caller waits for it).
+/// `DUPLEX.BACKUP [name]`: takes a backup now (the caller waits for it).
 pub fn backup(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     let name = args.get(1).map(|n| String::from_utf8_lossy(n).into_owned());
     match sh.backup(name.as_deref()) {

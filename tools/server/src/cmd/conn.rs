@@ -6,7 +6,7 @@ use duplex_proto::{array_len, bulk, codes, error, integer, null_bulk, simple};
 use super::{bulk_str, lossy, ConnState, ErrLine};
 use crate::shared::Shared;
 
-/// PING [msg].
+/// `PING [msg]`.
 pub fn ping(args: &[&[u8]], out: &mut Vec<u8>) {
     match args.get(1) {
         Some(m) => bulk(out, m),
@@ -26,7 +26,7 @@ pub fn select(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
-/// AUTH [user] pass.
+/// `AUTH [user] pass`.
 pub fn auth_cmd(sh: &Shared, conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u8>) {
     let (user, pass) = if args.len() == 3 {
         (args[1], args[2])
@@ -74,7 +74,7 @@ fn auth(
     }
 }
 
-/// HELLO [proto [AUTH user pass] [SETNAME name]]: RESP2 only.
+/// `HELLO [proto [AUTH user pass] [SETNAME name]]`: RESP2 only.
 pub fn hello(sh: &Shared, conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u8>) {
     if let Some(v) = args.get(1) {
         match *v {

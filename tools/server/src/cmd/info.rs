@@ -10,13 +10,13 @@ use crate::glob::glob_match;
 use crate::shared::Shared;
 use crate::state::OpState;
 
-/// INFO [section...].
+/// `INFO [section...]`.
 pub fn info_cmd(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     let text = info(sh, &args[1..]);
     bulk(out, text.as_bytes());
 }
 
-/// COMMAND [DOCS | COUNT | INFO | LIST]: enough for client libraries that ask.
+/// `COMMAND [DOCS | COUNT | INFO | LIST]`: enough for client libraries that ask.
 pub fn command(args: &[&[u8]], out: &mut Vec<u8>) {
     let sub = args.get(1).map(|s| s.to_ascii_uppercase());
     match sub.as_deref() {

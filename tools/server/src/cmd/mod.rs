@@ -1,8 +1,8 @@
 //! The RESP commands: the command table, per-connection command state, and the dispatch of
 //! one group of requests. Each command lives in the submodule of its kind; a new command is
 //! a row in [`TABLE`], a [`Cmd`] variant and a function in one of them:
-//! - [`read`]: GET, MGET, EXISTS (a run of reads shares one snapshot);
-//! - [`write`]: SET, MSET, DEL, committed as runs ([`write_groups`]: one `write_many`);
+//! - [`mod@read`]: GET, MGET, EXISTS (a run of reads shares one snapshot);
+//! - [`mod@write`]: SET, MSET, DEL, committed as runs ([`write_groups`]: one `write_many`);
 //! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch);
 //! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
 //! - [`scan`]: SCAN, DBSIZE;
@@ -59,57 +59,57 @@ impl ConnState {
 /// The commands duplexd knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
-    /// PING [msg]
+    /// `PING [msg]`
     Ping,
-    /// ECHO msg
+    /// `ECHO msg`
     Echo,
-    /// HELLO [proto [AUTH u p] [SETNAME n]]
+    /// `HELLO [proto [AUTH u p] [SETNAME n]]`
     Hello,
-    /// AUTH [user] pass
+    /// `AUTH [user] pass`
     Auth,
-    /// SELECT db
+    /// `SELECT db`
     Select,
-    /// GET k
+    /// `GET k`
     Get,
-    /// SET k v [NX|XX] [KEEPTTL]
+    /// `SET k v [NX|XX] [KEEPTTL]`
     Set,
-    /// DEL k...
+    /// `DEL k...`
     Del,
-    /// EXISTS k...
+    /// `EXISTS k...`
     Exists,
-    /// MGET k...
+    /// `MGET k...`
     MGet,
-    /// MSET k v...
+    /// `MSET k v...`
     MSet,
-    /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`
     Scan,
-    /// DBSIZE
+    /// `DBSIZE`
     DbSize,
-    /// MULTI
+    /// `MULTI`
     Multi,
-    /// EXEC
+    /// `EXEC`
     Exec,
-    /// DISCARD
+    /// `DISCARD`
     Discard,
-    /// INFO [section...]
+    /// `INFO [section...]`
     Info,
-    /// CLIENT sub...
+    /// `CLIENT sub...`
     Client,
-    /// COMMAND [sub...]
+    /// `COMMAND [sub...]`
     Command,
-    /// QUIT
+    /// `QUIT`
     Quit,
-    /// CONFIG GET p...
+    /// `CONFIG GET p...`
     Config,
-    /// DUPLEX.STATE
+    /// `DUPLEX.STATE`
     DState,
-    /// DUPLEX.BACKUP [name]
+    /// `DUPLEX.BACKUP [name]`
     DBackup,
-    /// DUPLEX.CHECKPOINT
+    /// `DUPLEX.CHECKPOINT`
     DCheckpoint,
-    /// DUPLEX.FENCE
+    /// `DUPLEX.FENCE`
     DFence,
-    /// DUPLEX.UNFENCE
+    /// `DUPLEX.UNFENCE`
     DUnfence,
     /// Anything else.
     Unknown,

@@ -101,7 +101,7 @@ fn page(sh: &Shared, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<Page, dup
     Ok((keys, last, done))
 }
 
-/// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t].
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
 pub fn scan(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     let a = match parse_scan(args) {
         Ok(a) => a,

@@ -6,7 +6,7 @@
 //! Exactness under concurrency comes from the key stripes ([`crate::shared::Stripes`]):
 //! every key of the runs is locked at once, exclusive where a command reads (SET NX/XX and
 //! DEL must see the current value), and when any command reads, all are evaluated in order
-//! against one [`View`] that includes the earlier commands' effects, so SET NX/XX and DEL
+//! against one view that includes the earlier commands' effects, so SET NX/XX and DEL
 //! counts are exact across the runs too. [`crate::cmd::txn`] evaluates EXEC with the same
 //! pieces.
 

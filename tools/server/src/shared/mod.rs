@@ -5,7 +5,7 @@
 //!
 //! - [`Stripes`]: the key locks of conditional writes and transactions.
 //! - [`Cursors`]: SCAN cursors.
-//! - [`Backups`]: one backup at a time, and what the last ones did.
+//! - [`BackupInfo`]: what the backups taken since start did ([`Shared::backup`] takes one).
 
 mod backup;
 mod cursors;
@@ -21,7 +21,8 @@ use duplex_proto::Limits;
 use duplex_wal::Clock;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-pub use backup::{timestamp_name, BackupInfo, Backups};
+use backup::Backups;
+pub use backup::{timestamp_name, BackupInfo};
 pub use cursors::Cursors;
 pub use stripes::{StripeGuard, Stripes};
 
