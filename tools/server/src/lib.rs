@@ -13,15 +13,24 @@
 //!   state, config, limits, glob, error   leaves: used from above, import nothing above them
 //! ```
 //!
-//! Where things go: a new command is a row in [`cmd::TABLE`] and a function in the `cmd`
-//! submodule of its kind; a new bound on the daemon's own work is a constant in [`limits`];
-//! a new connection layer (or the peer link's listener) is a module under [`net`] that
-//! drives its connections through [`session::Session`]; state that several threads share
-//! goes in [`shared`], behind methods.
+//! Where things go:
+//! - a new command: a row in [`cmd::TABLE`] and a function in the `cmd` submodule of its
+//!   kind (an operator's command in [`cmd::admin`]);
+//! - a new bound on the daemon's own work: a constant in [`limits`];
+//! - a new connection layer: a module under [`net`] that drives its connections through
+//!   [`session::Session`];
+//! - the peer link: its connection, handshake and transfer loop under [`net`] (a peer is a
+//!   connection like a client's, speaking frames instead of RESP), started by [`server`];
+//!   its background steps drivable one at a time like [`sched::BackupSchedule::tick`]; its
+//!   frame codec in `duplex-proto`, the change feed it sends in the engine;
+//! - state that several threads share: [`shared`], behind methods.
 //!
+//! The leaves:
 //! - [`config`]: the TOML file and flags, with documented defaults; `sync` and `io` are
 //!   typed ([`config::SyncMode`], [`config::IoMode`]).
 //! - [`state`]: the operation state table and its persisted `STATE` file.
+//! - [`limits`]: every bound the daemon keeps on its own work.
+//! - [`glob`]: Redis-style glob matching for SCAN MATCH and CONFIG GET.
 //! - [`error`]: the crate's [`Error`] and the `STATE` decoder's [`StateDamage`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
