@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use duplex_proto::codes::{self, ErrorClass};
 use duplex_proto::Reply;
 
 use crate::config::{ClientConfig, SwitchMode};
@@ -134,9 +135,7 @@ fn classify(name: &str, args: &[&[u8]]) -> (bool, bool) {
 
 /// Whether an error reply means "write refused, not applied" because of the server's state.
 fn is_refusal(msg: &str) -> bool {
-    ["FENCED", "FAILED", "LOADING"]
-        .iter()
-        .any(|c| msg.split(' ').next() == Some(c))
+    codes::classify(msg) == ErrorClass::Refused
 }
 
 impl Client {
@@ -281,7 +280,7 @@ impl Client {
                         message: msg,
                     });
                 }
-                Ok(Reply::Error(msg)) if msg.split(' ').next() == Some("IOERR") => {
+                Ok(Reply::Error(msg)) if codes::classify(&msg) == ErrorClass::OutcomeUnknown => {
                     // The server's disk failed during this write: it may or may not have
                     // been made durable. Never resend; move away from the failed server.
                     self.mark_down(idx, Unavailable::Refused(msg.clone()), false);

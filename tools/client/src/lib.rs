@@ -62,6 +62,7 @@
 //! }
 //! # Ok::<(), duplex_client::Error>(())
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

@@ -12,9 +12,15 @@
 //! - [`parse_reply`] parses one reply (for clients and tests), with the same limits and a
 //!   bound on nesting depth; [`encode_request`] writes a request as an array of bulk strings.
 //!
+//! - [`codes`]: the error codes `duplexd` opens its error replies with (`FENCED`, `IOERR`,
+//!   ...) and [`codes::classify`], which tells a client what an error reply means.
+//!
 //! RESP3 is not implemented: a server answers `HELLO 3` with `-NOPROTO`.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod codes;
 
 /// Limits checked while parsing, before any allocation sized by the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,17 @@
 //! `duplexd` configuration: a TOML file (every field optional, with the defaults below) and
 //! command-line flags that override it. See [`ServerConfig`] for each field and its default.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use duplex_engine::SyncPolicy;
 use duplex_proto::Limits;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::IO_THREADS_MAX;
 use crate::Error;
 
 /// Default TCP port: 7379, so that `duplexd` never clashes with a real Redis on 6379.
@@ -51,7 +54,7 @@ pub struct ServerConfig {
     pub requirepass: Option<String>,
     /// Sync policy: `always` (default; a write is answered after fsync), `interval:MS`
     /// (fsync every MS milliseconds; a power loss may lose that much), `never`.
-    pub sync: String,
+    pub sync: SyncMode,
     /// Node id stamped on local writes. Default 1.
     pub node_id: u64,
     /// Where backups go, one directory each. Default `./duplex-backups`.
@@ -78,9 +81,10 @@ pub struct ServerConfig {
     pub log: String,
     /// Connection layer: `events` (default: epoll event-loop threads, each batching the
     /// writes of all its connections into one commit per loop turn) or `threads` (one
-    /// blocking thread per connection). Under `events` a slow command (DUPLEX.BACKUP,
-    /// DUPLEX.CHECKPOINT, a large SCAN) delays every client of its loop.
-    pub io: String,
+    /// blocking thread per connection: uses every core when many clients pipeline without
+    /// fsync). Under `events` a slow command (DUPLEX.BACKUP, DUPLEX.CHECKPOINT, a large
+    /// SCAN) delays every client of its loop.
+    pub io: IoMode,
     /// Event-loop threads when `io = "events"`. Default 1.
     pub io_threads: usize,
 }
@@ -93,7 +97,7 @@ impl Default for ServerConfig {
             port: DEFAULT_PORT,
             data: PathBuf::from("./duplex-data"),
             requirepass: None,
-            sync: "always".into(),
+            sync: SyncMode::Always,
             node_id: 1,
             backup_dir: PathBuf::from("./duplex-backups"),
             backup_interval_secs: 86_400,
@@ -106,7 +110,7 @@ impl Default for ServerConfig {
             max_inline_len: l.max_inline_len,
             max_request_len: l.max_request_len,
             log: "info".into(),
-            io: "events".into(),
+            io: IoMode::Events,
             io_threads: 1,
         }
     }
@@ -120,9 +124,9 @@ impl ServerConfig {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// The sync policy named by [`ServerConfig::sync`].
-    pub fn sync_policy(&self) -> Result<SyncPolicy, Error> {
-        parse_sync(&self.sync)
+    /// The engine's sync policy for [`ServerConfig::sync`].
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.policy()
     }
 
     /// The protocol limits.
@@ -145,10 +149,9 @@ impl ServerConfig {
         (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
     }
 
-    /// Checks what can be checked before starting: the sync policy parses, limits are
-    /// positive, and a non-loopback bind has a password.
+    /// Checks what can be checked before starting: limits are positive, and a non-loopback
+    /// bind has a password. (`sync` and `io` were checked when they were parsed.)
     pub fn validate(&self) -> Result<(), Error> {
-        self.sync_policy()?;
         let ip: IpAddr = self.bind.parse().map_err(|_| {
             Error::Config(format!("bind address {:?} is not an IP address", self.bind))
         })?;
@@ -165,14 +168,10 @@ impl ServerConfig {
         {
             return Err(Error::Config("max_clients, max_args, max_bulk_len, max_inline_len and max_request_len must be positive".into()));
         }
-        if !matches!(self.io.as_str(), "threads" | "events") {
+        if self.io_threads == 0 || self.io_threads > IO_THREADS_MAX {
             return Err(Error::Config(format!(
-                "io {:?}: expected threads or events",
-                self.io
+                "io_threads must be between 1 and {IO_THREADS_MAX}"
             )));
-        }
-        if self.io_threads == 0 || self.io_threads > 64 {
-            return Err(Error::Config("io_threads must be between 1 and 64".into()));
         }
         if self.keep_backups == 0 {
             return Err(Error::Config("keep_backups must be at least 1".into()));
@@ -181,32 +180,134 @@ impl ServerConfig {
     }
 }
 
-/// Parses `always`, `never` or `interval:MS`.
-pub fn parse_sync(s: &str) -> Result<SyncPolicy, Error> {
-    match s {
-        "always" => Ok(SyncPolicy::Always),
-        "never" => Ok(SyncPolicy::Never),
-        _ => {
-            let ms = s
-                .strip_prefix("interval:")
-                .and_then(|m| m.parse::<u64>().ok())
-                .filter(|&m| m > 0)
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "sync {s:?}: expected always, never or interval:MS with MS > 0"
-                    ))
-                })?;
-            Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
+/// When a write is acknowledged (`sync` in the file, `--sync` on the command line):
+/// `always`, `interval:MS` or `never`. Parsed once, from the file or the flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SyncMode {
+    /// A write is answered after fsync (the default).
+    Always,
+    /// fsync every this many milliseconds (more than 0); a power loss may lose that much.
+    IntervalMs(u64),
+    /// Never fsync on a write's behalf (rotation, checkpoints and shutdown still do).
+    Never,
+}
+
+impl SyncMode {
+    /// The engine's sync policy.
+    pub fn policy(self) -> SyncPolicy {
+        match self {
+            SyncMode::Always => SyncPolicy::Always,
+            SyncMode::IntervalMs(ms) => SyncPolicy::Interval(Duration::from_millis(ms)),
+            SyncMode::Never => SyncPolicy::Never,
+        }
+    }
+
+    /// The Redis `appendfsync` word closest to this mode (for CONFIG GET and INFO).
+    pub fn appendfsync(self) -> &'static str {
+        match self {
+            SyncMode::Always => "always",
+            SyncMode::IntervalMs(_) => "everysec",
+            SyncMode::Never => "no",
         }
     }
 }
 
-/// The Redis `appendfsync` word closest to a sync policy (for CONFIG GET and INFO).
-pub fn appendfsync_name(p: SyncPolicy) -> &'static str {
-    match p {
-        SyncPolicy::Always => "always",
-        SyncPolicy::Interval(_) => "everysec",
-        _ => "no",
+impl FromStr for SyncMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SyncMode, Error> {
+        match s {
+            "always" => Ok(SyncMode::Always),
+            "never" => Ok(SyncMode::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|m| m.parse::<u64>().ok())
+                .filter(|&m| m > 0)
+                .map(SyncMode::IntervalMs)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "sync {s:?}: expected always, never or interval:MS with MS > 0"
+                    ))
+                }),
+        }
+    }
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncMode::Always => f.write_str("always"),
+            SyncMode::IntervalMs(ms) => write!(f, "interval:{ms}"),
+            SyncMode::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl TryFrom<String> for SyncMode {
+    type Error = Error;
+    fn try_from(s: String) -> Result<SyncMode, Error> {
+        s.parse()
+    }
+}
+
+impl From<SyncMode> for String {
+    fn from(m: SyncMode) -> String {
+        m.to_string()
+    }
+}
+
+/// The connection layer (`io` in the file, `--io` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum IoMode {
+    /// epoll event-loop threads (`io_threads` of them), each committing the writes of all
+    /// its connections of one loop turn together (the default).
+    Events,
+    /// One blocking thread per connection.
+    Threads,
+}
+
+impl IoMode {
+    /// The mode's name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoMode::Events => "events",
+            IoMode::Threads => "threads",
+        }
+    }
+}
+
+impl FromStr for IoMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<IoMode, Error> {
+        match s {
+            "events" => Ok(IoMode::Events),
+            "threads" => Ok(IoMode::Threads),
+            _ => Err(Error::Config(format!(
+                "io {s:?}: expected threads or events"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for IoMode {
+    type Error = Error;
+    fn try_from(s: String) -> Result<IoMode, Error> {
+        s.parse()
+    }
+}
+
+impl From<IoMode> for String {
+    fn from(m: IoMode) -> String {
+        m.name().to_owned()
     }
 }
 
@@ -220,10 +321,17 @@ mod tests {
         assert_eq!(c.port, 9000);
         assert_eq!(c.bind, "127.0.0.1");
         assert_eq!(
-            c.sync_policy().unwrap(),
+            c.sync_policy(),
             SyncPolicy::Interval(Duration::from_millis(5))
         );
+        assert_eq!(c.sync.to_string(), "interval:5");
         assert!(toml::from_str::<ServerConfig>("prot = 1").is_err());
+        let e = toml::from_str::<ServerConfig>("sync = \"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("expected always, never"), "{e}");
+        let e = toml::from_str::<ServerConfig>("io = \"epoll\"").unwrap_err();
+        assert!(e.to_string().contains("expected threads or events"), "{e}");
+        let c: ServerConfig = toml::from_str("io = \"threads\"").unwrap();
+        assert_eq!(c.io, IoMode::Threads);
         c.validate().unwrap();
     }
 
@@ -236,11 +344,15 @@ mod tests {
         assert!(c.validate().is_err());
         c.requirepass = Some("x".into());
         c.validate().unwrap();
-        assert!(parse_sync("interval:0").is_err());
-        assert!(parse_sync("sometimes").is_err());
-        c.io = "events".into();
-        c.validate().unwrap();
-        c.io = "epoll".into();
+        assert!("interval:0".parse::<SyncMode>().is_err());
+        assert!("sometimes".parse::<SyncMode>().is_err());
+        assert_eq!("never".parse::<SyncMode>().unwrap().appendfsync(), "no");
+        assert_eq!(
+            "always".parse::<SyncMode>().unwrap().appendfsync(),
+            "always"
+        );
+        assert!("epoll".parse::<IoMode>().is_err());
+        c.io_threads = 0;
         assert!(c.validate().is_err());
     }
 }

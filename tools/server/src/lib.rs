@@ -1,56 +1,51 @@
 //! `duplex-server`: the library behind `duplexd`, the Duplex server daemon.
 //!
-//! - [`config`]: the TOML file and flags, with documented defaults.
+//! Imports run one way, from the daemon's life down to the state it shares:
+//!
+//! ```text
+//! main (binary)  flags and the TOML file -> ServerConfig -> server::run
+//!   server       start-up, accept loop, signals, shutdown           (+ sched: backup schedule)
+//!   net          connection layers: events (epoll loops, the default) | threads (one per connection)
+//!   session      one connection's parse -> group -> execute -> reply step, used by every layer
+//!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
+//!   shared       what every thread shares, behind methods: database, state table, stripes,
+//!                cursors, backups, counters
+//!   state, config, limits, glob, error   leaves: used from above, import nothing above them
+//! ```
+//!
+//! Where things go:
+//! - a new command: a row in [`cmd::TABLE`] and a function in the `cmd` submodule of its
+//!   kind (an operator's command in [`cmd::admin`]);
+//! - a new bound on the daemon's own work: a constant in [`limits`];
+//! - a new connection layer: a module under [`net`] that drives its connections through
+//!   [`session::Session`];
+//! - the peer link: its connection, handshake and transfer loop under [`net`] (a peer is a
+//!   connection like a client's, speaking frames instead of RESP), started by [`server`];
+//!   its background steps drivable one at a time like [`sched::BackupSchedule::tick`]; its
+//!   frame codec in `duplex-proto`, the change feed it sends in the engine;
+//! - state that several threads share: [`shared`], behind methods.
+//!
+//! The leaves:
+//! - [`config`]: the TOML file and flags, with documented defaults; `sync` and `io` are
+//!   typed ([`config::SyncMode`], [`config::IoMode`]).
 //! - [`state`]: the operation state table and its persisted `STATE` file.
-//! - [`server`]: the listener, the connection layer (one thread per connection by default, or epoll
-//!   event loops with `io = "events"`), the backup scheduler and the shutdown sequence.
-//! - [`events`]: the event-loop connection layer (`io = "events"`): a few epoll threads,
-//!   each committing the writes of all its connections of one loop turn together.
-//! - [`exec`]: the RESP commands, executed against the engine (pipelined writes share one
-//!   `write_many`, i.e. one WAL append and one durability wait; MULTI/EXEC is one batch).
-//! - [`glob`]: Redis-style glob matching for SCAN MATCH.
+//! - [`limits`]: every bound the daemon keeps on its own work.
+//! - [`glob`]: Redis-style glob matching for SCAN MATCH and CONFIG GET.
+//! - [`error`]: the crate's [`Error`] and the `STATE` decoder's [`StateDamage`].
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cmd;
 pub mod config;
-pub mod events;
-pub mod exec;
+pub mod error;
 pub mod glob;
+pub mod limits;
+pub mod net;
+pub mod sched;
 pub mod server;
+pub mod session;
+pub mod shared;
 pub mod state;
 
-use std::path::PathBuf;
-
-/// Everything that stops `duplexd` from starting or running.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration is unusable.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A file operation failed.
-    #[error("I/O error during {op} on {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The `STATE` file is damaged (never guessed over: the epoch must not go backwards).
-    #[error("the state file {path} is damaged ({why}); if this server's data is otherwise sound, restore the file from a backup or delete it (the epoch then restarts at 1, so fence this server first)")]
-    StateFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-    /// The engine refused (open, backup, ...).
-    #[error(transparent)]
-    Engine(#[from] duplex_engine::Error),
-    /// Binding or accepting failed.
-    #[error("network: {0}")]
-    Net(#[source] std::io::Error),
-}
+pub use error::{Error, StateDamage};

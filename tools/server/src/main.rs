@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use duplex_server::config::ServerConfig;
+use duplex_server::config::{IoMode, ServerConfig, SyncMode};
 
 /// duplexd: the Duplex server daemon (RESP over the Duplex engine).
 #[derive(Debug, Parser)]
@@ -34,7 +34,7 @@ struct Args {
     requirepass: Option<String>,
     /// always | interval:MS | never [default: always].
     #[arg(long)]
-    sync: Option<String>,
+    sync: Option<SyncMode>,
     /// Node id of this server [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
@@ -62,7 +62,7 @@ struct Args {
     /// Connection layer: events (epoll event loop) | threads (one per connection)
     /// [default: events].
     #[arg(long)]
-    io: Option<String>,
+    io: Option<IoMode>,
     /// Event-loop threads with --io events [default: 1].
     #[arg(long)]
     io_threads: Option<usize>,

@@ -8,6 +8,7 @@
 //! epoch grows whenever the server is fenced or rebuilt, so a client never writes to a
 //! server older than one it has already seen.
 
+use duplex_proto::codes;
 use duplex_wal::le;
 use std::fs::{self, File};
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
+use crate::error::StateDamage;
 use crate::Error;
 
 /// File name of the state file in the data directory.
@@ -86,12 +88,13 @@ impl OpState {
         )
     }
 
-    /// The error a refused write gets, with a Redis-style code clients can match on.
+    /// The error a refused write gets, opening with the code clients act on
+    /// ([`codes::FENCED`], [`codes::FAILED`] or [`codes::LOADING`]).
     pub fn refusal(self) -> String {
         match self {
-            OpState::Fenced => "FENCED this server is fenced: writes are refused; use another server".into(),
-            OpState::Failed => "FAILED this server failed (a write or fsync error, or a full disk): writes are refused; acknowledged writes are safe; restart it once the disk is healthy".into(),
-            s => format!("LOADING this server is {}: writes are refused for now", s.name()),
+            OpState::Fenced => codes::line(codes::FENCED, "this server is fenced: writes are refused; use another server"),
+            OpState::Failed => codes::line(codes::FAILED, "this server failed (a write or fsync error, or a full disk): writes are refused; acknowledged writes are safe; restart it once the disk is healthy"),
+            s => codes::line(codes::LOADING, &format!("this server is {}: writes are refused for now", s.name())),
         }
     }
 }
@@ -125,41 +128,42 @@ impl StateRecord {
     }
 
     /// Decodes and checks the state file's bytes.
-    pub fn decode(b: &[u8]) -> Result<StateRecord, String> {
+    pub fn decode(b: &[u8]) -> Result<StateRecord, StateDamage> {
         if b.len() != STATE_LEN {
-            return Err(format!("length {} is not {STATE_LEN}", b.len()));
+            return Err(StateDamage::Length {
+                len: b.len(),
+                expected: STATE_LEN,
+            });
         }
         if b[0..8] != STATE_MAGIC {
-            return Err("bad magic".into());
+            return Err(StateDamage::BadMagic);
         }
-        let u32_at = |o: usize| le::u32_at(b, o);
-        let u64_at = |o: usize| le::u64_at(b, o);
         let crc = crc32c::crc32c(&b[..40]);
-        if crc != u32_at(40) {
-            return Err(format!(
-                "checksum mismatch (stored {:#010x}, computed {crc:#010x})",
-                u32_at(40)
-            ));
+        let stored = le::u32_at(b, 40);
+        if crc != stored {
+            return Err(StateDamage::Checksum {
+                stored,
+                computed: crc,
+            });
         }
-        let v = u32_at(8);
+        let v = le::u32_at(b, 8);
         if v != STATE_VERSION {
-            return Err(format!("unsupported version {v}"));
+            return Err(StateDamage::Version(v));
         }
         if b[13..16] != [0, 0, 0] {
-            return Err("reserved bytes are not zero".into());
+            return Err(StateDamage::Reserved);
         }
-        let state =
-            OpState::from_u8(b[12]).ok_or_else(|| format!("unknown state byte {}", b[12]))?;
+        let state = OpState::from_u8(b[12]).ok_or(StateDamage::UnknownState(b[12]))?;
         Ok(StateRecord {
             state,
-            epoch: u64_at(16),
-            node_id: u64_at(24),
-            updated_ms: u64_at(32),
+            epoch: le::u64_at(b, 16),
+            node_id: le::u64_at(b, 24),
+            updated_ms: le::u64_at(b, 32),
         })
     }
 }
 
-pub use duplex_wal::now_ms;
+use duplex_wal::now_ms;
 
 /// Reads the state file of `dir`; `Ok(None)` if there is none.
 pub fn load(dir: &Path) -> Result<Option<StateRecord>, Error> {
@@ -279,6 +283,24 @@ mod tests {
             c[i] ^= 1;
             assert!(StateRecord::decode(&c).is_err(), "flip in byte {i}");
         }
+        assert_eq!(
+            StateRecord::decode(&b[..10]),
+            Err(StateDamage::Length {
+                len: 10,
+                expected: STATE_LEN
+            })
+        );
+        let mut c = b;
+        c[0] ^= 1;
+        assert_eq!(StateRecord::decode(&c), Err(StateDamage::BadMagic));
+        let mut c = b;
+        c[16] ^= 1;
+        assert!(matches!(
+            StateRecord::decode(&c),
+            Err(StateDamage::Checksum { .. })
+        ));
+        assert!(OpState::Fenced.refusal().starts_with("FENCED "));
+        assert!(OpState::Starting.refusal().starts_with("LOADING "));
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path()).unwrap(), None);
         store(d.path(), &r).unwrap();

@@ -4,19 +4,16 @@
 //!
 //! One loop turn:
 //! 1. wait for readiness (no wait when work is left from the last turn);
-//! 2. read every readable socket (up to [`READ_PER_TURN`] bytes each, the rest next turn);
-//! 3. parse every complete request (the `duplex-proto` parser with the configured limits)
-//!    and run them in rounds: each connection executes its requests in order up to its
-//!    next run of writes (SET, MSET, DEL), which it sets aside; then the runs of ALL the
-//!    connections go to the engine as ONE `write_many` ([`crate::exec::write_groups`]: one
-//!    WAL append, one fsync under `always`), each connection gets its replies, and the next
-//!    round continues after those writes, until no complete request is left. Reads and every
-//!    other command (AUTH, MULTI/EXEC, SCAN, INFO, ...) go through
-//!    [`crate::exec::execute`], exactly as with one thread per connection, so a
-//!    connection's replies stay in request order and its reads see its earlier writes;
+//! 2. read every readable socket (up to [`READ_PER_TURN_BYTES`] each, the rest next turn);
+//! 3. step every connection's [`Session`] in rounds: each session runs its requests in
+//!    order up to its next run of writes, which it hands back; then the runs of ALL the
+//!    connections go to the engine as ONE commit ([`session::commit`]: one WAL append, one
+//!    fsync under `always`), each connection gets its replies, and the next round continues
+//!    after those writes, until no complete request is left;
 //! 4. write every connection's replies; what the socket does not take stays in that
 //!    connection's output buffer until it is writable again. A connection with more than
-//!    [`MAX_OUT`] unsent bytes is not read or run further until its client has read them.
+//!    [`OUT_BYTES_MAX`] unsent bytes is not read or run further until its client has read
+//!    them.
 //!
 //! Idle clients are closed after the idle timeout. On shutdown a loop stops reading, runs
 //! the requests it has already read, sends the replies (up to [`DRAIN`]) and closes its
@@ -25,29 +22,20 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream as StdStream;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duplex_proto::{parse_request, Parsed};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::exec::{self, ConnState};
-use crate::server::{Shared, CHUNK, MAX_GROUP, MAX_OUT, POLL};
+use crate::limits::{CHUNK_BYTES, DRAIN, OUT_BYTES_MAX, POLL, READ_PER_TURN_BYTES};
+use crate::session::{self, Session, Step};
+use crate::shared::Shared;
 use crate::Error;
 
 /// The token of each loop's waker (connections get 1, 2, ...).
 const WAKER: Token = Token(0);
-/// Most bytes read from one connection in one loop turn; the rest waits for the next turn.
-pub const READ_PER_TURN: usize = 256 << 10;
-/// Most writes of one connection in one commit (as with one thread per connection).
-const RUN_MAX: usize = 1024;
-/// Most argument bytes of one connection's writes in one commit.
-const RUN_BYTES: usize = 8 << 20;
-/// How long a stopping loop keeps trying to send replies before it closes anyway.
-pub const DRAIN: Duration = Duration::from_secs(5);
 
 /// The event-loop threads, as seen by the accept loop.
 #[derive(Debug)]
@@ -99,7 +87,7 @@ impl Pool {
 /// One connection owned by an event loop.
 struct Conn {
     stream: TcpStream,
-    st: ConnState,
+    session: Session,
     /// Bytes read and not yet consumed by the parser.
     buf: Vec<u8>,
     /// Bytes of `buf` consumed this turn (dropped after the turn).
@@ -127,7 +115,7 @@ impl Conn {
     }
 
     fn held_back(&self) -> bool {
-        self.unsent() > MAX_OUT
+        self.unsent() > OUT_BYTES_MAX
     }
 
     fn wants_turn(&self) -> bool {
@@ -139,12 +127,29 @@ impl Conn {
 struct Work<'a> {
     buf: &'a [u8],
     pos: &'a mut usize,
-    st: &'a mut ConnState,
+    session: &'a mut Session,
     out: &'a mut Vec<u8>,
     close: &'a mut bool,
     dirty: &'a mut bool,
     /// Nothing more to run this turn.
     done: bool,
+}
+
+impl<'a> Work<'a> {
+    /// Steps the session: its next run of writes, or `None` (and `done`) when nothing more
+    /// can run this turn (input incomplete, closing, or output held back).
+    fn step(&mut self, sh: &Shared) -> Option<Vec<Vec<&'a [u8]>>> {
+        let buf: &'a [u8] = self.buf;
+        match self.session.step(sh, buf, self.pos, self.out) {
+            Step::Writes(run) => return Some(run),
+            Step::NeedInput => *self.dirty = false,
+            // The rest runs once the client has read its replies.
+            Step::Flush => {}
+            Step::Close => *self.close = true,
+        }
+        self.done = true;
+        None
+    }
 }
 
 struct EventLoop {
@@ -180,7 +185,7 @@ impl EventLoop {
                     }
                 }
             }
-            let stopping = self.sh.shutdown.load(Ordering::SeqCst);
+            let stopping = self.sh.stopping();
             if stopping && self.stopping_since.is_none() {
                 self.stopping_since = Some(Instant::now());
             }
@@ -228,16 +233,13 @@ impl EventLoop {
                 self.sh.conn_closed();
                 continue;
             }
-            let st = ConnState::new(
-                self.sh.next_client_id.fetch_add(1, Ordering::Relaxed),
-                self.sh.cfg.requirepass.is_none(),
-            );
+            let session = Session::new(&self.sh);
             self.conns.insert(
                 token,
                 Conn {
                     stream,
-                    st,
-                    buf: Vec::with_capacity(CHUNK),
+                    session,
+                    buf: Vec::with_capacity(CHUNK_BYTES),
                     pos: 0,
                     out: Vec::new(),
                     out_pos: 0,
@@ -253,16 +255,16 @@ impl EventLoop {
         }
     }
 
-    /// Reads what every readable connection has (up to [`READ_PER_TURN`] each).
+    /// Reads what every readable connection has (up to [`READ_PER_TURN_BYTES`] each).
     fn read_all(&mut self) {
         for c in self.conns.values_mut() {
             if !c.readable || c.dead || c.close || c.held_back() {
                 continue;
             }
             let mut got = 0;
-            while got < READ_PER_TURN {
+            while got < READ_PER_TURN_BYTES {
                 let len = c.buf.len();
-                c.buf.resize(len + CHUNK, 0);
+                c.buf.resize(len + CHUNK_BYTES, 0);
                 match c.stream.read(&mut c.buf[len..]) {
                     Ok(0) => {
                         c.buf.truncate(len);
@@ -280,7 +282,7 @@ impl EventLoop {
                         c.buf.truncate(len);
                         c.readable = false;
                         if e.kind() != ErrorKind::WouldBlock {
-                            tracing::debug!(client = c.st.id, error = %e, "read failed");
+                            tracing::debug!(client = c.session.id(), error = %e, "read failed");
                             c.dead = true;
                         }
                         break;
@@ -303,7 +305,7 @@ impl EventLoop {
             .map(|c| Work {
                 buf: &c.buf,
                 pos: &mut c.pos,
-                st: &mut c.st,
+                session: &mut c.session,
                 out: &mut c.out,
                 close: &mut c.close,
                 dirty: &mut c.dirty,
@@ -314,7 +316,7 @@ impl EventLoop {
             let mut groups: Vec<(usize, Vec<Vec<&[u8]>>)> = Vec::new();
             for (i, w) in works.iter_mut().enumerate() {
                 if !w.done {
-                    if let Some(run) = step(sh, w) {
+                    if let Some(run) = w.step(sh) {
                         groups.push((i, run));
                     }
                 }
@@ -323,9 +325,7 @@ impl EventLoop {
                 break;
             }
             let runs: Vec<&[Vec<&[u8]>]> = groups.iter().map(|(_, r)| r.as_slice()).collect();
-            let n: usize = runs.iter().map(|r| r.len()).sum();
-            sh.total_commands.fetch_add(n as u64, Ordering::Relaxed);
-            let replies = exec::write_groups(sh, &runs);
+            let replies = session::commit(sh, &runs);
             for ((i, _), r) in groups.iter().zip(replies) {
                 works[*i].out.extend_from_slice(&r);
             }
@@ -335,8 +335,8 @@ impl EventLoop {
             if c.pos > 0 {
                 c.buf.drain(..c.pos);
                 c.pos = 0;
-                if c.buf.capacity() > 4 * CHUNK && c.buf.len() < CHUNK {
-                    c.buf.shrink_to(CHUNK);
+                if c.buf.capacity() > 4 * CHUNK_BYTES && c.buf.len() < CHUNK_BYTES {
+                    c.buf.shrink_to(CHUNK_BYTES);
                 }
             }
         }
@@ -352,7 +352,7 @@ impl EventLoop {
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        tracing::debug!(client = c.st.id, error = %e, "write failed");
+                        tracing::debug!(client = c.session.id(), error = %e, "write failed");
                         c.dead = true;
                     }
                 }
@@ -360,8 +360,8 @@ impl EventLoop {
             if c.out_pos == c.out.len() && c.out_pos > 0 {
                 c.out.clear();
                 c.out_pos = 0;
-                if c.out.capacity() > 4 * MAX_OUT {
-                    c.out.shrink_to(CHUNK);
+                if c.out.capacity() > 4 * OUT_BYTES_MAX {
+                    c.out.shrink_to(CHUNK_BYTES);
                 }
             }
         }
@@ -393,7 +393,7 @@ impl EventLoop {
 
     /// Closes clients idle longer than the idle timeout.
     fn sweep_idle(&mut self) {
-        let Some(idle) = self.sh.cfg.idle_timeout() else {
+        let Some(idle) = self.sh.cfg().idle_timeout() else {
             return;
         };
         let gone: Vec<usize> = self
@@ -404,7 +404,7 @@ impl EventLoop {
             .collect();
         for t in gone {
             if let Some(c) = self.conns.get(&t) {
-                tracing::debug!(client = c.st.id, "idle client closed");
+                tracing::debug!(client = c.session.id(), "idle client closed");
             }
             self.close(t);
         }
@@ -418,93 +418,4 @@ impl EventLoop {
             self.sh.conn_closed();
         }
     }
-}
-
-/// Runs one connection's requests from where it stopped: everything up to its next run of
-/// writes, which is returned (to be committed with the other connections' runs). `None`
-/// when nothing more can run this turn (input incomplete, closing, or output held back).
-fn step<'a>(sh: &Shared, w: &mut Work<'a>) -> Option<Vec<Vec<&'a [u8]>>> {
-    let buf: &'a [u8] = w.buf;
-    let mut plain: Vec<Vec<&'a [u8]>> = Vec::new();
-    loop {
-        if (plain.len() >= MAX_GROUP || w.out.len() > MAX_OUT)
-            && (!run_plain(sh, w, &mut plain) || w.out.len() > MAX_OUT)
-        {
-            // Closing, or output held back: the rest runs once the client has read its replies.
-            w.done = true;
-            return None;
-        }
-        let parsed = parse_request(&buf[*w.pos..], &sh.limits);
-        match parsed {
-            Ok(Parsed::Incomplete) => {
-                run_plain(sh, w, &mut plain);
-                if !*w.close {
-                    *w.dirty = false;
-                }
-                w.done = true;
-                return None;
-            }
-            Err(e) => {
-                if run_plain(sh, w, &mut plain) {
-                    duplex_proto::error(w.out, &e.reply_text());
-                    tracing::debug!(client = w.st.id, error = %e, "protocol error; closing");
-                }
-                *w.close = true;
-                w.done = true;
-                return None;
-            }
-            Ok(Parsed::Request { args, consumed }) => {
-                if args.is_empty() {
-                    *w.pos += consumed;
-                    continue;
-                }
-                if !exec::is_write(&args) {
-                    *w.pos += consumed;
-                    plain.push(args);
-                    continue;
-                }
-                // A write: what came before runs first (it may AUTH, MULTI, or QUIT).
-                if !run_plain(sh, w, &mut plain) {
-                    w.done = true;
-                    return None;
-                }
-                *w.pos += consumed;
-                if !w.st.authed || w.st.multi.is_some() {
-                    // NOAUTH or QUEUED, answered as usual.
-                    plain.push(args);
-                    continue;
-                }
-                let mut bytes: usize = args.iter().map(|a| a.len()).sum();
-                let mut run = vec![args];
-                while run.len() < RUN_MAX && bytes < RUN_BYTES {
-                    match parse_request(&buf[*w.pos..], &sh.limits) {
-                        Ok(Parsed::Request { args, consumed })
-                            if !args.is_empty() && exec::is_write(&args) =>
-                        {
-                            *w.pos += consumed;
-                            bytes += args.iter().map(|a| a.len()).sum::<usize>();
-                            run.push(args);
-                        }
-                        _ => break,
-                    }
-                }
-                return Some(run);
-            }
-        }
-    }
-}
-
-/// Runs the non-write requests gathered so far ([`exec::execute`]). Returns false when the
-/// connection must close (QUIT).
-fn run_plain(sh: &Shared, w: &mut Work<'_>, plain: &mut Vec<Vec<&[u8]>>) -> bool {
-    if plain.is_empty() {
-        return !*w.close;
-    }
-    sh.total_commands
-        .fetch_add(plain.len() as u64, Ordering::Relaxed);
-    if exec::execute(sh, w.st, plain, w.out) {
-        *w.close = true;
-    }
-    plain.clear();
-    !*w.close
 }

@@ -1,0 +1,90 @@
+//! The operator's commands: DUPLEX.STATE (allowed before AUTH: clients read it to choose a
+//! server), DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE and DUPLEX.UNFENCE. The peer
+//! link's commands will join them here.
+
+use duplex_proto::{array_len, error, integer, simple};
+
+use super::{bulk_str, engine_err, ErrLine};
+use crate::shared::Shared;
+use crate::state::OpState;
+
+/// DUPLEX.STATE: state, epoch, node id and last LSN.
+pub fn state(sh: &Shared, out: &mut Vec<u8>) {
+    let s = sh.state().get();
+    array_len(out, 8);
+    bulk_str(out, "state");
+    bulk_str(out, s.state.name());
+    bulk_str(out, "epoch");
+    integer(out, s.epoch as i64);
+    bulk_str(out, "node_id");
+    integer(out, s.node_id as i64);
+    bulk_str(out, "last_lsn");
+    integer(out, sh.db().wal().last_lsn() as i64);
+}
+
+/// `DUPLEX.BACKUP [name]`: takes a backup now (the caller waits for it).
+pub fn backup(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let name = args.get(1).map(|n| String::from_utf8_lossy(n).into_owned());
+    match sh.backup(name.as_deref()) {
+        Ok(r) => bulk_str(
+            out,
+            &format!(
+                "dir={} checkpoint_lsn={} bytes_copied={} seconds={:.3}",
+                r.dir.display(),
+                r.manifest.checkpoint_lsn,
+                r.bytes_copied,
+                r.seconds
+            ),
+        ),
+        Err(e) => ErrLine::err(format!("backup failed: {e}")).send(out),
+    }
+}
+
+/// DUPLEX.CHECKPOINT: a checkpoint now.
+pub fn checkpoint(sh: &Shared, out: &mut Vec<u8>) {
+    match sh.db().checkpoint() {
+        Ok(()) => {
+            tracing::info!(
+                event = "checkpoint",
+                lsn = sh.db().stats().checkpoint_lsn,
+                "checkpoint on request"
+            );
+            simple(out, "OK");
+        }
+        Err(e) => {
+            sh.note_write_error(&e);
+            engine_err(out, &e);
+        }
+    }
+}
+
+/// DUPLEX.FENCE: refuse writes from now on and raise the epoch; answers the new epoch.
+pub fn fence(sh: &Shared, out: &mut Vec<u8>) {
+    let cur = sh.state().get().state;
+    if matches!(cur, OpState::Running | OpState::BackingUp | OpState::Fenced) {
+        match sh.state().set(OpState::Fenced, true) {
+            Ok(r) => integer(out, r.epoch as i64),
+            Err(e) => error(out, &format!("ERR fenced in memory but not persisted: {e}")),
+        }
+    } else {
+        error(
+            out,
+            &format!("ERR cannot fence a server that is {}", cur.name()),
+        );
+    }
+}
+
+/// DUPLEX.UNFENCE: serve writes again.
+pub fn unfence(sh: &Shared, out: &mut Vec<u8>) {
+    if sh.state().transition(OpState::Fenced, OpState::Running) {
+        simple(out, "OK");
+    } else {
+        error(
+            out,
+            &format!(
+                "ERR the server is {}, not fenced",
+                sh.state().get().state.name()
+            ),
+        );
+    }
+}

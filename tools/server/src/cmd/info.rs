@@ -1,0 +1,198 @@
+//! What a client may ask about the server: INFO (Redis sections plus `# Duplex`), CONFIG
+//! GET (a read-only view of the configuration in Redis names) and COMMAND.
+
+use std::fmt::Write as _;
+
+use duplex_proto::{array_len, bulk, error, integer};
+
+use super::{arity_error, bulk_str, TABLE};
+use crate::glob::glob_match;
+use crate::shared::Shared;
+use crate::state::OpState;
+
+/// `INFO [section...]`.
+pub fn info_cmd(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let text = info(sh, &args[1..]);
+    bulk(out, text.as_bytes());
+}
+
+/// `COMMAND [DOCS | COUNT | INFO | LIST]`: enough for client libraries that ask.
+pub fn command(args: &[&[u8]], out: &mut Vec<u8>) {
+    let sub = args.get(1).map(|s| s.to_ascii_uppercase());
+    match sub.as_deref() {
+        None | Some(b"DOCS") | Some(b"LIST") => array_len(out, 0),
+        Some(b"COUNT") => integer(out, TABLE.len() as i64),
+        Some(b"INFO") => {
+            array_len(out, args.len() - 2);
+            for _ in 2..args.len() {
+                duplex_proto::null_array(out);
+            }
+        }
+        Some(_) => error(
+            out,
+            "ERR unknown COMMAND subcommand (duplexd knows DOCS, COUNT, INFO, LIST)",
+        ),
+    }
+}
+
+/// CONFIG GET pattern...: the configuration under the Redis parameter names tools ask for.
+pub fn config(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let sub = args[1].to_ascii_uppercase();
+    if sub != b"GET" {
+        return error(
+            out,
+            "ERR only CONFIG GET is supported; duplexd is configured by its TOML file and flags",
+        );
+    }
+    if args.len() < 3 {
+        return arity_error(b"config|get").send(out);
+    }
+    let c = sh.cfg();
+    let params: Vec<(&str, String)> = vec![
+        ("save", String::new()),
+        ("appendonly", "yes".into()),
+        ("appendfsync", c.sync.appendfsync().into()),
+        ("databases", "1".into()),
+        ("port", c.port.to_string()),
+        ("bind", c.bind.clone()),
+        ("maxclients", c.max_clients.to_string()),
+        ("timeout", c.idle_timeout_secs.to_string()),
+        ("proto-max-bulk-len", c.max_bulk_len.to_string()),
+        ("dir", c.data.display().to_string()),
+    ];
+    let mut hits: Vec<&(&str, String)> = Vec::new();
+    for pat in &args[2..] {
+        let p = pat.to_ascii_lowercase();
+        for kv in &params {
+            if glob_match(&p, kv.0.as_bytes()) && !hits.iter().any(|h| h.0 == kv.0) {
+                hits.push(kv);
+            }
+        }
+    }
+    array_len(out, hits.len() * 2);
+    for (k, v) in hits {
+        bulk_str(out, k);
+        bulk_str(out, v);
+    }
+}
+
+/// The INFO text for `sections` (all of them when empty, or for `all`, `everything`,
+/// `default`).
+pub fn info(sh: &Shared, sections: &[&[u8]]) -> String {
+    let want = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes())
+                    || s.eq_ignore_ascii_case(b"all")
+                    || s.eq_ignore_ascii_case(b"everything")
+                    || s.eq_ignore_ascii_case(b"default")
+            })
+    };
+    let mut t = String::new();
+    let parts: [(&str, Section); 7] = [
+        ("server", server),
+        ("clients", clients),
+        ("stats", stats),
+        ("persistence", persistence),
+        ("replication", replication),
+        ("duplex", duplex),
+        ("keyspace", keyspace),
+    ];
+    for (name, write) in parts {
+        if want(name) {
+            write(sh, &mut t);
+        }
+    }
+    t
+}
+
+/// Writes one INFO section.
+type Section = fn(&Shared, &mut String);
+
+fn server(sh: &Shared, t: &mut String) {
+    let _ = write!(
+        t,
+        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::process::id(),
+        sh.addr().port(),
+        sh.cfg().bind,
+        sh.uptime().as_secs()
+    );
+}
+
+fn clients(sh: &Shared, t: &mut String) {
+    let n = sh.stats();
+    let _ = write!(
+        t,
+        "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nrejected_connections:{}\r\n\r\n",
+        n.clients,
+        sh.cfg().max_clients,
+        n.rejected_connections
+    );
+}
+
+fn stats(sh: &Shared, t: &mut String) {
+    let n = sh.stats();
+    let _ = write!(
+        t,
+        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+        n.total_connections, n.total_commands
+    );
+}
+
+fn persistence(sh: &Shared, t: &mut String) {
+    let c = sh.cfg();
+    let s = sh.db().stats();
+    let b = sh.backup_info();
+    let _ = write!(
+        t,
+        "# Persistence\r\nloading:{}\r\naof_enabled:1\r\nappendfsync:{}\r\nsync_policy:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ncheckpoints:{}\r\nwal_bytes_since_checkpoint:{}\r\nbackups_taken:{}\r\nbackups_failed:{}\r\nlast_backup_dir:{}\r\nlast_backup_time_ms:{}\r\nlast_backup_error:{}\r\nbackup_dir:{}\r\nbackup_interval_secs:{}\r\nkeep_backups:{}\r\narchive_dir:{}\r\n\r\n",
+        u8::from(sh.state().get().state == OpState::Starting),
+        c.sync.appendfsync(),
+        c.sync,
+        s.last_lsn,
+        s.checkpoint_lsn,
+        s.checkpoints,
+        s.wal_bytes_since_checkpoint,
+        b.taken,
+        b.failed,
+        b.last_dir.map(|d| d.display().to_string()).unwrap_or_default(),
+        b.last_ms,
+        b.last_error.unwrap_or_default().replace(['\r', '\n'], " "),
+        c.backup_dir.display(),
+        c.backup_interval_secs,
+        c.keep_backups,
+        c.archive().map(|a| a.display().to_string()).unwrap_or_default(),
+    );
+}
+
+fn replication(_: &Shared, t: &mut String) {
+    t.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nduplex_peers:0\r\n\r\n");
+}
+
+fn duplex(sh: &Shared, t: &mut String) {
+    let s = sh.db().stats();
+    let st = sh.state().get();
+    let _ = write!(
+        t,
+        "# Duplex\r\nstate:{}\r\nepoch:{}\r\nnode_id:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ngeneration:{}\r\nstore_bytes:{}\r\nlive_bytes:{}\r\ntree_entries:{}\r\nmemtable_entries:{}\r\ncompactions:{}\r\ndata_dir:{}\r\n\r\n",
+        st.state.name(),
+        st.epoch,
+        st.node_id,
+        s.last_lsn,
+        s.checkpoint_lsn,
+        s.generation,
+        s.store_bytes,
+        s.live_bytes,
+        s.tree_entries,
+        s.memtable_entries,
+        s.compactions,
+        sh.cfg().data.display()
+    );
+}
+
+fn keyspace(_: &Shared, t: &mut String) {
+    t.push_str("# Keyspace\r\n\r\n");
+}

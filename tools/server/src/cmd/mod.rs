@@ -1,0 +1,342 @@
+//! The RESP commands: the command table, per-connection command state, and the dispatch of
+//! one group of requests. Each command lives in the submodule of its kind; a new command is
+//! a row in [`TABLE`], a [`Cmd`] variant and a function in one of them:
+//! - [`mod@read`]: GET, MGET, EXISTS (a run of reads shares one snapshot);
+//! - [`mod@write`]: SET, MSET, DEL, committed as runs ([`write_groups`]: one `write_many`);
+//! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch);
+//! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
+//! - [`scan`]: SCAN, DBSIZE;
+//! - [`info`]: INFO, CONFIG GET, COMMAND;
+//! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE.
+//!
+//! This layer knows requests and replies, not sockets: [`crate::session`] decides which
+//! requests run together and calls [`execute`] and [`write_groups`].
+
+pub mod admin;
+pub mod conn;
+pub mod info;
+pub mod read;
+pub mod scan;
+pub mod txn;
+pub mod write;
+
+use std::fmt::Write as _;
+
+use duplex_proto::{bulk, codes, error, simple};
+
+use crate::shared::Shared;
+
+pub use write::write_groups;
+
+/// Per-connection command state.
+#[derive(Debug)]
+pub struct ConnState {
+    /// Client id (CLIENT ID).
+    pub id: u64,
+    /// Whether AUTH succeeded (or no password is set).
+    pub authed: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<Vec<u8>>,
+    /// Commands queued since MULTI.
+    pub multi: Option<Vec<Vec<Vec<u8>>>>,
+    /// A queued command was refused: EXEC will abort.
+    pub multi_dirty: bool,
+}
+
+impl ConnState {
+    /// A new connection; `authed` when no password is configured.
+    pub fn new(id: u64, authed: bool) -> ConnState {
+        ConnState {
+            id,
+            authed,
+            name: None,
+            multi: None,
+            multi_dirty: false,
+        }
+    }
+}
+
+/// The commands duplexd knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// `PING [msg]`
+    Ping,
+    /// `ECHO msg`
+    Echo,
+    /// `HELLO [proto [AUTH u p] [SETNAME n]]`
+    Hello,
+    /// `AUTH [user] pass`
+    Auth,
+    /// `SELECT db`
+    Select,
+    /// `GET k`
+    Get,
+    /// `SET k v [NX|XX] [KEEPTTL]`
+    Set,
+    /// `DEL k...`
+    Del,
+    /// `EXISTS k...`
+    Exists,
+    /// `MGET k...`
+    MGet,
+    /// `MSET k v...`
+    MSet,
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`
+    Scan,
+    /// `DBSIZE`
+    DbSize,
+    /// `MULTI`
+    Multi,
+    /// `EXEC`
+    Exec,
+    /// `DISCARD`
+    Discard,
+    /// `INFO [section...]`
+    Info,
+    /// `CLIENT sub...`
+    Client,
+    /// `COMMAND [sub...]`
+    Command,
+    /// `QUIT`
+    Quit,
+    /// `CONFIG GET p...`
+    Config,
+    /// `DUPLEX.STATE`
+    DState,
+    /// `DUPLEX.BACKUP [name]`
+    DBackup,
+    /// `DUPLEX.CHECKPOINT`
+    DCheckpoint,
+    /// `DUPLEX.FENCE`
+    DFence,
+    /// `DUPLEX.UNFENCE`
+    DUnfence,
+    /// Anything else.
+    Unknown,
+}
+
+impl Cmd {
+    /// SET, MSET or DEL: committed in runs by [`write_groups`].
+    pub fn is_write(self) -> bool {
+        matches!(self, Cmd::Set | Cmd::MSet | Cmd::Del)
+    }
+
+    /// GET, MGET or EXISTS: answered from a snapshot by [`read::read`].
+    pub fn is_read(self) -> bool {
+        matches!(self, Cmd::Get | Cmd::MGet | Cmd::Exists)
+    }
+}
+
+/// Every known command: name, min args, max args (command name included; `usize::MAX` for
+/// any), and whether MULTI may queue it.
+pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
+    ("PING", Cmd::Ping, 1, 2, true),
+    ("ECHO", Cmd::Echo, 2, 2, true),
+    ("HELLO", Cmd::Hello, 1, 7, false),
+    ("AUTH", Cmd::Auth, 2, 3, false),
+    ("SELECT", Cmd::Select, 2, 2, false),
+    ("GET", Cmd::Get, 2, 2, true),
+    ("SET", Cmd::Set, 3, 6, true),
+    ("DEL", Cmd::Del, 2, usize::MAX, true),
+    ("EXISTS", Cmd::Exists, 2, usize::MAX, true),
+    ("MGET", Cmd::MGet, 2, usize::MAX, true),
+    ("MSET", Cmd::MSet, 3, usize::MAX, true),
+    ("SCAN", Cmd::Scan, 2, 8, false),
+    ("DBSIZE", Cmd::DbSize, 1, 1, false),
+    ("MULTI", Cmd::Multi, 1, 1, false),
+    ("EXEC", Cmd::Exec, 1, 1, false),
+    ("DISCARD", Cmd::Discard, 1, 1, false),
+    ("INFO", Cmd::Info, 1, usize::MAX, false),
+    ("CLIENT", Cmd::Client, 2, usize::MAX, false),
+    ("COMMAND", Cmd::Command, 1, usize::MAX, false),
+    ("QUIT", Cmd::Quit, 1, usize::MAX, false),
+    ("CONFIG", Cmd::Config, 2, usize::MAX, false),
+    ("DUPLEX.STATE", Cmd::DState, 1, 1, false),
+    ("DUPLEX.BACKUP", Cmd::DBackup, 1, 2, false),
+    ("DUPLEX.CHECKPOINT", Cmd::DCheckpoint, 1, 1, false),
+    ("DUPLEX.FENCE", Cmd::DFence, 1, 1, false),
+    ("DUPLEX.UNFENCE", Cmd::DUnfence, 1, 1, false),
+];
+
+/// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
+pub fn lookup(name: &[u8]) -> (Cmd, usize, usize, bool) {
+    for &(n, c, lo, hi, q) in TABLE {
+        if n.as_bytes().eq_ignore_ascii_case(name) {
+            return (c, lo, hi, q);
+        }
+    }
+    (Cmd::Unknown, 0, usize::MAX, false)
+}
+
+/// An error reply's text, code first (`ERR ...`, `NOAUTH ...`): what a command answers
+/// when it refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrLine(pub String);
+
+impl ErrLine {
+    /// An `ERR` reply with `msg`.
+    pub fn err(msg: impl AsRef<str>) -> ErrLine {
+        ErrLine(codes::line(codes::ERR, msg.as_ref()))
+    }
+
+    /// Appends the reply to `out`.
+    pub fn send(&self, out: &mut Vec<u8>) {
+        error(out, &self.0);
+    }
+}
+
+/// `b` as text for an error message, cut to about 128 bytes.
+pub(crate) fn lossy(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.len() > 128 {
+        format!(
+            "{}...",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 128)
+                .last()
+                .map_or(0, |(i, c)| i + c.len_utf8())]
+        )
+    } else {
+        s.into_owned()
+    }
+}
+
+/// The reply to a request with the wrong number of arguments.
+pub(crate) fn arity_error(name: &[u8]) -> ErrLine {
+    ErrLine::err(format!(
+        "wrong number of arguments for '{}' command",
+        lossy(name).to_ascii_lowercase()
+    ))
+}
+
+/// Checks a request's name and arity: the command and whether MULTI may queue it, or the
+/// error to send.
+pub fn check(args: &[&[u8]]) -> Result<(Cmd, bool), ErrLine> {
+    let (c, lo, hi, q) = lookup(args[0]);
+    if c == Cmd::Unknown {
+        let mut msg = format!(
+            "unknown command '{}', with args beginning with:",
+            lossy(args[0])
+        );
+        for a in args.iter().skip(1).take(3) {
+            let _ = write!(msg, " '{}'", lossy(a));
+        }
+        return Err(ErrLine::err(msg));
+    }
+    if args.len() < lo || args.len() > hi {
+        return Err(arity_error(args[0]));
+    }
+    Ok((c, q))
+}
+
+/// Whether a request is a well-formed SET, MSET or DEL (name and arity): one that
+/// [`write_groups`] can take. Authentication and MULTI are the caller's business.
+pub fn is_write(args: &[&[u8]]) -> bool {
+    check(args).is_ok_and(|(c, _)| c.is_write())
+}
+
+fn allowed_before_auth(c: Cmd) -> bool {
+    matches!(c, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::DState)
+}
+
+/// Executes `reqs` in order, appending every reply to `out`: a run of consecutive reads
+/// shares one snapshot (taken after this connection's earlier writes); a write that gets
+/// here (the session commits runs of writes itself) is committed on its own. Returns true
+/// when the connection must close afterwards (QUIT).
+pub fn execute(sh: &Shared, conn: &mut ConnState, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) -> bool {
+    let mut i = 0;
+    while i < reqs.len() {
+        let args = &reqs[i];
+        let Some((cmd, queueable)) = admit(conn, args, out) else {
+            i += 1;
+            continue;
+        };
+        if conn.multi.is_some() && !txn::controls(cmd) {
+            txn::queue(conn, args, queueable, out);
+            i += 1;
+            continue;
+        }
+        if cmd.is_read() {
+            i += read::read_run(sh, &reqs[i..], out);
+            continue;
+        }
+        if cmd.is_write() {
+            if let Some(r) = write_groups(sh, &[&reqs[i..=i]]).pop() {
+                out.extend_from_slice(&r);
+            }
+        } else if dispatch(sh, conn, cmd, args, out) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Name, arity and authentication: the command, or `None` once the refusal is in `out`.
+fn admit(conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u8>) -> Option<(Cmd, bool)> {
+    match check(args) {
+        Err(e) => {
+            if conn.multi.is_some() {
+                conn.multi_dirty = true;
+            }
+            e.send(out);
+            None
+        }
+        Ok((cmd, _)) if !conn.authed && !allowed_before_auth(cmd) => {
+            error(out, &codes::line(codes::NOAUTH, "Authentication required."));
+            None
+        }
+        Ok(c) => Some(c),
+    }
+}
+
+/// Every command but the reads and writes. Returns true to close the connection.
+fn dispatch(
+    sh: &Shared,
+    conn: &mut ConnState,
+    cmd: Cmd,
+    args: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> bool {
+    match cmd {
+        Cmd::Ping => conn::ping(args, out),
+        Cmd::Echo => bulk(out, args[1]),
+        Cmd::Quit => {
+            simple(out, "OK");
+            return true;
+        }
+        Cmd::Auth => conn::auth_cmd(sh, conn, args, out),
+        Cmd::Hello => conn::hello(sh, conn, args, out),
+        Cmd::Select => conn::select(args, out),
+        Cmd::Client => conn::client(sh, conn, args, out),
+        Cmd::Multi => txn::multi(conn, out),
+        Cmd::Discard => txn::discard(conn, out),
+        Cmd::Exec => txn::exec_cmd(sh, conn, out),
+        Cmd::DbSize => scan::dbsize(sh, out),
+        Cmd::Scan => scan::scan(sh, args, out),
+        Cmd::Info => info::info_cmd(sh, args, out),
+        Cmd::Command => info::command(args, out),
+        Cmd::Config => info::config(sh, args, out),
+        Cmd::DState => admin::state(sh, out),
+        Cmd::DBackup => admin::backup(sh, args, out),
+        Cmd::DCheckpoint => admin::checkpoint(sh, out),
+        Cmd::DFence => admin::fence(sh, out),
+        Cmd::DUnfence => admin::unfence(sh, out),
+        Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
+            // Handled by the caller.
+            error(out, "ERR internal dispatch error");
+        }
+    }
+    false
+}
+
+/// Appends `s` as a bulk string.
+pub(crate) fn bulk_str(out: &mut Vec<u8>, s: &str) {
+    bulk(out, s.as_bytes());
+}
+
+/// Appends an engine error as an `ERR` reply.
+pub(crate) fn engine_err(out: &mut Vec<u8>, e: &duplex_engine::Error) {
+    ErrLine::err(e.to_string()).send(out);
+}

@@ -1,0 +1,132 @@
+//! SCAN and DBSIZE: walks over the keyspace from a snapshot. A SCAN cursor is an id in
+//! [`crate::shared::Cursors`] naming the last key returned; cursor 0 starts (and ends) a scan.
+
+use std::ops::Bound;
+
+use duplex_proto::{array_len, bulk, error, integer};
+
+use super::{bulk_str, engine_err};
+use crate::glob::glob_match;
+use crate::limits::SCAN_COUNT_MAX;
+use crate::shared::Shared;
+
+/// DBSIZE: counts every key of a snapshot.
+pub fn dbsize(sh: &Shared, out: &mut Vec<u8>) {
+    let snap = sh.db().snapshot();
+    match snap.scan(Bound::Unbounded, Bound::Unbounded) {
+        Ok(it) => {
+            let mut n = 0i64;
+            for e in it {
+                if let Err(e) = e {
+                    return engine_err(out, &e);
+                }
+                n += 1;
+            }
+            integer(out, n);
+        }
+        Err(e) => engine_err(out, &e),
+    }
+}
+
+/// SCAN's options.
+struct ScanArgs<'a> {
+    cursor: u64,
+    pattern: Option<&'a [u8]>,
+    count: usize,
+    type_ok: bool,
+}
+
+fn parse_scan<'a>(args: &[&'a [u8]]) -> Result<ScanArgs<'a>, &'static str> {
+    let cursor = std::str::from_utf8(args[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("ERR invalid cursor")?;
+    let mut a = ScanArgs {
+        cursor,
+        pattern: None,
+        count: 10,
+        type_ok: true,
+    };
+    let mut i = 2;
+    while i < args.len() {
+        if i + 1 >= args.len() {
+            return Err("ERR syntax error");
+        }
+        match args[i].to_ascii_uppercase().as_slice() {
+            b"MATCH" => a.pattern = Some(args[i + 1]),
+            b"COUNT" => match std::str::from_utf8(args[i + 1])
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                Some(n) if n >= 1 => a.count = n.min(SCAN_COUNT_MAX),
+                _ => return Err("ERR value is out of range, must be positive"),
+            },
+            b"TYPE" => a.type_ok = args[i + 1].eq_ignore_ascii_case(b"string"),
+            _ => return Err("ERR syntax error"),
+        }
+        i += 2;
+    }
+    Ok(a)
+}
+
+/// One page of a scan: the matching keys, the last key examined, and whether nothing
+/// follows it.
+type Page = (Vec<Vec<u8>>, Option<Vec<u8>>, bool);
+
+/// Examines up to `a.count` keys after `start`.
+fn page(sh: &Shared, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<Page, duplex_engine::Error> {
+    let snap = sh.db().snapshot();
+    let lower = start.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut it = snap.scan(lower, Bound::Unbounded)?;
+    let mut keys = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    let mut examined = 0;
+    while examined < a.count {
+        let Some(next) = it.next() else {
+            return Ok((keys, last, true));
+        };
+        let (k, _) = next?;
+        examined += 1;
+        if a.type_ok && a.pattern.is_none_or(|p| glob_match(p, &k)) {
+            keys.push(k.clone());
+        }
+        last = Some(k);
+    }
+    // Peek: if nothing follows, this was the last page.
+    let done = match it.next() {
+        None => true,
+        Some(Err(e)) => return Err(e),
+        Some(Ok(_)) => false,
+    };
+    Ok((keys, last, done))
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
+pub fn scan(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let a = match parse_scan(args) {
+        Ok(a) => a,
+        Err(m) => return error(out, m),
+    };
+    let start: Option<Vec<u8>> = if a.cursor == 0 {
+        None
+    } else {
+        match sh.cursors().resume(a.cursor) {
+            Some(k) => Some(k),
+            None => return error(out, "ERR invalid cursor (unknown or expired: duplexd SCAN cursors live 10 minutes unused)"),
+        }
+    };
+    let (keys, last, done) = match page(sh, &a, start.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return engine_err(out, &e),
+    };
+    let next = match (done, last) {
+        (false, Some(k)) => sh.cursors().save(k),
+        _ => 0,
+    };
+    array_len(out, 2);
+    bulk_str(out, &next.to_string());
+    array_len(out, keys.len());
+    for k in &keys {
+        bulk(out, k);
+    }
+}

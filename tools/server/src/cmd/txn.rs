@@ -1,0 +1,171 @@
+//! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads, writes, PING,
+//! ECHO); EXEC evaluates them in order against one snapshot plus the transaction's own
+//! writes, under exclusive stripes on every key touched, and applies every write as ONE
+//! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`).
+
+use duplex_proto::{codes, error, simple, Reply};
+
+use super::write::{batch_of, eval_write, parse_write, View};
+use super::{lookup, lossy, Cmd, ConnState, ErrLine};
+use crate::shared::Shared;
+
+/// Whether `c` acts on the transaction itself (and so is not queued after MULTI).
+pub fn controls(c: Cmd) -> bool {
+    matches!(c, Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Quit)
+}
+
+/// Queues a command after MULTI (`QUEUED`), or refuses one MULTI may not queue (EXEC then
+/// aborts).
+pub fn queue(conn: &mut ConnState, args: &[&[u8]], queueable: bool, out: &mut Vec<u8>) {
+    let Some(q) = conn.multi.as_mut() else {
+        return error(out, "ERR internal: queue without MULTI");
+    };
+    if queueable {
+        q.push(args.iter().map(|a| a.to_vec()).collect());
+        simple(out, "QUEUED");
+    } else {
+        conn.multi_dirty = true;
+        ErrLine::err(format!(
+            "'{}' is not allowed inside MULTI in duplexd",
+            lossy(args[0]).to_ascii_lowercase()
+        ))
+        .send(out);
+    }
+}
+
+/// MULTI.
+pub fn multi(conn: &mut ConnState, out: &mut Vec<u8>) {
+    if conn.multi.is_some() {
+        error(out, "ERR MULTI calls can not be nested");
+    } else {
+        conn.multi = Some(Vec::new());
+        conn.multi_dirty = false;
+        simple(out, "OK");
+    }
+}
+
+/// DISCARD.
+pub fn discard(conn: &mut ConnState, out: &mut Vec<u8>) {
+    if conn.multi.take().is_some() {
+        simple(out, "OK");
+    } else {
+        error(out, "ERR DISCARD without MULTI");
+    }
+}
+
+/// EXEC.
+pub fn exec_cmd(sh: &Shared, conn: &mut ConnState, out: &mut Vec<u8>) {
+    match conn.multi.take() {
+        None => error(out, "ERR EXEC without MULTI"),
+        Some(_) if conn.multi_dirty => error(
+            out,
+            &codes::line(
+                codes::EXECABORT,
+                "Transaction discarded because of previous errors.",
+            ),
+        ),
+        Some(q) => exec(sh, q, out),
+    }
+}
+
+/// Every key the queued requests read or write, and whether any writes.
+fn keys_of<'a>(reqs: &[Vec<&'a [u8]>]) -> (Vec<&'a [u8]>, bool) {
+    let mut has_write = false;
+    let mut keys: Vec<&[u8]> = Vec::new();
+    for r in reqs {
+        match lookup(r[0]).0 {
+            Cmd::Set => {
+                has_write = true;
+                keys.push(r[1]);
+            }
+            Cmd::MSet => {
+                has_write = true;
+                keys.extend(r[1..].iter().step_by(2));
+            }
+            Cmd::Del => {
+                has_write = true;
+                keys.extend(&r[1..]);
+            }
+            Cmd::Get | Cmd::MGet | Cmd::Exists => keys.extend(&r[1..]),
+            _ => {}
+        }
+    }
+    (keys, has_write)
+}
+
+/// Evaluates every queued command against one view, then applies the writes as one batch.
+fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+    let reqs: Vec<Vec<&[u8]>> = queued
+        .iter()
+        .map(|r| r.iter().map(Vec::as_slice).collect())
+        .collect();
+    let (keys, has_write) = keys_of(&reqs);
+    let st = sh.state().get().state;
+    if has_write && !st.accepts_writes() {
+        return error(
+            out,
+            &codes::line(
+                codes::EXECABORT,
+                &format!("Transaction discarded: {}", st.refusal()),
+            ),
+        );
+    }
+    let guard = sh.stripes().lock(keys.iter().map(|k| (*k, true)));
+    let mut view = View::now(sh);
+    let replies: Vec<Reply> = reqs.iter().map(|r| eval_queued(sh, r, &mut view)).collect();
+    if !view.overlay.is_empty() {
+        let batch = batch_of(view.overlay.into_iter().collect());
+        if let Err(e) = sh.db().write(batch) {
+            sh.note_write_error(&e);
+            drop(guard);
+            return error(
+                out,
+                &codes::line(codes::EXECABORT, &format!("Transaction not applied: {e}")),
+            );
+        }
+    }
+    drop(guard);
+    Reply::Array(replies).encode(out);
+}
+
+/// One queued command's reply inside EXEC.
+fn eval_queued(sh: &Shared, r: &[&[u8]], view: &mut View<'_>) -> Reply {
+    let engine = |e: duplex_engine::Error| Reply::Error(ErrLine::err(e.to_string()).0);
+    match lookup(r[0]).0 {
+        Cmd::Set | Cmd::MSet | Cmd::Del => match parse_write(sh, r) {
+            Err(m) => Reply::Error(m.0),
+            Ok(op) => match eval_write(&op, view, true) {
+                Ok((rep, _)) => rep,
+                Err(e) => engine(e),
+            },
+        },
+        Cmd::Get => match view.get(r[1]) {
+            Ok(v) => v.map_or(Reply::Null, Reply::Bulk),
+            Err(e) => engine(e),
+        },
+        Cmd::MGet => {
+            let vals: Result<Vec<Reply>, _> = r[1..]
+                .iter()
+                .map(|k| view.get(k).map(|v| v.map_or(Reply::Null, Reply::Bulk)))
+                .collect();
+            vals.map_or_else(engine, Reply::Array)
+        }
+        Cmd::Exists => {
+            let mut n = 0;
+            let mut err = None;
+            for k in &r[1..] {
+                match view.exists(k) {
+                    Ok(true) => n += 1,
+                    Ok(false) => {}
+                    Err(e) => err = Some(e),
+                }
+            }
+            err.map_or(Reply::Integer(n), engine)
+        }
+        Cmd::Ping => r
+            .get(1)
+            .map_or_else(|| Reply::Simple("PONG".into()), |m| Reply::Bulk(m.to_vec())),
+        Cmd::Echo => Reply::Bulk(r[1].to_vec()),
+        _ => Reply::Error("ERR command not allowed inside MULTI".into()),
+    }
+}

@@ -1,0 +1,88 @@
+//! The crate's one error type, [`Error`], and the kinds of damage the `STATE` file decoder
+//! tells apart ([`StateDamage`]). Every message says what happened and what to do.
+
+use std::path::PathBuf;
+
+/// Everything that stops `duplexd` from starting or running, or a backup from being taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file operation failed.
+    #[error("I/O error during {op} on {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `STATE` file is damaged (never guessed over: the epoch must not go backwards).
+    #[error("the state file {path} is damaged ({why}); if this server's data is otherwise sound, restore the file from a backup or delete it (the epoch then restarts at 1, so fence this server first)")]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: StateDamage,
+    },
+    /// The engine refused (open, backup, ...).
+    #[error(transparent)]
+    Engine(#[from] duplex_engine::Error),
+    /// Binding or accepting failed.
+    #[error("network: {0}")]
+    Net(#[source] std::io::Error),
+    /// A backup was asked for while another one runs.
+    #[error("a backup is already running; wait for it to finish (INFO persistence shows the last one) and ask again")]
+    BackupRunning,
+    /// A backup name that is not a plain directory name.
+    #[error("backup name {name:?} must be a plain directory name (no '/' or '\\', not starting with '.', not ending in '.tmp')")]
+    BackupName {
+        /// The name given.
+        name: String,
+    },
+    /// The backup's directory exists already.
+    #[error("{} already exists; give the backup another name", path.display())]
+    BackupExists {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+/// What is wrong with a `STATE` file's bytes (layout in `docs/FORMAT.md`, section "duplexd
+/// STATE file").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateDamage {
+    /// The file is not exactly [`crate::state::STATE_LEN`] bytes.
+    #[error("length {len} is not {expected}")]
+    Length {
+        /// Bytes found.
+        len: usize,
+        /// Bytes expected.
+        expected: usize,
+    },
+    /// The file does not open with `DPXSTATE`.
+    #[error("bad magic")]
+    BadMagic,
+    /// The checksum does not match the contents.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// CRC32C stored in the file.
+        stored: u32,
+        /// CRC32C of the contents.
+        computed: u32,
+    },
+    /// A format version this build does not read.
+    #[error("unsupported version {0}")]
+    Version(u32),
+    /// Reserved bytes are not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
+    /// The state byte names no known state.
+    #[error("unknown state byte {0}")]
+    UnknownState(u8),
+}

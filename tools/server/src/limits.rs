@@ -1,0 +1,42 @@
+//! Every bound the daemon keeps on its own work, in one place: how many requests run
+//! together, how many bytes one commit or one reply buffer may hold, how often blocked
+//! threads look up. A new limit goes here, named with its unit.
+//!
+//! The protocol limits that come from the configuration (argument sizes and counts) are
+//! not here: they are [`duplex_proto::Limits`], built by [`crate::config::ServerConfig::limits`].
+
+use std::time::Duration;
+
+/// Most non-write requests executed together by one connection before their replies are
+/// looked at (written out, or held back when the client is slow to read them).
+pub const GROUP_MAX: usize = 1024;
+/// Most write requests of one connection in one commit (one `write_many`).
+pub const RUN_MAX: usize = 1024;
+/// Most argument bytes of one connection's writes in one commit.
+pub const RUN_BYTES_MAX: usize = 8 << 20;
+/// Most reply bytes a connection gathers before they are written out; above it the
+/// connection's next requests wait until the client has read its replies.
+pub const OUT_BYTES_MAX: usize = 1 << 20;
+/// Bytes asked of the socket in one read.
+pub const CHUNK_BYTES: usize = 16 << 10;
+/// Most bytes read from one connection in one event-loop turn; the rest waits a turn.
+pub const READ_PER_TURN_BYTES: usize = 256 << 10;
+/// How often blocked threads (connections, event loops, the scheduler, the shutdown wait)
+/// look at the shutdown flag.
+pub const POLL: Duration = Duration::from_millis(100);
+/// How long a stopping event loop keeps trying to send replies before it closes anyway.
+pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long the shutdown sequence waits for connections to finish their requests.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Most event-loop threads (`io_threads`).
+pub const IO_THREADS_MAX: usize = 64;
+/// Stack of a connection thread (`io = "threads"`).
+pub const CONN_STACK_BYTES: usize = 256 << 10;
+/// Number of key stripes for conditional writes (see [`crate::shared::Stripes`]).
+pub const STRIPES: usize = 1024;
+/// Most live SCAN cursors; the oldest is dropped beyond this.
+pub const CURSORS_MAX: usize = 10_000;
+/// How long an unused SCAN cursor lives.
+pub const CURSOR_TTL: Duration = Duration::from_secs(600);
+/// Most keys one SCAN call examines (its COUNT is capped here).
+pub const SCAN_COUNT_MAX: usize = 100_000;

@@ -1,0 +1,261 @@
+//! One connection's requests, from bytes to replies: parse → group → execute → reply. Every
+//! connection layer ([`crate::net`]) drives its connections through [`Session::step`], so
+//! the grouping rules and their limits ([`crate::limits`]) exist once:
+//! - requests are parsed with the configured [`duplex_proto::Limits`]; a protocol error is
+//!   answered and closes the connection;
+//! - non-write requests gather (up to [`GROUP_MAX`]) and run together
+//!   ([`crate::cmd::execute`]: a run of reads shares one snapshot) as soon as a write, the
+//!   end of the complete input, or the group limit is reached;
+//! - a run of consecutive writes (SET, MSET, DEL; up to [`RUN_MAX`] requests and
+//!   [`RUN_BYTES_MAX`] argument bytes) is handed back to the layer as [`Step::Writes`]; the
+//!   layer commits it alone or with other connections' runs ([`commit`]: one `write_many`),
+//!   appends the replies, and steps again. So a connection's replies stay in request order
+//!   and its reads see its earlier writes;
+//! - once [`OUT_BYTES_MAX`] reply bytes are waiting, the session stops ([`Step::Flush`])
+//!   until the layer has sent them.
+
+use duplex_proto::{parse_request, Parsed};
+
+use crate::cmd::{self, ConnState};
+use crate::limits::{GROUP_MAX, OUT_BYTES_MAX, RUN_BYTES_MAX, RUN_MAX};
+use crate::shared::Shared;
+
+/// What a connection layer does after a [`Session::step`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A run of writes to commit ([`commit`]), alone or with other connections' runs; its
+    /// replies go to this connection's output, then step again.
+    Writes(Vec<Vec<&'a [u8]>>),
+    /// Every complete request has run: read more input.
+    NeedInput,
+    /// Too many replies are waiting: send them, then step again.
+    Flush,
+    /// Close the connection once its replies are sent (QUIT or a protocol error).
+    Close,
+}
+
+/// The command side of one connection: its [`ConnState`] (authentication, name, MULTI).
+#[derive(Debug)]
+pub struct Session {
+    st: ConnState,
+    closing: bool,
+}
+
+impl Session {
+    /// A session for a new connection (a fresh client id; authenticated when no password is
+    /// configured).
+    pub fn new(sh: &Shared) -> Session {
+        Session {
+            st: ConnState::new(sh.next_client_id(), sh.cfg().requirepass.is_none()),
+            closing: false,
+        }
+    }
+
+    /// The client id.
+    pub fn id(&self) -> u64 {
+        self.st.id
+    }
+
+    /// Runs the requests of `buf` from `*pos` on, appending replies to `out` and moving
+    /// `*pos` past what it consumed, up to the next thing the layer must do.
+    pub fn step<'a>(
+        &mut self,
+        sh: &Shared,
+        buf: &'a [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Step<'a> {
+        if self.closing {
+            return Step::Close;
+        }
+        let mut plain: Vec<Vec<&'a [u8]>> = Vec::new();
+        loop {
+            if plain.len() >= GROUP_MAX || out.len() > OUT_BYTES_MAX {
+                if !self.run_plain(sh, &mut plain, out) {
+                    return Step::Close;
+                }
+                if out.len() > OUT_BYTES_MAX {
+                    return Step::Flush;
+                }
+            }
+            match parse_request(&buf[*pos..], sh.limits()) {
+                Ok(Parsed::Incomplete) => {
+                    return if self.run_plain(sh, &mut plain, out) {
+                        Step::NeedInput
+                    } else {
+                        Step::Close
+                    };
+                }
+                Err(e) => {
+                    if self.run_plain(sh, &mut plain, out) {
+                        duplex_proto::error(out, &e.reply_text());
+                        tracing::debug!(client = self.st.id, error = %e, "protocol error; closing");
+                    }
+                    self.closing = true;
+                    return Step::Close;
+                }
+                Ok(Parsed::Request { args, consumed }) => {
+                    if args.is_empty() {
+                        *pos += consumed;
+                        continue;
+                    }
+                    if !cmd::is_write(&args) {
+                        *pos += consumed;
+                        plain.push(args);
+                        continue;
+                    }
+                    // A write: what came before runs first (it may AUTH, MULTI, or QUIT).
+                    if !self.run_plain(sh, &mut plain, out) {
+                        return Step::Close;
+                    }
+                    *pos += consumed;
+                    if !self.st.authed || self.st.multi.is_some() {
+                        // NOAUTH or QUEUED, answered as usual.
+                        plain.push(args);
+                        continue;
+                    }
+                    return Step::Writes(write_run(sh, buf, pos, args));
+                }
+            }
+        }
+    }
+
+    /// Runs the non-write requests gathered so far. Returns false when the connection must
+    /// close (QUIT).
+    fn run_plain(&mut self, sh: &Shared, plain: &mut Vec<Vec<&[u8]>>, out: &mut Vec<u8>) -> bool {
+        if !plain.is_empty() {
+            sh.count_commands(plain.len());
+            if cmd::execute(sh, &mut self.st, plain, out) {
+                self.closing = true;
+            }
+            plain.clear();
+        }
+        !self.closing
+    }
+}
+
+/// The run of writes starting with `first`: the consecutive writes that follow it in
+/// `buf`, within [`RUN_MAX`] and [`RUN_BYTES_MAX`].
+fn write_run<'a>(
+    sh: &Shared,
+    buf: &'a [u8],
+    pos: &mut usize,
+    first: Vec<&'a [u8]>,
+) -> Vec<Vec<&'a [u8]>> {
+    let mut bytes: usize = first.iter().map(|a| a.len()).sum();
+    let mut run = vec![first];
+    while run.len() < RUN_MAX && bytes < RUN_BYTES_MAX {
+        match parse_request(&buf[*pos..], sh.limits()) {
+            Ok(Parsed::Request { args, consumed }) if !args.is_empty() && cmd::is_write(&args) => {
+                *pos += consumed;
+                bytes += args.iter().map(|a| a.len()).sum::<usize>();
+                run.push(args);
+            }
+            _ => break,
+        }
+    }
+    run
+}
+
+/// Commits the write runs of one or more sessions together ([`cmd::write_groups`]: one
+/// `write_many`); returns each run's replies, in order.
+pub fn commit(sh: &Shared, runs: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
+    sh.count_commands(runs.iter().map(|r| r.len()).sum());
+    cmd::write_groups(sh, runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use duplex_engine::{Config as DbConfig, Database, SyncPolicy};
+    use duplex_wal::ManualClock;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::state::{OpState, StateRecord, StateTable};
+
+    /// A `Shared` over a fresh database, no sockets.
+    fn shared(dir: &std::path::Path, requirepass: Option<&str>) -> Shared {
+        let db = Database::open(
+            dir.join("data"),
+            DbConfig {
+                sync: SyncPolicy::Never,
+                ..DbConfig::default()
+            },
+        )
+        .unwrap();
+        let rec = StateRecord {
+            state: OpState::Running,
+            epoch: 1,
+            node_id: 1,
+            updated_ms: 0,
+        };
+        let table = StateTable::new(dir, rec).unwrap();
+        let cfg = ServerConfig {
+            data: dir.join("data"),
+            requirepass: requirepass.map(str::to_owned),
+            ..ServerConfig::default()
+        };
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Shared::new(db, cfg, table, Arc::new(ManualClock::new(1)), addr)
+    }
+
+    #[test]
+    fn step_hands_back_write_runs_in_request_order() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let buf = b"SET a 1\r\nGET a\r\nSET b 2\r\nMSET c 3 d 4\r\nGET b\r\nPING\r\nGET";
+        let (mut pos, mut out) = (0, Vec::new());
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("a write run first");
+        };
+        assert_eq!(run.len(), 1);
+        assert!(out.is_empty(), "nothing answered before the write");
+        out.extend(commit(&sh, &[&run]).concat());
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("the second run");
+        };
+        assert_eq!(run.len(), 2, "SET and MSET run together");
+        out.extend(commit(&sh, &[&run]).concat());
+        assert_eq!(s.step(&sh, buf, &mut pos, &mut out), Step::NeedInput);
+        assert_eq!(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n$1\r\n2\r\n+PONG\r\n");
+        assert_eq!(&buf[pos..], b"GET", "the incomplete request stays");
+        assert_eq!(sh.stats().total_commands, 6);
+    }
+
+    #[test]
+    fn quit_and_protocol_errors_close() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"PING\r\nQUIT\r\nPING\r\n", &mut pos, &mut out),
+            Step::Close
+        );
+        assert_eq!(out, b"+PONG\r\n+OK\r\n");
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"*1\r\n+x\r\n", &mut pos, &mut out),
+            Step::Close
+        );
+        assert!(out.starts_with(b"-ERR Protocol error"), "{out:?}");
+    }
+
+    #[test]
+    fn a_write_before_auth_is_refused_not_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), Some("pw"));
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        let buf = b"SET a 1\r\nAUTH pw\r\nSET a 1\r\n";
+        let Step::Writes(run) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("the write after AUTH is a run");
+        };
+        assert_eq!(run.len(), 1);
+        assert_eq!(out, b"-NOAUTH Authentication required.\r\n+OK\r\n");
+    }
+}

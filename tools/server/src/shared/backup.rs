@@ -1,0 +1,191 @@
+//! Online backups on request and on schedule: one at a time, into `backup_dir/<name>`,
+//! with the state `backing-up` meanwhile and retention applied after each success.
+//!
+//! What is known about the last attempt is kept for INFO ([`BackupInfo`]).
+
+use std::path::{Path, PathBuf};
+
+use duplex_engine::{BackupReport, Database};
+use duplex_wal::Clock;
+use parking_lot::Mutex;
+
+use crate::config::ServerConfig;
+use crate::state::{OpState, StateTable};
+use crate::Error;
+
+/// What is known about the backups taken since start, for INFO.
+#[derive(Debug, Clone, Default)]
+pub struct BackupInfo {
+    /// Backups completed since start.
+    pub taken: u64,
+    /// Backups failed since start.
+    pub failed: u64,
+    /// Directory of the last completed backup.
+    pub last_dir: Option<PathBuf>,
+    /// When it completed, Unix ms.
+    pub last_ms: u64,
+    /// Last error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The backup service: one backup at a time, and what the last ones did.
+#[derive(Debug, Default)]
+pub struct Backups {
+    info: Mutex<BackupInfo>,
+    running: Mutex<()>,
+}
+
+/// What a backup needs from the rest of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupCtx<'a> {
+    /// The database to copy.
+    pub db: &'a Database,
+    /// The state table (`backing-up` while it runs).
+    pub state: &'a StateTable,
+    /// The configuration (backup and archive directories, retention).
+    pub cfg: &'a ServerConfig,
+    /// The clock (backup names and INFO times).
+    pub clock: &'a dyn Clock,
+}
+
+impl Backups {
+    /// What is known about the backups taken since start.
+    pub fn info(&self) -> BackupInfo {
+        self.info.lock().clone()
+    }
+
+    /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
+    /// applies retention. State `backing-up` meanwhile (if it was `running`).
+    pub fn take(&self, cx: BackupCtx<'_>, name: Option<&str>) -> Result<BackupReport, Error> {
+        let Some(_one) = self.running.try_lock() else {
+            return Err(Error::BackupRunning);
+        };
+        let root = &cx.cfg.backup_dir;
+        std::fs::create_dir_all(root).map_err(|source| Error::Io {
+            op: "create backup directory",
+            path: root.clone(),
+            source,
+        })?;
+        let dest = match name {
+            Some(n) if !plain_name(n) => return Err(Error::BackupName { name: n.to_owned() }),
+            Some(n) => root.join(n),
+            None => unique_dir(root, &timestamp_name(cx.clock.now_ms())),
+        };
+        if dest.exists() {
+            return Err(Error::BackupExists { path: dest });
+        }
+        let moved = cx.state.transition(OpState::Running, OpState::BackingUp);
+        tracing::info!(event = "backup_start", dir = %dest.display(), "backup started");
+        let res = cx.db.backup(&dest, None);
+        if moved {
+            cx.state.transition(OpState::BackingUp, OpState::Running);
+        }
+        match res {
+            Ok(rep) => {
+                {
+                    let mut info = self.info.lock();
+                    info.taken += 1;
+                    info.last_dir = Some(rep.dir.clone());
+                    info.last_ms = cx.clock.now_ms();
+                    info.last_error = None;
+                }
+                tracing::info!(event = "backup_done", dir = %rep.dir.display(), bytes = rep.bytes_copied, seconds = rep.seconds, "backup completed");
+                retention(cx.cfg);
+                Ok(rep)
+            }
+            Err(e) => {
+                {
+                    let mut info = self.info.lock();
+                    info.failed += 1;
+                    info.last_error = Some(e.to_string());
+                }
+                tracing::error!(event = "backup_failed", error = %e, "backup failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Applies retention after a backup; a failure is logged (the backup itself stands).
+fn retention(cfg: &ServerConfig) {
+    match duplex_engine::apply_retention(
+        &duplex_wal::StdStorage,
+        &cfg.backup_dir,
+        cfg.archive(),
+        cfg.keep_backups,
+    ) {
+        Ok(r) => tracing::info!(
+            event = "retention",
+            backups_removed = r.backups_removed.len(),
+            segments_removed = r.segments_removed.len(),
+            "retention applied"
+        ),
+        Err(e) => {
+            tracing::warn!(event = "retention_failed", error = %e, "retention failed")
+        }
+    }
+}
+
+/// Whether `n` names a directory inside the backup directory (not a path, not hidden, not
+/// a leftover of an interrupted copy).
+fn plain_name(n: &str) -> bool {
+    !(n.is_empty()
+        || n.contains('/')
+        || n.contains('\\')
+        || n.starts_with('.')
+        || n.ends_with(".tmp"))
+}
+
+/// `name`, or `name-2`, `name-3`, ... whichever does not exist under `root`.
+fn unique_dir(root: &Path, name: &str) -> PathBuf {
+    let mut p = root.join(name);
+    let mut i = 2;
+    while p.exists() {
+        p = root.join(format!("{name}-{i}"));
+        i += 1;
+    }
+    p
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` (UTC) for Unix milliseconds.
+pub fn timestamp_name(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(timestamp_name(0), "19700101T000000.000Z");
+        assert_eq!(timestamp_name(1_700_000_000_123), "20231114T221320.123Z");
+        assert!(plain_name("first"));
+        for bad in ["", "../evil", "a\\b", ".hidden", "x.tmp"] {
+            assert!(!plain_name(bad), "{bad}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("n")).unwrap();
+        assert_eq!(unique_dir(d.path(), "n"), d.path().join("n-2"));
+        assert_eq!(unique_dir(d.path(), "m"), d.path().join("m"));
+    }
+}

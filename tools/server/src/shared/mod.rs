@@ -1,0 +1,231 @@
+//! The state every thread of the daemon shares, behind methods: the database, the
+//! configuration in force, the operation state table, the key stripes, the SCAN cursors,
+//! the backup service and the counters INFO reports. Nothing here knows about sockets or
+//! RESP; the layers above ask, this answers.
+//!
+//! - [`Stripes`]: the key locks of conditional writes and transactions.
+//! - [`Cursors`]: SCAN cursors.
+//! - [`BackupInfo`]: what the backups taken since start did ([`Shared::backup`] takes one).
+
+mod backup;
+mod cursors;
+mod stripes;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duplex_engine::{BackupReport, Database};
+use duplex_proto::Limits;
+use duplex_wal::Clock;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use backup::Backups;
+pub use backup::{timestamp_name, BackupInfo};
+pub use cursors::Cursors;
+pub use stripes::{StripeGuard, Stripes};
+
+use crate::config::ServerConfig;
+use crate::state::{OpState, StateTable};
+use crate::Error;
+
+/// Counters INFO reports, read with [`Shared::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Connected clients.
+    pub clients: usize,
+    /// Connections accepted since start.
+    pub total_connections: u64,
+    /// Commands processed since start.
+    pub total_commands: u64,
+    /// Connections refused at `max_clients`.
+    pub rejected_connections: u64,
+}
+
+/// State shared by every thread of the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    db: Database,
+    cfg: ServerConfig,
+    limits: Limits,
+    state: StateTable,
+    clock: Arc<dyn Clock>,
+    stripes: Stripes,
+    cursors: Mutex<Cursors>,
+    backups: Backups,
+    addr: SocketAddr,
+    started: Instant,
+    shutdown: AtomicBool,
+    clients: AtomicUsize,
+    total_connections: AtomicU64,
+    total_commands: AtomicU64,
+    rejected_connections: AtomicU64,
+    next_client_id: AtomicU64,
+    conns_done: Condvar,
+    conns_lock: Mutex<()>,
+}
+
+impl Shared {
+    /// The shared state of a daemon serving `db` on `addr`.
+    pub fn new(
+        db: Database,
+        cfg: ServerConfig,
+        state: StateTable,
+        clock: Arc<dyn Clock>,
+        addr: SocketAddr,
+    ) -> Shared {
+        Shared {
+            limits: cfg.limits(),
+            cursors: Mutex::new(Cursors::new(clock.now_ms() & 0xffff_ffff)),
+            db,
+            cfg,
+            state,
+            clock,
+            stripes: Stripes::default(),
+            backups: Backups::default(),
+            addr,
+            started: Instant::now(),
+            shutdown: AtomicBool::new(false),
+            clients: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(1),
+            conns_done: Condvar::new(),
+            conns_lock: Mutex::new(()),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The configuration in force.
+    pub fn cfg(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The protocol limits requests are parsed with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The operation state table.
+    pub fn state(&self) -> &StateTable {
+        &self.state
+    }
+
+    /// The clock schedules and timestamps read.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The key stripes.
+    pub fn stripes(&self) -> &Stripes {
+        &self.stripes
+    }
+
+    /// The SCAN cursors (locked while the guard lives).
+    pub fn cursors(&self) -> MutexGuard<'_, Cursors> {
+        self.cursors.lock()
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How long the daemon has been serving.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The counters INFO reports.
+    pub fn stats(&self) -> Counters {
+        Counters {
+            clients: self.clients.load(Ordering::Relaxed),
+            total_connections: self.total_connections.load(Ordering::Relaxed),
+            total_commands: self.total_commands.load(Ordering::Relaxed),
+            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `n` commands processed.
+    pub fn count_commands(&self, n: usize) {
+        self.total_commands.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A fresh client id (CLIENT ID).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the shutdown sequence has begun.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Begins the shutdown sequence; returns whether it had already begun.
+    pub fn begin_shutdown(&self) -> bool {
+        self.shutdown.swap(true, Ordering::SeqCst)
+    }
+
+    /// Counts an accepted connection and admits it unless `max_clients` are connected.
+    /// An admitted connection must end with [`Shared::conn_closed`].
+    pub fn admit(&self) -> bool {
+        self.total_connections.fetch_add(1, Ordering::Relaxed);
+        if self.clients.load(Ordering::SeqCst) >= self.cfg.max_clients {
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.clients.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// An admitted connection has closed: one client fewer, and the shutdown sequence
+    /// (waiting for the clients to finish) is told.
+    pub fn conn_closed(&self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
+        let _g = self.conns_lock.lock();
+        self.conns_done.notify_all();
+    }
+
+    /// Waits until every admitted connection has closed or `timeout` has passed; returns
+    /// how many are still open.
+    pub fn wait_for_clients(&self, timeout: Duration, poll: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.conns_lock.lock();
+        while self.clients.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            self.conns_done.wait_for(&mut g, poll);
+        }
+        self.clients.load(Ordering::SeqCst)
+    }
+
+    /// Records an engine error met on the write path: a poisoned or failing WAL or store
+    /// moves the server to `failed` (writes refused from then on).
+    pub fn note_write_error(&self, e: &duplex_engine::Error) {
+        if e.is_fatal() && self.state.get().state != OpState::Failed {
+            tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
+            let _ = self.state.set(OpState::Failed, false);
+        }
+    }
+
+    /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
+    /// applies retention. State `backing-up` meanwhile (if it was `running`).
+    pub fn backup(&self, name: Option<&str>) -> Result<BackupReport, Error> {
+        let cx = backup::BackupCtx {
+            db: &self.db,
+            state: &self.state,
+            cfg: &self.cfg,
+            clock: &*self.clock,
+        };
+        self.backups.take(cx, name)
+    }
+
+    /// What is known about the backups taken since start.
+    pub fn backup_info(&self) -> BackupInfo {
+        self.backups.info()
+    }
+}
