@@ -66,7 +66,7 @@ fn always(c: &mut Criterion) {
         let pays = thread_payloads(threads, SMALL);
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new("duplex", threads), |b| {
-            b.iter_custom(|iters| run_iters(threads, iters, |t| log.append(&pays[t])))
+            b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.append(&pays[t])))
         });
     }
     for threads in ALWAYS_THREADS_OKAYWAL {
@@ -74,7 +74,7 @@ fn always(c: &mut Criterion) {
         let pays = thread_payloads(threads, SMALL);
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new("okaywal", threads), |b| {
-            b.iter_custom(|iters| run_iters(threads, iters, |t| log.commit(&pays[t])))
+            b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.commit(&pays[t])))
         });
     }
     g.finish();
@@ -89,7 +89,7 @@ fn never(c: &mut Criterion) {
             let pays = thread_payloads(threads, len);
             g.throughput(Throughput::Elements(threads as u64));
             g.bench_function(BenchmarkId::new(format!("duplex/{len}B"), threads), |b| {
-                b.iter_custom(|iters| run_iters(threads, iters, |t| log.append(&pays[t])))
+                b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.append(&pays[t])))
             });
         }
         let log = OkayLog::open("never-okaywal");

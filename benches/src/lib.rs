@@ -32,6 +32,8 @@ use okaywal::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub mod engines;
+
 /// Payload of the small-record workloads.
 pub const SMALL: usize = 100;
 /// Payload of the large-record workloads.
@@ -343,9 +345,9 @@ impl Drop for OkayLog {
 // ---------------------------------------------------------------------------------------
 // Threads.
 
-/// Runs `op(thread_index)` `iters` times on each of `threads` threads, all released at
-/// once; returns the time from the release until the last thread finished.
-pub fn run_iters<F: Fn(usize) + Sync>(threads: usize, iters: u64, op: F) -> Duration {
+/// Runs `op(thread_index, n)` for `n` in `0..iters` on each of `threads` threads, all
+/// released at once; returns the time from the release until the last thread finished.
+pub fn run_iters<F: Fn(usize, u64) + Sync>(threads: usize, iters: u64, op: F) -> Duration {
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -353,8 +355,8 @@ pub fn run_iters<F: Fn(usize) + Sync>(threads: usize, iters: u64, op: F) -> Dura
                 let (op, barrier) = (&op, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    for _ in 0..iters {
-                        op(t);
+                    for n in 0..iters {
+                        op(t, n);
                     }
                 })
             })
@@ -595,46 +597,10 @@ pub fn replay_okaywal(dir: &Path) -> Replayed {
     }
 }
 
-/// Keys and values shared by the engine and backup comparisons.
+/// Keys and values shared by the engine and backup comparisons: the generators are the
+/// test kit's (`duplex_testkit::kv`), the engine loads are here.
 pub mod kv {
-    /// Key length of every workload.
-    pub const KEY_LEN: usize = 16;
-    /// Value length of every workload.
-    pub const VALUE_LEN: usize = 100;
-
-    /// SplitMix64: a bijection on u64 with good mixing.
-    pub fn mix(mut x: u64) -> u64 {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
-
-    /// The random-looking 16-byte key number `i` (distinct for distinct `i`: the first 8 bytes
-    /// are a bijection of `i`).
-    pub fn key(i: u64) -> [u8; KEY_LEN] {
-        let mut k = [0u8; KEY_LEN];
-        k[..8].copy_from_slice(&mix(i).to_be_bytes());
-        k[8..].copy_from_slice(&mix(i ^ 0x5555_AAAA_5555_AAAA).to_be_bytes());
-        k
-    }
-
-    /// The 100-byte value of key `i`: random bytes, none of them zero.
-    pub fn value(i: u64) -> [u8; VALUE_LEN] {
-        let mut v = [0u8; VALUE_LEN];
-        let mut s = i ^ 0xC0FF_EE00_D15E_A5E5;
-        for chunk in v.chunks_mut(8) {
-            s = mix(s);
-            let b = s.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        for b in &mut v {
-            if *b == 0 {
-                *b = 1;
-            }
-        }
-        v
-    }
+    pub use duplex_testkit::kv::{key, mix, value, KEY_LEN, VALUE_LEN};
 
     /// Operations per batch in [`load_sorted`], batches per `write_many` in
     /// [`write_records`].

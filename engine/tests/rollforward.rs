@@ -56,12 +56,12 @@ fn put_payload(ts_ms: u64, key: &str) -> Vec<u8> {
 fn setup(
     middle: impl Fn(u64) -> Vec<u8>,
 ) -> (
-    tempfile::TempDir,
+    duplex_testkit::TempDir,
     std::path::PathBuf,
     std::path::PathBuf,
     u64,
 ) {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..50 {
@@ -109,7 +109,7 @@ fn setup(
 }
 
 fn rf(
-    t: &tempfile::TempDir,
+    t: &duplex_testkit::TempDir,
     backup: &Path,
     archive: &Path,
     name: &str,
@@ -204,7 +204,7 @@ fn damage_inside_an_atomic_group_stops_before_the_group() {
 #[test]
 fn roll_forward_matches_a_lww_model_in_one_and_many_chunks() {
     use rand::{Rng, SeedableRng};
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);

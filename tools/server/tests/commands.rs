@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{raw, Daemon};
+use common::{raw, Daemon, ServerDaemon};
 use redis::{Commands, RedisResult, Value};
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+fn tmp() -> duplex_testkit::TempDir {
+    duplex_testkit::temp_dir()
 }
 
 #[test]
