@@ -8,7 +8,8 @@
 //!   at a chosen moment, and the acknowledgement protocol the child reports on its stdout;
 //! - [`kv`]: deterministic keys, values and a 64-bit mixer for workloads;
 //! - [`dirs`]: temporary directories, copying a tree, listing one;
-//! - [`net`]: free loopback ports.
+//! - [`net`]: free loopback ports;
+//! - [`fixtures`]: the committed golden files and the damage their damaged variants carry.
 //!
 //! A dev-only crate (`publish = false`): it depends on none of the Duplex crates, so the
 //! crates under test can use it from their own tests.
@@ -17,6 +18,7 @@
 pub mod child;
 pub mod daemon;
 pub mod dirs;
+pub mod fixtures;
 pub mod kv;
 pub mod net;
 
