@@ -194,7 +194,7 @@ fn intact_backup_verifies_and_restores_with_the_wal_rolled_forward() {
     );
     assert!(!m.is_incremental());
     let into = t.path().join("restored");
-    restore_chain(&storage, &[dir.clone()], &into).expect("restore");
+    restore_chain(&storage, std::slice::from_ref(&dir), &into).expect("restore");
     // The data directory's WAL (LSNs 42..=57) serves as the archive.
     let rf = roll_forward(
         storage,

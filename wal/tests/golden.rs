@@ -80,7 +80,7 @@ fn intact_segments_read_back_exactly() {
         segments(&dir).len() >= 3,
         "the fixture spans several segments"
     );
-    let records = read_all(Arc::new(StdStorage), &[dir.clone()]).expect("read the fixture");
+    let records = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect("read the fixture");
     let got: Vec<(u64, u8, Vec<u8>)> = records
         .into_iter()
         .map(|r| (r.lsn, r.kind, r.payload))
@@ -118,7 +118,7 @@ fn corrupt_at(err: Error, file: &Path, offset: u64) -> CorruptKind {
 fn a_flipped_byte_is_corruption_naming_segment_and_offset() {
     let (_t, dir) = scratch_copy(&fixture("flipped-byte"));
     let seg = segments(&dir)[DAMAGED_SEGMENT].clone();
-    let err = read_all(Arc::new(StdStorage), &[dir.clone()]).expect_err("damage must show");
+    let err = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
     let kind = corrupt_at(err, &seg, DAMAGED_OFFSET);
     assert!(matches!(kind, CorruptKind::CrcMismatch { .. }), "{kind}");
     // Recovery refuses too: good records follow the damage, so it is no torn tail.
@@ -131,7 +131,7 @@ fn a_flipped_byte_is_corruption_naming_segment_and_offset() {
 fn a_cut_segment_before_the_last_is_corruption_naming_it() {
     let (_t, dir) = scratch_copy(&fixture("cut-segment"));
     let seg = segments(&dir)[DAMAGED_SEGMENT].clone();
-    let err = read_all(Arc::new(StdStorage), &[dir.clone()]).expect_err("damage must show");
+    let err = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
     let kind = corrupt_at(err, &seg, DAMAGED_OFFSET);
     assert!(matches!(kind, CorruptKind::Truncated), "{kind}");
     let err = Wal::open(&dir, options()).expect_err("recovery must refuse");
