@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use duplex_benches::engines::{
     fresh_dir, key, load, mix, thread_base, value, Store, BATCH, KINDS, THREADS,
 };
@@ -136,9 +136,15 @@ fn reads(c: &mut Criterion) {
     }
 }
 
-criterion_group! {
-    name = engine;
-    config = config();
-    targets = puts, batches, reads
+/// The group, in a private module: `criterion_group!` defines an undocumented `pub fn`.
+mod group {
+    use super::{batches, config, puts, reads};
+    use criterion::criterion_group;
+
+    criterion_group! {
+        name = engine;
+        config = config();
+        targets = puts, batches, reads
+    }
 }
-criterion_main!(engine);
+criterion_main!(group::engine);
