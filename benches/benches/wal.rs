@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use duplex_benches::{
-    build_duplex_log, build_duplex_log_with, build_okaywal_log, describe_bench_root, payload,
+    build_duplex_log, build_okaywal_log, describe_bench_root, payload, reader_tail_log,
     records_for, replay_duplex, replay_log_bytes, replay_okaywal, run_iters, thread_payloads,
     DuplexLog, OkayLog, RawLoop, RawMode, LARGE, OKAYWAL_CHUNKS_PER_ENTRY, SMALL,
 };
 use duplex_wal::format::{encode_record, RECORD_HEADER_LEN};
-use duplex_wal::{SyncPolicy, WalOptions};
+use duplex_wal::SyncPolicy;
 
 fn config() -> Criterion {
     eprintln!("bench files under {}", describe_bench_root());
@@ -135,15 +135,7 @@ fn replay(c: &mut Criterion) {
 fn reader_tail(c: &mut Criterion) {
     let mut g = c.benchmark_group("reader-tail");
     for preallocate in [true, false] {
-        let log = build_duplex_log_with(
-            SMALL,
-            1,
-            WalOptions {
-                sync: SyncPolicy::Never,
-                preallocate,
-                ..WalOptions::default()
-            },
-        );
+        let log = reader_tail_log(preallocate);
         let name = if preallocate {
             "preallocated-64MiB"
         } else {

@@ -406,18 +406,10 @@ pub fn rss() -> Rss {
 
 /// Directory under which the databases go.
 pub fn engine_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("DUPLEX_BENCH_DIR") {
-        return PathBuf::from(d).join("engine");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/engine-bench")
+    crate::runner_root("engine", "engine-bench")
 }
 
 /// A fresh empty directory under [`engine_root`] (removed on drop).
 pub fn fresh_dir(tag: &str) -> tempfile::TempDir {
-    let root = engine_root();
-    std::fs::create_dir_all(&root).expect("create bench root");
-    tempfile::Builder::new()
-        .prefix(&format!("{tag}-"))
-        .tempdir_in(&root)
-        .expect("temp dir")
+    crate::temp_dir_in(&engine_root(), tag)
 }

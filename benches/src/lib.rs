@@ -54,12 +54,27 @@ pub fn bench_root() -> PathBuf {
 
 /// A fresh, empty directory under [`bench_root`], removed on drop.
 pub fn temp_dir(tag: &str) -> tempfile::TempDir {
-    let root = bench_root();
-    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+    temp_dir_in(&bench_root(), tag)
+}
+
+/// A fresh, empty directory `<tag>-*` under `root` (created if needed), removed on drop.
+pub fn temp_dir_in(root: &Path, tag: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     tempfile::Builder::new()
         .prefix(&format!("{tag}-"))
-        .tempdir_in(&root)
+        .tempdir_in(root)
         .unwrap_or_else(|e| panic!("temp dir in {}: {e}", root.display()))
+}
+
+/// Where the files of one comparison runner go: `$DUPLEX_BENCH_DIR/<sub>`, or
+/// `target/<default>` of this workspace.
+pub fn runner_root(sub: &str, default: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("DUPLEX_BENCH_DIR") {
+        return PathBuf::from(d).join(sub);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(default)
 }
 
 /// Name of the file system holding `path` (from `statfs`), e.g. `ext4`, `tmpfs`.
@@ -454,6 +469,20 @@ pub fn build_duplex_log(len: usize, records: u64) -> ReplayLog {
         records,
         WalOptions {
             sync: SyncPolicy::Never,
+            ..WalOptions::default()
+        },
+    )
+}
+
+/// A log of one small record without fsyncs, its segment pre-allocated or not: what the
+/// reader-tail workloads read to the end of.
+pub fn reader_tail_log(preallocate: bool) -> ReplayLog {
+    build_duplex_log_with(
+        SMALL,
+        1,
+        WalOptions {
+            sync: SyncPolicy::Never,
+            preallocate,
             ..WalOptions::default()
         },
     )

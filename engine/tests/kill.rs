@@ -36,13 +36,14 @@ use std::fmt::Write as _;
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use duplex_testkit::child::{self, Ack, AckOutput, KillAt, Knobs, SEED_ENV};
+use duplex_testkit::child::{self, Ack, AckOutput, KillAt, Knobs, Spec};
 use duplex_testkit::copy_tree;
 use duplex_testkit::dirs::listing;
 use duplex_testkit::kv::{fill, mix};
+use duplex_wal::le;
 
 use duplex_engine::format::{parse_store_file_name, store_file_name};
 use duplex_engine::{
@@ -51,8 +52,6 @@ use duplex_engine::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const CHILD_DIR_ENV: &str = "DUPLEX_ENGINE_KILL_CHILD_DIR";
-const CHILD_ROUND_ENV: &str = "DUPLEX_ENGINE_KILL_CHILD_ROUND";
 const DEFAULT_ROUNDS: u32 = 25;
 /// How long the child writes before the kill, in milliseconds (inclusive range).
 const RUN_MS: (u64, u64) = (50, 400);
@@ -66,10 +65,16 @@ const SEGMENT_SIZE: u64 = 64 << 10;
 const CHECKPOINT_WAL_BYTES: u64 = 256 << 10;
 /// Small, so that background compactions happen too.
 const COMPACTION_MIN_BYTES: u64 = 1 << 20;
-/// The child gives up on its own after this, in case the parent vanished.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
-/// The child must have opened the database by then.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The child's variables (its directory and round), writers and time limits: it gives
+/// up on its own after 60 s, in case the parent vanished, and must have opened the database
+/// within 20 s.
+const CHILD: Spec = Spec {
+    dir_env: "DUPLEX_ENGINE_KILL_CHILD_DIR",
+    round_env: "DUPLEX_ENGINE_KILL_CHILD_ROUND",
+    writers: WRITERS,
+    deadline: Duration::from_secs(60),
+    ready_timeout: Duration::from_secs(20),
+};
 /// Marker of a finished explicit checkpoint or compaction: `@maint <round> <what>`.
 const MAINT_MARK: &str = "@maint ";
 /// One round in this many kills the child at a random moment of its start-up (between the
@@ -181,15 +186,10 @@ fn describe_value(v: Option<&[u8]>) -> String {
         return "absent".into();
     };
     if v.len() >= VAL_HEADER && v[..2] == VAL_MAGIC {
-        let le = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b[..r.len()].copy_from_slice(&v[r]);
-            u64::from_le_bytes(b)
-        };
-        let round = le(2..6) as u32;
+        let round = le::u32_at(v, 2);
         let thread = v[6];
-        let seq = le(7..15);
-        let idx = le(15..17) as u16;
+        let seq = le::u64_at(v, 7);
+        let idx = le::u16_at(v, 15);
         for big in [false, true] {
             let id = ValId {
                 round,
@@ -292,20 +292,10 @@ fn unit(round: u32, thread: u8, seq: u64) -> Unit {
 // The child.
 // ---------------------------------------------------------------------------------------
 
-/// The child process: runs only when the parent sets `DUPLEX_ENGINE_KILL_CHILD_DIR`.
-#[test]
-#[ignore = "the child process of sigkill_rounds_lose_no_acknowledged_write"]
-fn child_main() {
-    let Some((dir, round)) = child::child_args(CHILD_DIR_ENV, CHILD_ROUND_ENV) else {
-        return;
-    };
-    let db = Arc::new(
-        Database::open(&dir, db_config())
-            .unwrap_or_else(|e| panic!("child: opening the database in {dir:?}: {e}")),
-    );
-    child::run_writers(WRITERS, CHILD_DEADLINE, move |thread| {
-        child_writer(&db, round, thread);
-    });
+/// The child opens the database in its directory.
+fn open_db(dir: &Path) -> Database {
+    Database::open(dir, db_config())
+        .unwrap_or_else(|e| panic!("child: opening the database in {dir:?}: {e}"))
 }
 
 fn child_writer(db: &Database, round: u32, thread: u8) {
@@ -342,6 +332,13 @@ fn child_writer(db: &Database, round: u32, thread: u8) {
         }
         child::say(&format!("{MAINT_MARK}{round} {}\n", what.0));
     }
+}
+
+/// The child process: runs only when the parent sets `DUPLEX_ENGINE_KILL_CHILD_DIR`.
+#[test]
+#[ignore = "the child process of sigkill_rounds_lose_no_acknowledged_write"]
+fn child_main() {
+    child::child_main(&CHILD, open_db, child_writer);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,16 +382,7 @@ type ChildRun = child::ChildRun<ChildOutput>;
 
 /// Runs the child for `round` on `dir` and kills it per `kill_at`.
 fn run_child(dir: &Path, round: u32, kill_at: KillAt) -> ChildRun {
-    child::run_child(
-        "child_main",
-        &[
-            (CHILD_DIR_ENV, dir.display().to_string()),
-            (CHILD_ROUND_ENV, round.to_string()),
-        ],
-        kill_at,
-        READY_TIMEOUT,
-        read_child_stdout,
-    )
+    child::run_round(&CHILD, dir, round, kill_at, read_child_stdout)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,28 +468,17 @@ impl Verifier {
         );
         let _ = writeln!(notes, "files before the reopen:");
         listing(&self.pre_open, &mut notes);
-        let _ = writeln!(notes, "child stderr:\n{}", cx.run.stderr);
-        let _ = writeln!(notes, "child other stdout:\n{}", cx.run.out.other);
         let _ = writeln!(
             notes,
             "child explicit checkpoints {}, compactions {}",
             cx.run.out.extra.checkpoints, cx.run.out.extra.compactions
         );
-        let _ = writeln!(notes, "acks of this round (lsn round thread seq):");
-        for a in &cx.run.out.acks {
-            let _ = writeln!(notes, "{} {} {} {}", a.lsn, a.round, a.thread, a.seq);
-        }
-        let _ = fs::write(keep.join("notes.txt"), &notes);
-        panic!(
-            "engine kill test failed (seed {}, round {}): {msg}\nreopen: {}\nchild {:?}, stderr: {}\n\
-             database kept in {}",
-            self.seed,
-            cx.round,
-            cx.opened,
-            cx.run.status,
-            cx.run.stderr.trim_end(),
-            keep.display()
+        cx.run.write_notes(&mut notes);
+        let headline = format!(
+            "engine kill test failed (seed {}, round {}): {msg}\nreopen: {}",
+            self.seed, cx.round, cx.opened
         );
+        child::fail_round(cx.run, &keep, &notes, &headline)
     }
 
     fn record(&mut self, id: u32, lsn: u64, v: Option<ValId>) {
@@ -532,7 +509,7 @@ impl Verifier {
             run,
             opened: "not yet".into(),
         };
-        if let Some(msg) = run.first_problem(round, "the database", READY_TIMEOUT) {
+        if let Some(msg) = run.first_problem(&CHILD, round, "the database") {
             self.fail(&cx, msg);
         }
         let (acked, lsns) = self.check_ack_order(&cx);
@@ -842,22 +819,12 @@ impl Verifier {
 /// The real-process test (issue 3, "Proof"): many rounds of write, SIGKILL, reopen, check.
 #[test]
 fn sigkill_rounds_lose_no_acknowledged_write() {
-    let Knobs {
-        rounds,
-        seed,
-        verbose,
-    } = Knobs::from_env(DEFAULT_ROUNDS);
-    let tmp = duplex_testkit::temp_dir();
-    let started = Instant::now();
-    println!(
-        "engine kill test: {rounds} rounds, {SEED_ENV}={seed}, dir {}",
-        tmp.path().display()
-    );
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (knobs, tmp) = Knobs::start("engine kill test", DEFAULT_ROUNDS);
+    let mut rng = StdRng::seed_from_u64(knobs.seed);
     let mut v = Verifier {
         dir: tmp.path().join("db"),
         pre_open: tmp.path().join("pre-open"),
-        seed,
+        seed: knobs.seed,
         vals: vec![None; KEYS as usize],
         history: vec![Vec::new(); KEYS as usize],
         last_lsn: 0,
@@ -868,7 +835,7 @@ fn sigkill_rounds_lose_no_acknowledged_write() {
     // How long the child usually takes to open the database (spawn to ready): start-up
     // kills land anywhere up to a little past it.
     let mut ready_est = Duration::from_millis(80);
-    for round in 1..=rounds {
+    for round in 1..=knobs.rounds {
         let kill_at = if rng.gen_range(0..STARTUP_KILL_EVERY) == 0 {
             v.stats.startup_kills += 1;
             let max = ready_est.as_millis() as u64 * 5 / 4 + 5;
@@ -887,7 +854,7 @@ fn sigkill_rounds_lose_no_acknowledged_write() {
         v.stats.last_events.clear();
         let check_start = Instant::now();
         v.check_round(round, &run, clean_close);
-        if verbose {
+        if knobs.verbose {
             println!(
                 "round {round}: {kill_at:?}: killed after {:?}, ready after {:?}, {} acks, {} \
                  checkpoints and {} compactions asked for, check took {:?}{}{}",
@@ -902,12 +869,8 @@ fn sigkill_rounds_lose_no_acknowledged_write() {
             );
         }
     }
-    print_summary(&v, started);
-    assert!(
-        v.stats.acks > 0,
-        "the child never acknowledged anything in {} rounds: the test tests nothing",
-        v.stats.rounds
-    );
+    print_summary(&v, knobs.started);
+    child::assert_tested(v.stats.acks, v.stats.rounds);
 }
 
 fn print_summary(v: &Verifier, started: Instant) {

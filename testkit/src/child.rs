@@ -10,13 +10,17 @@
 //! ready in time, every line parsed, nothing torn) and the knobs read from the environment.
 
 use std::env;
+use std::fmt::Write as _;
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::dirs::{temp_dir, TempDir};
 
 /// SIGKILL's number: how a killed child's status must read.
 pub const SIGKILL: i32 = 9;
@@ -36,6 +40,24 @@ const EXIT_PARENT_GONE: i32 = 5;
 const EXIT_NOT_KILLED: i32 = 3;
 /// Exit code of a child whose writer thread panicked.
 const EXIT_WRITER_PANICKED: i32 = 4;
+
+/// How a kill test's parent and child find each other: the environment variables that
+/// carry the child's directory and round (unset, the child test does nothing), how many
+/// writer threads it runs, when it gives up on its own, and how long the parent waits for
+/// it to be ready.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// The variable naming the child's directory.
+    pub dir_env: &'static str,
+    /// The variable naming the child's round.
+    pub round_env: &'static str,
+    /// Writer threads in the child.
+    pub writers: u8,
+    /// The child exits on its own after this, in case the parent vanished.
+    pub deadline: Duration,
+    /// The child must have opened what it writes to by then.
+    pub ready_timeout: Duration,
+}
 
 /// When the parent kills the child.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +165,27 @@ pub fn run_child<O: Send + 'static>(
     }
 }
 
+/// Runs round `round` of a kill test on `dir`: the ignored test `child_main` of this test
+/// binary with the variables of `spec` set, killed per `kill_at` (see [`run_child`]).
+pub fn run_round<O: Send + 'static>(
+    spec: &Spec,
+    dir: &Path,
+    round: u32,
+    kill_at: KillAt,
+    read_stdout: fn(ChildStdout, mpsc::Sender<()>) -> O,
+) -> ChildRun<O> {
+    run_child(
+        "child_main",
+        &[
+            (spec.dir_env, dir.display().to_string()),
+            (spec.round_env, round.to_string()),
+        ],
+        kill_at,
+        spec.ready_timeout,
+        read_stdout,
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // The child's side.
 // ---------------------------------------------------------------------------------------
@@ -178,6 +221,24 @@ pub fn say(line: &str) {
 /// Reports an acknowledged write: unit `seq` of `thread` in `round` got `lsn`.
 pub fn say_ack(lsn: u64, round: u32, thread: u8, seq: u64) {
     say(&format!("{ACK_MARK}{lsn} {round} {thread} {seq}\n"));
+}
+
+/// The whole child test: does nothing unless the parent set `spec.dir_env` (see
+/// [`child_args`]); otherwise opens what it writes to with `open(dir)` and runs
+/// `writer(&opened, round, thread)` on `spec.writers` threads until the kill (see
+/// [`run_writers`]).
+pub fn child_main<T: Send + Sync + 'static>(
+    spec: &Spec,
+    open: fn(&Path) -> T,
+    writer: fn(&T, u32, u8),
+) {
+    let Some((dir, round)) = child_args(spec.dir_env, spec.round_env) else {
+        return;
+    };
+    let opened = std::sync::Arc::new(open(&dir));
+    run_writers(spec.writers, spec.deadline, move |thread| {
+        writer(&opened, round, thread);
+    });
 }
 
 /// The child's body once it is open: says it is ready, exits on its own after `deadline`
@@ -318,10 +379,11 @@ pub fn read_acks<X: Default>(
 
 impl<X> ChildRun<AckOutput<X>> {
     /// The first thing wrong with this run before any data is looked at, if any: the child
-    /// was not killed by SIGKILL, did not open `what` within `ready_timeout`, printed lines
-    /// that do not parse, died halfway through an ack line, or acknowledged for another
-    /// round.
-    pub fn first_problem(&self, round: u32, what: &str, ready_timeout: Duration) -> Option<String> {
+    /// was not killed by SIGKILL, did not open `what` within `spec.ready_timeout`, printed
+    /// lines that do not parse, died halfway through an ack line, or acknowledged for
+    /// another round.
+    pub fn first_problem(&self, spec: &Spec, round: u32, what: &str) -> Option<String> {
+        let ready_timeout = spec.ready_timeout;
         if self.exited_early || self.status.signal() != Some(SIGKILL) {
             return Some(format!(
                 "the child was not killed by SIGKILL but ended {:?} on its own",
@@ -353,6 +415,41 @@ impl<X> ChildRun<AckOutput<X>> {
     }
 }
 
+impl<X> ChildRun<AckOutput<X>> {
+    /// Appends the child's stderr, the rest of its stdout and every acknowledgement of the
+    /// round to a failure's notes.
+    pub fn write_notes(&self, notes: &mut String) {
+        let _ = writeln!(notes, "child stderr:\n{}", self.stderr);
+        let _ = writeln!(notes, "child other stdout:\n{}", self.out.other);
+        let _ = writeln!(notes, "acks of this round (lsn round thread seq):");
+        for a in &self.out.acks {
+            let _ = writeln!(notes, "{} {} {} {}", a.lsn, a.round, a.thread, a.seq);
+        }
+    }
+}
+
+/// Fails a round: writes `notes` to `keep/notes.txt` (beside the copies the test kept
+/// there) and panics with `headline`, how the child ended and where the files are.
+#[track_caller]
+pub fn fail_round<O>(run: &ChildRun<O>, keep: &Path, notes: &str, headline: &str) -> ! {
+    let _ = fs::create_dir_all(keep);
+    let _ = fs::write(keep.join("notes.txt"), notes);
+    panic!(
+        "{headline}\nchild {:?}, stderr: {}\nfiles and notes kept in {}",
+        run.status,
+        run.stderr.trim_end(),
+        keep.display()
+    );
+}
+
+/// Fails the test if no round acknowledged anything: it would have tested nothing.
+pub fn assert_tested(acks: u64, rounds: u32) {
+    assert!(
+        acks > 0,
+        "the child never acknowledged anything in {rounds} rounds: the test tests nothing"
+    );
+}
+
 /// The knobs of a kill test, from the environment.
 #[derive(Debug, Clone, Copy)]
 pub struct Knobs {
@@ -362,6 +459,8 @@ pub struct Knobs {
     pub seed: u64,
     /// A line per round ([`VERBOSE_ENV`] set).
     pub verbose: bool,
+    /// When the test started (when the knobs were read).
+    pub started: Instant,
 }
 
 impl Knobs {
@@ -389,6 +488,21 @@ impl Knobs {
             rounds,
             seed,
             verbose: env::var_os(VERBOSE_ENV).is_some(),
+            started: Instant::now(),
         }
+    }
+
+    /// The start of a kill test called `name`: its knobs and a fresh temporary directory
+    /// for its files, announced on stdout with the seed (to repeat a failing run).
+    pub fn start(name: &str, default_rounds: u32) -> (Knobs, TempDir) {
+        let knobs = Knobs::from_env(default_rounds);
+        let tmp = temp_dir();
+        println!(
+            "{name}: {} rounds, {SEED_ENV}={}, dir {}",
+            knobs.rounds,
+            knobs.seed,
+            tmp.path().display()
+        );
+        (knobs, tmp)
     }
 }

@@ -80,7 +80,8 @@ fn intact_segments_read_back_exactly() {
         segments(&dir).len() >= 3,
         "the fixture spans several segments"
     );
-    let records = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect("read the fixture");
+    let records =
+        read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect("read the fixture");
     let got: Vec<(u64, u8, Vec<u8>)> = records
         .into_iter()
         .map(|r| (r.lsn, r.kind, r.payload))
@@ -96,34 +97,27 @@ fn intact_segments_read_back_exactly() {
     wal.close().expect("close");
 }
 
-/// `err` is the typed corruption of `file` at `offset`; returns its kind.
-fn corrupt_at(err: Error, file: &Path, offset: u64) -> CorruptKind {
-    match err {
-        Error::Corrupt {
-            file: f,
-            offset: o,
-            kind,
-        } => {
-            assert_eq!((f.as_path(), o), (file, offset), "{kind}");
-            kind
-        }
-        other => panic!(
-            "expected corruption of {} at {offset}, got {other}",
-            file.display()
-        ),
+/// The file, offset and kind of a typed corruption; fails on any other error.
+fn corruption(err: Error) -> (PathBuf, u64, CorruptKind) {
+    if let Error::Corrupt { file, offset, kind } = err {
+        return (file, offset, kind);
     }
+    panic!("expected a typed corruption, got {err}");
 }
 
 #[test]
 fn a_flipped_byte_is_corruption_naming_segment_and_offset() {
     let (_t, dir) = scratch_copy(&fixture("flipped-byte"));
     let seg = segments(&dir)[DAMAGED_SEGMENT].clone();
-    let err = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
-    let kind = corrupt_at(err, &seg, DAMAGED_OFFSET);
+    let err =
+        read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
+    let (file, offset, kind) = corruption(err);
+    assert_eq!((file, offset), (seg.clone(), DAMAGED_OFFSET));
     assert!(matches!(kind, CorruptKind::CrcMismatch { .. }), "{kind}");
     // Recovery refuses too: good records follow the damage, so it is no torn tail.
     let err = Wal::open(&dir, options()).expect_err("recovery must refuse");
-    let kind = corrupt_at(err, &seg, DAMAGED_OFFSET);
+    let (file, offset, kind) = corruption(err);
+    assert_eq!((file, offset), (seg.clone(), DAMAGED_OFFSET));
     assert!(matches!(kind, CorruptKind::CrcMismatch { .. }), "{kind}");
 }
 
@@ -131,11 +125,14 @@ fn a_flipped_byte_is_corruption_naming_segment_and_offset() {
 fn a_cut_segment_before_the_last_is_corruption_naming_it() {
     let (_t, dir) = scratch_copy(&fixture("cut-segment"));
     let seg = segments(&dir)[DAMAGED_SEGMENT].clone();
-    let err = read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
-    let kind = corrupt_at(err, &seg, DAMAGED_OFFSET);
+    let err =
+        read_all(Arc::new(StdStorage), std::slice::from_ref(&dir)).expect_err("damage must show");
+    let (file, offset, kind) = corruption(err);
+    assert_eq!((file, offset), (seg.clone(), DAMAGED_OFFSET));
     assert!(matches!(kind, CorruptKind::Truncated), "{kind}");
     let err = Wal::open(&dir, options()).expect_err("recovery must refuse");
-    corrupt_at(err, &seg, DAMAGED_OFFSET);
+    let (file, offset, _) = corruption(err);
+    assert_eq!((file, offset), (seg, DAMAGED_OFFSET));
 }
 
 /// Writes `fixtures/wal/`: `intact/` (70 records, two of them batches, over several

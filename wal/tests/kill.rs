@@ -19,18 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use duplex_testkit::child::{self, Ack, AckOutput, KillAt, Knobs, SEED_ENV};
+use duplex_testkit::child::{self, Ack, AckOutput, KillAt, Knobs, Spec};
 use duplex_testkit::copy_tree;
 use duplex_testkit::kv::{fill, mix};
 
+use duplex_wal::le;
 use duplex_wal::{
     Entry, ReadOptions, Record, RecoveryReport, StdStorage, SyncPolicy, Wal, WalOptions, WalReader,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const CHILD_DIR_ENV: &str = "DUPLEX_KILL_CHILD_DIR";
-const CHILD_ROUND_ENV: &str = "DUPLEX_KILL_CHILD_ROUND";
 const DEFAULT_ROUNDS: u32 = 30;
 /// How long the child runs before the kill, in milliseconds (inclusive range).
 const RUN_MS: (u64, u64) = (20, 200);
@@ -40,10 +39,16 @@ const WRITERS: u8 = 4;
 const SEGMENT_SIZE: u64 = 64 << 10;
 /// Records in a "big" batch: with 3000..4000-byte bodies it is larger than a segment.
 const BIG_BATCH: u8 = 24;
-/// The child gives up on its own after this, in case the parent vanished.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
-/// The child must have opened the log by then.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The child's variables (its directory and round), writers and time limits: it gives
+/// up on its own after 60 s, in case the parent vanished, and must have opened the log
+/// within 20 s.
+const CHILD: Spec = Spec {
+    dir_env: "DUPLEX_KILL_CHILD_DIR",
+    round_env: "DUPLEX_KILL_CHILD_ROUND",
+    writers: WRITERS,
+    deadline: Duration::from_secs(60),
+    ready_timeout: Duration::from_secs(20),
+};
 /// One round in this many kills the child at a random moment of its start-up (0..=60 ms
 /// after spawn: exec, opening and recovering the log) instead of while it appends.
 const STARTUP_KILL_EVERY: u32 = 8;
@@ -164,15 +169,10 @@ impl Key {
         if payload[..2] != MAGIC {
             return Err(format!("bad magic {:02x?}", &payload[..2]));
         }
-        let le = |r: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b[..r.len()].copy_from_slice(&payload[r]);
-            u64::from_le_bytes(b)
-        };
         let key = Key {
-            round: le(2..6) as u32,
+            round: le::u32_at(payload, 2),
             thread: payload[6],
-            seq: le(7..15),
+            seq: le::u64_at(payload, 7),
             idx: payload[15],
             count: payload[16],
         };
@@ -198,20 +198,10 @@ impl Key {
 // The child.
 // ---------------------------------------------------------------------------------------
 
-/// The child process: runs only when the parent sets `DUPLEX_KILL_CHILD_DIR`.
-#[test]
-#[ignore = "the child process of sigkill_rounds_lose_no_acknowledged_record"]
-fn child_main() {
-    let Some((dir, round)) = child::child_args(CHILD_DIR_ENV, CHILD_ROUND_ENV) else {
-        return;
-    };
-    let wal = Arc::new(
-        Wal::open(&dir, wal_options())
-            .unwrap_or_else(|e| panic!("child: opening the log in {dir:?}: {e}")),
-    );
-    child::run_writers(WRITERS, CHILD_DEADLINE, move |thread| {
-        child_writer(&wal, round, thread);
-    });
+/// The child opens the log in its directory.
+fn open_wal(dir: &Path) -> Wal {
+    Wal::open(dir, wal_options())
+        .unwrap_or_else(|e| panic!("child: opening the log in {dir:?}: {e}"))
 }
 
 fn child_writer(wal: &Wal, round: u32, thread: u8) {
@@ -245,6 +235,13 @@ fn child_writer(wal: &Wal, round: u32, thread: u8) {
     }
 }
 
+/// The child process: runs only when the parent sets `DUPLEX_KILL_CHILD_DIR`.
+#[test]
+#[ignore = "the child process of sigkill_rounds_lose_no_acknowledged_record"]
+fn child_main() {
+    child::child_main(&CHILD, open_wal, child_writer);
+}
+
 // ---------------------------------------------------------------------------------------
 // The parent.
 // ---------------------------------------------------------------------------------------
@@ -261,16 +258,7 @@ type ChildRun = child::ChildRun<ChildOutput>;
 
 /// Runs the child for `round` on `dir` and kills it per `kill_at`.
 fn run_child(dir: &Path, round: u32, kill_at: KillAt) -> ChildRun {
-    child::run_child(
-        "child_main",
-        &[
-            (CHILD_DIR_ENV, dir.display().to_string()),
-            (CHILD_ROUND_ENV, round.to_string()),
-        ],
-        kill_at,
-        READY_TIMEOUT,
-        read_child_stdout,
-    )
+    child::run_round(&CHILD, dir, round, kill_at, read_child_stdout)
 }
 
 /// What a reader returned: the records, whether it ended in an error, and the torn tail it
@@ -372,22 +360,12 @@ impl Verifier {
             cx.run.status, cx.run.ran_for
         );
         let _ = writeln!(notes, "recovery report: {:#?}", cx.report);
-        let _ = writeln!(notes, "child stderr:\n{}", cx.run.stderr);
-        let _ = writeln!(notes, "child other stdout:\n{}", cx.run.out.other);
-        let _ = writeln!(notes, "acks of this round:");
-        for a in &cx.run.out.acks {
-            let _ = writeln!(notes, "{} {} {} {}", a.lsn, a.round, a.thread, a.seq);
-        }
-        let _ = fs::write(keep.join("notes.txt"), &notes);
-        panic!(
-            "kill test failed (seed {}, round {}): {msg}\nrecovery report: {:?}\nchild {:?}, stderr: {}\nlog kept in {}",
-            self.seed,
-            cx.round,
-            cx.report,
-            cx.run.status,
-            cx.run.stderr.trim_end(),
-            keep.display()
+        cx.run.write_notes(&mut notes);
+        let headline = format!(
+            "kill test failed (seed {}, round {}): {msg}\nrecovery report: {:?}",
+            self.seed, cx.round, cx.report
         );
+        child::fail_round(cx.run, &keep, &notes, &headline)
     }
 
     /// Copies the last two segments (the only ones recovery may touch) before recovery.
@@ -408,7 +386,7 @@ impl Verifier {
             run,
             report: None,
         };
-        if let Some(msg) = run.first_problem(round, "the log", READY_TIMEOUT) {
+        if let Some(msg) = run.first_problem(&CHILD, round, "the log") {
             self.fail(&cx, msg);
         }
 
@@ -747,22 +725,12 @@ impl Verifier {
 /// The real-process test (issue 2, "Proof"): many rounds of append, SIGKILL, recover, check.
 #[test]
 fn sigkill_rounds_lose_no_acknowledged_record() {
-    let Knobs {
-        rounds,
-        seed,
-        verbose,
-    } = Knobs::from_env(DEFAULT_ROUNDS);
-    let tmp = duplex_testkit::temp_dir();
-    let started = Instant::now();
-    println!(
-        "kill test: {rounds} rounds, {SEED_ENV}={seed}, dir {}",
-        tmp.path().display()
-    );
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (knobs, tmp) = Knobs::start("kill test", DEFAULT_ROUNDS);
+    let mut rng = StdRng::seed_from_u64(knobs.seed);
     let mut v = Verifier {
         dir: tmp.path().join("wal"),
         pre_recovery: tmp.path().join("pre-recovery"),
-        seed,
+        seed: knobs.seed,
         log: Vec::new(),
         acks: Vec::new(),
         stats: Stats {
@@ -771,7 +739,7 @@ fn sigkill_rounds_lose_no_acknowledged_record() {
         },
     };
     let mut log_since = 1;
-    for round in 1..=rounds {
+    for round in 1..=knobs.rounds {
         if round - log_since >= ROUNDS_PER_LOG || v.log.len() >= MAX_LOG_RECORDS {
             log_since = round;
             v.stats.logs += 1;
@@ -792,7 +760,7 @@ fn sigkill_rounds_lose_no_acknowledged_record() {
         }
         let check_start = Instant::now();
         v.check_round(round, &run);
-        if verbose {
+        if knobs.verbose {
             println!(
                 "round {round}: {kill_at:?}: killed after {:?}, first ack after {:?}, {} acks, log {} records, \
                  check took {:?}{}",
@@ -805,12 +773,8 @@ fn sigkill_rounds_lose_no_acknowledged_record() {
             );
         }
     }
-    print_summary(&v.stats, started);
-    assert!(
-        v.stats.acks > 0,
-        "the child never acknowledged anything in {} rounds: the test tests nothing",
-        v.stats.rounds
-    );
+    print_summary(&v.stats, knobs.started);
+    child::assert_tested(v.stats.acks, v.stats.rounds);
 }
 
 fn print_summary(s: &Stats, started: Instant) {

@@ -111,20 +111,12 @@ fn fmt_all(v: &[f64], digits: usize) -> String {
 
 /// Directory under which every file of this runner goes.
 fn bench_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("DUPLEX_BENCH_DIR") {
-        return PathBuf::from(d).join("backup");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/backup-bench")
+    duplex_benches::runner_root("backup", "backup-bench")
 }
 
 /// A fresh empty directory under [`bench_root`] (removed on drop).
 fn fresh_dir(tag: &str) -> tempfile::TempDir {
-    let root = bench_root();
-    std::fs::create_dir_all(&root).expect("create bench root");
-    tempfile::Builder::new()
-        .prefix(&format!("{tag}-"))
-        .tempdir_in(&root)
-        .expect("temp dir")
+    duplex_benches::temp_dir_in(&bench_root(), tag)
 }
 
 fn file_len(p: &Path) -> u64 {

@@ -24,11 +24,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use duplex_benches::{
-    build_duplex_log, build_duplex_log_with, build_okaywal_log, describe_bench_root, records_for,
+    build_duplex_log, build_okaywal_log, describe_bench_root, reader_tail_log, records_for,
     replay_duplex, replay_log_bytes, replay_okaywal, run_for, thread_payloads, DuplexLog, OkayLog,
     RawLoop, RawMode, ReplayLog, LARGE, OKAYWAL_CHUNKS_PER_ENTRY, SMALL,
 };
-use duplex_wal::{Entry, SyncPolicy, WalOptions};
+use duplex_wal::{Entry, SyncPolicy};
 
 /// One run of one workload.
 #[derive(Debug, Clone, Copy)]
@@ -167,15 +167,7 @@ fn workloads() -> Vec<Workload> {
             ),
             len: 0,
             open: Box::new(move || {
-                let log = build_duplex_log_with(
-                    SMALL,
-                    1,
-                    WalOptions {
-                        sync: SyncPolicy::Never,
-                        preallocate,
-                        ..WalOptions::default()
-                    },
-                );
+                let log = reader_tail_log(preallocate);
                 Box::new(move |d| {
                     let start = Instant::now();
                     let mut n = 0u64;
