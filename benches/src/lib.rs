@@ -1,7 +1,7 @@
 //! Shared workloads for the Duplex WAL benchmarks.
 //!
 //! The criterion bench (`benches/wal.rs`) and the fixed-time ratio runner
-//! (`src/bin/wal_compare.rs`) both drive the code here, so they measure the same thing:
+//! (`src/bin/wal_compare/`) both drive the code here, so they measure the same thing:
 //!
 //! - [`RawLoop`]: the disk's own limit, a plain `pwrite` + `fdatasync` loop on a growing
 //!   file, on a file pre-allocated with `fallocate` (unwritten extents, what `duplex-wal`
@@ -11,6 +11,11 @@
 //! - [`run_iters`] and [`run_for`]: many threads doing one operation, timed together;
 //! - [`build_duplex_log`], [`replay_duplex`], [`build_okaywal_log`], [`replay_okaywal`]:
 //!   write a large log once, then read it back from the page cache.
+//!
+//! The engine comparison (`src/bin/engine_compare.rs`) and its criterion twin
+//! (`benches/engine.rs`) share [`engines`] (Duplex, redb and fjall behind one `Store`); the
+//! engine and backup runners share [`kv`] (the test kit's key/value generators and the engine
+//! loads).
 //!
 //! Every file lives under [`bench_root`] (on the real file system, never tmpfs unless asked),
 //! and every payload is random non-zero bytes.
