@@ -327,7 +327,7 @@ pub struct AckOutput<X> {
 /// and lines that `extra_line` recognises (it returns `None` for a line that is not its
 /// own, `Some(Err(..))` for one of its own that does not parse).
 pub fn read_acks<X: Default>(
-    stdout: ChildStdout,
+    stdout: impl Read,
     ready: &mpsc::Sender<()>,
     writers: u8,
     mut extra_line: impl FnMut(&str, &mut X) -> Option<Result<(), String>>,
@@ -504,5 +504,46 @@ impl Knobs {
             tmp.path().display()
         );
         (knobs, tmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_lines_parse_and_bad_ones_are_kept() {
+        assert_eq!(
+            parse_ack("12 3 1 40", 4),
+            Ok(Ack {
+                lsn: 12,
+                round: 3,
+                thread: 1,
+                seq: 40
+            })
+        );
+        assert!(parse_ack("12 3 4 40", 4).is_err(), "thread out of range");
+        assert!(parse_ack("12 3 1", 4).is_err(), "a field missing");
+        assert!(parse_ack("12 x 1 40", 4).is_err(), "not a number");
+    }
+
+    #[test]
+    fn read_acks_splits_ready_acks_own_lines_chatter_and_a_torn_tail() {
+        let out = "test child_main ... @ready\n@ack 5 1 0 0\n@maint 1\nnoise\n@ack 9 1 7 1\n@ack 1";
+        let (tx, rx) = mpsc::channel();
+        let got = read_acks(out.as_bytes(), &tx, 4, |line, n: &mut u32| {
+            line.starts_with("@maint").then(|| {
+                *n += 1;
+                Ok(())
+            })
+        });
+        assert!(rx.try_recv().is_ok(), "ready was signalled");
+        assert_eq!(got.acks.len(), 1);
+        assert_eq!(got.acks[0].lsn, 5);
+        assert_eq!(got.extra, 1);
+        assert_eq!(got.bad_lines.len(), 1, "{:?}", got.bad_lines);
+        assert_eq!(got.other, "test child_main ... noise\n");
+        assert_eq!(got.partial, "@ack 1");
+        assert!(got.ready_at.is_some() && got.first_ack.is_some());
     }
 }

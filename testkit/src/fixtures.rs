@@ -56,3 +56,27 @@ pub fn replace_dir(from: &Path, to: &Path) -> io::Result<()> {
     }
     copy_tree(from, to)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_and_scratch_copies_leave_the_original_alone() {
+        let t = temp_dir();
+        let orig = t.path().join("orig");
+        fs::create_dir_all(orig.join("sub")).expect("mkdir");
+        fs::write(orig.join("sub").join("f"), [1u8, 2, 3, 4]).expect("write");
+        let (_s, copy) = scratch_copy(&orig);
+        let f = copy.join("sub").join("f");
+        flip_byte(&f, 1).expect("flip");
+        assert_eq!(fs::read(&f).expect("read"), [1, 0xFD, 3, 4]);
+        cut(&f, 2).expect("cut");
+        assert_eq!(fs::read(&f).expect("read"), [1, 0xFD]);
+        assert_eq!(
+            fs::read(orig.join("sub").join("f")).expect("read"),
+            [1, 2, 3, 4]
+        );
+        assert!(dir("wal").ends_with("fixtures/wal"));
+    }
+}
