@@ -1,37 +1,19 @@
 //! Online backup, incremental chains, restore and roll-forward of the archive, on the real
 //! file system.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::{cfg, contents, storage};
 use duplex_engine::{
     restore_chain, roll_forward, verify_backup, Config, Database, Error, Phase, Progress,
     RollForwardOptions, Target,
 };
-use duplex_wal::{StdStorage, Storage};
-
-fn cfg(archive: &Path) -> Config {
-    Config {
-        segment_size: 64 << 10,
-        checkpoint_wal_bytes: 512 << 10,
-        archive_dir: Some(archive.to_path_buf()),
-        ..Config::default()
-    }
-}
-
-fn storage() -> Arc<dyn Storage> {
-    Arc::new(StdStorage)
-}
-
-fn contents(db: &Database) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    db.scan(Bound::Unbounded, Bound::Unbounded)
-        .expect("scan")
-        .collect::<Result<_, _>>()
-        .expect("items")
-}
+use duplex_wal::StdStorage;
 
 #[test]
 fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database() {

@@ -6,11 +6,13 @@
 //! yesterday's files fails here. `write_fixtures` (ignored) made them; see
 //! `fixtures/README.md`.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::Contents;
 use duplex_engine::{
     backup_dir, restore_chain, roll_forward, verify_backup, Config, CorruptKind, Database, Error,
     RollForwardOptions, SyncPolicy, WriteBatch, WAL_DIR,
@@ -31,8 +33,6 @@ const BACKUP: &str = "BACKUP";
 /// leaf block holding it, as the generator found it: the engine must name that block.
 const FLIPPED_KEY: u32 = 13;
 const FLIPPED_BLOCK: u64 = 4696;
-
-type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn config() -> Config {
     Config {
