@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the Duplex engine against `redb` and `fjall` (issue 3).
 //!
 //! The engine adapters and workloads are those of the ratio runner
-//! (`src/bin/engine_compare.rs`, included here as a module), so both measure the same code:
+//! (`src/bin/engine_compare.rs`; both take them from the library's `engines` module), so
+//! both measure the same code:
 //! durable puts from 1 and 16 threads, batched puts (1000 per batch, durable per batch),
 //! random gets and a full scan on a loaded and settled store, and the open time after a
 //! clean close. The crash-replay and RSS workloads need child processes and run only in
@@ -10,17 +11,14 @@
 //! Run: `cargo bench -p duplex-benches --bench engine` (a few minutes: 10 samples, short
 //! measurement times). `DUPLEX_KEYS` sets the keys loaded for reads (default 1,000,000).
 
-#[allow(dead_code)]
-#[path = "../src/bin/engine_compare.rs"]
-mod compare;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use compare::{
-    fresh_dir, key, load, mix, run_iters, thread_base, value, Store, BATCH, KINDS, THREADS,
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use duplex_benches::engines::{
+    fresh_dir, key, load, mix, thread_base, value, Store, BATCH, KINDS, THREADS,
 };
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use duplex_benches::run_iters;
 
 fn config() -> Criterion {
     Criterion::default()
@@ -138,9 +136,15 @@ fn reads(c: &mut Criterion) {
     }
 }
 
-criterion_group! {
-    name = engine;
-    config = config();
-    targets = puts, batches, reads
+/// The group, in a private module: `criterion_group!` defines an undocumented `pub fn`.
+mod group {
+    use super::{batches, config, puts, reads};
+    use criterion::criterion_group;
+
+    criterion_group! {
+        name = engine;
+        config = config();
+        targets = puts, batches, reads
+    }
 }
-criterion_main!(engine);
+criterion_main!(group::engine);

@@ -21,16 +21,14 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use duplex_benches::{
-    build_duplex_log, build_duplex_log_with, build_okaywal_log, describe_bench_root, payload,
+    build_duplex_log, build_okaywal_log, describe_bench_root, payload, reader_tail_log,
     records_for, replay_duplex, replay_log_bytes, replay_okaywal, run_iters, thread_payloads,
     DuplexLog, OkayLog, RawLoop, RawMode, LARGE, OKAYWAL_CHUNKS_PER_ENTRY, SMALL,
 };
 use duplex_wal::format::{encode_record, RECORD_HEADER_LEN};
-use duplex_wal::{SyncPolicy, WalOptions};
+use duplex_wal::SyncPolicy;
 
 fn config() -> Criterion {
     eprintln!("bench files under {}", describe_bench_root());
@@ -66,7 +64,7 @@ fn always(c: &mut Criterion) {
         let pays = thread_payloads(threads, SMALL);
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new("duplex", threads), |b| {
-            b.iter_custom(|iters| run_iters(threads, iters, |t| log.append(&pays[t])))
+            b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.append(&pays[t])))
         });
     }
     for threads in ALWAYS_THREADS_OKAYWAL {
@@ -74,7 +72,7 @@ fn always(c: &mut Criterion) {
         let pays = thread_payloads(threads, SMALL);
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new("okaywal", threads), |b| {
-            b.iter_custom(|iters| run_iters(threads, iters, |t| log.commit(&pays[t])))
+            b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.commit(&pays[t])))
         });
     }
     g.finish();
@@ -89,7 +87,7 @@ fn never(c: &mut Criterion) {
             let pays = thread_payloads(threads, len);
             g.throughput(Throughput::Elements(threads as u64));
             g.bench_function(BenchmarkId::new(format!("duplex/{len}B"), threads), |b| {
-                b.iter_custom(|iters| run_iters(threads, iters, |t| log.append(&pays[t])))
+                b.iter_custom(|iters| run_iters(threads, iters, |t, _| log.append(&pays[t])))
             });
         }
         let log = OkayLog::open("never-okaywal");
@@ -137,15 +135,7 @@ fn replay(c: &mut Criterion) {
 fn reader_tail(c: &mut Criterion) {
     let mut g = c.benchmark_group("reader-tail");
     for preallocate in [true, false] {
-        let log = build_duplex_log_with(
-            SMALL,
-            1,
-            WalOptions {
-                sync: SyncPolicy::Never,
-                preallocate,
-                ..WalOptions::default()
-            },
-        );
+        let log = reader_tail_log(preallocate);
         let name = if preallocate {
             "preallocated-64MiB"
         } else {
@@ -195,9 +185,15 @@ fn cpu(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = raw, always, never, replay, reader_tail, cpu
+/// The group, in a private module: `criterion_group!` defines an undocumented `pub fn`.
+mod group {
+    use super::{always, config, cpu, never, raw, reader_tail, replay};
+    use criterion::criterion_group;
+
+    criterion_group! {
+        name = benches;
+        config = config();
+        targets = raw, always, never, replay, reader_tail, cpu
+    }
 }
-criterion_main!(benches);
+criterion_main!(group::benches);

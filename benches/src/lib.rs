@@ -1,7 +1,7 @@
 //! Shared workloads for the Duplex WAL benchmarks.
 //!
 //! The criterion bench (`benches/wal.rs`) and the fixed-time ratio runner
-//! (`src/bin/wal_compare.rs`) both drive the code here, so they measure the same thing:
+//! (`src/bin/wal_compare/`) both drive the code here, so they measure the same thing:
 //!
 //! - [`RawLoop`]: the disk's own limit, a plain `pwrite` + `fdatasync` loop on a growing
 //!   file, on a file pre-allocated with `fallocate` (unwritten extents, what `duplex-wal`
@@ -11,6 +11,11 @@
 //! - [`run_iters`] and [`run_for`]: many threads doing one operation, timed together;
 //! - [`build_duplex_log`], [`replay_duplex`], [`build_okaywal_log`], [`replay_okaywal`]:
 //!   write a large log once, then read it back from the page cache.
+//!
+//! The engine comparison (`src/bin/engine_compare.rs`) and its criterion twin
+//! (`benches/engine.rs`) share [`engines`] (Duplex, redb and fjall behind one `Store`); the
+//! engine and backup runners share [`kv`] (the test kit's key/value generators and the engine
+//! loads).
 //!
 //! Every file lives under [`bench_root`] (on the real file system, never tmpfs unless asked),
 //! and every payload is random non-zero bytes.
@@ -32,6 +37,8 @@ use okaywal::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub mod engines;
+
 /// Payload of the small-record workloads.
 pub const SMALL: usize = 100;
 /// Payload of the large-record workloads.
@@ -52,12 +59,27 @@ pub fn bench_root() -> PathBuf {
 
 /// A fresh, empty directory under [`bench_root`], removed on drop.
 pub fn temp_dir(tag: &str) -> tempfile::TempDir {
-    let root = bench_root();
-    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+    temp_dir_in(&bench_root(), tag)
+}
+
+/// A fresh, empty directory `<tag>-*` under `root` (created if needed), removed on drop.
+pub fn temp_dir_in(root: &Path, tag: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     tempfile::Builder::new()
         .prefix(&format!("{tag}-"))
-        .tempdir_in(&root)
+        .tempdir_in(root)
         .unwrap_or_else(|e| panic!("temp dir in {}: {e}", root.display()))
+}
+
+/// Where the files of one comparison runner go: `$DUPLEX_BENCH_DIR/<sub>`, or
+/// `target/<default>` of this workspace.
+pub fn runner_root(sub: &str, default: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("DUPLEX_BENCH_DIR") {
+        return PathBuf::from(d).join(sub);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(default)
 }
 
 /// Name of the file system holding `path` (from `statfs`), e.g. `ext4`, `tmpfs`.
@@ -343,9 +365,9 @@ impl Drop for OkayLog {
 // ---------------------------------------------------------------------------------------
 // Threads.
 
-/// Runs `op(thread_index)` `iters` times on each of `threads` threads, all released at
-/// once; returns the time from the release until the last thread finished.
-pub fn run_iters<F: Fn(usize) + Sync>(threads: usize, iters: u64, op: F) -> Duration {
+/// Runs `op(thread_index, n)` for `n` in `0..iters` on each of `threads` threads, all
+/// released at once; returns the time from the release until the last thread finished.
+pub fn run_iters<F: Fn(usize, u64) + Sync>(threads: usize, iters: u64, op: F) -> Duration {
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -353,8 +375,8 @@ pub fn run_iters<F: Fn(usize) + Sync>(threads: usize, iters: u64, op: F) -> Dura
                 let (op, barrier) = (&op, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    for _ in 0..iters {
-                        op(t);
+                    for n in 0..iters {
+                        op(t, n);
                     }
                 })
             })
@@ -452,6 +474,20 @@ pub fn build_duplex_log(len: usize, records: u64) -> ReplayLog {
         records,
         WalOptions {
             sync: SyncPolicy::Never,
+            ..WalOptions::default()
+        },
+    )
+}
+
+/// A log of one small record without fsyncs, its segment pre-allocated or not: what the
+/// reader-tail workloads read to the end of.
+pub fn reader_tail_log(preallocate: bool) -> ReplayLog {
+    build_duplex_log_with(
+        SMALL,
+        1,
+        WalOptions {
+            sync: SyncPolicy::Never,
+            preallocate,
             ..WalOptions::default()
         },
     )
@@ -595,46 +631,10 @@ pub fn replay_okaywal(dir: &Path) -> Replayed {
     }
 }
 
-/// Keys and values shared by the engine and backup comparisons.
+/// Keys and values shared by the engine and backup comparisons: the generators are the
+/// test kit's (`duplex_testkit::kv`), the engine loads are here.
 pub mod kv {
-    /// Key length of every workload.
-    pub const KEY_LEN: usize = 16;
-    /// Value length of every workload.
-    pub const VALUE_LEN: usize = 100;
-
-    /// SplitMix64: a bijection on u64 with good mixing.
-    pub fn mix(mut x: u64) -> u64 {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    }
-
-    /// The random-looking 16-byte key number `i` (distinct for distinct `i`: the first 8 bytes
-    /// are a bijection of `i`).
-    pub fn key(i: u64) -> [u8; KEY_LEN] {
-        let mut k = [0u8; KEY_LEN];
-        k[..8].copy_from_slice(&mix(i).to_be_bytes());
-        k[8..].copy_from_slice(&mix(i ^ 0x5555_AAAA_5555_AAAA).to_be_bytes());
-        k
-    }
-
-    /// The 100-byte value of key `i`: random bytes, none of them zero.
-    pub fn value(i: u64) -> [u8; VALUE_LEN] {
-        let mut v = [0u8; VALUE_LEN];
-        let mut s = i ^ 0xC0FF_EE00_D15E_A5E5;
-        for chunk in v.chunks_mut(8) {
-            s = mix(s);
-            let b = s.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        for b in &mut v {
-            if *b == 0 {
-                *b = 1;
-            }
-        }
-        v
-    }
+    pub use duplex_testkit::kv::{key, mix, value, KEY_LEN, VALUE_LEN};
 
     /// Operations per batch in [`load_sorted`], batches per `write_many` in
     /// [`write_records`].

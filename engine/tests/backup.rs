@@ -1,41 +1,23 @@
 //! Online backup, incremental chains, restore and roll-forward of the archive, on the real
 //! file system.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::{cfg, contents, storage};
 use duplex_engine::{
     restore_chain, roll_forward, verify_backup, Config, Database, Error, Phase, Progress,
     RollForwardOptions, Target,
 };
-use duplex_wal::{StdStorage, Storage};
-
-fn cfg(archive: &Path) -> Config {
-    Config {
-        segment_size: 64 << 10,
-        checkpoint_wal_bytes: 512 << 10,
-        archive_dir: Some(archive.to_path_buf()),
-        ..Config::default()
-    }
-}
-
-fn storage() -> Arc<dyn Storage> {
-    Arc::new(StdStorage)
-}
-
-fn contents(db: &Database) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    db.scan(Bound::Unbounded, Bound::Unbounded)
-        .expect("scan")
-        .collect::<Result<_, _>>()
-        .expect("items")
-}
+use duplex_wal::StdStorage;
 
 #[test]
 fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Arc::new(Database::open(&data, cfg(&archive)).expect("open"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -118,7 +100,7 @@ fn backup_while_writing_then_restore_and_roll_forward_matches_the_live_database(
 
 #[test]
 fn point_in_time_restore_gives_exactly_the_state_after_record_n() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
@@ -181,7 +163,7 @@ fn point_in_time_restore_gives_exactly_the_state_after_record_n() {
 
 #[test]
 fn an_incremental_chain_restores_the_same_bytes_as_a_full_backup() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..2000u32 {
@@ -230,7 +212,7 @@ fn an_incremental_chain_restores_the_same_bytes_as_a_full_backup() {
 
 #[test]
 fn damaged_backups_and_archives_are_reported() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..500u32 {
@@ -340,7 +322,7 @@ fn damaged_backups_and_archives_are_reported() {
 
 #[test]
 fn a_directory_held_by_a_running_database_can_be_backed_up_from_outside() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..1000u32 {

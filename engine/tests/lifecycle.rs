@@ -15,7 +15,7 @@ fn value(i: u32, round: u32) -> Vec<u8> {
 
 #[test]
 fn a_second_open_of_a_directory_is_refused_until_the_first_closes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = duplex_testkit::temp_dir();
     let db = Database::open(dir.path(), Config::default()).expect("open");
     let err = Database::open(dir.path(), Config::default()).expect_err("locked");
     assert!(matches!(err, Error::Locked { .. }), "{err}");
@@ -26,7 +26,7 @@ fn a_second_open_of_a_directory_is_refused_until_the_first_closes() {
 
 #[test]
 fn checkpoints_release_wal_segments_and_run_in_the_background() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = duplex_testkit::temp_dir();
     let cfg = Config {
         segment_size: 64 << 10,
         checkpoint_wal_bytes: 256 << 10,
@@ -64,7 +64,7 @@ fn checkpoints_release_wal_segments_and_run_in_the_background() {
 
 #[test]
 fn compaction_keeps_the_old_file_for_open_snapshots_then_deletes_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = duplex_testkit::temp_dir();
     let cfg = Config {
         background: false,
         ..Config::default()

@@ -2,40 +2,17 @@
 //! group (what `write_many` logs), and last-writer-wins with out-of-order stamps from
 //! several origins, in one chunk and in many.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{cfg, contents, storage, Contents};
 use duplex_engine::batch::encode_batch;
 use duplex_engine::{
-    restore_chain, roll_forward, Config, Database, RollForwardOptions, Stamp, Target, Timestamp,
-    WriteBatch,
+    restore_chain, roll_forward, Database, RollForwardOptions, Stamp, Target, Timestamp, WriteBatch,
 };
-use duplex_wal::{Entry, StdStorage, Storage};
-
-fn cfg(archive: &Path) -> Config {
-    Config {
-        segment_size: 64 << 10,
-        checkpoint_wal_bytes: 512 << 10,
-        archive_dir: Some(archive.to_path_buf()),
-        ..Config::default()
-    }
-}
-
-fn storage() -> Arc<dyn Storage> {
-    Arc::new(StdStorage)
-}
-
-/// Every live key and value.
-type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn contents(db: &Database) -> Contents {
-    db.scan(Bound::Unbounded, Bound::Unbounded)
-        .expect("scan")
-        .collect::<Result<_, _>>()
-        .expect("items")
-}
+use duplex_wal::Entry;
 
 fn put_payload(ts_ms: u64, key: &str) -> Vec<u8> {
     let mut b = WriteBatch::new();
@@ -56,12 +33,12 @@ fn put_payload(ts_ms: u64, key: &str) -> Vec<u8> {
 fn setup(
     middle: impl Fn(u64) -> Vec<u8>,
 ) -> (
-    tempfile::TempDir,
+    duplex_testkit::TempDir,
     std::path::PathBuf,
     std::path::PathBuf,
     u64,
 ) {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..50 {
@@ -109,7 +86,7 @@ fn setup(
 }
 
 fn rf(
-    t: &tempfile::TempDir,
+    t: &duplex_testkit::TempDir,
     backup: &Path,
     archive: &Path,
     name: &str,
@@ -204,7 +181,7 @@ fn damage_inside_an_atomic_group_stops_before_the_group() {
 #[test]
 fn roll_forward_matches_a_lww_model_in_one_and_many_chunks() {
     use rand::{Rng, SeedableRng};
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);

@@ -1,7 +1,6 @@
 //! The small databases the `engine_open` target damages, built by the real engine on
-//! simulated storage. Shared, as source, by the fuzz package (`duplex_fuzz::engine`) and by
-//! `fuzz/seedgen` (which needs the same layout to aim its seeds at blocks), so it uses
-//! nothing but `duplex-engine`, `duplex-wal` and std.
+//! simulated storage. Used by the fuzz package (`duplex_fuzz::engine`) and, through this
+//! library, by `fuzz/seedgen` (which needs the same layout to aim its seeds at blocks).
 //!
 //! Every base holds 120 keys written in batches, then overwrites, deletes, an empty value,
 //! values above `INLINE_MAX` (value blocks) and a batch that writes one key twice. The

@@ -9,7 +9,7 @@
 //! - [`check_dir`]: the oracle over a WAL directory in simulated storage: read it, open it
 //!   (recovery), and if it opens, append, close, reopen and read everything back.
 //! - [`engine`]: the oracle of the `engine_open` target, over the small databases of
-//!   [`engine_base`] (which `fuzz/seedgen` shares as source).
+//!   [`engine_base`] (which `fuzz/seedgen` uses through this library).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};

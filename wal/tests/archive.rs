@@ -176,8 +176,8 @@ fn real_files_all_policies_round_trip_and_interval_syncs_in_the_background() {
         SyncPolicy::Interval(Duration::from_millis(20)),
         SyncPolicy::Never,
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let archive = tempfile::tempdir().expect("tempdir");
+        let dir = duplex_testkit::temp_dir();
+        let archive = duplex_testkit::temp_dir();
         let opts = WalOptions {
             sync,
             segment_size: 64 << 10,

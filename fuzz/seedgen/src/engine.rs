@@ -4,8 +4,9 @@
 //!   times: leaf, branch, value and checkpoint blocks, bare bodies, a manifest, a store
 //!   header, a write-batch payload and a store file name.
 //! - `engine_open/`: damage descriptions (layout in `fuzz/src/engine.rs`) aimed at the
-//!   blocks, manifest fields and WAL records of the bases of `fuzz/src/engine_base.rs`,
-//!   whose layout is the same on every build. Each seed is named after what it does.
+//!   blocks, manifest fields and WAL records of the bases of `duplex_fuzz::engine_base`
+//!   (`fuzz/src/engine_base.rs`), whose layout is the same on every build. Each seed is
+//!   named after what it does.
 
 use std::fs;
 use std::path::Path;
@@ -18,11 +19,7 @@ use duplex_engine::format::{
 use duplex_engine::{Stamp, Timestamp, WriteBatch};
 use duplex_wal::format::{decode_record, Decoded, MAX_RECORD_SIZE_LIMIT, SEGMENT_HEADER_LEN};
 
-#[path = "../../src/engine_base.rs"]
-#[allow(dead_code)]
-mod engine_base;
-
-use engine_base::{Base, VARIANT_NAMES};
+use duplex_fuzz::engine_base::{self, Base, VARIANT_NAMES};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).expect("write seed");

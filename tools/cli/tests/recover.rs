@@ -90,7 +90,7 @@ fn open_restored(dir: &Path) -> (Digest, BTreeMap<Vec<u8>, Vec<u8>>, u64) {
 }
 
 struct Fixture {
-    t: tempfile::TempDir,
+    t: duplex_testkit::TempDir,
     data: PathBuf,
     archive: PathBuf,
     backup: PathBuf,
@@ -129,7 +129,7 @@ fn write(db: &Database, i: u32, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> u64 {
 }
 
 fn fixture() -> Fixture {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive, backup) = (
         t.path().join("data"),
         t.path().join("archive"),
@@ -176,11 +176,7 @@ fn archived_segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("list") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-    }
+    duplex_testkit::copy_tree(from, to).expect("copy a directory");
 }
 
 #[test]

@@ -8,8 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{addr, copy_tree, free_port, Daemon};
+use common::{addr, free_port, Daemon, NodeDaemon};
 use duplex_client::{Client, ClientConfig, Error, Event, ServerState, SwitchMode, Unavailable};
+use duplex_testkit::copy_tree;
+use duplex_testkit::daemon::{signal_pid, SIGTERM};
 
 fn cfg(ports: &[u16]) -> ClientConfig {
     ClientConfig::new(ports.iter().map(|&p| addr(p)))
@@ -29,7 +31,7 @@ fn has_event(events: &[Event], pred: impl Fn(&Event) -> bool) -> bool {
 
 #[test]
 fn default_down_at_start_uses_backup() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let default_port = free_port();
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let mut c = Client::connect(cfg(&[default_port, b.port])).unwrap();
@@ -51,7 +53,7 @@ fn default_down_at_start_uses_backup() {
 
 #[test]
 fn sigterm_of_the_default_switches_and_never_duplicates_a_write() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let mut a = Daemon::start(&t.path().join("a"), free_port(), 1);
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let (a_addr, b_addr) = (addr(a.port), addr(b.port));
@@ -61,11 +63,10 @@ fn sigterm_of_the_default_switches_and_never_duplicates_a_write() {
     // Acknowledged writes: key -> server that acknowledged it. Unknown outcomes listed.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut unknown: Vec<String> = Vec::new();
-    let pid = a.child.as_ref().unwrap().id() as i32;
+    let pid = a.pid();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: kill(2) on a child of this process.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        signal_pid(pid, SIGTERM);
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut on_b = 0;
@@ -150,7 +151,7 @@ fn sigterm_of_the_default_switches_and_never_duplicates_a_write() {
 
 #[test]
 fn manual_mode_reports_server_down_until_switch() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let mut a = Daemon::start(&t.path().join("a"), free_port(), 1);
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let mut c = Client::connect(cfg(&[a.port, b.port]).switch_mode(SwitchMode::Manual)).unwrap();
@@ -179,7 +180,7 @@ fn manual_mode_reports_server_down_until_switch() {
 
 #[test]
 fn failback_when_the_default_runs_again() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a_port = free_port();
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let mut c = Client::connect(cfg(&[a_port, b.port]).failback(true)).unwrap();
@@ -228,7 +229,7 @@ fn none_running_is_a_clear_error_listing_each_server() {
     );
 
     // One fenced, one down.
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a = Daemon::start(&t.path().join("a"), free_port(), 1);
     direct(a.port).command(&[b"DUPLEX.FENCE"]).unwrap();
     let e = Client::connect(cfg(&[a.port, q])).unwrap_err();
@@ -243,7 +244,7 @@ fn none_running_is_a_clear_error_listing_each_server() {
 
 #[test]
 fn fenced_server_client_moves_away() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a = Daemon::start(&t.path().join("a"), free_port(), 1);
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let mut admin = direct(a.port);
@@ -333,7 +334,7 @@ impl RawConn {
 
 #[test]
 fn epoch_rule_refuses_an_old_copy_of_a_server() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a_port = free_port();
     let mut a = Daemon::start(&t.path().join("a"), a_port, 1);
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
@@ -342,7 +343,8 @@ fn epoch_rule_refuses_an_old_copy_of_a_server() {
     copy_tree(
         &t.path().join("a").join("data"),
         &t.path().join("old").join("data"),
-    );
+    )
+    .unwrap();
     a.restart();
     // The default is fenced and unfenced (epoch 2), e.g. after a rebuild.
     let mut admin = direct_any(a_port);
@@ -456,7 +458,7 @@ fn crashing_server() -> (u16, std::thread::JoinHandle<Vec<Vec<u8>>>) {
 
 #[test]
 fn read_in_flight_is_retried_once_on_the_next_server() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     direct(b.port).set("k", "from-b").unwrap();
     let (fake, h) = crashing_server();
@@ -471,7 +473,7 @@ fn read_in_flight_is_retried_once_on_the_next_server() {
 
 #[test]
 fn write_in_flight_is_outcome_unknown_and_not_resent() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let b = Daemon::start(&t.path().join("b"), free_port(), 2);
     let (fake, h) = crashing_server();
     let mut c =
@@ -491,7 +493,7 @@ fn write_in_flight_is_outcome_unknown_and_not_resent() {
 
 #[test]
 fn password_is_sent_after_the_state_check() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a = Daemon::start_with(
         &t.path().join("a"),
         free_port(),
@@ -518,7 +520,7 @@ fn password_is_sent_after_the_state_check() {
 
 #[test]
 fn typed_commands() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let a = Daemon::start(&t.path().join("a"), free_port(), 1);
     let mut c = direct(a.port);
     c.mset(&[("a", "1"), ("b", "2")]).unwrap();

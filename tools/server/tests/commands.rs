@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{raw, Daemon};
+use common::{raw, Daemon, ServerDaemon};
 use redis::{Commands, RedisResult, Value};
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+fn tmp() -> duplex_testkit::TempDir {
+    duplex_testkit::temp_dir()
 }
 
 #[test]
@@ -20,9 +20,21 @@ fn data_commands() {
     let t = tmp();
     let d = Daemon::start_in(t.path(), &[]);
     let mut c = d.conn();
-    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    // One connection through every step, in this order: later steps count the keys
+    // earlier ones wrote.
+    basic_get_and_set(&mut c);
+    set_conditions(&mut c);
+    multi_key_commands(&mut c);
+    dbsize_and_scan(&mut c);
+    connection_and_info_commands(&mut c);
+    errors_keep_the_connection(&mut c);
+}
+
+/// PING, ECHO, SET and GET.
+fn basic_get_and_set(c: &mut redis::Connection) {
+    let pong: String = redis::cmd("PING").query(c).unwrap();
     assert_eq!(pong, "PONG");
-    let echo: String = redis::cmd("ECHO").arg("hi").query(&mut c).unwrap();
+    let echo: String = redis::cmd("ECHO").arg("hi").query(c).unwrap();
     assert_eq!(echo, "hi");
     let _: () = c.set("k", "v").unwrap();
     assert_eq!(
@@ -30,33 +42,36 @@ fn data_commands() {
         Some("v")
     );
     assert_eq!(c.get::<_, Option<String>>("nope").unwrap(), None);
-    // NX / XX
+}
+
+/// SET with NX / XX; unsupported options are refused, not ignored.
+fn set_conditions(c: &mut redis::Connection) {
     let r: Option<String> = redis::cmd("SET")
         .arg("k")
         .arg("w")
         .arg("NX")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(r, None);
     let r: Option<String> = redis::cmd("SET")
         .arg("k")
         .arg("w")
         .arg("XX")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(r.as_deref(), Some("OK"));
     let r: Option<String> = redis::cmd("SET")
         .arg("new")
         .arg("1")
         .arg("XX")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(r, None);
     let r: Option<String> = redis::cmd("SET")
         .arg("new")
         .arg("1")
         .arg("NX")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(r.as_deref(), Some("OK"));
     // Unsupported options are refused, not ignored.
@@ -65,22 +80,25 @@ fn data_commands() {
         .arg("x")
         .arg("EX")
         .arg("10")
-        .query(&mut c);
+        .query(c);
     assert!(e.unwrap_err().to_string().contains("expiry"));
     assert_eq!(c.get::<_, String>("k").unwrap(), "w");
-    // MSET / MGET / EXISTS / DEL
+}
+
+/// MSET / MGET / EXISTS / DEL.
+fn multi_key_commands(c: &mut redis::Connection) {
     let _: () = redis::cmd("MSET")
         .arg("a")
         .arg("1")
         .arg("b")
         .arg("2")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     let v: Vec<Option<String>> = redis::cmd("MGET")
         .arg("a")
         .arg("b")
         .arg("zz")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(v, vec![Some("1".into()), Some("2".into()), None]);
     let n: i64 = redis::cmd("EXISTS")
@@ -88,23 +106,26 @@ fn data_commands() {
         .arg("b")
         .arg("zz")
         .arg("a")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(n, 3);
     let n: i64 = redis::cmd("DEL")
         .arg("a")
         .arg("zz")
         .arg("a")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(n, 1);
-    let n: i64 = redis::cmd("DEL").arg("a").query(&mut c).unwrap();
+    let n: i64 = redis::cmd("DEL").arg("a").query(c).unwrap();
     assert_eq!(n, 0);
-    // DBSIZE and SCAN with MATCH / COUNT over many keys.
+}
+
+/// DBSIZE and SCAN with MATCH / COUNT over many keys (3 keys exist before).
+fn dbsize_and_scan(c: &mut redis::Connection) {
     for i in 0..150 {
         let _: () = c.set(format!("scan:{i:03}"), i).unwrap();
     }
-    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query(c).unwrap();
     assert_eq!(n, 150 + 3);
     let mut cursor = 0u64;
     let mut seen = HashSet::new();
@@ -116,7 +137,7 @@ fn data_commands() {
             .arg("scan:*")
             .arg("COUNT")
             .arg(20)
-            .query(&mut c)
+            .query(c)
             .unwrap();
         for k in keys {
             assert!(k.starts_with("scan:"));
@@ -132,48 +153,48 @@ fn data_commands() {
     assert!(rounds >= 7);
     let it: Vec<String> = c.scan_match("scan:1?9").unwrap().collect();
     assert_eq!(it.len(), 5);
-    let e: RedisResult<Value> = redis::cmd("SCAN").arg(12345).query(&mut c);
+    let e: RedisResult<Value> = redis::cmd("SCAN").arg(12345).query(c);
     assert!(e.is_err());
-    // SELECT, HELLO, CLIENT, COMMAND, CONFIG, INFO
-    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
-    assert!(redis::cmd("SELECT").arg(1).query::<()>(&mut c).is_err());
-    let e = redis::cmd("HELLO")
-        .arg(3)
-        .query::<Value>(&mut c)
-        .unwrap_err();
+}
+
+/// SELECT, HELLO, CLIENT, COMMAND, CONFIG, INFO.
+fn connection_and_info_commands(c: &mut redis::Connection) {
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    assert!(redis::cmd("SELECT").arg(1).query::<()>(c).is_err());
+    let e = redis::cmd("HELLO").arg(3).query::<Value>(c).unwrap_err();
     assert_eq!(e.code(), Some("NOPROTO"));
-    let h: Vec<Value> = redis::cmd("HELLO").arg(2).query(&mut c).unwrap();
+    let h: Vec<Value> = redis::cmd("HELLO").arg(2).query(c).unwrap();
     assert_eq!(h.len(), 14);
     let _: () = redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg("tester")
-        .query(&mut c)
+        .query(c)
         .unwrap();
-    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    let name: String = redis::cmd("CLIENT").arg("GETNAME").query(c).unwrap();
     assert_eq!(name, "tester");
     let _: () = redis::cmd("CLIENT")
         .arg("SETINFO")
         .arg("LIB-NAME")
         .arg("x")
-        .query(&mut c)
+        .query(c)
         .unwrap();
-    let n: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    let n: i64 = redis::cmd("COMMAND").arg("COUNT").query(c).unwrap();
     assert!(n > 10);
-    let docs: Vec<Value> = redis::cmd("COMMAND").arg("DOCS").query(&mut c).unwrap();
+    let docs: Vec<Value> = redis::cmd("COMMAND").arg("DOCS").query(c).unwrap();
     assert!(docs.is_empty());
     let cfg: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("save")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(cfg, vec!["save".to_string(), String::new()]);
     let cfg: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("appendfsync")
-        .query(&mut c)
+        .query(c)
         .unwrap();
     assert_eq!(cfg[1], "always");
-    let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO").query(c).unwrap();
     for want in [
         "# Server",
         "# Clients",
@@ -186,12 +207,15 @@ fn data_commands() {
     ] {
         assert!(info.contains(want), "INFO lacks {want}: {info}");
     }
-    let info: String = redis::cmd("INFO").arg("duplex").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO").arg("duplex").query(c).unwrap();
     assert!(!info.contains("# Server"));
-    // Unknown command: an error, and the connection stays usable.
-    let e = redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap_err();
+}
+
+/// Unknown commands and bad arities are errors, and the connection stays usable.
+fn errors_keep_the_connection(c: &mut redis::Connection) {
+    let e = redis::cmd("FLUSHALL").query::<()>(c).unwrap_err();
     assert!(e.to_string().contains("unknown command 'FLUSHALL'"), "{e}");
-    let e = redis::cmd("GET").query::<()>(&mut c).unwrap_err();
+    let e = redis::cmd("GET").query::<()>(c).unwrap_err();
     assert!(e.to_string().contains("wrong number of arguments"), "{e}");
     assert_eq!(c.get::<_, String>("k").unwrap(), "w");
     // Empty keys are refused clearly.

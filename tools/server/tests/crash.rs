@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, ServerDaemon};
 use duplex_server::state::{load, OpState};
+use duplex_testkit::daemon::SIGTERM;
 use redis::Commands;
 
 #[test]
 fn sigkill_under_load_keeps_every_acknowledged_set() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let mut d = Daemon::start_in(t.path(), &[]);
     for round in 0..3 {
         let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
@@ -86,13 +87,13 @@ fn sigkill_under_load_keeps_every_acknowledged_set() {
 
 #[test]
 fn sigterm_stops_cleanly() {
-    let t = tempfile::tempdir().unwrap();
+    let t = duplex_testkit::temp_dir();
     let mut d = Daemon::start_in(t.path(), &[]);
     let mut c = d.conn();
     for i in 0..100 {
         let _: () = c.set(format!("k{i}"), i).unwrap();
     }
-    d.signal(libc::SIGTERM);
+    d.signal(SIGTERM);
     let st = d.wait(20);
     assert_eq!(st.code(), Some(0), "{}", d.log());
     let rec = load(&t.path().join("data")).unwrap().unwrap();

@@ -1,36 +1,16 @@
-//! Helpers for the integration tests: spawn the real `duplexd` binary on a free port with a
-//! temporary data directory, wait until it answers PING, and kill it when dropped.
+//! The server suites' side of the `duplexd` harness (`duplex_testkit::daemon`): start the
+//! binary this package builds on a free port, ready once it answers a DUPLEX.STATE, with
+//! the connection layer `DUPLEXD_IO` names; `redis` crate clients; raw TCP.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-mod process;
-pub use process::{free_port, DaemonProcess};
-
-/// A running daemon (its process: `log`, `signal`, `wait`, `kill9`, through `Deref`).
-pub struct Daemon {
-    proc_: DaemonProcess,
-    /// Its port.
-    pub port: u16,
-    extra: Vec<String>,
-}
-
-impl Deref for Daemon {
-    type Target = DaemonProcess;
-    fn deref(&self) -> &DaemonProcess {
-        &self.proc_
-    }
-}
-
-impl DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut DaemonProcess {
-        &mut self.proc_
-    }
-}
+pub use duplex_testkit::daemon::Daemon;
+use duplex_testkit::daemon::Spec;
+use duplex_testkit::free_port;
 
 /// `--io MODE` when the environment variable `DUPLEXD_IO` names a connection layer
 /// (`threads` or `events`), so the whole suite runs against either; nothing otherwise (the
@@ -42,47 +22,45 @@ pub fn io_flags() -> Vec<String> {
     }
 }
 
-impl Daemon {
-    /// Starts `duplexd` in `root` (data in root/data) with extra flags; waits for PING.
-    pub fn start_in(root: &Path, extra: &[&str]) -> Daemon {
-        let mut flags = io_flags();
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        let mut d = Daemon {
-            proc_: DaemonProcess::new(root),
-            port: free_port(),
-            extra: flags,
-        };
-        d.spawn();
-        d
-    }
+/// Ready once it answers a DUPLEX.STATE (allowed before AUTH).
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut b = [0u8; 256];
+    s.write_all(b"DUPLEX.STATE\r\n").is_ok() && s.read(&mut b).is_ok_and(|n| n > 0)
+}
 
-    fn spawn(&mut self) {
-        let (port, extra) = (self.port, self.extra.clone());
-        self.proc_
-            .spawn(Path::new(env!("CARGO_BIN_EXE_duplexd")), port, &extra);
-        // Ready once it answers a DUPLEX.STATE (allowed before AUTH).
-        self.proc_.wait_until(|| {
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-                return false;
-            };
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut b = [0u8; 256];
-            s.write_all(b"DUPLEX.STATE\r\n").is_ok() && s.read(&mut b).is_ok_and(|n| n > 0)
-        });
-    }
-
-    /// Restarts on the same directory and port.
-    pub fn restart(&mut self) {
-        self.spawn();
-    }
-
+/// What the server suites add to a daemon.
+pub trait ServerDaemon {
+    /// Starts `duplexd` in `root` (data in root/data) on a free port with extra flags;
+    /// waits until it answers.
+    fn start_in(root: &Path, extra: &[&str]) -> Daemon;
     /// A `redis` crate client.
-    pub fn client(&self) -> redis::Client {
+    fn client(&self) -> redis::Client;
+    /// A connection.
+    fn conn(&self) -> redis::Connection;
+}
+
+impl ServerDaemon for Daemon {
+    fn start_in(root: &Path, extra: &[&str]) -> Daemon {
+        let mut args = io_flags();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::launch(Spec {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_duplexd")),
+            root: root.to_path_buf(),
+            port: free_port(),
+            args,
+            ready: answers,
+        })
+    }
+
+    fn client(&self) -> redis::Client {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
     }
 
-    /// A connection.
-    pub fn conn(&self) -> redis::Connection {
+    fn conn(&self) -> redis::Connection {
         self.client().get_connection().unwrap()
     }
 }

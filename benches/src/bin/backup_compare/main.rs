@@ -16,8 +16,8 @@
 //!    then restarts it and reads the AOF load time from its log line "DB loaded from append
 //!    only file: X seconds" (also the wall time until it answers PING). With `rf`, the
 //!    Redis reload runs in every roll-forward round, alternately before and after it, and
-//!    the summary also gives the median of the per-round ratios. Installs
-//!    `redis-server` with apt-get if it is missing and we are root, else skips.
+//!    the summary also gives the median of the per-round ratios. Skipped, with how to
+//!    install it, when `redis-server` is missing (a benchmark never installs packages).
 //! 3. `backup`: `Database::backup` of a store of `DUPLEX_STORE_MIB` (default 1024) against `cp`
 //!    of the same store file (and `cp` followed by `fsync`, as the backup fsyncs), page cache
 //!    warm for both.
@@ -36,10 +36,12 @@
 //! (baseline window when no backup runs; default: as long as the backup took),
 //! `DUPLEX_BENCH_DIR` (files go to `$DUPLEX_BENCH_DIR/backup`, default `target/backup-bench`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod redis;
+mod summary;
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +52,7 @@ use duplex_engine::{
     Target,
 };
 use duplex_wal::{StdStorage, Storage};
+use redis::RedisBench;
 
 const MIB: u64 = 1 << 20;
 
@@ -108,20 +111,12 @@ fn fmt_all(v: &[f64], digits: usize) -> String {
 
 /// Directory under which every file of this runner goes.
 fn bench_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("DUPLEX_BENCH_DIR") {
-        return PathBuf::from(d).join("backup");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/backup-bench")
+    duplex_benches::runner_root("backup", "backup-bench")
 }
 
 /// A fresh empty directory under [`bench_root`] (removed on drop).
 fn fresh_dir(tag: &str) -> tempfile::TempDir {
-    let root = bench_root();
-    std::fs::create_dir_all(&root).expect("create bench root");
-    tempfile::Builder::new()
-        .prefix(&format!("{tag}-"))
-        .tempdir_in(&root)
-        .expect("temp dir")
+    duplex_benches::temp_dir_in(&bench_root(), tag)
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -438,273 +433,6 @@ fn bench_rf(rounds: u64, base_keys: u64, n: u64, mut redis: Option<&mut RedisBen
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. Redis AOF reload.
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn ensure_redis() -> Result<String, String> {
-    let have = || {
-        Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    if let Some(v) = have() {
-        return Ok(v);
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("redis-server is missing and we are not root to apt-get install it".into());
-    }
-    eprintln!("redis-server missing: apt-get install -y redis-server");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "redis-server"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        return Err("apt-get install -y redis-server failed".into());
-    }
-    have().ok_or_else(|| "redis-server still missing after apt-get".into())
-}
-
-fn start_redis(dir: &Path, port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            dir.to_str().expect("utf-8 dir"),
-            "--appendonly",
-            "yes",
-            "--aof-use-rdb-preamble",
-            "no",
-            "--appendfsync",
-            "no",
-            "--auto-aof-rewrite-percentage",
-            "0",
-            "--save",
-            "",
-            "--logfile",
-            "redis.log",
-            "--daemonize",
-            "no",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    Redis { child, port }
-}
-
-/// Sends one command and reads one reply line (for PING / SHUTDOWN / INFO-less checks).
-fn redis_cmd(port: u16, args: &[&[u8]]) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut m = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        m.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        m.extend_from_slice(a);
-        m.extend_from_slice(b"\r\n");
-    }
-    s.write_all(&m).ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    Some(line.trim().to_string())
-}
-
-/// Waits until redis answers PING with PONG; returns the seconds waited.
-fn wait_pong(port: u16, start: Instant) -> f64 {
-    loop {
-        if redis_cmd(port, &[b"PING"]).as_deref() == Some("+PONG") {
-            return start.elapsed().as_secs_f64();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "redis did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Pipelines `SET key(i) value(i)` for `i` in `0..n`, a writer thread sending and this
-/// thread counting `+OK` replies.
-fn redis_load(port: u16, n: u64) {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut w = s.try_clone().expect("clone");
-    let writer = std::thread::spawn(move || {
-        let mut buf = Vec::with_capacity(1 << 20);
-        for i in 0..n {
-            buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$16\r\n");
-            buf.extend_from_slice(&key(i));
-            buf.extend_from_slice(b"\r\n$100\r\n");
-            buf.extend_from_slice(&value(i));
-            buf.extend_from_slice(b"\r\n");
-            if buf.len() >= 1 << 20 {
-                w.write_all(&buf).expect("send");
-                buf.clear();
-            }
-        }
-        w.write_all(&buf).expect("send");
-    });
-    let mut r = BufReader::with_capacity(1 << 20, s);
-    let want = n * 5;
-    let mut got = 0u64;
-    let mut chunk = vec![0u8; 1 << 16];
-    while got < want {
-        let k = r.read(&mut chunk).expect("read replies");
-        assert!(k > 0, "redis closed the connection");
-        assert!(
-            chunk[..k].iter().all(|&b| b"+OK\r\n".contains(&b)),
-            "non-OK reply"
-        );
-        got += k as u64;
-    }
-    writer.join().expect("writer");
-}
-
-fn shutdown_redis(mut r: Redis) {
-    let _ = redis_cmd(r.port, &[b"SHUTDOWN"]);
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60) {
-        if let Ok(Some(_)) = r.child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits for the "DB loaded from append only file: X seconds" line; returns X.
-fn wait_aof_loaded(log: &Path, start: Instant) -> f64 {
-    loop {
-        if let Ok(s) = std::fs::read_to_string(log) {
-            // The last start's line is the last one in the file.
-            if let Some(line) = s
-                .lines()
-                .rfind(|l| l.contains("DB loaded from append only file:"))
-            {
-                let secs = line
-                    .rsplit("append only file:")
-                    .next()
-                    .and_then(|t| t.split_whitespace().next())
-                    .and_then(|x| x.parse().ok());
-                if let Some(x) = secs {
-                    return x;
-                }
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no AOF load line"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[derive(Debug, Default)]
-struct RedisResult {
-    version: String,
-    aof_bytes: u64,
-    load_s: Vec<f64>,
-    wall_s: Vec<f64>,
-    write_s: f64,
-}
-
-/// Redis with the AOF of the SETs written, ready to be restarted (reloaded) round by round.
-struct RedisBench {
-    dir: tempfile::TempDir,
-    port: u16,
-    n: u64,
-    res: RedisResult,
-}
-
-impl RedisBench {
-    /// Starts redis-server, writes the `n` SETs into its AOF, stops it.
-    fn setup(n: u64) -> Result<RedisBench, String> {
-        let version = ensure_redis()?;
-        let dir = fresh_dir("redis");
-        let port = free_port();
-        let r = start_redis(dir.path(), port);
-        wait_pong(port, Instant::now());
-        let t = Instant::now();
-        redis_load(port, n);
-        let write_s = t.elapsed().as_secs_f64();
-        shutdown_redis(r);
-        let aof_bytes = dir_bytes(&dir.path().join("appendonlydir"));
-        println!(
-            "  redis: {n} SETs written in {write_s:.1} s; AOF directory {:.1} MiB",
-            aof_bytes as f64 / MIB as f64
-        );
-        Ok(RedisBench {
-            dir,
-            port,
-            n,
-            res: RedisResult {
-                version,
-                aof_bytes,
-                write_s,
-                ..RedisResult::default()
-            },
-        })
-    }
-
-    /// One restart: times the AOF reload (by its log line and until PING answers).
-    fn round(&mut self, round: u64) -> f64 {
-        let (port, n) = (self.port, self.n);
-        let log = self.dir.path().join("redis.log");
-        // Each start appends to the log: remember how many load lines came before.
-        let before = std::fs::read_to_string(&log)
-            .map(|s| s.matches("DB loaded from append only file:").count())
-            .unwrap_or(0);
-        let t = Instant::now();
-        let r = start_redis(self.dir.path(), port);
-        let wall = wait_pong(port, t);
-        let loaded = loop {
-            let c = std::fs::read_to_string(&log)
-                .map(|s| s.matches("DB loaded from append only file:").count())
-                .unwrap_or(0);
-            if c > before {
-                break wait_aof_loaded(&log, t);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let keys = redis_cmd(port, &[b"DBSIZE"]).unwrap_or_default();
-        assert_eq!(keys, format!(":{n}"), "redis reloaded every key");
-        self.res.load_s.push(loaded);
-        self.res.wall_s.push(wall);
-        println!(
-            "  round {round}: redis AOF load {loaded:.3} s by its log ({:.0} SETs/s), {wall:.3} s until PONG, load {}",
-            n as f64 / loaded,
-            loadavg()
-        );
-        shutdown_redis(r);
-        loaded
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // 3 + 4. Backup throughput and write latency during a backup.
 
 #[derive(Debug, Default)]
@@ -1013,172 +741,16 @@ fn main() {
         }
     }
 
-    // -----------------------------------------------------------------------------------
     println!(
         "\n==== Summary (medians of {rounds}; load now {}; {:.0} s in all) ====",
         loadavg(),
         started.elapsed().as_secs_f64()
     );
-    let mut rf_rate = f64::NAN;
-    if let Some(r) = &rf {
-        rf_rate = median(r.rf_rate.clone());
-        let rf_s = median(r.rf_s.clone());
-        let (check_s, sort_s, merge_s) = (
-            median(r.check_s.clone()),
-            median(r.sort_s.clone()),
-            median(r.merge_s.clone()),
-        );
-        let read = median(r.read_mbs.clone());
-        let arch_mib = r.archive_bytes as f64 / MIB as f64;
-        println!("| measure | value | target | verdict |\n|---|---|---|---|");
-        println!(
-            "| roll_forward of {} SETs ({:.0} MiB of archive, {:.0} MB payload; setup {:.0} s) | {:.3} s: **{:.2} M records/s**, {:.0} MiB/s of archive (runs: {} M/s) | >= 1.5 M/s | {} |",
-            r.records,
-            arch_mib,
-            r.payload as f64 / 1e6,
-            r.setup_s,
-            rf_s,
-            rf_rate / 1e6,
-            arch_mib / rf_s,
-            fmt_all(&r.rf_rate.iter().map(|x| x / 1e6).collect::<Vec<_>>(), 2),
-            verdict(rf_rate / 1.5e6)
-        );
-        println!(
-            "| - of which reading, checking and gathering the archive | {check_s:.3} s ({:.2} M records/s, {:.0} MiB/s) | | |",
-            r.records as f64 / check_s / 1e6,
-            arch_mib / check_s
-        );
-        println!(
-            "| - of which sorting (2 threads) and keeping the newest per key | {sort_s:.3} s | | |"
-        );
-        println!("| - of which merging into the tree (rebuilt, fsynced) | {merge_s:.3} s | | |");
-        println!(
-            "| sequential read of the same archive files (warm cache) | {read:.0} MiB/s ({:.3} s; runs {} MiB/s) | | roll_forward at {:.1}% of it |",
-            arch_mib / read,
-            fmt_all(&r.read_mbs, 0),
-            100.0 * (arch_mib / rf_s) / read
-        );
-    }
-    if let Some(r) = &redis {
-        let l = median(r.load_s.clone());
-        let rr = r.records_rate(rf_records);
-        println!(
-            "| {} AOF reload of {rf_records} SETs ({:.0} MiB AOF, written in {:.1} s) | {l:.3} s by its log, {:.3} s until PONG: {:.0} SETs/s (runs {} s) | | |",
-            r.version.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-            r.aof_bytes as f64 / MIB as f64,
-            r.write_s,
-            median(r.wall_s.clone()),
-            rr,
-            fmt_all(&r.load_s, 3)
-        );
-        println!(
-            "| Duplex roll_forward / Redis AOF reload (medians) | **{:.2}x** | >= 3x | {} |",
-            rf_rate / rr,
-            verdict(rf_rate / rr / 3.0)
-        );
-        if let Some(rf) = rf.as_ref().filter(|r| !r.ratio.is_empty()) {
-            let m = median(rf.ratio.clone());
-            println!(
-                "| the same, median of the per-round ratios (both in the same round) | **{m:.2}x** (rounds {}) | >= 3x | {} |",
-                fmt_all(&rf.ratio, 2),
-                verdict(m / 3.0)
-            );
-        }
-    }
-    for (s, r) in &by_size {
-        if let Some(b) = &r.backup {
-            let (bs, cs, css) = (
-                median(b.backup_s.clone()),
-                median(b.cp_s.clone()),
-                median(b.cp_sync_s.clone()),
-            );
-            let mib = b.store_bytes as f64 / MIB as f64;
-            println!(
-                "| Database::backup of a {mib:.0} MiB store (warm) | {bs:.3} s, {:.0} MiB/s (runs {} s) | | |",
-                mib / bs,
-                fmt_all(&b.backup_s, 3)
-            );
-            println!(
-                "| cp of the store file (warm) / cp + fsync | {cs:.3} s, {:.0} MiB/s (runs {} s) / {css:.3} s (runs {} s) | | |",
-                mib / cs,
-                fmt_all(&b.cp_s, 3),
-                fmt_all(&b.cp_sync_s, 3)
-            );
-            println!(
-                "| backup throughput / cp (/ cp + fsync) | **{:.2}x** ({:.2}x) | >= 0.9x of cp | {} |",
-                cs / bs,
-                css / bs,
-                verdict(cs / bs / 0.9)
-            );
-        }
-        if let Some(l) = &r.latency {
-            println!(
-                "| durable single put, without backup ({s} MiB store) | p99 {:.0} µs, max {:.0} µs (max per run {} µs; {:.0} puts per run) | | |",
-                median(l.base_p99.clone()),
-                median(l.base_max.clone()),
-                fmt_all(&l.base_max, 0),
-                median(l.base_n.clone())
-            );
-            println!(
-                "| durable single put, during a backup ({:.2} s) | p99 {:.0} µs, max {:.0} µs (max per run {} µs; {:.0} puts per run) | | |",
-                median(l.bk_s.clone()),
-                median(l.bk_p99.clone()),
-                median(l.bk_max.clone()),
-                fmt_all(&l.bk_max, 0),
-                median(l.bk_n.clone())
-            );
-        }
-    }
-    let mut xs = Vec::new();
-    let mut ys = Vec::new();
-    for (_, r) in &by_size {
-        let rr = &r.restore;
-        if rr.runs.is_empty() {
-            continue;
-        }
-        let total = rr.med(RestoreRun::total);
-        println!(
-            "| restore of {:.0} MiB (loaded in {:.0} s) + {:.0} MiB archive ({} SETs), end to end | **{total:.2} s** = restore_chain {:.2} + roll_forward {:.2} (check {:.2}, sort {:.2}, merge {:.2}) + open {:.3} (totals {} s) | | |",
-            rr.store_mib,
-            rr.load_s,
-            rr.archive_mib,
-            rr.records,
-            rr.med(|r| r.chain_s),
-            rr.med(|r| r.rf_s),
-            rr.med(|r| r.rf_times.check),
-            rr.med(|r| r.rf_times.sort),
-            rr.med(|r| r.rf_times.merge + r.rf_times.read),
-            rr.med(|r| r.open_s),
-            fmt_all(&rr.runs.iter().map(RestoreRun::total).collect::<Vec<_>>(), 2)
-        );
-        xs.push(rr.store_mib);
-        ys.push(total);
-    }
-    if xs.len() >= 2 {
-        let (a, b) = fit(&xs, &ys);
-        let gb3 = 3e9 / MIB as f64;
-        println!(
-            "| restore time vs store size (least squares over {} sizes, {archive_mib} MiB archive) | {a:.2} s + {:.2} s per GiB | | |",
-            xs.len(),
-            b * 1024.0
-        );
-        println!(
-            "| extrapolated restore of a 3 GB store + {archive_mib} MiB archive | **{:.1} s** | patent: export/import ~8 h, roll-forward minutes | |",
-            a + b * gb3
-        );
-    }
-}
-
-impl RedisResult {
-    fn records_rate(&self, n: u64) -> f64 {
-        n as f64 / median(self.load_s.clone())
-    }
-}
-
-fn verdict(ratio_to_target: f64) -> String {
-    if ratio_to_target >= 1.0 {
-        "met".into()
-    } else {
-        format!("missed ({:.0}% of target)", ratio_to_target * 100.0)
-    }
+    summary::print(
+        rf.as_ref(),
+        redis.as_ref(),
+        rf_records,
+        &by_size,
+        archive_mib,
+    );
 }

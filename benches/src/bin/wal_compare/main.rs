@@ -16,15 +16,19 @@
 //! `DUPLEX_BENCH_DIR` (where the files go; default `target/duplex-bench-tmp`, which must not
 //! be tmpfs).
 
+mod report;
+
+use report::{print_figures, print_ratios, print_replay_rates, Stats};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use duplex_benches::{
-    build_duplex_log, build_duplex_log_with, build_okaywal_log, describe_bench_root, records_for,
+    build_duplex_log, build_okaywal_log, describe_bench_root, reader_tail_log, records_for,
     replay_duplex, replay_log_bytes, replay_okaywal, run_for, thread_payloads, DuplexLog, OkayLog,
     RawLoop, RawMode, ReplayLog, LARGE, OKAYWAL_CHUNKS_PER_ENTRY, SMALL,
 };
-use duplex_wal::{Entry, SyncPolicy, WalOptions};
+use duplex_wal::{Entry, SyncPolicy};
 
 /// One run of one workload.
 #[derive(Debug, Clone, Copy)]
@@ -163,15 +167,7 @@ fn workloads() -> Vec<Workload> {
             ),
             len: 0,
             open: Box::new(move || {
-                let log = build_duplex_log_with(
-                    SMALL,
-                    1,
-                    WalOptions {
-                        sync: SyncPolicy::Never,
-                        preallocate,
-                        ..WalOptions::default()
-                    },
-                );
+                let log = reader_tail_log(preallocate);
                 Box::new(move |d| {
                     let start = Instant::now();
                     let mut n = 0u64;
@@ -375,6 +371,16 @@ fn build_replays(wanted: &dyn Fn(&str) -> bool) -> Vec<Replays> {
 /// Per-workload samples, indexed by round.
 type Results = BTreeMap<String, Vec<Sample>>;
 
+/// What the rounds measured.
+#[derive(Default)]
+struct Run {
+    results: Results,
+    /// Log bytes each replay read (Duplex's reader reports them).
+    replay_log_bytes_read: BTreeMap<String, u64>,
+    /// Name and description of every replay workload run.
+    replay_info: Vec<(String, String)>,
+}
+
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).collect();
     let wanted =
@@ -395,14 +401,33 @@ fn main() {
     );
 
     let all = workloads();
-    let mut results: Results = BTreeMap::new();
-    let mut replay_log_bytes_read: BTreeMap<String, u64> = BTreeMap::new();
-    let mut replay_info: Vec<(String, String)> = Vec::new();
-    let log_bytes = replay_log_bytes();
+    let run = run_phases(&all, &wanted, rounds, slice);
+    latency_probe("at the end");
+    println!();
 
-    // Phase 1: durable commits (fsync-bound); phase 2: bulk writes; phase 3: reads. Bulk
-    // writes never run between the two sides of an fsync-bound ratio, and the replay logs
-    // are written only after the write phases.
+    let stats = Stats::new(&run.results);
+    let mut names: Vec<(String, String)> = all
+        .iter()
+        .filter(|w| wanted(&w.name))
+        .map(|w| (w.name.clone(), w.what.clone()))
+        .collect();
+    names.extend(run.replay_info.iter().cloned());
+    print_figures(&stats, &names);
+    print_ratios(&stats);
+    println!();
+    print_replay_rates(&stats, &run);
+}
+
+/// Phase 1: durable commits (fsync-bound); phase 2: bulk writes; phase 3: reads. Bulk
+/// writes never run between the two sides of an fsync-bound ratio, and the replay logs are
+/// written only after the write phases.
+fn run_phases(
+    all: &[Workload],
+    wanted: &dyn Fn(&str) -> bool,
+    rounds: usize,
+    slice: Duration,
+) -> Run {
+    let mut run = Run::default();
     for phase in 1..=3 {
         let mut chosen: Vec<(&Workload, Slice)> = all
             .iter()
@@ -411,55 +436,29 @@ fn main() {
             .collect();
         let mut replays: Vec<Replays> = Vec::new();
         if phase == 3 {
-            replays = build_replays(&wanted);
+            replays = build_replays(wanted);
         }
         if chosen.is_empty() && replays.is_empty() {
             continue;
         }
         latency_probe(&format!("at the start of phase {phase}"));
         for round in 0..rounds {
-            for (w, run) in chosen.iter_mut() {
-                let (n, e) = run(slice);
-                let s = sample(n, w.len, e);
-                eprintln!(
-                    "round {}/{rounds} {:<28} {:>12} rec/s {:>9.1} MB/s",
-                    round + 1,
-                    w.name,
-                    fmt_rate(s.ops),
-                    s.bytes / 1e6
+            for (w, slice_run) in chosen.iter_mut() {
+                let (n, e) = slice_run(slice);
+                record(
+                    &mut run.results,
+                    &w.name,
+                    sample(n, w.len, e),
+                    round,
+                    rounds,
                 );
-                results.entry(w.name.clone()).or_default().push(s);
             }
             for r in &replays {
-                let t = Instant::now();
-                let got = if r.duplex {
-                    replay_duplex(&r.log.path())
-                } else {
-                    replay_okaywal(&r.log.path())
-                };
-                let e = t.elapsed();
-                assert_eq!(got.records, r.log.records, "{}: records lost", r.name);
-                assert_eq!(
-                    got.payload_bytes, r.log.payload_bytes,
-                    "{}: bytes lost",
-                    r.name
-                );
-                if got.log_bytes > 0 {
-                    replay_log_bytes_read.insert(r.name.clone(), got.log_bytes);
-                }
-                let s = sample(got.records, r.log.record_len, e);
-                eprintln!(
-                    "round {}/{rounds} {:<28} {:>12} rec/s {:>9.1} MB/s",
-                    round + 1,
-                    r.name,
-                    fmt_rate(s.ops),
-                    s.bytes / 1e6
-                );
-                results.entry(r.name.clone()).or_default().push(s);
+                replay_once(&mut run, r, round, rounds);
             }
         }
         for r in &replays {
-            replay_info.push((
+            run.replay_info.push((
                 r.name.clone(),
                 format!(
                     "read {} records ({} MiB payload) from the page cache",
@@ -469,262 +468,40 @@ fn main() {
             ));
         }
     }
-    latency_probe("at the end");
-    println!();
+    run
+}
 
-    // The disk of this kind of VM flips between a fast state (fdatasync ~0.1 ms) and a slow
-    // one (~4 ms) every few seconds, whatever we run. Phase-1 rounds are classified by the
-    // raw 100 B fallocate loop of the same round, and the fsync-bound figures and ratios are
-    // also given for each state separately.
-    let fast: Vec<bool> = results
-        .get("raw/fallocate/100B")
-        .map(|v| v.iter().map(|s| s.ops >= FAST_DISK).collect())
-        .unwrap_or_default();
-    let n_fast = fast.iter().filter(|&&f| f).count();
-    let n_slow = fast.len() - n_fast;
-    let pick = |name: &str, sel: Option<bool>| -> Vec<Sample> {
-        let Some(v) = results.get(name) else {
-            return Vec::new();
-        };
-        match sel {
-            None => v.clone(),
-            Some(_) if phase_of(name) != 1 => Vec::new(),
-            Some(want) => v
-                .iter()
-                .zip(&fast)
-                .filter(|(_, &f)| f == want)
-                .map(|(s, _)| *s)
-                .collect(),
-        }
-    };
-    let med = |name: &str, sel: Option<bool>| -> Option<f64> {
-        let v = pick(name, sel);
-        (!v.is_empty()).then(|| median(v.iter().map(|s| s.ops).collect()))
-    };
-    let med_bytes = |name: &str| -> Option<f64> {
-        let v = pick(name, None);
-        (!v.is_empty()).then(|| median(v.iter().map(|s| s.bytes).collect()))
-    };
-    // Median of the per-round ratios num/den (both measured in the same round).
-    let ratio = |num: &str, den: &str, sel: Option<bool>| -> Option<f64> {
-        let (a, b) = (pick(num, sel), pick(den, sel));
-        let v: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x.ops / y.ops).collect();
-        (!v.is_empty()).then(|| median(v))
-    };
-    let cell = |v: Option<f64>| v.map(fmt_rate).unwrap_or_else(|| "-".into());
+/// Notes one sample of `name` and says so on stderr.
+fn record(results: &mut Results, name: &str, s: Sample, round: usize, rounds: usize) {
+    eprintln!(
+        "round {}/{rounds} {:<28} {:>12} rec/s {:>9.1} MB/s",
+        round + 1,
+        name,
+        fmt_rate(s.ops),
+        s.bytes / 1e6
+    );
+    results.entry(name.to_string()).or_default().push(s);
+}
 
-    println!("## Figures");
-    println!();
-    if !fast.is_empty() {
-        println!(
-            "Phase 1 had {n_fast} fast-disk round(s) and {n_slow} slow-disk round(s) (fast: the \
-             raw 100 B fallocate loop made >= {FAST_DISK:.0} commits/s in that round)."
-        );
-        println!();
-    }
-    println!(
-        "| workload | what | records/s, median of all rounds | min..max | fast-disk rounds \
-         | slow-disk rounds | payload MB/s |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    let mut names: Vec<(String, String)> = all
-        .iter()
-        .filter(|w| wanted(&w.name))
-        .map(|w| (w.name.clone(), w.what.clone()))
-        .collect();
-    names.extend(replay_info.iter().cloned());
-    for (name, what) in &names {
-        let Some(v) = results.get(name) else { continue };
-        let lo = v.iter().map(|s| s.ops).fold(f64::INFINITY, f64::min);
-        let hi = v.iter().map(|s| s.ops).fold(0.0, f64::max);
-        println!(
-            "| `{name}` | {what} | {} | {}..{} | {} | {} | {:.1} |",
-            cell(med(name, None)),
-            fmt_rate(lo),
-            fmt_rate(hi),
-            cell(med(name, Some(true))),
-            cell(med(name, Some(false))),
-            med_bytes(name).unwrap_or(f64::NAN) / 1e6
-        );
-    }
-    println!();
-
-    println!("## Ratios against the targets of issue 2");
-    println!();
-    println!(
-        "Each ratio is the median of per-round ratios (numerator and denominator measured in \
-         the same round)."
-    );
-    println!();
-    println!("| ratio | target | all rounds | fast-disk rounds | slow-disk rounds | verdict |");
-    println!("|---|---|---:|---:|---:|---|");
-    let row = |label: &str, num: &str, den: &str, target: &str, ok: &dyn Fn(f64) -> bool| {
-        let all_r = ratio(num, den, None);
-        if all_r.is_none() {
-            return;
-        }
-        let f = ratio(num, den, Some(true));
-        let sl = ratio(num, den, Some(false));
-        let judge = |r: Option<f64>| match r {
-            Some(r) if ok(r) => "met",
-            Some(_) => "MISSED",
-            None => "-",
-        };
-        let verdict = if target.is_empty() {
-            "(info)".to_string()
-        } else if phase_of(num) == 1 {
-            format!(
-                "{} on the fast disk, {} on the slow disk",
-                judge(f),
-                judge(sl)
-            )
-        } else {
-            judge(all_r).to_string()
-        };
-        let c = |r: Option<f64>| r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
-        println!(
-            "| {label} | {target} | {} | {} | {} | {verdict} |",
-            c(all_r),
-            c(f),
-            c(sl)
-        );
+/// One pass of a replay workload, checked to return every record and byte.
+fn replay_once(run: &mut Run, r: &Replays, round: usize, rounds: usize) {
+    let t = Instant::now();
+    let got = if r.duplex {
+        replay_duplex(&r.log.path())
+    } else {
+        replay_okaywal(&r.log.path())
     };
-    row(
-        "Duplex Always 1 thread / raw fallocate 100 B loop",
-        "always/duplex/1",
-        "raw/fallocate/100B",
-        ">= 0.90",
-        &|r| r >= 0.9,
+    let e = t.elapsed();
+    assert_eq!(got.records, r.log.records, "{}: records lost", r.name);
+    assert_eq!(
+        got.payload_bytes, r.log.payload_bytes,
+        "{}: bytes lost",
+        r.name
     );
-    row(
-        "Duplex Always 1 thread / raw zero-filled 100 B loop",
-        "always/duplex/1",
-        "raw/zero-filled/100B",
-        "",
-        &|_| true,
-    );
-    row(
-        "Duplex Always 1 thread / raw growing 100 B loop",
-        "always/duplex/1",
-        "raw/growing/100B",
-        "",
-        &|_| true,
-    );
-    row(
-        "raw zero-filled / raw fallocate, 100 B",
-        "raw/zero-filled/100B",
-        "raw/fallocate/100B",
-        "",
-        &|_| true,
-    );
-    row(
-        "raw zero-filled / raw fallocate, 4 KiB",
-        "raw/zero-filled/4096B",
-        "raw/fallocate/4096B",
-        "",
-        &|_| true,
-    );
-    row(
-        "raw fallocate / raw growing, 4 KiB",
-        "raw/fallocate/4096B",
-        "raw/growing/4096B",
-        "",
-        &|_| true,
-    );
-    row(
-        "raw zero-filled / raw fallocate, 64 KiB",
-        "raw/zero-filled/65536B",
-        "raw/fallocate/65536B",
-        "",
-        &|_| true,
-    );
-    for t in [4usize, 8, 16, 64] {
-        let target = if t == 64 { ">= 20" } else { "" };
-        row(
-            &format!("Duplex Always {t} threads / 1 thread"),
-            &format!("always/duplex/{t}"),
-            "always/duplex/1",
-            target,
-            &|r| r >= 20.0,
-        );
+    if got.log_bytes > 0 {
+        run.replay_log_bytes_read
+            .insert(r.name.clone(), got.log_bytes);
     }
-    row(
-        "okaywal 64 threads / 1 thread",
-        "always/okaywal/64",
-        "always/okaywal/1",
-        "",
-        &|_| true,
-    );
-    for t in [1usize, 4, 8, 16, 64] {
-        let target = if t == 8 { ">= 3" } else { "" };
-        row(
-            &format!("Duplex Always / okaywal, {t} thread(s)"),
-            &format!("always/duplex/{t}"),
-            &format!("always/okaywal/{t}"),
-            target,
-            &|r| r >= 3.0,
-        );
-    }
-    let k = OKAYWAL_CHUNKS_PER_ENTRY;
-    for len in [SMALL, LARGE] {
-        row(
-            &format!("Duplex Never 1 thread / okaywal {k}-chunk entries, {len} B"),
-            &format!("never/duplex/{len}B/1"),
-            &format!("never/okaywal-{k}/{len}B/1"),
-            "> 1",
-            &|r| r > 1.0,
-        );
-        row(
-            &format!("Duplex Never 4 threads / okaywal {k}-chunk entries, {len} B"),
-            &format!("never/duplex/{len}B/4"),
-            &format!("never/okaywal-{k}/{len}B/1"),
-            "",
-            &|_| true,
-        );
-        row(
-            &format!("Duplex Always append_batch({k}) / okaywal {k}-chunk entries, {len} B"),
-            &format!("batch/duplex-{k}/{len}B/1"),
-            &format!("never/okaywal-{k}/{len}B/1"),
-            "",
-            &|_| true,
-        );
-        row(
-            &format!("Duplex replay / okaywal replay, {len} B"),
-            &format!("replay/duplex/{len}B"),
-            &format!("replay/okaywal/{len}B"),
-            "",
-            &|_| true,
-        );
-    }
-    row(
-        "reader to end: no pre-allocation / pre-allocated 64 MiB segment",
-        "reader-tail/no-prealloc",
-        "reader-tail/prealloc",
-        "",
-        &|_| true,
-    );
-    println!();
-    for len in [SMALL, LARGE] {
-        let name = format!("replay/duplex/{len}B");
-        if let (Some(ops), Some(b)) = (med(&name, None), med_bytes(&name)) {
-            let log_b = replay_log_bytes_read.get(&name).copied().unwrap_or(0) as f64;
-            let recs = records_for(len, log_bytes) as f64;
-            let log_rate = log_b / (recs / ops);
-            println!(
-                "- Duplex replay {len} B ({} MiB log): {} records/s, {:.2} GB/s of payload, \
-                 {:.2} GB/s of log (target >= 1 GB/s: {})",
-                log_bytes >> 20,
-                fmt_rate(ops),
-                b / 1e9,
-                log_rate / 1e9,
-                if b >= 1e9 {
-                    "met"
-                } else if log_rate >= 1e9 {
-                    "met on log bytes only"
-                } else {
-                    "MISSED"
-                }
-            );
-        }
-    }
+    let s = sample(got.records, r.log.record_len, e);
+    record(&mut run.results, &r.name, s, round, rounds);
 }
