@@ -98,6 +98,7 @@ pub(crate) fn recover(
             r => r?,
         };
         check_header(&scan.header, name_lsn, &path, opts, list.last())?;
+        check_length(&scan, &path)?;
         if let Some(cut) = settle_tail(storage, dir, &path, &scan, is_last, opts)? {
             report.truncated = Some(cut);
         }
@@ -187,6 +188,21 @@ fn check_header(
                 next_file: path.to_path_buf(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Refuses a live segment shorter than the size it was preallocated to (its header's
+/// intended length): a crash cannot shrink a preallocated file, so its end is not a torn
+/// tail but damage done by something else.
+fn check_length(scan: &SegmentScan, path: &Path) -> Result<()> {
+    let expected = scan.header.intended_len;
+    if expected > 0 && scan.file_len < expected {
+        return Err(Error::ShortSegment {
+            file: path.to_path_buf(),
+            expected,
+            actual: scan.file_len,
+        });
     }
     Ok(())
 }

@@ -298,6 +298,12 @@ pub(crate) fn create_segment(
         node_id: opts.node_id,
         first_lsn,
         created_ms: opts.clock.now_ms(),
+        timeline: opts.timeline,
+        intended_len: if opts.preallocate {
+            opts.segment_size
+        } else {
+            0
+        },
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| ("write", e))?;
