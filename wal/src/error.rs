@@ -127,6 +127,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An archive directory does not hold one history, or a root holds several and the
+    /// reader did not say which to read.
+    #[error("the archive directory {dir} does not hold one history: {detail}")]
+    ArchiveLineage {
+        /// The directory.
+        dir: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+
     /// The archive could not be written while a commit waited for it
     /// ([`crate::WalOptions::archive_lag_ms`] = 0). The records are durable in the local
     /// log; only the archive copy is missing.

@@ -27,9 +27,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod archive;
+mod archive_check;
 mod background;
 pub mod clock;
 mod error;
+mod follow;
 pub mod format;
 pub mod le;
 mod options;
@@ -43,9 +45,13 @@ mod sys;
 mod wal;
 mod writer;
 
-pub use archive::{archive_segment, prune_archive};
+pub use archive::{
+    archive_segment, archive_subdir, parse_archive_subdir, prune_archive, resolve_archive_dirs,
+};
+pub use archive_check::{check_archive, ArchiveHistory, ArchiveReport};
 pub use clock::{now_ms, Clock, ManualClock, SystemClock};
 pub use error::{CorruptKind, Error, Result};
+pub use follow::ArchiveStatus;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use recovery::{RecoveryReport, SegmentInfo, Truncation};

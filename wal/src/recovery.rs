@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::archive::archive_subdir;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_segment_file_name, SegmentHeader};
 use crate::options::{RecoveryMode, WalOptions};
@@ -103,7 +104,11 @@ pub(crate) fn recover(
             report.truncated = Some(cut);
         }
         let archived = match &opts.archive_dir {
-            Some(a) => storage.exists(&a.join(&name)),
+            // In the lineage's subdirectory, or flat in the root (an older build's layout).
+            Some(root) => {
+                storage.exists(&archive_subdir(root, opts.node_id, opts.timeline).join(&name))
+                    || storage.exists(&root.join(&name))
+            }
             None => false,
         };
         list.push(SegmentInfo {
