@@ -14,8 +14,16 @@
 //!   [`Clock`] in [`WalOptions::clock`].
 //! - [`WalReader`] iterates [`Record`]s from any LSN across the live directory and the
 //!   archive as one stream, checking every checksum and LSN on the way.
-//! - [`archive_segment`] copies a closed segment into an archive directory atomically; a
-//!   [`Wal`] with [`WalOptions::archive_dir`] does it for every segment it closes.
+//! - The archive: a [`Wal`] with [`WalOptions::archive_dir`] copies its segments into the
+//!   lineage subdirectory [`archive_subdir`] of that root (module `follow`): the durable
+//!   part of the segment being written as a growing `.partial`, never more than
+//!   [`WalOptions::archive_lag_ms`] behind (0: each commit waits for it), completed under
+//!   the segment's name when it closes; [`Wal::archive_status`] shows position, lag and
+//!   failures. [`archive_segment`] copies one closed segment (a same-named file must be the
+//!   same bytes of the same lineage), [`resolve_archive_dirs`] says which directories of a
+//!   shared root a reader reads, [`check_archive`] verifies that an archive holds one
+//!   history.
+//! - Segment headers are format version 2 (timeline, intended length); version 1 is read.
 //! - [`Storage`] is the file-system trait every byte goes through: [`StdStorage`] for real,
 //!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests. The few calls that
 //!   need `unsafe` (libc, memmap2) are gathered in module `sys`, each with its reason.

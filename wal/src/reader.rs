@@ -99,7 +99,9 @@ pub struct ReadOptions {
     /// Treat a torn tail in the last segment as an error instead of the end of the log.
     /// Verification of an archive wants this. Default false.
     pub strict_tail: bool,
-    /// If set, every segment must have been written by this node. Default none.
+    /// If set, every segment must have been written by this node, and an archive root
+    /// given as a directory is read in this node's lineage subdirectory
+    /// ([`crate::resolve_archive_dirs`]). Default none.
     pub node_id: Option<u64>,
     /// Map each segment whole and read records in place instead of copying them through a
     /// buffer; [`WalReader::next_shared`] then returns payloads without copying them. Only
