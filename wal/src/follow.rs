@@ -106,6 +106,9 @@ impl Shared {
             Err(e) => {
                 st.archive_error = Some(e.to_string());
                 st.archive_failing_since_ms.get_or_insert(started);
+                if st.durable_lsn > st.archived_lsn {
+                    st.unarchived_since_ms.get_or_insert(started);
+                }
             }
         }
         res.map(|(n, _)| n)
@@ -199,9 +202,15 @@ impl Shared {
         self.archive_step(&mut f, pos).map(|_| ())
     }
 
-    /// The status, read under the state lock.
+    /// The status, read under the state lock; without an archive only `durable_lsn` is set.
     pub(crate) fn archive_status(&self) -> ArchiveStatus {
         let st = self.state.lock();
+        if self.opts.archive_dir.is_none() {
+            return ArchiveStatus {
+                durable_lsn: st.durable_lsn,
+                ..ArchiveStatus::default()
+            };
+        }
         status_of(&st, self.opts.clock.now_ms())
     }
 }

@@ -173,8 +173,8 @@ impl Wal {
         self.shared.archive_pending()
     }
 
-    /// The archive's position, lag and health (all zeros and `None` without an archive):
-    /// for INFO and monitoring. A failing archive shows here (`last_error`,
+    /// The archive's position, lag and health, for INFO and monitoring (without an
+    /// archive, only `durable_lsn` is set). A failing archive shows here (`last_error`,
     /// `failing_since_ms`, a growing `lag_ms`) while local writes go on; see
     /// [`WalOptions::archive_lag_ms`] for the policy.
     pub fn archive_status(&self) -> ArchiveStatus {
