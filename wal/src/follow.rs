@@ -18,13 +18,14 @@
 //!   [`Error::ArchiveFailed`] (its records stay durable in the local log, which is not
 //!   poisoned), and every later commit tries the archive again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use parking_lot::MutexGuard;
 
 use crate::archive::{archive_segment, archive_subdir, PartialCopy};
 use crate::error::{Error, Result};
-use crate::format::{segment_file_name, SEGMENT_HEADER_LEN};
+use crate::format::{segment_file_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::storage::OpenMode;
 use crate::writer::{Shared, State};
 
 /// Where the durable part of the log ends: the segment being written, the offset just past
@@ -62,10 +63,35 @@ pub struct ArchiveStatus {
 }
 
 impl Shared {
-    /// The archive's lineage directory, if an archive is configured.
-    pub(crate) fn archive_target(&self) -> Option<PathBuf> {
-        let root = self.opts.archive_dir.as_ref()?;
-        Some(archive_subdir(root, self.opts.node_id, self.opts.timeline))
+    /// The archive directory of the segment at `path`: the subdirectory of the lineage its
+    /// header names (a segment written before a change of `WalOptions::timeline` keeps its
+    /// own, created here if needed); `None` without an archive.
+    pub(crate) fn archive_dir_of(&self, path: &Path) -> Result<Option<PathBuf>> {
+        let Some(root) = self.opts.archive_dir.as_ref() else {
+            return Ok(None);
+        };
+        let f = self
+            .storage
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io("open", path, e))?;
+        let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
+        f.read_exact_at(&mut b, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+        let h = SegmentHeader::decode(&b).map_err(|kind| Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            kind,
+        })?;
+        let dir = archive_subdir(root, h.node_id, h.timeline);
+        // The log's own lineage directory was made at open: if it is gone (an unmounted or
+        // wiped archive disk) that is a failure to report, not something to paper over.
+        let own = (h.node_id, h.timeline) == (self.opts.node_id, self.opts.timeline);
+        if !own && !self.storage.exists(&dir) {
+            self.storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?;
+        }
+        Ok(Some(dir))
     }
 
     /// True when commits wait for the archive (`archive_lag_ms` = 0).
@@ -118,9 +144,9 @@ impl Shared {
     /// failure (the archive must stay contiguous; the next step retries). Returns how many
     /// were copied.
     pub(crate) fn archive_closed_locked(&self, f: &mut Follower) -> Result<usize> {
-        let Some(dir) = self.archive_target() else {
+        if self.opts.archive_dir.is_none() {
             return Ok(0);
-        };
+        }
         let todo: Vec<_> = {
             let segs = self.segs.lock();
             segs.list
@@ -130,17 +156,20 @@ impl Shared {
                 .collect()
         };
         for info in &todo {
-            let res = match f.partial.take() {
-                Some(mut p) if p.first_lsn == info.first_lsn => {
-                    p.extend(info.end_offset).and_then(|_| {
-                        p.complete(&*self.storage, &dir.join(segment_file_name(info.first_lsn)))
-                    })
+            let res = self.archive_dir_of(&info.path).and_then(|dir| {
+                let dir = dir.unwrap_or_default();
+                match f.partial.take() {
+                    Some(mut p) if p.first_lsn == info.first_lsn => {
+                        p.extend(info.end_offset).and_then(|_| {
+                            p.complete(&*self.storage, &dir.join(segment_file_name(info.first_lsn)))
+                        })
+                    }
+                    other => {
+                        f.partial = other;
+                        archive_segment(&*self.storage, &info.path, info.end_offset, &dir)
+                    }
                 }
-                other => {
-                    f.partial = other;
-                    archive_segment(&*self.storage, &info.path, info.end_offset, &dir)
-                }
-            };
+            });
             let mut segs = self.segs.lock();
             match res {
                 Ok(_) => {
@@ -164,9 +193,9 @@ impl Shared {
     /// everything up to `pos`: true also when the segment holds no record; false when it
     /// closed since `pos` was taken (the next closed-segment pass completes it).
     fn follow_active(&self, f: &mut Follower, pos: DurablePos) -> Result<bool> {
-        let Some(dir) = self.archive_target() else {
+        if self.opts.archive_dir.is_none() {
             return Ok(true);
-        };
+        }
         if pos.off <= SEGMENT_HEADER_LEN {
             return Ok(true);
         }
@@ -182,13 +211,16 @@ impl Shared {
         }
         let partial = match f.partial.as_mut() {
             Some(p) => p,
-            None => f.partial.insert(PartialCopy::open(
-                &*self.storage,
-                &path,
-                pos.seg,
-                &dir,
-                pos.off,
-            )?),
+            None => {
+                let dir = self.archive_dir_of(&path)?.unwrap_or_default();
+                f.partial.insert(PartialCopy::open(
+                    &*self.storage,
+                    &path,
+                    pos.seg,
+                    &dir,
+                    pos.off,
+                )?)
+            }
         };
         partial.extend(pos.off)?;
         Ok(true)

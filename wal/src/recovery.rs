@@ -106,7 +106,8 @@ pub(crate) fn recover(
         let archived = match &opts.archive_dir {
             // In the lineage's subdirectory, or flat in the root (an older build's layout).
             Some(root) => {
-                storage.exists(&archive_subdir(root, opts.node_id, opts.timeline).join(&name))
+                let h = &scan.header;
+                storage.exists(&archive_subdir(root, h.node_id, h.timeline).join(&name))
                     || storage.exists(&root.join(&name))
             }
             None => false,

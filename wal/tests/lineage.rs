@@ -161,3 +161,34 @@ fn check_archive_reports_one_history_per_directory_and_refuses_a_mixed_one() {
     assert!(matches!(err, Error::ArchiveLineage { .. }), "{err}");
     assert!(err.to_string().contains("node 2"), "{err}");
 }
+
+#[test]
+fn every_segment_is_archived_in_the_lineage_its_header_names() {
+    let sim = SimStorage::new();
+    let root = Path::new("/archive");
+    {
+        let wal = Wal::open_with(Arc::new(sim.clone()), "/wal", opts(1, 1, Some("/archive")))
+            .expect("open");
+        wal.append(1, b"timeline 1").expect("append");
+        wal.close().expect("close");
+    }
+    // Reopened on a new timeline: the segment written on timeline 1 closes later, and
+    // still goes to timeline 1's directory; the new segment to timeline 2's.
+    let wal = Wal::open_with(Arc::new(sim.clone()), "/wal", opts(1, 2, Some("/archive")))
+        .expect("reopen");
+    wal.append(1, b"still in the old segment").expect("append");
+    wal.rotate().expect("rotate");
+    wal.append(1, b"timeline 2").expect("append");
+    wal.close().expect("close");
+    let t1 = archive_subdir(root, 1, 1);
+    let t2 = archive_subdir(root, 1, 2);
+    assert!(sim.exists(&t1.join(segment_file_name(1))));
+    assert!(sim.exists(&t2.join(duplex_wal::format::partial_file_name(3))));
+    let report = check_archive(Arc::new(sim.clone()), root).expect("one history per directory");
+    let spans: Vec<(u64, u64, Vec<u64>)> = report
+        .histories
+        .iter()
+        .map(|h| (h.first_lsn, h.last_lsn, h.timelines.clone()))
+        .collect();
+    assert_eq!(spans, [(1, 2, vec![1]), (3, 3, vec![2])]);
+}
