@@ -380,3 +380,35 @@ fn with_background_threads_the_archive_follows_within_the_lag() {
     assert_eq!(payloads(&recs), [b"followed".to_vec()]);
     wal.close().expect("close");
 }
+
+#[test]
+fn when_both_a_segment_and_its_partial_exist_the_complete_one_wins() {
+    let sim = SimStorage::new();
+    let wal = open(&sim, "/wal", opts(1000));
+    for i in 1..=3 {
+        wal.append(1, &body(i)).expect("append");
+    }
+    wal.archive_pending().expect("step");
+    let dir = lineage_dir(1);
+    let partial = dir.join(partial_file_name(1));
+    let early = sim.contents(&partial).expect("partial");
+    for i in 4..=6 {
+        wal.append(1, &body(i)).expect("append");
+    }
+    wal.rotate().expect("rotate");
+    wal.archive_pending().expect("step");
+    // A stale partial beside the complete copy (an interrupted cleanup, a copy put back).
+    let f = sim.open(&partial, OpenMode::CreateNew).expect("create");
+    f.write_all_at(&early, 0).expect("write");
+    f.sync_data().expect("sync");
+    assert_eq!(
+        payloads(&archived(&sim, 1)),
+        (1..=6).map(body).collect::<Vec<_>>(),
+        "the reader takes the complete segment"
+    );
+    // Archiving the segment again checks the partial is a prefix of it and removes it.
+    let seg = wal.segments()[0].clone();
+    duplex_wal::archive_segment(&sim, &seg.path, seg.end_offset, &dir).expect("again");
+    assert!(!sim.exists(&partial));
+    wal.close().expect("close");
+}
