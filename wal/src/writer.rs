@@ -11,7 +11,12 @@
 //!   but the last is corruption, never a torn tail.
 //! - After a failed write or fsync the log is poisoned and accepts nothing more: the page
 //!   cache may have dropped the data the failed fsync was for, so retrying would lie.
-//! - A new segment's header carries the creation time read from [`WalOptions::clock`].
+//! - A new segment's header carries the creation time read from [`WalOptions::clock`], the
+//!   timeline of [`WalOptions::timeline`] and, when preallocated, its intended length.
+//! - With a synchronous archive ([`WalOptions::archive_lag_ms`] = 0) the flusher copies
+//!   each group into the archive after its fsync and before publishing it (module
+//!   `follow`); a failed copy fails the group's waiters with [`Error::ArchiveFailed`] but
+//!   does not poison the log. `durable_pos` tells the archiver how far it may copy.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
