@@ -5,10 +5,10 @@
 //! rate of each, its ratio to no archive, and the archive lag (p50, p99, max) sampled every
 //! 10 ms while the lagged archive follows.
 //!
-//! Run: `cargo run --release -p duplex-wal --example archive_cost [DIR] [ROUNDS] [SECS]`
-//! (defaults: a directory under the system temp dir, 5 rounds of 3 s per configuration).
-//! The archive goes into `DIR/archive`, on the same disk as the log: a real archive
-//! belongs on another disk, where it costs the log less.
+//! Run: `cargo run --release -p duplex-wal --example archive_cost [DIR] [ROUNDS] [SECS]
+//! [ARCHIVE_DIR]` (defaults: a directory under the system temp dir, 5 rounds of 3 s per
+//! configuration, the archive in `DIR/archive`, on the same disk as the log; a real archive
+//! belongs on another disk, where it costs the log less).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,13 +35,19 @@ impl Mode {
 }
 
 /// One round: appends for `secs` seconds; returns appends per second and the lag samples.
-fn round(dir: &Path, mode: Mode, secs: f64) -> Result<(f64, Vec<u64>), Box<dyn std::error::Error>> {
+fn round(
+    dir: &Path,
+    archive: &Path,
+    mode: Mode,
+    secs: f64,
+) -> Result<(f64, Vec<u64>), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(archive);
     let opts = WalOptions {
         sync: SyncPolicy::Always,
         archive_dir: match mode {
             Mode::NoArchive => None,
-            Mode::Lag(_) => Some(dir.join("archive")),
+            Mode::Lag(_) => Some(archive.to_path_buf()),
         },
         archive_lag_ms: match mode {
             Mode::NoArchive => 1000,
@@ -110,6 +116,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let secs: f64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3.0);
+    let archive_base = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.clone());
     let modes = [Mode::NoArchive, Mode::Lag(1000), Mode::Lag(0)];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut lags = Vec::new();
@@ -117,7 +127,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Rotate the order each round.
         for k in 0..modes.len() {
             let m = (k + r) % modes.len();
-            let (rate, l) = round(&base.join(format!("m{m}")), modes[m], secs)?;
+            let (rate, l) = round(
+                &base.join(format!("m{m}")),
+                &archive_base.join(format!("archive-m{m}")),
+                modes[m],
+                secs,
+            )?;
             rates[m].push(rate);
             if let Mode::Lag(1000) = modes[m] {
                 lags.extend(l);
@@ -126,6 +141,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let _ = std::fs::remove_dir_all(&base);
+    for m in 0..modes.len() {
+        let _ = std::fs::remove_dir_all(archive_base.join(format!("archive-m{m}")));
+    }
     let base_rate = median(&mut rates[0].clone());
     println!(
         "\n{THREADS} writer threads, SyncPolicy::Always, {rounds} rounds of {secs} s, medians:"
