@@ -229,7 +229,8 @@ fn options(node_id: u64, recovery: RecoveryMode) -> WalOptions {
 /// Properties checked (beyond "no panic, no huge allocation"):
 /// - every record a reader returns is well formed, and a reader that maps the segments
 ///   returns the same records, error and torn tail as one that copies them;
-/// - if a plain read of the directory (as node `node_id`) succeeds, the log opens, recovers
+/// - if a plain read of the directory (as node `node_id`) succeeds, the log opens (unless a
+///   segment is shorter than its intended length, which only opening checks), recovers
 ///   exactly those records, and reports the last one's LSN; and recovery cuts a torn tail
 ///   exactly when the reader ended at one, for the same reason (they share one
 ///   classification of how a segment's records stop);
@@ -255,6 +256,10 @@ pub fn check_dir(sim: &SimStorage, node_id: u64) {
     let (wal, strict) =
         match Wal::open_with(storage.clone(), DIR, options(node_id, RecoveryMode::Strict)) {
             Ok(w) => (w, true),
+            // A live segment shorter than its header's intended length is refused at open
+            // (a crash cannot shrink a preallocated file), while a reader, which also reads
+            // archived copies that are never that long, reads it: nothing more to compare.
+            Err(Error::ShortSegment { .. }) => return,
             Err(e) => {
                 assert!(
                     before_err.is_some(),

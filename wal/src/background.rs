@@ -1,6 +1,6 @@
 //! The log's background work, one step at a time: the interval sync (write, and under
-//! [`SyncPolicy::Interval`] fsync, what appends left pending) and the archiver (copy each
-//! closed segment into the archive directory).
+//! [`SyncPolicy::Interval`] fsync, what appends left pending) and the archiver (complete
+//! closed segments in the archive and follow the segment being written; module `follow`).
 //!
 //! Each is a step function on the shared state, [`Shared::sync_due`] and
 //! [`Shared::archive_pending`], that does one wake-up's work. With
@@ -10,9 +10,11 @@
 //! [`crate::Wal::archive_pending`]) when it chooses, so a test or a simulation runs the log
 //! with no hidden threads.
 //!
-//! Invariants: a segment is queued for the archive only once it is closed (complete and
-//! fsynced); the archiver never copies the same segment twice at once (`archive_lock`); a
-//! failed copy is recorded for [`crate::Wal::archive_closed`] and not retried by the thread.
+//! Invariants: a segment is completed in the archive only once it is closed (complete and
+//! fsynced); the archiver never copies twice at once (`Shared::follower`); it wakes when a
+//! segment closes and at least every half `archive_lag_ms` (so the archive is never more
+//! than that far behind the durable log while it works), and a failed copy is retried at
+//! the next wake-up.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,7 +22,6 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::archive::archive_segment;
 use crate::error::{Error, Result};
 use crate::options::SyncPolicy;
 use crate::writer::Shared;
@@ -52,63 +53,6 @@ impl Shared {
             self.wait_for(st, last, fsync)?;
         }
         Ok(())
-    }
-
-    /// One wake-up of the archive thread: copies every segment queued for the archive
-    /// (closed since, or found closed and not archived at open), oldest first. Returns how
-    /// many were copied. A failed copy is recorded for `archive_closed` and not queued
-    /// again; the others are still tried, and the first failure is returned.
-    pub(crate) fn archive_pending(&self) -> Result<usize> {
-        let queued: Vec<u64> = self.segs.lock().archive_queue.drain(..).collect();
-        let mut copied = 0;
-        let mut failed = None;
-        for first in queued {
-            match self.archive_one(first) {
-                Ok(true) => copied += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(copied),
-        }
-    }
-
-    /// Copies one closed segment into the archive. Returns false if there was nothing to do
-    /// (no archive, or the segment is gone, open or archived already); records a failure
-    /// for `archive_closed` and returns it.
-    pub(crate) fn archive_one(&self, first_lsn: u64) -> Result<bool> {
-        let Some(archive_dir) = self.opts.archive_dir.as_ref() else {
-            return Ok(false);
-        };
-        let _copying = self.archive_lock.lock();
-        let info = {
-            let segs = self.segs.lock();
-            segs.list
-                .iter()
-                .find(|s| s.first_lsn == first_lsn && s.closed && !s.archived)
-                .cloned()
-        };
-        let Some(info) = info else { return Ok(false) };
-        let res = archive_segment(&*self.storage, &info.path, info.end_offset, archive_dir);
-        let mut segs = self.segs.lock();
-        let res = match res {
-            Ok(_) => {
-                if let Some(s) = segs.list.iter_mut().find(|s| s.first_lsn == first_lsn) {
-                    s.archived = true;
-                }
-                Ok(true)
-            }
-            Err(e) => {
-                segs.archive_error = Some(e.to_string());
-                Err(e)
-            }
-        };
-        self.segs_cond.notify_all();
-        res
     }
 }
 
@@ -185,7 +129,7 @@ impl Background {
             let _ = h.join();
         }
         if !shared.opts.background_threads {
-            // A failure is recorded for `archive_closed`; the copy is retried at next open.
+            // A failure is kept in the archive status; the copy is retried at next open.
             let _ = shared.archive_pending();
         }
     }
@@ -211,21 +155,34 @@ fn sync_loop(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
     }
 }
 
-/// One [`Shared::archive_pending`] step whenever segments are queued; at shutdown, ends once
-/// the queue is drained.
+/// How long the archiver sleeps between steps: half the allowed lag, so that a record
+/// waits at most about one lag for the copy; with a synchronous archive (lag 0) commits
+/// copy their own groups and the thread only retries closed segments, once a second.
+fn archive_period(lag_ms: u64) -> Duration {
+    match lag_ms {
+        0 => Duration::from_secs(1),
+        ms => Duration::from_millis((ms / 2).max(1)),
+    }
+}
+
+/// One [`Shared::archive_pending`] step when a segment closes and at least every
+/// [`archive_period`]; at shutdown, one last step (the archive then holds everything
+/// durable), then it ends.
 fn archive_loop(shared: &Shared) {
+    let period = archive_period(shared.opts.archive_lag_ms);
     loop {
-        {
+        let stopping = {
             let mut segs = shared.segs.lock();
-            while segs.archive_queue.is_empty() && !segs.archiver_stopping {
-                shared.segs_cond.wait(&mut segs);
+            if segs.archive_queue.is_empty() && !segs.archiver_stopping {
+                shared.segs_cond.wait_for(&mut segs, period);
             }
-            if segs.archive_queue.is_empty() {
-                return;
-            }
-        }
-        // A failure is recorded for `archive_closed`; the thread goes on with the next.
+            segs.archiver_stopping
+        };
+        // A failure is kept in the archive status; the next wake-up retries.
         let _ = shared.archive_pending();
+        if stopping {
+            return;
+        }
     }
 }
 
@@ -315,7 +272,7 @@ mod tests {
         let closed = wal.segments()[0].clone();
         assert!(closed.closed && !closed.archived, "{closed:?}");
         let name = closed.path.file_name().expect("file name");
-        let copy = Path::new("/archive").join(name);
+        let copy = Path::new("/archive/n1-t1").join(name);
         idle();
         assert!(!sim.exists(&copy), "archived with no archive step");
 
@@ -344,7 +301,7 @@ mod tests {
         wal.rotate().expect("rotate");
         let name = wal.segments()[0].path.file_name().map(ToOwned::to_owned);
         wal.close().expect("close");
-        let copy = Path::new("/archive").join(name.expect("file name"));
+        let copy = Path::new("/archive/n1-t1").join(name.expect("file name"));
         assert!(sim.exists(&copy));
     }
 }

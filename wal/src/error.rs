@@ -103,6 +103,49 @@ pub enum Error {
         last: u64,
     },
 
+    /// A live segment is shorter than the size it was preallocated to: a crash cannot
+    /// shrink a preallocated file, so something else cut it and records may be lost.
+    #[error("segment {file} is {actual} bytes long but was created with {expected}: a crash cannot shrink a preallocated segment, so the file was cut by something else (a copy, a tool, a full file system) and records past its end may be lost. Keep the file; restore with `duplex-recover restore` from a backup plus the archive, or copy the archived copy of this segment back if the archive holds it whole")]
+    ShortSegment {
+        /// The segment file.
+        file: PathBuf,
+        /// Length the header says it was created with.
+        expected: u64,
+        /// Length found.
+        actual: u64,
+    },
+
+    /// The archive holds, under a segment's name, a file that is not a copy of it (another
+    /// lineage, or other bytes).
+    #[error("the archive file {archived} is not a copy of {source_file}: {reason}. The archive must hold one history; move the archived file aside (or point this log at an archive of its own, see WalOptions::archive_dir) and compare the two")]
+    ArchiveConflict {
+        /// The file in the archive.
+        archived: PathBuf,
+        /// The segment that was to be archived.
+        source_file: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+
+    /// An archive directory does not hold one history, or a root holds several and the
+    /// reader did not say which to read.
+    #[error("the archive directory {dir} does not hold one history: {detail}")]
+    ArchiveLineage {
+        /// The directory.
+        dir: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+
+    /// The archive could not be written while a commit waited for it
+    /// ([`crate::WalOptions::archive_lag_ms`] = 0). The records are durable in the local
+    /// log; only the archive copy is missing.
+    #[error("the commit is durable in the local log but the synchronous archive failed: {reason} (fix the archive directory; the log retries on every commit, or set archive_lag_ms above 0 to let commits go on while the archive is down)")]
+    ArchiveFailed {
+        /// What failed.
+        reason: String,
+    },
+
     /// The WAL was closed.
     #[error("the WAL is closed")]
     Closed,
@@ -114,8 +157,17 @@ pub enum Error {
 pub enum CorruptKind {
     /// The segment does not start with the WAL magic bytes.
     BadMagic,
-    /// The segment was written by a format version this build cannot read.
+    /// The segment was written by a format version this build cannot read (0, never
+    /// written by any build).
     UnsupportedVersion(u32),
+    /// The segment was written by a newer Duplex, in a format version above the one this
+    /// build reads.
+    NewerVersion {
+        /// Version in the header.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
     /// The segment header fails its checksum.
     HeaderCrc {
         /// CRC stored in the header.
@@ -174,6 +226,10 @@ impl fmt::Display for CorruptKind {
             CorruptKind::UnsupportedVersion(v) => {
                 write!(f, "unsupported segment format version {v}")
             }
+            CorruptKind::NewerVersion { found, supported } => write!(
+                f,
+                "written by a newer Duplex (format {found}, this build reads up to {supported}); open it with that version or a later one"
+            ),
             CorruptKind::HeaderCrc { expected, actual } => write!(
                 f,
                 "segment header checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
@@ -220,7 +276,10 @@ impl Error {
 
     /// True when this error reports damaged bytes on disk.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::Gap { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::Gap { .. } | Error::ShortSegment { .. }
+        )
     }
 
     /// True when the log can take no more writes in this process: a write, fsync or file

@@ -11,8 +11,12 @@ use crate::error::CorruptKind;
 
 /// Magic bytes that open every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"DPLXWAL\0";
-/// The segment format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The segment format version this build writes; it reads this one and every older one
+/// down to [`OLDEST_FORMAT_VERSION`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest segment format version this build still reads (version 1: no timeline, no
+/// intended length).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Size of the segment header; the first record starts here.
 pub const SEGMENT_HEADER_LEN: u64 = 64;
 /// Size of a record header.
@@ -38,31 +42,78 @@ pub struct SegmentHeader {
     pub first_lsn: u64,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// Timeline of the history the segment belongs to: 1 for a log that was never
+    /// restored, a new one for every restore (as PostgreSQL's timelines). Version 1 headers
+    /// read as timeline 1.
+    pub timeline: u64,
+    /// Size the file was preallocated to when it was created; 0 when it was not
+    /// preallocated (and for version 1 headers, which do not say). A live segment shorter
+    /// than this was cut by something other than a crash.
+    pub intended_len: u64,
+}
+
+impl Default for SegmentHeader {
+    /// Node 1, first LSN 1, created at time 0, timeline 1, not preallocated.
+    fn default() -> Self {
+        SegmentHeader {
+            node_id: 1,
+            first_lsn: 1,
+            created_ms: 0,
+            timeline: 1,
+            intended_len: 0,
+        }
+    }
 }
 
 impl SegmentHeader {
-    /// Encodes the header.
-    // Format: magic[8] version:u32 header_len:u32 node_id:u64 first_lsn:u64 created_ms:u64 reserved[20]=0 crc32c(0..60):u32
+    /// Encodes the header in the current format (version 2).
+    // Format v2: magic[8] version:u32 header_len:u32 node_id:u64 first_lsn:u64 created_ms:u64
+    //            timeline:u64 intended_len:u64 reserved[4]=0 crc32c(0..60):u32
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN as usize] {
+        let mut b = self.encode_common(FORMAT_VERSION);
+        b[40..48].copy_from_slice(&self.timeline.to_le_bytes());
+        b[48..56].copy_from_slice(&self.intended_len.to_le_bytes());
+        seal(&mut b);
+        b
+    }
+
+    /// Encodes the header as format version 1 wrote it (no timeline, no intended length:
+    /// those fields are dropped). For tests of reading old logs, and tools that must
+    /// produce files an older build reads.
+    // Format v1: magic[8] version:u32 header_len:u32 node_id:u64 first_lsn:u64 created_ms:u64 reserved[20]=0 crc32c(0..60):u32
+    pub fn encode_v1(&self) -> [u8; SEGMENT_HEADER_LEN as usize] {
+        let mut b = self.encode_common(1);
+        seal(&mut b);
+        b
+    }
+
+    fn encode_common(&self, version: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
         let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&version.to_le_bytes());
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.node_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.first_lsn.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..60]);
-        b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes and checks a header. `b` shorter than the header is `Truncated`.
+    /// Decodes and checks a header of version 1 or 2. `b` shorter than the header is
+    /// `Truncated`; a version above [`FORMAT_VERSION`] is `NewerVersion` (checked before the
+    /// checksum: a newer format may lay its header out differently).
     pub fn decode(b: &[u8]) -> Result<Self, CorruptKind> {
         if b.len() < SEGMENT_HEADER_LEN as usize {
             return Err(CorruptKind::Truncated);
         }
         if b[0..8] != SEGMENT_MAGIC {
             return Err(CorruptKind::BadMagic);
+        }
+        let version = u32_at(b, 8);
+        if version > FORMAT_VERSION {
+            return Err(CorruptKind::NewerVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let stored = u32_at(b, 60);
         let actual = crc32c::crc32c(&b[0..60]);
@@ -72,23 +123,39 @@ impl SegmentHeader {
                 actual,
             });
         }
-        let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version < OLDEST_FORMAT_VERSION {
             return Err(CorruptKind::UnsupportedVersion(version));
         }
-        if u32_at(b, 12) as u64 != SEGMENT_HEADER_LEN || b[40..60].iter().any(|&x| x != 0) {
+        // Version 1 reserves bytes 40..60; version 2 uses 40..56 and reserves 56..60.
+        let reserved_from = if version == 1 { 40 } else { 56 };
+        if u32_at(b, 12) as u64 != SEGMENT_HEADER_LEN
+            || b[reserved_from..60].iter().any(|&x| x != 0)
+        {
             return Err(CorruptKind::NonZeroReserved);
         }
         let first_lsn = u64_at(b, 24);
         if first_lsn == 0 || first_lsn > MAX_LSN {
             return Err(CorruptKind::BadFirstLsn(first_lsn));
         }
+        let (timeline, intended_len) = if version == 1 {
+            (1, 0)
+        } else {
+            (u64_at(b, 40), u64_at(b, 48))
+        };
         Ok(SegmentHeader {
             node_id: u64_at(b, 16),
             first_lsn,
             created_ms: u64_at(b, 32),
+            timeline,
+            intended_len,
         })
     }
+}
+
+/// Writes the header checksum over bytes 0..60 into 60..64.
+fn seal(b: &mut [u8; SEGMENT_HEADER_LEN as usize]) {
+    let crc = crc32c::crc32c(&b[0..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Bytes a record with a payload of `payload_len` bytes takes on disk, padding included.
@@ -204,6 +271,20 @@ pub fn segment_file_name(first_lsn: u64) -> String {
     format!("{first_lsn:020}.wal")
 }
 
+/// Suffix of a partial segment in an archive: the durable prefix of a segment that was
+/// still being written when it was copied (see `docs/FORMAT.md` section 11).
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Name of the partial copy of the segment whose first LSN is `first_lsn`.
+pub fn partial_file_name(first_lsn: u64) -> String {
+    format!("{}{PARTIAL_SUFFIX}", segment_file_name(first_lsn))
+}
+
+/// Parses a partial segment's name (`<segment name>.partial`) into its first LSN.
+pub fn parse_partial_file_name(name: &str) -> Option<u64> {
+    parse_segment_file_name(name.strip_suffix(PARTIAL_SUFFIX)?)
+}
+
 /// Parses a segment file name back into its first LSN.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".wal")?;
@@ -223,8 +304,11 @@ mod tests {
             node_id: 7,
             first_lsn: 42,
             created_ms: 1_700_000_000_000,
+            timeline: 3,
+            intended_len: 64 << 20,
         };
         let b = h.encode();
+        assert_eq!(u32_at(&b, 8), 2);
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         for i in 0..b.len() {
             let mut d = b;
@@ -232,6 +316,56 @@ mod tests {
             assert!(SegmentHeader::decode(&d).is_err(), "flip at {i} undetected");
         }
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(CorruptKind::Truncated));
+    }
+
+    #[test]
+    fn a_version_1_header_reads_as_timeline_1_of_unknown_length() {
+        let h = SegmentHeader {
+            node_id: 7,
+            first_lsn: 42,
+            created_ms: 5,
+            timeline: 9,
+            intended_len: 8192,
+        };
+        let b = h.encode_v1();
+        assert_eq!(u32_at(&b, 8), 1);
+        assert!(b[40..60].iter().all(|&x| x == 0));
+        let read = SegmentHeader::decode(&b).expect("a version 1 header decodes");
+        assert_eq!(
+            read,
+            SegmentHeader {
+                timeline: 1,
+                intended_len: 0,
+                ..h
+            }
+        );
+        for i in 0..b.len() {
+            let mut d = b;
+            d[i] ^= 0x10;
+            assert!(SegmentHeader::decode(&d).is_err(), "flip at {i} undetected");
+        }
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_as_such() {
+        let mut b = SegmentHeader::default().encode();
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
+        seal(&mut b);
+        let err = SegmentHeader::decode(&b).expect_err("version 3");
+        assert_eq!(
+            err,
+            CorruptKind::NewerVersion {
+                found: 3,
+                supported: 2
+            }
+        );
+        assert!(err.to_string().contains("newer Duplex"), "{err}");
+        b[8..12].copy_from_slice(&0u32.to_le_bytes());
+        seal(&mut b);
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(CorruptKind::UnsupportedVersion(0))
+        );
     }
 
     #[test]
@@ -292,5 +426,8 @@ mod tests {
         assert_eq!(parse_segment_file_name("1.wal"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000x.wal"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(parse_partial_file_name(&partial_file_name(77)), Some(77));
+        assert_eq!(parse_partial_file_name(&segment_file_name(77)), None);
+        assert_eq!(parse_segment_file_name(&partial_file_name(77)), None);
     }
 }

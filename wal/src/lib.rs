@@ -14,8 +14,16 @@
 //!   [`Clock`] in [`WalOptions::clock`].
 //! - [`WalReader`] iterates [`Record`]s from any LSN across the live directory and the
 //!   archive as one stream, checking every checksum and LSN on the way.
-//! - [`archive_segment`] copies a closed segment into an archive directory atomically; a
-//!   [`Wal`] with [`WalOptions::archive_dir`] does it for every segment it closes.
+//! - The archive: a [`Wal`] with [`WalOptions::archive_dir`] copies its segments into the
+//!   lineage subdirectory [`archive_subdir`] of that root (module `follow`): the durable
+//!   part of the segment being written as a growing `.partial`, never more than
+//!   [`WalOptions::archive_lag_ms`] behind (0: each commit waits for it), completed under
+//!   the segment's name when it closes; [`Wal::archive_status`] shows position, lag and
+//!   failures. [`archive_segment`] copies one closed segment (a same-named file must be the
+//!   same bytes of the same lineage), [`resolve_archive_dirs`] says which directories of a
+//!   shared root a reader reads, [`check_archive`] verifies that an archive holds one
+//!   history.
+//! - Segment headers are format version 2 (timeline, intended length); version 1 is read.
 //! - [`Storage`] is the file-system trait every byte goes through: [`StdStorage`] for real,
 //!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests. The few calls that
 //!   need `unsafe` (libc, memmap2) are gathered in module `sys`, each with its reason.
@@ -27,9 +35,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod archive;
+mod archive_check;
 mod background;
 pub mod clock;
 mod error;
+mod follow;
 pub mod format;
 pub mod le;
 mod options;
@@ -43,9 +53,13 @@ mod sys;
 mod wal;
 mod writer;
 
-pub use archive::{archive_segment, prune_archive};
+pub use archive::{
+    archive_segment, archive_subdir, parse_archive_subdir, prune_archive, resolve_archive_dirs,
+};
+pub use archive_check::{check_archive, ArchiveHistory, ArchiveReport};
 pub use clock::{now_ms, Clock, ManualClock, SystemClock};
 pub use error::{CorruptKind, Error, Result};
+pub use follow::ArchiveStatus;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use recovery::{RecoveryReport, SegmentInfo, Truncation};

@@ -62,10 +62,24 @@ pub struct WalOptions {
     pub preallocate: bool,
     /// Handling of mid-log damage at open. Default [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
-    /// If set, every closed segment is copied here (file and directory fsynced) by the
-    /// archiver: a background thread, or [`crate::Wal::archive_pending`] when
-    /// [`WalOptions::background_threads`] is off. Default none.
+    /// If set, the archive root: the log's segments are copied into its lineage
+    /// subdirectory [`crate::archive_subdir`]`(root, node_id, timeline)` by the archiver (a
+    /// background thread, or [`crate::Wal::archive_pending`] when
+    /// [`WalOptions::background_threads`] is off): the durable part of the segment being
+    /// written as `<name>.partial`, growing, and every closed segment under its own name
+    /// (file and directory fsynced). Several logs (nodes, timelines) may share one root.
+    /// Default none.
     pub archive_dir: Option<PathBuf>,
+    /// How far the archive may fall behind the durable log, in milliseconds: the archiver
+    /// copies newly durable bytes at least this often. 0 makes the archive synchronous: an
+    /// append is acknowledged only once its bytes are fsynced in the archive too (one
+    /// archive write and fsync per group commit), and fails if the archive cannot be
+    /// written (the record stays durable in the local log). Default 1000.
+    pub archive_lag_ms: u64,
+    /// Timeline written into every new segment header: 1 for a log that was never
+    /// restored; a restore starts a new one (as PostgreSQL's timelines), so that its
+    /// segments never pass for the original's. Default 1, at least 1.
+    pub timeline: u64,
     /// LSN of the first record when the directory holds no segment. Default 1.
     pub initial_lsn: u64,
     /// Where the log reads the wall clock (the creation time in each new segment's
@@ -91,6 +105,8 @@ impl Default for WalOptions {
             preallocate: true,
             recovery: RecoveryMode::Strict,
             archive_dir: None,
+            archive_lag_ms: 1000,
+            timeline: 1,
             initial_lsn: 1,
             clock: system_clock(),
             background_threads: true,
@@ -119,6 +135,11 @@ impl WalOptions {
                 self.initial_lsn,
                 crate::format::MAX_LSN
             )));
+        }
+        if self.timeline == 0 {
+            return Err(Error::Config(
+                "timeline 0 is reserved; timelines start at 1".into(),
+            ));
         }
         if let SyncPolicy::Interval(d) = self.sync {
             if d.is_zero() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{parse_segment_file_name, FLAG_BATCH_CONTINUES};
+use crate::format::{parse_partial_file_name, parse_segment_file_name, FLAG_BATCH_CONTINUES};
 use crate::segment::{classify_stop, header_never_written, SegmentCursor, Step, Stop};
 use crate::storage::{Mapped, Storage};
 
@@ -99,7 +99,9 @@ pub struct ReadOptions {
     /// Treat a torn tail in the last segment as an error instead of the end of the log.
     /// Verification of an archive wants this. Default false.
     pub strict_tail: bool,
-    /// If set, every segment must have been written by this node. Default none.
+    /// If set, every segment must have been written by this node, and an archive root
+    /// given as a directory is read in this node's lineage subdirectory
+    /// ([`crate::resolve_archive_dirs`]). Default none.
     pub node_id: Option<u64>,
     /// Map each segment whole and read records in place instead of copying them through a
     /// buffer; [`WalReader::next_shared`] then returns payloads without copying them. Only
@@ -157,24 +159,61 @@ pub struct WalReader {
     ready_end: Option<(usize, u64)>,
 }
 
-/// Lists the segments in `dirs`, first directory winning when two hold the same segment,
-/// sorted by first LSN. A directory that does not exist holds nothing.
+/// Lists the segments in `dirs`, sorted by first LSN. Each directory is resolved as
+/// [`crate::resolve_archive_dirs`] does for any node and timeline (an archive root with one
+/// lineage subdirectory reads that subdirectory; with several it is refused). A complete
+/// segment wins over a `.partial` of the same name wherever each is; otherwise the first
+/// directory wins when two hold the same segment. A directory that does not exist holds
+/// nothing.
 pub fn list_segments(storage: &dyn Storage, dirs: &[PathBuf]) -> Result<Vec<(u64, PathBuf)>> {
-    let mut found: std::collections::BTreeMap<u64, PathBuf> = Default::default();
-    for dir in dirs {
-        if !storage.exists(dir) {
-            continue;
-        }
-        let names = storage
-            .list(dir)
-            .map_err(|e| Error::io("list directory", dir, e))?;
-        for n in names {
-            if let Some(lsn) = parse_segment_file_name(&n) {
-                found.entry(lsn).or_insert_with(|| dir.join(&n));
-            }
+    list_segments_of(storage, dirs, None)
+}
+
+/// [`list_segments`], resolving archive roots to the lineage of `node_id` if given.
+pub(crate) fn list_segments_of(
+    storage: &dyn Storage,
+    dirs: &[PathBuf],
+    node_id: Option<u64>,
+) -> Result<Vec<(u64, PathBuf)>> {
+    // First LSN -> (is a partial copy, path).
+    let mut found = Found::new();
+    for root in dirs {
+        for dir in crate::archive::resolve_archive_dirs(storage, root, node_id, None)? {
+            collect_dir(storage, &dir, &mut found)?;
         }
     }
-    Ok(found.into_iter().collect())
+    Ok(found.into_iter().map(|(l, (_, p))| (l, p)).collect())
+}
+
+/// Segments found so far: first LSN -> (is a partial copy, path).
+type Found = std::collections::BTreeMap<u64, (bool, PathBuf)>;
+
+/// The segments of `dir` itself, not resolved (its lineage subdirectories are not read).
+pub(crate) fn list_dir_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Found::new();
+    collect_dir(storage, dir, &mut found)?;
+    Ok(found.into_iter().map(|(l, (_, p))| (l, p)).collect())
+}
+
+/// Adds the segments and partial copies of `dir` to `found`: a complete segment replaces a
+/// partial one, otherwise what was found first stays.
+fn collect_dir(storage: &dyn Storage, dir: &Path, found: &mut Found) -> Result<()> {
+    if !storage.exists(dir) {
+        return Ok(());
+    }
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    for n in names {
+        if let Some(lsn) = parse_segment_file_name(&n) {
+            if !matches!(found.get(&lsn), Some((false, _))) {
+                found.insert(lsn, (false, dir.join(&n)));
+            }
+        } else if let Some(lsn) = parse_partial_file_name(&n) {
+            found.entry(lsn).or_insert_with(|| (true, dir.join(&n)));
+        }
+    }
+    Ok(())
 }
 
 impl WalReader {
@@ -186,7 +225,17 @@ impl WalReader {
         from_lsn: u64,
         opts: ReadOptions,
     ) -> Result<Self> {
-        let segments = list_segments(&*storage, dirs)?;
+        let segments = list_segments_of(&*storage, dirs, opts.node_id)?;
+        Self::over_segments(storage, segments, from_lsn, opts)
+    }
+
+    /// A reader over exactly these segments (first LSN, path), sorted by first LSN.
+    pub(crate) fn over_segments(
+        storage: Arc<dyn Storage>,
+        segments: Vec<(u64, PathBuf)>,
+        from_lsn: u64,
+        opts: ReadOptions,
+    ) -> Result<Self> {
         let first = segments.first().map(|s| s.0).unwrap_or(1);
         let from = if from_lsn == 0 { first } else { from_lsn };
         if from < first {
@@ -404,8 +453,15 @@ impl WalReader {
                 Step::End(off) => (off, None),
                 Step::Bad(off, kind) => (off, Some(kind)),
             };
-            return match classify_stop(cur, stop, kind, self.in_batch, self.expected)? {
+            let stopped = classify_stop(cur, stop, kind, self.in_batch, self.expected)?;
+            return match stopped {
                 Stop::Clean if is_last => self.finish(),
+                // A partial copy is not preallocated and grows by appends: the end of its
+                // last whole batch is its clean end.
+                Stop::Torn(_) if is_last && crate::archive::is_partial(path) => {
+                    self.batch.clear();
+                    self.finish()
+                }
                 Stop::Clean => {
                     self.cursor = None;
                     Ok(())

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::archive::archive_subdir;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_segment_file_name, SegmentHeader};
 use crate::options::{RecoveryMode, WalOptions};
@@ -98,11 +99,17 @@ pub(crate) fn recover(
             r => r?,
         };
         check_header(&scan.header, name_lsn, &path, opts, list.last())?;
+        check_length(&scan, &path)?;
         if let Some(cut) = settle_tail(storage, dir, &path, &scan, is_last, opts)? {
             report.truncated = Some(cut);
         }
         let archived = match &opts.archive_dir {
-            Some(a) => storage.exists(&a.join(&name)),
+            // In the lineage's subdirectory, or flat in the root (an older build's layout).
+            Some(root) => {
+                let h = &scan.header;
+                storage.exists(&archive_subdir(root, h.node_id, h.timeline).join(&name))
+                    || storage.exists(&root.join(&name))
+            }
             None => false,
         };
         list.push(SegmentInfo {
@@ -187,6 +194,21 @@ fn check_header(
                 next_file: path.to_path_buf(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Refuses a live segment shorter than the size it was preallocated to (its header's
+/// intended length): a crash cannot shrink a preallocated file, so its end is not a torn
+/// tail but damage done by something else.
+fn check_length(scan: &SegmentScan, path: &Path) -> Result<()> {
+    let expected = scan.header.intended_len;
+    if expected > 0 && scan.file_len < expected {
+        return Err(Error::ShortSegment {
+            file: path.to_path_buf(),
+            expected,
+            actual: scan.file_len,
+        });
     }
     Ok(())
 }

@@ -280,6 +280,8 @@ pub(crate) struct SegmentScan {
     /// Offset just past the last complete batch: where the next record goes.
     pub end: u64,
     pub tail: Tail,
+    /// Length of the file when it was scanned.
+    pub file_len: u64,
 }
 
 /// Scans every record of a segment, checking LSN order and batch completeness.
@@ -332,6 +334,7 @@ pub(crate) fn scan_segment(
         last_lsn,
         end,
         tail,
+        file_len: cur.file_len,
     })
 }
 

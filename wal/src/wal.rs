@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::archive::{archive_subdir, resolve_archive_dirs};
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::follow::{ArchiveStatus, DurablePos, Follower};
 use crate::format::{encode_record, record_size, FLAG_BATCH_CONTINUES, SEGMENT_HEADER_LEN};
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::{ReadOptions, WalReader};
@@ -64,10 +66,11 @@ impl Wal {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        if let Some(a) = &opts.archive_dir {
+        if let Some(root) = &opts.archive_dir {
+            let a = archive_subdir(root, opts.node_id, opts.timeline);
             storage
-                .create_dir_all(a)
-                .map_err(|e| Error::io("create directory", a, e))?;
+                .create_dir_all(&a)
+                .map_err(|e| Error::io("create directory", &a, e))?;
         }
         let (list, report) = recover(&*storage, &dir, &opts)?;
         let current = open_current(&*storage, &dir, &opts, &list)?;
@@ -96,6 +99,14 @@ impl Wal {
                 .collect(),
             None => Default::default(),
         };
+        // The archive is known to hold the segments found archived, up to the first that
+        // is not; the first archiver step finds out about the rest.
+        let archived_lsn = list
+            .iter()
+            .take_while(|s| s.archived)
+            .filter_map(|s| s.last_lsn)
+            .last()
+            .unwrap_or(report.first_lsn.saturating_sub(1));
         let state = State {
             next_lsn,
             tail_seg: current.seg,
@@ -106,6 +117,16 @@ impl Wal {
             flushing: false,
             poisoned: None,
             closed: false,
+            durable_pos: DurablePos {
+                seg: current.seg,
+                off: current.end,
+                lsn: next_lsn - 1,
+            },
+            archived_lsn,
+            unarchived_since_ms: None,
+            archive_error: None,
+            archive_failing_since_ms: None,
+            archive_failed_upto: 0,
         };
         let shared = Arc::new(Shared {
             storage,
@@ -120,7 +141,7 @@ impl Wal {
                 ..Segments::default()
             }),
             segs_cond: Condvar::new(),
-            archive_lock: Mutex::new(()),
+            follower: Mutex::new(Follower::default()),
         });
         let background = Background::start(&shared)?;
         Ok(Wal {
@@ -141,14 +162,23 @@ impl Wal {
     }
 
     /// One wake-up of the background archiver, for a log opened without background
-    /// threads: copies every closed segment queued for the archive directory (those closed
-    /// since the last step, and at the first step those found closed but not archived at
-    /// open), oldest first, and returns how many were copied (0 without an archive
-    /// directory). A failed copy is not queued again ([`Wal::archive_closed`] retries
-    /// every closed segment not yet archived); the others are still tried, then the first
-    /// failure is returned.
+    /// threads: copies every closed segment not yet in the archive, oldest first
+    /// (completing its `.partial` if it was followed), then appends the newly durable bytes
+    /// of the segment being written to its `.partial` in the archive and fsyncs it. Returns
+    /// how many closed segments were copied (0 without an archive directory). Stops at the
+    /// first failure and returns it (also kept in [`Wal::archive_status`]); the next step
+    /// tries again. With threads on, the archiver calls this on its own schedule (calling
+    /// it too is harmless).
     pub fn archive_pending(&self) -> Result<usize> {
         self.shared.archive_pending()
+    }
+
+    /// The archive's position, lag and health, for INFO and monitoring (without an
+    /// archive, only `durable_lsn` is set). A failing archive shows here (`last_error`,
+    /// `failing_since_ms`, a growing `lag_ms`) while local writes go on; see
+    /// [`WalOptions::archive_lag_ms`] for the policy.
+    pub fn archive_status(&self) -> ArchiveStatus {
+        self.shared.archive_status()
     }
 
     /// What opening found and repaired.
@@ -319,9 +349,15 @@ impl Wal {
 
     fn reader(&self, from_lsn: u64, map_segments: bool) -> Result<WalReader> {
         let until = self.written_lsn();
+        let opts = &self.shared.opts;
         let mut dirs = vec![self.shared.dir.clone()];
-        if let Some(a) = &self.shared.opts.archive_dir {
-            dirs.push(a.clone());
+        if let Some(root) = &opts.archive_dir {
+            dirs.extend(resolve_archive_dirs(
+                &*self.shared.storage,
+                root,
+                Some(opts.node_id),
+                Some(opts.timeline),
+            )?);
         }
         WalReader::open(
             self.shared.storage.clone(),
@@ -346,24 +382,9 @@ impl Wal {
                 "no archive directory is configured (WalOptions::archive_dir)".into(),
             ));
         }
-        let todo: Vec<u64> = {
-            let mut segs = sh.segs.lock();
-            segs.archive_error = None;
-            segs.list
-                .iter()
-                .filter(|s| s.closed && !s.archived)
-                .map(|s| s.first_lsn)
-                .collect()
-        };
-        for first in &todo {
-            // A failure is recorded in `archive_error`, checked below.
-            let _ = sh.archive_one(*first);
-        }
-        let segs = sh.segs.lock();
-        if let Some(e) = &segs.archive_error {
-            return Err(Error::Config(format!("archiving failed: {e}")));
-        }
-        Ok(todo.len())
+        let mut f = sh.follower.lock();
+        sh.segs.lock().archive_error = None;
+        sh.archive_closed_locked(&mut f)
     }
 
     /// Removes closed segments whose records all lie below `lsn`. With an archive

@@ -11,7 +11,12 @@
 //!   but the last is corruption, never a torn tail.
 //! - After a failed write or fsync the log is poisoned and accepts nothing more: the page
 //!   cache may have dropped the data the failed fsync was for, so retrying would lie.
-//! - A new segment's header carries the creation time read from [`WalOptions::clock`].
+//! - A new segment's header carries the creation time read from [`WalOptions::clock`], the
+//!   timeline of [`WalOptions::timeline`] and, when preallocated, its intended length.
+//! - With a synchronous archive ([`WalOptions::archive_lag_ms`] = 0) the flusher copies
+//!   each group into the archive after its fsync and before publishing it (module
+//!   `follow`); a failed copy fails the group's waiters with [`Error::ArchiveFailed`] but
+//!   does not poison the log. `durable_pos` tells the archiver how far it may copy.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::follow::{archive_failed, DurablePos, Follower};
 use crate::format::{segment_file_name, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::options::WalOptions;
 use crate::recovery::SegmentInfo;
@@ -72,6 +78,19 @@ pub(crate) struct State {
     pub(crate) flushing: bool,
     pub(crate) poisoned: Option<Poison>,
     pub(crate) closed: bool,
+    /// Where the durable bytes end (segment, offset, LSN): how far the archiver may copy.
+    pub(crate) durable_pos: DurablePos,
+    /// Every record up to here is fsynced in the archive.
+    pub(crate) archived_lsn: u64,
+    /// Since when (ms) durable records have been waiting for the archive; `None` when it
+    /// has caught up.
+    pub(crate) unarchived_since_ms: Option<u64>,
+    /// The last archive failure and since when the archive fails, while it does.
+    pub(crate) archive_error: Option<String>,
+    pub(crate) archive_failing_since_ms: Option<u64>,
+    /// With a synchronous archive: the last LSN of the latest group whose archive copy
+    /// failed (its waiters fail with [`Error::ArchiveFailed`]).
+    pub(crate) archive_failed_upto: u64,
 }
 
 /// The segment being written; only the flusher touches it.
@@ -108,9 +127,9 @@ pub(crate) struct Shared {
     pub(crate) segs: Mutex<Segments>,
     /// Notified when the archive queue grows, when a segment is archived, and at shutdown.
     pub(crate) segs_cond: Condvar,
-    /// Held while a segment is copied, so the background archiver and `archive_closed`
-    /// never copy the same segment at once.
-    pub(crate) archive_lock: Mutex<()>,
+    /// The archiver's state, held while copying, so the background archiver,
+    /// `archive_closed` and a synchronous commit never copy at once.
+    pub(crate) follower: Mutex<Follower>,
 }
 
 impl State {
@@ -127,6 +146,16 @@ impl State {
 }
 
 impl Shared {
+    /// Notes, as the durable position advances, since when records wait for the archive.
+    fn note_unarchived(&self, st: &mut State) {
+        if self.opts.archive_dir.is_some()
+            && st.unarchived_since_ms.is_none()
+            && st.archived_lsn < st.durable_lsn
+        {
+            st.unarchived_since_ms = Some(self.opts.clock.now_ms());
+        }
+    }
+
     /// Waits until `lsn` is written (or durable), becoming the flusher when nobody is.
     pub(crate) fn wait_for<'a>(
         &'a self,
@@ -134,13 +163,20 @@ impl Shared {
         lsn: u64,
         durable: bool,
     ) -> Result<()> {
+        let sync_archive = durable && self.archive_is_synchronous();
         loop {
             let done = if durable {
                 st.durable_lsn >= lsn
             } else {
                 st.written_lsn >= lsn
             };
-            if done {
+            if done && sync_archive && st.archived_lsn < lsn {
+                if st.archive_failed_upto >= lsn {
+                    return Err(archive_failed(&st));
+                }
+                // Durable, not yet archived: the next flush (this thread's, if nobody
+                // else's) copies it.
+            } else if done {
                 return Ok(());
             }
             if let Some(p) = &st.poisoned {
@@ -167,13 +203,34 @@ impl Shared {
         let target = st.next_lsn - 1;
         drop(st);
         let res = self.write_chunks(chunks, sync);
+        let durable_pos = match (&res, sync) {
+            (Ok(()), true) => {
+                let cur = self.current.lock();
+                Some(DurablePos {
+                    seg: cur.seg,
+                    off: cur.end,
+                    lsn: target,
+                })
+            }
+            _ => None,
+        };
+        // A synchronous archive copies the group before anyone is told it is durable.
+        let archived = match durable_pos {
+            Some(pos) if self.archive_is_synchronous() => Some(self.archive_group(pos)),
+            _ => None,
+        };
         let mut st = self.state.lock();
         st.flushing = false;
         match res {
             Ok(()) => {
                 st.written_lsn = st.written_lsn.max(target);
-                if sync {
+                if let Some(pos) = durable_pos {
                     st.durable_lsn = st.durable_lsn.max(target);
+                    st.durable_pos = pos;
+                    self.note_unarchived(&mut st);
+                }
+                if let Some(Err(_)) = archived {
+                    st.archive_failed_upto = target;
                 }
             }
             Err(p) => {
@@ -298,6 +355,12 @@ pub(crate) fn create_segment(
         node_id: opts.node_id,
         first_lsn,
         created_ms: opts.clock.now_ms(),
+        timeline: opts.timeline,
+        intended_len: if opts.preallocate {
+            opts.segment_size
+        } else {
+            0
+        },
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| ("write", e))?;
