@@ -248,7 +248,7 @@ fn damaged_backups_and_archives_are_reported() {
     verify_backup(&StdStorage, &backup).expect("repaired backup verifies");
 
     // A missing archive segment in the middle: a gap, and nothing applied past it.
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(&archive)
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(duplex_wal::archive_subdir(&archive, 1, 1))
         .expect("list")
         .map(|e| e.expect("entry").path())
         .collect();

@@ -37,7 +37,7 @@ fn closed_segments_reach_the_archive_and_read_back_with_live_ones() {
         assert!(s.closed && s.archived, "{s:?}");
         let name = s.path.file_name().expect("name");
         let copy = sim
-            .contents(&PathBuf::from("/archive").join(name))
+            .contents(&duplex_wal::archive_subdir("/archive".as_ref(), 1, 1).join(name))
             .expect("archived copy");
         // The archive holds header + records, not the pre-allocated tail, byte for byte.
         assert_eq!(copy.len() as u64, s.end_offset);
@@ -85,8 +85,8 @@ fn unarchived_segments_are_never_removed_and_are_archived_after_restart() {
     }
     // A crash that loses the archive's (unsynced) state is not possible: copies are synced
     // before rename. Simulate an archive that was wiped instead.
-    for name in sim_list(&sim, "/archive") {
-        sim.remove_file(&PathBuf::from("/archive").join(name))
+    for name in sim_list(&sim, "/archive/n1-t1") {
+        sim.remove_file(&PathBuf::from("/archive/n1-t1").join(name))
             .expect("wipe");
     }
     let wal = sim_open(&sim, "/wal", archived_opts()).expect("reopen");
@@ -100,7 +100,7 @@ fn unarchived_segments_are_never_removed_and_are_archived_after_restart() {
         if !after.iter().any(|a| a.first_lsn == s.first_lsn) {
             let name = s.path.file_name().expect("name");
             assert!(
-                sim.contents(&PathBuf::from("/archive").join(name))
+                sim.contents(&duplex_wal::archive_subdir("/archive".as_ref(), 1, 1).join(name))
                     .is_some(),
                 "{s:?} was removed before it was archived"
             );
@@ -116,7 +116,7 @@ fn unarchived_segments_are_never_removed_and_are_archived_after_restart() {
     for s in before.iter().filter(|s| s.closed) {
         let name = s.path.file_name().expect("name");
         assert!(sim
-            .contents(&PathBuf::from("/archive").join(name))
+            .contents(&duplex_wal::archive_subdir("/archive".as_ref(), 1, 1).join(name))
             .is_some());
     }
     let all = wal.read_from(1).expect("reader").count();

@@ -17,6 +17,8 @@ fn opts(segment_size: u64) -> WalOptions {
     WalOptions {
         segment_size,
         max_record_size: 1024,
+        // Cuts files short by hand, which only a file that was not preallocated may be.
+        preallocate: false,
         ..WalOptions::default()
     }
 }

@@ -205,6 +205,8 @@ fn incomplete_batch_at_the_tail_is_cut_whole() {
     let sim = SimStorage::new();
     let opts = WalOptions {
         segment_size: 1 << 20,
+        // The file is cut short by hand, which only a file that was not preallocated may be.
+        preallocate: false,
         ..small_opts()
     };
     let wal = sim_open(&sim, "/wal", opts.clone()).expect("open");
@@ -338,6 +340,7 @@ fn a_header_naming_lsn_zero_is_corruption() {
         node_id: 1,
         first_lsn: 0,
         created_ms: 0,
+        ..SegmentHeader::default()
     }
     .encode();
     // A consistent header (its CRC is valid) that names LSN 0.

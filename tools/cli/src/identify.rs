@@ -85,7 +85,7 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
             break;
         }
     }
-    if has_segment {
+    if has_segment || has_lineage_dirs(path) {
         return Ok(Kind::WalDir {
             live: is_live_wal_dir(path),
         });
@@ -100,6 +100,17 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
         "{} holds no {BACKUP_MANIFEST} file, no {MANIFEST_NAME} and no WAL segment (*.wal): it is not a backup, a data directory or a WAL archive",
         path.display()
     )))
+}
+
+/// True if `dir` is an archive root: it holds lineage subdirectories (`n<node>-t<timeline>`,
+/// FORMAT.md section 11), which the WAL reader resolves to the history asked for.
+fn has_lineage_dirs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|names| {
+        names.flatten().any(|e| {
+            duplex_wal::parse_archive_subdir(&e.file_name().to_string_lossy()).is_some()
+                && e.path().is_dir()
+        })
+    })
 }
 
 /// The directory of WAL segments that belongs to `path` of kind `kind`: the path itself

@@ -165,8 +165,11 @@ fn fixture() -> Fixture {
     f
 }
 
-fn archived_segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The archived segments of node 1's first timeline (the archive keeps one directory per
+/// lineage, FORMAT.md section 11).
+fn archived_segments(root: &Path) -> Vec<PathBuf> {
+    let dir = duplex_wal::archive_subdir(root, 1, 1);
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("list")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
