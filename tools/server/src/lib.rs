@@ -10,7 +10,7 @@
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
-//!   state, config, limits, glob, error   leaves: used from above, import nothing above them
+//!   state, config, limits, disks, glob, error   leaves: used from above, import nothing above them
 //! ```
 //!
 //! Where things go:
@@ -30,6 +30,7 @@
 //!   typed ([`config::SyncMode`], [`config::IoMode`]).
 //! - [`state`]: the operation state table and its persisted `STATE` file.
 //! - [`limits`]: every bound the daemon keeps on its own work.
+//! - [`disks`]: whether the archive and backups share the data's file system (start-up).
 //! - [`glob`]: Redis-style glob matching for SCAN MATCH and CONFIG GET.
 //! - [`error`]: the crate's [`Error`] and the `STATE` decoder's [`StateDamage`].
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod disks;
 pub mod error;
 pub mod glob;
 pub mod limits;

@@ -27,6 +27,7 @@ pub use cursors::Cursors;
 pub use stripes::{StripeGuard, Stripes};
 
 use crate::config::ServerConfig;
+use crate::disks::Disks;
 use crate::state::{OpState, StateTable};
 use crate::Error;
 
@@ -64,6 +65,8 @@ pub struct Shared {
     next_client_id: AtomicU64,
     conns_done: Condvar,
     conns_lock: Mutex<()>,
+    failed_here: AtomicBool,
+    disks: Mutex<Disks>,
 }
 
 impl Shared {
@@ -94,6 +97,8 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             conns_done: Condvar::new(),
             conns_lock: Mutex::new(()),
+            failed_here: AtomicBool::new(false),
+            disks: Mutex::new(Disks::default()),
         }
     }
 
@@ -204,12 +209,43 @@ impl Shared {
     }
 
     /// Records an engine error met on the write path: a poisoned or failing WAL or store
-    /// moves the server to `failed` (writes refused from then on).
+    /// moves the server to `failed` (writes refused from then on; a fenced server stays
+    /// fenced, refusing them already).
     pub fn note_write_error(&self, e: &duplex_engine::Error) {
-        if e.is_fatal() && self.state.get().state != OpState::Failed {
-            tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
-            let _ = self.state.set(OpState::Failed, false);
+        if e.is_fatal() {
+            self.note_failure();
+            let serving = [
+                OpState::Running,
+                OpState::BackingUp,
+                OpState::Stopping,
+                OpState::Starting,
+            ];
+            if self.state.get().state != OpState::Failed {
+                tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
+            }
+            let _ = self.state.move_to(&serving, OpState::Failed, false);
         }
+    }
+
+    /// Remembers that this process met a disk failure: `failed` cannot be lifted before a
+    /// restart (the WAL or the store may be poisoned).
+    pub fn note_failure(&self) {
+        self.failed_here.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this process met a disk failure (see [`Shared::note_failure`]).
+    pub fn failed_here(&self) -> bool {
+        self.failed_here.load(Ordering::SeqCst)
+    }
+
+    /// Records what the start-up check of the disks found ([`crate::disks::check`]).
+    pub fn set_disks(&self, d: Disks) {
+        *self.disks.lock() = d;
+    }
+
+    /// Whether the archive and backups share the data's file system.
+    pub fn disks(&self) -> Disks {
+        *self.disks.lock()
     }
 
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
