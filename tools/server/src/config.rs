@@ -82,8 +82,8 @@ pub struct ServerConfig {
     /// Connection layer: `events` (default: epoll event-loop threads, each batching the
     /// writes of all its connections into one commit per loop turn) or `threads` (one
     /// blocking thread per connection: uses every core when many clients pipeline without
-    /// fsync). Under `events` a slow command (DUPLEX.BACKUP, DUPLEX.CHECKPOINT, a large
-    /// SCAN) delays every client of its loop.
+    /// fsync). Under `events` a slow command (DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DBSIZE, a
+    /// large SCAN) runs on a worker thread: only its own connection waits for it.
     pub io: IoMode,
     /// Event-loop threads when `io = "events"`. Default 1.
     pub io_threads: usize,

@@ -40,3 +40,10 @@ pub const CURSORS_MAX: usize = 10_000;
 pub const CURSOR_TTL: Duration = Duration::from_secs(600);
 /// Most keys one SCAN call examines (its COUNT is capped here).
 pub const SCAN_COUNT_MAX: usize = 100_000;
+/// SCANs with a COUNT above this (and every DBSIZE, DUPLEX.BACKUP and DUPLEX.CHECKPOINT)
+/// are slow work: an event loop hands them to a worker thread instead of running them.
+pub const SCAN_INLINE_MAX: usize = 1000;
+/// Worker threads that run the event loops' slow work. Each connection has at most one slow
+/// request in flight (it waits for that reply before its next request runs), so the queue
+/// holds at most `max_clients` requests.
+pub const SLOW_WORKERS: usize = 4;

@@ -11,6 +11,11 @@
 //!   layer commits it alone or with other connections' runs ([`commit`]: one `write_many`),
 //!   appends the replies, and steps again. So a connection's replies stay in request order
 //!   and its reads see its earlier writes;
+//! - a slow request (a backup, a checkpoint, a whole-database walk: [`cmd::is_slow`]) is
+//!   handed back as [`Step::Slow`] once the requests before it have run; the layer runs it
+//!   where it may take its time ([`Slow::run`]: on a worker thread for the event loops),
+//!   appends its reply, and only then steps again, so the connection's replies stay in order
+//!   while the other connections go on;
 //! - once [`OUT_BYTES_MAX`] reply bytes are waiting, the session stops ([`Step::Flush`])
 //!   until the layer has sent them.
 
@@ -26,12 +31,33 @@ pub enum Step<'a> {
     /// A run of writes to commit ([`commit`]), alone or with other connections' runs; its
     /// replies go to this connection's output, then step again.
     Writes(Vec<Vec<&'a [u8]>>),
+    /// A slow request: run it ([`Slow::run`]) where it may take its time, append its reply,
+    /// then step again.
+    Slow(Slow),
     /// Every complete request has run: read more input.
     NeedInput,
     /// Too many replies are waiting: send them, then step again.
     Flush,
     /// Close the connection once its replies are sent (QUIT or a protocol error).
     Close,
+}
+
+/// One slow request, owned (it outlives the connection's input buffer): see
+/// [`cmd::is_slow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slow {
+    args: Vec<Vec<u8>>,
+}
+
+impl Slow {
+    /// Runs the request; returns its reply.
+    pub fn run(&self, sh: &Shared) -> Vec<u8> {
+        sh.count_commands(1);
+        let args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        cmd::run_slow(sh, &args, &mut out);
+        out
+    }
 }
 
 /// The command side of one connection: its [`ConnState`] (authentication, name, MULTI).
@@ -98,6 +124,15 @@ impl Session {
                     if args.is_empty() {
                         *pos += consumed;
                         continue;
+                    }
+                    if self.st.authed && self.st.multi.is_none() && cmd::is_slow(&args) {
+                        // What came before runs first; the slow one runs off this thread.
+                        if !self.run_plain(sh, &mut plain, out) {
+                            return Step::Close;
+                        }
+                        *pos += consumed;
+                        let args = args.iter().map(|a| a.to_vec()).collect();
+                        return Step::Slow(Slow { args });
                     }
                     if !cmd::is_write(&args) {
                         *pos += consumed;
@@ -223,6 +258,39 @@ mod tests {
         assert_eq!(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n$1\r\n2\r\n+PONG\r\n");
         assert_eq!(&buf[pos..], b"GET", "the incomplete request stays");
         assert_eq!(sh.stats().total_commands, 6);
+    }
+
+    #[test]
+    fn slow_requests_are_handed_back_after_what_came_before() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let buf = b"PING\r\nDBSIZE\r\nSCAN 0 COUNT 5\r\nSCAN 0 COUNT 5000\r\nPING\r\n";
+        let (mut pos, mut out) = (0, Vec::new());
+        let Step::Slow(job) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("DBSIZE is slow");
+        };
+        assert_eq!(out, b"+PONG\r\n", "the PING before it answered first");
+        out.extend(job.run(&sh));
+        let Step::Slow(job) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("a large SCAN is slow");
+        };
+        out.extend(job.run(&sh));
+        assert_eq!(s.step(&sh, buf, &mut pos, &mut out), Step::NeedInput);
+        assert_eq!(
+            out,
+            b"+PONG\r\n:0\r\n*2\r\n$1\r\n0\r\n*0\r\n*2\r\n$1\r\n0\r\n*0\r\n+PONG\r\n"
+        );
+        // Before AUTH a slow command is refused in line, not handed back.
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), Some("pw"));
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"DUPLEX.BACKUP\r\n", &mut pos, &mut out),
+            Step::NeedInput
+        );
+        assert!(out.starts_with(b"-NOAUTH"), "{out:?}");
     }
 
     #[test]

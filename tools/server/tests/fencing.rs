@@ -95,9 +95,9 @@ fn fill(c: &mut redis::Connection, mib: usize) {
 #[test]
 fn a_fence_during_a_backup_holds_after_it() {
     let t = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(t.path(), &["--io", "threads"]);
+    let d = Daemon::start_in(t.path(), &[]);
     let mut c = d.conn();
-    fill(&mut c, 256);
+    fill(&mut c, 128);
     let mut caught = false;
     for round in 0..5 {
         let client = d.client();

@@ -236,6 +236,31 @@ pub fn is_write(args: &[&[u8]]) -> bool {
     check(args).is_ok_and(|(c, _)| c.is_write())
 }
 
+/// Whether a well-formed request is slow work (a copy or a walk over the whole database):
+/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DBSIZE, and SCAN with a COUNT above
+/// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
+/// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
+pub fn is_slow(args: &[&[u8]]) -> bool {
+    match check(args) {
+        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DbSize, _)) => true,
+        Ok((Cmd::Scan, _)) => scan::is_large(args),
+        _ => false,
+    }
+}
+
+/// Runs one request [`is_slow`] picked (its connection is authenticated and not in
+/// MULTI), appending its reply to `out`.
+pub fn run_slow(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    match check(args) {
+        Ok((Cmd::DBackup, _)) => admin::backup(sh, args, out),
+        Ok((Cmd::DCheckpoint, _)) => admin::checkpoint(sh, out),
+        Ok((Cmd::DbSize, _)) => scan::dbsize(sh, out),
+        Ok((Cmd::Scan, _)) => scan::scan(sh, args, out),
+        Ok(_) => error(out, "ERR internal: not a slow command"),
+        Err(e) => e.send(out),
+    }
+}
+
 fn allowed_before_auth(c: Cmd) -> bool {
     matches!(c, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::DState)
 }
