@@ -47,3 +47,8 @@ pub const SCAN_INLINE_MAX: usize = 1000;
 /// request in flight (it waits for that reply before its next request runs), so the queue
 /// holds at most `max_clients` requests.
 pub const SLOW_WORKERS: usize = 4;
+/// Most commands one MULTI may queue; the next one is refused and EXEC then aborts
+/// (`EXECABORT`), as Redis does when a queued command is refused.
+pub const MULTI_QUEUE_MAX: usize = 10_000;
+/// Most argument bytes one MULTI may queue (the default request byte limit), likewise.
+pub const MULTI_QUEUE_BYTES_MAX: usize = 64 << 20;

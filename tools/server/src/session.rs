@@ -1,7 +1,9 @@
 //! One connection's requests, from bytes to replies: parse → group → execute → reply. Every
 //! connection layer ([`crate::net`]) drives its connections through [`Session::step`], so
 //! the grouping rules and their limits ([`crate::limits`]) exist once:
-//! - requests are parsed with the configured [`duplex_proto::Limits`]; a protocol error is
+//! - requests are parsed with the configured [`duplex_proto::Limits`] by the session's
+//!   [`RequestParser`], which resumes an incomplete request where it stopped (the layer
+//!   keeps that request at `buf[*pos..]`, adding what arrives); a protocol error is
 //!   answered and closes the connection;
 //! - non-write requests gather (up to [`GROUP_MAX`]) and run together
 //!   ([`crate::cmd::execute`]: a run of reads shares one snapshot) as soon as a write, the
@@ -19,7 +21,7 @@
 //! - once [`OUT_BYTES_MAX`] reply bytes are waiting, the session stops ([`Step::Flush`])
 //!   until the layer has sent them.
 
-use duplex_proto::{parse_request, Parsed};
+use duplex_proto::{Parsed, RequestParser};
 
 use crate::cmd::{self, ConnState};
 use crate::limits::{GROUP_MAX, OUT_BYTES_MAX, RUN_BYTES_MAX, RUN_MAX};
@@ -65,6 +67,8 @@ impl Slow {
 pub struct Session {
     st: ConnState,
     closing: bool,
+    /// Where the parse of an incomplete request stopped (the request at `buf[*pos..]`).
+    parser: RequestParser,
 }
 
 impl Session {
@@ -74,6 +78,7 @@ impl Session {
         Session {
             st: ConnState::new(sh.next_client_id(), sh.cfg().requirepass.is_none()),
             closing: false,
+            parser: RequestParser::new(),
         }
     }
 
@@ -104,7 +109,7 @@ impl Session {
                     return Step::Flush;
                 }
             }
-            match parse_request(&buf[*pos..], sh.limits()) {
+            match self.parser.parse(&buf[*pos..], sh.limits()) {
                 Ok(Parsed::Incomplete) => {
                     return if self.run_plain(sh, &mut plain, out) {
                         Step::NeedInput
@@ -149,7 +154,7 @@ impl Session {
                         plain.push(args);
                         continue;
                     }
-                    return Step::Writes(write_run(sh, buf, pos, args));
+                    return Step::Writes(write_run(sh, &mut self.parser, buf, pos, args));
                 }
             }
         }
@@ -173,6 +178,7 @@ impl Session {
 /// `buf`, within [`RUN_MAX`] and [`RUN_BYTES_MAX`].
 fn write_run<'a>(
     sh: &Shared,
+    parser: &mut RequestParser,
     buf: &'a [u8],
     pos: &mut usize,
     first: Vec<&'a [u8]>,
@@ -180,7 +186,7 @@ fn write_run<'a>(
     let mut bytes: usize = first.iter().map(|a| a.len()).sum();
     let mut run = vec![first];
     while run.len() < RUN_MAX && bytes < RUN_BYTES_MAX {
-        match parse_request(&buf[*pos..], sh.limits()) {
+        match parser.parse(&buf[*pos..], sh.limits()) {
             Ok(Parsed::Request { args, consumed }) if !args.is_empty() && cmd::is_write(&args) => {
                 *pos += consumed;
                 bytes += args.iter().map(|a| a.len()).sum::<usize>();

@@ -41,6 +41,8 @@ pub struct ConnState {
     pub multi: Option<Vec<Vec<Vec<u8>>>>,
     /// A queued command was refused: EXEC will abort.
     pub multi_dirty: bool,
+    /// Argument bytes queued since MULTI.
+    pub multi_bytes: usize,
 }
 
 impl ConnState {
@@ -52,6 +54,7 @@ impl ConnState {
             name: None,
             multi: None,
             multi_dirty: false,
+            multi_bytes: 0,
         }
     }
 }
