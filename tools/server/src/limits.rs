@@ -52,3 +52,6 @@ pub const SLOW_WORKERS: usize = 4;
 pub const MULTI_QUEUE_MAX: usize = 10_000;
 /// Most argument bytes one MULTI may queue (the default request byte limit), likewise.
 pub const MULTI_QUEUE_BYTES_MAX: usize = 64 << 20;
+/// When the backup directory holds no backup at start, the first scheduled one comes this
+/// long after start (or one interval, if shorter): soon, but not in the start-up's rush.
+pub const FIRST_BACKUP_DELAY: Duration = Duration::from_secs(600);

@@ -22,7 +22,7 @@ use duplex_wal::Clock;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use backup::Backups;
-pub use backup::{timestamp_name, BackupInfo};
+pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
 pub use stripes::{StripeGuard, Stripes};
 
@@ -78,6 +78,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         addr: SocketAddr,
     ) -> Shared {
+        let backups = Backups::found_in(&cfg.backup_dir);
         Shared {
             limits: cfg.limits(),
             cursors: Mutex::new(Cursors::new(clock.now_ms() & 0xffff_ffff)),
@@ -86,7 +87,7 @@ impl Shared {
             state,
             clock,
             stripes: Stripes::default(),
-            backups: Backups::default(),
+            backups,
             addr,
             started: Instant::now(),
             shutdown: AtomicBool::new(false),
@@ -260,8 +261,18 @@ impl Shared {
         self.backups.take(cx, name)
     }
 
-    /// What is known about the backups taken since start.
+    /// What is known about the backups (taken since start, or the newest found at start).
     pub fn backup_info(&self) -> BackupInfo {
         self.backups.info()
+    }
+
+    /// Records when the next scheduled backup is due (the scheduler, for INFO).
+    pub fn set_next_backup_ms(&self, ms: u64) {
+        self.backups.set_next_ms(ms);
+    }
+
+    /// When the next scheduled backup is due, Unix ms; `None` without a schedule.
+    pub fn next_backup_ms(&self) -> Option<u64> {
+        self.backups.next_ms()
     }
 }
