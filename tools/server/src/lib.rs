@@ -5,7 +5,8 @@
 //! ```text
 //! main (binary)  flags and the TOML file -> ServerConfig -> server::run
 //!   server       start-up, accept loop, signals, shutdown           (+ sched: backup schedule)
-//!   net          connection layers: events (epoll loops, the default) | threads (one per connection)
+//!   net          connection layers: events (epoll loops, the default) | threads (one per connection);
+//!                workers (the event loops' slow work: backups, checkpoints, large scans)
 //!   session      one connection's parse -> group -> execute -> reply step, used by every layer
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
@@ -17,6 +18,11 @@
 //! - a new command: a row in [`cmd::TABLE`] and a function in the `cmd` submodule of its
 //!   kind (an operator's command in [`cmd::admin`]);
 //! - a new bound on the daemon's own work: a constant in [`limits`];
+//! - a new slow command (one that copies or walks the whole database): a row in
+//!   [`cmd::TABLE`] and an arm in [`cmd::is_slow`] and [`cmd::run_slow`]; the session hands
+//!   it to its layer, which runs it off the event loop;
+//! - a new state change: [`state::StateTable::move_to`] naming the states it may leave,
+//!   allowed by [`state::OpState::may_move`]; never an unconditional set;
 //! - a new connection layer: a module under [`net`] that drives its connections through
 //!   [`session::Session`];
 //! - the peer link: its connection, handshake and transfer loop under [`net`] (a peer is a
