@@ -47,12 +47,13 @@ impl RequestParser {
     }
 
     /// Forgets the progress on the pending request (the caller dropped or replaced it).
+    /// The argument list keeps its allocation for the next request.
     pub fn reset(&mut self) {
-        let examined = self.examined;
-        *self = RequestParser {
-            examined,
-            ..RequestParser::default()
-        };
+        self.count = None;
+        self.args.clear();
+        self.next = 0;
+        self.pending = None;
+        self.scanned = 0;
     }
 
     /// Parses the request at the front of `buf`. After [`Parsed::Incomplete`], call again
@@ -126,7 +127,8 @@ impl RequestParser {
                 // Capacity is bounded by what the buffer could possibly hold (4 bytes per
                 // argument at least), never by the declared count alone.
                 let n = n as usize;
-                self.args = Vec::with_capacity(n.min(buf.len() / 4 + 1));
+                self.args.clear();
+                self.args.reserve(n.min(buf.len() / 4 + 1));
                 self.count = Some(n);
                 self.next = pos;
                 n

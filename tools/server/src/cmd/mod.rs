@@ -244,6 +244,14 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
+    // Every request passes here: names that cannot be slow (GET, SET, ...) are told apart
+    // by length and first letter before the table is searched.
+    let name = args[0];
+    let maybe = matches!(name.len(), 4 | 6 | 13 | 17)
+        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S');
+    if !maybe {
+        return false;
+    }
     match check(args) {
         Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DbSize, _)) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
