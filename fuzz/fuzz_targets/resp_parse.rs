@@ -3,10 +3,11 @@
 //! Properties: no panic; every request consumes at least one byte and no more than given and
 //! respects the argument limit; an array-of-bulk request re-encodes (`encode_request`) to
 //! exactly the bytes it was parsed from; a prefix of a whole request is `Incomplete`; a parsed
-//! reply re-encodes to a reply that parses back to the same value.
+//! reply re-encodes to a reply that parses back to the same value; a `RequestParser` fed the
+//! same bytes a few at a time (resuming where it stopped) answers as parsing from the start.
 #![no_main]
 
-use duplex_proto::{encode_request, parse_reply, parse_request, Limits, Parsed};
+use duplex_proto::{encode_request, parse_reply, parse_request, Limits, Parsed, RequestParser};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -33,6 +34,18 @@ fuzz_target!(|data: &[u8]| {
                 }
                 rest = &rest[consumed..];
             }
+        }
+    }
+    // Resuming: grow the buffer in steps of 1 to 7 bytes (from the data itself).
+    let step = usize::from(data.first().copied().unwrap_or(0) % 7) + 1;
+    let mut p = RequestParser::new();
+    let mut have = 0;
+    while have < data.len() {
+        have = (have + step).min(data.len());
+        let resumed = p.parse(&data[..have], &lim);
+        assert_eq!(resumed, parse_request(&data[..have], &lim));
+        if !matches!(resumed, Ok(Parsed::Incomplete)) {
+            break;
         }
     }
     if let Ok(Some((reply, used))) = parse_reply(data, &lim) {

@@ -6,7 +6,9 @@
 //!   for telnet and `redis-cli` inline use). It is incremental: on a partial request it
 //!   answers [`Parsed::Incomplete`] and the caller reads more bytes and calls again. Every
 //!   length field is checked against [`Limits`] *before* anything is allocated from it, and
-//!   arguments borrow from the buffer (no copy).
+//!   arguments borrow from the buffer (no copy). A [`RequestParser`] (one per connection)
+//!   does the same and resumes where it stopped, so a request that arrives slowly is not
+//!   parsed again from its start on every read.
 //! - The reply encoders ([`simple`], [`error`], [`integer`], [`bulk`], [`null_bulk`],
 //!   [`array_len`], [`null_array`], or [`Reply::encode`]) append RESP2 replies to a `Vec<u8>`.
 //! - [`parse_reply`] parses one reply (for clients and tests), with the same limits and a
@@ -21,6 +23,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codes;
+mod request;
+
+pub use request::{parse_request, RequestParser};
 
 /// Limits checked while parsing, before any allocation sized by the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +53,7 @@ impl Default for Limits {
 }
 
 /// Longest length or integer line (`*`, `$`, `:` headers), line end excluded.
-const MAX_INT_LINE: usize = 21;
+pub(crate) const MAX_INT_LINE: usize = 21;
 /// Deepest array nesting [`parse_reply`] accepts.
 pub const MAX_REPLY_DEPTH: usize = 32;
 
@@ -190,111 +195,6 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
         };
     }
     Some(v)
-}
-
-/// Parses one request from the front of `buf` (see the module docs).
-pub fn parse_request<'a>(buf: &'a [u8], lim: &Limits) -> Result<Parsed<'a>, ProtoError> {
-    match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buf, lim),
-        Some(_) => parse_inline(buf, lim),
-    }
-}
-
-fn parse_multibulk<'a>(buf: &'a [u8], lim: &Limits) -> Result<Parsed<'a>, ProtoError> {
-    let Some((n, mut pos)) = int_line(buf, 1, "multibulk length")? else {
-        return Ok(Parsed::Incomplete);
-    };
-    if n <= 0 {
-        return Ok(Parsed::Request {
-            args: Vec::new(),
-            consumed: pos,
-        });
-    }
-    if n as u64 > lim.max_args as u64 {
-        return Err(ProtoError::TooManyArgs {
-            len: n,
-            max: lim.max_args,
-        });
-    }
-    // Capacity is bounded by what the buffer could possibly hold (4 bytes per argument at
-    // least), never by the declared count alone.
-    let n = n as usize;
-    let mut args = Vec::with_capacity(n.min(buf.len() / 4 + 1));
-    for _ in 0..n {
-        let Some(&t) = buf.get(pos) else {
-            return Ok(Parsed::Incomplete);
-        };
-        if t != b'$' {
-            return Err(ProtoError::ExpectedBulk { found: t });
-        }
-        let Some((len, start)) = int_line(buf, pos + 1, "bulk length")? else {
-            return Ok(Parsed::Incomplete);
-        };
-        if len < 0 || len as u64 > lim.max_bulk_len as u64 {
-            return Err(ProtoError::BulkTooLong {
-                len,
-                max: lim.max_bulk_len,
-            });
-        }
-        let end = start + len as usize;
-        if end + 2 > lim.max_request_len {
-            return Err(ProtoError::RequestTooLong {
-                len: end + 2,
-                max: lim.max_request_len,
-            });
-        }
-        if buf.len() < end + 2 {
-            return Ok(Parsed::Incomplete);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtoError::MissingCrlf);
-        }
-        args.push(&buf[start..end]);
-        pos = end + 2;
-    }
-    Ok(Parsed::Request {
-        args,
-        consumed: pos,
-    })
-}
-
-fn parse_inline<'a>(buf: &'a [u8], lim: &Limits) -> Result<Parsed<'a>, ProtoError> {
-    let window = &buf[..buf.len().min(lim.max_inline_len + 2)];
-    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-        if buf.len() > lim.max_inline_len + 1 {
-            return Err(ProtoError::InlineTooLong {
-                max: lim.max_inline_len,
-            });
-        }
-        return Ok(Parsed::Incomplete);
-    };
-    let mut line = &buf[..nl];
-    if let Some(l) = line.strip_suffix(b"\r") {
-        line = l;
-    }
-    if line.len() > lim.max_inline_len {
-        return Err(ProtoError::InlineTooLong {
-            max: lim.max_inline_len,
-        });
-    }
-    if line.iter().any(|&b| b < 0x20 && b != b'\t') {
-        return Err(ProtoError::BadInline);
-    }
-    let args: Vec<&[u8]> = line
-        .split(|&b| b == b' ' || b == b'\t')
-        .filter(|w| !w.is_empty())
-        .collect();
-    if args.len() > lim.max_args {
-        return Err(ProtoError::TooManyArgs {
-            len: args.len() as i64,
-            max: lim.max_args,
-        });
-    }
-    Ok(Parsed::Request {
-        args,
-        consumed: nl + 1,
-    })
 }
 
 /// Writes `args` as a RESP request (an array of bulk strings).

@@ -28,7 +28,8 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// sync = "always"             # always | interval:MS | never
 /// node_id = 1                 # this server's node id (distinct per server)
 /// backup_dir = "./duplex-backups"
-/// backup_interval_secs = 86400  # 0 = no scheduled backups
+/// backup_interval_secs = 86400  # 0 = no scheduled backups; counted from the last backup
+/// # backup_at = "02:30"       # UTC time of day the scheduled backups fall on
 /// keep_backups = 7
 /// archive_dir = "./duplex-archive"  # "" = no archive
 /// max_clients = 1000
@@ -59,8 +60,14 @@ pub struct ServerConfig {
     pub node_id: u64,
     /// Where backups go, one directory each. Default `./duplex-backups`.
     pub backup_dir: PathBuf,
-    /// Seconds between scheduled backups; 0 for none. Default 86400 (daily).
+    /// Seconds between scheduled backups; 0 for none. Default 86400 (daily). Counted from
+    /// the newest complete backup in `backup_dir` (so restarts do not put it off); one
+    /// overdue at start is taken at once.
     pub backup_interval_secs: u64,
+    /// UTC time of day (`"HH:MM"`) the scheduled backups fall on: at that time, then every
+    /// `backup_interval_secs` after it (daily with the default interval). Default none:
+    /// every interval after the last backup.
+    pub backup_at: Option<TimeOfDay>,
     /// Complete backups kept by retention. Default 7.
     pub keep_backups: usize,
     /// WAL archive (closed segments copied aside). Default `./duplex-archive`; empty for none.
@@ -82,8 +89,8 @@ pub struct ServerConfig {
     /// Connection layer: `events` (default: epoll event-loop threads, each batching the
     /// writes of all its connections into one commit per loop turn) or `threads` (one
     /// blocking thread per connection: uses every core when many clients pipeline without
-    /// fsync). Under `events` a slow command (DUPLEX.BACKUP, DUPLEX.CHECKPOINT, a large
-    /// SCAN) delays every client of its loop.
+    /// fsync). Under `events` a slow command (DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DBSIZE, a
+    /// large SCAN) runs on a worker thread: only its own connection waits for it.
     pub io: IoMode,
     /// Event-loop threads when `io = "events"`. Default 1.
     pub io_threads: usize,
@@ -101,6 +108,7 @@ impl Default for ServerConfig {
             node_id: 1,
             backup_dir: PathBuf::from("./duplex-backups"),
             backup_interval_secs: 86_400,
+            backup_at: None,
             keep_backups: 7,
             archive_dir: PathBuf::from("./duplex-archive"),
             max_clients: 1000,
@@ -172,6 +180,11 @@ impl ServerConfig {
             return Err(Error::Config(format!(
                 "io_threads must be between 1 and {IO_THREADS_MAX}"
             )));
+        }
+        if self.backup_at.is_some() && self.backup_interval_secs == 0 {
+            return Err(Error::Config(
+                "backup_at needs scheduled backups: set backup_interval_secs above 0 (86400 for daily)".into(),
+            ));
         }
         if self.keep_backups == 0 {
             return Err(Error::Config("keep_backups must be at least 1".into()));
@@ -257,6 +270,63 @@ impl From<SyncMode> for String {
     }
 }
 
+/// A UTC time of day, `"HH:MM"` (`backup_at` in the file, `--backup-at` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeOfDay {
+    minutes: u32,
+}
+
+impl TimeOfDay {
+    /// Milliseconds after midnight UTC.
+    pub fn ms_of_day(self) -> u64 {
+        u64::from(self.minutes) * 60_000
+    }
+}
+
+impl FromStr for TimeOfDay {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<TimeOfDay, Error> {
+        let bad = || {
+            Error::Config(format!(
+                "time of day {s:?}: expected HH:MM (UTC), 00:00 to 23:59"
+            ))
+        };
+        let (h, m) = s.split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let h: u32 = h.parse().map_err(|_| bad())?;
+        let m: u32 = m.parse().map_err(|_| bad())?;
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        Ok(TimeOfDay {
+            minutes: h * 60 + m,
+        })
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.minutes / 60, self.minutes % 60)
+    }
+}
+
+impl TryFrom<String> for TimeOfDay {
+    type Error = Error;
+    fn try_from(s: String) -> Result<TimeOfDay, Error> {
+        s.parse()
+    }
+}
+
+impl From<TimeOfDay> for String {
+    fn from(t: TimeOfDay) -> String {
+        t.to_string()
+    }
+}
+
 /// The connection layer (`io` in the file, `--io` on the command line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -333,6 +403,23 @@ mod tests {
         let c: ServerConfig = toml::from_str("io = \"threads\"").unwrap();
         assert_eq!(c.io, IoMode::Threads);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn backup_at_and_an_empty_archive_dir() {
+        let c: ServerConfig = toml::from_str("backup_at = \"02:30\"\narchive_dir = \"\"").unwrap();
+        assert_eq!(c.backup_at.map(TimeOfDay::ms_of_day), Some(9_000_000));
+        assert_eq!(c.backup_at.unwrap().to_string(), "02:30");
+        assert_eq!(c.archive(), None);
+        c.validate().unwrap();
+        for bad in ["2:30", "24:00", "02:60", "0230", "aa:bb"] {
+            assert!(bad.parse::<TimeOfDay>().is_err(), "{bad}");
+        }
+        let c = ServerConfig {
+            backup_interval_secs: 0,
+            ..c
+        };
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub enum Error {
     /// The engine refused (open, backup, ...).
     #[error(transparent)]
     Engine(#[from] duplex_engine::Error),
+    /// The listening address cannot be bound (checked before the data directory is touched).
+    #[error("cannot listen on {addr}: {source}; if the port is busy (another duplexd or another server on it), stop that one or choose another with --port")]
+    Bind {
+        /// The address and port.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Binding or accepting failed.
     #[error("network: {0}")]
     Net(#[source] std::io::Error),

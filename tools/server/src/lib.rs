@@ -5,18 +5,24 @@
 //! ```text
 //! main (binary)  flags and the TOML file -> ServerConfig -> server::run
 //!   server       start-up, accept loop, signals, shutdown           (+ sched: backup schedule)
-//!   net          connection layers: events (epoll loops, the default) | threads (one per connection)
+//!   net          connection layers: events (epoll loops, the default) | threads (one per connection);
+//!                workers (the event loops' slow work: backups, checkpoints, large scans)
 //!   session      one connection's parse -> group -> execute -> reply step, used by every layer
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
-//!   state, config, limits, glob, error   leaves: used from above, import nothing above them
+//!   state, config, limits, disks, glob, error   leaves: used from above, import nothing above them
 //! ```
 //!
 //! Where things go:
 //! - a new command: a row in [`cmd::TABLE`] and a function in the `cmd` submodule of its
 //!   kind (an operator's command in [`cmd::admin`]);
 //! - a new bound on the daemon's own work: a constant in [`limits`];
+//! - a new slow command (one that copies or walks the whole database): a row in
+//!   [`cmd::TABLE`] and an arm in [`cmd::is_slow`] and [`cmd::run_slow`]; the session hands
+//!   it to its layer, which runs it off the event loop;
+//! - a new state change: [`state::StateTable::move_to`] naming the states it may leave,
+//!   allowed by [`state::OpState::may_move`]; never an unconditional set;
 //! - a new connection layer: a module under [`net`] that drives its connections through
 //!   [`session::Session`];
 //! - the peer link: its connection, handshake and transfer loop under [`net`] (a peer is a
@@ -30,6 +36,7 @@
 //!   typed ([`config::SyncMode`], [`config::IoMode`]).
 //! - [`state`]: the operation state table and its persisted `STATE` file.
 //! - [`limits`]: every bound the daemon keeps on its own work.
+//! - [`disks`]: whether the archive and backups share the data's file system (start-up).
 //! - [`glob`]: Redis-style glob matching for SCAN MATCH and CONFIG GET.
 //! - [`error`]: the crate's [`Error`] and the `STATE` decoder's [`StateDamage`].
 #![forbid(unsafe_code)]
@@ -38,6 +45,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod disks;
 pub mod error;
 pub mod glob;
 pub mod limits;

@@ -40,3 +40,18 @@ pub const CURSORS_MAX: usize = 10_000;
 pub const CURSOR_TTL: Duration = Duration::from_secs(600);
 /// Most keys one SCAN call examines (its COUNT is capped here).
 pub const SCAN_COUNT_MAX: usize = 100_000;
+/// SCANs with a COUNT above this (and every DBSIZE, DUPLEX.BACKUP and DUPLEX.CHECKPOINT)
+/// are slow work: an event loop hands them to a worker thread instead of running them.
+pub const SCAN_INLINE_MAX: usize = 1000;
+/// Worker threads that run the event loops' slow work. Each connection has at most one slow
+/// request in flight (it waits for that reply before its next request runs), so the queue
+/// holds at most `max_clients` requests.
+pub const SLOW_WORKERS: usize = 4;
+/// Most commands one MULTI may queue; the next one is refused and EXEC then aborts
+/// (`EXECABORT`), as Redis does when a queued command is refused.
+pub const MULTI_QUEUE_MAX: usize = 10_000;
+/// Most argument bytes one MULTI may queue (the default request byte limit), likewise.
+pub const MULTI_QUEUE_BYTES_MAX: usize = 64 << 20;
+/// When the backup directory holds no backup at start, the first scheduled one comes this
+/// long after start (or one interval, if shorter): soon, but not in the start-up's rush.
+pub const FIRST_BACKUP_DELAY: Duration = Duration::from_secs(600);

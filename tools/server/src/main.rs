@@ -11,11 +11,19 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use duplex_server::config::{IoMode, ServerConfig, SyncMode};
+use duplex_server::config::{IoMode, ServerConfig, SyncMode, TimeOfDay};
+
+/// `duplexd --version`: the package version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DUPLEX_GIT_COMMIT"),
+    ")"
+);
 
 /// duplexd: the Duplex server daemon (RESP over the Duplex engine).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "duplexd", version = VERSION, about)]
 struct Args {
     /// TOML configuration file (every key optional; flags override it).
     #[arg(long)]
@@ -41,14 +49,19 @@ struct Args {
     /// Backup directory [default: ./duplex-backups].
     #[arg(long)]
     backup_dir: Option<PathBuf>,
-    /// Seconds between scheduled backups, 0 for none [default: 86400].
+    /// Seconds between scheduled backups, 0 for none, counted from the last backup in
+    /// --backup-dir [default: 86400].
     #[arg(long)]
     backup_interval: Option<u64>,
+    /// UTC time of day HH:MM the scheduled backups fall on [default: none: every interval
+    /// after the last backup].
+    #[arg(long)]
+    backup_at: Option<TimeOfDay>,
     /// Backups kept by retention [default: 7].
     #[arg(long)]
     keep_backups: Option<usize>,
     /// WAL archive directory, "" for none [default: ./duplex-archive].
-    #[arg(long)]
+    #[arg(long, value_parser = any_path)]
     archive_dir: Option<PathBuf>,
     /// Most simultaneous clients [default: 1000].
     #[arg(long)]
@@ -66,6 +79,11 @@ struct Args {
     /// Event-loop threads with --io events [default: 1].
     #[arg(long)]
     io_threads: Option<usize>,
+}
+
+/// A path flag that may be empty (`--archive-dir ""`: no archive).
+fn any_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 fn main() {
@@ -89,6 +107,9 @@ fn real_main() -> anyhow::Result<()> {
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
           keep_backups => keep_backups, archive_dir => archive_dir, max_clients => max_clients,
           idle_timeout => idle_timeout_secs, log => log, io => io, io_threads => io_threads);
+    if let Some(t) = a.backup_at {
+        c.backup_at = Some(t);
+    }
     if let Some(p) = a.requirepass.clone() {
         c.requirepass = Some(p);
     }
@@ -101,6 +122,7 @@ fn real_main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    duplex_server::server::run(c).context("duplexd")?;
+    // main prefixes the message with "duplexd: " once.
+    duplex_server::server::run(c)?;
     Ok(())
 }

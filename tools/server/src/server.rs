@@ -2,9 +2,14 @@
 //! and accept loop, the signal thread, and the shutdown sequence. Connections go to the
 //! connection layer ([`crate::net`]); the backup schedule runs in [`crate::sched`].
 //!
-//! Shutdown (first SIGTERM or SIGINT): state `stopping`, stop accepting, let every
+//! Start-up binds the port first, then creates the directories, warns when the archive or
+//! backups share the data's file system ([`crate::disks`]), writes the `STATE` file and
+//! opens the database.
+//!
+//! Shutdown (first SIGTERM or SIGINT): state `stopping` (a fenced or failed server stays
+//! fenced or failed, refusing writes, through the stop and the next start), stop accepting, let every
 //! connection finish the requests it has already read (up to [`SHUTDOWN_WAIT`]),
-//! checkpoint, sync the WAL, state `stopped`, exit 0. A second signal exits at once with
+//! checkpoint, sync the WAL, state `stopped` (or still `fenced` / `failed`), exit 0. A second signal exits at once with
 //! status 1 (the WAL makes that safe: every acknowledged write is in it).
 
 use std::io::Write;
@@ -24,32 +29,37 @@ use crate::state::{self, OpState, StateRecord, StateTable};
 use crate::Error;
 
 /// Opens everything and serves until a signal; returns once stopped cleanly.
+///
+/// The port is bound first, before the data directory is touched: a busy port (another
+/// `duplexd` on it, maybe on the same data) is found before any file changes.
 pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     cfg.validate()?;
+    let listener = bind(&cfg)?;
+    let addr = listener.local_addr().map_err(Error::Net)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     create_dirs(&cfg)?;
+    let disks = crate::disks::check(&cfg);
     let prev = state::load(&cfg.data)?;
     log_previous(&cfg, prev);
+    // A fenced or failed server stays so from the first byte written: a crash during the
+    // start must not leave a `starting` record that would forget it.
+    let first = prev
+        .map(|p| p.state)
+        .filter(|s| s.sticky())
+        .unwrap_or(OpState::Starting);
     let table = StateTable::new(
         &cfg.data,
         StateRecord {
-            state: OpState::Starting,
+            state: first,
             epoch: prev.map_or(1, |p| p.epoch.max(1)),
             node_id: cfg.node_id,
             updated_ms: clock.now_ms(),
         },
     )?;
     let db = open_db(&cfg, &table)?;
-    let listener = TcpListener::bind((cfg.bind.as_str(), cfg.port)).map_err(Error::Net)?;
-    let addr = listener.local_addr().map_err(Error::Net)?;
     let shared = Arc::new(Shared::new(db, cfg, table, clock, addr));
-    let next = if prev.is_some_and(|p| p.state == OpState::Fenced) {
-        tracing::warn!(event = "fenced", "the server was fenced before it stopped; it stays fenced (DUPLEX.UNFENCE to serve writes)");
-        OpState::Fenced
-    } else {
-        OpState::Running
-    };
-    shared.state().set(next, false)?;
+    shared.set_disks(disks);
+    come_up(&shared)?;
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
@@ -59,6 +69,30 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     accept_loop(&shared, &listener, &mut layer);
     drop(listener);
     shutdown(&shared)
+}
+
+/// Binds the listening socket; a failure names the address and what to do.
+fn bind(cfg: &ServerConfig) -> Result<TcpListener, Error> {
+    TcpListener::bind((cfg.bind.as_str(), cfg.port)).map_err(|source| Error::Bind {
+        addr: format!("{}:{}", cfg.bind, cfg.port),
+        source,
+    })
+}
+
+/// `starting` becomes `running`; a state kept from the previous run (fenced, failed) stays,
+/// and the log says what lifts it.
+fn come_up(shared: &Shared) -> Result<(), Error> {
+    let st = shared.state().get().state;
+    match st {
+        OpState::Fenced => tracing::warn!(event = "fenced", "the server was fenced before it stopped; it stays fenced (DUPLEX.UNFENCE to serve writes)"),
+        OpState::Failed => tracing::warn!(event = "failed", "the previous run failed (a write, fsync or checkpoint error, or a full disk; its log says which): writes stay refused; check the disk, then DUPLEX.UNFENCE to serve writes"),
+        _ => {
+            shared
+                .state()
+                .move_to(&[OpState::Starting], OpState::Running, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the data and archive directories.
@@ -114,7 +148,7 @@ fn open_db(cfg: &ServerConfig, table: &StateTable) -> Result<Database, Error> {
     ) {
         Ok(db) => db,
         Err(e) => {
-            let _ = table.set(OpState::Failed, false);
+            let _ = table.move_to(&[OpState::Starting], OpState::Failed, false);
             return Err(e.into());
         }
     };
@@ -152,14 +186,29 @@ fn shutdown(shared: &Shared) -> Result<(), Error> {
             tracing::error!(event = "checkpoint_failed", error = %e, "final checkpoint failed (the WAL still holds every acknowledged write)")
         }
     }
-    shared.state().set(
-        if res.is_ok() {
-            OpState::Stopped
-        } else {
-            OpState::Failed
-        },
+    if res.is_err() {
+        shared.note_failure();
+    }
+    let last = if res.is_ok() {
+        OpState::Stopped
+    } else {
+        OpState::Failed
+    };
+    // A fenced or failed server stays so: only a serving or stopping one ends `stopped`.
+    let moved = shared.state().move_to(
+        &[OpState::Running, OpState::BackingUp, OpState::Stopping],
+        last,
         false,
     )?;
+    if moved.is_none() {
+        let st = shared.state().get().state;
+        tracing::warn!(
+            event = "stopped_as",
+            state = st.name(),
+            "stopping; the state stays {} until an operator runs DUPLEX.UNFENCE",
+            st.name()
+        );
+    }
     tracing::info!(event = "stopped", "duplexd stopped");
     res.map_err(Into::into)
 }
@@ -185,7 +234,12 @@ fn spawn_signal_thread(shared: &Arc<Shared>) -> Result<(), Error> {
                     signal = sig,
                     "signal received; stopping"
                 );
-                let _ = s.state().set(OpState::Stopping, false);
+                // Fenced and failed stay: stopping would accept writes while draining.
+                let _ = s.state().move_to(
+                    &[OpState::Running, OpState::BackingUp],
+                    OpState::Stopping,
+                    false,
+                );
                 // Wake the blocking accept.
                 let _ = TcpStream::connect_timeout(&wake_addr(s.addr()), Duration::from_secs(1));
             }

@@ -1,7 +1,9 @@
 //! One connection's requests, from bytes to replies: parse → group → execute → reply. Every
 //! connection layer ([`crate::net`]) drives its connections through [`Session::step`], so
 //! the grouping rules and their limits ([`crate::limits`]) exist once:
-//! - requests are parsed with the configured [`duplex_proto::Limits`]; a protocol error is
+//! - requests are parsed with the configured [`duplex_proto::Limits`] by the session's
+//!   [`RequestParser`], which resumes an incomplete request where it stopped (the layer
+//!   keeps that request at `buf[*pos..]`, adding what arrives); a protocol error is
 //!   answered and closes the connection;
 //! - non-write requests gather (up to [`GROUP_MAX`]) and run together
 //!   ([`crate::cmd::execute`]: a run of reads shares one snapshot) as soon as a write, the
@@ -11,10 +13,15 @@
 //!   layer commits it alone or with other connections' runs ([`commit`]: one `write_many`),
 //!   appends the replies, and steps again. So a connection's replies stay in request order
 //!   and its reads see its earlier writes;
+//! - a slow request (a backup, a checkpoint, a whole-database walk: [`cmd::is_slow`]) is
+//!   handed back as [`Step::Slow`] once the requests before it have run; the layer runs it
+//!   where it may take its time ([`Slow::run`]: on a worker thread for the event loops),
+//!   appends its reply, and only then steps again, so the connection's replies stay in order
+//!   while the other connections go on;
 //! - once [`OUT_BYTES_MAX`] reply bytes are waiting, the session stops ([`Step::Flush`])
 //!   until the layer has sent them.
 
-use duplex_proto::{parse_request, Parsed};
+use duplex_proto::{Parsed, RequestParser};
 
 use crate::cmd::{self, ConnState};
 use crate::limits::{GROUP_MAX, OUT_BYTES_MAX, RUN_BYTES_MAX, RUN_MAX};
@@ -26,6 +33,9 @@ pub enum Step<'a> {
     /// A run of writes to commit ([`commit`]), alone or with other connections' runs; its
     /// replies go to this connection's output, then step again.
     Writes(Vec<Vec<&'a [u8]>>),
+    /// A slow request: run it ([`Slow::run`]) where it may take its time, append its reply,
+    /// then step again.
+    Slow(Slow),
     /// Every complete request has run: read more input.
     NeedInput,
     /// Too many replies are waiting: send them, then step again.
@@ -34,11 +44,31 @@ pub enum Step<'a> {
     Close,
 }
 
+/// One slow request, owned (it outlives the connection's input buffer): see
+/// [`cmd::is_slow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slow {
+    args: Vec<Vec<u8>>,
+}
+
+impl Slow {
+    /// Runs the request; returns its reply.
+    pub fn run(&self, sh: &Shared) -> Vec<u8> {
+        sh.count_commands(1);
+        let args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        cmd::run_slow(sh, &args, &mut out);
+        out
+    }
+}
+
 /// The command side of one connection: its [`ConnState`] (authentication, name, MULTI).
 #[derive(Debug)]
 pub struct Session {
     st: ConnState,
     closing: bool,
+    /// Where the parse of an incomplete request stopped (the request at `buf[*pos..]`).
+    parser: RequestParser,
 }
 
 impl Session {
@@ -48,6 +78,7 @@ impl Session {
         Session {
             st: ConnState::new(sh.next_client_id(), sh.cfg().requirepass.is_none()),
             closing: false,
+            parser: RequestParser::new(),
         }
     }
 
@@ -78,7 +109,7 @@ impl Session {
                     return Step::Flush;
                 }
             }
-            match parse_request(&buf[*pos..], sh.limits()) {
+            match self.parser.parse(&buf[*pos..], sh.limits()) {
                 Ok(Parsed::Incomplete) => {
                     return if self.run_plain(sh, &mut plain, out) {
                         Step::NeedInput
@@ -99,6 +130,15 @@ impl Session {
                         *pos += consumed;
                         continue;
                     }
+                    if self.st.authed && self.st.multi.is_none() && cmd::is_slow(&args) {
+                        // What came before runs first; the slow one runs off this thread.
+                        if !self.run_plain(sh, &mut plain, out) {
+                            return Step::Close;
+                        }
+                        *pos += consumed;
+                        let args = args.iter().map(|a| a.to_vec()).collect();
+                        return Step::Slow(Slow { args });
+                    }
                     if !cmd::is_write(&args) {
                         *pos += consumed;
                         plain.push(args);
@@ -114,7 +154,7 @@ impl Session {
                         plain.push(args);
                         continue;
                     }
-                    return Step::Writes(write_run(sh, buf, pos, args));
+                    return Step::Writes(write_run(sh, &mut self.parser, buf, pos, args));
                 }
             }
         }
@@ -138,6 +178,7 @@ impl Session {
 /// `buf`, within [`RUN_MAX`] and [`RUN_BYTES_MAX`].
 fn write_run<'a>(
     sh: &Shared,
+    parser: &mut RequestParser,
     buf: &'a [u8],
     pos: &mut usize,
     first: Vec<&'a [u8]>,
@@ -145,7 +186,7 @@ fn write_run<'a>(
     let mut bytes: usize = first.iter().map(|a| a.len()).sum();
     let mut run = vec![first];
     while run.len() < RUN_MAX && bytes < RUN_BYTES_MAX {
-        match parse_request(&buf[*pos..], sh.limits()) {
+        match parser.parse(&buf[*pos..], sh.limits()) {
             Ok(Parsed::Request { args, consumed }) if !args.is_empty() && cmd::is_write(&args) => {
                 *pos += consumed;
                 bytes += args.iter().map(|a| a.len()).sum::<usize>();
@@ -223,6 +264,39 @@ mod tests {
         assert_eq!(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n+OK\r\n$1\r\n2\r\n+PONG\r\n");
         assert_eq!(&buf[pos..], b"GET", "the incomplete request stays");
         assert_eq!(sh.stats().total_commands, 6);
+    }
+
+    #[test]
+    fn slow_requests_are_handed_back_after_what_came_before() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let mut s = Session::new(&sh);
+        let buf = b"PING\r\nDBSIZE\r\nSCAN 0 COUNT 5\r\nSCAN 0 COUNT 5000\r\nPING\r\n";
+        let (mut pos, mut out) = (0, Vec::new());
+        let Step::Slow(job) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("DBSIZE is slow");
+        };
+        assert_eq!(out, b"+PONG\r\n", "the PING before it answered first");
+        out.extend(job.run(&sh));
+        let Step::Slow(job) = s.step(&sh, buf, &mut pos, &mut out) else {
+            panic!("a large SCAN is slow");
+        };
+        out.extend(job.run(&sh));
+        assert_eq!(s.step(&sh, buf, &mut pos, &mut out), Step::NeedInput);
+        assert_eq!(
+            out,
+            b"+PONG\r\n:0\r\n*2\r\n$1\r\n0\r\n*0\r\n*2\r\n$1\r\n0\r\n*0\r\n+PONG\r\n"
+        );
+        // Before AUTH a slow command is refused in line, not handed back.
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), Some("pw"));
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.step(&sh, b"DUPLEX.BACKUP\r\n", &mut pos, &mut out),
+            Step::NeedInput
+        );
+        assert!(out.starts_with(b"-NOAUTH"), "{out:?}");
     }
 
     #[test]

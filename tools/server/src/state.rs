@@ -46,7 +46,8 @@ pub enum OpState {
     Stopping = 6,
     /// Cleanly stopped.
     Stopped = 7,
-    /// A write or fsync failed (disk error, disk full): writes refused until restart.
+    /// A write or fsync failed (disk error, disk full): writes refused until an operator
+    /// restarts the server and runs DUPLEX.UNFENCE.
     Failed = 8,
 }
 
@@ -88,12 +89,47 @@ impl OpState {
         )
     }
 
+    /// Whether a change from `self` to `to` is allowed: the state table's transitions.
+    ///
+    /// - `starting` goes to `running`, or comes up `fenced` or `failed` (kept from the
+    ///   previous run), or `failed` when the database cannot open;
+    /// - `running` and `backing-up` go to each other, `fenced`, `stopping`, `stopped` and
+    ///   `failed`;
+    /// - `stopping` goes to `stopped`, `fenced` and `failed`;
+    /// - `fenced` goes to `fenced` (fenced again: a higher epoch), `running` or `stopping`
+    ///   (DUPLEX.UNFENCE) and `failed`; never to `stopping` or `stopped` by a shutdown;
+    /// - `failed` goes only to `running` or `stopping` (DUPLEX.UNFENCE after a restart);
+    /// - `recovering` goes to `running`, `fenced` and `failed`; `stopped` goes nowhere.
+    pub fn may_move(self, to: OpState) -> bool {
+        use OpState::*;
+        match self {
+            Starting => matches!(to, Running | Fenced | Failed),
+            Running | BackingUp => {
+                matches!(
+                    to,
+                    Running | BackingUp | Fenced | Stopping | Stopped | Failed
+                )
+            }
+            Stopping => matches!(to, Stopped | Fenced | Failed),
+            Fenced => matches!(to, Fenced | Running | Stopping | Failed),
+            Failed => matches!(to, Running | Stopping),
+            Recovering => matches!(to, Running | Fenced | Failed),
+            Stopped => false,
+        }
+    }
+
+    /// Whether the state outlives a stop and a restart until an operator lifts it
+    /// (`fenced` and `failed`, both with DUPLEX.UNFENCE).
+    pub fn sticky(self) -> bool {
+        matches!(self, OpState::Fenced | OpState::Failed)
+    }
+
     /// The error a refused write gets, opening with the code clients act on
     /// ([`codes::FENCED`], [`codes::FAILED`] or [`codes::LOADING`]).
     pub fn refusal(self) -> String {
         match self {
             OpState::Fenced => codes::line(codes::FENCED, "this server is fenced: writes are refused; use another server"),
-            OpState::Failed => codes::line(codes::FAILED, "this server failed (a write or fsync error, or a full disk): writes are refused; acknowledged writes are safe; restart it once the disk is healthy"),
+            OpState::Failed => codes::line(codes::FAILED, "this server failed (a write or fsync error, or a full disk): writes are refused; acknowledged writes are safe; once the disk is healthy, restart it and run DUPLEX.UNFENCE"),
             s => codes::line(codes::LOADING, &format!("this server is {}: writes are refused for now", s.name())),
         }
     }
@@ -205,6 +241,12 @@ pub fn store(dir: &Path, rec: &StateRecord) -> Result<(), Error> {
 }
 
 /// The live state table: the current record, persisted on every change.
+///
+/// Every change is a compare-and-set under one lock ([`StateTable::move_to`]): it names the
+/// states it may leave, and [`OpState::may_move`] must allow the step, so a change decided
+/// on an old view (a backup ending, a shutdown beginning) never overwrites one made
+/// meanwhile (a FENCE, a failure). The record is persisted under the same lock, so the file
+/// always holds the last change.
 #[derive(Debug)]
 pub struct StateTable {
     dir: PathBuf,
@@ -226,13 +268,23 @@ impl StateTable {
         *self.cur.lock()
     }
 
-    /// Moves to `state` (increasing the epoch if `bump_epoch`), persists it, and logs the
-    /// change. A persist failure is logged and returned; the in-memory state changes anyway
-    /// (clients must see `failed` even when the disk cannot record it).
-    pub fn set(&self, state: OpState, bump_epoch: bool) -> Result<StateRecord, Error> {
+    /// Moves to `to` (raising the epoch if `bump_epoch`) if the state is one of `from` and
+    /// [`OpState::may_move`] allows the step; persists and logs the change. `Ok(None)` when
+    /// it did not move (the state was another). A persist failure is logged and returned;
+    /// the in-memory state changes anyway (clients must see `failed` or `fenced` even when
+    /// the disk cannot record it).
+    pub fn move_to(
+        &self,
+        from: &[OpState],
+        to: OpState,
+        bump_epoch: bool,
+    ) -> Result<Option<StateRecord>, Error> {
         let mut cur = self.cur.lock();
         let old = cur.state;
-        cur.state = state;
+        if !from.contains(&old) || !old.may_move(to) {
+            return Ok(None);
+        }
+        cur.state = to;
         if bump_epoch {
             cur.epoch += 1;
         }
@@ -242,7 +294,7 @@ impl StateTable {
         tracing::info!(
             event = "state",
             from = old.name(),
-            to = state.name(),
+            to = to.name(),
             epoch = rec.epoch,
             persisted = res.is_ok(),
             "state change"
@@ -250,17 +302,17 @@ impl StateTable {
         if let Err(e) = &res {
             tracing::error!(event = "state_persist_failed", error = %e, "cannot persist the state file");
         }
-        res.map(|()| rec)
+        res.map(|()| Some(rec))
     }
 
     /// Moves from `from` to `to` only if the state is still `from` (e.g. backing-up back to
-    /// running, unless something else happened meanwhile). Returns whether it moved.
+    /// running, unless something else happened meanwhile). Returns whether it moved; a
+    /// persist failure is logged by [`StateTable::move_to`].
     pub fn transition(&self, from: OpState, to: OpState) -> bool {
-        if self.cur.lock().state != from {
-            return false;
+        match self.move_to(&[from], to, false) {
+            Ok(moved) => moved.is_some(),
+            Err(_) => true,
         }
-        let _ = self.set(to, false);
-        true
     }
 }
 
@@ -305,5 +357,101 @@ mod tests {
         assert_eq!(load(d.path()).unwrap(), None);
         store(d.path(), &r).unwrap();
         assert_eq!(load(d.path()).unwrap(), Some(r));
+    }
+
+    fn table(state: OpState) -> (tempfile::TempDir, StateTable) {
+        let d = tempfile::tempdir().unwrap();
+        let rec = StateRecord {
+            state,
+            epoch: 1,
+            node_id: 1,
+            updated_ms: 0,
+        };
+        let t = StateTable::new(d.path(), rec).unwrap();
+        (d, t)
+    }
+
+    #[test]
+    fn a_fence_during_a_backup_is_not_overwritten() {
+        use OpState::*;
+        let (d, t) = table(Running);
+        assert!(t.transition(Running, BackingUp));
+        let r = t
+            .move_to(&[Running, BackingUp, Fenced, Stopping], Fenced, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.state, r.epoch), (Fenced, 2));
+        // The backup ends: backing-up -> running no longer applies.
+        assert!(!t.transition(BackingUp, Running));
+        // A shutdown does not move a fenced server to stopping, nor to stopped.
+        assert_eq!(
+            t.move_to(&[Running, BackingUp], Stopping, false).unwrap(),
+            None
+        );
+        assert_eq!(
+            t.move_to(&[Running, BackingUp, Stopping], Stopped, false)
+                .unwrap(),
+            None
+        );
+        assert_eq!(t.get().state, Fenced);
+        assert_eq!(load(d.path()).unwrap().unwrap().state, Fenced);
+        assert_eq!(load(d.path()).unwrap().unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn the_transition_table() {
+        use OpState::*;
+        let all = [
+            Starting, Running, BackingUp, Recovering, Fenced, Stopping, Stopped, Failed,
+        ];
+        for s in all {
+            assert!(!Stopped.may_move(s), "stopped -> {s:?}");
+            assert_eq!(
+                Failed.may_move(s),
+                matches!(s, Running | Stopping),
+                "failed -> {s:?}"
+            );
+            assert!(!s.may_move(Starting), "{s:?} -> starting");
+            assert!(!s.may_move(Recovering), "{s:?} -> recovering");
+        }
+        assert!(!Fenced.may_move(Stopped));
+        assert!(Fenced.may_move(Stopping) && Fenced.may_move(Running));
+        assert!(Stopping.may_move(Fenced));
+        assert!(Fenced.sticky() && Failed.sticky() && !Stopping.sticky());
+        // A move the table forbids is refused even when `from` names the state.
+        let (_d, t) = table(Stopped);
+        assert_eq!(t.move_to(&[Stopped], Running, false).unwrap(), None);
+        assert_eq!(t.get().state, Stopped);
+    }
+
+    #[test]
+    fn racing_backups_never_undo_a_fence() {
+        use OpState::*;
+        let (_d, t) = table(Running);
+        let t = std::sync::Arc::new(t);
+        let fenced = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let mut hs = Vec::new();
+        for _ in 0..2 {
+            let (t, b) = (t.clone(), fenced.clone());
+            hs.push(std::thread::spawn(move || {
+                for i in 0..40 {
+                    if i == 20 {
+                        b.wait();
+                    }
+                    if t.transition(Running, BackingUp) {
+                        t.transition(BackingUp, Running);
+                    }
+                }
+            }));
+        }
+        fenced.wait();
+        t.move_to(&[Running, BackingUp, Fenced], Fenced, true)
+            .unwrap()
+            .unwrap();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(t.get().state, Fenced);
+        assert_eq!(t.get().epoch, 2);
     }
 }

@@ -58,33 +58,67 @@ pub fn checkpoint(sh: &Shared, out: &mut Vec<u8>) {
     }
 }
 
-/// DUPLEX.FENCE: refuse writes from now on and raise the epoch; answers the new epoch.
+/// DUPLEX.FENCE: refuse writes from now on and raise the epoch; answers the new epoch. A
+/// stopping server may be fenced too (it then stays fenced through the stop and the next
+/// start).
 pub fn fence(sh: &Shared, out: &mut Vec<u8>) {
-    let cur = sh.state().get().state;
-    if matches!(cur, OpState::Running | OpState::BackingUp | OpState::Fenced) {
-        match sh.state().set(OpState::Fenced, true) {
-            Ok(r) => integer(out, r.epoch as i64),
-            Err(e) => error(out, &format!("ERR fenced in memory but not persisted: {e}")),
-        }
-    } else {
-        error(
+    let from = [
+        OpState::Running,
+        OpState::BackingUp,
+        OpState::Fenced,
+        OpState::Stopping,
+    ];
+    match sh.state().move_to(&from, OpState::Fenced, true) {
+        Ok(Some(r)) => integer(out, r.epoch as i64),
+        Ok(None) => error(
             out,
-            &format!("ERR cannot fence a server that is {}", cur.name()),
-        );
+            &format!(
+                "ERR cannot fence a server that is {}",
+                sh.state().get().state.name()
+            ),
+        ),
+        Err(e) => error(out, &format!("ERR fenced in memory but not persisted: {e}")),
     }
 }
 
-/// DUPLEX.UNFENCE: serve writes again.
+/// DUPLEX.UNFENCE: serve writes again. Lifts `fenced`, and `failed` kept from an earlier
+/// run (after the operator has checked the disk); a failure met by this process needs a
+/// restart first.
 pub fn unfence(sh: &Shared, out: &mut Vec<u8>) {
-    if sh.state().transition(OpState::Fenced, OpState::Running) {
-        simple(out, "OK");
+    let cur = sh.state().get().state;
+    if cur == OpState::Failed && sh.failed_here() {
+        return error(
+            out,
+            "ERR this server failed while running (a write, fsync or checkpoint error; the log says which): restart it once the disk is healthy, then DUPLEX.UNFENCE",
+        );
+    }
+    let to = if sh.stopping() {
+        OpState::Stopping
     } else {
-        error(
+        OpState::Running
+    };
+    match sh
+        .state()
+        .move_to(&[OpState::Fenced, OpState::Failed], to, false)
+    {
+        Ok(Some(_)) => {
+            tracing::warn!(
+                event = "unfenced",
+                from = cur.name(),
+                "lifted by DUPLEX.UNFENCE; serving writes"
+            );
+            simple(out, "OK");
+        }
+        Ok(None) => error(
             out,
             &format!(
                 "ERR the server is {}, not fenced",
                 sh.state().get().state.name()
             ),
-        );
+        ),
+        Err(e) => error(
+            out,
+            &format!("ERR unfenced in memory but not persisted: {e}"),
+        ),
     }
 }

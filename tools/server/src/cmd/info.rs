@@ -112,8 +112,9 @@ type Section = fn(&Shared, &mut String);
 fn server(sh: &Shared, t: &mut String) {
     let _ = write!(
         t,
-        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
+        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nduplex_commit:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
+        env!("DUPLEX_GIT_COMMIT"),
         std::env::consts::OS,
         std::process::id(),
         sh.addr().port(),
@@ -146,9 +147,20 @@ fn persistence(sh: &Shared, t: &mut String) {
     let c = sh.cfg();
     let s = sh.db().stats();
     let b = sh.backup_info();
+    let now = sh.clock().now_ms();
+    let disks = sh.disks();
+    let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let age = if b.last_ms > 0 {
+        secs(now.saturating_sub(b.last_ms))
+    } else {
+        -1
+    };
+    let next = sh
+        .next_backup_ms()
+        .map_or(-1, |n| secs(n.saturating_sub(now)));
     let _ = write!(
         t,
-        "# Persistence\r\nloading:{}\r\naof_enabled:1\r\nappendfsync:{}\r\nsync_policy:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ncheckpoints:{}\r\nwal_bytes_since_checkpoint:{}\r\nbackups_taken:{}\r\nbackups_failed:{}\r\nlast_backup_dir:{}\r\nlast_backup_time_ms:{}\r\nlast_backup_error:{}\r\nbackup_dir:{}\r\nbackup_interval_secs:{}\r\nkeep_backups:{}\r\narchive_dir:{}\r\n\r\n",
+        "# Persistence\r\nloading:{}\r\naof_enabled:1\r\nappendfsync:{}\r\nsync_policy:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ncheckpoints:{}\r\nwal_bytes_since_checkpoint:{}\r\n",
         u8::from(sh.state().get().state == OpState::Starting),
         c.sync.appendfsync(),
         c.sync,
@@ -156,6 +168,10 @@ fn persistence(sh: &Shared, t: &mut String) {
         s.checkpoint_lsn,
         s.checkpoints,
         s.wal_bytes_since_checkpoint,
+    );
+    let _ = write!(
+        t,
+        "backups_taken:{}\r\nbackups_failed:{}\r\nlast_backup_dir:{}\r\nlast_backup_time_ms:{}\r\nlast_backup_age_secs:{age}\r\nnext_backup_in_secs:{next}\r\nlast_backup_error:{}\r\nbackup_dir:{}\r\nbackup_interval_secs:{}\r\nbackup_at:{}\r\nkeep_backups:{}\r\nbackup_same_fs:{}\r\narchive_dir:{}\r\narchive_same_fs:{}\r\n\r\n",
         b.taken,
         b.failed,
         b.last_dir.map(|d| d.display().to_string()).unwrap_or_default(),
@@ -163,8 +179,11 @@ fn persistence(sh: &Shared, t: &mut String) {
         b.last_error.unwrap_or_default().replace(['\r', '\n'], " "),
         c.backup_dir.display(),
         c.backup_interval_secs,
+        c.backup_at.map(|a| a.to_string()).unwrap_or_default(),
         c.keep_backups,
+        u8::from(disks.backup_same_fs),
         c.archive().map(|a| a.display().to_string()).unwrap_or_default(),
+        u8::from(disks.archive_same_fs),
     );
 }
 

@@ -41,6 +41,8 @@ pub struct ConnState {
     pub multi: Option<Vec<Vec<Vec<u8>>>>,
     /// A queued command was refused: EXEC will abort.
     pub multi_dirty: bool,
+    /// Argument bytes queued since MULTI.
+    pub multi_bytes: usize,
 }
 
 impl ConnState {
@@ -52,6 +54,7 @@ impl ConnState {
             name: None,
             multi: None,
             multi_dirty: false,
+            multi_bytes: 0,
         }
     }
 }
@@ -234,6 +237,39 @@ pub fn check(args: &[&[u8]]) -> Result<(Cmd, bool), ErrLine> {
 /// [`write_groups`] can take. Authentication and MULTI are the caller's business.
 pub fn is_write(args: &[&[u8]]) -> bool {
     check(args).is_ok_and(|(c, _)| c.is_write())
+}
+
+/// Whether a well-formed request is slow work (a copy or a walk over the whole database):
+/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DBSIZE, and SCAN with a COUNT above
+/// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
+/// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
+pub fn is_slow(args: &[&[u8]]) -> bool {
+    // Every request passes here: names that cannot be slow (GET, SET, ...) are told apart
+    // by length and first letter before the table is searched.
+    let name = args[0];
+    let maybe = matches!(name.len(), 4 | 6 | 13 | 17)
+        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S');
+    if !maybe {
+        return false;
+    }
+    match check(args) {
+        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DbSize, _)) => true,
+        Ok((Cmd::Scan, _)) => scan::is_large(args),
+        _ => false,
+    }
+}
+
+/// Runs one request [`is_slow`] picked (its connection is authenticated and not in
+/// MULTI), appending its reply to `out`.
+pub fn run_slow(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    match check(args) {
+        Ok((Cmd::DBackup, _)) => admin::backup(sh, args, out),
+        Ok((Cmd::DCheckpoint, _)) => admin::checkpoint(sh, out),
+        Ok((Cmd::DbSize, _)) => scan::dbsize(sh, out),
+        Ok((Cmd::Scan, _)) => scan::scan(sh, args, out),
+        Ok(_) => error(out, "ERR internal: not a slow command"),
+        Err(e) => e.send(out),
+    }
 }
 
 fn allowed_before_auth(c: Cmd) -> bool {

@@ -7,7 +7,7 @@ use duplex_proto::{array_len, bulk, error, integer};
 
 use super::{bulk_str, engine_err};
 use crate::glob::glob_match;
-use crate::limits::SCAN_COUNT_MAX;
+use crate::limits::{SCAN_COUNT_MAX, SCAN_INLINE_MAX};
 use crate::shared::Shared;
 
 /// DBSIZE: counts every key of a snapshot.
@@ -26,6 +26,12 @@ pub fn dbsize(sh: &Shared, out: &mut Vec<u8>) {
         }
         Err(e) => engine_err(out, &e),
     }
+}
+
+/// Whether a SCAN asks for more than [`SCAN_INLINE_MAX`] keys (slow work: see
+/// [`super::is_slow`]). A malformed one is not: it is refused at once.
+pub fn is_large(args: &[&[u8]]) -> bool {
+    parse_scan(args).is_ok_and(|a| a.count > SCAN_INLINE_MAX)
 }
 
 /// SCAN's options.

@@ -1,12 +1,14 @@
 //! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads, writes, PING,
 //! ECHO); EXEC evaluates them in order against one snapshot plus the transaction's own
 //! writes, under exclusive stripes on every key touched, and applies every write as ONE
-//! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`).
+//! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`); so does
+//! a queue past [`MULTI_QUEUE_MAX`] commands or [`MULTI_QUEUE_BYTES_MAX`] bytes.
 
 use duplex_proto::{codes, error, simple, Reply};
 
 use super::write::{batch_of, eval_write, parse_write, View};
 use super::{lookup, lossy, Cmd, ConnState, ErrLine};
+use crate::limits::{MULTI_QUEUE_BYTES_MAX, MULTI_QUEUE_MAX};
 use crate::shared::Shared;
 
 /// Whether `c` acts on the transaction itself (and so is not queued after MULTI).
@@ -20,7 +22,23 @@ pub fn queue(conn: &mut ConnState, args: &[&[u8]], queueable: bool, out: &mut Ve
     let Some(q) = conn.multi.as_mut() else {
         return error(out, "ERR internal: queue without MULTI");
     };
-    if queueable {
+    let bytes: usize = args.iter().map(|a| a.len()).sum();
+    if queueable && (q.len() >= MULTI_QUEUE_MAX || conn.multi_bytes + bytes > MULTI_QUEUE_BYTES_MAX)
+    {
+        // The queue is dropped now (its memory freed); MULTI stays open so the commands
+        // the client sends next are not run outside the transaction, and EXEC aborts.
+        q.clear();
+        q.shrink_to_fit();
+        conn.multi_dirty = true;
+        ErrLine::err(format!(
+            "MULTI queue limit reached ({MULTI_QUEUE_MAX} commands or {MULTI_QUEUE_BYTES_MAX} bytes): the transaction will be discarded at EXEC; split it into smaller ones"
+        ))
+        .send(out);
+    } else if queueable && conn.multi_dirty {
+        // Already doomed: answer as queued without keeping it.
+        simple(out, "QUEUED");
+    } else if queueable {
+        conn.multi_bytes += bytes;
         q.push(args.iter().map(|a| a.to_vec()).collect());
         simple(out, "QUEUED");
     } else {
@@ -40,6 +58,7 @@ pub fn multi(conn: &mut ConnState, out: &mut Vec<u8>) {
     } else {
         conn.multi = Some(Vec::new());
         conn.multi_dirty = false;
+        conn.multi_bytes = 0;
         simple(out, "OK");
     }
 }
@@ -167,5 +186,45 @@ fn eval_queued(sh: &Shared, r: &[&[u8]], view: &mut View<'_>) -> Reply {
             .map_or_else(|| Reply::Simple("PONG".into()), |m| Reply::Bulk(m.to_vec())),
         Cmd::Echo => Reply::Bulk(r[1].to_vec()),
         _ => Reply::Error("ERR command not allowed inside MULTI".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multi_queue_is_bounded() {
+        let mut conn = ConnState::new(1, true);
+        let mut out = Vec::new();
+        multi(&mut conn, &mut out);
+        for i in 0..MULTI_QUEUE_MAX {
+            let k = i.to_string();
+            queue(&mut conn, &[b"SET", k.as_bytes(), b"v"], true, &mut out);
+        }
+        assert_eq!(conn.multi.as_ref().map(Vec::len), Some(MULTI_QUEUE_MAX));
+        out.clear();
+        queue(&mut conn, &[b"SET", b"one-more", b"v"], true, &mut out);
+        let reply = String::from_utf8_lossy(&out);
+        assert!(
+            reply.starts_with("-ERR MULTI queue limit reached"),
+            "{reply}"
+        );
+        // Still in MULTI (later commands are not run outside it), holding nothing, doomed.
+        assert_eq!(conn.multi.as_ref().map(Vec::len), Some(0));
+        out.clear();
+        queue(&mut conn, &[b"SET", b"later", b"v"], true, &mut out);
+        assert_eq!(out, b"+QUEUED\r\n");
+        assert_eq!(conn.multi.as_ref().map(Vec::len), Some(0));
+        // EXEC aborts; it touches nothing, so no database is needed to see it.
+        assert!(conn.multi_dirty);
+        // Bytes count too.
+        let mut conn = ConnState::new(2, true);
+        multi(&mut conn, &mut out);
+        let big = vec![b'x'; MULTI_QUEUE_BYTES_MAX / 2];
+        out.clear();
+        queue(&mut conn, &[b"SET", b"a", &big], true, &mut out);
+        queue(&mut conn, &[b"SET", b"b", &big], true, &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("-ERR MULTI queue limit"));
     }
 }

@@ -10,7 +10,7 @@
 //! counts are exact across the runs too. [`crate::cmd::txn`] evaluates EXEC with the same
 //! pieces.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use duplex_engine::{Snapshot, WriteBatch};
 use duplex_proto::{codes, error, Reply};
@@ -227,9 +227,11 @@ pub(crate) fn eval_write(
             (ok(), eff)
         }
         WriteOp::Del(keys) => {
+            // A key named twice counts once: a set, so DEL of n keys is O(n).
+            let mut seen: HashSet<&[u8]> = HashSet::with_capacity(keys.len());
             let mut eff: Effects = Vec::new();
             for k in keys {
-                if eff.iter().any(|(e, _)| e.as_slice() == *k) {
+                if !seen.insert(k) {
                     continue;
                 }
                 if view.exists(k)? {

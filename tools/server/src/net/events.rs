@@ -10,6 +10,9 @@
 //!    connections go to the engine as ONE commit ([`session::commit`]: one WAL append, one
 //!    fsync under `always`), each connection gets its replies, and the next round continues
 //!    after those writes, until no complete request is left;
+//!    A slow request ([`Step::Slow`]) goes to a worker thread ([`Workers`]); its
+//!    connection waits (neither read nor run) until the reply comes back through the
+//!    loop's channel of finished jobs, which wakes the loop; the others go on;
 //! 4. write every connection's replies; what the socket does not take stays in that
 //!    connection's output buffer until it is writable again. A connection with more than
 //!    [`OUT_BYTES_MAX`] unsent bytes is not read or run further until its client has read
@@ -30,7 +33,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::limits::{CHUNK_BYTES, DRAIN, OUT_BYTES_MAX, POLL, READ_PER_TURN_BYTES};
-use crate::session::{self, Session, Step};
+use crate::net::workers::{Job, Workers};
+use crate::session::{self, Session, Slow, Step};
 use crate::shared::Shared;
 use crate::Error;
 
@@ -48,14 +52,20 @@ impl Pool {
     /// Starts `n` event-loop threads (at least one).
     pub fn start(sh: &Arc<Shared>, n: usize) -> Result<Pool, Error> {
         let mut loops = Vec::with_capacity(n.max(1));
+        let workers = Workers::start(sh)?;
         for i in 0..n.max(1) {
             let poll = Poll::new().map_err(Error::Net)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::Net)?);
             let (tx, rx) = channel();
+            let (done_tx, done_rx) = channel();
             let el = EventLoop {
                 sh: sh.clone(),
                 poll,
                 rx,
+                workers: workers.clone(),
+                waker: waker.clone(),
+                done_tx,
+                done_rx,
                 conns: HashMap::new(),
                 next_token: 1,
                 stopping_since: None,
@@ -105,6 +115,9 @@ struct Conn {
     close: bool,
     /// A socket error: close now.
     dead: bool,
+    /// A slow request of this connection is with the workers: nothing more is read or run
+    /// until its reply is back.
+    waiting: bool,
     /// Last time bytes arrived.
     last: Instant,
 }
@@ -119,29 +132,40 @@ impl Conn {
     }
 
     fn wants_turn(&self) -> bool {
-        !self.dead && !self.close && !self.held_back() && (self.readable || self.dirty)
+        !self.dead
+            && !self.close
+            && !self.waiting
+            && !self.held_back()
+            && (self.readable || self.dirty)
     }
 }
 
 /// One connection's view during the rounds of a turn.
 struct Work<'a> {
+    token: usize,
     buf: &'a [u8],
     pos: &'a mut usize,
     session: &'a mut Session,
     out: &'a mut Vec<u8>,
     close: &'a mut bool,
     dirty: &'a mut bool,
+    waiting: &'a mut bool,
     /// Nothing more to run this turn.
     done: bool,
 }
 
 impl<'a> Work<'a> {
     /// Steps the session: its next run of writes, or `None` (and `done`) when nothing more
-    /// can run this turn (input incomplete, closing, or output held back).
-    fn step(&mut self, sh: &Shared) -> Option<Vec<Vec<&'a [u8]>>> {
+    /// can run this turn (input incomplete, closing, output held back, or a slow request
+    /// put in `slow` for the workers).
+    fn step(&mut self, sh: &Shared, slow: &mut Vec<(usize, Slow)>) -> Option<Vec<Vec<&'a [u8]>>> {
         let buf: &'a [u8] = self.buf;
         match self.session.step(sh, buf, self.pos, self.out) {
             Step::Writes(run) => return Some(run),
+            Step::Slow(job) => {
+                slow.push((self.token, job));
+                *self.waiting = true;
+            }
             Step::NeedInput => *self.dirty = false,
             // The rest runs once the client has read its replies.
             Step::Flush => {}
@@ -156,6 +180,11 @@ struct EventLoop {
     sh: Arc<Shared>,
     poll: Poll,
     rx: Receiver<StdStream>,
+    workers: Workers,
+    waker: Arc<Waker>,
+    /// Replies of finished slow requests, by connection token.
+    done_tx: Sender<(usize, Vec<u8>)>,
+    done_rx: Receiver<(usize, Vec<u8>)>,
     conns: HashMap<usize, Conn>,
     next_token: usize,
     stopping_since: Option<Instant>,
@@ -192,6 +221,7 @@ impl EventLoop {
             if new_conns || stopping {
                 self.adopt(stopping);
             }
+            self.take_done();
             if !stopping {
                 self.read_all();
             }
@@ -249,6 +279,7 @@ impl EventLoop {
                     eof: false,
                     close: false,
                     dead: false,
+                    waiting: false,
                     last: Instant::now(),
                 },
             );
@@ -258,7 +289,7 @@ impl EventLoop {
     /// Reads what every readable connection has (up to [`READ_PER_TURN_BYTES`] each).
     fn read_all(&mut self) {
         for c in self.conns.values_mut() {
-            if !c.readable || c.dead || c.close || c.held_back() {
+            if !c.readable || c.dead || c.close || c.waiting || c.held_back() {
                 continue;
             }
             let mut got = 0;
@@ -298,17 +329,20 @@ impl EventLoop {
     /// Runs every complete request read so far, in rounds of one commit each.
     fn run_requests(&mut self) {
         let sh = &*self.sh;
+        let mut slow: Vec<(usize, Slow)> = Vec::new();
         let mut works: Vec<Work<'_>> = self
             .conns
-            .values_mut()
-            .filter(|c| c.dirty && !c.dead && !c.close && !c.held_back())
-            .map(|c| Work {
+            .iter_mut()
+            .filter(|(_, c)| c.dirty && !c.dead && !c.close && !c.waiting && !c.held_back())
+            .map(|(&token, c)| Work {
+                token,
                 buf: &c.buf,
                 pos: &mut c.pos,
                 session: &mut c.session,
                 out: &mut c.out,
                 close: &mut c.close,
                 dirty: &mut c.dirty,
+                waiting: &mut c.waiting,
                 done: false,
             })
             .collect();
@@ -316,7 +350,7 @@ impl EventLoop {
             let mut groups: Vec<(usize, Vec<Vec<&[u8]>>)> = Vec::new();
             for (i, w) in works.iter_mut().enumerate() {
                 if !w.done {
-                    if let Some(run) = w.step(sh) {
+                    if let Some(run) = w.step(sh, &mut slow) {
                         groups.push((i, run));
                     }
                 }
@@ -331,6 +365,9 @@ impl EventLoop {
             }
         }
         drop(works);
+        for (token, job) in slow {
+            self.submit(token, job);
+        }
         for c in self.conns.values_mut() {
             if c.pos > 0 {
                 c.buf.drain(..c.pos);
@@ -338,6 +375,35 @@ impl EventLoop {
                 if c.buf.capacity() > 4 * CHUNK_BYTES && c.buf.len() < CHUNK_BYTES {
                     c.buf.shrink_to(CHUNK_BYTES);
                 }
+            }
+        }
+    }
+
+    /// Hands one connection's slow request to the workers.
+    fn submit(&mut self, token: usize, slow: Slow) {
+        let job = Job {
+            slow,
+            token,
+            done: self.done_tx.clone(),
+            waker: self.waker.clone(),
+        };
+        if !self.workers.submit(job) {
+            // No workers (never while the process serves): the connection cannot go on.
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.dead = true;
+            }
+        }
+    }
+
+    /// Appends the replies of finished slow requests; their connections go on.
+    fn take_done(&mut self) {
+        while let Ok((token, reply)) = self.done_rx.try_recv() {
+            // A connection closed meanwhile has no one to answer.
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.out.extend_from_slice(&reply);
+                c.waiting = false;
+                c.dirty = true;
+                c.last = Instant::now();
             }
         }
     }
@@ -375,11 +441,11 @@ impl EventLoop {
             .conns
             .iter_mut()
             .filter_map(|(&t, c)| {
-                if c.eof && !c.dirty {
+                if c.eof && !c.dirty && !c.waiting {
                     c.close = true;
                 }
                 let flushed = c.unsent() == 0;
-                let finished = !c.dirty || c.close;
+                let finished = (!c.dirty || c.close) && !c.waiting;
                 let close = c.dead
                     || (c.close && flushed)
                     || (stopping && ((flushed && finished) || drain_over));
@@ -399,7 +465,7 @@ impl EventLoop {
         let gone: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.last.elapsed() >= idle)
+            .filter(|(_, c)| !c.waiting && c.last.elapsed() >= idle)
             .map(|(&t, _)| t)
             .collect();
         for t in gone {

@@ -2,7 +2,8 @@
 //! [`crate::session::Session`] and written. The accept loop ([`crate::server`]) hands each
 //! admitted connection to the [`Layer`] the configuration names:
 //! - [`events`] (`io = "events"`, the default): a few epoll event loops; each commits the
-//!   write runs of all its connections of one loop turn together;
+//!   write runs of all its connections of one loop turn together, and hands slow requests
+//!   to the [`workers`];
 //! - [`threads`] (`io = "threads"`): one blocking thread per connection; it uses every
 //!   core when many clients pipeline without fsync.
 //!
@@ -11,6 +12,7 @@
 
 pub mod events;
 pub mod threads;
+pub mod workers;
 
 use std::net::TcpStream;
 use std::sync::Arc;

@@ -96,6 +96,8 @@ fn run(
                     out.extend_from_slice(&r);
                 }
             }
+            // This thread is the connection's own: the slow request runs here.
+            Step::Slow(job) => out.extend(job.run(sh)),
             Step::Flush => {
                 stream.write_all(out)?;
                 out.clear();

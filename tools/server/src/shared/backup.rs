@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use duplex_engine::backup::read_backup_manifest;
 use duplex_engine::{BackupReport, Database};
 use duplex_wal::Clock;
 use parking_lot::Mutex;
@@ -13,16 +16,18 @@ use crate::config::ServerConfig;
 use crate::state::{OpState, StateTable};
 use crate::Error;
 
-/// What is known about the backups taken since start, for INFO.
+/// What is known about the backups, for INFO and the schedule.
 #[derive(Debug, Clone, Default)]
 pub struct BackupInfo {
     /// Backups completed since start.
     pub taken: u64,
     /// Backups failed since start.
     pub failed: u64,
-    /// Directory of the last completed backup.
+    /// Directory of the last completed backup: taken since start, or else the newest
+    /// complete one found in `backup_dir` at start.
     pub last_dir: Option<PathBuf>,
-    /// When it completed, Unix ms.
+    /// When it completed (one found at start: when it was taken, from its manifest), Unix
+    /// ms; 0 for none.
     pub last_ms: u64,
     /// Last error, if the last attempt failed.
     pub last_error: Option<String>,
@@ -33,6 +38,25 @@ pub struct BackupInfo {
 pub struct Backups {
     info: Mutex<BackupInfo>,
     running: Mutex<()>,
+    /// When the next scheduled backup is due, Unix ms; 0 for none (published by the
+    /// scheduler).
+    next_ms: AtomicU64,
+}
+
+/// The newest complete backup under `root` (a directory whose `BACKUP` manifest reads
+/// back), by the time its manifest says it was taken: (directory, Unix ms).
+pub fn newest_backup(root: &Path) -> Option<(PathBuf, u64)> {
+    let entries = std::fs::read_dir(root).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            read_backup_manifest(&duplex_wal::StdStorage, &p)
+                .ok()
+                .map(|m| (p, m.created_ms))
+        })
+        .max_by_key(|(_, ms)| *ms)
 }
 
 /// What a backup needs from the rest of the daemon.
@@ -49,6 +73,27 @@ pub struct BackupCtx<'a> {
 }
 
 impl Backups {
+    /// The service for `backup_dir` `root`, knowing its newest complete backup.
+    pub fn found_in(root: &Path) -> Backups {
+        let b = Backups::default();
+        if let Some((dir, ms)) = newest_backup(root) {
+            let mut info = b.info.lock();
+            info.last_dir = Some(dir);
+            info.last_ms = ms;
+        }
+        b
+    }
+
+    /// Records when the next scheduled backup is due (0: none).
+    pub fn set_next_ms(&self, ms: u64) {
+        self.next_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the next scheduled backup is due, Unix ms; `None` without a schedule.
+    pub fn next_ms(&self) -> Option<u64> {
+        Some(self.next_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
     /// What is known about the backups taken since start.
     pub fn info(&self) -> BackupInfo {
         self.info.lock().clone()
@@ -184,7 +229,11 @@ mod tests {
             assert!(!plain_name(bad), "{bad}");
         }
         let d = tempfile::tempdir().unwrap();
+        assert_eq!(newest_backup(d.path()), None);
+        assert_eq!(newest_backup(&d.path().join("missing")), None);
         std::fs::create_dir(d.path().join("n")).unwrap();
+        // A directory without a readable manifest is not a backup.
+        assert_eq!(newest_backup(d.path()), None);
         assert_eq!(unique_dir(d.path(), "n"), d.path().join("n-2"));
         assert_eq!(unique_dir(d.path(), "m"), d.path().join("m"));
     }

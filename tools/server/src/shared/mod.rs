@@ -22,11 +22,12 @@ use duplex_wal::Clock;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use backup::Backups;
-pub use backup::{timestamp_name, BackupInfo};
+pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
 pub use stripes::{StripeGuard, Stripes};
 
 use crate::config::ServerConfig;
+use crate::disks::Disks;
 use crate::state::{OpState, StateTable};
 use crate::Error;
 
@@ -64,6 +65,8 @@ pub struct Shared {
     next_client_id: AtomicU64,
     conns_done: Condvar,
     conns_lock: Mutex<()>,
+    failed_here: AtomicBool,
+    disks: Mutex<Disks>,
 }
 
 impl Shared {
@@ -75,6 +78,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         addr: SocketAddr,
     ) -> Shared {
+        let backups = Backups::found_in(&cfg.backup_dir);
         Shared {
             limits: cfg.limits(),
             cursors: Mutex::new(Cursors::new(clock.now_ms() & 0xffff_ffff)),
@@ -83,7 +87,7 @@ impl Shared {
             state,
             clock,
             stripes: Stripes::default(),
-            backups: Backups::default(),
+            backups,
             addr,
             started: Instant::now(),
             shutdown: AtomicBool::new(false),
@@ -94,6 +98,8 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             conns_done: Condvar::new(),
             conns_lock: Mutex::new(()),
+            failed_here: AtomicBool::new(false),
+            disks: Mutex::new(Disks::default()),
         }
     }
 
@@ -204,12 +210,43 @@ impl Shared {
     }
 
     /// Records an engine error met on the write path: a poisoned or failing WAL or store
-    /// moves the server to `failed` (writes refused from then on).
+    /// moves the server to `failed` (writes refused from then on; a fenced server stays
+    /// fenced, refusing them already).
     pub fn note_write_error(&self, e: &duplex_engine::Error) {
-        if e.is_fatal() && self.state.get().state != OpState::Failed {
-            tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
-            let _ = self.state.set(OpState::Failed, false);
+        if e.is_fatal() {
+            self.note_failure();
+            let serving = [
+                OpState::Running,
+                OpState::BackingUp,
+                OpState::Stopping,
+                OpState::Starting,
+            ];
+            if self.state.get().state != OpState::Failed {
+                tracing::error!(event = "failed", error = %e, "write path failed; refusing writes");
+            }
+            let _ = self.state.move_to(&serving, OpState::Failed, false);
         }
+    }
+
+    /// Remembers that this process met a disk failure: `failed` cannot be lifted before a
+    /// restart (the WAL or the store may be poisoned).
+    pub fn note_failure(&self) {
+        self.failed_here.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this process met a disk failure (see [`Shared::note_failure`]).
+    pub fn failed_here(&self) -> bool {
+        self.failed_here.load(Ordering::SeqCst)
+    }
+
+    /// Records what the start-up check of the disks found ([`crate::disks::check`]).
+    pub fn set_disks(&self, d: Disks) {
+        *self.disks.lock() = d;
+    }
+
+    /// Whether the archive and backups share the data's file system.
+    pub fn disks(&self) -> Disks {
+        *self.disks.lock()
     }
 
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
@@ -224,8 +261,18 @@ impl Shared {
         self.backups.take(cx, name)
     }
 
-    /// What is known about the backups taken since start.
+    /// What is known about the backups (taken since start, or the newest found at start).
     pub fn backup_info(&self) -> BackupInfo {
         self.backups.info()
+    }
+
+    /// Records when the next scheduled backup is due (the scheduler, for INFO).
+    pub fn set_next_backup_ms(&self, ms: u64) {
+        self.backups.set_next_ms(ms);
+    }
+
+    /// When the next scheduled backup is due, Unix ms; `None` without a schedule.
+    pub fn next_backup_ms(&self) -> Option<u64> {
+        self.backups.next_ms()
     }
 }
