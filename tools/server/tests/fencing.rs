@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, ServerDaemon};
 use duplex_server::state::{load, OpState};
 use redis::{Commands, Value};
 
@@ -27,7 +27,7 @@ fn fenced_survives_sigterm_and_restart_until_unfenced() {
     // A second client stays connected across the SIGTERM: while the server drains, its
     // writes are still refused as fenced (not accepted as `stopping` would).
     let mut other = d.conn();
-    d.signal(libc::SIGTERM);
+    d.signal(duplex_testkit::daemon::SIGTERM);
     if let Err(e) = other.set::<_, _, ()>("k", "while-stopping") {
         assert!(
             e.code() == Some("FENCED") || e.is_io_error() || e.is_connection_dropped(),

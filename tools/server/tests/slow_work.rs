@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, ServerDaemon};
 use redis::Value;
 
 fn state(c: &mut redis::Connection) -> String {

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Daemon};
+use common::{Daemon, ServerDaemon};
+use duplex_testkit::free_port;
 
 fn duplexd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_duplexd"))
