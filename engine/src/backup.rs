@@ -2,12 +2,15 @@
 //!
 //! A backup is a directory holding the committed bytes of the store file (or, for an
 //! incremental backup, only the bytes appended since its base), the engine manifest naming
-//! the checkpoint, and a `BACKUP` manifest listing every file with its length and CRC32C.
-//! Because bytes of the store below its committed length never change, copying them while
-//! writers go on yields a consistent image without stopping anyone.
+//! the checkpoint, the WAL from that checkpoint to the LSN at which the copy ended (module
+//! `backup_wal`), and a `BACKUP` manifest listing every file with its length and CRC32C
+//! and that end LSN. Because bytes of the store below its committed length never change,
+//! copying them while writers go on yields a consistent image without stopping anyone; the
+//! WAL copied after it makes the backup restorable on its own.
 //!
 //! Invariant: a backup directory appears under its final name only when whole (written as
-//! `<name>.tmp`, every file and the directory fsynced, then renamed and the parent fsynced).
+//! `<name>.tmp`, every file and the directory fsynced, then renamed and the parent
+//! fsynced); a backup that fails removes its `.tmp`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +19,10 @@ use std::time::Instant;
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
+use crate::backup_wal::{copy_wal, WalSource, BACKUP_WAL_DIR, RESTORE_WAL_DIR};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
+use crate::ratelimit::RateLimit;
 use crate::store::{write_manifest, MANIFEST_NAME};
 use crate::tree::TreeView;
 use duplex_wal::le::{u32_at, Cursor};
@@ -25,7 +30,9 @@ use duplex_wal::le::{u32_at, Cursor};
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
 const BACKUP_MAGIC: [u8; 8] = *b"DPLXBKUP";
-const BACKUP_VERSION: u32 = 1;
+/// Version written: 2 adds `end_lsn` and the `wal/` files; version 1 manifests still read
+/// (their end LSN is their checkpoint LSN).
+const BACKUP_VERSION: u32 = 2;
 /// Most files a backup manifest may list.
 const MAX_FILES: usize = 64;
 /// Longest file name in a backup manifest.
@@ -35,6 +42,11 @@ const MAX_NAME: usize = 255;
 /// slice as it goes), so a backup never queues more than a slice or two of writes ahead of
 /// the WAL's fsyncs, the disk writes overlap the copy, and the final fsync has little left.
 const COPY_SLICE: u64 = 16 << 20;
+/// A paced copy ([`BackupRate::Adaptive`], [`BackupRate::BytesPerSec`]) writes and syncs
+/// slices of this size: a WAL fsync that lands meanwhile waits for at most one.
+const PACED_SLICE: usize = 256 << 10;
+/// The adaptive pace rests this many times as long as each slice took.
+const ADAPTIVE_REST: u32 = 4;
 /// The parallel CRC pass checks for a failed copy after each chunk of this size.
 const CRC_CHUNK: usize = 16 << 20;
 
@@ -64,6 +76,9 @@ pub struct BackupManifest {
     pub checkpoint_lsn: u64,
     /// When the backup was taken, ms since the Unix epoch.
     pub created_ms: u64,
+    /// Last WAL LSN the backup holds (in its `wal/`): a restore of the backup alone
+    /// reaches it. Equal to `checkpoint_lsn` when it holds no WAL (and in version 1).
+    pub end_lsn: u64,
     /// For an incremental backup: the committed length of its base (the increment holds
     /// bytes from there on); 0 for a full backup.
     pub base_len: u64,
@@ -83,7 +98,7 @@ impl BackupManifest {
     }
 
     /// Encodes the manifest.
-    // Format: magic[8]="DPLXBKUP" version:u32 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
+    // Format: magic[8]="DPLXBKUP" version:u32=2 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 end_lsn:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(128 + 64 * self.files.len());
         b.extend_from_slice(&BACKUP_MAGIC);
@@ -96,6 +111,7 @@ impl BackupManifest {
             self.checkpoint_lsn,
             self.created_ms,
             self.base_len,
+            self.end_lsn,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -133,12 +149,19 @@ impl BackupManifest {
             return Err(CorruptKind::BadMagic);
         }
         let version = c.u32().ok_or(t.clone())?;
-        if version != BACKUP_VERSION {
+        if version != 1 && version != BACKUP_VERSION {
             return Err(CorruptKind::UnsupportedVersion(version));
         }
-        let mut f = [0u64; 7];
-        for v in f.iter_mut() {
+        let mut f = [0u64; 8];
+        let fields = if version == 1 { 7 } else { 8 };
+        for v in f.iter_mut().take(fields) {
             *v = c.u64().ok_or(t.clone())?;
+        }
+        if version == 1 {
+            f[7] = f[4];
+        }
+        if f[7] < f[4] {
+            return Err(CorruptKind::Invalid("end LSN before the checkpoint LSN"));
         }
         let base_crc = c.u32().ok_or(t.clone())?;
         let store_crc = c.u32().ok_or(t.clone())?;
@@ -154,7 +177,7 @@ impl BackupManifest {
             }
             let name = std::str::from_utf8(c.take(len).ok_or(t.clone())?)
                 .map_err(|_| CorruptKind::Invalid("file name"))?;
-            if name.contains('/') || name.starts_with('.') {
+            if !valid_file_name(name, version) {
                 return Err(CorruptKind::Invalid("file name"));
             }
             files.push(BackupFile {
@@ -174,6 +197,7 @@ impl BackupManifest {
             checkpoint_lsn: f[4],
             created_ms: f[5],
             base_len: f[6],
+            end_lsn: f[7],
             base_crc,
             store_crc,
             files,
@@ -202,6 +226,38 @@ impl BackupManifest {
     }
 }
 
+/// A name a manifest may list: a plain file name (no `/`, not starting with `.`), or from
+/// version 2 on one inside `wal/`.
+fn valid_file_name(name: &str, version: u32) -> bool {
+    let plain = |n: &str| !n.is_empty() && !n.contains('/') && !n.starts_with('.');
+    match name.strip_prefix(&format!("{BACKUP_WAL_DIR}/")) {
+        Some(rest) => version >= 2 && plain(rest),
+        None => plain(name),
+    }
+}
+
+/// How fast a backup copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupRate {
+    /// Adaptive (the default): the copy writes in small slices, each made durable before
+    /// the next, and after each one rests for four times as long as the slice took, so it
+    /// takes at most about a fifth of the disk's time, whatever the disk, and a WAL fsync
+    /// never queues behind more than one slice.
+    #[default]
+    Adaptive,
+    /// At most this many bytes per second (0: unlimited).
+    BytesPerSec(u64),
+    /// As fast as the disk goes.
+    Unlimited,
+}
+
+/// Options of a backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// How fast the copy goes. Default [`BackupRate::Adaptive`].
+    pub rate: BackupRate,
+}
+
 /// What a backup did.
 #[derive(Debug, Clone)]
 pub struct BackupReport {
@@ -211,6 +267,8 @@ pub struct BackupReport {
     pub manifest: BackupManifest,
     /// Store bytes copied.
     pub bytes_copied: u64,
+    /// WAL bytes copied (the segments in the backup's `wal/`).
+    pub wal_bytes: u64,
     /// Wall time taken, seconds.
     pub seconds: f64,
 }
@@ -218,6 +276,12 @@ pub struct BackupReport {
 /// Reads and checks the `BACKUP` manifest of a backup directory.
 pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest> {
     let path = dir.join(BACKUP_MANIFEST);
+    if !storage.exists(&path) {
+        return Err(Error::Config(format!(
+            "{} is not a complete backup: it has no {BACKUP_MANIFEST} manifest (a backup that failed or is still being written never has one); use another backup, or take a new one",
+            dir.display()
+        )));
+    }
     let f = storage
         .open(&path, OpenMode::Read)
         .map_err(|e| Error::io("open backup manifest", &path, e))?;
@@ -236,7 +300,7 @@ pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupM
 }
 
 /// CRC32C of a file's first `len` bytes, read in large chunks.
-fn file_crc(file: &dyn StorageFile, path: &Path, len: u64) -> Result<u32> {
+pub(crate) fn file_crc(file: &dyn StorageFile, path: &Path, len: u64) -> Result<u32> {
     let mut buf = vec![0u8; 8 << 20];
     let mut crc = 0u32;
     let mut off = 0u64;
@@ -317,36 +381,66 @@ fn write_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Re
     })
 }
 
-/// Copies the committed bytes of `view` (all of them, or those past `base`'s) into a new
-/// backup directory `dest`, stamped `created_ms`. The caller has taken a checkpoint and
-/// holds `view` so that the file cannot go away during the copy.
+/// What a backup copies besides the store: its identity, its base, its WAL, its pace.
+pub(crate) struct BackupJob<'a> {
+    /// Node the database belongs to.
+    pub node_id: u64,
+    /// The new backup directory.
+    pub dest: &'a Path,
+    /// The base of an incremental backup.
+    pub base: Option<&'a BackupManifest>,
+    /// Stamp of the backup, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Where the WAL after the checkpoint is read.
+    pub wal: WalSource,
+    /// The copy's pace.
+    pub rate: BackupRate,
+}
+
+/// Copies the committed bytes of `view` (all of them, or those past `base`'s), then the WAL
+/// from its checkpoint to the durable end, into a new backup directory. The caller has
+/// taken a checkpoint and holds `view` so that the file cannot go away during the copy. A
+/// failure removes the half-written `<dest>.tmp`.
 pub(crate) fn write_backup(
     storage: &Arc<dyn Storage>,
     view: &TreeView,
-    node_id: u64,
-    dest: &Path,
-    base: Option<&BackupManifest>,
-    created_ms: u64,
+    job: &BackupJob<'_>,
+) -> Result<BackupReport> {
+    let tmp = fresh_tmp_dir(storage, job.dest)?;
+    let res = write_backup_in(storage, view, job, &tmp);
+    if res.is_err() {
+        // Best effort: what stays is a `.tmp`, which no reader takes for a backup.
+        let _ = remove_tree(&**storage, &tmp);
+    }
+    res
+}
+
+fn write_backup_in(
+    storage: &Arc<dyn Storage>,
+    view: &TreeView,
+    job: &BackupJob<'_>,
+    tmp: &Path,
 ) -> Result<BackupReport> {
     let start = Instant::now();
-    let tmp = fresh_tmp_dir(storage, dest)?;
     let committed = view.committed;
-    let base_len = increment_start(base, view, node_id)?;
-    let base_crc = base.map_or(0, |b| b.store_crc);
+    let base_len = increment_start(job.base, view, job.node_id)?;
+    let base_crc = job.base.map_or(0, |b| b.store_crc);
     let manifest_stub = BackupManifest {
-        node_id,
+        node_id: job.node_id,
         generation: view.file.generation,
         checkpoint_offset: view.ckpt_offset,
         committed_len: committed,
         checkpoint_lsn: view.ckpt.lsn,
-        created_ms,
+        created_ms: job.created_ms,
+        end_lsn: view.ckpt.lsn,
         base_len,
         base_crc,
         store_crc: 0,
         files: Vec::new(),
     };
     let part_name = manifest_stub.store_part_name();
-    let (copied, part_crc) = copy_store_part(storage, view, base_len, &tmp.join(&part_name))?;
+    let (copied, part_crc) =
+        copy_store_part(storage, view, base_len, &tmp.join(&part_name), job.rate)?;
     // The base's manifest already holds the CRC of its bytes (which never change below its
     // committed length), and CRCs combine.
     let store_crc = if base_len > 0 {
@@ -354,8 +448,22 @@ pub(crate) fn write_backup(
     } else {
         part_crc
     };
+    let mut limit = RateLimit::new(match job.rate {
+        BackupRate::BytesPerSec(r) => Some(r),
+        _ => None,
+    });
+    let (wal_files, end_lsn) = copy_wal(
+        storage,
+        &job.wal,
+        view.ckpt.lsn + 1,
+        job.node_id,
+        &tmp.join(BACKUP_WAL_DIR),
+        &mut limit,
+    )?;
+    let wal_bytes = wal_files.iter().map(|f| f.len).sum();
     let manifest_stub = BackupManifest {
         store_crc,
+        end_lsn: end_lsn.max(view.ckpt.lsn),
         ..manifest_stub
     };
     let part = BackupFile {
@@ -365,22 +473,38 @@ pub(crate) fn write_backup(
     };
     let engine_manifest = write_file(
         &**storage,
-        &tmp,
+        tmp,
         MANIFEST_NAME,
         &manifest_stub.engine_manifest().encode(),
     )?;
+    let mut files = vec![part, engine_manifest];
+    files.extend(wal_files);
     let manifest = BackupManifest {
-        files: vec![part, engine_manifest],
+        files,
         ..manifest_stub
     };
-    write_file(&**storage, &tmp, BACKUP_MANIFEST, &manifest.encode())?;
-    publish_dir(storage, &tmp, dest)?;
+    write_file(&**storage, tmp, BACKUP_MANIFEST, &manifest.encode())?;
+    publish_dir(storage, tmp, job.dest)?;
     Ok(BackupReport {
-        dir: dest.to_path_buf(),
+        dir: job.dest.to_path_buf(),
         manifest,
         bytes_copied: copied,
+        wal_bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes a directory and everything in it (a backup holds files and its `wal/`).
+pub(crate) fn remove_tree(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+        let p = dir.join(name);
+        if storage.remove_file(&p).is_err() {
+            remove_tree(storage, &p)?;
+        }
+    }
+    storage
+        .remove_dir(dir)
+        .map_err(|e| Error::io("remove directory", dir, e))
 }
 
 /// Creates `<dest>.tmp`, the directory a backup is written in before it gets its final
@@ -400,12 +524,7 @@ fn fresh_tmp_dir(storage: &Arc<dyn Storage>, dest: &Path) -> Result<PathBuf> {
     let tmp = dest.with_file_name(tmp_name);
     if storage.exists(&tmp) {
         // A leftover of a backup that crashed: it never got its final name.
-        for name in storage.list(&tmp).map_err(|e| Error::io("list", &tmp, e))? {
-            let p = tmp.join(name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove stale backup file", &p, e))?;
-        }
+        remove_tree(&**storage, &tmp)?;
     }
     storage
         .create_dir_all(&tmp)
@@ -440,9 +559,13 @@ fn copy_store_part(
     view: &TreeView,
     base_len: u64,
     part_path: &Path,
+    rate: BackupRate,
 ) -> Result<(u64, u32)> {
     let committed = view.committed;
     let part_bytes = &view.map.bytes()[base_len as usize..committed as usize];
+    if rate != BackupRate::Unlimited && rate != BackupRate::BytesPerSec(0) {
+        return copy_paced(&**storage, part_bytes, part_path, rate);
+    }
     // The copy (in slices, written to the disk as it goes, then fsynced) and the
     // one CRC pass over the bytes copied run at the same time, on two threads: the CRC reads
     // the mapped store, the copy reads the file, and both see the same committed bytes,
@@ -477,9 +600,49 @@ fn copy_store_part(
     Ok((copied, part_crc))
 }
 
+/// Writes `bytes` into the new file `to` in slices of [`PACED_SLICE`], each made durable
+/// before the next, at the pace `rate` asks for; returns the length and CRC32C.
+fn copy_paced(
+    storage: &dyn Storage,
+    bytes: &[u8],
+    to: &Path,
+    rate: BackupRate,
+) -> Result<(u64, u32)> {
+    let f = storage
+        .open(to, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", to, e))?;
+    let mut limit = RateLimit::new(match rate {
+        BackupRate::BytesPerSec(r) => Some(r),
+        _ => None,
+    });
+    let mut crc = 0u32;
+    let mut off = 0u64;
+    for slice in bytes.chunks(PACED_SLICE) {
+        let t = Instant::now();
+        crc = crc32c::crc32c_append(crc, slice);
+        f.write_all_at(slice, off)
+            .map_err(|e| Error::io("write", to, e))?;
+        f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
+        off += slice.len() as u64;
+        if limit.is_limited() {
+            limit.take(slice.len() as u64);
+        } else {
+            std::thread::sleep(t.elapsed() * ADAPTIVE_REST);
+        }
+    }
+    f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
+    Ok((off, crc))
+}
+
 /// Gives the whole backup in `tmp` its final name `dest`: fsync the directory, rename,
 /// fsync the parent.
 fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()> {
+    let wal = tmp.join(BACKUP_WAL_DIR);
+    if storage.exists(&wal) {
+        storage
+            .sync_dir(&wal)
+            .map_err(|e| Error::io("fsync directory", &wal, e))?;
+    }
     storage
         .sync_dir(tmp)
         .map_err(|e| Error::io("fsync directory", tmp, e))?;
@@ -494,22 +657,80 @@ fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()
 
 /// Backs up the database directory `data` into `dest` without opening the database, so it
 /// works on a directory that a running `duplexd` holds: the manifest names the committed
-/// checkpoint, and the store's bytes below it never change. Does not take a checkpoint
-/// (records after the last one are in the WAL and its archive).
+/// checkpoint (the store's bytes below it never change), and the WAL from that checkpoint
+/// to the durable end the files hold is copied with it (fsynced first), so the backup
+/// restores on its own. Does not take a checkpoint. The default pace
+/// ([`BackupOptions::default`]).
 pub fn backup_dir(
     storage: &Arc<dyn Storage>,
     data: &Path,
     dest: &Path,
     base: Option<&Path>,
 ) -> Result<BackupReport> {
+    backup_dir_with(storage, data, dest, base, &BackupOptions::default())
+}
+
+/// [`backup_dir`] with options. A checkpoint of the running server that removes WAL
+/// segments the copy still needed makes it start over (three times at most).
+pub fn backup_dir_with(
+    storage: &Arc<dyn Storage>,
+    data: &Path,
+    dest: &Path,
+    base: Option<&Path>,
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
     let base = match base {
         Some(b) => Some(read_backup_manifest(&**storage, b)?),
         None => None,
     };
-    // A compaction may switch generations between reading the manifest and opening the
-    // store; read again until both agree.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let view = read_view(storage, data)?;
+        let node_id = view
+            .file
+            .file
+            .map(crate::format::FILE_HEADER_LEN as u64)
+            .ok()
+            .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
+            .map(|h| h.node_id)
+            .ok_or_else(|| {
+                Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header"))
+            })?;
+        let job = BackupJob {
+            node_id,
+            dest,
+            base: base.as_ref(),
+            // No database and so no configured clock here: the system's stamps it.
+            created_ms: duplex_wal::now_ms(),
+            wal: WalSource {
+                dir: data.join(crate::db::WAL_DIR),
+                until: None,
+                sync_first: true,
+            },
+            rate: opts.rate,
+        };
+        match write_backup(storage, &view, &job) {
+            Err(Error::Wal(
+                e @ (duplex_wal::Error::LsnUnavailable { .. } | duplex_wal::Error::Gap { .. }),
+            )) => {
+                if attempt >= 3 {
+                    return Err(Error::Config(format!(
+                        "the WAL in {} no longer held the records after the backup's checkpoint three times running (the server's checkpoints removed them during the copy): run the backup again, or take it with DUPLEX.BACKUP on the server ({e})",
+                        data.display()
+                    )));
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The committed store of `data`, read again if a compaction switches generations between
+/// reading the manifest and opening the store.
+fn read_view(storage: &Arc<dyn Storage>, data: &Path) -> Result<TreeView> {
     let mut tries = 0;
-    let view = loop {
+    loop {
         let m = crate::store::read_manifest(&**storage, data)?.ok_or_else(|| {
             Error::Config(format!(
                 "{} holds no Duplex database (no MANIFEST)",
@@ -517,28 +738,11 @@ pub fn backup_dir(
             ))
         })?;
         match crate::store::open_store_readonly(storage, data, &m) {
-            Ok(v) => break v,
+            Ok(v) => return Ok(v),
             Err(Error::Io { .. }) if tries < 5 => tries += 1,
             Err(e) => return Err(e),
         }
-    };
-    let node_id = view
-        .file
-        .file
-        .map(crate::format::FILE_HEADER_LEN as u64)
-        .ok()
-        .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
-        .map(|h| h.node_id)
-        .ok_or_else(|| Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
-    // No database and so no configured clock here: the backup is stamped by the system's.
-    write_backup(
-        storage,
-        &view,
-        node_id,
-        dest,
-        base.as_ref(),
-        duplex_wal::now_ms(),
-    )
+    }
 }
 
 /// What [`apply_retention`] removed.
@@ -591,15 +795,7 @@ pub fn apply_retention(
         first_kept -= 1;
     }
     for (_, dir) in &found[..first_kept] {
-        for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
-            let p = dir.join(name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove backup file", &p, e))?;
-        }
-        storage
-            .remove_dir(dir)
-            .map_err(|e| Error::io("remove backup directory", dir, e))?;
+        remove_tree(storage, dir)?;
         report.backups_removed.push(dir.clone());
     }
     if let (Some(archive), Some((oldest, _))) = (archive_dir, found.get(first_kept)) {
@@ -703,10 +899,51 @@ pub fn restore_chain(
         ));
     }
     write_manifest(&**storage, into, &last.engine_manifest())?;
+    let last_dir = chain.last().unwrap_or(first);
+    stage_backup_wal(storage, last_dir, &last, into)?;
     storage
         .sync_dir(into)
         .map_err(|e| Error::io("fsync directory", into, e))?;
     Ok(last)
+}
+
+/// Checks the WAL of the backup `dir` and copies it into `into`'s
+/// [`RESTORE_WAL_DIR`], where [`crate::roll_forward`] reads it before any archive.
+fn stage_backup_wal(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    m: &BackupManifest,
+    into: &Path,
+) -> Result<()> {
+    crate::backup_wal::check_wal(storage, dir, m)?;
+    let staged = into.join(RESTORE_WAL_DIR);
+    let prefix = format!("{BACKUP_WAL_DIR}/");
+    for f in m.files.iter().filter(|f| f.name.starts_with(&prefix)) {
+        storage
+            .create_dir_all(&staged)
+            .map_err(|e| Error::io("create directory", &staged, e))?;
+        let name = &f.name[prefix.len()..];
+        let to = staged.join(name);
+        storage
+            .copy_prefix(&dir.join(&f.name), &to, f.len)
+            .map_err(|e| Error::io("copy WAL segment", &to, e))?;
+        storage
+            .open(&to, OpenMode::ReadWrite)
+            .and_then(|h| h.sync_data())
+            .map_err(|e| Error::io("fsync", &to, e))?;
+    }
+    if storage.exists(&staged) {
+        storage
+            .sync_dir(&staged)
+            .map_err(|e| Error::io("fsync directory", &staged, e))?;
+    }
+    Ok(())
+}
+
+/// Checks the WAL a backup carries (after [`verify_backup`] checked its files): every
+/// record from the checkpoint to exactly the manifest's `end_lsn`, whole, of its node.
+pub fn verify_backup_wal(storage: &Arc<dyn Storage>, dir: &Path, m: &BackupManifest) -> Result<()> {
+    crate::backup_wal::check_wal(storage, dir, m)
 }
 
 #[cfg(test)]
@@ -722,14 +959,22 @@ mod tests {
             committed_len: 5000,
             checkpoint_lsn: 77,
             created_ms: 1,
+            end_lsn: 90,
             base_len: 100,
             base_crc: 5,
             store_crc: 6,
-            files: vec![BackupFile {
-                name: "store-000002.dpx.inc".into(),
-                len: 4900,
-                crc: 9,
-            }],
+            files: vec![
+                BackupFile {
+                    name: "store-000002.dpx.inc".into(),
+                    len: 4900,
+                    crc: 9,
+                },
+                BackupFile {
+                    name: "wal/00000000000000000001.wal".into(),
+                    len: 100,
+                    crc: 10,
+                },
+            ],
         };
         let b = m.encode();
         assert_eq!(BackupManifest::decode(&b), Ok(m));

@@ -37,6 +37,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backup;
+mod backup_wal;
 pub mod batch;
 mod checkpoint;
 mod config;
@@ -45,6 +46,7 @@ mod error;
 pub mod format;
 mod hlc;
 mod memtable;
+mod ratelimit;
 mod replay;
 mod restore;
 mod snapshot;
@@ -54,9 +56,10 @@ mod tree;
 pub mod verify;
 
 pub use backup::{
-    apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,
-    RetentionReport,
+    apply_retention, backup_dir, backup_dir_with, restore_chain, verify_backup, verify_backup_wal,
+    BackupManifest, BackupOptions, BackupRate, BackupReport, RetentionReport,
 };
+pub use backup_wal::{BACKUP_WAL_DIR, RESTORE_WAL_DIR};
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};

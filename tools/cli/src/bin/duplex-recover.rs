@@ -25,8 +25,8 @@ use duplex_cli::target::prepare_target;
 use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};
 use duplex_cli::verify::{check_chain_links, verify_paths, ScopedReader, WalScope};
 use duplex_engine::{
-    BackupManifest, Config, Database, Phase, RollForwardOptions, RollForwardReport, Target,
-    MANIFEST_NAME, MAX_KEY_SIZE, MAX_VALUE_SIZE,
+    BackupManifest, BackupOptions, BackupRate, Config, Database, Phase, RollForwardOptions,
+    RollForwardReport, Target, MANIFEST_NAME, MAX_KEY_SIZE, MAX_VALUE_SIZE,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -55,7 +55,19 @@ Exit codes:
      locked); the message says what to do";
 
 const RESTORE_HELP: &str = "\
+A backup holds the WAL from its checkpoint to the LSN at which its copy ended (its end LSN,
+shown by `verify`): without --archive the restore reaches that LSN from the backup alone;
+with --archive it goes on from there with what the archive holds after it.
+
+A point-in-time target counts records: one record is one client command (or one
+MULTI/EXEC), so --until-lsn N applies exactly the records up to and including N, even
+when the server logged them in one atomic write group with later ones; --until-time T
+applies the records stamped at or before T. A group cut short by a crash (a torn tail) is
+never applied.
+
 Examples:
+  Restore the backup alone (to its end LSN):
+    duplex-recover restore --backup /backups/full-1 --into /data/duplex
   Restore the newest state the archive holds:
     duplex-recover restore --backup /backups/full-1 --archive /archive --into /data/duplex
   A chain (full backup first, then each incremental, oldest first):
@@ -128,9 +140,15 @@ Exit codes:
 
 const BACKUP_HELP: &str = "\
 Copies the committed store of a data directory (a running server's is fine: the store's
-committed bytes never change) and its manifests into a new directory, which appears under
-its final name only when whole. It does not take a checkpoint: the records after the
-backup's checkpoint LSN are in the WAL and the archive, so keep the archive from that LSN on.
+committed bytes never change), then the WAL from the store's checkpoint to the end of what
+the WAL files hold (fsynced first), into a new directory, which appears under its final name
+only when whole; a backup that fails leaves no directory under that name. It does not take
+a checkpoint. The backup restores on its own to its end LSN (printed); an archive continues
+it from there.
+
+The copy is paced so that the server's writers keep the disk: by default adaptively (it
+takes at most about a fifth of the disk's time); --rate-limit MB/s sets a fixed pace, and
+--rate-limit 0 copies as fast as the disk goes.
 
 Examples:
   duplex-recover backup --data /data/duplex --into /backups/full-2026-11-25
@@ -243,6 +261,10 @@ struct BackupArgs {
     /// Take an incremental backup on this base backup (the newest of its chain).
     #[arg(long, value_name = "DIR")]
     incremental_from: Option<PathBuf>,
+    /// Copy at most this many MB (10^6 bytes) per second; 0 copies at full speed.
+    /// Default: adaptive (at most about a fifth of the disk's time).
+    #[arg(long, value_name = "MB_PER_S")]
+    rate_limit: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -385,8 +407,15 @@ fn restore(a: RestoreArgs) -> Result<Code> {
     } else {
         writeln!(
             out,
-            "rolled forward 0 records ({:.2} s): the archive holds nothing to apply after LSN {}",
+            "rolled forward 0 records ({:.2} s): the backup's WAL and the archive hold nothing to apply after LSN {}",
             r.seconds, m.checkpoint_lsn
+        )?;
+    }
+    if a.archive.is_empty() {
+        writeln!(
+            out,
+            "restored the backup alone (no --archive): to LSN {} (the backup ends at LSN {})",
+            r.to_lsn, m.end_lsn
         )?;
     }
     writeln!(out, "final LSN: {final_lsn}")?;
@@ -465,8 +494,8 @@ fn copy_backups(a: &RestoreArgs, storage: &Arc<dyn Storage>) -> Result<BackupMan
     );
     if a.archive.is_empty() {
         eprintln!(
-            "warning: no --archive given: the database is restored to the backup's checkpoint (LSN {}) only",
-            m.checkpoint_lsn
+            "note: no --archive given: the database is restored from the backup alone, to its end LSN {} at most",
+            m.end_lsn
         );
     }
     Ok(m)
@@ -484,7 +513,9 @@ fn roll_archive(
         (None, Some(t)) => Target::TimeMs(t),
         (None, None) => Target::End,
     };
-    let total = bytes_to_read(&a.archive, m.checkpoint_lsn + 1, a.until_lsn);
+    let mut sources = vec![a.into.join(duplex_engine::RESTORE_WAL_DIR)];
+    sources.extend(a.archive.iter().cloned());
+    let total = bytes_to_read(&sources, m.checkpoint_lsn + 1, a.until_lsn);
     let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
@@ -705,7 +736,20 @@ fn backup(a: BackupArgs) -> Result<Code> {
         a.data.display(),
         a.into.display()
     ));
-    let r = duplex_engine::backup_dir(&storage(), &a.data, &a.into, a.incremental_from.as_deref());
+    let opts = BackupOptions {
+        rate: match a.rate_limit {
+            None => BackupRate::Adaptive,
+            Some(0) => BackupRate::Unlimited,
+            Some(mb) => BackupRate::BytesPerSec(mb.saturating_mul(1_000_000)),
+        },
+    };
+    let r = duplex_engine::backup_dir_with(
+        &storage(),
+        &a.data,
+        &a.into,
+        a.incremental_from.as_deref(),
+        &opts,
+    );
     pb.finish_and_clear();
     let r = r?;
     let m = &r.manifest;
@@ -735,8 +779,12 @@ fn backup(a: BackupArgs) -> Result<Code> {
     )?;
     writeln!(
         out,
-        "to restore it, roll forward from LSN {}: keep the archive (or the WAL) from that LSN on",
-        m.checkpoint_lsn + 1
+        "WAL: LSN {} to {} ({}): the backup restores on its own to LSN {}; the archive continues it from LSN {}",
+        m.checkpoint_lsn + 1,
+        m.end_lsn,
+        human_bytes(r.wal_bytes),
+        m.end_lsn,
+        m.end_lsn + 1
     )?;
     Ok(Code::Ok)
 }
