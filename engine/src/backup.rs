@@ -2,8 +2,8 @@
 //!
 //! A backup is a directory holding the committed bytes of the store file (or, for an
 //! incremental backup, only the bytes appended since its base), the engine manifest naming
-//! the checkpoint, the WAL from that checkpoint to the LSN at which the copy ended (module
-//! `backup_wal`), and a `BACKUP` manifest listing every file with its length and CRC32C
+//! the checkpoint, the WAL segments from that checkpoint to the LSN at which the copy
+//! ended (module `backup_wal`), and a `BACKUP` manifest listing every file with its length and CRC32C
 //! and that end LSN. Because bytes of the store below its committed length never change,
 //! copying them while writers go on yields a consistent image without stopping anyone; the
 //! WAL copied after it makes the backup restorable on its own.
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
-use crate::backup_wal::{copy_wal, WalSource, BACKUP_WAL_DIR, RESTORE_WAL_DIR};
+use crate::backup_wal::{copy_wal, is_segment, WalSource, RESTORE_WAL_DIR};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
 use crate::ratelimit::RateLimit;
@@ -30,7 +30,7 @@ use duplex_wal::le::{u32_at, Cursor};
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
 const BACKUP_MAGIC: [u8; 8] = *b"DPLXBKUP";
-/// Version written: 2 adds `end_lsn` and the `wal/` files; version 1 manifests still read
+/// Version written: 2 adds `end_lsn` and the WAL segment files; version 1 manifests still read
 /// (their end LSN is their checkpoint LSN).
 const BACKUP_VERSION: u32 = 2;
 /// Most files a backup manifest may list.
@@ -76,7 +76,7 @@ pub struct BackupManifest {
     pub checkpoint_lsn: u64,
     /// When the backup was taken, ms since the Unix epoch.
     pub created_ms: u64,
-    /// Last WAL LSN the backup holds (in its `wal/`): a restore of the backup alone
+    /// Last WAL LSN the backup holds (in its segment files): a restore of the backup alone
     /// reaches it. Equal to `checkpoint_lsn` when it holds no WAL (and in version 1).
     pub end_lsn: u64,
     /// For an incremental backup: the committed length of its base (the increment holds
@@ -177,7 +177,7 @@ impl BackupManifest {
             }
             let name = std::str::from_utf8(c.take(len).ok_or(t.clone())?)
                 .map_err(|_| CorruptKind::Invalid("file name"))?;
-            if !valid_file_name(name, version) {
+            if !valid_file_name(name) {
                 return Err(CorruptKind::Invalid("file name"));
             }
             files.push(BackupFile {
@@ -226,14 +226,9 @@ impl BackupManifest {
     }
 }
 
-/// A name a manifest may list: a plain file name (no `/`, not starting with `.`), or from
-/// version 2 on one inside `wal/`.
-fn valid_file_name(name: &str, version: u32) -> bool {
-    let plain = |n: &str| !n.is_empty() && !n.contains('/') && !n.starts_with('.');
-    match name.strip_prefix(&format!("{BACKUP_WAL_DIR}/")) {
-        Some(rest) => version >= 2 && plain(rest),
-        None => plain(name),
-    }
+/// A name a manifest may list: a plain file name (no `/`, not starting with `.`).
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.starts_with('.')
 }
 
 /// How fast a backup copies.
@@ -267,7 +262,7 @@ pub struct BackupReport {
     pub manifest: BackupManifest,
     /// Store bytes copied.
     pub bytes_copied: u64,
-    /// WAL bytes copied (the segments in the backup's `wal/`).
+    /// WAL bytes copied (the segment files in the backup).
     pub wal_bytes: u64,
     /// Wall time taken, seconds.
     pub seconds: f64,
@@ -457,7 +452,7 @@ fn write_backup_in(
         &job.wal,
         view.ckpt.lsn + 1,
         job.node_id,
-        &tmp.join(BACKUP_WAL_DIR),
+        tmp,
         &mut limit,
     )?;
     let wal_bytes = wal_files.iter().map(|f| f.len).sum();
@@ -637,12 +632,6 @@ fn copy_paced(
 /// Gives the whole backup in `tmp` its final name `dest`: fsync the directory, rename,
 /// fsync the parent.
 fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()> {
-    let wal = tmp.join(BACKUP_WAL_DIR);
-    if storage.exists(&wal) {
-        storage
-            .sync_dir(&wal)
-            .map_err(|e| Error::io("fsync directory", &wal, e))?;
-    }
     storage
         .sync_dir(tmp)
         .map_err(|e| Error::io("fsync directory", tmp, e))?;
@@ -917,13 +906,11 @@ fn stage_backup_wal(
 ) -> Result<()> {
     crate::backup_wal::check_wal(storage, dir, m)?;
     let staged = into.join(RESTORE_WAL_DIR);
-    let prefix = format!("{BACKUP_WAL_DIR}/");
-    for f in m.files.iter().filter(|f| f.name.starts_with(&prefix)) {
+    for f in m.files.iter().filter(|f| is_segment(&f.name)) {
         storage
             .create_dir_all(&staged)
             .map_err(|e| Error::io("create directory", &staged, e))?;
-        let name = &f.name[prefix.len()..];
-        let to = staged.join(name);
+        let to = staged.join(&f.name);
         storage
             .copy_prefix(&dir.join(&f.name), &to, f.len)
             .map_err(|e| Error::io("copy WAL segment", &to, e))?;
@@ -970,7 +957,7 @@ mod tests {
                     crc: 9,
                 },
                 BackupFile {
-                    name: "wal/00000000000000000001.wal".into(),
+                    name: "00000000000000000001.wal".into(),
                     len: 100,
                     crc: 10,
                 },
@@ -986,5 +973,35 @@ mod tests {
         for cut in 0..b.len() {
             assert!(BackupManifest::decode(&b[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn a_version_1_manifest_still_reads_with_its_end_at_the_checkpoint() {
+        let m = BackupManifest {
+            node_id: 1,
+            generation: 2,
+            checkpoint_offset: 4096,
+            committed_len: 5000,
+            checkpoint_lsn: 77,
+            created_ms: 1,
+            end_lsn: 77,
+            base_len: 0,
+            base_crc: 0,
+            store_crc: 6,
+            files: vec![BackupFile {
+                name: "store-000002.dpx".into(),
+                len: 5000,
+                crc: 9,
+            }],
+        };
+        // Version 1: no end_lsn field.
+        let v2 = m.encode();
+        let mut v1 = v2[..8].to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[12..68]);
+        v1.extend_from_slice(&v2[76..v2.len() - 4]);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(BackupManifest::decode(&v1), Ok(m));
     }
 }

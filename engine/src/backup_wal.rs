@@ -1,6 +1,7 @@
 //! The WAL a backup carries, so that it restores on its own: copying the log from the
-//! backup's checkpoint to the end of what is durable into the backup's `wal/`, checking it,
-//! and reading it back at restore time, followed by the archive, as one log.
+//! backup's checkpoint to the end of what is durable into the backup directory (segment
+//! files beside the store, under their own names), checking it, and reading it back at
+//! restore time, followed by the archive, as one log.
 //!
 //! A backup's log is a byte prefix of each live segment it needs (from the one holding
 //! `checkpoint_lsn + 1`), cut just past a whole atomic batch, so the copied segments are
@@ -17,8 +18,6 @@ use crate::backup::{BackupFile, BackupManifest};
 use crate::error::{CorruptKind, Error, Result};
 use crate::ratelimit::RateLimit;
 
-/// The directory inside a backup that holds its WAL.
-pub const BACKUP_WAL_DIR: &str = "wal";
 /// The directory inside a restored database where `restore_chain` puts the last backup's
 /// WAL for `roll_forward`, which removes it when done.
 pub const RESTORE_WAL_DIR: &str = "restore-wal";
@@ -37,8 +36,8 @@ pub(crate) struct WalSource {
 }
 
 /// Copies the WAL of `src` from `from` on into `dest` (created), as byte prefixes of the
-/// segments cut after the last whole batch; returns the manifest entries (named
-/// `wal/<segment>`) and the last LSN copied (`from - 1` if none).
+/// segments cut after the last whole batch; returns the manifest entries (named as the
+/// segments) and the last LSN copied (`from - 1` if none).
 pub(crate) fn copy_wal(
     storage: &Arc<dyn Storage>,
     src: &WalSource,
@@ -74,9 +73,6 @@ pub(crate) fn copy_wal(
             ends.insert(path.to_path_buf(), off);
         }
     }
-    storage
-        .create_dir_all(dest)
-        .map_err(|e| Error::io("create directory", dest, e))?;
     let mut files = Vec::with_capacity(ends.len());
     for (path, len) in ends {
         let name = path
@@ -100,11 +96,7 @@ pub(crate) fn copy_wal(
             .map_err(|e| Error::io("open", &to, e))?;
         f.sync_data().map_err(|e| Error::io("fsync", &to, e))?;
         let crc = crate::backup::file_crc(&*f, &to, len)?;
-        files.push(BackupFile {
-            name: format!("{BACKUP_WAL_DIR}/{name}"),
-            len,
-            crc,
-        });
+        files.push(BackupFile { name, len, crc });
     }
     Ok((files, last))
 }
@@ -112,11 +104,8 @@ pub(crate) fn copy_wal(
 /// Checks the WAL of a verified backup: every record from `checkpoint_lsn + 1` to exactly
 /// `end_lsn` is there, whole, of the backup's node.
 pub(crate) fn check_wal(storage: &Arc<dyn Storage>, dir: &Path, m: &BackupManifest) -> Result<()> {
-    let wal = dir.join(BACKUP_WAL_DIR);
-    let has_wal = m
-        .files
-        .iter()
-        .any(|f| f.name.starts_with(&format!("{BACKUP_WAL_DIR}/")));
+    let wal = dir.to_path_buf();
+    let has_wal = m.files.iter().any(|f| is_segment(&f.name));
     if !has_wal {
         if m.end_lsn > m.checkpoint_lsn {
             return Err(Error::corrupt(
@@ -151,6 +140,11 @@ pub(crate) fn check_wal(storage: &Arc<dyn Storage>, dir: &Path, m: &BackupManife
         ));
     }
     Ok(())
+}
+
+/// True for the name of a WAL segment file (what a backup's WAL files are named).
+pub(crate) fn is_segment(name: &str) -> bool {
+    duplex_wal::format::parse_segment_file_name(name).is_some()
 }
 
 /// Where a roll-forward reads records: the restored backup's own WAL up to its end, then

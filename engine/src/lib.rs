@@ -59,7 +59,7 @@ pub use backup::{
     apply_retention, backup_dir, backup_dir_with, restore_chain, verify_backup, verify_backup_wal,
     BackupManifest, BackupOptions, BackupRate, BackupReport, RetentionReport,
 };
-pub use backup_wal::{BACKUP_WAL_DIR, RESTORE_WAL_DIR};
+pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};
