@@ -15,8 +15,10 @@
 //!   background thread, or, with `Config::background` off, only when the caller steps
 //!   [`Database::run_maintenance`] (a test on simulated time, with no hidden thread).
 //! - [`Digest`] summarizes contents independently of history, to compare replicas.
-//! - [`backup`] takes and restores backups; [`roll_forward`] applies an archived WAL onto a
-//!   restored backup; [`verify`] checks a data directory or a backup and reports what it
+//! - [`backup`] takes and restores backups, each carrying the WAL from its checkpoint to
+//!   the end of its copy so it restores on its own (`backup_wal`), the copy paced so
+//!   writers keep the disk (`ratelimit`); [`roll_forward`] applies the backup's WAL and
+//!   then an archived WAL onto a restored backup; [`verify`] checks a data directory or a backup and reports what it
 //!   found as a typed [`VerifyReport`].
 //!
 //! Where things live:

@@ -1,5 +1,9 @@
-//! Roll-forward: applying archived WAL records onto a restored backup, to the end, to an
-//! LSN, or to a wall-clock time, with progress reporting.
+//! Roll-forward: applying WAL records onto a restored backup, to the end, to an LSN, or to
+//! a wall-clock time, with progress reporting. The records come from the backup's own WAL
+//! (staged in the restored directory by [`crate::restore_chain`]), then from the archive
+//! after it, read as one log (`backup_wal::LogReader`); without an archive the backup alone
+//! is rolled forward to its end LSN. The point-in-time unit is one record (one client
+//! command or MULTI/EXEC), also inside an atomic WAL batch that is whole in the log.
 //!
 //! Two passes over the archive. The first checks every record to apply (CRC, consecutive
 //! LSNs, node, valid batch payloads) and finds where to stop; a gap or a damaged record
@@ -169,8 +173,9 @@ impl Default for RollForwardOptions {
     }
 }
 
-/// Rolls the archived WAL in `archive_dirs` forward onto the restored database in `dir`
-/// (see [`crate::restore_chain`]) and closes it; the result opens with nothing to replay.
+/// Rolls the restored backup's own WAL, then the archived WAL in `archive_dirs` (none: the
+/// backup alone), forward onto the restored database in `dir` (see
+/// [`crate::restore_chain`]) and closes it; the result opens with nothing to replay.
 /// `progress` is called every few thousand records of each pass and at the end of each.
 pub fn roll_forward(
     storage: Arc<dyn Storage>,
