@@ -326,6 +326,20 @@ fn backup_facts(m: &BackupManifest, report: &mut Report) {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if m.end_lsn > m.checkpoint_lsn {
+        report.facts.push(format!(
+            "its WAL, LSN {} to {}: every record whole and of node {}; the backup restores on its own to LSN {}",
+            m.checkpoint_lsn + 1,
+            m.end_lsn,
+            m.node_id,
+            m.end_lsn
+        ));
+    } else {
+        report.facts.push(format!(
+            "no WAL after its checkpoint: the backup restores on its own to LSN {}",
+            m.end_lsn
+        ));
+    }
 }
 
 fn wal_facts(s: &WalSummary, report: &mut Report) {

@@ -39,6 +39,8 @@ Lost a disk? The usual sequence:
         restores the chain and replays the archive to its end; prints the final LSN and
         the content digest (compare it with a peer's digest)
   3. start duplexd on /data/duplex
+  Without an archive, a backup restores on its own to the LSN at which its copy ended:
+     duplex-recover restore --backup /backups/full-1 --into /data/duplex
 
 Point in time (undo a bad write): add --until-lsn N or --until-time 2026-11-25T10:00:00Z
   to restore; find N with: duplex-recover dump /archive --from LSN | less
@@ -156,7 +158,7 @@ Examples:
       --incremental-from /backups/full-2026-11-25
 
 Exit codes:
-  0  backup complete (the summary gives its checkpoint LSN)
+  0  backup complete (the summary gives its checkpoint LSN and the end LSN it restores to)
   1  the data directory or the base backup is damaged
   2  bad arguments (e.g. --data is not a data directory)
   3  I/O or operational error (destination exists, disk full, permissions)";
@@ -197,10 +199,11 @@ struct RestoreArgs {
     /// Target directory: must be new or empty (see --force).
     #[arg(long, value_name = "DIR")]
     into: PathBuf,
-    /// Stop after this LSN (inclusive): the state right after record N.
+    /// Stop after this LSN (inclusive): the state right after record N (one record is one
+    /// client command or MULTI/EXEC, also inside a write group the server logged at once).
     #[arg(long, value_name = "N", conflicts_with = "until_time")]
     until_lsn: Option<u64>,
-    /// Apply only writes stamped at or before this time: RFC 3339
+    /// Apply only records stamped at or before this time (record by record): RFC 3339
     /// (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or ms since the Unix epoch.
     #[arg(long, value_name = "TIME", value_parser = parse_time_ms)]
     until_time: Option<u64>,
@@ -239,7 +242,8 @@ struct DumpArgs {
     /// First LSN to print (default: the first the log holds).
     #[arg(long, value_name = "LSN")]
     from: Option<u64>,
-    /// Last LSN to print (inclusive).
+    /// Last LSN to print (inclusive; the records of a write group are printed one by one,
+    /// also when the group straddles the range).
     #[arg(long, value_name = "LSN")]
     until: Option<u64>,
     /// One JSON object per line instead of text.
