@@ -49,7 +49,7 @@ const COPY_SLICE: u64 = 16 << 20;
 /// slices of this size: a WAL fsync that lands meanwhile waits for at most one.
 const PACED_SLICE: usize = 256 << 10;
 /// The adaptive pace rests this many times as long as each slice took.
-const ADAPTIVE_REST: u32 = 4;
+const ADAPTIVE_REST: u32 = 9;
 /// The parallel CRC pass checks for a failed copy after each chunk of this size.
 const CRC_CHUNK: usize = 16 << 20;
 
@@ -238,8 +238,8 @@ fn valid_file_name(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackupRate {
     /// Adaptive (the default): the copy writes in small slices, each made durable before
-    /// the next, and after each one rests for four times as long as the slice took, so it
-    /// takes at most about a fifth of the disk's time, whatever the disk, and a WAL fsync
+    /// the next, and after each one rests for nine times as long as the slice took, so it
+    /// takes at most about a tenth of the disk's time, whatever the disk, and a WAL fsync
     /// never queues behind more than one slice.
     #[default]
     Adaptive,

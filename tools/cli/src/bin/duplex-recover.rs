@@ -149,7 +149,7 @@ a checkpoint. The backup restores on its own to its end LSN (printed); an archiv
 it from there.
 
 The copy is paced so that the server's writers keep the disk: by default adaptively (it
-takes at most about a fifth of the disk's time); --rate-limit MB/s sets a fixed pace, and
+takes at most about a tenth of the disk's time); --rate-limit MB/s sets a fixed pace, and
 --rate-limit 0 copies as fast as the disk goes.
 
 Examples:
@@ -266,7 +266,7 @@ struct BackupArgs {
     #[arg(long, value_name = "DIR")]
     incremental_from: Option<PathBuf>,
     /// Copy at most this many MB (10^6 bytes) per second; 0 copies at full speed.
-    /// Default: adaptive (at most about a fifth of the disk's time).
+    /// Default: adaptive (at most about a tenth of the disk's time).
     #[arg(long, value_name = "MB_PER_S")]
     rate_limit: Option<u64>,
 }
