@@ -11,6 +11,22 @@ use duplex_wal::le::Cursor;
 
 /// WAL record kind of an engine write batch.
 pub const KIND_BATCH: u8 = 1;
+/// WAL record kind of a fencing epoch change ([`crate::Database::log_epoch`]): the
+/// payload is the epoch, a little-endian u64, exactly 8 bytes.
+pub const KIND_EPOCH: u8 = 2;
+
+/// The payload of an epoch record.
+pub fn encode_epoch(epoch: u64) -> [u8; 8] {
+    epoch.to_le_bytes()
+}
+
+/// Decodes the payload of an epoch record; any length but 8 is a bad record.
+pub fn decode_epoch(payload: &[u8]) -> Result<u64, CorruptKind> {
+    let b: [u8; 8] = payload
+        .try_into()
+        .map_err(|_| CorruptKind::BadRecord("epoch record length"))?;
+    Ok(u64::from_le_bytes(b))
+}
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;

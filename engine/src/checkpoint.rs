@@ -178,7 +178,8 @@ impl Inner {
             node_id: self.cfg.node_id,
             clock: &*self.cfg.clock,
         };
-        let res = write_checkpoint(&at, tree, updates, lsn, self.hlc.last().0, compact);
+        let epoch = self.max_epoch.load(Ordering::Acquire);
+        let res = write_checkpoint(&at, tree, updates, lsn, self.hlc.last().0, epoch, compact);
         let view = match res {
             Ok(v) => v,
             Err(e) => {

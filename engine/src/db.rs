@@ -15,8 +15,9 @@ use std::thread::JoinHandle;
 use duplex_wal::{LockGuard, StdStorage, Storage, Wal};
 use parking_lot::{Mutex, RwLock};
 
-use crate::backup::{read_backup_manifest, write_backup, BackupReport};
-use crate::batch::{encode_batch, Op, WriteBatch, KIND_BATCH};
+use crate::backup::{read_backup_manifest, write_backup, BackupJob, BackupOptions, BackupReport};
+use crate::backup_wal::WalSource;
+use crate::batch::{encode_batch, encode_epoch, Op, WriteBatch, KIND_BATCH, KIND_EPOCH};
 use crate::checkpoint::Schedule;
 use crate::config::Config;
 use crate::error::{CorruptKind, Error, Result};
@@ -91,6 +92,8 @@ pub(crate) struct Inner {
     /// Payload bytes logged since the last checkpoint.
     pub(crate) wal_bytes: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    /// Highest fencing epoch logged (checkpoint, replay, [`Database::log_epoch`]).
+    pub(crate) max_epoch: AtomicU64,
     pub(crate) compactions: AtomicU64,
     /// Why writes are refused, once a checkpoint failed.
     pub(crate) poisoned: Mutex<Option<String>>,
@@ -165,6 +168,7 @@ impl Database {
             });
         }
         let hlc = Hlc::with_clock(Timestamp(view.ckpt.max_ts), cfg.clock.clone());
+        let epoch = view.ckpt.max_epoch;
         let schedule = Schedule::new(cfg.clock.now_ms());
         let inner = Arc::new(Inner {
             storage,
@@ -183,6 +187,7 @@ impl Database {
             visible: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            max_epoch: AtomicU64::new(epoch),
             compactions: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             schedule,
@@ -305,10 +310,22 @@ impl Database {
 
     /// Takes an online backup into the new directory `dest` by file copy, while writers go
     /// on: a checkpoint, then a copy of the store's committed bytes (only those appended
-    /// since `base` for an incremental backup) and the manifests. With an archive
-    /// configured, the WAL segment in progress is closed and everything is archived, so
-    /// the archive continues the backup without a gap.
+    /// since `base` for an incremental backup), the WAL from the checkpoint to the durable
+    /// end when the copy finishes (so the backup restores on its own to its manifest's
+    /// `end_lsn`) and the manifests, at the default pace ([`BackupOptions::default`]). With
+    /// an archive configured, the WAL segment in progress is then closed and everything is
+    /// archived, so the archive continues the backup without a gap.
     pub fn backup(&self, dest: &Path, base: Option<&Path>) -> Result<BackupReport> {
+        self.backup_with(dest, base, &BackupOptions::default())
+    }
+
+    /// [`Database::backup`] with options (the copy's pace).
+    pub fn backup_with(
+        &self,
+        dest: &Path,
+        base: Option<&Path>,
+        opts: &BackupOptions,
+    ) -> Result<BackupReport> {
         let i = &*self.inner;
         i.checkpoint(false)?;
         // Holding the view keeps its store file alive even if a compaction retires it.
@@ -317,20 +334,56 @@ impl Database {
             Some(b) => Some(read_backup_manifest(&*i.storage, b)?),
             None => None,
         };
-        let created_ms = i.cfg.clock.now_ms();
-        let report = write_backup(
-            &i.storage,
-            &view,
-            i.cfg.node_id,
+        let job = BackupJob {
+            node_id: i.cfg.node_id,
             dest,
-            base.as_ref(),
-            created_ms,
-        )?;
+            base: base.as_ref(),
+            created_ms: i.cfg.clock.now_ms(),
+            wal: WalSource {
+                dir: i.dir.join(WAL_DIR),
+                until: None,
+                sync_first: false,
+            },
+            rate: opts.rate,
+        };
+        let report = {
+            // No checkpoint (which removes WAL segments) while the WAL is being copied;
+            // the store copy itself needs no lock, the view keeps its file.
+            let _no_ckpt = i.ckpt_lock.lock();
+            let durable = i.wal.sync()?;
+            let job = BackupJob {
+                wal: WalSource {
+                    until: Some(durable.max(view.ckpt.lsn)),
+                    ..job.wal
+                },
+                ..job
+            };
+            write_backup(&i.storage, &view, &job)?
+        };
         if i.cfg.archive_dir.is_some() {
             i.wal.rotate()?;
             i.wal.archive_closed()?;
         }
         Ok(report)
+    }
+
+    /// Logs a change of the server's fencing epoch as a WAL record of its own
+    /// ([`crate::batch::KIND_EPOCH`]) and returns its LSN once durable, so that a backup
+    /// and the archive carry the epoch and a restore can start above the highest one.
+    /// [`Database::max_epoch`] is at least `epoch` afterwards.
+    pub fn log_epoch(&self, epoch: u64) -> Result<u64> {
+        let i = &*self.inner;
+        i.check_poisoned()?;
+        let _g = i.gate.read();
+        let lsn = i.wal.append(KIND_EPOCH, &encode_epoch(epoch))?;
+        i.max_epoch.fetch_max(epoch, Ordering::AcqRel);
+        Ok(lsn)
+    }
+
+    /// The highest fencing epoch the database has logged ([`Database::log_epoch`]), kept
+    /// across checkpoints (in the checkpoint block) and restarts; 0 if none.
+    pub fn max_epoch(&self) -> u64 {
+        self.inner.max_epoch.load(Ordering::Acquire)
     }
 
     /// Counters and sizes.
@@ -560,6 +613,7 @@ impl Inner {
         let buf = VersionBuffer::with_capacity(held.min(limits.chunk_bytes));
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
             self.hlc.observe(Timestamp(buf.max_ts));
+            self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
             let tree = self.mem.read().tree.clone();
             let _one = self.ckpt_lock.lock();
             let lsn = buf.last_lsn;
@@ -574,6 +628,7 @@ impl Inner {
             &mut |_, _| {},
         )?;
         self.hlc.observe(Timestamp(buf.max_ts));
+        self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);

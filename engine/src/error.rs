@@ -28,7 +28,7 @@ pub enum Error {
     },
 
     /// Bytes in the page store or manifest fail a check. Nothing wrong was returned.
-    #[error("corrupt data in {file} at offset {offset}: {kind} (restore this node from a backup plus archive, or rebuild it from a peer)")]
+    #[error("corrupt data in {file} at offset {offset}: {kind} (the data of this node cannot be trusted: restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)")]
     Corrupt {
         /// The damaged file.
         file: PathBuf,
@@ -55,7 +55,7 @@ pub enum Error {
     },
 
     /// A value is longer than the configured limit; nothing was written.
-    #[error("value of {len} bytes exceeds the maximum of {max} bytes; nothing was written (raise Config::max_value_size)")]
+    #[error("value of {len} bytes exceeds the maximum of {max} bytes; nothing was written (raise the server's max value size setting, or store a smaller value)")]
     ValueTooLarge {
         /// Value length.
         len: usize,
@@ -64,7 +64,7 @@ pub enum Error {
     },
 
     /// A batch is larger than one WAL record may be; nothing was written.
-    #[error("batch of {len} encoded bytes exceeds the maximum of {max}; split it")]
+    #[error("batch of {len} encoded bytes exceeds the maximum of {max}; nothing was written (split it into smaller batches)")]
     BatchTooLarge {
         /// Encoded size.
         len: usize,

@@ -478,6 +478,9 @@ pub struct Checkpoint {
     pub prev: u64,
     /// Per-origin high-water marks: (origin node, last origin LSN applied).
     pub origins: Vec<(u64, u64)>,
+    /// Highest fencing epoch logged up to `lsn` ([`crate::batch::KIND_EPOCH`]); encoded
+    /// only when not 0, so a store that never saw one keeps the version 1 layout.
+    pub max_epoch: u64,
 }
 
 /// Most origins a checkpoint may list.
@@ -485,7 +488,7 @@ pub const MAX_ORIGINS: usize = 4096;
 
 impl Checkpoint {
     /// Encodes the checkpoint body.
-    // Format: lsn:u64 root:u64 entries:u64 live_bytes:u64 max_ts:u64 prev:u64 n:u32 n x (origin:u64 origin_lsn:u64)
+    // Format: lsn:u64 root:u64 entries:u64 live_bytes:u64 max_ts:u64 prev:u64 n:u32 n x (origin:u64 origin_lsn:u64) [max_epoch:u64 if not 0]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(52 + 16 * self.origins.len());
         for v in [
@@ -503,6 +506,9 @@ impl Checkpoint {
             out.extend_from_slice(&o.to_le_bytes());
             out.extend_from_slice(&l.to_le_bytes());
         }
+        if self.max_epoch != 0 {
+            out.extend_from_slice(&self.max_epoch.to_le_bytes());
+        }
         out
     }
 
@@ -515,13 +521,18 @@ impl Checkpoint {
             *v = c.u64().ok_or(t.clone())?;
         }
         let n = c.u32().ok_or(t.clone())? as usize;
-        if n > MAX_ORIGINS || n * 16 != c.remaining() {
+        if n > MAX_ORIGINS || (n * 16 != c.remaining() && n * 16 + 8 != c.remaining()) {
             return Err(CorruptKind::Invalid("origin count"));
         }
         let mut origins = Vec::with_capacity(n);
         for _ in 0..n {
             origins.push((c.u64().ok_or(t.clone())?, c.u64().ok_or(t.clone())?));
         }
+        let max_epoch = if c.remaining() == 8 {
+            c.u64().ok_or(t.clone())?
+        } else {
+            0
+        };
         // Counters far beyond any real store can only be damage or forgery; refusing them
         // keeps every later addition from overflowing.
         if f[0] > duplex_wal::format::MAX_LSN
@@ -539,6 +550,7 @@ impl Checkpoint {
             max_ts: f[4],
             prev: f[5],
             origins,
+            max_epoch,
         })
     }
 }
@@ -657,8 +669,16 @@ mod tests {
             max_ts: 99,
             prev: 0,
             origins: vec![(1, 5), (2, 7)],
+            max_epoch: 0,
         };
-        assert_eq!(Checkpoint::decode(&c.encode()), Ok(c));
+        assert_eq!(Checkpoint::decode(&c.encode()), Ok(c.clone()));
+        // An epoch adds 8 bytes after the origins; without one the layout is version 1's.
+        let with_epoch = Checkpoint {
+            max_epoch: 7,
+            ..c.clone()
+        };
+        assert_eq!(with_epoch.encode().len(), c.encode().len() + 8);
+        assert_eq!(Checkpoint::decode(&with_epoch.encode()), Ok(with_epoch));
         assert_eq!(parse_store_file_name(&store_file_name(12)), Some(12));
     }
 

@@ -15,8 +15,10 @@
 //!   background thread, or, with `Config::background` off, only when the caller steps
 //!   [`Database::run_maintenance`] (a test on simulated time, with no hidden thread).
 //! - [`Digest`] summarizes contents independently of history, to compare replicas.
-//! - [`backup`] takes and restores backups; [`roll_forward`] applies an archived WAL onto a
-//!   restored backup; [`verify`] checks a data directory or a backup and reports what it
+//! - [`backup`] takes and restores backups, each carrying the WAL from its checkpoint to
+//!   the end of its copy so it restores on its own (`backup_wal`), the copy paced so
+//!   writers keep the disk (`ratelimit`); [`roll_forward`] applies the backup's WAL and
+//!   then an archived WAL onto a restored backup; [`verify`] checks a data directory or a backup and reports what it
 //!   found as a typed [`VerifyReport`].
 //!
 //! Where things live:
@@ -37,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backup;
+mod backup_wal;
 pub mod batch;
 mod checkpoint;
 mod config;
@@ -45,6 +48,7 @@ mod error;
 pub mod format;
 mod hlc;
 mod memtable;
+mod ratelimit;
 mod replay;
 mod restore;
 mod snapshot;
@@ -54,9 +58,10 @@ mod tree;
 pub mod verify;
 
 pub use backup::{
-    apply_retention, backup_dir, restore_chain, verify_backup, BackupManifest, BackupReport,
-    RetentionReport,
+    apply_retention, backup_dir, backup_dir_with, restore_chain, verify_backup, verify_backup_wal,
+    BackupManifest, BackupOptions, BackupRate, BackupReport, RetentionReport,
 };
+pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};

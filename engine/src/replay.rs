@@ -12,7 +12,7 @@ use std::path::Path;
 
 use duplex_wal::{Mapped, SharedRecord, WalReader};
 
-use crate::batch::{BatchRef, KIND_BATCH};
+use crate::batch::{decode_epoch, BatchRef, KIND_BATCH, KIND_EPOCH};
 use crate::error::{Error, Result};
 use crate::hlc::{Stamp, Timestamp};
 use crate::tree::Update;
@@ -69,6 +69,9 @@ pub(crate) struct VersionBuffer {
     kv_bytes: u64,
     /// Largest timestamp gathered (ever).
     pub max_ts: u64,
+    /// Highest fencing epoch among the records gathered since the buffer was made (not
+    /// reset by [`VersionBuffer::clear`]).
+    pub max_epoch: u64,
     /// LSN of the last record gathered (ever); 0 if none.
     pub last_lsn: u64,
     /// Records gathered (ever).
@@ -393,14 +396,14 @@ impl Sorter {
     fn collect(&mut self, runs: &mut Vec<Vec<Entry>>) -> Result<()> {
         while self.pending > 0 {
             let run = self.rx.recv().map_err(|_| {
-                Error::Config("the replay's sorting thread stopped; replay again".into())
+                Error::Config("the replay's sorting thread stopped (a bug: see the log); open the database again, or run the restore again".into())
             })?;
             self.pending -= 1;
             runs.push(run);
         }
         if self.tx.is_none() || self.handle.as_ref().is_some_and(|h| h.is_finished()) {
             return Err(Error::Config(
-                "the replay's sorting thread stopped; replay again".into(),
+                "the replay's sorting thread stopped (a bug: see the log); open the database again, or run the restore again".into(),
             ));
         }
         Ok(())
@@ -433,6 +436,16 @@ fn update_of<'a>(segs: &[&'a [u8]], e: &Entry) -> Update<'a> {
     (&bytes[e.off..kend], stamp_of(e), value)
 }
 
+/// The epoch an epoch record carries; a payload of the wrong length is corruption in
+/// `source` (offset = its LSN).
+pub(crate) fn epoch_of(rec: &SharedRecord, source: &Path) -> Result<u64> {
+    decode_epoch(rec.payload()).map_err(|kind| Error::Corrupt {
+        file: source.to_path_buf(),
+        offset: rec.lsn,
+        kind,
+    })
+}
+
 /// Limits and sizes of a replay.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReplayLimits {
@@ -445,6 +458,25 @@ pub(crate) struct ReplayLimits {
     pub chunk_bytes: u64,
 }
 
+/// A stream of WAL records: the live log's reader, or a roll-forward's (a backup's WAL
+/// followed by the archive).
+pub(crate) trait RecordSource {
+    /// The next record, `None` at the end.
+    fn next_shared(&mut self) -> Result<Option<SharedRecord>>;
+}
+
+impl RecordSource for WalReader {
+    fn next_shared(&mut self) -> Result<Option<SharedRecord>> {
+        Ok(WalReader::next_shared(self)?)
+    }
+}
+
+impl RecordSource for crate::backup_wal::LogReader {
+    fn next_shared(&mut self) -> Result<Option<SharedRecord>> {
+        crate::backup_wal::LogReader::next_shared(self)
+    }
+}
+
 /// Hands the records of `reader`, in order, to `f`. Stops at the first error, the
 /// reader's (after every record before it was handed over) or `f`'s, or when `f` returns
 /// `Ok(false)`.
@@ -453,7 +485,7 @@ pub(crate) struct ReplayLimits {
 /// shared buffers) was slower than this, the reader being the larger half of the work and
 /// the hand-over costing more than what it let run in parallel.
 pub(crate) fn for_each_record(
-    mut reader: WalReader,
+    mut reader: impl RecordSource,
     f: &mut dyn FnMut(SharedRecord) -> Result<bool>,
 ) -> Result<()> {
     while let Some(rec) = reader.next_shared()? {
@@ -471,7 +503,7 @@ pub(crate) fn for_each_record(
 /// thousand records. Returns the buffer with what remains. A batch that does not decode is
 /// corruption in `source` (offset = its LSN).
 pub(crate) fn gather(
-    reader: WalReader,
+    reader: impl RecordSource,
     source: &Path,
     limits: ReplayLimits,
     mut buf: VersionBuffer,
@@ -489,6 +521,8 @@ pub(crate) fn gather(
                 },
             )?;
             buf.push_batch(&rec, &b);
+        } else if rec.kind == KIND_EPOCH {
+            buf.max_epoch = buf.max_epoch.max(epoch_of(&rec, source)?);
         }
         buf.last_lsn = rec.lsn;
         buf.records += 1;

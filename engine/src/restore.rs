@@ -1,5 +1,9 @@
-//! Roll-forward: applying archived WAL records onto a restored backup, to the end, to an
-//! LSN, or to a wall-clock time, with progress reporting.
+//! Roll-forward: applying WAL records onto a restored backup, to the end, to an LSN, or to
+//! a wall-clock time, with progress reporting. The records come from the backup's own WAL
+//! (staged in the restored directory by [`crate::restore_chain`]), then from the archive
+//! after it, read as one log (`backup_wal::LogReader`); without an archive the backup alone
+//! is rolled forward to its end LSN. The point-in-time unit is one record (one client
+//! command or MULTI/EXEC), also inside an atomic WAL batch that is whole in the log.
 //!
 //! Two passes over the archive. The first checks every record to apply (CRC, consecutive
 //! LSNs, node, valid batch payloads) and finds where to stop; a gap or a damaged record
@@ -19,15 +23,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal, WalReader};
+use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal};
 
-use crate::batch::{BatchRef, KIND_BATCH};
+use crate::backup_wal::{LogReader, RESTORE_WAL_DIR};
+use crate::batch::{BatchRef, KIND_BATCH, KIND_EPOCH};
 use crate::config::Config;
 use crate::db::{lock_dir, WAL_DIR};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::Manifest;
 use crate::hlc::Timestamp;
-use crate::replay::{gather, ReplayLimits, VersionBuffer};
+use crate::replay::{epoch_of, gather, ReplayLimits, VersionBuffer};
 use crate::store::{open_store, read_manifest, write_checkpoint, StoreDir};
 use crate::tree::TreeView;
 
@@ -119,6 +124,10 @@ pub struct RollForwardReport {
     /// When the operator allowed stopping at the last good record: the error that stopped
     /// the roll-forward early.
     pub stopped_early: Option<String>,
+    /// Highest fencing epoch the restored database holds: its backup's, or a higher one
+    /// logged in the records applied ([`crate::Database::log_epoch`]). A restored server
+    /// starts above it.
+    pub max_epoch: u64,
 }
 
 /// Where the time of a roll-forward went, in seconds.
@@ -164,8 +173,9 @@ impl Default for RollForwardOptions {
     }
 }
 
-/// Rolls the archived WAL in `archive_dirs` forward onto the restored database in `dir`
-/// (see [`crate::restore_chain`]) and closes it; the result opens with nothing to replay.
+/// Rolls the restored backup's own WAL, then the archived WAL in `archive_dirs` (none: the
+/// backup alone), forward onto the restored database in `dir` (see
+/// [`crate::restore_chain`]) and closes it; the result opens with nothing to replay.
 /// `progress` is called every few thousand records of each pass and at the end of each.
 pub fn roll_forward(
     storage: Arc<dyn Storage>,
@@ -179,10 +189,13 @@ pub fn roll_forward(
     // Nobody else may open or roll forward this directory meanwhile.
     let _lock = lock_dir(&*storage, dir)?;
     let (manifest, tree) = open_restored(&storage, dir, archive_dirs, opts)?;
+    let tree_epoch = tree.ckpt.max_epoch;
     let from = manifest.checkpoint_lsn + 1;
     let cfg = &opts.config;
     let wal_dir = dir.join(WAL_DIR);
-    let segments = duplex_wal::list_segments(&*storage, archive_dirs)?;
+    let staged = dir.join(RESTORE_WAL_DIR);
+    let sources = log_dirs(&staged, archive_dirs);
+    let segments = duplex_wal::list_segments(&*storage, &sources)?;
     let mut p = Progress::default();
     for (_, path) in &segments {
         if let Ok(f) = storage.open(path, duplex_wal::OpenMode::Read) {
@@ -193,21 +206,16 @@ pub fn roll_forward(
         Target::Lsn(l) => Some(l),
         _ => None,
     };
+    let log = Log {
+        staged: &staged,
+        archive_dirs,
+    };
     let mut stopped_early = None;
     let mut last = from - 1;
     let mut buf = VersionBuffer::with_capacity(p.total_bytes.min(opts.chunk_bytes.max(1)));
     if !segments.is_empty() && until.is_none_or(|u| u >= from) {
         let res = check_records(
-            &storage,
-            archive_dirs,
-            from,
-            until,
-            opts,
-            &mut p,
-            &mut last,
-            &mut buf,
-            start,
-            progress,
+            &storage, &log, from, until, opts, &mut p, &mut last, &mut buf, start, progress,
         );
         if let Err(e) = res {
             if opts.stop_at_last_good && e.is_corruption() {
@@ -218,6 +226,7 @@ pub fn roll_forward(
         }
     }
     let check_s = start.elapsed().as_secs_f64();
+    let max_epoch = tree_epoch.max(buf.max_epoch);
     // The check's last report: every record it found to apply.
     p.seconds = check_s;
     progress(&p);
@@ -230,16 +239,7 @@ pub fn roll_forward(
     let mut times = PhaseTimes::default();
     if last >= from {
         times = apply_records(
-            &storage,
-            dir,
-            tree,
-            archive_dirs,
-            buf,
-            last,
-            opts,
-            &mut p,
-            start,
-            progress,
+            &storage, dir, tree, &log, buf, last, opts, &mut p, start, progress,
         )?;
     }
     times.check = check_s;
@@ -251,6 +251,10 @@ pub fn roll_forward(
     let wal = Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?;
     let wal_last = wal.last_lsn();
     wal.close()?;
+    if storage.exists(&staged) {
+        // The backup's WAL is applied: the database no longer needs it.
+        crate::backup::remove_tree(&*storage, &staged)?;
+    }
     let ckpt_lsn = read_manifest(&*storage, dir)?.map_or(0, |m| m.checkpoint_lsn);
     if ckpt_lsn != last || wal_last != last {
         return Err(Error::Config(format!(
@@ -268,6 +272,7 @@ pub fn roll_forward(
             ..times
         },
         stopped_early,
+        max_epoch,
     })
 }
 
@@ -339,7 +344,7 @@ fn apply_records(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     mut tree: TreeView,
-    archive_dirs: &[PathBuf],
+    log: &Log<'_>,
     mut buf: VersionBuffer,
     last: u64,
     opts: &RollForwardOptions,
@@ -351,7 +356,11 @@ fn apply_records(
     let (sort_s, merge_s) = (Cell::new(0.0), Cell::new(0.0));
     let mut read_s = 0.0;
     let cfg = &opts.config;
-    let source = archive_dirs.first().cloned().unwrap_or_default();
+    let source = log
+        .archive_dirs
+        .first()
+        .cloned()
+        .unwrap_or_else(|| log.staged.to_path_buf());
     // Both the merge and the reading report progress.
     let report = RefCell::new((p, progress));
     let say = |phase: Phase, counts: Option<(u64, u64)>| {
@@ -373,7 +382,7 @@ fn apply_records(
             return Ok(());
         }
         say(Phase::Merge, None);
-        let max_ts = buf.max_ts;
+        let (max_ts, max_epoch) = (buf.max_ts, buf.max_epoch);
         let t = Instant::now();
         let updates = buf.sorted_newest()?;
         sort_s.set(sort_s.get() + t.elapsed().as_secs_f64());
@@ -387,7 +396,7 @@ fn apply_records(
             node_id: cfg.node_id,
             clock: &*cfg.clock,
         };
-        let next = write_checkpoint(&at, &tree, &updates, lsn, max_ts, rebuild)?;
+        let next = write_checkpoint(&at, &tree, &updates, lsn, max_ts, max_epoch, rebuild)?;
         if rebuild {
             tree.file.retire();
         }
@@ -403,7 +412,7 @@ fn apply_records(
         say(Phase::Apply, Some((done, done_bytes)));
         buf.clear();
         let from = buf.last_lsn + 1;
-        let reader = archive_reader(storage, archive_dirs, from, Some(last), cfg)?;
+        let reader = log.reader(storage, from, Some(last), cfg)?;
         let limits = ReplayLimits {
             max_key: cfg.max_key_size,
             max_value: cfg.max_value_size,
@@ -437,36 +446,60 @@ fn apply_records(
     })
 }
 
-/// A reader of the archive from `from` (to `until` if set), as node `cfg.node_id`, the
-/// segments mapped: archived segments are never written again.
-fn archive_reader(
-    storage: &Arc<dyn Storage>,
-    archive_dirs: &[PathBuf],
-    from: u64,
-    until: Option<u64>,
-    cfg: &Config,
-) -> Result<WalReader> {
-    Ok(WalReader::open(
-        storage.clone(),
-        archive_dirs,
-        from,
-        ReadOptions {
-            max_record_size: cfg.wal_options(from).max_record_size,
-            until_lsn: until,
-            strict_tail: false,
-            node_id: Some(cfg.node_id),
-            map_segments: true,
-        },
-    )?)
+/// The log a roll-forward reads: the restored backup's own WAL (staged by
+/// [`crate::restore_chain`]), then the archive.
+struct Log<'a> {
+    staged: &'a Path,
+    archive_dirs: &'a [PathBuf],
+}
+
+impl Log<'_> {
+    /// A reader from `from` (to `until` if set, inclusive: a batch that straddles it is
+    /// read whole and only its records up to `until` returned), as node `cfg.node_id`, the
+    /// segments mapped: neither the staged WAL nor the archive is written meanwhile.
+    fn reader(
+        &self,
+        storage: &Arc<dyn Storage>,
+        from: u64,
+        until: Option<u64>,
+        cfg: &Config,
+    ) -> Result<LogReader> {
+        LogReader::open(
+            storage,
+            Some(self.staged),
+            self.archive_dirs,
+            from,
+            until,
+            ReadOptions {
+                max_record_size: cfg.wal_options(from).max_record_size,
+                until_lsn: None,
+                strict_tail: false,
+                node_id: Some(cfg.node_id),
+                map_segments: true,
+            },
+        )
+    }
+}
+
+/// Every directory the log is read from, the staged backup WAL first.
+fn log_dirs(staged: &Path, archive_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut v = vec![staged.to_path_buf()];
+    v.extend(archive_dirs.iter().cloned());
+    v
 }
 
 /// Reads and checks every record to apply; sets `last` as it goes, so a failure leaves it
 /// at the last good record. Gathers the records into `buf` while it holds less than a chunk
 /// (an archive within one chunk is read once).
+///
+/// The unit of a point-in-time target is one record (one client command, or one
+/// MULTI/EXEC): the reader returns only atomic WAL batches that are whole in the log (one
+/// cut by a torn tail is never returned), and within one the records up to the target are
+/// taken.
 #[allow(clippy::too_many_arguments)]
 fn check_records(
     storage: &Arc<dyn Storage>,
-    archive_dirs: &[PathBuf],
+    log: &Log<'_>,
     from: u64,
     until: Option<u64>,
     opts: &RollForwardOptions,
@@ -478,38 +511,21 @@ fn check_records(
 ) -> Result<()> {
     let cfg = &opts.config;
     let mut gathering = true;
-    let reader = archive_reader(storage, archive_dirs, from, until, cfg)?;
+    let mut reader = log.reader(storage, from, until, cfg)?;
     // A batch that does not decode is named by the segment holding its LSN.
-    let segments = duplex_wal::list_segments(&**storage, archive_dirs)?;
+    let segments = duplex_wal::list_segments(&**storage, &log_dirs(log.staged, log.archive_dirs))?;
     let locate = |lsn: u64| {
         let i = segments.partition_point(|(first, _)| *first <= lsn);
-        segments[i.saturating_sub(1)].1.clone()
+        segments
+            .get(i.saturating_sub(1))
+            .map(|s| s.1.clone())
+            .unwrap_or_default()
     };
-    // The records of an atomic WAL group (a `write_many`) are taken only once the whole
-    // group is checked and within the target: a stop inside a group (a time target, a
-    // damaged batch) stops before the group, as an LSN target does in the reader, so every
-    // chunk size gives the same result.
-    let mut reader = reader;
+    // The records of an atomic WAL batch are all checked before any is taken: damage
+    // anywhere in one stops before it. A target stops within one, after the records up to
+    // it.
     let mut group: Vec<SharedRecord> = Vec::new();
-    while let Some(rec) = reader.next_shared()? {
-        if rec.kind == KIND_BATCH {
-            let b = BatchRef::decode(rec.payload(), cfg.max_key_size, cfg.max_value_size).map_err(
-                |kind| Error::Corrupt {
-                    file: locate(rec.lsn),
-                    offset: rec.lsn,
-                    kind,
-                },
-            )?;
-            if let Target::TimeMs(t) = opts.target {
-                if b.stamp.ts.wall_ms() > t {
-                    return Ok(());
-                }
-            }
-        }
-        group.push(rec);
-        if reader.position().is_none() {
-            continue; // more of this group to come
-        }
+    let mut take = |group: &mut Vec<SharedRecord>, buf: &mut VersionBuffer| -> Result<()> {
         for rec in group.drain(..) {
             if gathering && rec.kind == KIND_BATCH {
                 let b = BatchRef::checked_before(rec.payload()).ok_or_else(|| Error::Corrupt {
@@ -518,6 +534,8 @@ fn check_records(
                     kind: CorruptKind::Truncated,
                 })?;
                 buf.push_batch(&rec, &b);
+            } else if rec.kind == KIND_EPOCH {
+                buf.max_epoch = buf.max_epoch.max(epoch_of(&rec, &locate(rec.lsn))?);
             }
             if gathering {
                 buf.last_lsn = rec.lsn;
@@ -530,9 +548,33 @@ fn check_records(
                 p.seconds = start.elapsed().as_secs_f64();
                 progress(p);
             }
+            gathering = gathering && buf.memory_bytes() < opts.chunk_bytes;
         }
-        // A chunk ends at a group's end.
-        gathering = gathering && buf.memory_bytes() < opts.chunk_bytes;
+        Ok(())
+    };
+    while let Some(rec) = reader.next_shared()? {
+        if rec.kind == KIND_BATCH {
+            let b = BatchRef::decode(rec.payload(), cfg.max_key_size, cfg.max_value_size).map_err(
+                |kind| Error::Corrupt {
+                    file: locate(rec.lsn),
+                    offset: rec.lsn,
+                    kind,
+                },
+            )?;
+            if let Target::TimeMs(t) = opts.target {
+                if b.stamp.ts.wall_ms() > t {
+                    return take(&mut group, buf);
+                }
+            }
+        } else if rec.kind == KIND_EPOCH {
+            epoch_of(&rec, &locate(rec.lsn))?;
+        }
+        group.push(rec);
+        if reader.at_group_end() {
+            take(&mut group, buf)?;
+        }
     }
+    // Stopped by an LSN target (or at the end): the records of the group up to it.
+    take(&mut group, buf)?;
     Ok(())
 }

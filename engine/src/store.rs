@@ -150,9 +150,11 @@ pub(crate) fn write_checkpoint(
     updates: &[Update<'_>],
     lsn: u64,
     max_ts: u64,
+    max_epoch: u64,
     new_generation: bool,
 ) -> Result<TreeView> {
     let max_ts = tree.ckpt.max_ts.max(max_ts);
+    let max_epoch = tree.ckpt.max_epoch.max(max_epoch);
     let origins = tree.ckpt.origins.clone();
     let (file, w, ckpt);
     if new_generation {
@@ -173,6 +175,7 @@ pub(crate) fn write_checkpoint(
             max_ts,
             prev: 0,
             origins,
+            max_epoch,
         };
         w = tw;
     } else {
@@ -191,6 +194,7 @@ pub(crate) fn write_checkpoint(
             max_ts,
             prev: tree.ckpt_offset,
             origins,
+            max_epoch,
         };
         w = tw;
     }

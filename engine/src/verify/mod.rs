@@ -251,6 +251,7 @@ fn check_backup(
     report: &mut VerifyReport,
 ) -> Result<(), Problem> {
     let m = verify_backup(&**storage, dir).map_err(Problem::Engine)?;
+    crate::backup::verify_backup_wal(storage, dir, &m).map_err(Problem::Engine)?;
     report.checked.push(Checked::BackupFiles(m.clone()));
     let em = read_manifest(&**storage, dir).map_err(Problem::Engine)?;
     if em != Some(m.engine_manifest()) {

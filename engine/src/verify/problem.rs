@@ -69,7 +69,7 @@ pub enum Problem {
         manifest_lsn: u64,
     },
     /// The tree's keys are not in strictly ascending order.
-    #[error("the tree in {} has keys out of order after entry {after_entry} (restore this node from a backup plus archive, or rebuild it from a peer)", .file.display())]
+    #[error("the tree in {} has keys out of order after entry {after_entry} (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)", .file.display())]
     KeysOutOfOrder {
         /// The store file.
         file: PathBuf,
@@ -79,7 +79,7 @@ pub enum Problem {
         after_entry: u64,
     },
     /// The tree holds another number of entries than its checkpoint records.
-    #[error("the checkpoint in {} records {recorded} tree entries but the tree holds {found} (restore from a backup plus archive, or rebuild from a peer)", .file.display())]
+    #[error("the checkpoint in {} records {recorded} tree entries but the tree holds {found} (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)", .file.display())]
     EntryCountMismatch {
         /// The store file.
         file: PathBuf,
@@ -141,7 +141,7 @@ pub enum Problem {
         node: u64,
     },
     /// The WAL holds no segment although the store has a checkpoint.
-    #[error("{} holds no WAL segment although the store has a checkpoint at LSN {checkpoint_lsn}: the log was lost (restore from a backup plus archive)", .wal_dir.display())]
+    #[error("{} holds no WAL segment although the store has a checkpoint at LSN {checkpoint_lsn}: the log was lost (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)", .wal_dir.display())]
     WalMissing {
         /// The WAL directory.
         wal_dir: PathBuf,
@@ -149,7 +149,7 @@ pub enum Problem {
         checkpoint_lsn: u64,
     },
     /// The WAL starts after the first LSN the checkpoint does not cover.
-    #[error("the WAL in {} starts at LSN {first_lsn}, after the checkpoint's LSN {checkpoint_lsn}: records {} to {} are lost (restore from a backup plus archive)", .wal_dir.display(), .checkpoint_lsn + 1, .first_lsn - 1)]
+    #[error("the WAL in {} starts at LSN {first_lsn}, after the checkpoint's LSN {checkpoint_lsn}: records {} to {} are lost (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)", .wal_dir.display(), .checkpoint_lsn + 1, .first_lsn - 1)]
     WalStartsAfterCheckpoint {
         /// The WAL directory.
         wal_dir: PathBuf,
@@ -159,7 +159,7 @@ pub enum Problem {
         checkpoint_lsn: u64,
     },
     /// The WAL ends before the checkpoint's LSN.
-    #[error("the WAL in {} ends at LSN {last_lsn} before the checkpoint's LSN {checkpoint_lsn} (segments were lost)", .wal_dir.display())]
+    #[error("the WAL in {} ends at LSN {last_lsn} before the checkpoint's LSN {checkpoint_lsn}: segments were lost (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive, then start the server on the new directory)", .wal_dir.display())]
     WalEndsBeforeCheckpoint {
         /// The WAL directory.
         wal_dir: PathBuf,

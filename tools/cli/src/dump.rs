@@ -4,8 +4,9 @@
 //! logical counter, the origin node), the LSN the batch had on its origin (0 for a local
 //! write) and every operation. Keys and shown value bytes are escaped with
 //! [`escape_bytes`] (printable ASCII as is, `\xNN` otherwise), in JSON too.
+//! Epoch records (kind 2, [`duplex_engine::Database::log_epoch`]) show their epoch.
 
-use duplex_engine::batch::{decode_batch, LoggedBatch, KIND_BATCH};
+use duplex_engine::batch::{decode_batch, decode_epoch, LoggedBatch, KIND_BATCH, KIND_EPOCH};
 use duplex_engine::Op;
 use duplex_wal::Record;
 use serde_json::{json, Value};
@@ -23,20 +24,27 @@ pub struct Decoded<'a> {
     pub record: &'a Record,
     /// For an engine batch: the batch, or why it does not decode.
     pub batch: Option<Result<LoggedBatch, duplex_engine::CorruptKind>>,
+    /// For an epoch record (kind 2): the fencing epoch, or why it does not decode.
+    pub epoch: Option<Result<u64, duplex_engine::CorruptKind>>,
 }
 
 /// Decodes `record` (with the widest limits any configuration allows).
 pub fn decode(record: &Record) -> Decoded<'_> {
     let batch = (record.kind == KIND_BATCH)
         .then(|| decode_batch(&record.payload, MAX_KEY_SIZE, MAX_VALUE_SIZE));
-    Decoded { record, batch }
+    let epoch = (record.kind == KIND_EPOCH).then(|| decode_epoch(&record.payload));
+    Decoded {
+        record,
+        batch,
+        epoch,
+    }
 }
 
 impl Decoded<'_> {
     /// True for an engine batch whose payload does not decode (roll-forward would refuse
     /// it as damage).
     pub fn is_bad(&self) -> bool {
-        matches!(self.batch, Some(Err(_)))
+        matches!(self.batch, Some(Err(_))) || matches!(self.epoch, Some(Err(_)))
     }
 
     /// One line: LSN, kind, payload size, then for a batch its stamp, origin LSN and every
@@ -44,19 +52,28 @@ impl Decoded<'_> {
     pub fn text(&self, value_bytes: usize) -> String {
         let r = self.record;
         let mut s = format!("lsn={} ", r.lsn);
-        match &self.batch {
-            None => s.push_str(&format!(
+        match (&self.batch, &self.epoch) {
+            (_, Some(Ok(epoch))) => s.push_str(&format!(
+                "kind=epoch size={} epoch={epoch}",
+                r.payload.len()
+            )),
+            (_, Some(Err(e))) => s.push_str(&format!(
+                "kind=epoch size={} UNDECODABLE ({e}) payload=\"{}\"",
+                r.payload.len(),
+                escape_bytes(&r.payload, value_bytes)
+            )),
+            (None, None) => s.push_str(&format!(
                 "kind={} size={} payload=\"{}\"",
                 r.kind,
                 r.payload.len(),
                 escape_bytes(&r.payload, value_bytes)
             )),
-            Some(Err(e)) => s.push_str(&format!(
+            (Some(Err(e)), None) => s.push_str(&format!(
                 "kind=batch size={} UNDECODABLE ({e}) payload=\"{}\"",
                 r.payload.len(),
                 escape_bytes(&r.payload, value_bytes)
             )),
-            Some(Ok(b)) => {
+            (Some(Ok(b)), None) => {
                 s.push_str(&format!(
                     "kind=batch size={} time={} logical={} origin={} origin_lsn={} ops={}",
                     r.payload.len(),
@@ -85,12 +102,31 @@ impl Decoded<'_> {
     }
 
     /// One JSON object with the same content as [`Decoded::text`]: `lsn`, `kind`, `type`
-    /// (`batch` or `other`), `size`; for a batch `time`, `wall_ms`, `logical`, `origin`,
+    /// (`batch`, `epoch` or `other`), `size`; for an epoch record `epoch`; for a batch `time`, `wall_ms`, `logical`, `origin`,
     /// `origin_lsn`, `ops` (each `{"op":"put","key","value_len","value","value_truncated"}`
     /// or `{"op":"del","key"}`); for an undecodable batch `error`; for other kinds
     /// `payload`.
     pub fn json(&self, value_bytes: usize) -> Value {
         let r = self.record;
+        if let Some(epoch) = &self.epoch {
+            return match epoch {
+                Ok(epoch) => json!({
+                    "lsn": r.lsn,
+                    "kind": r.kind,
+                    "type": "epoch",
+                    "size": r.payload.len(),
+                    "epoch": epoch,
+                }),
+                Err(e) => json!({
+                    "lsn": r.lsn,
+                    "kind": r.kind,
+                    "type": "epoch",
+                    "size": r.payload.len(),
+                    "error": e.to_string(),
+                    "payload": escape_bytes(&r.payload, value_bytes),
+                }),
+            };
+        }
         match &self.batch {
             None => json!({
                 "lsn": r.lsn,

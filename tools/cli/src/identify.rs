@@ -72,6 +72,16 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
         return Ok(Kind::Backup);
     }
     if path.join(MANIFEST_NAME).is_file() {
+        // Every data directory has its wal/ (the database creates it at open); a store and
+        // manifest without it, and without a BACKUP manifest, is what a backup cut off
+        // before its end leaves.
+        let tmp = path.extension().is_some_and(|e| e == "tmp");
+        if tmp || !path.join(WAL_DIR).is_dir() {
+            return Err(ToolError::damaged(format!(
+                "{} holds a {MANIFEST_NAME} but no {BACKUP_MANIFEST} manifest and no {WAL_DIR}/ directory: it is not a complete backup (a backup that failed or is still being written) nor a whole data directory; restore from another backup, or take a new one with `duplex-recover backup`",
+                path.display()
+            )));
+        }
         return Ok(Kind::DataDir);
     }
     let names = std::fs::read_dir(path)
@@ -92,7 +102,7 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
     }
     if path.join(WAL_DIR).is_dir() {
         return Err(ToolError::damaged(format!(
-            "{} has a {WAL_DIR}/ directory but no {MANIFEST_NAME}: if it is a data directory, its manifest is lost (restore from a backup plus archive)",
+            "{} has a {WAL_DIR}/ directory but no {MANIFEST_NAME}: if it is a data directory, its manifest is lost (restore it with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive)",
             path.display()
         )));
     }

@@ -83,11 +83,16 @@ pub struct ScopedReader {
     file: Option<(PathBuf, Option<u64>)>,
     segments: Vec<(u64, PathBuf)>,
     node_id: Option<u64>,
+    /// The caller's last LSN (inclusive), applied record by record.
+    until: Option<u64>,
+    /// A record past `until` was met: the scope ends.
+    done: bool,
 }
 
 impl ScopedReader {
     /// Opens a reader over `scope` from `from` (0: the first record there) up to `until`
-    /// (inclusive). Every segment must carry the node id of the first one.
+    /// (inclusive: of an atomic batch that straddles it, the records up to it are
+    /// returned). Every segment must carry the node id of the first one.
     pub fn open(
         storage: &Arc<dyn Storage>,
         scope: &WalScope,
@@ -113,16 +118,20 @@ impl ScopedReader {
             .first()
             .and_then(|(_, p)| segment_node_id(&**storage, p));
         let mut from = from;
-        let mut until = until;
-        if let Some((_, bound)) = &file {
+        // The reader is bounded only by the segment of a one-segment scope; the caller's
+        // bound is applied to the records it returns, so that a batch straddling it is
+        // read whole.
+        let mut bound = None;
+        if let Some((_, b)) = &file {
             let first = segments.first().map(|s| s.0).unwrap_or(1);
             from = from.max(first);
-            until = match (until, bound) {
-                (Some(u), Some(b)) => Some(u.min(*b)),
-                (u, b) => u.or(*b),
-            };
+            bound = *b;
         }
-        let empty = segments.is_empty() || until.is_some_and(|u| from > u && from > 0);
+        let last = match (until, bound) {
+            (Some(u), Some(b)) => Some(u.min(b)),
+            (u, b) => u.or(b),
+        };
+        let empty = segments.is_empty() || last.is_some_and(|u| from > u && from > 0);
         let reader = if empty {
             None
         } else {
@@ -132,7 +141,7 @@ impl ScopedReader {
                 from,
                 ReadOptions {
                     max_record_size: MAX_RECORD_SIZE,
-                    until_lsn: until,
+                    until_lsn: bound,
                     strict_tail: scope.strict_tail,
                     node_id,
                     // The directory may be a running database's WAL: read, do not map.
@@ -145,15 +154,21 @@ impl ScopedReader {
             file,
             segments,
             node_id,
+            until,
+            done: false,
         })
     }
 
     /// The next record, `None` at the end of the scope.
     pub fn next_record(&mut self) -> Result<Option<Record>, duplex_wal::Error> {
-        let Some(reader) = self.reader.as_mut() else {
+        let Some(reader) = self.reader.as_mut().filter(|_| !self.done) else {
             return Ok(None);
         };
         match reader.next_record() {
+            Ok(Some(rec)) if self.until.is_some_and(|u| rec.lsn > u) => {
+                self.done = true;
+                Ok(None)
+            }
             Err(e) => {
                 // One segment's records were all read and checked to its end; what went
                 // wrong is in the segment after it, outside the scope.
@@ -311,6 +326,20 @@ fn backup_facts(m: &BackupManifest, report: &mut Report) {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if m.end_lsn > m.checkpoint_lsn {
+        report.facts.push(format!(
+            "its WAL, LSN {} to {}: every record whole and of node {}; the backup restores on its own to LSN {}",
+            m.checkpoint_lsn + 1,
+            m.end_lsn,
+            m.node_id,
+            m.end_lsn
+        ));
+    } else {
+        report.facts.push(format!(
+            "no WAL after its checkpoint: the backup restores on its own to LSN {}",
+            m.end_lsn
+        ));
+    }
 }
 
 fn wal_facts(s: &WalSummary, report: &mut Report) {

@@ -25,8 +25,8 @@ use duplex_cli::target::prepare_target;
 use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};
 use duplex_cli::verify::{check_chain_links, verify_paths, ScopedReader, WalScope};
 use duplex_engine::{
-    BackupManifest, Config, Database, Phase, RollForwardOptions, RollForwardReport, Target,
-    MANIFEST_NAME, MAX_KEY_SIZE, MAX_VALUE_SIZE,
+    BackupManifest, BackupOptions, BackupRate, Config, Database, Phase, RollForwardOptions,
+    RollForwardReport, Target, MANIFEST_NAME, MAX_KEY_SIZE, MAX_VALUE_SIZE,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -39,6 +39,8 @@ Lost a disk? The usual sequence:
         restores the chain and replays the archive to its end; prints the final LSN and
         the content digest (compare it with a peer's digest)
   3. start duplexd on /data/duplex
+  Without an archive, a backup restores on its own to the LSN at which its copy ended:
+     duplex-recover restore --backup /backups/full-1 --into /data/duplex
 
 Point in time (undo a bad write): add --until-lsn N or --until-time 2026-11-25T10:00:00Z
   to restore; find N with: duplex-recover dump /archive --from LSN | less
@@ -55,7 +57,19 @@ Exit codes:
      locked); the message says what to do";
 
 const RESTORE_HELP: &str = "\
+A backup holds the WAL from its checkpoint to the LSN at which its copy ended (its end LSN,
+shown by `verify`): without --archive the restore reaches that LSN from the backup alone;
+with --archive it goes on from there with what the archive holds after it.
+
+A point-in-time target counts records: one record is one client command (or one
+MULTI/EXEC), so --until-lsn N applies exactly the records up to and including N, even
+when the server logged them in one atomic write group with later ones; --until-time T
+applies the records stamped at or before T. A group cut short by a crash (a torn tail) is
+never applied.
+
 Examples:
+  Restore the backup alone (to its end LSN):
+    duplex-recover restore --backup /backups/full-1 --into /data/duplex
   Restore the newest state the archive holds:
     duplex-recover restore --backup /backups/full-1 --archive /archive --into /data/duplex
   A chain (full backup first, then each incremental, oldest first):
@@ -128,9 +142,15 @@ Exit codes:
 
 const BACKUP_HELP: &str = "\
 Copies the committed store of a data directory (a running server's is fine: the store's
-committed bytes never change) and its manifests into a new directory, which appears under
-its final name only when whole. It does not take a checkpoint: the records after the
-backup's checkpoint LSN are in the WAL and the archive, so keep the archive from that LSN on.
+committed bytes never change), then the WAL from the store's checkpoint to the end of what
+the WAL files hold (fsynced first), into a new directory, which appears under its final name
+only when whole; a backup that fails leaves no directory under that name. It does not take
+a checkpoint. The backup restores on its own to its end LSN (printed); an archive continues
+it from there.
+
+The copy is paced so that the server's writers keep the disk: by default adaptively (it
+takes at most about a tenth of the disk's time); --rate-limit MB/s sets a fixed pace, and
+--rate-limit 0 copies as fast as the disk goes.
 
 Examples:
   duplex-recover backup --data /data/duplex --into /backups/full-2026-11-25
@@ -138,7 +158,7 @@ Examples:
       --incremental-from /backups/full-2026-11-25
 
 Exit codes:
-  0  backup complete (the summary gives its checkpoint LSN)
+  0  backup complete (the summary gives its checkpoint LSN and the end LSN it restores to)
   1  the data directory or the base backup is damaged
   2  bad arguments (e.g. --data is not a data directory)
   3  I/O or operational error (destination exists, disk full, permissions)";
@@ -179,10 +199,11 @@ struct RestoreArgs {
     /// Target directory: must be new or empty (see --force).
     #[arg(long, value_name = "DIR")]
     into: PathBuf,
-    /// Stop after this LSN (inclusive): the state right after record N.
+    /// Stop after this LSN (inclusive): the state right after record N (one record is one
+    /// client command or MULTI/EXEC, also inside a write group the server logged at once).
     #[arg(long, value_name = "N", conflicts_with = "until_time")]
     until_lsn: Option<u64>,
-    /// Apply only writes stamped at or before this time: RFC 3339
+    /// Apply only records stamped at or before this time (record by record): RFC 3339
     /// (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or ms since the Unix epoch.
     #[arg(long, value_name = "TIME", value_parser = parse_time_ms)]
     until_time: Option<u64>,
@@ -221,7 +242,8 @@ struct DumpArgs {
     /// First LSN to print (default: the first the log holds).
     #[arg(long, value_name = "LSN")]
     from: Option<u64>,
-    /// Last LSN to print (inclusive).
+    /// Last LSN to print (inclusive; the records of a write group are printed one by one,
+    /// also when the group straddles the range).
     #[arg(long, value_name = "LSN")]
     until: Option<u64>,
     /// One JSON object per line instead of text.
@@ -243,6 +265,10 @@ struct BackupArgs {
     /// Take an incremental backup on this base backup (the newest of its chain).
     #[arg(long, value_name = "DIR")]
     incremental_from: Option<PathBuf>,
+    /// Copy at most this many MB (10^6 bytes) per second; 0 copies at full speed.
+    /// Default: adaptive (at most about a tenth of the disk's time).
+    #[arg(long, value_name = "MB_PER_S")]
+    rate_limit: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -385,8 +411,15 @@ fn restore(a: RestoreArgs) -> Result<Code> {
     } else {
         writeln!(
             out,
-            "rolled forward 0 records ({:.2} s): the archive holds nothing to apply after LSN {}",
+            "rolled forward 0 records ({:.2} s): the backup's WAL and the archive hold nothing to apply after LSN {}",
             r.seconds, m.checkpoint_lsn
+        )?;
+    }
+    if a.archive.is_empty() {
+        writeln!(
+            out,
+            "restored the backup alone (no --archive): to LSN {} (the backup ends at LSN {})",
+            r.to_lsn, m.end_lsn
         )?;
     }
     writeln!(out, "final LSN: {final_lsn}")?;
@@ -465,8 +498,8 @@ fn copy_backups(a: &RestoreArgs, storage: &Arc<dyn Storage>) -> Result<BackupMan
     );
     if a.archive.is_empty() {
         eprintln!(
-            "warning: no --archive given: the database is restored to the backup's checkpoint (LSN {}) only",
-            m.checkpoint_lsn
+            "note: no --archive given: the database is restored from the backup alone, to its end LSN {} at most",
+            m.end_lsn
         );
     }
     Ok(m)
@@ -484,7 +517,9 @@ fn roll_archive(
         (None, Some(t)) => Target::TimeMs(t),
         (None, None) => Target::End,
     };
-    let total = bytes_to_read(&a.archive, m.checkpoint_lsn + 1, a.until_lsn);
+    let mut sources = vec![a.into.join(duplex_engine::RESTORE_WAL_DIR)];
+    sources.extend(a.archive.iter().cloned());
+    let total = bytes_to_read(&sources, m.checkpoint_lsn + 1, a.until_lsn);
     let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
@@ -705,7 +740,20 @@ fn backup(a: BackupArgs) -> Result<Code> {
         a.data.display(),
         a.into.display()
     ));
-    let r = duplex_engine::backup_dir(&storage(), &a.data, &a.into, a.incremental_from.as_deref());
+    let opts = BackupOptions {
+        rate: match a.rate_limit {
+            None => BackupRate::Adaptive,
+            Some(0) => BackupRate::Unlimited,
+            Some(mb) => BackupRate::BytesPerSec(mb.saturating_mul(1_000_000)),
+        },
+    };
+    let r = duplex_engine::backup_dir_with(
+        &storage(),
+        &a.data,
+        &a.into,
+        a.incremental_from.as_deref(),
+        &opts,
+    );
     pb.finish_and_clear();
     let r = r?;
     let m = &r.manifest;
@@ -735,8 +783,12 @@ fn backup(a: BackupArgs) -> Result<Code> {
     )?;
     writeln!(
         out,
-        "to restore it, roll forward from LSN {}: keep the archive (or the WAL) from that LSN on",
-        m.checkpoint_lsn + 1
+        "WAL: LSN {} to {} ({}): the backup restores on its own to LSN {}; the archive continues it from LSN {}",
+        m.checkpoint_lsn + 1,
+        m.end_lsn,
+        human_bytes(r.wal_bytes),
+        m.end_lsn,
+        m.end_lsn + 1
     )?;
     Ok(Code::Ok)
 }

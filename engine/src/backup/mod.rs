@@ -2,12 +2,15 @@
 //!
 //! A backup is a directory holding the committed bytes of the store file (or, for an
 //! incremental backup, only the bytes appended since its base), the engine manifest naming
-//! the checkpoint, and a `BACKUP` manifest listing every file with its length and CRC32C.
-//! Because bytes of the store below its committed length never change, copying them while
-//! writers go on yields a consistent image without stopping anyone.
+//! the checkpoint, the WAL segments from that checkpoint to the LSN at which the copy
+//! ended (module `backup_wal`), and a `BACKUP` manifest listing every file with its length and CRC32C
+//! and that end LSN. Because bytes of the store below its committed length never change,
+//! copying them while writers go on yields a consistent image without stopping anyone; the
+//! WAL copied after it makes the backup restorable on its own.
 //!
 //! Invariant: a backup directory appears under its final name only when whole (written as
-//! `<name>.tmp`, every file and the directory fsynced, then renamed and the parent fsynced).
+//! `<name>.tmp`, every file and the directory fsynced, then renamed and the parent
+//! fsynced); a backup that fails removes its `.tmp`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,16 +19,23 @@ use std::time::Instant;
 
 use duplex_wal::{OpenMode, Storage, StorageFile};
 
+use crate::backup_wal::{copy_wal, WalSource};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{store_file_name, Manifest};
-use crate::store::{write_manifest, MANIFEST_NAME};
+use crate::ratelimit::RateLimit;
+use crate::store::MANIFEST_NAME;
 use crate::tree::TreeView;
 use duplex_wal::le::{u32_at, Cursor};
+
+mod chain;
+pub use chain::{apply_retention, restore_chain, verify_backup_wal, RetentionReport};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
 const BACKUP_MAGIC: [u8; 8] = *b"DPLXBKUP";
-const BACKUP_VERSION: u32 = 1;
+/// Version written: 2 adds `end_lsn` and the WAL segment files; version 1 manifests still read
+/// (their end LSN is their checkpoint LSN).
+const BACKUP_VERSION: u32 = 2;
 /// Most files a backup manifest may list.
 const MAX_FILES: usize = 64;
 /// Longest file name in a backup manifest.
@@ -35,6 +45,11 @@ const MAX_NAME: usize = 255;
 /// slice as it goes), so a backup never queues more than a slice or two of writes ahead of
 /// the WAL's fsyncs, the disk writes overlap the copy, and the final fsync has little left.
 const COPY_SLICE: u64 = 16 << 20;
+/// A paced copy ([`BackupRate::Adaptive`], [`BackupRate::BytesPerSec`]) writes and syncs
+/// slices of this size: a WAL fsync that lands meanwhile waits for at most one.
+const PACED_SLICE: usize = 256 << 10;
+/// The adaptive pace rests this many times as long as each slice took.
+const ADAPTIVE_REST: u32 = 9;
 /// The parallel CRC pass checks for a failed copy after each chunk of this size.
 const CRC_CHUNK: usize = 16 << 20;
 
@@ -64,6 +79,9 @@ pub struct BackupManifest {
     pub checkpoint_lsn: u64,
     /// When the backup was taken, ms since the Unix epoch.
     pub created_ms: u64,
+    /// Last WAL LSN the backup holds (in its segment files): a restore of the backup alone
+    /// reaches it. Equal to `checkpoint_lsn` when it holds no WAL (and in version 1).
+    pub end_lsn: u64,
     /// For an incremental backup: the committed length of its base (the increment holds
     /// bytes from there on); 0 for a full backup.
     pub base_len: u64,
@@ -83,7 +101,7 @@ impl BackupManifest {
     }
 
     /// Encodes the manifest.
-    // Format: magic[8]="DPLXBKUP" version:u32 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
+    // Format: magic[8]="DPLXBKUP" version:u32=2 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 end_lsn:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(128 + 64 * self.files.len());
         b.extend_from_slice(&BACKUP_MAGIC);
@@ -96,6 +114,7 @@ impl BackupManifest {
             self.checkpoint_lsn,
             self.created_ms,
             self.base_len,
+            self.end_lsn,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -133,12 +152,19 @@ impl BackupManifest {
             return Err(CorruptKind::BadMagic);
         }
         let version = c.u32().ok_or(t.clone())?;
-        if version != BACKUP_VERSION {
+        if version != 1 && version != BACKUP_VERSION {
             return Err(CorruptKind::UnsupportedVersion(version));
         }
-        let mut f = [0u64; 7];
-        for v in f.iter_mut() {
+        let mut f = [0u64; 8];
+        let fields = if version == 1 { 7 } else { 8 };
+        for v in f.iter_mut().take(fields) {
             *v = c.u64().ok_or(t.clone())?;
+        }
+        if version == 1 {
+            f[7] = f[4];
+        }
+        if f[7] < f[4] {
+            return Err(CorruptKind::Invalid("end LSN before the checkpoint LSN"));
         }
         let base_crc = c.u32().ok_or(t.clone())?;
         let store_crc = c.u32().ok_or(t.clone())?;
@@ -154,7 +180,7 @@ impl BackupManifest {
             }
             let name = std::str::from_utf8(c.take(len).ok_or(t.clone())?)
                 .map_err(|_| CorruptKind::Invalid("file name"))?;
-            if name.contains('/') || name.starts_with('.') {
+            if !valid_file_name(name) {
                 return Err(CorruptKind::Invalid("file name"));
             }
             files.push(BackupFile {
@@ -174,6 +200,7 @@ impl BackupManifest {
             checkpoint_lsn: f[4],
             created_ms: f[5],
             base_len: f[6],
+            end_lsn: f[7],
             base_crc,
             store_crc,
             files,
@@ -202,6 +229,33 @@ impl BackupManifest {
     }
 }
 
+/// A name a manifest may list: a plain file name (no `/`, not starting with `.`).
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.starts_with('.')
+}
+
+/// How fast a backup copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupRate {
+    /// Adaptive (the default): the copy writes in small slices, each made durable before
+    /// the next, and after each one rests for nine times as long as the slice took, so it
+    /// takes at most about a tenth of the disk's time, whatever the disk, and a WAL fsync
+    /// never queues behind more than one slice.
+    #[default]
+    Adaptive,
+    /// At most this many bytes per second (0: unlimited).
+    BytesPerSec(u64),
+    /// As fast as the disk goes.
+    Unlimited,
+}
+
+/// Options of a backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// How fast the copy goes. Default [`BackupRate::Adaptive`].
+    pub rate: BackupRate,
+}
+
 /// What a backup did.
 #[derive(Debug, Clone)]
 pub struct BackupReport {
@@ -211,6 +265,8 @@ pub struct BackupReport {
     pub manifest: BackupManifest,
     /// Store bytes copied.
     pub bytes_copied: u64,
+    /// WAL bytes copied (the segment files in the backup).
+    pub wal_bytes: u64,
     /// Wall time taken, seconds.
     pub seconds: f64,
 }
@@ -218,6 +274,12 @@ pub struct BackupReport {
 /// Reads and checks the `BACKUP` manifest of a backup directory.
 pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest> {
     let path = dir.join(BACKUP_MANIFEST);
+    if !storage.exists(&path) {
+        return Err(Error::Config(format!(
+            "{} is not a complete backup: it has no {BACKUP_MANIFEST} manifest (a backup that failed or is still being written never has one); use another backup, or take a new one",
+            dir.display()
+        )));
+    }
     let f = storage
         .open(&path, OpenMode::Read)
         .map_err(|e| Error::io("open backup manifest", &path, e))?;
@@ -236,7 +298,7 @@ pub fn read_backup_manifest(storage: &dyn Storage, dir: &Path) -> Result<BackupM
 }
 
 /// CRC32C of a file's first `len` bytes, read in large chunks.
-fn file_crc(file: &dyn StorageFile, path: &Path, len: u64) -> Result<u32> {
+pub(crate) fn file_crc(file: &dyn StorageFile, path: &Path, len: u64) -> Result<u32> {
     let mut buf = vec![0u8; 8 << 20];
     let mut crc = 0u32;
     let mut off = 0u64;
@@ -317,36 +379,66 @@ fn write_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Re
     })
 }
 
-/// Copies the committed bytes of `view` (all of them, or those past `base`'s) into a new
-/// backup directory `dest`, stamped `created_ms`. The caller has taken a checkpoint and
-/// holds `view` so that the file cannot go away during the copy.
+/// What a backup copies besides the store: its identity, its base, its WAL, its pace.
+pub(crate) struct BackupJob<'a> {
+    /// Node the database belongs to.
+    pub node_id: u64,
+    /// The new backup directory.
+    pub dest: &'a Path,
+    /// The base of an incremental backup.
+    pub base: Option<&'a BackupManifest>,
+    /// Stamp of the backup, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Where the WAL after the checkpoint is read.
+    pub wal: WalSource,
+    /// The copy's pace.
+    pub rate: BackupRate,
+}
+
+/// Copies the committed bytes of `view` (all of them, or those past `base`'s), then the WAL
+/// from its checkpoint to the durable end, into a new backup directory. The caller has
+/// taken a checkpoint and holds `view` so that the file cannot go away during the copy. A
+/// failure removes the half-written `<dest>.tmp`.
 pub(crate) fn write_backup(
     storage: &Arc<dyn Storage>,
     view: &TreeView,
-    node_id: u64,
-    dest: &Path,
-    base: Option<&BackupManifest>,
-    created_ms: u64,
+    job: &BackupJob<'_>,
+) -> Result<BackupReport> {
+    let tmp = fresh_tmp_dir(storage, job.dest)?;
+    let res = write_backup_in(storage, view, job, &tmp);
+    if res.is_err() {
+        // Best effort: what stays is a `.tmp`, which no reader takes for a backup.
+        let _ = remove_tree(&**storage, &tmp);
+    }
+    res
+}
+
+fn write_backup_in(
+    storage: &Arc<dyn Storage>,
+    view: &TreeView,
+    job: &BackupJob<'_>,
+    tmp: &Path,
 ) -> Result<BackupReport> {
     let start = Instant::now();
-    let tmp = fresh_tmp_dir(storage, dest)?;
     let committed = view.committed;
-    let base_len = increment_start(base, view, node_id)?;
-    let base_crc = base.map_or(0, |b| b.store_crc);
+    let base_len = increment_start(job.base, view, job.node_id)?;
+    let base_crc = job.base.map_or(0, |b| b.store_crc);
     let manifest_stub = BackupManifest {
-        node_id,
+        node_id: job.node_id,
         generation: view.file.generation,
         checkpoint_offset: view.ckpt_offset,
         committed_len: committed,
         checkpoint_lsn: view.ckpt.lsn,
-        created_ms,
+        created_ms: job.created_ms,
+        end_lsn: view.ckpt.lsn,
         base_len,
         base_crc,
         store_crc: 0,
         files: Vec::new(),
     };
     let part_name = manifest_stub.store_part_name();
-    let (copied, part_crc) = copy_store_part(storage, view, base_len, &tmp.join(&part_name))?;
+    let (copied, part_crc) =
+        copy_store_part(storage, view, base_len, &tmp.join(&part_name), job.rate)?;
     // The base's manifest already holds the CRC of its bytes (which never change below its
     // committed length), and CRCs combine.
     let store_crc = if base_len > 0 {
@@ -354,8 +446,22 @@ pub(crate) fn write_backup(
     } else {
         part_crc
     };
+    let mut limit = RateLimit::new(match job.rate {
+        BackupRate::BytesPerSec(r) => Some(r),
+        _ => None,
+    });
+    let (wal_files, end_lsn) = copy_wal(
+        storage,
+        &job.wal,
+        view.ckpt.lsn + 1,
+        job.node_id,
+        tmp,
+        &mut limit,
+    )?;
+    let wal_bytes = wal_files.iter().map(|f| f.len).sum();
     let manifest_stub = BackupManifest {
         store_crc,
+        end_lsn: end_lsn.max(view.ckpt.lsn),
         ..manifest_stub
     };
     let part = BackupFile {
@@ -365,22 +471,38 @@ pub(crate) fn write_backup(
     };
     let engine_manifest = write_file(
         &**storage,
-        &tmp,
+        tmp,
         MANIFEST_NAME,
         &manifest_stub.engine_manifest().encode(),
     )?;
+    let mut files = vec![part, engine_manifest];
+    files.extend(wal_files);
     let manifest = BackupManifest {
-        files: vec![part, engine_manifest],
+        files,
         ..manifest_stub
     };
-    write_file(&**storage, &tmp, BACKUP_MANIFEST, &manifest.encode())?;
-    publish_dir(storage, &tmp, dest)?;
+    write_file(&**storage, tmp, BACKUP_MANIFEST, &manifest.encode())?;
+    publish_dir(storage, tmp, job.dest)?;
     Ok(BackupReport {
-        dir: dest.to_path_buf(),
+        dir: job.dest.to_path_buf(),
         manifest,
         bytes_copied: copied,
+        wal_bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes a directory and everything in it (a backup holds files and its `wal/`).
+pub(crate) fn remove_tree(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
+        let p = dir.join(name);
+        if storage.remove_file(&p).is_err() {
+            remove_tree(storage, &p)?;
+        }
+    }
+    storage
+        .remove_dir(dir)
+        .map_err(|e| Error::io("remove directory", dir, e))
 }
 
 /// Creates `<dest>.tmp`, the directory a backup is written in before it gets its final
@@ -400,12 +522,7 @@ fn fresh_tmp_dir(storage: &Arc<dyn Storage>, dest: &Path) -> Result<PathBuf> {
     let tmp = dest.with_file_name(tmp_name);
     if storage.exists(&tmp) {
         // A leftover of a backup that crashed: it never got its final name.
-        for name in storage.list(&tmp).map_err(|e| Error::io("list", &tmp, e))? {
-            let p = tmp.join(name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove stale backup file", &p, e))?;
-        }
+        remove_tree(&**storage, &tmp)?;
     }
     storage
         .create_dir_all(&tmp)
@@ -440,9 +557,13 @@ fn copy_store_part(
     view: &TreeView,
     base_len: u64,
     part_path: &Path,
+    rate: BackupRate,
 ) -> Result<(u64, u32)> {
     let committed = view.committed;
     let part_bytes = &view.map.bytes()[base_len as usize..committed as usize];
+    if rate != BackupRate::Unlimited && rate != BackupRate::BytesPerSec(0) {
+        return copy_paced(&**storage, part_bytes, part_path, rate);
+    }
     // The copy (in slices, written to the disk as it goes, then fsynced) and the
     // one CRC pass over the bytes copied run at the same time, on two threads: the CRC reads
     // the mapped store, the copy reads the file, and both see the same committed bytes,
@@ -477,6 +598,40 @@ fn copy_store_part(
     Ok((copied, part_crc))
 }
 
+/// Writes `bytes` into the new file `to` in slices of [`PACED_SLICE`], each made durable
+/// before the next, at the pace `rate` asks for; returns the length and CRC32C.
+fn copy_paced(
+    storage: &dyn Storage,
+    bytes: &[u8],
+    to: &Path,
+    rate: BackupRate,
+) -> Result<(u64, u32)> {
+    let f = storage
+        .open(to, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", to, e))?;
+    let mut limit = RateLimit::new(match rate {
+        BackupRate::BytesPerSec(r) => Some(r),
+        _ => None,
+    });
+    let mut crc = 0u32;
+    let mut off = 0u64;
+    for slice in bytes.chunks(PACED_SLICE) {
+        let t = Instant::now();
+        crc = crc32c::crc32c_append(crc, slice);
+        f.write_all_at(slice, off)
+            .map_err(|e| Error::io("write", to, e))?;
+        f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
+        off += slice.len() as u64;
+        if limit.is_limited() {
+            limit.take(slice.len() as u64);
+        } else {
+            std::thread::sleep(t.elapsed() * ADAPTIVE_REST);
+        }
+    }
+    f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
+    Ok((off, crc))
+}
+
 /// Gives the whole backup in `tmp` its final name `dest`: fsync the directory, rename,
 /// fsync the parent.
 fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()> {
@@ -494,22 +649,80 @@ fn publish_dir(storage: &Arc<dyn Storage>, tmp: &Path, dest: &Path) -> Result<()
 
 /// Backs up the database directory `data` into `dest` without opening the database, so it
 /// works on a directory that a running `duplexd` holds: the manifest names the committed
-/// checkpoint, and the store's bytes below it never change. Does not take a checkpoint
-/// (records after the last one are in the WAL and its archive).
+/// checkpoint (the store's bytes below it never change), and the WAL from that checkpoint
+/// to the durable end the files hold is copied with it (fsynced first), so the backup
+/// restores on its own. Does not take a checkpoint. The default pace
+/// ([`BackupOptions::default`]).
 pub fn backup_dir(
     storage: &Arc<dyn Storage>,
     data: &Path,
     dest: &Path,
     base: Option<&Path>,
 ) -> Result<BackupReport> {
+    backup_dir_with(storage, data, dest, base, &BackupOptions::default())
+}
+
+/// [`backup_dir`] with options. A checkpoint of the running server that removes WAL
+/// segments the copy still needed makes it start over (three times at most).
+pub fn backup_dir_with(
+    storage: &Arc<dyn Storage>,
+    data: &Path,
+    dest: &Path,
+    base: Option<&Path>,
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
     let base = match base {
         Some(b) => Some(read_backup_manifest(&**storage, b)?),
         None => None,
     };
-    // A compaction may switch generations between reading the manifest and opening the
-    // store; read again until both agree.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let view = read_view(storage, data)?;
+        let node_id = view
+            .file
+            .file
+            .map(crate::format::FILE_HEADER_LEN as u64)
+            .ok()
+            .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
+            .map(|h| h.node_id)
+            .ok_or_else(|| {
+                Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header"))
+            })?;
+        let job = BackupJob {
+            node_id,
+            dest,
+            base: base.as_ref(),
+            // No database and so no configured clock here: the system's stamps it.
+            created_ms: duplex_wal::now_ms(),
+            wal: WalSource {
+                dir: data.join(crate::db::WAL_DIR),
+                until: None,
+                sync_first: true,
+            },
+            rate: opts.rate,
+        };
+        match write_backup(storage, &view, &job) {
+            Err(Error::Wal(
+                e @ (duplex_wal::Error::LsnUnavailable { .. } | duplex_wal::Error::Gap { .. }),
+            )) => {
+                if attempt >= 3 {
+                    return Err(Error::Config(format!(
+                        "the WAL in {} no longer held the records after the backup's checkpoint three times running (the server's checkpoints removed them during the copy): run the backup again, or take it with DUPLEX.BACKUP on the server ({e})",
+                        data.display()
+                    )));
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The committed store of `data`, read again if a compaction switches generations between
+/// reading the manifest and opening the store.
+fn read_view(storage: &Arc<dyn Storage>, data: &Path) -> Result<TreeView> {
     let mut tries = 0;
-    let view = loop {
+    loop {
         let m = crate::store::read_manifest(&**storage, data)?.ok_or_else(|| {
             Error::Config(format!(
                 "{} holds no Duplex database (no MANIFEST)",
@@ -517,196 +730,11 @@ pub fn backup_dir(
             ))
         })?;
         match crate::store::open_store_readonly(storage, data, &m) {
-            Ok(v) => break v,
+            Ok(v) => return Ok(v),
             Err(Error::Io { .. }) if tries < 5 => tries += 1,
             Err(e) => return Err(e),
         }
-    };
-    let node_id = view
-        .file
-        .file
-        .map(crate::format::FILE_HEADER_LEN as u64)
-        .ok()
-        .and_then(|m| crate::format::StoreHeader::decode(m.bytes()).ok())
-        .map(|h| h.node_id)
-        .ok_or_else(|| Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header")))?;
-    // No database and so no configured clock here: the backup is stamped by the system's.
-    write_backup(
-        storage,
-        &view,
-        node_id,
-        dest,
-        base.as_ref(),
-        duplex_wal::now_ms(),
-    )
-}
-
-/// What [`apply_retention`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    /// Backup directories deleted.
-    pub backups_removed: Vec<PathBuf>,
-    /// Archived WAL segments deleted.
-    pub segments_removed: Vec<PathBuf>,
-}
-
-/// Keeps the newest `keep` complete backups under `backups_root` (directories holding a
-/// valid `BACKUP` manifest, ordered by creation time) and the archive they need: older
-/// backups are deleted, then archived segments wholly below the oldest kept backup's
-/// checkpoint. Call it after a backup completed, never before, so there is always a way
-/// back. Incomplete `*.tmp` directories are left alone; a backup that others in the kept
-/// set build on (incremental chains) is kept with them.
-pub fn apply_retention(
-    storage: &dyn Storage,
-    backups_root: &Path,
-    archive_dir: Option<&Path>,
-    keep: usize,
-) -> Result<RetentionReport> {
-    if keep == 0 {
-        return Err(Error::Config(
-            "retention must keep at least one backup".into(),
-        ));
     }
-    let mut found: Vec<(BackupManifest, PathBuf)> = Vec::new();
-    for name in storage
-        .list(backups_root)
-        .map_err(|e| Error::io("list", backups_root, e))?
-    {
-        let dir = backups_root.join(&name);
-        if name.ends_with(".tmp") || !storage.exists(&dir.join(BACKUP_MANIFEST)) {
-            continue;
-        }
-        if let Ok(m) = read_backup_manifest(storage, &dir) {
-            found.push((m, dir));
-        }
-    }
-    found.sort_by_key(|(m, _)| (m.created_ms, m.checkpoint_lsn));
-    let mut report = RetentionReport::default();
-    if found.len() <= keep {
-        return Ok(report);
-    }
-    let mut first_kept = found.len() - keep;
-    // An incremental backup needs its whole chain back to a full one.
-    while first_kept > 0 && found[first_kept].0.is_incremental() {
-        first_kept -= 1;
-    }
-    for (_, dir) in &found[..first_kept] {
-        for name in storage.list(dir).map_err(|e| Error::io("list", dir, e))? {
-            let p = dir.join(name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| Error::io("remove backup file", &p, e))?;
-        }
-        storage
-            .remove_dir(dir)
-            .map_err(|e| Error::io("remove backup directory", dir, e))?;
-        report.backups_removed.push(dir.clone());
-    }
-    if let (Some(archive), Some((oldest, _))) = (archive_dir, found.get(first_kept)) {
-        report.segments_removed =
-            duplex_wal::prune_archive(storage, archive, oldest.checkpoint_lsn + 1)?;
-    }
-    Ok(report)
-}
-
-/// Restores a backup chain (a full backup, then zero or more incrementals, oldest first)
-/// into the empty directory `into`: verifies every file, assembles the store, writes the
-/// engine manifest. Returns the last backup's manifest. The result still needs a WAL: see
-/// [`crate::roll_forward`].
-pub fn restore_chain(
-    storage: &Arc<dyn Storage>,
-    chain: &[PathBuf],
-    into: &Path,
-) -> Result<BackupManifest> {
-    let Some(first) = chain.first() else {
-        return Err(Error::Config("no backup given to restore".into()));
-    };
-    if storage.exists(into)
-        && !storage
-            .list(into)
-            .map_err(|e| Error::io("list", into, e))?
-            .is_empty()
-    {
-        return Err(Error::Config(format!(
-            "{} is not empty; restore into an empty directory",
-            into.display()
-        )));
-    }
-    let mut manifests = Vec::with_capacity(chain.len());
-    for dir in chain {
-        manifests.push(verify_backup(&**storage, dir)?);
-    }
-    let m0 = &manifests[0];
-    if m0.is_incremental() {
-        return Err(Error::Config(format!(
-            "{} is an incremental backup; a chain starts with a full backup",
-            first.display()
-        )));
-    }
-    for (w, dir) in manifests.windows(2).zip(&chain[1..]) {
-        let (prev, next) = (&w[0], &w[1]);
-        if !next.is_incremental()
-            || next.node_id != prev.node_id
-            || next.generation != prev.generation
-            || next.base_len != prev.committed_len
-            || next.base_crc != prev.store_crc
-        {
-            return Err(Error::Config(format!(
-                "{} does not continue the chain (its base is {} bytes with CRC {:#010x}; the previous backup has {} bytes with CRC {:#010x})",
-                dir.display(),
-                next.base_len,
-                next.base_crc,
-                prev.committed_len,
-                prev.store_crc
-            )));
-        }
-    }
-    storage
-        .create_dir_all(into)
-        .map_err(|e| Error::io("create directory", into, e))?;
-    let last = manifests.last().cloned().unwrap_or_else(|| m0.clone());
-    let store = into.join(store_file_name(last.generation));
-    storage
-        .copy_prefix(&first.join(m0.store_part_name()), &store, m0.committed_len)
-        .map_err(|e| Error::io("copy store", &store, e))?;
-    let out = storage
-        .open(&store, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", &store, e))?;
-    for (m, dir) in manifests.iter().zip(chain).skip(1) {
-        let part = dir.join(m.store_part_name());
-        let src = storage
-            .open(&part, OpenMode::Read)
-            .map_err(|e| Error::io("open", &part, e))?;
-        let mut buf = vec![0u8; 8 << 20];
-        let mut off = 0u64;
-        let len = m.committed_len - m.base_len;
-        while off < len {
-            let n = (len - off).min(buf.len() as u64) as usize;
-            src.read_exact_at(&mut buf[..n], off)
-                .map_err(|e| Error::io("read", &part, e))?;
-            out.write_all_at(&buf[..n], m.base_len + off)
-                .map_err(|e| Error::io("write", &store, e))?;
-            off += n as u64;
-        }
-    }
-    out.sync_data().map_err(|e| Error::io("fsync", &store, e))?;
-    // The assembled image must be exactly what the last backup saw.
-    let crc = file_crc(&*out, &store, last.committed_len)?;
-    if crc != last.store_crc {
-        return Err(Error::corrupt(
-            &store,
-            0,
-            CorruptKind::CrcMismatch {
-                expected: last.store_crc,
-                actual: crc,
-            },
-        ));
-    }
-    write_manifest(&**storage, into, &last.engine_manifest())?;
-    storage
-        .sync_dir(into)
-        .map_err(|e| Error::io("fsync directory", into, e))?;
-    Ok(last)
 }
 
 #[cfg(test)]
@@ -722,14 +750,22 @@ mod tests {
             committed_len: 5000,
             checkpoint_lsn: 77,
             created_ms: 1,
+            end_lsn: 90,
             base_len: 100,
             base_crc: 5,
             store_crc: 6,
-            files: vec![BackupFile {
-                name: "store-000002.dpx.inc".into(),
-                len: 4900,
-                crc: 9,
-            }],
+            files: vec![
+                BackupFile {
+                    name: "store-000002.dpx.inc".into(),
+                    len: 4900,
+                    crc: 9,
+                },
+                BackupFile {
+                    name: "00000000000000000001.wal".into(),
+                    len: 100,
+                    crc: 10,
+                },
+            ],
         };
         let b = m.encode();
         assert_eq!(BackupManifest::decode(&b), Ok(m));
@@ -741,5 +777,35 @@ mod tests {
         for cut in 0..b.len() {
             assert!(BackupManifest::decode(&b[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn a_version_1_manifest_still_reads_with_its_end_at_the_checkpoint() {
+        let m = BackupManifest {
+            node_id: 1,
+            generation: 2,
+            checkpoint_offset: 4096,
+            committed_len: 5000,
+            checkpoint_lsn: 77,
+            created_ms: 1,
+            end_lsn: 77,
+            base_len: 0,
+            base_crc: 0,
+            store_crc: 6,
+            files: vec![BackupFile {
+                name: "store-000002.dpx".into(),
+                len: 5000,
+                crc: 9,
+            }],
+        };
+        // Version 1: no end_lsn field.
+        let v2 = m.encode();
+        let mut v1 = v2[..8].to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[12..68]);
+        v1.extend_from_slice(&v2[76..v2.len() - 4]);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(BackupManifest::decode(&v1), Ok(m));
     }
 }
