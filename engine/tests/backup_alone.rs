@@ -107,7 +107,7 @@ fn writer(db: &Arc<Database>, log: &Log, stop: &Arc<AtomicBool>) -> std::thread:
 
 #[test]
 fn the_drill_restores_a_backup_alone_to_its_end_lsn_and_with_the_archive_to_the_end() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Arc::new(Database::open(&data, cfg(&archive)).expect("open"));
     let log: Log = Arc::default();
@@ -171,7 +171,7 @@ fn the_drill_restores_a_backup_alone_to_its_end_lsn_and_with_the_archive_to_the_
 
 #[test]
 fn an_incremental_chain_restores_alone_to_the_last_backups_end_and_on_with_the_archive() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     let log: Log = Arc::default();
@@ -217,7 +217,7 @@ fn an_incremental_chain_restores_alone_to_the_last_backups_end_and_on_with_the_a
 
 #[test]
 fn a_point_in_time_inside_a_write_group_applies_exactly_the_records_up_to_it() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..100 {
@@ -262,7 +262,7 @@ fn a_point_in_time_inside_a_write_group_applies_exactly_the_records_up_to_it() {
 
 #[test]
 fn a_backup_of_a_directory_from_outside_carries_its_wal_tail() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     let log: Log = Arc::default();
@@ -333,7 +333,7 @@ fn a_failed_backup_leaves_nothing_that_looks_like_a_backup() {
 
 #[test]
 fn verify_refuses_a_directory_without_a_complete_manifest() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..300 {
@@ -376,7 +376,7 @@ fn verify_refuses_a_directory_without_a_complete_manifest() {
 
 #[test]
 fn the_highest_epoch_survives_checkpoints_restarts_backups_and_the_archive() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     assert_eq!(db.max_epoch(), 0);

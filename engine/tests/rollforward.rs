@@ -113,10 +113,11 @@ fn rf(
     Ok((r.to_lsn, contents(&db)))
 }
 
-/// A time target that falls inside an atomic group stops before the group (as an LSN
-/// target does), whatever the chunk size.
+/// A time target that falls inside a complete atomic group applies the group's records
+/// stamped at or before it and none after (the point-in-time unit is one record: one
+/// client command or MULTI/EXEC), whatever the chunk size.
 #[test]
-fn a_time_target_inside_an_atomic_group_stops_before_the_group() {
+fn a_time_target_inside_an_atomic_group_applies_the_records_up_to_it() {
     let (t, backup, archive, w) = setup(|ms| put_payload(ms, "g2"));
     let one = rf(
         &t,
@@ -129,8 +130,12 @@ fn a_time_target_inside_an_atomic_group_stops_before_the_group() {
     )
     .expect("one chunk");
     assert!(
-        !one.1.contains_key(&b"g1"[..]),
-        "no part of the group is applied"
+        one.1.contains_key(&b"g1"[..]),
+        "the group's record stamped at the target is applied"
+    );
+    assert!(
+        !one.1.contains_key(&b"g2"[..]) && !one.1.contains_key(&b"g3"[..]),
+        "its records stamped after the target are not"
     );
     assert!(
         one.1.contains_key(&b"k01999"[..]),

@@ -121,7 +121,7 @@ fn restore(chain: &[PathBuf], archive: Option<&Path>, into: &Path, extra: &[&str
 /// What the drill left: two backups (a full one taken while a writer ran, an incremental
 /// on it), an archive of everything, the write group's LSNs, and every write acknowledged.
 struct Drill {
-    t: tempfile::TempDir,
+    t: duplex_testkit::TempDir,
     archive: PathBuf,
     b1: PathBuf,
     b2: PathBuf,
@@ -133,7 +133,7 @@ struct Drill {
 /// Writes, backs up online while a writer goes on, keeps writing (an incremental backup,
 /// more writes, a write group), archives, and loses the data directory.
 fn drill() -> Drill {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Arc::new(Database::open(&data, cfg(&archive)).expect("open"));
     let log: Log = Arc::default();
@@ -304,7 +304,7 @@ fn the_drill_with_an_incremental_chain_and_a_point_in_time_inside_a_write_group(
 
 #[test]
 fn verify_never_calls_a_half_written_backup_ok() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     for i in 0..500 {
@@ -335,7 +335,7 @@ fn verify_never_calls_a_half_written_backup_ok() {
 
 #[test]
 fn dump_shows_epoch_records_and_restore_reports_nothing_lost() {
-    let t = tempfile::tempdir().expect("tempdir");
+    let t = duplex_testkit::temp_dir();
     let (data, archive) = (t.path().join("data"), t.path().join("archive"));
     let db = Database::open(&data, cfg(&archive)).expect("open");
     db.put(b"a", b"1").expect("put");
