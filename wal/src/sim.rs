@@ -111,9 +111,11 @@ impl Exhaustion {
 
 /// An injected exhaustion: operations of kind `op` fail with `error` once `countdown`
 /// more of them have passed; a persistent one keeps failing until lifted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct OpFault {
     op: SimOp,
+    /// Only operations on paths under this one (a file or a directory); `None`: any.
+    under: Option<PathBuf>,
     error: Exhaustion,
     countdown: u64,
     persistent: bool,
@@ -167,6 +169,8 @@ struct SimFile {
     node: Node,
     state: Arc<Mutex<State>>,
     writable: bool,
+    /// The name it was opened under (for faults injected under a path).
+    path: PathBuf,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -185,11 +189,12 @@ impl State {
 
     /// [`State::tick`], then the exhaustion injected for operations of kind `op`, if its
     /// turn has come.
-    fn enter(&mut self, op: SimOp) -> io::Result<()> {
+    fn enter(&mut self, op: SimOp, path: &Path) -> io::Result<()> {
         self.tick()?;
         let mut failed = None;
         self.faults.retain_mut(|f| {
-            if f.op != op || failed.is_some() {
+            let applies = f.op == op && f.under.as_ref().is_none_or(|u| path.starts_with(u));
+            if !applies || failed.is_some() {
                 return true;
             }
             if f.countdown > 1 {
@@ -256,18 +261,32 @@ impl SimStorage {
     /// Makes operations of kind `op` fail with `error` from the `n`-th one from now (1 = the
     /// next) on, until [`SimStorage::give_back`].
     pub fn fail_op(&self, op: SimOp, error: Exhaustion, n: u64) {
-        self.push_fault(op, error, n, true);
+        self.push_fault(op, None, error, n, true);
     }
 
     /// Makes only the `n`-th operation of kind `op` from now (1 = the next) fail with
     /// `error`.
     pub fn fail_op_once(&self, op: SimOp, error: Exhaustion, n: u64) {
-        self.push_fault(op, error, n, false);
+        self.push_fault(op, None, error, n, false);
     }
 
-    fn push_fault(&self, op: SimOp, error: Exhaustion, n: u64, persistent: bool) {
+    /// [`SimStorage::fail_op`] for operations on paths under `under` only (a file, or a
+    /// directory and everything in it: one disk of several).
+    pub fn fail_op_under(&self, under: &Path, op: SimOp, error: Exhaustion, n: u64) {
+        self.push_fault(op, Some(under.to_path_buf()), error, n, true);
+    }
+
+    fn push_fault(
+        &self,
+        op: SimOp,
+        under: Option<PathBuf>,
+        error: Exhaustion,
+        n: u64,
+        persistent: bool,
+    ) {
         self.state.lock().faults.push(OpFault {
             op,
+            under,
             error,
             countdown: n.max(1),
             persistent,
@@ -445,10 +464,13 @@ fn parent(path: &Path) -> PathBuf {
 impl Storage for SimStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.state.lock();
-        s.enter(match mode {
-            OpenMode::Read | OpenMode::ReadWrite => SimOp::Open,
-            OpenMode::CreateNew | OpenMode::CreateTruncate => SimOp::Create,
-        })?;
+        s.enter(
+            match mode {
+                OpenMode::Read | OpenMode::ReadWrite => SimOp::Open,
+                OpenMode::CreateNew | OpenMode::CreateTruncate => SimOp::Create,
+            },
+            path,
+        )?;
         s.need_descriptor()?;
         let existing = s.live.get(path).cloned();
         let node = match (mode, existing) {
@@ -481,12 +503,13 @@ impl Storage for SimStorage {
             node,
             state: self.state.clone(),
             writable: mode != OpenMode::Read,
+            path: path.to_path_buf(),
         }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut s = self.state.lock();
-        s.enter(SimOp::List)?;
+        s.enter(SimOp::List, dir)?;
         s.need_descriptor()?;
         if !s.dirs.contains(dir) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
@@ -511,7 +534,7 @@ impl Storage for SimStorage {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.enter(SimOp::CreateDir)?;
+        s.enter(SimOp::CreateDir, dir)?;
         // Directories are durable at once: the crash tests are about files.
         for a in dir.ancestors() {
             s.dirs.insert(a.to_path_buf());
@@ -521,7 +544,7 @@ impl Storage for SimStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.enter(SimOp::Remove)?;
+        s.enter(SimOp::Remove, path)?;
         s.live
             .remove(path)
             .map(|_| ())
@@ -530,7 +553,7 @@ impl Storage for SimStorage {
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.enter(SimOp::Remove)?;
+        s.enter(SimOp::Remove, dir)?;
         if s.live.keys().any(|p| p.starts_with(dir))
             || s.dirs.iter().any(|d| d.parent() == Some(dir))
         {
@@ -544,7 +567,7 @@ impl Storage for SimStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.enter(SimOp::Rename)?;
+        s.enter(SimOp::Rename, from)?;
         if s.dirs.contains(from) {
             // A directory moves with everything in it. Simplification: the move is durable
             // at once (the tests use it only for complete, fsynced directories).
@@ -582,7 +605,7 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.enter(SimOp::SyncDir)?;
+        s.enter(SimOp::SyncDir, dir)?;
         s.need_descriptor()?;
         s.syncs += 1;
         if s.fail_sync_at == Some(s.syncs) {
@@ -613,7 +636,7 @@ impl Storage for SimStorage {
 
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
         let mut s = self.state.lock();
-        s.enter(SimOp::Lock)?;
+        s.enter(SimOp::Lock, path)?;
         s.need_descriptor()?;
         if s.locks.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
@@ -666,7 +689,7 @@ impl StorageFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         {
             let mut s = self.state.lock();
-            s.enter(SimOp::Write)?;
+            s.enter(SimOp::Write, &self.path)?;
             s.writes += 1;
             if s.fail_write_at == Some(s.writes) {
                 return Err(injected("write"));
@@ -685,7 +708,7 @@ impl StorageFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         {
             let mut s = self.state.lock();
-            s.enter(SimOp::SyncFile)?;
+            s.enter(SimOp::SyncFile, &self.path)?;
             s.syncs += 1;
             if s.fail_sync_at == Some(s.syncs) {
                 return Err(injected("fsync"));
@@ -712,7 +735,7 @@ impl StorageFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         {
             let mut s = self.state.lock();
-            s.enter(SimOp::SetLen)?;
+            s.enter(SimOp::SetLen, &self.path)?;
             self.check_growth(&s, len)?;
         }
         self.resize(len);
@@ -722,7 +745,7 @@ impl StorageFile for SimFile {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         let partial = {
             let mut s = self.state.lock();
-            s.enter(SimOp::Preallocate)?;
+            s.enter(SimOp::Preallocate, &self.path)?;
             let have = self.node.lock().live.len() as u64;
             match s.free_bytes() {
                 Some(free) if len > have && len - have > free => Some(have + free),
