@@ -566,3 +566,56 @@ fn a_full_archive_disk_never_poisons_the_local_log() {
     wal.close().expect("close");
     assert_log_is(&sim, &acked, "archive full");
 }
+
+#[test]
+fn the_simulated_exhaustions_behave_as_the_kernel_reports_them() {
+    use duplex_wal::{OpenMode, Storage};
+    let sim = SimStorage::new();
+    sim.create_dir_all(Path::new("/d")).expect("dir");
+    let errno = |r: std::io::Result<()>| r.expect_err("fails").raw_os_error();
+
+    // Only the second create fails, once.
+    sim.fail_op_once(SimOp::Create, Exhaustion::NoSpace, 2);
+    let a = sim
+        .open(Path::new("/d/a"), OpenMode::CreateNew)
+        .expect("first");
+    let second = sim.open(Path::new("/d/b"), OpenMode::CreateNew).map(|_| ());
+    assert_eq!(errno(second), Some(libc::ENOSPC));
+    let b = sim
+        .open(Path::new("/d/b"), OpenMode::CreateNew)
+        .expect("third");
+
+    // A capacity: growth past it fails, overwrites do not; removal gives space back.
+    a.write_all_at(&[1; 100], 0).expect("write");
+    sim.set_free_space(Some(50));
+    assert_eq!(sim.available_space(Path::new("/d")).expect("df"), Some(50));
+    assert_eq!(errno(b.write_all_at(&[1; 51], 0)), Some(libc::ENOSPC));
+    a.write_all_at(&[2; 100], 0)
+        .expect("an overwrite needs no space");
+    assert_eq!(errno(b.preallocate(80)), Some(libc::ENOSPC));
+    assert_eq!(b.len().expect("len"), 50, "fallocate kept what it could");
+    drop(a);
+    sim.remove_file(Path::new("/d/a")).expect("remove");
+    assert_eq!(sim.available_space(Path::new("/d")).expect("df"), Some(100));
+
+    // A descriptor limit: opening past it fails with EMFILE until a handle closes.
+    sim.set_max_open_files(Some(sim.open_files()));
+    let third = sim.open(Path::new("/d/b"), OpenMode::Read).map(|_| ());
+    assert_eq!(errno(third), Some(libc::EMFILE));
+    assert_eq!(errno(sim.sync_dir(Path::new("/d"))), Some(libc::EMFILE));
+    drop(b);
+    sim.sync_dir(Path::new("/d"))
+        .expect("a descriptor is free again");
+
+    // Faults under one directory leave the others alone; give_back lifts everything.
+    sim.create_dir_all(Path::new("/e")).expect("dir");
+    sim.fail_op_under(Path::new("/e"), SimOp::Create, Exhaustion::Quota, 1);
+    sim.open(Path::new("/d/c"), OpenMode::CreateNew)
+        .expect("other disk");
+    let quota = sim.open(Path::new("/e/c"), OpenMode::CreateNew).map(|_| ());
+    assert_eq!(errno(quota), Some(libc::EDQUOT));
+    sim.give_back();
+    sim.open(Path::new("/e/c"), OpenMode::CreateNew)
+        .expect("lifted");
+    assert_eq!(sim.available_space(Path::new("/d")).expect("df"), None);
+}
