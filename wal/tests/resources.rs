@@ -619,3 +619,140 @@ fn the_simulated_exhaustions_behave_as_the_kernel_reports_them() {
         .expect("lifted");
     assert_eq!(sim.available_space(Path::new("/d")).expect("df"), None);
 }
+
+/// A small tmpfs mounted for one test, unmounted (and its mount point removed) on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` bytes, or says why it cannot (not root, no permission to
+    /// mount in this sandbox).
+    fn mount(size: u64) -> Result<SmallFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(SmallFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_real_full_file_system_refuses_then_resumes_when_space_is_freed() {
+    let fs = match SmallFs::mount(1 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: a small tmpfs cannot be mounted here ({why})");
+            return;
+        }
+    };
+    // Another program's file takes a third of the disk.
+    let filler = fs.path().join("filler");
+    std::fs::write(&filler, vec![7u8; 340 << 10]).expect("filler");
+    let dir = fs.path().join("wal");
+    let o = WalOptions {
+        segment_size: 64 << 10,
+        max_record_size: 4096,
+        reserve_bytes: Some(0),
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&dir, o.clone()).expect("open");
+    let mut acked = BTreeMap::new();
+    let mut tag = 0u64;
+    let err = loop {
+        match wal.append(1, &payload(tag, BODY)) {
+            Ok(lsn) => {
+                acked.insert(lsn, tag);
+                tag += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(tag < 10_000, "the disk never filled");
+    };
+    assert!(
+        matches!(
+            err,
+            Error::Resource {
+                kind: ResourceKind::OutOfSpace,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!wal.is_poisoned());
+    assert!(wal.append(1, b"still full").is_err());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".wal")), "{names:?}");
+
+    // The operator frees space: writes resume by themselves.
+    std::fs::remove_file(&filler).expect("free space");
+    for _ in 0..200 {
+        let lsn = wal.append(1, &payload(tag, BODY)).expect("resumes");
+        acked.insert(lsn, tag);
+        tag += 1;
+    }
+    wal.close().expect("close");
+
+    // Reopened with a reserve larger than what is left: the next rotation is refused
+    // before the disk is full.
+    let o = WalOptions {
+        reserve_bytes: Some(1 << 20),
+        ..o
+    };
+    let wal = Wal::open(&dir, o).expect("reopen");
+    assert_eq!(wal.last_lsn(), acked.len() as u64);
+    let err = loop {
+        match wal.append(1, &payload(tag, BODY)) {
+            Ok(lsn) => {
+                acked.insert(lsn, tag);
+                tag += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::Resource {
+                kind: ResourceKind::BelowReserve { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let status = wal.space_status();
+    assert!(
+        status
+            .available_bytes
+            .is_some_and(|a| a < status.needed_bytes),
+        "{status:?}"
+    );
+    wal.close().expect("close");
+    let recs = read_all(Arc::new(duplex_wal::StdStorage), &[dir.clone()]).expect("read");
+    let got: BTreeMap<u64, u64> = recs
+        .iter()
+        .map(|r| (r.lsn, check_payload(&r.payload).expect("intact")))
+        .collect();
+    assert_eq!(got, acked);
+}
