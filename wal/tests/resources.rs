@@ -749,7 +749,8 @@ fn a_real_full_file_system_refuses_then_resumes_when_space_is_freed() {
         "{status:?}"
     );
     wal.close().expect("close");
-    let recs = read_all(Arc::new(duplex_wal::StdStorage), &[dir.clone()]).expect("read");
+    let recs =
+        read_all(Arc::new(duplex_wal::StdStorage), std::slice::from_ref(&dir)).expect("read");
     let got: BTreeMap<u64, u64> = recs
         .iter()
         .map(|r| (r.lsn, check_payload(&r.payload).expect("intact")))
