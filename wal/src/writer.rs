@@ -303,7 +303,7 @@ pub(crate) fn open_current(
         Some(s) => {
             let file = storage
                 .open(&s.path, OpenMode::ReadWrite)
-                .map_err(|e| Error::io_or_resource("open", &s.path, e))?;
+                .map_err(|e| Error::io("open", &s.path, e))?;
             if opts.preallocate {
                 match file.preallocate(opts.segment_size) {
                     // Opening needs no free space: a segment that cannot be extended now
@@ -328,8 +328,9 @@ pub(crate) fn open_current(
         }
         None => {
             let path = dir.join(segment_file_name(opts.initial_lsn));
+            // At open a failure is the open's, whatever the cause: Io, as any other.
             let file = create_segment(storage, &path, opts, opts.initial_lsn)
-                .map_err(|f| f.into_error())?;
+                .map_err(|f| Error::io(f.op, f.path, f.error))?;
             Ok(Current {
                 file,
                 seg: opts.initial_lsn,
