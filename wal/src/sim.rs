@@ -35,6 +35,11 @@ use parking_lot::Mutex;
 
 use crate::storage::{LockGuard, OpenMode, Storage, StorageFile};
 
+mod faults;
+
+use faults::OpFault;
+pub use faults::{Exhaustion, SimOp};
+
 /// What a crash keeps of unsynced writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashMode {
@@ -46,79 +51,6 @@ pub enum CrashMode {
         /// Seed for the random choices.
         seed: u64,
     },
-}
-
-/// A kind of storage operation, for [`SimStorage::fail_op`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SimOp {
-    /// Opening an existing file ([`OpenMode::Read`], [`OpenMode::ReadWrite`]).
-    Open,
-    /// Creating a file ([`OpenMode::CreateNew`], [`OpenMode::CreateTruncate`]).
-    Create,
-    /// A write into a file.
-    Write,
-    /// Setting a file's length.
-    SetLen,
-    /// Preallocating a file ([`StorageFile::preallocate`]).
-    Preallocate,
-    /// An fsync of a file.
-    SyncFile,
-    /// An fsync of a directory.
-    SyncDir,
-    /// A rename.
-    Rename,
-    /// Removing a file.
-    Remove,
-    /// Listing a directory.
-    List,
-    /// Creating directories.
-    CreateDir,
-    /// Taking a lock.
-    Lock,
-}
-
-/// A resource running out, as the kernel reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Exhaustion {
-    /// `ENOSPC`: the file system is full.
-    NoSpace,
-    /// `EDQUOT`: the user's disk quota is used up.
-    Quota,
-    /// `EMFILE`: the process has no file descriptor left.
-    NoDescriptors,
-    /// `ENFILE`: the system has no file descriptor left.
-    SystemDescriptors,
-}
-
-impl Exhaustion {
-    /// The `errno` a real call would fail with.
-    pub fn errno(self) -> i32 {
-        match self {
-            Exhaustion::NoSpace => libc::ENOSPC,
-            Exhaustion::Quota => libc::EDQUOT,
-            Exhaustion::NoDescriptors => libc::EMFILE,
-            Exhaustion::SystemDescriptors => libc::ENFILE,
-        }
-    }
-
-    /// The error a real call would return.
-    pub fn to_io_error(self) -> io::Error {
-        io::Error::from_raw_os_error(self.errno())
-    }
-}
-
-/// An injected exhaustion: operations of kind `op` fail with `error` once `countdown`
-/// more of them have passed; a persistent one keeps failing until lifted.
-#[derive(Debug, Clone)]
-struct OpFault {
-    op: SimOp,
-    /// Only operations on paths under this one (a file or a directory); `None`: any.
-    under: Option<PathBuf>,
-    error: Exhaustion,
-    countdown: u64,
-    persistent: bool,
 }
 
 #[derive(Debug, Default)]
