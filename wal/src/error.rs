@@ -218,7 +218,7 @@ impl fmt::Display for ResourceKind {
         match self {
             ResourceKind::OutOfSpace => write!(f, "the file system is out of space"),
             ResourceKind::OutOfDescriptors => {
-                write!(f, "the process is out of file descriptors")
+                write!(f, "no file descriptor is left (the process's or the system's limit)")
             }
             ResourceKind::BelowReserve { available, needed } => write!(
                 f,
