@@ -4,6 +4,8 @@
 //! header written, fsynced) and only then renamed to its segment name and the directory
 //! fsynced, so a segment file under a segment name is always complete; a failed creation
 //! removes its `.tmp`, and recovery removes any `.tmp` a crash left (docs/FORMAT.md §2).
+//! The header carries the creation time read from [`WalOptions::clock`], the timeline of
+//! [`WalOptions::timeline`] and, when preallocated, the intended length.
 //!
 //! Rotation happens *before* any record is queued for the new segment: the appender whose
 //! batch does not fit (or [`crate::Wal::rotate`]) first has everything queued written and
