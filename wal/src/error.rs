@@ -146,9 +146,86 @@ pub enum Error {
         reason: String,
     },
 
+    /// A resource the log needs ran out (disk space, or file descriptors) at a point where
+    /// nothing of the refused write had reached the log: the write was refused whole, no
+    /// LSN was used, the log is not poisoned and reads go on. The next write tries again, so
+    /// writes resume by themselves once the resource is back.
+    #[error("{op} on {path} was refused: {kind}; nothing of this write was logged and the log is intact (reads go on). Writes resume by themselves once {}", kind.remedy())]
+    Resource {
+        /// What the WAL was doing (e.g. "create segment", "preallocate").
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// Which resource ran out.
+        kind: ResourceKind,
+        /// The operating-system error, when the refusal came from one (none when the log
+        /// refused by itself because free space fell below the reserve).
+        #[source]
+        source: Option<io::Error>,
+    },
+
     /// The WAL was closed.
     #[error("the WAL is closed")]
     Closed,
+}
+
+/// The resources whose exhaustion refuses a write without poisoning the log
+/// ([`Error::Resource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResourceKind {
+    /// The file system is full (`ENOSPC`) or the user's disk quota is used up (`EDQUOT`).
+    OutOfSpace,
+    /// The process (`EMFILE`) or the whole system (`ENFILE`) has no file descriptor left.
+    OutOfDescriptors,
+    /// Free space on the log's file system is below what a new segment and
+    /// [`crate::WalOptions::reserve_bytes`] need: refused before the disk is actually full,
+    /// so that a checkpoint and the server's own files still have room.
+    BelowReserve {
+        /// Bytes free on the file system.
+        available: u64,
+        /// Bytes a new segment needs free: its size plus the reserve.
+        needed: u64,
+    },
+}
+
+impl ResourceKind {
+    /// The resource kind of an operating-system error, if it is one of exhaustion
+    /// (`ENOSPC`, `EDQUOT`, `EMFILE`, `ENFILE`).
+    pub fn of(e: &io::Error) -> Option<ResourceKind> {
+        match e.raw_os_error()? {
+            libc::ENOSPC | libc::EDQUOT => Some(ResourceKind::OutOfSpace),
+            libc::EMFILE | libc::ENFILE => Some(ResourceKind::OutOfDescriptors),
+            _ => None,
+        }
+    }
+
+    /// What brings writes back, for the error message.
+    fn remedy(&self) -> &'static str {
+        match self {
+            ResourceKind::OutOfSpace | ResourceKind::BelowReserve { .. } => {
+                "space is freed on the log's file system (delete other files or grow it; WalOptions::reserve_bytes sets the margin kept free)"
+            }
+            ResourceKind::OutOfDescriptors => {
+                "file descriptors are free again (close connections or files, or raise the open-file limit: ulimit -n)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceKind::OutOfSpace => write!(f, "the file system is out of space"),
+            ResourceKind::OutOfDescriptors => {
+                write!(f, "no file descriptor is left (the process's or the system's limit)")
+            }
+            ResourceKind::BelowReserve { available, needed } => write!(
+                f,
+                "only {available} bytes are free on the log's file system, below the {needed} bytes a new segment and the reserve need"
+            ),
+        }
+    }
 }
 
 /// The ways bytes on disk can be wrong.
@@ -282,9 +359,36 @@ impl Error {
         )
     }
 
+    /// Builds an [`Error::Resource`] if `source` is an exhaustion error (no space, no
+    /// descriptors), else an [`Error::Io`]: for operations that leave nothing of a record
+    /// half written, where running out is a refusal, not a disk failure.
+    pub(crate) fn io_or_resource(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> Self {
+        match ResourceKind::of(&source) {
+            Some(kind) => Error::Resource {
+                op,
+                path: path.into(),
+                kind,
+                source: Some(source),
+            },
+            None => Error::io(op, path, source),
+        }
+    }
+
+    /// True when a write was refused because disk space or file descriptors ran out
+    /// ([`Error::Resource`]): nothing of it was logged, the log goes on, and writes resume by
+    /// themselves once the resource is back. A server answers such a write with an error
+    /// naming the cause and keeps serving reads.
+    pub fn is_resource(&self) -> bool {
+        matches!(self, Error::Resource { .. })
+    }
+
     /// True when the log can take no more writes in this process: a write, fsync or file
     /// operation failed (the log is poisoned, fail-stop). Refusals of one request (too
-    /// large, empty batch) and a closed log are not fatal.
+    /// large, empty batch, a resource that ran out) and a closed log are not fatal.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Io { .. } | Error::Poisoned { .. })
     }

@@ -3,7 +3,11 @@
 //! A tour of the main types:
 //! - [`Wal`] is the log: [`Wal::append`] and [`Wal::append_batch`] from any number of
 //!   threads, acknowledged under a [`SyncPolicy`] with group commit (one write and one fsync
-//!   for everything queued meanwhile). A failed write or fsync poisons the log.
+//!   for everything queued meanwhile). A failed write or fsync poisons the log. Running out
+//!   of space or descriptors while creating the next segment (module `rotation`), or free
+//!   space below [`WalOptions::reserve_bytes`], refuses the append with
+//!   [`Error::Resource`] instead: nothing logged, not poisoned, writes resume by themselves;
+//!   [`Wal::space_status`] shows free space, the reserve and any refusal.
 //! - [`Wal::open`] recovers (module `recovery`): it checks every segment, cuts a torn tail
 //!   (reported in a [`RecoveryReport`]) and refuses mid-log corruption with
 //!   [`Error::Corrupt`], naming file and offset. The write path (group commit, rotation,
@@ -25,8 +29,9 @@
 //!   history.
 //! - Segment headers are format version 2 (timeline, intended length); version 1 is read.
 //! - [`Storage`] is the file-system trait every byte goes through: [`StdStorage`] for real,
-//!   [`sim::SimStorage`] for crash, torn-write and fsync-failure tests. The few calls that
-//!   need `unsafe` (libc, memmap2) are gathered in module `sys`, each with its reason.
+//!   [`sim::SimStorage`] for crash, torn-write, fsync-failure and out-of-space or
+//!   out-of-descriptor tests. The few calls that need `unsafe` (libc, memmap2) are gathered
+//!   in module `sys`, each with its reason; free space comes from `rustix`'s `statvfs`.
 //!
 //! The byte layouts are specified in `docs/FORMAT.md` and implemented in
 //! [`format`](mod@format); every integer is read through [`le`].
@@ -45,6 +50,7 @@ pub mod le;
 mod options;
 mod reader;
 mod recovery;
+mod rotation;
 mod segment;
 pub mod sim;
 mod std_storage;
@@ -58,11 +64,12 @@ pub use archive::{
 };
 pub use archive_check::{check_archive, ArchiveHistory, ArchiveReport};
 pub use clock::{now_ms, Clock, ManualClock, SystemClock};
-pub use error::{CorruptKind, Error, Result};
+pub use error::{CorruptKind, Error, ResourceKind, Result};
 pub use follow::ArchiveStatus;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
 pub use recovery::{RecoveryReport, SegmentInfo, Truncation};
+pub use rotation::SpaceStatus;
 pub use std_storage::StdStorage;
 pub use storage::{sync_file_and_dir, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 pub use wal::{Entry, Wal};

@@ -60,6 +60,14 @@ pub struct WalOptions {
     /// Reserve each new segment's full size up front (fallocate), so that appends overwrite
     /// allocated blocks and fdatasync has no allocation metadata to write. Default true.
     pub preallocate: bool,
+    /// Free space the log leaves on its file system, in bytes: a new segment is created only
+    /// while at least its size plus this reserve is free (checked through
+    /// [`crate::Storage::available_space`] before each rotation), so that the log refuses
+    /// writes ([`crate::Error::Resource`], not a disk failure) before the disk is actually
+    /// full and a checkpoint and the server's own small files still have room. `None` (the
+    /// default) reserves one segment size; `Some(0)` turns the check off. The first segment
+    /// of an empty log is created at open without this check.
+    pub reserve_bytes: Option<u64>,
     /// Handling of mid-log damage at open. Default [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
     /// If set, the archive root: the log's segments are copied into its lineage
@@ -103,6 +111,7 @@ impl Default for WalOptions {
             max_record_size: 16 << 20,
             sync: SyncPolicy::Always,
             preallocate: true,
+            reserve_bytes: None,
             recovery: RecoveryMode::Strict,
             archive_dir: None,
             archive_lag_ms: 1000,
@@ -115,6 +124,11 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// The reserve in force: [`WalOptions::reserve_bytes`], or one segment size when unset.
+    pub fn effective_reserve(&self) -> u64 {
+        self.reserve_bytes.unwrap_or(self.segment_size)
+    }
+
     /// Checks the options; the message names the field and its bounds.
     pub fn validate(&self) -> Result<()> {
         if self.segment_size < 4096 {

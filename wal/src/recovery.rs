@@ -9,7 +9,8 @@
 //!   `.broken` copy is kept) is cut; anything else is refused with file and offset;
 //! - a cut is made durable by overwriting the cut bytes with zeros and fsyncing, so no later
 //!   reader can see them again;
-//! - a last segment whose header never reached the disk held nothing: it is removed.
+//! - a last segment whose header never reached the disk held nothing: it is removed, and
+//!   so is a segment whose creation never finished (`<name>.tmp`, module `rotation`).
 //!
 //! How a segment's records stop (clean end, torn tail, corruption) is decided by
 //! [`crate::segment`], the one classification shared with readers.
@@ -20,6 +21,7 @@ use crate::archive::archive_subdir;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{parse_segment_file_name, SegmentHeader};
 use crate::options::{RecoveryMode, WalOptions};
+use crate::rotation::CREATING_SUFFIX;
 use crate::segment::{header_never_written, scan_segment, SegmentScan, Tail};
 use crate::storage::{OpenMode, Storage};
 
@@ -34,7 +36,8 @@ pub struct RecoveryReport {
     pub last_lsn: u64,
     /// The tail that was cut, if any.
     pub truncated: Option<Truncation>,
-    /// Segment files removed because their header was never completely written.
+    /// Segment files removed because their header was never completely written, or their
+    /// creation never finished (`<name>.tmp`, left by a crash or a failed creation).
     pub removed_segments: Vec<PathBuf>,
 }
 
@@ -80,6 +83,7 @@ pub(crate) fn recover(
     let names = segment_names(storage, dir)?;
     let mut report = RecoveryReport {
         segments: names.len(),
+        removed_segments: remove_unfinished(storage, dir)?,
         ..RecoveryReport::default()
     };
     let mut list: Vec<SegmentInfo> = Vec::new();
@@ -148,6 +152,32 @@ fn segment_names(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, String)>
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Removes, durably, the segments whose creation never finished (`<name>.tmp`): they were
+/// never part of the log. Returns their paths.
+fn remove_unfinished(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>> {
+    let unfinished: Vec<PathBuf> = storage
+        .list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?
+        .into_iter()
+        .filter(|n| {
+            n.strip_suffix(CREATING_SUFFIX)
+                .is_some_and(|seg| parse_segment_file_name(seg).is_some())
+        })
+        .map(|n| dir.join(n))
+        .collect();
+    for p in &unfinished {
+        storage
+            .remove_file(p)
+            .map_err(|e| Error::io("remove unfinished segment", p, e))?;
+    }
+    if !unfinished.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    Ok(unfinished)
 }
 
 /// Removes a last segment whose header was never completely written, durably.

@@ -12,6 +12,16 @@
 //!   durable); [`SimStorage::fail_write_after`] does the same for writes;
 //!   [`SimStorage::power_off_after`] makes every operation after the n-th fail, as if the
 //!   machine had lost power at that point (call `crash` afterwards).
+//! - Running out of resources, as a real kernel reports it (a raw `errno`, so callers
+//!   classify it as they would a real one): [`SimStorage::fail_op`] makes operations of one
+//!   kind ([`SimOp`]) fail with [`Exhaustion`] (`ENOSPC`, `EMFILE`, ...) from the n-th on
+//!   (or only the n-th, [`SimStorage::fail_op_once`]); [`SimStorage::set_free_space`] gives
+//!   the file system a capacity (writes, length changes and preallocations that would grow
+//!   past it fail with `ENOSPC`, a preallocation after extending as far as it could, as
+//!   ext4's `fallocate` does), reported by [`Storage::available_space`];
+//!   [`SimStorage::set_max_open_files`] limits open handles (opens, listings, directory
+//!   fsyncs and locks past it fail with `EMFILE`). [`SimStorage::give_back`] lifts all of
+//!   them: space and descriptors are back.
 //!
 //! Not modelled: writes reaching the disk out of order within one file, bit rot on read
 //! (tests corrupt bytes directly with [`SimStorage::corrupt`]).
@@ -24,6 +34,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::storage::{LockGuard, OpenMode, Storage, StorageFile};
+
+mod faults;
+
+use faults::OpFault;
+pub use faults::{Exhaustion, SimOp};
 
 /// What a crash keeps of unsynced writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +82,12 @@ struct State {
     power_off_at: Option<u64>,
     locks: BTreeMap<PathBuf, u64>,
     lock_tokens: u64,
+    faults: Vec<OpFault>,
+    /// Total bytes the files may hold (sum of live lengths); `None`: unlimited.
+    capacity: Option<u64>,
+    /// Open handles (files and locks), and the most allowed; `None`: unlimited.
+    open_files: u64,
+    max_open_files: Option<u64>,
 }
 
 /// An in-memory file system with crash simulation. Cheap to clone: clones share state.
@@ -80,6 +101,8 @@ struct SimFile {
     node: Node,
     state: Arc<Mutex<State>>,
     writable: bool,
+    /// The name it was opened under (for faults injected under a path).
+    path: PathBuf,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -94,6 +117,52 @@ impl State {
             Some(n) if self.ops > n => Err(injected("power")),
             _ => Ok(()),
         }
+    }
+
+    /// [`State::tick`], then the exhaustion injected for operations of kind `op`, if its
+    /// turn has come.
+    fn enter(&mut self, op: SimOp, path: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut failed = None;
+        self.faults.retain_mut(|f| {
+            let applies = f.op == op && f.under.as_ref().is_none_or(|u| path.starts_with(u));
+            if !applies || failed.is_some() {
+                return true;
+            }
+            if f.countdown > 1 {
+                f.countdown -= 1;
+                return true;
+            }
+            failed = Some(f.error);
+            f.persistent
+        });
+        match failed {
+            Some(e) => Err(e.to_io_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with `EMFILE` when an operation that needs a descriptor finds none left.
+    fn need_descriptor(&self) -> io::Result<()> {
+        match self.max_open_files {
+            Some(max) if self.open_files >= max => Err(Exhaustion::NoDescriptors.to_io_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes held by the live files (each file once, however many names it has).
+    fn used_bytes(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        self.live
+            .values()
+            .filter(|n| seen.insert(Arc::as_ptr(n)))
+            .map(|n| n.lock().live.len() as u64)
+            .sum()
+    }
+
+    /// Bytes still free, `None` when the capacity is unlimited.
+    fn free_bytes(&self) -> Option<u64> {
+        self.capacity.map(|c| c.saturating_sub(self.used_bytes()))
     }
 }
 
@@ -119,6 +188,79 @@ impl SimStorage {
     pub fn power_off_after(&self, n: u64) {
         let mut s = self.state.lock();
         s.power_off_at = Some(s.ops + n);
+    }
+
+    /// Makes operations of kind `op` fail with `error` from the `n`-th one from now (1 = the
+    /// next) on, until [`SimStorage::give_back`].
+    pub fn fail_op(&self, op: SimOp, error: Exhaustion, n: u64) {
+        self.push_fault(op, None, error, n, true);
+    }
+
+    /// Makes only the `n`-th operation of kind `op` from now (1 = the next) fail with
+    /// `error`.
+    pub fn fail_op_once(&self, op: SimOp, error: Exhaustion, n: u64) {
+        self.push_fault(op, None, error, n, false);
+    }
+
+    /// [`SimStorage::fail_op`] for operations on paths under `under` only (a file, or a
+    /// directory and everything in it: one disk of several).
+    pub fn fail_op_under(&self, under: &Path, op: SimOp, error: Exhaustion, n: u64) {
+        self.push_fault(op, Some(under.to_path_buf()), error, n, true);
+    }
+
+    fn push_fault(
+        &self,
+        op: SimOp,
+        under: Option<PathBuf>,
+        error: Exhaustion,
+        n: u64,
+        persistent: bool,
+    ) {
+        self.state.lock().faults.push(OpFault {
+            op,
+            under,
+            error,
+            countdown: n.max(1),
+            persistent,
+        });
+    }
+
+    /// Leaves `bytes` free on the simulated file system from now on (`None`: unlimited, the
+    /// default): growing files past it fails with `ENOSPC`, and
+    /// [`Storage::available_space`] reports what is left.
+    pub fn set_free_space(&self, bytes: Option<u64>) {
+        let mut s = self.state.lock();
+        s.capacity = bytes.map(|b| s.used_bytes().saturating_add(b));
+    }
+
+    /// Allows at most `n` open handles (files and locks) from now on (`None`: unlimited, the
+    /// default); opening past it fails with `EMFILE`.
+    pub fn set_max_open_files(&self, n: Option<u64>) {
+        self.state.lock().max_open_files = n;
+    }
+
+    /// Handles open now (files and locks).
+    pub fn open_files(&self) -> u64 {
+        self.state.lock().open_files
+    }
+
+    /// Space and descriptors are back: lifts every injected exhaustion, the capacity and the
+    /// descriptor limit.
+    pub fn give_back(&self) {
+        let mut s = self.state.lock();
+        s.faults.clear();
+        s.capacity = None;
+        s.max_open_files = None;
+    }
+
+    /// Names of the live entries of `dir` (for tests).
+    pub fn list_names(&self, dir: &Path) -> Vec<String> {
+        let s = self.state.lock();
+        s.live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect()
     }
 
     /// Number of storage operations performed so far.
@@ -254,7 +396,14 @@ fn parent(path: &Path) -> PathBuf {
 impl Storage for SimStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(
+            match mode {
+                OpenMode::Read | OpenMode::ReadWrite => SimOp::Open,
+                OpenMode::CreateNew | OpenMode::CreateTruncate => SimOp::Create,
+            },
+            path,
+        )?;
+        s.need_descriptor()?;
         let existing = s.live.get(path).cloned();
         let node = match (mode, existing) {
             (OpenMode::Read | OpenMode::ReadWrite, Some(n)) => n,
@@ -281,16 +430,19 @@ impl Storage for SimStorage {
                 n
             }
         };
+        s.open_files += 1;
         Ok(Box::new(SimFile {
             node,
             state: self.state.clone(),
             writable: mode != OpenMode::Read,
+            path: path.to_path_buf(),
         }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::List, dir)?;
+        s.need_descriptor()?;
         if !s.dirs.contains(dir) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
         }
@@ -314,7 +466,7 @@ impl Storage for SimStorage {
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::CreateDir, dir)?;
         // Directories are durable at once: the crash tests are about files.
         for a in dir.ancestors() {
             s.dirs.insert(a.to_path_buf());
@@ -324,7 +476,7 @@ impl Storage for SimStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::Remove, path)?;
         s.live
             .remove(path)
             .map(|_| ())
@@ -333,7 +485,7 @@ impl Storage for SimStorage {
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::Remove, dir)?;
         if s.live.keys().any(|p| p.starts_with(dir))
             || s.dirs.iter().any(|d| d.parent() == Some(dir))
         {
@@ -347,7 +499,7 @@ impl Storage for SimStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::Rename, from)?;
         if s.dirs.contains(from) {
             // A directory moves with everything in it. Simplification: the move is durable
             // at once (the tests use it only for complete, fsynced directories).
@@ -385,7 +537,8 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.tick()?;
+        s.enter(SimOp::SyncDir, dir)?;
+        s.need_descriptor()?;
         s.syncs += 1;
         if s.fail_sync_at == Some(s.syncs) {
             return Err(injected("fsync"));
@@ -407,15 +560,23 @@ impl Storage for SimStorage {
         s.live.contains_key(path) || s.dirs.contains(path)
     }
 
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+    fn available_space(&self, _path: &Path) -> io::Result<Option<u64>> {
         let mut s = self.state.lock();
         s.tick()?;
+        Ok(s.free_bytes())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let mut s = self.state.lock();
+        s.enter(SimOp::Lock, path)?;
+        s.need_descriptor()?;
         if s.locks.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
         }
         s.lock_tokens += 1;
         let token = s.lock_tokens;
         s.locks.insert(path.to_path_buf(), token);
+        s.open_files += 1;
         Ok(LockGuard::new(Box::new(SimLock {
             state: self.state.clone(),
             path: path.to_path_buf(),
@@ -435,6 +596,7 @@ struct SimLock {
 impl Drop for SimLock {
     fn drop(&mut self) {
         let mut s = self.state.lock();
+        s.open_files = s.open_files.saturating_sub(1);
         // A lock taken after a crash belongs to someone else: leave it.
         if s.locks.get(&self.path) == Some(&self.token) {
             s.locks.remove(&self.path);
@@ -459,11 +621,12 @@ impl StorageFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         {
             let mut s = self.state.lock();
-            s.tick()?;
+            s.enter(SimOp::Write, &self.path)?;
             s.writes += 1;
             if s.fail_write_at == Some(s.writes) {
                 return Err(injected("write"));
             }
+            self.check_growth(&s, offset + buf.len() as u64)?;
         }
         if !self.writable {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"));
@@ -477,7 +640,7 @@ impl StorageFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         {
             let mut s = self.state.lock();
-            s.tick()?;
+            s.enter(SimOp::SyncFile, &self.path)?;
             s.syncs += 1;
             if s.fail_sync_at == Some(s.syncs) {
                 return Err(injected("fsync"));
@@ -502,10 +665,64 @@ impl StorageFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.state.lock().tick()?;
+        {
+            let mut s = self.state.lock();
+            s.enter(SimOp::SetLen, &self.path)?;
+            self.check_growth(&s, len)?;
+        }
+        self.resize(len);
+        Ok(())
+    }
+
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let partial = {
+            let mut s = self.state.lock();
+            s.enter(SimOp::Preallocate, &self.path)?;
+            let have = self.node.lock().live.len() as u64;
+            match s.free_bytes() {
+                Some(free) if len > have && len - have > free => Some(have + free),
+                _ => None,
+            }
+        };
+        match partial {
+            // Like ext4's fallocate: what could be allocated stays, then ENOSPC.
+            Some(reached) => {
+                self.resize(reached);
+                Err(Exhaustion::NoSpace.to_io_error())
+            }
+            None => {
+                if (self.node.lock().live.len() as u64) < len {
+                    self.resize(len);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl SimFile {
+    /// Fails with `ENOSPC` if growing this file to `end` bytes needs more than is free.
+    fn check_growth(&self, s: &State, end: u64) -> io::Result<()> {
+        let Some(free) = s.free_bytes() else {
+            return Ok(());
+        };
+        let have = self.node.lock().live.len() as u64;
+        if end > have && end - have > free {
+            return Err(Exhaustion::NoSpace.to_io_error());
+        }
+        Ok(())
+    }
+
+    fn resize(&self, len: u64) {
         let mut d = self.node.lock();
         d.live.resize(len as usize, 0);
         d.pending.push(PendingOp::SetLen(len));
-        Ok(())
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        s.open_files = s.open_files.saturating_sub(1);
     }
 }

@@ -69,6 +69,12 @@ impl Storage for StdStorage {
         path.exists()
     }
 
+    fn available_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        // statvfs takes a path, not a descriptor: it works when descriptors have run out.
+        let st = rustix::fs::statvfs(path)?;
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+    }
+
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
         let f = OpenOptions::new()
             .read(true)

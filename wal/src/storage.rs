@@ -47,6 +47,13 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// True if `path` names an existing file or directory.
     fn exists(&self, path: &Path) -> bool;
 
+    /// Bytes available to this process on the file system holding `path` (what `df` shows
+    /// as available), or `None` where the storage cannot tell. The default cannot tell.
+    fn available_space(&self, path: &Path) -> io::Result<Option<u64>> {
+        let _ = path;
+        Ok(None)
+    }
+
     /// Takes an exclusive advisory lock on `path` (created if missing), held until the
     /// returned guard is dropped. Fails with `WouldBlock` if another holder has it.
     fn lock(&self, path: &Path) -> io::Result<LockGuard>;

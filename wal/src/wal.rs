@@ -22,6 +22,7 @@ use crate::format::{encode_record, record_size, FLAG_BATCH_CONTINUES, SEGMENT_HE
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::{ReadOptions, WalReader};
 use crate::recovery::{recover, RecoveryReport, SegmentInfo};
+use crate::rotation::SpaceStatus;
 use crate::std_storage::StdStorage;
 use crate::storage::Storage;
 use crate::writer::{open_current, Chunk, Segments, Shared, State};
@@ -115,6 +116,8 @@ impl Wal {
             written_lsn: next_lsn - 1,
             durable_lsn: next_lsn - 1,
             flushing: false,
+            rotating: false,
+            refused: None,
             poisoned: None,
             closed: false,
             durable_pos: DurablePos {
@@ -223,10 +226,19 @@ impl Wal {
             size += record_size(e.payload.len()) as u64;
         }
         let mut st = sh.state.lock();
-        st.check_open()?;
-        if st.tail_off + size > sh.opts.segment_size && st.tail_off > SEGMENT_HEADER_LEN {
-            st.tail_seg = st.next_lsn;
-            st.tail_off = SEGMENT_HEADER_LEN;
+        // A batch that does not fit (or any batch while a refused rotation is still due)
+        // rotates first, so that it gets its LSNs only once its segment exists.
+        loop {
+            st.check_open()?;
+            if st.rotating {
+                sh.cond.wait(&mut st);
+                continue;
+            }
+            let full = st.tail_off + size > sh.opts.segment_size;
+            if !(full || st.refused.is_some()) || st.tail_off <= SEGMENT_HEADER_LEN {
+                break;
+            }
+            st = sh.rotate_locked(st)?;
         }
         let (seg, off) = (st.tail_seg, st.tail_off);
         let first = st.next_lsn;
@@ -280,32 +292,34 @@ impl Wal {
     /// Closes the segment being written (if it holds any record) and starts a new one, so
     /// that everything appended so far is in closed segments (ready to archive). Returns the
     /// last LSN of the closed segment, or `None` if there was nothing to close.
+    ///
+    /// Fails with [`Error::Resource`] if the new segment cannot be created for want of
+    /// space or descriptors (the log is not poisoned; the next append retries the
+    /// rotation).
     pub fn rotate(&self) -> Result<Option<u64>> {
         let sh = &*self.shared;
         let mut st = sh.state.lock();
-        st.check_open()?;
+        loop {
+            st.check_open()?;
+            if !st.rotating {
+                break;
+            }
+            sh.cond.wait(&mut st);
+        }
         if st.tail_off == SEGMENT_HEADER_LEN {
             return Ok(None);
         }
         let last = st.next_lsn - 1;
-        st.tail_seg = st.next_lsn;
-        st.tail_off = SEGMENT_HEADER_LEN;
-        let seg = st.next_lsn;
-        st.pending.push(Chunk {
-            seg,
-            off: SEGMENT_HEADER_LEN,
-            buf: Vec::new(),
-            last_lsn: last,
-        });
-        // Our switch chunk is queued; a flush that starts after this point processes it.
-        while st.flushing {
-            sh.cond.wait(&mut st);
-        }
-        let st = sh.flush_locked(st, true);
-        if let Some(p) = &st.poisoned {
-            return Err(p.to_error());
-        }
+        drop(sh.rotate_locked(st)?);
         Ok(Some(last))
+    }
+
+    /// Free space on the log's file system, the reserve kept there
+    /// ([`WalOptions::reserve_bytes`]) and, while writes are refused for want of space or
+    /// descriptors, why and since when: for INFO and monitoring. Reads the file system's
+    /// free space (one `statvfs`) on every call.
+    pub fn space_status(&self) -> SpaceStatus {
+        self.shared.space_status()
     }
 
     /// LSN of the last record appended (acknowledged or not yet).
@@ -323,7 +337,9 @@ impl Wal {
         self.shared.state.lock().written_lsn
     }
 
-    /// True after a failed write or fsync: no append will succeed again.
+    /// True after a failed write or fsync: no append will succeed again. (A write refused
+    /// for want of space or descriptors does not poison the log: see
+    /// [`Wal::space_status`].)
     pub fn is_poisoned(&self) -> bool {
         self.shared.state.lock().poisoned.is_some()
     }

@@ -1,5 +1,6 @@
 //! The write path: records queued by appenders, written and fsynced by one flusher at a
-//! time (group commit), into the segment being written, with rotation to the next one.
+//! time (group commit), into the segment being written. Rotation to the next segment is
+//! module `rotation`.
 //!
 //! Invariants:
 //! - LSNs are assigned under the state lock in append order; the bytes of a batch are
@@ -7,12 +8,14 @@
 //! - Exactly one thread at a time writes and fsyncs (the *flusher*, `State::flushing`); every
 //!   other appender waits on the condition variable. One write + one fsync covers everything
 //!   queued meanwhile (group commit).
-//! - A segment is fsynced before the next one is created, so a damaged record in any segment
-//!   but the last is corruption, never a torn tail.
+//! - Every queued chunk belongs to the segment being written: a batch that does not fit
+//!   rotates first (module `rotation`), before it gets its LSNs. A segment is fsynced
+//!   before the next one is created, so a damaged record in any segment but the last is
+//!   corruption, never a torn tail.
 //! - After a failed write or fsync the log is poisoned and accepts nothing more: the page
-//!   cache may have dropped the data the failed fsync was for, so retrying would lie.
-//! - A new segment's header carries the creation time read from [`WalOptions::clock`], the
-//!   timeline of [`WalOptions::timeline`] and, when preallocated, its intended length.
+//!   cache may have dropped the data the failed fsync was for, so retrying would lie. A
+//!   segment that cannot be created for want of space or descriptors is a refusal, not a
+//!   poison (module `rotation`).
 //! - With a synchronous archive ([`WalOptions::archive_lag_ms`] = 0) the flusher copies
 //!   each group into the archive after its fsync and before publishing it (module
 //!   `follow`); a failed copy fails the group's waiters with [`Error::ArchiveFailed`] but
@@ -26,9 +29,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::follow::{archive_failed, DurablePos, Follower};
-use crate::format::{segment_file_name, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::{segment_file_name, SEGMENT_HEADER_LEN};
 use crate::options::WalOptions;
 use crate::recovery::SegmentInfo;
+use crate::rotation::{create_segment, Refusal};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// Unsynced writes at least this large start their write-back at once.
@@ -76,6 +80,11 @@ pub(crate) struct State {
     /// Every record up to here has been fsynced.
     pub(crate) durable_lsn: u64,
     pub(crate) flushing: bool,
+    /// A rotation is under way: appenders wait for it before queueing.
+    pub(crate) rotating: bool,
+    /// The last rotation was refused for want of space or descriptors: it is still due,
+    /// and the next append retries it before queueing anything.
+    pub(crate) refused: Option<Refusal>,
     pub(crate) poisoned: Option<Poison>,
     pub(crate) closed: bool,
     /// Where the durable bytes end (segment, offset, LSN): how far the archiver may copy.
@@ -246,9 +255,7 @@ impl Shared {
     fn write_chunks(&self, chunks: Vec<Chunk>, sync: bool) -> Result<(), Poison> {
         let mut cur = self.current.lock();
         for c in chunks {
-            if c.seg != cur.seg {
-                self.switch_segment(&mut cur, c.seg)?;
-            }
+            debug_assert_eq!(c.seg, cur.seg, "chunks are queued for the current segment");
             if c.buf.is_empty() {
                 continue;
             }
@@ -283,91 +290,6 @@ impl Shared {
         }
         Ok(())
     }
-
-    /// Finishes the current segment (fsync, mark closed, hand to the archiver) and creates
-    /// the segment that starts at `first_lsn`.
-    fn switch_segment(&self, cur: &mut Current, first_lsn: u64) -> Result<(), Poison> {
-        let poison = |op: &'static str, file: &Path, e: std::io::Error| Poison {
-            op,
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        };
-        if !cur.synced {
-            cur.file
-                .sync_data()
-                .map_err(|e| poison("fsync", &cur.path, e))?;
-            cur.synced = true;
-        }
-        let path = self.dir.join(segment_file_name(first_lsn));
-        let file = create_segment(&*self.storage, &path, &self.opts, first_lsn)
-            .map_err(|(op, e)| poison(op, &path, e))?;
-        let old = std::mem::replace(
-            cur,
-            Current {
-                file,
-                seg: first_lsn,
-                path: path.clone(),
-                end: SEGMENT_HEADER_LEN,
-                last_lsn: None,
-                synced: true,
-            },
-        );
-        {
-            let mut segs = self.segs.lock();
-            if let Some(s) = segs.list.iter_mut().find(|s| s.first_lsn == old.seg) {
-                s.closed = true;
-                s.last_lsn = old.last_lsn;
-                s.end_offset = old.end;
-            }
-            segs.list.push(SegmentInfo {
-                path,
-                first_lsn,
-                last_lsn: None,
-                end_offset: SEGMENT_HEADER_LEN,
-                closed: false,
-                archived: false,
-            });
-        }
-        if self.opts.archive_dir.is_some() {
-            let mut segs = self.segs.lock();
-            segs.archive_queue.push_back(old.seg);
-            self.segs_cond.notify_all();
-        }
-        Ok(())
-    }
-}
-
-/// Creates a segment file: pre-allocate, header, fsync file, fsync directory.
-pub(crate) fn create_segment(
-    storage: &dyn Storage,
-    path: &Path,
-    opts: &WalOptions,
-    first_lsn: u64,
-) -> std::result::Result<Box<dyn StorageFile>, (&'static str, std::io::Error)> {
-    let file = storage
-        .open(path, OpenMode::CreateNew)
-        .map_err(|e| ("create segment", e))?;
-    if opts.preallocate {
-        file.preallocate(opts.segment_size)
-            .map_err(|e| ("preallocate", e))?;
-    }
-    let header = SegmentHeader {
-        node_id: opts.node_id,
-        first_lsn,
-        created_ms: opts.clock.now_ms(),
-        timeline: opts.timeline,
-        intended_len: if opts.preallocate {
-            opts.segment_size
-        } else {
-            0
-        },
-    };
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| ("write", e))?;
-    file.sync_data().map_err(|e| ("fsync", e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    storage.sync_dir(dir).map_err(|e| ("fsync directory", e))?;
-    Ok(file)
 }
 
 /// Opens the last segment for appending, or creates the first one.
@@ -383,8 +305,13 @@ pub(crate) fn open_current(
                 .open(&s.path, OpenMode::ReadWrite)
                 .map_err(|e| Error::io("open", &s.path, e))?;
             if opts.preallocate {
-                file.preallocate(opts.segment_size)
-                    .map_err(|e| Error::io("preallocate", &s.path, e))?;
+                match file.preallocate(opts.segment_size) {
+                    // Opening needs no free space: a segment that cannot be extended now
+                    // goes on as one made without preallocation (its header says which
+                    // length it must have, and recovery checks only that).
+                    Err(e) if crate::error::ResourceKind::of(&e).is_some() => {}
+                    r => r.map_err(|e| Error::io("preallocate", &s.path, e))?,
+                }
             }
             // What recovery read may have been only in the page cache (a process crash
             // under Never): make it durable before anything builds on it.
@@ -401,8 +328,9 @@ pub(crate) fn open_current(
         }
         None => {
             let path = dir.join(segment_file_name(opts.initial_lsn));
+            // At open a failure is the open's, whatever the cause: Io, as any other.
             let file = create_segment(storage, &path, opts, opts.initial_lsn)
-                .map_err(|(op, e)| Error::io(op, &path, e))?;
+                .map_err(|f| Error::io(f.op, f.path, f.error))?;
             Ok(Current {
                 file,
                 seg: opts.initial_lsn,
