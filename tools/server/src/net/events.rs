@@ -232,6 +232,7 @@ impl EventLoop {
                 self.read_all();
             }
             self.run_requests();
+            self.enforce_output_limit();
             self.send_all();
             self.reap(stopping);
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -418,6 +419,24 @@ impl EventLoop {
         }
     }
 
+    /// Lets go of the clients whose unsent replies passed `client_output_limit_bytes`
+    /// (before anything more is sent: the limit is on what the server holds).
+    fn enforce_output_limit(&mut self) {
+        let limit = self.sh.cfg().client_output_limit_bytes;
+        for c in self.conns.values_mut() {
+            if c.unsent() > limit && !c.dead {
+                output_disconnect(
+                    &self.sh,
+                    c,
+                    "its unsent replies passed client_output_limit_bytes",
+                );
+                c.dead = true;
+                c.out.clear();
+                c.out_pos = 0;
+            }
+        }
+    }
+
     /// Sends what every connection has pending, as far as its socket takes it.
     fn send_all(&mut self) {
         for c in self.conns.values_mut() {
@@ -455,16 +474,10 @@ impl EventLoop {
     /// are out, and every connection once stopping (after its replies, or [`DRAIN`]).
     fn reap(&mut self, stopping: bool) {
         let drain_over = self.stopping_since.is_some_and(|t| t.elapsed() >= DRAIN);
-        let limit = self.sh.cfg().client_output_limit_bytes;
-        let sh = &*self.sh;
         let gone: Vec<usize> = self
             .conns
             .iter_mut()
             .filter_map(|(&t, c)| {
-                if c.unsent() > limit && !c.dead {
-                    output_disconnect(sh, c, "its unsent replies passed client_output_limit_bytes");
-                    c.dead = true;
-                }
                 if c.eof && !c.dirty && !c.waiting {
                     c.close = true;
                 }
