@@ -83,13 +83,16 @@ pub struct ServerConfig {
     /// replies taken by it; a client that does not read its replies is closed so, logged);
     /// 0 for never. Default 300.
     pub idle_timeout_secs: u64,
-    /// Most bytes of replies a client may leave unsent (Redis's `client-output-buffer-limit`):
-    /// past it the client is disconnected and logged. Default 64 MiB; at least
-    /// [`crate::limits::OUT_BYTES_MAX`]. A connection stops being read and run once
-    /// [`crate::limits::OUT_BYTES_MAX`] bytes wait, so only a single reply larger than this
-    /// limit (an MGET or EXEC of many large values) reaches it; reply memory is at most about
-    /// `max_clients` x ([`crate::limits::OUT_BYTES_MAX`] + this limit), and in practice
-    /// `max_clients` x [`crate::limits::OUT_BYTES_MAX`] plus the largest reply in flight.
+    /// Most bytes of replies a client may leave unsent (Redis's `client-output-buffer-limit`
+    /// hard limit): past it the client is disconnected and logged, and the replies are not
+    /// sent. Default 64 MiB; at least [`crate::limits::OUT_BYTES_MAX`].
+    ///
+    /// A connection is neither read nor run while more than [`crate::limits::OUT_BYTES_MAX`]
+    /// bytes of its replies wait, and a group of requests stops at that budget, so pipelined
+    /// requests cost a connection about [`crate::limits::OUT_BYTES_MAX`] plus one reply: the
+    /// total is about `max_clients` x [`crate::limits::OUT_BYTES_MAX`] plus the replies in
+    /// flight. Only a single reply larger than this limit (an MGET or EXEC of many large
+    /// values) reaches it: that reply is built whole, then dropped with its client.
     pub client_output_limit_bytes: usize,
     /// Longest bulk argument in bytes. Default 16 MiB + 4 KiB.
     pub max_bulk_len: usize,
