@@ -18,7 +18,7 @@ use crate::Error;
 /// keeps 32: the engine opening one file too many is a refused write.
 pub const FDS_RESERVED: u64 = 32;
 
-/// What start-up found and did about descriptors, for the log and INFO.
+/// What start-up found and decided about descriptors ([`fit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdPlan {
     /// The soft descriptor limit in force (after raising it).
@@ -46,7 +46,7 @@ pub fn reserve(cfg: &ServerConfig) -> u64 {
 /// Raises the soft descriptor limit toward `max_clients` + the reserve (up to the hard
 /// limit) and returns the configuration with `max_clients` lowered to fit, warning when it
 /// had to be lowered. Fails when the limit leaves no descriptor for a single client.
-pub fn raise_and_fit(mut cfg: ServerConfig) -> Result<(ServerConfig, FdPlan), Error> {
+pub fn raise_and_fit(mut cfg: ServerConfig) -> Result<ServerConfig, Error> {
     use rlimit::Resource;
     let reserved = reserve(&cfg);
     let need = (cfg.max_clients as u64).saturating_add(reserved);
@@ -89,8 +89,16 @@ pub fn raise_and_fit(mut cfg: ServerConfig) -> Result<(ServerConfig, FdPlan), Er
             "raised the descriptor limit"
         );
     }
+    tracing::debug!(
+        event = "fds",
+        limit,
+        hard,
+        reserved,
+        max_clients = plan.effective,
+        "descriptors"
+    );
     cfg.max_clients = plan.effective;
-    Ok((cfg, plan))
+    Ok(cfg)
 }
 
 /// The plan for `requested` clients under a soft `limit` (hard `hard`) with `reserved`

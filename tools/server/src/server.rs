@@ -34,7 +34,7 @@ use crate::Error;
 /// `duplexd` on it, maybe on the same data) is found before any file changes.
 pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     cfg.validate()?;
-    let (cfg, _fds) = crate::fds::raise_and_fit(cfg)?;
+    let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -1,6 +1,7 @@
 //! Faults at the server's edges, against the real binary (issue 17): a descriptor limit
 //! too low for `max_clients`, a client that never reads its replies, and a reply larger
-//! than `client_output_limit_bytes`. Each runs under both connection layers.
+//! than `client_output_limit_bytes`. Each runs under both connection layers, whatever
+//! `DUPLEXD_IO` says.
 
 mod common;
 
@@ -27,7 +28,13 @@ fn answers(port: u16) -> bool {
     s.write_all(b"DUPLEX.STATE\r\n").is_ok() && s.read(&mut b).is_ok_and(|n| n > 0)
 }
 
-/// Starts `bin` (the daemon or a wrapper around it) in `root` with `args`.
+/// The daemon this package builds.
+fn duplexd() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_duplexd"))
+}
+
+/// Starts `bin` (the daemon or a wrapper around it) in `root` with `args` (each test names
+/// its connection layer itself, so `DUPLEXD_IO` does not apply).
 fn launch(bin: PathBuf, root: &Path, args: &[&str]) -> Daemon {
     Daemon::launch(Spec {
         bin,
@@ -43,7 +50,7 @@ fn with_nofile(dir: &Path, n: u32) -> PathBuf {
     let p = dir.join("duplexd-nofile.sh");
     let script = format!(
         "#!/bin/sh\nulimit -n {n} || exit 97\nexec '{}' \"$@\"\n",
-        env!("CARGO_BIN_EXE_duplexd")
+        duplexd().display()
     );
     std::fs::write(&p, script).unwrap();
     let st = std::process::Command::new("chmod")
@@ -102,7 +109,14 @@ fn a_low_descriptor_limit_refuses_extra_clients_and_keeps_the_engine_writing() {
 
         // Many more clients than fit: the admitted ones answer, the others are refused
         // at once with the error reply (none hangs).
-        let connected: usize = info_field(&mut c, "connected_clients").parse().unwrap();
+        // The start-up probes' connections may still be closing: wait until only this
+        // client is left, so that the count below is exact.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while info_field(&mut c, "connected_clients") != "1" {
+            assert!(Instant::now() < deadline, "{io}: probes never closed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let connected = 1;
         let mut held = Vec::new();
         let (mut admitted, mut refused) = (connected, 0);
         for _ in 0..(max + 40) {
@@ -172,7 +186,7 @@ fn gets(key: &str, n: usize) -> Vec<u8> {
 fn a_client_that_never_reads_costs_bounded_memory_and_no_one_else_waits() {
     for io in LAYERS {
         let t = tempfile::tempdir().unwrap();
-        let d = Daemon::start_in(t.path(), &["--io", io, "--idle-timeout", "3"]);
+        let d = launch(duplexd(), t.path(), &["--io", io, "--idle-timeout", "3"]);
         let mut c = d.conn();
         let _: () = c.set("big", vec![b'x'; 1_000_000]).unwrap();
         let _: () = c.set("small", "s").unwrap();
@@ -236,7 +250,8 @@ fn a_client_that_never_reads_costs_bounded_memory_and_no_one_else_waits() {
 fn a_reply_past_the_output_limit_disconnects_its_client_only() {
     for io in LAYERS {
         let t = tempfile::tempdir().unwrap();
-        let d = Daemon::start_in(
+        let d = launch(
+            duplexd(),
             t.path(),
             &["--io", io, "--client-output-limit-bytes", "2097152"],
         );

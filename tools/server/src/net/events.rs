@@ -22,9 +22,10 @@
 //!    disconnected and logged.
 //!
 //! Idle clients are closed after the idle timeout: no bytes from them, and none of their
-//! replies taken (a client that stopped reading is logged as such). On shutdown a loop stops reading, runs
-//! the requests it has already read, sends the replies (up to [`DRAIN`]) and closes its
-//! connections; connections handed over after that are closed at once.
+//! replies taken (a client that stopped reading is logged as such). On shutdown a loop
+//! stops reading, runs the requests it has already read, sends the replies (up to
+//! [`DRAIN`]) and closes its connections; connections handed over after that are closed at
+//! once.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
