@@ -284,3 +284,68 @@ fn a_reply_past_the_output_limit_disconnects_its_client_only() {
         assert_eq!(c.get::<_, Vec<u8>>("b").unwrap().len(), 1_000_000);
     }
 }
+
+/// Whether `prlimit` (util-linux) can run.
+fn have_prlimit() -> bool {
+    std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn descriptors_taken_while_running_refuse_clients_with_a_reply_and_few_log_lines() {
+    if !have_prlimit() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    for io in LAYERS {
+        let t = tempfile::tempdir().unwrap();
+        let mut d = launch(duplexd(), t.path(), &["--io", io, "--max-clients", "200"]);
+        // The limit drops under the running server (as if something else took the
+        // descriptors): accept itself fails with EMFILE once the clients fill it.
+        let st = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(d.pid().to_string())
+            .arg("--nofile=40:40")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (mut admitted, mut refused, mut held) = (0, 0, Vec::new());
+        for _ in 0..80 {
+            let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+            let t0 = Instant::now();
+            let line = ping_line(&mut s);
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "{io}: no prompt reply"
+            );
+            match line.as_str() {
+                "+PONG" => admitted += 1,
+                "-ERR max number of clients reached" => refused += 1,
+                other => panic!("{io}: unexpected reply {other:?}: {}", d.log()),
+            }
+            held.push(s);
+        }
+        assert!(
+            admitted > 0 && refused > 30,
+            "{io}: {admitted} admitted, {refused} refused"
+        );
+        let log = d.log();
+        let lines = log.matches("out of file descriptors").count();
+        eprintln!("{io}: {admitted} admitted, {refused} refused, {lines} log line(s)");
+        assert!((1..=2).contains(&lines), "{io}: {lines} lines: {log}");
+        // Descriptors back: new clients are served again.
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+            if ping_line(&mut s) == "+PONG" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{io}: not served again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d.stop();
+    }
+}

@@ -128,7 +128,7 @@ impl Acceptor {
                     failures = n,
                     limit = crate::fds::current_limit(),
                     clients = sh.stats().clients,
-                    "accept failed: the process is out of file descriptors ({n} time(s) in the last {}s); waiting clients are refused; raise the descriptor limit or lower max_clients",
+                    "accept failed: the process is out of file descriptors ({n} time(s) since the last such line; at most one line per {}s); waiting clients are refused; raise the descriptor limit or lower max_clients",
                     LOG_EVERY.as_secs()
                 );
             } else {
@@ -136,7 +136,7 @@ impl Acceptor {
                     event = "accept_failed",
                     error = %e,
                     failures = n,
-                    "accept failed ({n} time(s) in the last {}s)",
+                    "accept failed ({n} time(s) since the last such line; at most one line per {}s)",
                     LOG_EVERY.as_secs()
                 );
             }
