@@ -11,7 +11,7 @@ use duplex_engine::SyncPolicy;
 use duplex_proto::Limits;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::IO_THREADS_MAX;
+use crate::limits::{IO_THREADS_MAX, OUT_BYTES_MAX};
 use crate::Error;
 
 /// Default TCP port: 7379, so that `duplexd` never clashes with a real Redis on 6379.
@@ -32,7 +32,8 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// # backup_at = "02:30"       # UTC time of day the scheduled backups fall on
 /// keep_backups = 7
 /// archive_dir = "./duplex-archive"  # "" = no archive
-/// max_clients = 1000
+/// max_clients = 1000          # lowered at start to what the descriptor limit allows
+/// client_output_limit_bytes = 67108864  # a client's unsent replies past this: disconnected
 /// idle_timeout_secs = 300     # 0 = never close idle clients
 /// max_bulk_len = 16781312     # longest argument, bytes (16 MiB + 4 KiB)
 /// max_args = 1048576          # most arguments in one request
@@ -72,10 +73,27 @@ pub struct ServerConfig {
     pub keep_backups: usize,
     /// WAL archive (closed segments copied aside). Default `./duplex-archive`; empty for none.
     pub archive_dir: PathBuf,
-    /// Most simultaneous clients. Default 1000.
+    /// Most simultaneous clients. Default 1000. At start the soft descriptor limit is
+    /// raised toward `max_clients` plus the descriptors kept for the engine
+    /// ([`crate::fds::FDS_RESERVED`]); when the hard limit does not allow it, `max_clients`
+    /// is lowered to fit, with a warning. A client past it is answered
+    /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
-    /// Close a client idle this many seconds; 0 for never. Default 300.
+    /// Close a client idle this many seconds (nothing read from it and nothing of its
+    /// replies taken by it; a client that does not read its replies is closed so, logged);
+    /// 0 for never. Default 300.
     pub idle_timeout_secs: u64,
+    /// Most bytes of replies a client may leave unsent (Redis's `client-output-buffer-limit`
+    /// hard limit): past it the client is disconnected and logged, and the replies are not
+    /// sent. Default 64 MiB; at least [`crate::limits::OUT_BYTES_MAX`].
+    ///
+    /// A connection is neither read nor run while more than [`crate::limits::OUT_BYTES_MAX`]
+    /// bytes of its replies wait, and a group of requests stops at that budget, so pipelined
+    /// requests cost a connection about [`crate::limits::OUT_BYTES_MAX`] plus one reply: the
+    /// total is about `max_clients` x [`crate::limits::OUT_BYTES_MAX`] plus the replies in
+    /// flight. Only a single reply larger than this limit (an MGET or EXEC of many large
+    /// values) reaches it: that reply is built whole, then dropped with its client.
+    pub client_output_limit_bytes: usize,
     /// Longest bulk argument in bytes. Default 16 MiB + 4 KiB.
     pub max_bulk_len: usize,
     /// Most arguments in a request. Default 1,048,576.
@@ -113,6 +131,7 @@ impl Default for ServerConfig {
             archive_dir: PathBuf::from("./duplex-archive"),
             max_clients: 1000,
             idle_timeout_secs: 300,
+            client_output_limit_bytes: 64 << 20,
             max_bulk_len: l.max_bulk_len,
             max_args: l.max_args,
             max_inline_len: l.max_inline_len,
@@ -179,6 +198,11 @@ impl ServerConfig {
         if self.io_threads == 0 || self.io_threads > IO_THREADS_MAX {
             return Err(Error::Config(format!(
                 "io_threads must be between 1 and {IO_THREADS_MAX}"
+            )));
+        }
+        if self.client_output_limit_bytes < OUT_BYTES_MAX {
+            return Err(Error::Config(format!(
+                "client_output_limit_bytes must be at least {OUT_BYTES_MAX} (the reply bytes a connection gathers before it waits for its client)"
             )));
         }
         if self.backup_at.is_some() && self.backup_interval_secs == 0 {
@@ -439,6 +463,10 @@ mod tests {
             "always"
         );
         assert!("epoll".parse::<IoMode>().is_err());
+        c.client_output_limit_bytes = OUT_BYTES_MAX - 1;
+        assert!(c.validate().is_err());
+        c.client_output_limit_bytes = OUT_BYTES_MAX;
+        c.validate().unwrap();
         c.io_threads = 0;
         assert!(c.validate().is_err());
     }

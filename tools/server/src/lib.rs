@@ -6,12 +6,13 @@
 //! main (binary)  flags and the TOML file -> ServerConfig -> server::run
 //!   server       start-up, accept loop, signals, shutdown           (+ sched: backup schedule)
 //!   net          connection layers: events (epoll loops, the default) | threads (one per connection);
+//!                accept (admission and refusals, out-of-descriptor back-off);
 //!                workers (the event loops' slow work: backups, checkpoints, large scans)
 //!   session      one connection's parse -> group -> execute -> reply step, used by every layer
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
-//!   state, config, limits, disks, glob, error   leaves: used from above, import nothing above them
+//!   state, config, limits, disks, fds, glob, error   leaves: used from above, import nothing above them
 //! ```
 //!
 //! Where things go:
@@ -37,6 +38,7 @@
 //! - [`state`]: the operation state table and its persisted `STATE` file.
 //! - [`limits`]: every bound the daemon keeps on its own work.
 //! - [`disks`]: whether the archive and backups share the data's file system (start-up).
+//! - [`fds`]: the descriptor limit raised and `max_clients` fitted under it (start-up).
 //! - [`glob`]: Redis-style glob matching for SCAN MATCH and CONFIG GET.
 //! - [`error`]: the crate's [`Error`] and the `STATE` decoder's [`StateDamage`].
 #![forbid(unsafe_code)]
@@ -47,6 +49,7 @@ pub mod cmd;
 pub mod config;
 pub mod disks;
 pub mod error;
+pub mod fds;
 pub mod glob;
 pub mod limits;
 pub mod net;

@@ -14,12 +14,17 @@ pub const GROUP_MAX: usize = 1024;
 pub const RUN_MAX: usize = 1024;
 /// Most argument bytes of one connection's writes in one commit.
 pub const RUN_BYTES_MAX: usize = 8 << 20;
-/// Most reply bytes a connection gathers before they are written out; above it the
-/// connection's next requests wait until the client has read its replies.
+/// Most reply bytes a connection gathers before they are written out (the low mark of
+/// back-pressure): above it no further request of the connection starts, even within a
+/// group of reads, and the connection is neither read nor run until its client has read
+/// its replies. What one connection holds is so about this plus one reply; the hard limit
+/// past which a client is disconnected is `client_output_limit_bytes`
+/// ([`crate::config::ServerConfig`]).
 pub const OUT_BYTES_MAX: usize = 1 << 20;
 /// Bytes asked of the socket in one read.
 pub const CHUNK_BYTES: usize = 16 << 10;
-/// Most bytes read from one connection in one event-loop turn; the rest waits a turn.
+/// Most bytes read from one connection in one event-loop turn; the rest waits a turn. A
+/// connection holding this many bytes of complete requests not yet run is not read.
 pub const READ_PER_TURN_BYTES: usize = 256 << 10;
 /// How often blocked threads (connections, event loops, the scheduler, the shutdown wait)
 /// look at the shutdown flag.

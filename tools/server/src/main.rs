@@ -63,12 +63,18 @@ struct Args {
     /// WAL archive directory, "" for none [default: ./duplex-archive].
     #[arg(long, value_parser = any_path)]
     archive_dir: Option<PathBuf>,
-    /// Most simultaneous clients [default: 1000].
+    /// Most simultaneous clients; lowered at start to fit the descriptor limit
+    /// [default: 1000].
     #[arg(long)]
     max_clients: Option<usize>,
-    /// Seconds before an idle client is closed, 0 for never [default: 300].
+    /// Seconds before an idle client is closed (also one that does not read its replies),
+    /// 0 for never [default: 300].
     #[arg(long)]
     idle_timeout: Option<u64>,
+    /// Most unsent reply bytes a client may leave; past it the client is disconnected
+    /// [default: 67108864 (64 MiB)].
+    #[arg(long)]
+    client_output_limit_bytes: Option<usize>,
     /// Log filter, e.g. info or debug [default: info; RUST_LOG overrides].
     #[arg(long)]
     log: Option<String>,
@@ -106,7 +112,8 @@ fn real_main() -> anyhow::Result<()> {
     over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
           keep_backups => keep_backups, archive_dir => archive_dir, max_clients => max_clients,
-          idle_timeout => idle_timeout_secs, log => log, io => io, io_threads => io_threads);
+          idle_timeout => idle_timeout_secs,
+          client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads);
     if let Some(t) = a.backup_at {
         c.backup_at = Some(t);
     }

@@ -12,7 +12,6 @@
 //! checkpoint, sync the WAL, state `stopped` (or still `fenced` / `failed`), exit 0. A second signal exits at once with
 //! status 1 (the WAL makes that safe: every acknowledged write is in it).
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use duplex_wal::{Clock, SystemClock};
 
 use crate::config::ServerConfig;
 use crate::limits::{POLL, SHUTDOWN_WAIT};
+use crate::net::accept::Acceptor;
 use crate::net::Layer;
 use crate::shared::Shared;
 use crate::state::{self, OpState, StateRecord, StateTable};
@@ -34,6 +34,7 @@ use crate::Error;
 /// `duplexd` on it, maybe on the same data) is found before any file changes.
 pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     cfg.validate()?;
+    let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -261,24 +262,19 @@ fn wake_addr(mut a: SocketAddr) -> SocketAddr {
 }
 
 /// Accepts until shutdown; hands each admitted client to the connection layer, which owns
-/// it from then on.
+/// it from then on ([`Acceptor`] refuses the others).
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, layer: &mut Layer) {
-    for conn in listener.incoming() {
+    let mut acceptor = Acceptor::new();
+    loop {
+        let admitted = acceptor.next(shared, listener);
         if shared.stopping() {
+            if admitted.is_some() {
+                shared.conn_closed();
+            }
             break;
         }
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(event = "accept_failed", error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if !shared.admit() {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            continue;
+        if let Some(stream) = admitted {
+            layer.hand_over(shared, stream);
         }
-        layer.hand_over(shared, stream);
     }
 }

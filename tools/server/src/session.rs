@@ -19,7 +19,11 @@
 //!   appends its reply, and only then steps again, so the connection's replies stay in order
 //!   while the other connections go on;
 //! - once [`OUT_BYTES_MAX`] reply bytes are waiting, the session stops ([`Step::Flush`])
-//!   until the layer has sent them.
+//!   until the layer has sent them, also in the middle of a group: a group of GETs of large
+//!   values runs only until the budget is full, and the requests left are parsed and run
+//!   again at the next step. So a connection's reply memory is about [`OUT_BYTES_MAX`] plus
+//!   one reply, whatever it pipelines; the layer disconnects a client whose unsent replies
+//!   pass `client_output_limit_bytes` (a single huge reply, e.g. an MGET of many large values).
 
 use duplex_proto::{Parsed, RequestParser};
 
@@ -99,26 +103,26 @@ impl Session {
         if self.closing {
             return Step::Close;
         }
-        let mut plain: Vec<Vec<&'a [u8]>> = Vec::new();
+        let mut plain = Plain::default();
         loop {
-            if plain.len() >= GROUP_MAX || out.len() > OUT_BYTES_MAX {
-                if !self.run_plain(sh, &mut plain, out) {
-                    return Step::Close;
-                }
-                if out.len() > OUT_BYTES_MAX {
-                    return Step::Flush;
+            if plain.reqs.len() >= GROUP_MAX || out.len() > OUT_BYTES_MAX {
+                match self.run_plain(sh, &mut plain, pos, out, OUT_BYTES_MAX) {
+                    Ran::All if out.len() <= OUT_BYTES_MAX => {}
+                    Ran::All | Ran::Part => return Step::Flush,
+                    Ran::Close => return Step::Close,
                 }
             }
             match self.parser.parse(&buf[*pos..], sh.limits()) {
                 Ok(Parsed::Incomplete) => {
-                    return if self.run_plain(sh, &mut plain, out) {
-                        Step::NeedInput
-                    } else {
-                        Step::Close
+                    return match self.run_plain(sh, &mut plain, pos, out, OUT_BYTES_MAX) {
+                        Ran::All => Step::NeedInput,
+                        Ran::Part => Step::Flush,
+                        Ran::Close => Step::Close,
                     };
                 }
                 Err(e) => {
-                    if self.run_plain(sh, &mut plain, out) {
+                    // The connection closes: what came before runs whole, then the error.
+                    if self.run_plain(sh, &mut plain, pos, out, usize::MAX) == Ran::All {
                         duplex_proto::error(out, &e.reply_text());
                         tracing::debug!(client = self.st.id, error = %e, "protocol error; closing");
                     }
@@ -130,28 +134,28 @@ impl Session {
                         *pos += consumed;
                         continue;
                     }
-                    if self.st.authed && self.st.multi.is_none() && cmd::is_slow(&args) {
-                        // What came before runs first; the slow one runs off this thread.
-                        if !self.run_plain(sh, &mut plain, out) {
-                            return Step::Close;
-                        }
+                    let slow = self.st.authed && self.st.multi.is_none() && cmd::is_slow(&args);
+                    if !slow && !cmd::is_write(&args) {
                         *pos += consumed;
+                        plain.push(args, *pos);
+                        continue;
+                    }
+                    // What came before runs first (it may AUTH, MULTI, or QUIT); when it
+                    // filled the reply budget, this request is parsed again next step.
+                    match self.run_plain(sh, &mut plain, pos, out, OUT_BYTES_MAX) {
+                        Ran::All => {}
+                        Ran::Part => return Step::Flush,
+                        Ran::Close => return Step::Close,
+                    }
+                    *pos += consumed;
+                    if slow {
+                        // It runs off this thread.
                         let args = args.iter().map(|a| a.to_vec()).collect();
                         return Step::Slow(Slow { args });
                     }
-                    if !cmd::is_write(&args) {
-                        *pos += consumed;
-                        plain.push(args);
-                        continue;
-                    }
-                    // A write: what came before runs first (it may AUTH, MULTI, or QUIT).
-                    if !self.run_plain(sh, &mut plain, out) {
-                        return Step::Close;
-                    }
-                    *pos += consumed;
                     if !self.st.authed || self.st.multi.is_some() {
                         // NOAUTH or QUEUED, answered as usual.
-                        plain.push(args);
+                        plain.push(args, *pos);
                         continue;
                     }
                     return Step::Writes(write_run(sh, &mut self.parser, buf, pos, args));
@@ -160,18 +164,64 @@ impl Session {
         }
     }
 
-    /// Runs the non-write requests gathered so far. Returns false when the connection must
-    /// close (QUIT).
-    fn run_plain(&mut self, sh: &Shared, plain: &mut Vec<Vec<&[u8]>>, out: &mut Vec<u8>) -> bool {
-        if !plain.is_empty() {
-            sh.count_commands(plain.len());
-            if cmd::execute(sh, &mut self.st, plain, out) {
-                self.closing = true;
-            }
-            plain.clear();
+    /// Runs the non-write requests gathered so far, until `out` holds more than `budget`
+    /// bytes. When some did not run, `*pos` goes back to the end of the last one that did
+    /// (and the parser starts afresh there): they are parsed and run again next step.
+    fn run_plain(
+        &mut self,
+        sh: &Shared,
+        plain: &mut Plain<'_>,
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> Ran {
+        if plain.reqs.is_empty() {
+            return if self.closing { Ran::Close } else { Ran::All };
         }
-        !self.closing
+        let done = cmd::execute(sh, &mut self.st, &plain.reqs, out, budget);
+        sh.count_commands(done.ran);
+        let all = done.ran == plain.reqs.len();
+        if !all {
+            *pos = plain.ends[done.ran - 1];
+            self.parser.reset();
+        }
+        plain.reqs.clear();
+        plain.ends.clear();
+        if done.close {
+            self.closing = true;
+            Ran::Close
+        } else if all {
+            Ran::All
+        } else {
+            Ran::Part
+        }
     }
+}
+
+/// The non-write requests gathered for one [`cmd::execute`], with where each ends in the
+/// input (so that the ones the reply budget left out can be parsed again).
+#[derive(Default)]
+struct Plain<'a> {
+    reqs: Vec<Vec<&'a [u8]>>,
+    ends: Vec<usize>,
+}
+
+impl<'a> Plain<'a> {
+    fn push(&mut self, args: Vec<&'a [u8]>, end: usize) {
+        self.reqs.push(args);
+        self.ends.push(end);
+    }
+}
+
+/// What [`Session::run_plain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Every gathered request ran.
+    All,
+    /// The reply budget filled first; the rest wait for the next step.
+    Part,
+    /// QUIT: close once the replies are sent.
+    Close,
 }
 
 /// The run of writes starting with `first`: the consecutive writes that follow it in
@@ -297,6 +347,45 @@ mod tests {
             Step::NeedInput
         );
         assert!(out.starts_with(b"-NOAUTH"), "{out:?}");
+    }
+
+    #[test]
+    fn a_group_of_large_reads_stops_at_the_reply_budget_and_resumes() {
+        let d = tempfile::tempdir().unwrap();
+        let sh = shared(d.path(), None);
+        let big = vec![b'v'; 600 << 10];
+        let set = [b"SET".as_slice(), b"big", &big];
+        let mut s = Session::new(&sh);
+        let (mut pos, mut out) = (0, Vec::new());
+        out.extend(commit(&sh, &[&[set.to_vec()]]).concat());
+        out.clear();
+        // Ten GETs of 600 KiB: a budget of 1 MiB holds two replies, then the session asks
+        // for them to be sent; the GETs left run at the next steps, in order.
+        let buf = b"GET big\r\n".repeat(10);
+        let mut buf = buf.clone();
+        buf.extend_from_slice(b"PING\r\n");
+        let mut replies = 0;
+        let mut steps = 0;
+        loop {
+            let st = s.step(&sh, &buf, &mut pos, &mut out);
+            assert!(out.len() <= OUT_BYTES_MAX + (700 << 10), "{}", out.len());
+            replies += out.len();
+            steps += 1;
+            let last = out.ends_with(b"+PONG\r\n");
+            out.clear();
+            match st {
+                Step::Flush => {}
+                Step::NeedInput => {
+                    assert!(last, "PING answered last");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(steps, 6, "two GETs a step, then the PING");
+        assert_eq!(replies, 10 * (big.len() + 11) + 7, "every reply, once");
+        assert_eq!(pos, buf.len());
+        assert_eq!(sh.stats().total_commands, 12);
     }
 
     #[test]

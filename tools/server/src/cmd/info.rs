@@ -57,6 +57,10 @@ pub fn config(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
         ("bind", c.bind.clone()),
         ("maxclients", c.max_clients.to_string()),
         ("timeout", c.idle_timeout_secs.to_string()),
+        (
+            "client-output-buffer-limit",
+            format!("normal {} 0 0", c.client_output_limit_bytes),
+        ),
         ("proto-max-bulk-len", c.max_bulk_len.to_string()),
         ("dir", c.data.display().to_string()),
     ];
@@ -125,12 +129,16 @@ fn server(sh: &Shared, t: &mut String) {
 
 fn clients(sh: &Shared, t: &mut String) {
     let n = sh.stats();
+    let c = sh.cfg();
     let _ = write!(
         t,
-        "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nrejected_connections:{}\r\n\r\n",
+        "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nrejected_connections:{}\r\nfd_limit:{}\r\nfds_reserved:{}\r\nclient_output_limit_bytes:{}\r\n\r\n",
         n.clients,
-        sh.cfg().max_clients,
-        n.rejected_connections
+        c.max_clients,
+        n.rejected_connections,
+        crate::fds::current_limit(),
+        crate::fds::reserve(c),
+        c.client_output_limit_bytes
     );
 }
 
@@ -138,8 +146,8 @@ fn stats(sh: &Shared, t: &mut String) {
     let n = sh.stats();
     let _ = write!(
         t,
-        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
-        n.total_connections, n.total_commands
+        "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\r\n",
+        n.total_connections, n.total_commands, n.rejected_connections, n.output_disconnects
     );
 }
 

@@ -276,13 +276,34 @@ fn allowed_before_auth(c: Cmd) -> bool {
     matches!(c, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::DState)
 }
 
+/// What [`execute`] did with a group of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Executed {
+    /// How many requests of the group ran (from the front); the rest are for later.
+    pub ran: usize,
+    /// The connection must close afterwards (QUIT).
+    pub close: bool,
+}
+
 /// Executes `reqs` in order, appending every reply to `out`: a run of consecutive reads
 /// shares one snapshot (taken after this connection's earlier writes); a write that gets
-/// here (the session commits runs of writes itself) is committed on its own. Returns true
-/// when the connection must close afterwards (QUIT).
-pub fn execute(sh: &Shared, conn: &mut ConnState, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) -> bool {
+/// here (the session commits runs of writes itself) is committed on its own.
+///
+/// Once `out` holds more than `budget` bytes, no further request starts (the first always
+/// runs): a group of GETs of large values costs one budget of memory, not one value per
+/// request. The caller keeps the requests that did not run for a later step.
+pub fn execute(
+    sh: &Shared,
+    conn: &mut ConnState,
+    reqs: &[Vec<&[u8]>],
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> Executed {
     let mut i = 0;
     while i < reqs.len() {
+        if i > 0 && out.len() > budget {
+            break;
+        }
         let args = &reqs[i];
         let Some((cmd, queueable)) = admit(conn, args, out) else {
             i += 1;
@@ -294,7 +315,7 @@ pub fn execute(sh: &Shared, conn: &mut ConnState, reqs: &[Vec<&[u8]>], out: &mut
             continue;
         }
         if cmd.is_read() {
-            i += read::read_run(sh, &reqs[i..], out);
+            i += read::read_run(sh, &reqs[i..], out, budget);
             continue;
         }
         if cmd.is_write() {
@@ -302,11 +323,17 @@ pub fn execute(sh: &Shared, conn: &mut ConnState, reqs: &[Vec<&[u8]>], out: &mut
                 out.extend_from_slice(&r);
             }
         } else if dispatch(sh, conn, cmd, args, out) {
-            return true;
+            return Executed {
+                ran: i + 1,
+                close: true,
+            };
         }
         i += 1;
     }
-    false
+    Executed {
+        ran: i,
+        close: false,
+    }
 }
 
 /// Name, arity and authentication: the command, or `None` once the refusal is in `out`.

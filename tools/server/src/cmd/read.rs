@@ -8,11 +8,15 @@ use super::{check, engine_err, Cmd};
 use crate::shared::Shared;
 
 /// Answers the run of reads at the front of `reqs` (the first is known to be one) from one
-/// snapshot; returns how many requests it answered.
-pub fn read_run(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>) -> usize {
+/// snapshot, stopping before the next read once `out` holds more than `budget` bytes;
+/// returns how many requests it answered (at least one).
+pub fn read_run(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>, budget: usize) -> usize {
     let snap = sh.db().snapshot();
     let mut n = 0;
     for r in reqs {
+        if n > 0 && out.len() > budget {
+            break;
+        }
         match check(r) {
             Ok((c, _)) if c.is_read() => read(&snap, c, r, out),
             _ => break,

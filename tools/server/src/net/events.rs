@@ -16,15 +16,20 @@
 //! 4. write every connection's replies; what the socket does not take stays in that
 //!    connection's output buffer until it is writable again. A connection with more than
 //!    [`OUT_BYTES_MAX`] unsent bytes is not read or run further until its client has read
-//!    them.
+//!    them (nor read while it holds [`READ_PER_TURN_BYTES`] of requests not yet run), so a
+//!    client that pipelines without reading costs about [`OUT_BYTES_MAX`] plus one reply.
+//!    One whose unsent replies pass `client_output_limit_bytes` (a single huge reply) is
+//!    disconnected and logged.
 //!
-//! Idle clients are closed after the idle timeout. On shutdown a loop stops reading, runs
-//! the requests it has already read, sends the replies (up to [`DRAIN`]) and closes its
-//! connections; connections handed over after that are closed at once.
+//! Idle clients are closed after the idle timeout: no bytes from them, and none of their
+//! replies taken (a client that stopped reading is logged as such). On shutdown a loop
+//! stops reading, runs the requests it has already read, sends the replies (up to
+//! [`DRAIN`]) and closes its connections; connections handed over after that are closed at
+//! once.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream as StdStream;
+use std::net::{SocketAddr, TcpStream as StdStream};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,8 +123,10 @@ struct Conn {
     /// A slow request of this connection is with the workers: nothing more is read or run
     /// until its reply is back.
     waiting: bool,
-    /// Last time bytes arrived.
+    /// Last time bytes arrived or the client took some of its replies.
     last: Instant,
+    /// The client's address, for the log.
+    peer: Option<SocketAddr>,
 }
 
 impl Conn {
@@ -226,6 +233,7 @@ impl EventLoop {
                 self.read_all();
             }
             self.run_requests();
+            self.enforce_output_limit();
             self.send_all();
             self.reap(stopping);
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -251,6 +259,7 @@ impl EventLoop {
                 self.sh.conn_closed();
                 continue;
             }
+            let peer = stream.peer_addr().ok();
             let mut stream = TcpStream::from_std(stream);
             let token = self.next_token;
             self.next_token = self.next_token.wrapping_add(1).max(1);
@@ -281,6 +290,7 @@ impl EventLoop {
                     dead: false,
                     waiting: false,
                     last: Instant::now(),
+                    peer,
                 },
             );
         }
@@ -289,7 +299,9 @@ impl EventLoop {
     /// Reads what every readable connection has (up to [`READ_PER_TURN_BYTES`] each).
     fn read_all(&mut self) {
         for c in self.conns.values_mut() {
-            if !c.readable || c.dead || c.close || c.waiting || c.held_back() {
+            // Requests already read and not yet run are enough to go on with.
+            let backlog = c.dirty && c.buf.len() - c.pos >= READ_PER_TURN_BYTES;
+            if !c.readable || c.dead || c.close || c.waiting || c.held_back() || backlog {
                 continue;
             }
             let mut got = 0;
@@ -408,13 +420,34 @@ impl EventLoop {
         }
     }
 
+    /// Lets go of the clients whose unsent replies passed `client_output_limit_bytes`
+    /// (before anything more is sent: the limit is on what the server holds).
+    fn enforce_output_limit(&mut self) {
+        let limit = self.sh.cfg().client_output_limit_bytes;
+        for c in self.conns.values_mut() {
+            if c.unsent() > limit && !c.dead {
+                output_disconnect(
+                    &self.sh,
+                    c,
+                    "its unsent replies passed client_output_limit_bytes",
+                );
+                c.dead = true;
+                c.out.clear();
+                c.out_pos = 0;
+            }
+        }
+    }
+
     /// Sends what every connection has pending, as far as its socket takes it.
     fn send_all(&mut self) {
         for c in self.conns.values_mut() {
             while c.out_pos < c.out.len() && !c.dead {
                 match c.stream.write(&c.out[c.out_pos..]) {
                     Ok(0) => c.dead = true,
-                    Ok(n) => c.out_pos += n,
+                    Ok(n) => {
+                        c.out_pos += n;
+                        c.last = Instant::now();
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -429,6 +462,11 @@ impl EventLoop {
                 if c.out.capacity() > 4 * OUT_BYTES_MAX {
                     c.out.shrink_to(CHUNK_BYTES);
                 }
+            } else if c.out_pos >= OUT_BYTES_MAX {
+                // A client that reads slowly but never all: what it took is dropped, so
+                // the buffer holds only what is unsent.
+                c.out.drain(..c.out_pos);
+                c.out_pos = 0;
             }
         }
     }
@@ -470,7 +508,15 @@ impl EventLoop {
             .collect();
         for t in gone {
             if let Some(c) = self.conns.get(&t) {
-                tracing::debug!(client = c.session.id(), "idle client closed");
+                if c.unsent() > 0 {
+                    output_disconnect(
+                        &self.sh,
+                        c,
+                        "it has not read its replies for the idle timeout",
+                    );
+                } else {
+                    tracing::debug!(client = c.session.id(), "idle client closed");
+                }
             }
             self.close(t);
         }
@@ -484,4 +530,20 @@ impl EventLoop {
             self.sh.conn_closed();
         }
     }
+}
+
+/// Logs and counts a client disconnected for its unsent replies.
+fn output_disconnect(sh: &Shared, c: &Conn, why: &str) {
+    sh.count_output_disconnect();
+    tracing::warn!(
+        event = "client_output_disconnect",
+        client = c.session.id(),
+        addr = ?c.peer,
+        unsent_bytes = c.unsent(),
+        limit = sh.cfg().client_output_limit_bytes,
+        "client {} ({}) disconnected: {why} ({} bytes unsent)",
+        c.session.id(),
+        c.peer.map_or_else(|| "unknown address".to_owned(), |a| a.to_string()),
+        c.unsent()
+    );
 }

@@ -7,9 +7,13 @@
 //! - [`threads`] (`io = "threads"`): one blocking thread per connection; it uses every
 //!   core when many clients pipeline without fsync.
 //!
+//! [`accept`] admits connections for the accept loop (and refuses, with an error reply,
+//! the ones past `max_clients` or past the descriptor limit).
+//!
 //! A layer owns its connections from hand-over to close and calls
 //! [`crate::shared::Shared::conn_closed`] once for each.
 
+pub mod accept;
 pub mod events;
 pub mod threads;
 pub mod workers;

@@ -40,8 +40,11 @@ pub struct Counters {
     pub total_connections: u64,
     /// Commands processed since start.
     pub total_commands: u64,
-    /// Connections refused at `max_clients`.
+    /// Connections refused at `max_clients`, or while the process was out of descriptors.
     pub rejected_connections: u64,
+    /// Clients disconnected for their unsent replies: past `client_output_limit_bytes`, or
+    /// not reading them for the idle timeout.
+    pub output_disconnects: u64,
 }
 
 /// State shared by every thread of the daemon.
@@ -62,6 +65,7 @@ pub struct Shared {
     total_connections: AtomicU64,
     total_commands: AtomicU64,
     rejected_connections: AtomicU64,
+    output_disconnects: AtomicU64,
     next_client_id: AtomicU64,
     conns_done: Condvar,
     conns_lock: Mutex<()>,
@@ -95,6 +99,7 @@ impl Shared {
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            output_disconnects: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
             conns_done: Condvar::new(),
             conns_lock: Mutex::new(()),
@@ -155,6 +160,7 @@ impl Shared {
             total_connections: self.total_connections.load(Ordering::Relaxed),
             total_commands: self.total_commands.load(Ordering::Relaxed),
             rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+            output_disconnects: self.output_disconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -188,6 +194,18 @@ impl Shared {
         }
         self.clients.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    /// Counts a connection accepted only to be refused, while the process was out of
+    /// descriptors (it was never admitted).
+    pub fn count_refused(&self) {
+        self.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a client disconnected for its unsent replies.
+    pub fn count_output_disconnect(&self) {
+        self.output_disconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An admitted connection has closed: one client fewer, and the shutdown sequence
