@@ -528,8 +528,12 @@ impl Checkpoint {
         for _ in 0..n {
             origins.push((c.u64().ok_or(t.clone())?, c.u64().ok_or(t.clone())?));
         }
+        // Written only when not 0, so one value has one encoding (a present 0 is damage).
         let max_epoch = if c.remaining() == 8 {
-            c.u64().ok_or(t.clone())?
+            match c.u64().ok_or(t.clone())? {
+                0 => return Err(CorruptKind::Invalid("checkpoint max_epoch present but 0")),
+                e => e,
+            }
         } else {
             0
         };

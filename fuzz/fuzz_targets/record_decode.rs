@@ -55,8 +55,15 @@ fn check_record(b: &[u8], crc_fixed: bool) {
 
 fn check_header(b: &[u8]) {
     if let Ok(h) = SegmentHeader::decode(b) {
+        // Each version re-encodes with its own encoder (a version 1 header has no timeline
+        // and no intended length: they read as 1 and 0).
+        let again = if b.get(8..12) == Some(&1u32.to_le_bytes()[..]) {
+            h.encode_v1()
+        } else {
+            h.encode()
+        };
         assert_eq!(
-            h.encode()[..],
+            again[..],
             b[..SEGMENT_HEADER_LEN as usize],
             "header does not round-trip"
         );
