@@ -170,11 +170,12 @@ fn drill(bin: &Path, lag_ms: u64) {
         .find_map(|f| f.strip_prefix("dir="))
         .unwrap_or_else(|| panic!("DUPLEX.BACKUP answered {reply}"))
         .to_owned();
-    // Keep writing past the backup: a point in time in the middle, then more.
+    // Keep writing past the backup (longer than the lag, so that writes made after the
+    // backup are required too): a point in time early on, then more.
     let more = write_until(
         &mut c,
         i,
-        Instant::now() + Duration::from_millis(1500),
+        Instant::now() + Duration::from_millis(lag_ms + 2000),
         Some(i + 100),
     );
     acked.at.extend(more.at);
@@ -203,6 +204,7 @@ fn drill(bin: &Path, lag_ms: u64) {
     let mut r = Daemon::start_in(&restored, &[]);
     let mut rc = r.conn();
     let got = present(&mut rc, n);
+    let (epoch_after, _) = epoch_and_lsn(&mut rc);
     let required_by = killed - Duration::from_millis(lag_ms) - MARGIN;
     let required: Vec<u64> = acked
         .at
@@ -223,13 +225,18 @@ fn drill(bin: &Path, lag_ms: u64) {
         acked.at.len(),
         got.len()
     );
+    eprintln!(
+        "drill at lag {lag_ms} ms: {} writes acknowledged, {} required, {} restored; epoch {epoch_before} -> {epoch_after}",
+        acked.at.len(),
+        required.len(),
+        got.len()
+    );
     // Nothing but a prefix of the writes (one writer, in order): at most the one write
     // in flight at the kill beyond the acknowledged ones.
     assert!(
         got.iter().enumerate().all(|(k, i)| k as u64 == *i),
         "restored writes are not a prefix"
     );
-    let (epoch_after, _) = epoch_and_lsn(&mut rc);
     assert!(
         epoch_after > epoch_before,
         "the restored server reports epoch {epoch_after}, not above {epoch_before} of the lost one"
