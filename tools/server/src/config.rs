@@ -423,6 +423,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_parses_and_archive_lag_ms() {
+        let c: ServerConfig = toml::from_str(include_str!("../../../deploy/duplexd.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.archive_lag_ms, 1000);
+        assert_eq!(ServerConfig::default().archive_lag_ms, 1000);
+        let c: ServerConfig = toml::from_str("archive_lag_ms = 0").unwrap();
+        assert_eq!(c.archive_lag_ms, 0);
+    }
+
+    #[test]
     fn defaults_and_toml() {
         let c: ServerConfig = toml::from_str("port = 9000\nsync = \"interval:5\"").unwrap();
         assert_eq!(c.port, 9000);

@@ -5,6 +5,9 @@
 //! deleted) writes are accepted again without a restart, and every acknowledged write is
 //! there after a restart.
 //!
+//! And a full archive (a tmpfs too small for it) is loud, and the write policy follows
+//! `archive_lag_ms`.
+//!
 //! Needs to mount a tmpfs (root): skipped with a message when it cannot.
 
 mod common;
@@ -129,4 +132,92 @@ fn out_of_space_refuses_writes_serves_reads_and_resumes_by_itself() {
     d.stop();
     drop(d);
     drop(fs);
+}
+
+/// Writes `n` values of `size` bytes under `prefix`, returning the errors met.
+fn write_some(
+    c: &mut redis::Connection,
+    prefix: &str,
+    n: usize,
+    size: usize,
+) -> Vec<redis::RedisError> {
+    let v = vec![b'a'; size];
+    (0..n)
+        .filter_map(|i| c.set::<_, _, ()>(format!("{prefix}:{i}"), &v).err())
+        .collect()
+}
+
+/// Waits up to 10 s for `INFO persistence` field `name` to read `want`.
+fn wait_field(c: &mut redis::Connection, name: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info_field(c, name) != want {
+        assert!(Instant::now() < deadline, "{name} never became {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn archive_field(c: &mut redis::Connection) -> String {
+    let st: Vec<redis::Value> = redis::cmd("DUPLEX.STATE").query(c).unwrap();
+    assert_eq!(
+        st.len(),
+        10,
+        "DUPLEX.STATE keeps its fields and appends `archive`"
+    );
+    assert_eq!(
+        redis::from_redis_value::<String>(&st[8]).unwrap(),
+        "archive"
+    );
+    redis::from_redis_value(&st[9]).unwrap()
+}
+
+/// A full archive (a 2 MiB tmpfs): with the default lag local writes go on while INFO,
+/// DUPLEX.STATE and the log say the archive fails; with lag 0 writes are answered
+/// `-NOARCHIVE` and the server stays `running`. Grown again, the archive catches up by itself.
+#[test]
+fn a_full_archive_is_loud_and_policy_follows_the_lag() {
+    for lag in ["1000", "0"] {
+        let t = tempfile::tempdir().unwrap();
+        let Some(fs) = Tmpfs::mount(&t.path().join("archive"), "2m") else {
+            return;
+        };
+        let arch = fs.0.to_str().unwrap().to_owned();
+        let mut d = Daemon::start_in(
+            &t.path().join("node"),
+            &["--archive-dir", &arch, "--archive-lag-ms", lag],
+        );
+        let mut c = d.conn();
+        let _: () = c.set("k", "v").unwrap();
+        wait_field(&mut c, "archive_status", "ok");
+        assert_eq!(archive_field(&mut c), "ok");
+        let errors = write_some(&mut c, "fill", 40, 128 << 10);
+        if lag == "0" {
+            let e = errors
+                .first()
+                .expect("a synchronous archive that is full refuses writes");
+            assert_eq!(e.code(), Some("NOARCHIVE"), "{e}");
+        } else {
+            assert!(errors.is_empty(), "local writes go on: {errors:?}");
+        }
+        wait_field(&mut c, "archive_status", "failing");
+        assert_eq!(archive_field(&mut c), "failing");
+        assert!(!info_field(&mut c, "archive_last_error").is_empty());
+        assert_ne!(info_field(&mut c, "archive_failing_since_ms"), "-1");
+        assert_eq!(state(&mut c), "running");
+        assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+        assert!(d.log().contains("archive_failing"), "{}", d.log());
+
+        let st = Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(&fs.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let _: () = c.set("k", "after").unwrap();
+        wait_field(&mut c, "archive_status", "ok");
+        assert_eq!(archive_field(&mut c), "ok");
+        wait_field(&mut c, "archive_lag_ms", "0");
+        d.stop();
+        drop(d);
+        drop(fs);
+    }
 }
