@@ -117,6 +117,20 @@ fn out_of_space_refuses_writes_serves_reads_and_resumes_by_itself() {
     assert!(!info_field(&mut c, "writes_refused_reason").is_empty());
     let again = c.set::<_, _, ()>("small", "refused").unwrap_err();
     assert_eq!(again.code(), Some("NORESOURCE"), "{again}");
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET")
+        .arg("small")
+        .arg("tx")
+        .query(&mut c)
+        .unwrap();
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some("NORESOURCE"),
+        "EXEC keeps the refusal's code: {e}"
+    );
 
     // Space back: writes resume without a restart.
     std::fs::remove_file(&filler).unwrap();
