@@ -46,6 +46,10 @@ pub struct Config {
     pub compaction_min_bytes: u64,
     /// Copy every closed WAL segment here (see the WAL). Default none.
     pub archive_dir: Option<PathBuf>,
+    /// How far the archive may fall behind the durable log, in milliseconds; 0 makes it
+    /// synchronous (a write is acknowledged only once the archive holds it too). See
+    /// [`WalOptions::archive_lag_ms`]. Default 1000.
+    pub archive_lag_ms: u64,
     /// While replaying a long WAL at open, merge into the tree once the operations gathered
     /// take this much memory (about 100 bytes per operation plus its key and value; the
     /// records themselves are read in place from the page cache), so memory stays bounded.
@@ -79,6 +83,7 @@ impl Default for Config {
             compaction_dead_ratio: 0.5,
             compaction_min_bytes: 64 << 20,
             archive_dir: None,
+            archive_lag_ms: 1000,
             replay_chunk_bytes: 256 << 20,
             background: true,
             clock: Arc::new(duplex_wal::SystemClock),
@@ -116,6 +121,7 @@ impl Config {
             max_record_size: (self.max_value_size + self.max_key_size + RECORD_HEADROOM) as u32,
             sync: self.sync,
             archive_dir: self.archive_dir.clone(),
+            archive_lag_ms: self.archive_lag_ms,
             initial_lsn,
             clock: self.clock.clone(),
             // No hidden threads when the engine has none: `run_maintenance` steps the log.

@@ -133,7 +133,8 @@ fn classify(name: &str, args: &[&[u8]]) -> (bool, bool) {
     (true, false)
 }
 
-/// Whether an error reply means "write refused, not applied" because of the server's state.
+/// Whether an error reply means "write refused, not applied" because of the server's state
+/// or a resource it lacks for now (`-NORESOURCE`).
 fn is_refusal(msg: &str) -> bool {
     codes::classify(msg) == ErrorClass::Refused
 }
@@ -659,6 +660,8 @@ mod tests {
         assert!(is_refusal("FENCED this server is fenced"));
         assert!(is_refusal("LOADING this server is starting"));
         assert!(is_refusal("FAILED x"));
+        assert!(is_refusal("NORESOURCE out of disk space"));
+        assert!(!is_refusal("NOARCHIVE the archive failed"));
         assert!(!is_refusal("IOERR write outcome unknown"));
         assert!(!is_refusal("FENCEDX"));
     }

@@ -17,7 +17,14 @@
 //! they are compared per address, never across servers: epoch 3 on the backup says nothing
 //! about epoch 5 on the default. A server that saw epoch 5 and reports 3 is an old copy that
 //! came back (restored from an old disk without being rebuilt) and is refused with
-//! [`Unavailable::StaleEpoch`]. The check runs on every new connection and every poll;
+//! [`Unavailable::StaleEpoch`].
+//!
+//! The rule holds across a lost disk because the server logs every epoch change in its WAL,
+//! so backups and the archive carry it: a server started on a directory restored from a
+//! backup and the archive (which has no `STATE` file, or an older one) starts at one above
+//! the highest epoch its log saw. A client that knew the server before the loss therefore
+//! accepts the restored one, while an old copy of the directory, whose log stops at an
+//! older epoch, still reports an older epoch than the client saw and stays refused. The check runs on every new connection and every poll;
 //! since a server process that is replaced breaks its connections, every write goes to a
 //! server whose epoch was checked on the same connection.
 //!
@@ -48,9 +55,13 @@
 //!   resent**: it may or may not have been applied, and only the application knows whether
 //!   writing it again is right.
 //!
-//! A write the server *refused* because of its state (`-FENCED`, `-FAILED`, `-LOADING`) was
-//! not applied, so in automatic mode it is sent once to the next server; in manual mode it
-//! is reported as [`Error::ServerDown`].
+//! A write the server *refused* because of its state (`-FENCED`, `-FAILED`, `-LOADING`) or
+//! because it lacks disk space or descriptors for now (`-NORESOURCE`: it keeps serving reads
+//! and accepts writes again by itself once they are back) was not applied, so in automatic
+//! mode it is sent once to the next server; in manual mode it is reported as
+//! [`Error::ServerDown`]. A `-NOARCHIVE` reply (a synchronous archive, `archive_lag_ms` = 0,
+//! could not take the write) is returned to the application as the server's error: the
+//! write is in that server's own log but was not acknowledged, and the server goes on.
 //!
 //! ```no_run
 //! use duplex_client::{Client, ClientConfig};

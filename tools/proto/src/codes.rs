@@ -18,6 +18,15 @@ pub const LOADING: &str = "LOADING";
 /// The disk failed while this write was being made durable: it may or may not survive a
 /// restart. Never resend it blindly.
 pub const IOERR: &str = "IOERR";
+/// A resource the log needs ran out (disk space on the WAL's file system, free space below
+/// the reserve, or file descriptors): the write was refused whole and not applied; the server
+/// keeps serving reads and accepts writes again by itself once the resource is back (no
+/// restart). Like [`FENCED`], a refusal: the write may go to another server.
+pub const NORESOURCE: &str = "NORESOURCE";
+/// With a synchronous archive (`archive_lag_ms` = 0) the archive could not take this write:
+/// it is durable in the server's own log but not acknowledged. The server keeps running;
+/// every later write tries the archive again.
+pub const NOARCHIVE: &str = "NOARCHIVE";
 /// The connection has not authenticated and the command needs it.
 pub const NOAUTH: &str = "NOAUTH";
 /// AUTH (or HELLO ... AUTH) gave a wrong user or password.
@@ -27,16 +36,17 @@ pub const EXECABORT: &str = "EXECABORT";
 /// HELLO asked for a protocol version the server does not speak.
 pub const NOPROTO: &str = "NOPROTO";
 
-/// The codes of a write refused because of the server's operation state (the write was not
-/// applied, so a client may send it to another server).
-pub const REFUSALS: [&str; 3] = [FENCED, FAILED, LOADING];
+/// The codes of a write refused because of the server's operation state or a resource it
+/// lacks for now (the write was not applied, so a client may send it to another server).
+pub const REFUSALS: [&str; 4] = [FENCED, FAILED, LOADING, NORESOURCE];
 
 /// What an error reply means for the request that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorClass {
-    /// [`FENCED`], [`FAILED`] or [`LOADING`]: refused because of the server's state and not
-    /// applied; the request may go to another server.
+    /// [`FENCED`], [`FAILED`], [`LOADING`] or [`NORESOURCE`]: refused because of the
+    /// server's state or a resource it lacks for now, and not applied; the request may go
+    /// to another server.
     Refused,
     /// [`IOERR`]: the outcome is unknown; the request must not be resent.
     OutcomeUnknown,
@@ -54,7 +64,7 @@ pub fn code_of(msg: &str) -> &str {
 /// What an error reply's text means (see [`ErrorClass`]).
 pub fn classify(msg: &str) -> ErrorClass {
     match code_of(msg) {
-        FENCED | FAILED | LOADING => ErrorClass::Refused,
+        FENCED | FAILED | LOADING | NORESOURCE => ErrorClass::Refused,
         IOERR => ErrorClass::OutcomeUnknown,
         NOAUTH | WRONGPASS => ErrorClass::Auth,
         _ => ErrorClass::Other,
@@ -82,6 +92,11 @@ mod tests {
         );
         assert_eq!(classify("FAILED x"), ErrorClass::Refused);
         assert_eq!(classify("FAILED"), ErrorClass::Refused);
+        assert_eq!(
+            classify("NORESOURCE out of disk space"),
+            ErrorClass::Refused
+        );
+        assert_eq!(classify("NOARCHIVE archive failed"), ErrorClass::Other);
         assert_eq!(
             classify("IOERR write outcome unknown"),
             ErrorClass::OutcomeUnknown

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! main (binary)  flags and the TOML file -> ServerConfig -> server::run
-//!   server       start-up, accept loop, signals, shutdown           (+ sched: backup schedule)
+//!   server       start-up, accept loop, signals, shutdown  (+ sched: backup schedule;
+//!                health: the archive and space alarms, logged)
 //!   net          connection layers: events (epoll loops, the default) | threads (one per connection);
 //!                accept (admission and refusals, out-of-descriptor back-off);
 //!                workers (the event loops' slow work: backups, checkpoints, large scans)
@@ -51,6 +52,7 @@ pub mod disks;
 pub mod error;
 pub mod fds;
 pub mod glob;
+pub mod health;
 pub mod limits;
 pub mod net;
 pub mod sched;

@@ -21,9 +21,10 @@ const VERSION: &str = concat!(
     ")"
 );
 
-/// duplexd: the Duplex server daemon (RESP over the Duplex engine).
+/// duplexd: the Duplex server daemon (RESP over the Duplex engine). A flag given twice takes
+/// its last value.
 #[derive(Debug, Parser)]
-#[command(name = "duplexd", version = VERSION, about)]
+#[command(name = "duplexd", version = VERSION, about, args_override_self = true)]
 struct Args {
     /// TOML configuration file (every key optional; flags override it).
     #[arg(long)]
@@ -63,6 +64,10 @@ struct Args {
     /// WAL archive directory, "" for none [default: ./duplex-archive].
     #[arg(long, value_parser = any_path)]
     archive_dir: Option<PathBuf>,
+    /// Milliseconds the archive may trail the WAL; 0 = synchronous: a write is acknowledged
+    /// only once the archive holds it too (slower) [default: 1000].
+    #[arg(long)]
+    archive_lag_ms: Option<u64>,
     /// Most simultaneous clients; lowered at start to fit the descriptor limit
     /// [default: 1000].
     #[arg(long)]
@@ -111,7 +116,7 @@ fn real_main() -> anyhow::Result<()> {
     }
     over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
-          keep_backups => keep_backups, archive_dir => archive_dir, max_clients => max_clients,
+          keep_backups => keep_backups, archive_dir => archive_dir, archive_lag_ms => archive_lag_ms, max_clients => max_clients,
           idle_timeout => idle_timeout_secs,
           client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads);
     if let Some(t) = a.backup_at {

@@ -58,12 +58,14 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
         },
     )?;
     let db = open_db(&cfg, &table)?;
+    settle_epoch(&table, &db, prev)?;
     let shared = Arc::new(Shared::new(db, cfg, table, clock, addr));
     shared.set_disks(disks);
     come_up(&shared)?;
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
+    crate::health::spawn(&shared)?;
     let io = shared.cfg().io;
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");
     let mut layer = Layer::start(&shared, io)?;
@@ -93,6 +95,25 @@ fn come_up(shared: &Shared) -> Result<(), Error> {
                 .move_to(&[OpState::Starting], OpState::Running, false)?;
         }
     }
+    Ok(())
+}
+
+/// Takes the epoch to [`state::start_epoch`] of the `STATE` file's and the WAL's (above the
+/// WAL's on a restored directory) and logs it in the WAL if the WAL lacks it.
+fn settle_epoch(table: &StateTable, db: &Database, prev: Option<StateRecord>) -> Result<(), Error> {
+    let wal_max = db.max_epoch();
+    let epoch = state::start_epoch(prev.map(|p| p.epoch), wal_max);
+    if epoch > wal_max && wal_max > 0 && prev.is_none_or(|p| p.epoch < wal_max) {
+        tracing::warn!(
+            event = "restored_epoch",
+            state_file_epoch = prev.map_or(0, |p| p.epoch),
+            wal_epoch = wal_max,
+            epoch,
+            "the WAL saw a higher epoch than the STATE file (a restored directory): starting above it, so clients that knew this server accept it and older copies stay refused"
+        );
+    }
+    table.raise_epoch_to(epoch)?;
+    state::log_epoch(db, epoch);
     Ok(())
 }
 
@@ -144,6 +165,7 @@ fn open_db(cfg: &ServerConfig, table: &StateTable) -> Result<Database, Error> {
             node_id: cfg.node_id,
             sync: cfg.sync_policy(),
             archive_dir: cfg.archive().map(Path::to_path_buf),
+            archive_lag_ms: cfg.archive_lag_ms,
             ..DbConfig::default()
         },
     ) {

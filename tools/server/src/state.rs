@@ -314,11 +314,81 @@ impl StateTable {
             Err(_) => true,
         }
     }
+
+    /// Raises the epoch to `epoch` (never lowers it), keeping the state; persists and logs
+    /// the change. Returns the record as it is now.
+    pub fn raise_epoch_to(&self, epoch: u64) -> Result<StateRecord, Error> {
+        let mut cur = self.cur.lock();
+        if epoch <= cur.epoch {
+            return Ok(*cur);
+        }
+        let old = cur.epoch;
+        cur.epoch = epoch;
+        cur.updated_ms = now_ms();
+        let rec = *cur;
+        let res = store(&self.dir, &rec);
+        tracing::info!(
+            event = "epoch",
+            from = old,
+            to = epoch,
+            persisted = res.is_ok(),
+            "epoch raised"
+        );
+        res.map(|()| rec)
+    }
+}
+
+/// Logs `epoch` in the WAL ([`duplex_engine::Database::log_epoch`]) so that backups and the
+/// archive carry it and a restore starts above it. A failure is logged, not returned: the
+/// `STATE` file already holds the epoch, so the change stands; only a restore made before
+/// the next epoch change could start at this epoch instead of above it.
+pub fn log_epoch(db: &duplex_engine::Database, epoch: u64) {
+    if db.max_epoch() >= epoch {
+        return;
+    }
+    match db.log_epoch(epoch) {
+        Ok(lsn) => tracing::info!(
+            event = "epoch_logged",
+            epoch,
+            lsn,
+            "epoch logged in the WAL"
+        ),
+        Err(e) => tracing::warn!(event = "epoch_not_logged", epoch, error = %e,
+            "the epoch is in the STATE file but could not be logged in the WAL: a restore from a backup or the archive taken before the next epoch change may start at this epoch instead of above it"),
+    }
+}
+
+/// The epoch a server starts with, from its `STATE` file's (`None`: there is none) and the
+/// highest one its WAL logged (0: none):
+/// - the file's when it knows the WAL's (a normal restart; the file may be ahead of the WAL
+///   if the server stopped between recording a change and logging it);
+/// - above the WAL's when the file is missing or older: the directory was restored from a
+///   backup and the archive, whose log saw epochs this file never did, so it starts above
+///   all of them: a client that knew the server before the loss accepts it, while an old
+///   copy of the directory (whose WAL stops at an older epoch) still reports an older one;
+/// - 1 for a new directory.
+pub fn start_epoch(file: Option<u64>, wal_max: u64) -> u64 {
+    match file {
+        Some(f) if f >= wal_max => f.max(1),
+        _ if wal_max == 0 => 1,
+        _ => wal_max + 1,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_epochs() {
+        assert_eq!(start_epoch(None, 0), 1);
+        assert_eq!(start_epoch(Some(0), 0), 1);
+        assert_eq!(start_epoch(Some(3), 3), 3);
+        assert_eq!(start_epoch(Some(4), 3), 4);
+        // Restored: no STATE file, or one older than the log.
+        assert_eq!(start_epoch(None, 5), 6);
+        assert_eq!(start_epoch(Some(2), 5), 6);
+    }
 
     #[test]
     fn round_trip_and_checks() {

@@ -8,10 +8,16 @@ use super::{bulk_str, engine_err, ErrLine};
 use crate::shared::Shared;
 use crate::state::OpState;
 
-/// DUPLEX.STATE: state, epoch, node id and last LSN.
+/// DUPLEX.STATE: state, epoch, node id, last LSN and the archive's health (`ok`,
+/// `failing` or `off`, see [`crate::health::archive_state`]). New fields go at the end:
+/// clients skip the fields they do not know.
 pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     let s = sh.state().get();
-    array_len(out, 8);
+    let archive = crate::health::archive_state(
+        sh.cfg().archive().is_some(),
+        &sh.db().wal().archive_status(),
+    );
+    array_len(out, 10);
     bulk_str(out, "state");
     bulk_str(out, s.state.name());
     bulk_str(out, "epoch");
@@ -20,6 +26,8 @@ pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     integer(out, s.node_id as i64);
     bulk_str(out, "last_lsn");
     integer(out, sh.db().wal().last_lsn() as i64);
+    bulk_str(out, "archive");
+    bulk_str(out, archive);
 }
 
 /// `DUPLEX.BACKUP [name]`: takes a backup now (the caller waits for it).
@@ -58,7 +66,8 @@ pub fn checkpoint(sh: &Shared, out: &mut Vec<u8>) {
     }
 }
 
-/// DUPLEX.FENCE: refuse writes from now on and raise the epoch; answers the new epoch. A
+/// DUPLEX.FENCE: refuse writes from now on and raise the epoch (recorded in `STATE`, then
+/// logged in the WAL so a restore starts above it); answers the new epoch. A
 /// stopping server may be fenced too (it then stays fenced through the stop and the next
 /// start).
 pub fn fence(sh: &Shared, out: &mut Vec<u8>) {
@@ -69,7 +78,10 @@ pub fn fence(sh: &Shared, out: &mut Vec<u8>) {
         OpState::Stopping,
     ];
     match sh.state().move_to(&from, OpState::Fenced, true) {
-        Ok(Some(r)) => integer(out, r.epoch as i64),
+        Ok(Some(r)) => {
+            crate::state::log_epoch(sh.db(), r.epoch);
+            integer(out, r.epoch as i64)
+        }
         Ok(None) => error(
             out,
             &format!(

@@ -179,7 +179,7 @@ fn persistence(sh: &Shared, t: &mut String) {
     );
     let _ = write!(
         t,
-        "backups_taken:{}\r\nbackups_failed:{}\r\nlast_backup_dir:{}\r\nlast_backup_time_ms:{}\r\nlast_backup_age_secs:{age}\r\nnext_backup_in_secs:{next}\r\nlast_backup_error:{}\r\nbackup_dir:{}\r\nbackup_interval_secs:{}\r\nbackup_at:{}\r\nkeep_backups:{}\r\nbackup_same_fs:{}\r\narchive_dir:{}\r\narchive_same_fs:{}\r\n\r\n",
+        "backups_taken:{}\r\nbackups_failed:{}\r\nlast_backup_dir:{}\r\nlast_backup_time_ms:{}\r\nlast_backup_age_secs:{age}\r\nnext_backup_in_secs:{next}\r\nlast_backup_error:{}\r\nbackup_dir:{}\r\nbackup_interval_secs:{}\r\nbackup_at:{}\r\nkeep_backups:{}\r\nbackup_same_fs:{}\r\narchive_dir:{}\r\narchive_same_fs:{}\r\n",
         b.taken,
         b.failed,
         b.last_dir.map(|d| d.display().to_string()).unwrap_or_default(),
@@ -192,6 +192,38 @@ fn persistence(sh: &Shared, t: &mut String) {
         u8::from(disks.backup_same_fs),
         c.archive().map(|a| a.display().to_string()).unwrap_or_default(),
         u8::from(disks.archive_same_fs),
+    );
+    archive_and_space(sh, t);
+}
+
+/// The archive's position and health and the WAL's free space (part of `# Persistence`).
+fn archive_and_space(sh: &Shared, t: &mut String) {
+    let wal = sh.db().wal();
+    let a = wal.archive_status();
+    let s = wal.space_status();
+    let c = sh.cfg();
+    let opt = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    let one_line = |v: Option<&str>| v.unwrap_or("").replace(['\r', '\n'], " ");
+    let _ = write!(
+        t,
+        "archive_status:{}\r\narchive_lsn:{}\r\narchive_durable_lsn:{}\r\narchive_lag_ms:{}\r\narchive_lag_limit_ms:{}\r\narchive_last_error:{}\r\narchive_failing_since_ms:{}\r\n",
+        crate::health::archive_state(c.archive().is_some(), &a),
+        a.archived_lsn,
+        a.durable_lsn,
+        a.lag_ms,
+        c.archive_lag_ms,
+        one_line(a.last_error.as_deref()),
+        opt(a.failing_since_ms),
+    );
+    let _ = write!(
+        t,
+        "wal_free_bytes:{}\r\nwal_reserve_bytes:{}\r\nwal_needed_bytes:{}\r\nwrites_refused:{}\r\nwrites_refused_reason:{}\r\nwrites_refused_since_ms:{}\r\n\r\n",
+        opt(s.available_bytes),
+        s.reserve_bytes,
+        s.needed_bytes,
+        u8::from(s.refused.is_some()),
+        one_line(s.refused.as_deref()),
+        opt(s.refused_since_ms),
     );
 }
 

@@ -137,6 +137,13 @@ fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
         if let Err(e) = sh.db().write(batch) {
             sh.note_write_error(&e);
             drop(guard);
+            // A refusal aborts the transaction; a failure whose meaning has its own code
+            // (out of space, the synchronous archive, an unknown outcome) keeps it, since
+            // "not applied" would not be true of all of them.
+            let line = super::write::failure_line(&e);
+            if codes::code_of(&line) != codes::ERR {
+                return error(out, &line);
+            }
             return error(
                 out,
                 &codes::line(codes::EXECABORT, &format!("Transaction not applied: {e}")),

@@ -352,16 +352,42 @@ fn evaluate(
 }
 
 /// Commits `batches` with one `write_many`: `None` once durable, or the error every
-/// pending command gets.
+/// pending command gets ([`failure_line`]).
 fn commit(sh: &Shared, batches: Vec<WriteBatch>) -> Option<String> {
     if batches.is_empty() {
         return None;
     }
     let e = sh.db().write_many(batches).err()?;
     sh.note_write_error(&e);
-    // A refused write (limits) never reached the log; a failed one may have: its fsync
-    // failed, so whether it survives a restart is unknown.
-    Some(if e.outcome_unknown() {
+    Some(failure_line(&e))
+}
+
+/// The error reply of a write the engine did not acknowledge, by what it means for the
+/// write and the server:
+/// - `NORESOURCE`: the WAL ran out of disk space, fell below its reserve or ran out of
+///   descriptors before any of it was logged: refused whole; reads go on and writes resume
+///   by themselves once the resource is back (the server does not move to `failed`);
+/// - `NOARCHIVE`: with `archive_lag_ms` = 0, the archive could not take it: it is durable
+///   in this server's log but not acknowledged; the server goes on;
+/// - `IOERR`: a write or fsync failed: it may or may not survive a restart, and the server
+///   now refuses writes (`failed`);
+/// - `ERR`: refused (limits) and not applied.
+pub(crate) fn failure_line(e: &duplex_engine::Error) -> String {
+    if let duplex_engine::Error::Wal(w) = e {
+        if w.is_resource() {
+            return codes::line(
+                codes::NORESOURCE,
+                &format!("write refused, not applied; this server keeps serving reads: {w}"),
+            );
+        }
+        if matches!(w, duplex_wal::Error::ArchiveFailed { .. }) {
+            return codes::line(
+                codes::NOARCHIVE,
+                &format!("write not acknowledged (archive_lag_ms is 0: a write is acknowledged once the archive holds it too); this server goes on: {w}"),
+            );
+        }
+    }
+    if e.outcome_unknown() {
         codes::line(
             codes::IOERR,
             &format!(
@@ -370,5 +396,5 @@ fn commit(sh: &Shared, batches: Vec<WriteBatch>) -> Option<String> {
         )
     } else {
         ErrLine::err(format!("write refused, not applied: {e}")).0
-    })
+    }
 }
