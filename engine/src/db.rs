@@ -508,7 +508,20 @@ impl Inner {
                 payload: p,
             })
             .collect();
-        let last = self.wal.append_batch(&entries)?;
+        let last = match self.wal.append_batch(&entries) {
+            Ok(last) => last,
+            Err(e @ duplex_wal::Error::ArchiveFailed { .. }) => {
+                // Durable in the local log, only the synchronous archive copy failed: the
+                // memtable must hold what the log holds, or a checkpoint past these LSNs
+                // would drop them while the log still has them.
+                for (stamp, b) in stamped {
+                    self.apply(stamp, b.ops)?;
+                }
+                self.note_logged(total as u64);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let first = last + 1 - stamped.len() as u64;
         let mut lsns = Vec::with_capacity(stamped.len());
         for (i, (stamp, b)) in stamped.into_iter().enumerate() {
@@ -538,7 +551,16 @@ impl Inner {
             origin: self.cfg.node_id,
         };
         let payload = encode_batch(stamp, 0, &batch);
-        let lsn = self.wal.append(KIND_BATCH, &payload)?;
+        let lsn = match self.wal.append(KIND_BATCH, &payload) {
+            Ok(lsn) => lsn,
+            Err(e @ duplex_wal::Error::ArchiveFailed { .. }) => {
+                // Durable locally (see write_local_many): applied, then reported.
+                self.apply(stamp, batch.ops)?;
+                self.note_logged(payload.len() as u64);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.apply(stamp, batch.ops)?;
         self.note_logged(payload.len() as u64);
         Ok(lsn)
