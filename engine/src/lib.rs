@@ -22,7 +22,8 @@
 //!   found as a typed [`VerifyReport`].
 //!
 //! Where things live:
-//! - `db`: the [`Database`], its open (WAL replay) and write path; `config`: [`Config`] and
+//! - `db`: the [`Database`], its open (WAL replay) and write path; `lock`: the data
+//!   directory's [`DirLock`], taken before anything in the directory is written; `config`: [`Config`] and
 //!   the limits no configuration exceeds ([`MAX_KEY_SIZE`], [`MAX_VALUE_SIZE`],
 //!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule;
 //! - `memtable`, `snapshot`: the in-memory layers and reads across all layers; `replay`:
@@ -47,6 +48,7 @@ mod db;
 mod error;
 pub mod format;
 mod hlc;
+mod lock;
 mod memtable;
 mod ratelimit;
 mod replay;
@@ -64,10 +66,11 @@ pub use backup::{
 pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
-pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};
+pub use db::{Database, Stats, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
+pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};
 pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
