@@ -112,6 +112,8 @@ impl Inner {
             {
                 return;
             }
+            let tree = self.mem.read().tree.clone();
+            self.scrub.tick(&tree);
         }
     }
 
@@ -136,6 +138,8 @@ impl Inner {
             if let Err(e) = self.wal.archive_pending() {
                 *self.maintenance_error.lock() = Some(format!("archiving failed: {e}"));
             }
+            let tree = self.mem.read().tree.clone();
+            self.scrub.step(&tree, crate::scrub::STEP_PERIOD);
         }
         let now_ms = self.cfg.clock.now_ms();
         let logged = self.wal_bytes.load(Ordering::Relaxed);

@@ -25,6 +25,7 @@ use crate::hlc::{Hlc, Stamp, Timestamp};
 use crate::lock::DirLock;
 use crate::memtable::{MemTable, MemVersion};
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
+use crate::scrub::{ScrubStatus, Scrubber};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
 use crate::store::{open_or_create_store, StoreDir};
 use crate::tree::TreeView;
@@ -102,6 +103,8 @@ pub(crate) struct Inner {
     /// checkpoint refused for want of space or descriptors, a failed archive copy);
     /// cleared by the next checkpoint.
     pub(crate) maintenance_error: Mutex<Option<String>>,
+    /// The check of every store block after open.
+    pub(crate) scrub: Scrubber,
     /// When the next checkpoint is due; wakes and stops the background thread.
     pub(crate) schedule: Schedule,
     _lock: DirLock,
@@ -190,6 +193,7 @@ impl Database {
         let hlc = Hlc::with_clock(Timestamp(view.ckpt.max_ts), cfg.clock.clone());
         let epoch = view.ckpt.max_epoch;
         let schedule = Schedule::new(cfg.clock.now_ms());
+        let scrub = Scrubber::new(cfg.scrub_bytes_per_sec);
         let inner = Arc::new(Inner {
             storage,
             dir,
@@ -211,6 +215,7 @@ impl Database {
             compactions: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             maintenance_error: Mutex::new(None),
+            scrub,
             schedule,
             _lock: lock,
         });
@@ -412,6 +417,12 @@ impl Database {
     /// failed archive copy), for INFO and the log; `None` once a checkpoint succeeds.
     pub fn maintenance_error(&self) -> Option<String> {
         self.inner.maintenance_error.lock().clone()
+    }
+
+    /// Where the scrub of the store's blocks stands, and the first damage it found (file
+    /// and offset).
+    pub fn scrub_status(&self) -> ScrubStatus {
+        self.inner.scrub.status()
     }
 
     /// Counters and sizes.

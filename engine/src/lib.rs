@@ -25,7 +25,8 @@
 //! - `db`: the [`Database`], its open (WAL replay) and write path; `lock`: the data
 //!   directory's [`DirLock`], taken before anything in the directory is written; `config`: [`Config`] and
 //!   the limits no configuration exceeds ([`MAX_KEY_SIZE`], [`MAX_VALUE_SIZE`],
-//!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule;
+//!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule; `scrub`: the
+//!   rate-bounded check of every store block after open ([`ScrubStatus`]);
 //! - `memtable`, `snapshot`: the in-memory layers and reads across all layers; `replay`:
 //!   sorting logged operations into tree updates (open and roll-forward);
 //! - `store`: the manifest and the current store generation; `store_file`: one store file
@@ -53,6 +54,7 @@ mod memtable;
 mod ratelimit;
 mod replay;
 mod restore;
+mod scrub;
 mod snapshot;
 mod store;
 mod store_file;
@@ -75,6 +77,7 @@ pub use memtable::{MemTable, MemVersion};
 pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
 };
+pub use scrub::{ScrubDamage, ScrubStatus};
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};
 pub use store::MANIFEST_NAME;
 pub use verify::VerifyReport;
