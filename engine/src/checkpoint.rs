@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -27,6 +27,10 @@ use crate::tree::{TreeView, Update};
 
 /// How long the background thread sleeps between looks when nobody wakes it.
 const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// The background thread's first wait before retrying a maintenance step that failed
+/// without poisoning (space or descriptors ran out), and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// When the next checkpoint is due, and the background thread's stop and wake flags.
 #[derive(Debug)]
@@ -104,13 +108,26 @@ impl Schedule {
 impl Inner {
     /// The background thread's loop: one maintenance step per wake-up, until told to stop
     /// or the database or its log is poisoned (writers report why). A checkpoint refused
-    /// for want of space or descriptors is retried at the next wake-up.
+    /// for want of space or descriptors is retried after a pause (1 s, doubling to 30 s).
     pub(crate) fn background(&self) {
+        // After a refusal for want of space or descriptors, the next attempt waits (a
+        // second, doubling up to half a minute) rather than rewrite a partial tree at every
+        // wake-up.
+        let mut backoff = RETRY_FIRST;
+        let mut retry_at: Option<Instant> = None;
         while self.schedule.wait() {
-            if self.run_maintenance().is_err()
-                && (self.poisoned.lock().is_some() || self.wal.is_poisoned())
-            {
-                return;
+            if retry_at.is_none_or(|t| Instant::now() >= t) {
+                match self.run_maintenance() {
+                    Ok(_) => {
+                        retry_at = None;
+                        backoff = RETRY_FIRST;
+                    }
+                    Err(_) if self.poisoned.lock().is_some() || self.wal.is_poisoned() => return,
+                    Err(_) => {
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
             }
             let tree = self.mem.read().tree.clone();
             self.scrub.tick(&tree);
@@ -184,7 +201,6 @@ impl Inner {
             // Not poisoned (space or descriptors ran out): the next checkpoint retries.
             self.thaw(&frozen);
             self.wal_bytes.fetch_add(logged, Ordering::Relaxed);
-            self.schedule.wake();
         }
         res
     }
