@@ -352,3 +352,45 @@ fn the_scrub_finds_damage_no_read_touches() {
     assert_eq!((damage.file, damage.offset), (store, 64));
     assert!(damage.problem.contains("checksum"), "{}", damage.problem);
 }
+
+/// With the background thread, a checkpoint refused for want of space neither poisons nor
+/// stops the thread: writes go on, and once space is back the thread checkpoints by itself.
+#[test]
+fn the_background_thread_retries_a_checkpoint_once_space_is_back() {
+    let sim = SimStorage::new();
+    let cfg = || Config {
+        background: true,
+        ..cfg()
+    };
+    let db = open(&sim, cfg()).expect("open");
+    let store = Path::new(DIR).join("store-000001.dpx");
+    sim.fail_op_under(&store, SimOp::Write, Exhaustion::NoSpace, 1);
+    let mut acked = Acked::new();
+    load(&db, &mut acked, 0, 300);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.maintenance_error().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint was tried"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(db.stats().checkpoints, 0);
+    load(&db, &mut acked, 300, 100);
+    assert_eq!(
+        acked.len(),
+        400,
+        "writes go on while the checkpoint is refused"
+    );
+    sim.give_back();
+    while db.stats().checkpoints == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread never retried"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_holds(&db, &acked, "after the retry");
+    db.close().expect("close");
+    reopen_and_check(&sim, &mut acked, "background retry");
+}
