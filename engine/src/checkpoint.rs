@@ -15,18 +15,22 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::db::Inner;
 use crate::error::Result;
 use crate::memtable::MemTable;
-use crate::store::{write_checkpoint, StoreDir};
+use crate::store::{write_checkpoint, CheckpointJob, StoreDir};
 use crate::tree::{TreeView, Update};
 
 /// How long the background thread sleeps between looks when nobody wakes it.
 const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// The background thread's first wait before retrying a maintenance step that failed
+/// without poisoning (space or descriptors ran out), and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// When the next checkpoint is due, and the background thread's stop and wake flags.
 #[derive(Debug)]
@@ -103,22 +107,56 @@ impl Schedule {
 
 impl Inner {
     /// The background thread's loop: one maintenance step per wake-up, until told to stop
-    /// or a checkpoint fails (the failure poisoned the database; writers report it).
+    /// or the database or its log is poisoned (writers report why). A checkpoint refused
+    /// for want of space or descriptors is retried after a pause (1 s, doubling to 30 s).
     pub(crate) fn background(&self) {
+        // After a refusal for want of space or descriptors, the next attempt waits (a
+        // second, doubling up to half a minute) rather than rewrite a partial tree at every
+        // wake-up.
+        let mut backoff = RETRY_FIRST;
+        let mut retry_at: Option<Instant> = None;
         while self.schedule.wait() {
-            if self.run_maintenance().is_err() {
-                return;
+            if retry_at.is_none_or(|t| Instant::now() >= t) {
+                match self.run_maintenance() {
+                    Ok(_) => {
+                        retry_at = None;
+                        backoff = RETRY_FIRST;
+                    }
+                    Err(_) if self.poisoned.lock().is_some() || self.wal.is_poisoned() => return,
+                    Err(_) => {
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
             }
+            let tree = self.mem.read().tree.clone();
+            self.scrub.tick(&tree);
         }
     }
 
     /// One maintenance step: checkpoints if enough was logged or the interval passed (see
-    /// the module docs). Returns whether it took a checkpoint.
+    /// the module docs). Returns whether it took a checkpoint. A failure to archive is
+    /// reported (`Inner::maintenance_error`), never returned: the archive never stops the
+    /// local database.
     pub(crate) fn run_maintenance(&self) -> Result<bool> {
+        let res = self.maintenance_step();
+        match &res {
+            Ok(true) => *self.maintenance_error.lock() = None,
+            Ok(false) => {}
+            Err(e) => *self.maintenance_error.lock() = Some(e.to_string()),
+        }
+        res
+    }
+
+    fn maintenance_step(&self) -> Result<bool> {
         if !self.cfg.background {
             // The log's own threads are off too: one wake-up of each, first.
             self.wal.sync_due()?;
-            self.wal.archive_pending()?;
+            if let Err(e) = self.wal.archive_pending() {
+                *self.maintenance_error.lock() = Some(format!("archiving failed: {e}"));
+            }
+            let tree = self.mem.read().tree.clone();
+            self.scrub.step(&tree, crate::scrub::STEP_PERIOD);
         }
         let now_ms = self.cfg.clock.now_ms();
         let logged = self.wal_bytes.load(Ordering::Relaxed);
@@ -140,14 +178,15 @@ impl Inner {
     pub(crate) fn checkpoint(&self, force_compact: bool) -> Result<()> {
         let _one = self.ckpt_lock.lock();
         self.check_poisoned()?;
-        let (frozen, lsn, tree) = {
+        let (frozen, appended, tree) = {
             let _g = self.gate.write();
             let mut m = self.mem.write();
             let f = std::mem::replace(&mut m.active, Arc::new(MemTable::new()));
             m.frozen = Some(f.clone());
             (f, self.wal.last_lsn(), m.tree.clone())
         };
-        self.wal_bytes.store(0, Ordering::Relaxed);
+        let logged = self.wal_bytes.swap(0, Ordering::Relaxed);
+        let lsn = self.durable_bound(appended).max(tree.ckpt.lsn);
         if frozen.is_empty() && lsn == tree.ckpt.lsn && !force_compact {
             self.mem.write().frozen = None;
             return Ok(());
@@ -157,13 +196,47 @@ impl Inner {
             .iter()
             .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
             .collect();
-        self.write_tree(&tree, &updates, lsn, force_compact)
+        let res = self.write_tree(&tree, &updates, lsn, force_compact);
+        if res.is_err() && self.poisoned.lock().is_none() {
+            // Not poisoned (space or descriptors ran out): the next checkpoint retries.
+            self.thaw(&frozen);
+            self.wal_bytes.fetch_add(logged, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// The LSN a checkpoint of everything applied up to `appended` may record: never past
+    /// the WAL's durable end, so that a restart finds the log reaching the checkpoint.
+    /// Every applied write had its WAL append succeed (a failed append is never applied),
+    /// so a checkpoint at the durable end holds every write up to it (and perhaps later
+    /// acknowledged ones, which the replay applies again harmlessly: last writer wins).
+    fn durable_bound(&self, appended: u64) -> u64 {
+        match self.wal.sync() {
+            Ok(_) => appended,
+            Err(_) => self.wal.durable_lsn().min(appended),
+        }
+    }
+
+    /// Puts a frozen memtable's versions back into the active one after a checkpoint that
+    /// failed without poisoning. A key the active table holds already has a version that won
+    /// over the frozen one when it was applied; the others are put back visible to every
+    /// snapshot (sequence 0).
+    fn thaw(&self, frozen: &Arc<MemTable>) {
+        let _g = self.gate.write();
+        let mut m = self.mem.write();
+        for (k, v) in frozen.newest() {
+            if m.active.latest_stamp(&k).is_none() {
+                m.active.insert(k, 0, v);
+            }
+        }
+        m.frozen = None;
     }
 
     /// Merges `updates` (sorted, one version per key) into `tree` as a checkpoint at `lsn`
     /// (compacting into a new generation if forced or due), installs the new tree, drops
     /// the frozen memtable and releases WAL segments below the checkpoint. A failure
-    /// poisons the database.
+    /// poisons the database, unless disk space or descriptors ran out: then
+    /// [`write_checkpoint`] cut the store back and left the manifest as it was.
     pub(crate) fn write_tree(
         &self,
         tree: &Arc<TreeView>,
@@ -178,10 +251,21 @@ impl Inner {
             node_id: self.cfg.node_id,
             clock: &*self.cfg.clock,
         };
-        let epoch = self.max_epoch.load(Ordering::Acquire);
-        let res = write_checkpoint(&at, tree, updates, lsn, self.hlc.last().0, epoch, compact);
-        let view = match res {
+        let job = CheckpointJob {
+            tree,
+            updates,
+            lsn,
+            max_ts: self.hlc.last().0,
+            max_epoch: self.max_epoch.load(Ordering::Acquire),
+            new_generation: compact,
+        };
+        let view = match write_checkpoint(&at, &job) {
             Ok(v) => v,
+            Err(e) if e.is_resource() => {
+                // Cut back, manifest unchanged, nothing acknowledged at risk (the WAL holds
+                // it): not poisoned, retried later.
+                return Err(e);
+            }
             Err(e) => {
                 // The store may hold a half-written checkpoint and its fsync state is
                 // unknown: stop writes. Reads keep working from the frozen memtable.

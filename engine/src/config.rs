@@ -63,6 +63,12 @@ pub struct Config {
     /// the WAL starts none either (its interval sync and archive copies are stepped by
     /// `run_maintenance` too).
     pub background: bool,
+    /// Bytes a second the scrub checks after open (every block of the store file, for
+    /// damage no read touches; see [`Database::scrub_status`]); 0 turns it off. Default
+    /// 8 MiB/s. With `background` off, each `run_maintenance` step checks 200 ms' worth.
+    ///
+    /// [`Database::scrub_status`]: crate::Database::scrub_status
+    pub scrub_bytes_per_sec: u64,
     /// Wall time for the hybrid logical clock that stamps writes, for the time-based
     /// checkpoint schedule and for the creation times in store headers and backups.
     /// Default the system clock; a simulation gives a
@@ -86,6 +92,7 @@ impl Default for Config {
             archive_lag_ms: 1000,
             replay_chunk_bytes: 256 << 20,
             background: true,
+            scrub_bytes_per_sec: 8 << 20,
             clock: Arc::new(duplex_wal::SystemClock),
         }
     }

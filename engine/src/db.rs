@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use duplex_wal::{LockGuard, StdStorage, Storage, Wal};
+use duplex_wal::{StdStorage, Storage, Wal};
 use parking_lot::{Mutex, RwLock};
 
 use crate::backup::{read_backup_manifest, write_backup, BackupJob, BackupOptions, BackupReport};
@@ -22,8 +22,10 @@ use crate::checkpoint::Schedule;
 use crate::config::Config;
 use crate::error::{CorruptKind, Error, Result};
 use crate::hlc::{Hlc, Stamp, Timestamp};
+use crate::lock::DirLock;
 use crate::memtable::{MemTable, MemVersion};
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
+use crate::scrub::{ScrubStatus, Scrubber};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
 use crate::store::{open_or_create_store, StoreDir};
 use crate::tree::TreeView;
@@ -97,9 +99,15 @@ pub(crate) struct Inner {
     pub(crate) compactions: AtomicU64,
     /// Why writes are refused, once a checkpoint failed.
     pub(crate) poisoned: Mutex<Option<String>>,
+    /// The last failure of background maintenance that did not poison the database (a
+    /// checkpoint refused for want of space or descriptors, a failed archive copy);
+    /// cleared by the next checkpoint.
+    pub(crate) maintenance_error: Mutex<Option<String>>,
+    /// The check of every store block after open.
+    pub(crate) scrub: Scrubber,
     /// When the next checkpoint is due; wakes and stops the background thread.
     pub(crate) schedule: Schedule,
-    _lock: LockGuard,
+    _lock: DirLock,
 }
 
 /// An embedded Duplex database. Share it between threads with an `Arc`.
@@ -109,15 +117,21 @@ pub struct Database {
     bg: Option<JoinHandle<()>>,
 }
 
-/// Name of the lock file in the data directory.
-pub const LOCK_NAME: &str = "LOCK";
 /// Name of the WAL directory inside the data directory.
 pub const WAL_DIR: &str = "wal";
 
 impl Database {
-    /// Opens (or creates) the database in `dir` on the real file system.
+    /// Opens (or creates) the database in `dir` on the real file system, locking the
+    /// directory first ([`DirLock::acquire`]).
     pub fn open(dir: impl Into<PathBuf>, cfg: Config) -> Result<Database> {
-        Self::open_with(Arc::new(StdStorage), dir, cfg)
+        cfg.validate()?;
+        Self::open_with_lock(DirLock::acquire(dir)?, cfg)
+    }
+
+    /// Opens (or creates) the database in the directory `lock` holds, on the real file
+    /// system: for a server that locks its data directory before writing its own files.
+    pub fn open_with_lock(lock: DirLock, cfg: Config) -> Result<Database> {
+        Self::open_locked(Arc::new(StdStorage), lock, cfg)
     }
 
     /// Opens (or creates) the database in `dir` on the given storage.
@@ -131,7 +145,16 @@ impl Database {
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = lock_dir(&*storage, &dir)?;
+        let lock = DirLock::acquire_with(&*storage, &dir)?;
+        Self::open_locked(storage, lock, cfg)
+    }
+
+    /// Opens the database in the directory `lock` holds. Opening writes no more than a new
+    /// database's first files: the WAL's replay goes to memory (a long log in chunks
+    /// merged into the tree; a chunk refused for want of space stays in memory).
+    fn open_locked(storage: Arc<dyn Storage>, lock: DirLock, cfg: Config) -> Result<Database> {
+        cfg.validate()?;
+        let dir = lock.dir().to_path_buf();
         let view = open_or_create_store(&StoreDir {
             storage: &storage,
             dir: &dir,
@@ -170,6 +193,7 @@ impl Database {
         let hlc = Hlc::with_clock(Timestamp(view.ckpt.max_ts), cfg.clock.clone());
         let epoch = view.ckpt.max_epoch;
         let schedule = Schedule::new(cfg.clock.now_ms());
+        let scrub = Scrubber::new(cfg.scrub_bytes_per_sec);
         let inner = Arc::new(Inner {
             storage,
             dir,
@@ -190,6 +214,8 @@ impl Database {
             max_epoch: AtomicU64::new(epoch),
             compactions: AtomicU64::new(0),
             poisoned: Mutex::new(None),
+            maintenance_error: Mutex::new(None),
+            scrub,
             schedule,
             _lock: lock,
         });
@@ -386,6 +412,19 @@ impl Database {
         self.inner.max_epoch.load(Ordering::Acquire)
     }
 
+    /// The last failure of background maintenance that left the database running (a
+    /// checkpoint refused for want of disk space or descriptors, retried by itself; a
+    /// failed archive copy), for INFO and the log; `None` once a checkpoint succeeds.
+    pub fn maintenance_error(&self) -> Option<String> {
+        self.inner.maintenance_error.lock().clone()
+    }
+
+    /// Where the scrub of the store's blocks stands, and the first damage it found (file
+    /// and offset).
+    pub fn scrub_status(&self) -> ScrubStatus {
+        self.inner.scrub.status()
+    }
+
     /// Counters and sizes.
     pub fn stats(&self) -> Stats {
         let i = &*self.inner;
@@ -425,19 +464,6 @@ impl Drop for Database {
     fn drop(&mut self) {
         self.stop_background();
     }
-}
-
-/// Takes the data directory's lock (held by an open database or a roll-forward).
-pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
-    storage.lock(&dir.join(LOCK_NAME)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::Locked {
-                dir: dir.to_path_buf(),
-            }
-        } else {
-            Error::io("lock", dir.join(LOCK_NAME), e)
-        }
-    })
 }
 
 impl Inner {
@@ -633,13 +659,29 @@ impl Inner {
         // Room for the log held (an upper bound of what there is to replay), up to a chunk.
         let held: u64 = self.wal.segments().iter().map(|s| s.end_offset).sum();
         let buf = VersionBuffer::with_capacity(held.min(limits.chunk_bytes));
+        // Once a chunk could not be merged for want of space or descriptors, it and every
+        // later chunk stay in memory (a later chunk's checkpoint would claim the earlier
+        // one's LSNs): open never fails for want of space, the next checkpoint merges them.
+        let mut in_memory = false;
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
             self.hlc.observe(Timestamp(buf.max_ts));
             self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
-            let tree = self.mem.read().tree.clone();
-            let _one = self.ckpt_lock.lock();
-            let lsn = buf.last_lsn;
-            self.write_tree(&tree, &buf.sorted_newest()?, lsn, false)
+            if !in_memory {
+                let tree = self.mem.read().tree.clone();
+                let _one = self.ckpt_lock.lock();
+                let lsn = buf.last_lsn;
+                match self.write_tree(&tree, &buf.sorted_newest()?, lsn, false) {
+                    Err(e) if e.is_resource() => {
+                        *self.maintenance_error.lock() = Some(e.to_string());
+                        in_memory = true;
+                    }
+                    other => return other,
+                }
+            }
+            let (bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
+            self.load_replayed(buf.sorted_newest()?, max_ts)?;
+            self.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
+            Ok(())
         };
         let mut buf = gather(
             reader,
@@ -654,7 +696,14 @@ impl Inner {
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
-        let newest = buf.sorted_newest()?;
+        self.load_replayed(buf.sorted_newest()?, max_ts)?;
+        self.wal_bytes.fetch_add(tail_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts replayed versions (sorted, one per key) into the active memtable as one
+    /// batch, each unless a version already there or in the tree wins over it.
+    fn load_replayed(&self, newest: Vec<crate::tree::Update<'_>>, max_ts: u64) -> Result<()> {
         let (active, tree) = {
             let m = self.mem.read();
             (m.active.clone(), m.tree.clone())
@@ -662,7 +711,12 @@ impl Inner {
         let mut st = self.apply_lock.lock();
         st.seq += 1;
         st.max_ts = st.max_ts.max(max_ts);
+        // Empty unless earlier chunks stayed in memory: then they are older in the log.
+        let check_active = !active.is_empty();
         for (k, stamp, v) in newest {
+            if check_active && active.latest_stamp(k).is_some_and(|s| s.wins_over(&stamp)) {
+                continue;
+            }
             if stamp.ts.0 <= tree.ckpt.max_ts {
                 if let Some((s, _)) = tree.get(k)? {
                     if s.wins_over(&stamp) {
@@ -677,7 +731,6 @@ impl Inner {
             active.insert(k.to_vec(), st.seq, version);
         }
         self.visible.store(st.seq, Ordering::Release);
-        self.wal_bytes.store(tail_bytes, Ordering::Relaxed);
         Ok(())
     }
 }

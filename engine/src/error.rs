@@ -39,7 +39,7 @@ pub enum Error {
     },
 
     /// Another process (or another `Database` in this one) has the directory open.
-    #[error("the database in {dir} is already open (its LOCK file is held); stop the other process or use another directory")]
+    #[error("the database in {dir} is already open by another process (the directory's lock is held); nothing was written: stop the other process or use another directory")]
     Locked {
         /// The data directory.
         dir: PathBuf,
@@ -83,6 +83,33 @@ pub enum Error {
     /// The database was closed.
     #[error("the database is closed")]
     Closed,
+
+    /// A store or manifest operation ran out of disk space or file descriptors. Nothing
+    /// acknowledged is at risk (the WAL holds every acknowledged write) and nothing is
+    /// poisoned: the checkpoint is retried later and writes resume by themselves once the
+    /// resource is back.
+    #[error("{op} on {path} failed: {source} (out of disk space or file descriptors; acknowledged writes are safe in the WAL and the work is retried by itself: free space on the disk or raise the open-file limit)")]
+    Resource {
+        /// What the engine was doing.
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error (`ENOSPC`, `EDQUOT`, `EMFILE` or `ENFILE`).
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file was written by a newer Duplex, in a format this build cannot read. The data
+    /// is not damaged: run a newer `duplexd`.
+    #[error("{file} was written by a newer Duplex (format {found}, this build reads up to {supported}); the data is not damaged: use a Duplex release that reads format {found}")]
+    NewerFormat {
+        /// The file.
+        file: PathBuf,
+        /// The format version found.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
 }
 
 /// The ways engine bytes on disk can be wrong.
@@ -95,6 +122,15 @@ pub enum CorruptKind {
     /// A format version this build cannot read.
     #[error("unsupported format version {0}")]
     UnsupportedVersion(u32),
+    /// A format version above what this build reads: written by a newer Duplex, not damage
+    /// (turned into [`Error::NewerFormat`] by the engine).
+    #[error("written by a newer Duplex (format {found}, this build reads up to {supported})")]
+    NewerFormat {
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// A checksum mismatch.
     #[error("checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")]
     CrcMismatch {
@@ -123,7 +159,16 @@ pub enum CorruptKind {
 }
 
 impl Error {
+    /// An operating-system error on `path`: [`Error::Resource`] when disk space or
+    /// descriptors ran out, else [`Error::Io`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if duplex_wal::ResourceKind::of(&source).is_some() {
+            return Error::Resource {
+                op,
+                path: path.into(),
+                source,
+            };
+        }
         Error::Io {
             op,
             path: path.into(),
@@ -131,13 +176,47 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::Corrupt`].
+    /// An operating-system error that is fatal whatever its cause: after it the state on
+    /// disk is unknown (e.g. a directory fsync after the manifest's rename).
+    pub(crate) fn io_fatal(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`], or [`Error::NewerFormat`] for a format above what
+    /// this build reads.
     pub(crate) fn corrupt(file: &std::path::Path, offset: u64, kind: CorruptKind) -> Self {
+        if let CorruptKind::NewerFormat { found, supported } = kind {
+            return Error::NewerFormat {
+                file: file.to_path_buf(),
+                found,
+                supported,
+            };
+        }
         Error::Corrupt {
             file: file.to_path_buf(),
             offset,
             kind,
         }
+    }
+
+    /// True when disk space or file descriptors ran out ([`Error::Resource`], or the WAL's
+    /// own refusal): nothing acknowledged is at risk, the database is not poisoned, and
+    /// writes (or the checkpoint) resume by themselves once the resource is back.
+    pub fn is_resource(&self) -> bool {
+        match self {
+            Error::Resource { .. } => true,
+            Error::Wal(e) => e.is_resource(),
+            _ => false,
+        }
+    }
+
+    /// True when a file was written by a newer Duplex ([`Error::NewerFormat`]).
+    pub fn is_newer_format(&self) -> bool {
+        matches!(self, Error::NewerFormat { .. })
     }
 
     /// True when this error reports damaged bytes on disk.

@@ -77,6 +77,12 @@ fn decode_fixed(magic: &[u8; 8], b: &[u8]) -> Result<[u64; 5], CorruptKind> {
     }
     crc_check(u32_at(b, 60), crc32c::crc32c(&b[0..60]))?;
     let version = u32_at(b, 8);
+    if version > STORE_VERSION {
+        return Err(CorruptKind::NewerFormat {
+            found: version,
+            supported: STORE_VERSION,
+        });
+    }
     if version != STORE_VERSION {
         return Err(CorruptKind::UnsupportedVersion(version));
     }

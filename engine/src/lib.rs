@@ -22,9 +22,11 @@
 //!   found as a typed [`VerifyReport`].
 //!
 //! Where things live:
-//! - `db`: the [`Database`], its open (WAL replay) and write path; `config`: [`Config`] and
+//! - `db`: the [`Database`], its open (WAL replay) and write path; `lock`: the data
+//!   directory's [`DirLock`], taken before anything in the directory is written; `config`: [`Config`] and
 //!   the limits no configuration exceeds ([`MAX_KEY_SIZE`], [`MAX_VALUE_SIZE`],
-//!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule;
+//!   [`MAX_RECORD_SIZE`]); `checkpoint`: checkpoints and their schedule; `scrub`: the
+//!   rate-bounded check of every store block after open ([`ScrubStatus`]);
 //! - `memtable`, `snapshot`: the in-memory layers and reads across all layers; `replay`:
 //!   sorting logged operations into tree updates (open and roll-forward);
 //! - `store`: the manifest and the current store generation; `store_file`: one store file
@@ -47,10 +49,12 @@ mod db;
 mod error;
 pub mod format;
 mod hlc;
+mod lock;
 mod memtable;
 mod ratelimit;
 mod replay;
 mod restore;
+mod scrub;
 mod snapshot;
 mod store;
 mod store_file;
@@ -64,14 +68,16 @@ pub use backup::{
 pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
-pub use db::{Database, Stats, LOCK_NAME, WAL_DIR};
+pub use db::{Database, Stats, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
+pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};
 pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
 };
+pub use scrub::{ScrubDamage, ScrubStatus};
 pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};
 pub use store::MANIFEST_NAME;
 pub use verify::VerifyReport;

@@ -28,12 +28,13 @@ use duplex_wal::{ReadOptions, SharedRecord, Storage, Wal};
 use crate::backup_wal::{LogReader, RESTORE_WAL_DIR};
 use crate::batch::{BatchRef, KIND_BATCH, KIND_EPOCH};
 use crate::config::Config;
-use crate::db::{lock_dir, WAL_DIR};
+use crate::db::WAL_DIR;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::Manifest;
 use crate::hlc::Timestamp;
+use crate::lock::lock_file;
 use crate::replay::{epoch_of, gather, ReplayLimits, VersionBuffer};
-use crate::store::{open_store, read_manifest, write_checkpoint, StoreDir};
+use crate::store::{open_store, read_manifest, write_checkpoint, CheckpointJob, StoreDir};
 use crate::tree::TreeView;
 
 /// Where a roll-forward stops.
@@ -187,7 +188,7 @@ pub fn roll_forward(
     let start = Instant::now();
     opts.config.validate()?;
     // Nobody else may open or roll forward this directory meanwhile.
-    let _lock = lock_dir(&*storage, dir)?;
+    let _lock = lock_file(&*storage, dir)?;
     let (manifest, tree) = open_restored(&storage, dir, archive_dirs, opts)?;
     let tree_epoch = tree.ckpt.max_epoch;
     let from = manifest.checkpoint_lsn + 1;
@@ -396,7 +397,15 @@ fn apply_records(
             node_id: cfg.node_id,
             clock: &*cfg.clock,
         };
-        let next = write_checkpoint(&at, &tree, &updates, lsn, max_ts, max_epoch, rebuild)?;
+        let job = CheckpointJob {
+            tree: &tree,
+            updates: &updates,
+            lsn,
+            max_ts,
+            max_epoch,
+            new_generation: rebuild,
+        };
+        let next = write_checkpoint(&at, &job)?;
         if rebuild {
             tree.file.retire();
         }

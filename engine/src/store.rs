@@ -61,20 +61,40 @@ pub fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Option<Manifes
 
 /// Replaces the manifest atomically.
 pub fn write_manifest(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
-    let path = dir.join(MANIFEST_NAME);
-    let tmp = dir.join("MANIFEST.tmp");
+    stage_manifest(storage, dir, m)?;
+    switch_manifest(storage, dir)?;
+    sync_manifest_dir(storage, dir)
+}
+
+/// Name of the manifest being written, before its rename.
+const MANIFEST_TMP: &str = "MANIFEST.tmp";
+
+/// Writes and fsyncs the next manifest under its temporary name. A failure leaves the
+/// manifest as it was.
+fn stage_manifest(storage: &dyn Storage, dir: &Path, m: &Manifest) -> Result<()> {
+    let tmp = dir.join(MANIFEST_TMP);
     let f = storage
         .open(&tmp, OpenMode::CreateTruncate)
         .map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all_at(&m.encode(), 0)
         .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fsync", &tmp, e))
+}
+
+/// Renames the staged manifest over the current one. A failed rename changed nothing.
+fn switch_manifest(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join(MANIFEST_NAME);
     storage
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &path, e))?;
+        .rename(&dir.join(MANIFEST_TMP), &path)
+        .map_err(|e| Error::io("rename", &path, e))
+}
+
+/// Fsyncs the directory after the rename. A failure here is fatal whatever its cause: the
+/// manifest on disk may be either one, so nothing it may name can be cut back.
+fn sync_manifest_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage
         .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))
+        .map_err(|e| Error::io_fatal("fsync directory", dir, e))
 }
 
 /// Opens the store file the manifest names in `mode` and checks it is long enough.
@@ -118,10 +138,13 @@ pub fn open_store(
         ));
     }
     if len > m.committed_len {
-        sf.file
+        // Best effort: the bytes past the committed length are never read (the view ends
+        // there and the next checkpoint writes over them), so a failure to cut them does
+        // not stop the open; it only keeps their space until the next open.
+        let _ = sf
+            .file
             .set_len(m.committed_len)
-            .and_then(|_| sf.file.sync_data())
-            .map_err(|e| Error::io("truncate uncommitted tail", path, e))?;
+            .and_then(|_| sf.file.sync_data());
     }
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
@@ -138,26 +161,69 @@ pub fn open_store_readonly(
     view_at(sf, m.checkpoint_offset, m.committed_len)
 }
 
-/// Writes a checkpoint at `lsn` that merges sorted, distinct-key `updates` into `tree`
-/// (last writer wins per key): appended copy-on-write to the same file, or, with
-/// `new_generation`, the whole tree rebuilt with full leaves into a new generation file
-/// (compaction; also the cheaper way when the updates touch most leaves). Fsyncs, switches
-/// the manifest and returns the new view. After a new generation the caller retires the
-/// old file. `max_ts` is the largest timestamp the database has seen.
-pub(crate) fn write_checkpoint(
+/// What a checkpoint merges, and into what: sorted, distinct-key `updates` into `tree`
+/// at `lsn`; `max_ts` and `max_epoch` are the largest timestamp and fencing epoch the
+/// database has seen; `new_generation` rebuilds the tree into a new generation file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointJob<'a, 'u> {
+    pub tree: &'a TreeView,
+    pub updates: &'a [Update<'u>],
+    pub lsn: u64,
+    pub max_ts: u64,
+    pub max_epoch: u64,
+    pub new_generation: bool,
+}
+
+/// Writes a checkpoint (see [`CheckpointJob`]): appended copy-on-write to the same file,
+/// or, with `new_generation`, the whole tree rebuilt with full leaves into a new
+/// generation file (compaction; also the cheaper way when the updates touch most leaves).
+/// Fsyncs, switches the manifest and returns the new view. After a new generation the
+/// caller retires the old file.
+///
+/// A failure before the manifest's rename leaves the manifest as it was and cuts back
+/// what it appended (best effort): the store file to its committed length, or the new
+/// generation file removed, so a failed checkpoint does not keep the disk space it took.
+pub(crate) fn write_checkpoint(at: &StoreDir<'_>, job: &CheckpointJob<'_, '_>) -> Result<TreeView> {
+    let written = append_checkpoint(at, job).and_then(|(file, manifest)| {
+        stage_manifest(&**at.storage, at.dir, &manifest)?;
+        switch_manifest(&**at.storage, at.dir)?;
+        Ok((file, manifest))
+    });
+    let (file, m) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            cut_back(at, job);
+            return Err(e);
+        }
+    };
+    sync_manifest_dir(&**at.storage, at.dir)?;
+    view_at(file, m.checkpoint_offset, m.committed_len)
+}
+
+/// Undoes what a failed checkpoint appended (best effort; open ignores bytes past the
+/// committed length and removes store files the manifest does not name).
+fn cut_back(at: &StoreDir<'_>, job: &CheckpointJob<'_, '_>) {
+    let _ = at.storage.remove_file(&at.dir.join(MANIFEST_TMP));
+    if job.new_generation {
+        let p = at.dir.join(store_file_name(job.tree.file.generation + 1));
+        let _ = at.storage.remove_file(&p);
+    } else {
+        let _ = job.tree.file.file.set_len(job.tree.committed);
+    }
+}
+
+/// Appends the checkpoint's blocks and checkpoint block and fsyncs them; returns the file
+/// and the manifest that names the checkpoint.
+fn append_checkpoint(
     at: &StoreDir<'_>,
-    tree: &TreeView,
-    updates: &[Update<'_>],
-    lsn: u64,
-    max_ts: u64,
-    max_epoch: u64,
-    new_generation: bool,
-) -> Result<TreeView> {
-    let max_ts = tree.ckpt.max_ts.max(max_ts);
-    let max_epoch = tree.ckpt.max_epoch.max(max_epoch);
+    job: &CheckpointJob<'_, '_>,
+) -> Result<(Arc<crate::store_file::StoreFile>, Manifest)> {
+    let tree = job.tree;
+    let max_ts = tree.ckpt.max_ts.max(job.max_ts);
+    let max_epoch = tree.ckpt.max_epoch.max(job.max_epoch);
     let origins = tree.ckpt.origins.clone();
     let (file, w, ckpt);
-    if new_generation {
+    if job.new_generation {
         file = create_store(
             at.storage,
             at.dir,
@@ -166,9 +232,9 @@ pub(crate) fn write_checkpoint(
             at.clock.now_ms(),
         )?;
         let mut tw = TreeWriter::new(&file, FILE_HEADER_LEN as u64);
-        let root = tw.rebuild(tree, updates)?;
+        let root = tw.rebuild(tree, job.updates)?;
         ckpt = Checkpoint {
-            lsn,
+            lsn: job.lsn,
             root,
             entries: tw.added,
             live_bytes: tw.written,
@@ -181,9 +247,9 @@ pub(crate) fn write_checkpoint(
     } else {
         file = tree.file.clone();
         let mut tw = TreeWriter::new(&file, tree.committed);
-        let root = tw.merge(tree, updates)?;
+        let root = tw.merge(tree, job.updates)?;
         ckpt = Checkpoint {
-            lsn,
+            lsn: job.lsn,
             root,
             entries: tree.ckpt.entries.saturating_add(tw.added),
             live_bytes: tree
@@ -199,18 +265,60 @@ pub(crate) fn write_checkpoint(
         w = tw;
     }
     let (off, committed) = w.finish(&ckpt)?;
+    let manifest = Manifest {
+        node_id: at.node_id,
+        generation: file.generation,
+        checkpoint_offset: off,
+        committed_len: committed,
+        checkpoint_lsn: ckpt.lsn,
+    };
+    Ok((file, manifest))
+}
+
+/// True when the store files of a directory without a manifest are what an interrupted
+/// creation leaves: generation 1 alone, no longer than its header and the empty checkpoint,
+/// and no WAL segment (the WAL is created only after the first manifest). Anything else
+/// held data once, and is never wiped.
+fn creation_interrupted(at: &StoreDir<'_>, gens: &[u64]) -> Result<bool> {
+    if gens != [1] {
+        return Ok(false);
+    }
+    let wal_dir = at.dir.join(crate::db::WAL_DIR);
+    if at.storage.exists(&wal_dir)
+        && !duplex_wal::list_segments(&**at.storage, std::slice::from_ref(&wal_dir))?.is_empty()
+    {
+        return Ok(false);
+    }
+    let path = at.dir.join(store_file_name(1));
+    let len = at
+        .storage
+        .open(&path, OpenMode::Read)
+        .and_then(|f| f.len())
+        .map_err(|e| Error::io("stat", &path, e))?;
+    let empty = FILE_HEADER_LEN + crate::format::block_size(Checkpoint::default().encode().len());
+    Ok(len <= empty as u64)
+}
+
+/// Creates generation 1 with an empty checkpoint, then the manifest naming it. The
+/// manifest comes last: until it exists, an interrupted creation is redone at the next
+/// open ([`creation_interrupted`]).
+fn create_first_store(at: &StoreDir<'_>) -> Result<TreeView> {
+    let (storage, dir, node_id) = (at.storage, at.dir, at.node_id);
+    let f = create_store(storage, dir, node_id, 1, at.clock.now_ms())?;
+    let ckpt = Checkpoint::default();
+    let (off, committed) = TreeWriter::new(&f, FILE_HEADER_LEN as u64).finish(&ckpt)?;
     write_manifest(
-        &**at.storage,
-        at.dir,
+        &**storage,
+        dir,
         &Manifest {
-            node_id: at.node_id,
-            generation: file.generation,
+            node_id,
+            generation: 1,
             checkpoint_offset: off,
             committed_len: committed,
-            checkpoint_lsn: ckpt.lsn,
+            checkpoint_lsn: 0,
         },
     )?;
-    view_at(file.clone(), off, committed)
+    view_at(f, off, committed)
 }
 
 /// Opens the current store, or creates generation 1 with an empty checkpoint; removes
@@ -235,30 +343,18 @@ pub(crate) fn open_or_create_store(at: &StoreDir<'_>) -> Result<TreeView> {
             }
             open_store(storage, dir, &m, node_id)?
         }
-        None if !gens.is_empty() => {
+        None if !gens.is_empty() && !creation_interrupted(at, &gens)? => {
             return Err(Error::Corrupt {
                 file: dir.join(MANIFEST_NAME),
                 offset: 0,
-                kind: CorruptKind::Invalid("manifest missing but store files exist"),
+                kind: CorruptKind::Invalid(
+                    "the manifest is missing but the store or the WAL holds data (the manifest was lost)",
+                ),
             })
         }
-        None => {
-            let f = create_store(storage, dir, node_id, 1, at.clock.now_ms())?;
-            let ckpt = Checkpoint::default();
-            let (off, committed) = TreeWriter::new(&f, FILE_HEADER_LEN as u64).finish(&ckpt)?;
-            write_manifest(
-                &**storage,
-                dir,
-                &Manifest {
-                    node_id,
-                    generation: 1,
-                    checkpoint_offset: off,
-                    committed_len: committed,
-                    checkpoint_lsn: 0,
-                },
-            )?;
-            view_at(f, off, committed)?
-        }
+        // A new database, or one whose creation was interrupted before its manifest was
+        // written: create it (again).
+        None => create_first_store(at)?,
     };
     for g in gens {
         if g != view.file.generation {

@@ -152,6 +152,12 @@ impl BackupManifest {
             return Err(CorruptKind::BadMagic);
         }
         let version = c.u32().ok_or(t.clone())?;
+        if version > BACKUP_VERSION {
+            return Err(CorruptKind::NewerFormat {
+                found: version,
+                supported: BACKUP_VERSION,
+            });
+        }
         if version != 1 && version != BACKUP_VERSION {
             return Err(CorruptKind::UnsupportedVersion(version));
         }

@@ -30,11 +30,7 @@ pub struct TreeView {
 
 impl TreeView {
     pub(crate) fn corrupt(&self, offset: u64, kind: CorruptKind) -> Error {
-        Error::Corrupt {
-            file: self.file.path.clone(),
-            offset,
-            kind,
-        }
+        Error::corrupt(&self.file.path, offset, kind)
     }
 
     /// The checked block at `off`: its kind and body.

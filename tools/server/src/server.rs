@@ -37,6 +37,8 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
+    // Locked before anything in the data directory is written: a refused start writes nothing.
+    let lock = duplex_engine::DirLock::acquire(&cfg.data)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     create_dirs(&cfg)?;
     let disks = crate::disks::check(&cfg);
@@ -57,7 +59,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
             updated_ms: clock.now_ms(),
         },
     )?;
-    let db = open_db(&cfg, &table)?;
+    let db = open_db(&cfg, &table, lock)?;
     settle_epoch(&table, &db, prev)?;
     let shared = Arc::new(Shared::new(db, cfg, table, clock, addr));
     shared.set_disks(disks);
@@ -156,11 +158,15 @@ fn log_previous(cfg: &ServerConfig, prev: Option<StateRecord>) {
 }
 
 /// Opens the database (WAL replay); state `failed` if it cannot.
-fn open_db(cfg: &ServerConfig, table: &StateTable) -> Result<Database, Error> {
+fn open_db(
+    cfg: &ServerConfig,
+    table: &StateTable,
+    lock: duplex_engine::DirLock,
+) -> Result<Database, Error> {
     tracing::info!(event = "opening", data = %cfg.data.display(), sync = %cfg.sync, node_id = cfg.node_id, "opening the database");
     let t0 = Instant::now();
-    let db = match Database::open(
-        cfg.data.clone(),
+    let db = match Database::open_with_lock(
+        lock,
         DbConfig {
             node_id: cfg.node_id,
             sync: cfg.sync_policy(),
