@@ -128,6 +128,12 @@ pub struct RollForwardReport {
     /// logged in the records applied ([`crate::Database::log_epoch`]). A restored server
     /// starts above it.
     pub max_epoch: u64,
+    /// Timeline of the backup's log, whose archive (`n<node>-t<timeline>`) was read.
+    pub from_timeline: u64,
+    /// Timeline the restored database's WAL starts (and keeps at every later open): one
+    /// above every timeline of this node the backup and the archive roots show, so that
+    /// its segments never pass for those of the original or of another restore.
+    pub timeline: u64,
 }
 
 /// Where the time of a roll-forward went, in seconds.
@@ -194,8 +200,11 @@ pub fn roll_forward(
     let cfg = &opts.config;
     let wal_dir = dir.join(WAL_DIR);
     let staged = dir.join(RESTORE_WAL_DIR);
+    let from_timeline = crate::backup::staged_timeline(&*storage, &staged)?;
+    let timeline = new_timeline(&*storage, cfg.node_id, from_timeline, archive_dirs)?;
     let sources = log_dirs(&staged, archive_dirs);
-    let segments = duplex_wal::list_segments(&*storage, &sources)?;
+    let segments =
+        duplex_wal::list_segments_of(&*storage, &sources, Some(cfg.node_id), Some(from_timeline))?;
     let mut p = Progress::default();
     for (_, path) in &segments {
         if let Ok(f) = storage.open(path, duplex_wal::OpenMode::Read) {
@@ -209,6 +218,7 @@ pub fn roll_forward(
     let log = Log {
         staged: &staged,
         archive_dirs,
+        timeline: from_timeline,
     };
     let mut stopped_early = None;
     let mut last = from - 1;
@@ -248,7 +258,11 @@ pub fn roll_forward(
     storage
         .create_dir_all(&wal_dir)
         .map_err(|e| Error::io("create directory", &wal_dir, e))?;
-    let wal = Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?;
+    let wal_opts = duplex_wal::WalOptions {
+        timeline,
+        ..cfg.wal_options(last + 1)
+    };
+    let wal = Wal::open_with(storage.clone(), &wal_dir, wal_opts)?;
     let wal_last = wal.last_lsn();
     wal.close()?;
     if storage.exists(&staged) {
@@ -273,6 +287,48 @@ pub fn roll_forward(
         },
         stopped_early,
         max_epoch,
+        from_timeline,
+        timeline,
+    })
+}
+
+/// The timeline a restore of a backup of `node` on `from_timeline` starts: one above it
+/// and above every timeline of `node` with a lineage subdirectory in the archive roots
+/// read (or beside an archive given as a lineage subdirectory), so that two restores of
+/// one backup sharing an archive root get timelines of their own.
+fn new_timeline(
+    storage: &dyn Storage,
+    node: u64,
+    from_timeline: u64,
+    archive_dirs: &[PathBuf],
+) -> Result<u64> {
+    let mut highest = from_timeline;
+    for dir in archive_dirs {
+        let mut roots = vec![dir.as_path()];
+        let own = dir.file_name().and_then(|n| n.to_str());
+        if own.and_then(duplex_wal::parse_archive_subdir).is_some() {
+            roots.extend(dir.parent());
+        }
+        for root in roots {
+            if !storage.exists(root) {
+                continue;
+            }
+            for name in storage
+                .list(root)
+                .map_err(|e| Error::io("list directory", root, e))?
+            {
+                if let Some((n, t)) = duplex_wal::parse_archive_subdir(&name) {
+                    if n == node {
+                        highest = highest.max(t);
+                    }
+                }
+            }
+        }
+    }
+    highest.checked_add(1).ok_or_else(|| {
+        Error::Config(format!(
+            "node {node} has used every timeline up to {highest}; no new one can start"
+        ))
     })
 }
 
@@ -451,6 +507,8 @@ fn apply_records(
 struct Log<'a> {
     staged: &'a Path,
     archive_dirs: &'a [PathBuf],
+    /// The backup's timeline: only its archive is read.
+    timeline: u64,
 }
 
 impl Log<'_> {
@@ -475,6 +533,7 @@ impl Log<'_> {
                 until_lsn: None,
                 strict_tail: false,
                 node_id: Some(cfg.node_id),
+                timeline: Some(self.timeline),
                 map_segments: true,
             },
         )
@@ -513,7 +572,12 @@ fn check_records(
     let mut gathering = true;
     let mut reader = log.reader(storage, from, until, cfg)?;
     // A batch that does not decode is named by the segment holding its LSN.
-    let segments = duplex_wal::list_segments(&**storage, &log_dirs(log.staged, log.archive_dirs))?;
+    let segments = duplex_wal::list_segments_of(
+        &**storage,
+        &log_dirs(log.staged, log.archive_dirs),
+        Some(cfg.node_id),
+        Some(log.timeline),
+    )?;
     let locate = |lsn: u64| {
         let i = segments.partition_point(|(first, _)| *first <= lsn);
         segments
