@@ -201,6 +201,7 @@ pub fn roll_forward(
     let wal_dir = dir.join(WAL_DIR);
     let staged = dir.join(RESTORE_WAL_DIR);
     let from_timeline = crate::backup::staged_timeline(&*storage, &staged)?;
+    check_lineage_dirs(&*storage, cfg.node_id, from_timeline, archive_dirs)?;
     let timeline = new_timeline(&*storage, cfg.node_id, from_timeline, archive_dirs)?;
     let sources = log_dirs(&staged, archive_dirs);
     let segments =
@@ -290,6 +291,29 @@ pub fn roll_forward(
         from_timeline,
         timeline,
     })
+}
+
+/// Every archive root given must hold the history of the backup's lineage: a root of
+/// lineage subdirectories without `n<node>-t<timeline>` is another server's or another
+/// timeline's archive, which cannot continue this backup (read as empty, it would end the
+/// restore at the backup without a word).
+fn check_lineage_dirs(
+    storage: &dyn Storage,
+    node: u64,
+    timeline: u64,
+    archive_dirs: &[PathBuf],
+) -> Result<()> {
+    for root in archive_dirs {
+        let dirs = duplex_wal::resolve_archive_dirs(storage, root, Some(node), Some(timeline))?;
+        if let Some(missing) = dirs.iter().find(|d| !storage.exists(d)) {
+            return Err(Error::Config(format!(
+                "the archive {} holds no history of node {node} timeline {timeline} ({} is missing), the lineage of the backup: give the archive root its server wrote to, or restore without an archive to the backup's own end",
+                root.display(),
+                missing.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The timeline a restore of a backup of `node` on `from_timeline` starts: one above it

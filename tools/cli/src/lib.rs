@@ -7,6 +7,7 @@
 //! - [`verify`]: verification of each kind, as reports rather than errors (the checks of
 //!   backups and data directories are the engine's, [`duplex_engine::verify`]);
 //! - [`dump`]: WAL records as readable lines or JSON objects;
+//! - [`state`]: the `duplexd` STATE file of a data directory, checked by `verify`;
 //! - [`target`]: the checks and the careful emptying behind `restore --force`;
 //! - [`text`]: byte escaping and time parsing and formatting.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@
 pub mod dump;
 pub mod exit;
 pub mod identify;
+pub mod state;
 pub mod target;
 pub mod text;
 pub mod verify;

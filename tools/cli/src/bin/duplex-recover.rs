@@ -343,10 +343,13 @@ fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-/// Bytes of archived segments a roll-forward from `from` (up to `until`) reads: the
-/// segment holding `from` and those after it. For the ETA.
-fn bytes_to_read(archives: &[PathBuf], from: u64, until: Option<u64>) -> u64 {
-    let Ok(segs) = duplex_wal::list_segments(&StdStorage, archives) else {
+/// Bytes of archived segments a roll-forward from `from` (up to `until`) reads in the
+/// lineage (node, timeline) of the backup: the segment holding `from` and those after it.
+/// For the ETA.
+fn bytes_to_read(archives: &[PathBuf], lineage: (u64, u64), from: u64, until: Option<u64>) -> u64 {
+    let Ok(segs) =
+        duplex_wal::list_segments_of(&StdStorage, archives, Some(lineage.0), Some(lineage.1))
+    else {
         return 0;
     };
     let mut total = 0;
@@ -423,6 +426,11 @@ fn restore(a: RestoreArgs) -> Result<Code> {
         )?;
     }
     writeln!(out, "final LSN: {final_lsn}")?;
+    writeln!(
+        out,
+        "timeline: {} (a new lineage; the backup was of timeline {}): the restored server archives into n{node_id}-t{} under its archive root, beside the original's n{node_id}-t{}",
+        r.timeline, r.from_timeline, r.timeline, r.from_timeline
+    )?;
     writeln!(
         out,
         "digest: {digest} ({} live keys; compare with a peer's digest)",
@@ -519,7 +527,12 @@ fn roll_archive(
     };
     let mut sources = vec![a.into.join(duplex_engine::RESTORE_WAL_DIR)];
     sources.extend(a.archive.iter().cloned());
-    let total = bytes_to_read(&sources, m.checkpoint_lsn + 1, a.until_lsn);
+    let total = bytes_to_read(
+        &sources,
+        (node_id, m.timeline),
+        m.checkpoint_lsn + 1,
+        a.until_lsn,
+    );
     let pb = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} rolling forward [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
