@@ -102,12 +102,19 @@ Each PATH may be:
                          backup the store header and every tree block; backups given one
                          after the other are checked as a chain (oldest first)
   a WAL archive          every segment header, record CRC and LSN, gaps between segments,
-                         one node throughout, and that the last segment ends cleanly
+                         one node throughout, and that the last segment ends cleanly; an
+                         archive root is checked per lineage directory (n<node>-t<timeline>:
+                         one node, one timeline, one history each) and each is reported
   a *.wal segment file   the same for that one segment (read from its directory, bounded
                          to its own LSNs)
   a data directory       its MANIFEST, store and tree as for a backup, and its wal/ (a
                          torn tail at the very end is normal after a crash: a note, not a
-                         failure); works on a running database's directory, read-only
+                         failure), and duplexd's STATE file if there is one; works on a
+                         running database's directory, read-only
+A backup given with an archive must find its lineage (node and timeline, shown in its
+report) among the archive's histories: a restored copy's backups are continued by the copy's
+timeline, not the original's. A directory holding a store copy but no BACKUP manifest is a
+backup that failed or is still being written, and never verifies.
 
 Examples:
   duplex-recover verify /backups/full-1 /backups/inc-2 /backups/inc-3
