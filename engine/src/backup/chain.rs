@@ -223,7 +223,7 @@ fn stage_backup_wal(
     let manifest_len = storage
         .open(&dir.join(BACKUP_MANIFEST), OpenMode::Read)
         .and_then(|f| f.len())
-        .map_err(|e| Error::io("stat", &dir.join(BACKUP_MANIFEST), e))?;
+        .map_err(|e| Error::io("stat", dir.join(BACKUP_MANIFEST), e))?;
     for (name, len) in names.chain([(BACKUP_MANIFEST, manifest_len)]) {
         let to = staged.join(name);
         storage

@@ -3,6 +3,7 @@
 //! directory) only parses arguments, shows progress and prints; what it checks and how it
 //! reads lives here, over the engine and WAL crates:
 //! - [`exit`]: the documented exit codes and [`exit::ToolError`], an error with its code;
+//! - [`help`]: the long help texts of `duplex-recover`;
 //! - [`identify`]: what a path on disk is (backup, WAL directory, segment, data directory);
 //! - [`verify`]: verification of each kind, as reports rather than errors (the checks of
 //!   backups and data directories are the engine's, [`duplex_engine::verify`]);
@@ -16,6 +17,7 @@
 
 pub mod dump;
 pub mod exit;
+pub mod help;
 pub mod identify;
 pub mod state;
 pub mod target;
