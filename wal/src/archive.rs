@@ -502,4 +502,40 @@ mod tests {
             assert_eq!(parse_archive_subdir(bad), None, "{bad}");
         }
     }
+
+    #[test]
+    fn a_log_keeps_the_timeline_of_its_newest_segment_and_archives_there() {
+        use crate::{Wal, WalOptions};
+        let sim = crate::sim::SimStorage::new();
+        let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(sim.clone());
+        let opts = |timeline| WalOptions {
+            timeline,
+            segment_size: 4096,
+            archive_dir: Some(PathBuf::from("/archive")),
+            background_threads: false,
+            ..WalOptions::default()
+        };
+        // A restore started timeline 3.
+        let wal = Wal::open_with(storage.clone(), "/wal", opts(3)).expect("open");
+        wal.append(1, b"restored").expect("append");
+        wal.close().expect("close");
+        // Opened again with the default, it stays on 3; a higher one still wins.
+        let wal = Wal::open_with(storage.clone(), "/wal", opts(1)).expect("reopen");
+        assert_eq!(wal.options().timeline, 3);
+        wal.append(1, b"more").expect("append");
+        wal.rotate().expect("rotate");
+        wal.archive_closed().expect("archive");
+        wal.close().expect("close");
+        let archived =
+            crate::reader::list_dir_segments(&sim, &archive_subdir(Path::new("/archive"), 1, 3))
+                .expect("list");
+        assert!(!archived.is_empty());
+        for (_, p) in &archived {
+            assert_eq!(segment_lineage(&sim, p).expect("header"), Some((1, 3)));
+        }
+        assert!(!sim.exists(&archive_subdir(Path::new("/archive"), 1, 1)));
+        let wal = Wal::open_with(storage, "/wal", opts(5)).expect("reopen higher");
+        assert_eq!(wal.options().timeline, 5);
+        wal.close().expect("close");
+    }
 }
