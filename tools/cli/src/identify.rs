@@ -69,6 +69,14 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
         };
     }
     if path.join(BACKUP_MANIFEST).is_file() {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            // Written but never renamed to its final name: the backup did not complete
+            // (the name is given last), and nothing reads a `.tmp`.
+            return Err(ToolError::damaged(format!(
+                "{} is not a complete backup: a backup is written as <name>.tmp and renamed when whole, and this one never was (it failed, or is still being written); restore from another backup, or take a new one",
+                path.display()
+            )));
+        }
         return Ok(Kind::Backup);
     }
     if path.join(MANIFEST_NAME).is_file() {
