@@ -13,7 +13,10 @@
 //! [`crate::replay`]), sorts each chunk once, and merges it into the tree as a checkpoint,
 //! rebuilding the tree sequentially into a new store generation when the chunk would touch
 //! most of its leaves. Finally an empty WAL continuing after the last LSN applied is
-//! created. Nothing is copied into the WAL and nothing is replayed at the next open.
+//! created, on a new timeline: the restored database is a new lineage whose archive
+//! (`n<node>-t<timeline>`) never meets the original's (docs/FORMAT.md section 11). The
+//! archive read is the backup's lineage only. Nothing is copied into the WAL and nothing
+//! is replayed at the next open.
 //!
 //! A roll-forward interrupted in the second pass leaves the database at its last chunk
 //! checkpoint; running it again continues from there.
