@@ -35,6 +35,21 @@ pub(crate) struct WalSource {
     pub sync_first: bool,
 }
 
+/// The timeline of the log in `wal_dir`: that of its newest segment with a readable header
+/// (the log continues it at every open, see [`duplex_wal::WalOptions::timeline`]); 1 for a
+/// directory without segments. What a backup records as its lineage with the node id.
+pub(crate) fn log_timeline(storage: &Arc<dyn Storage>, wal_dir: &Path) -> Result<u64> {
+    let segments =
+        duplex_wal::list_segments(&**storage, std::slice::from_ref(&wal_dir.to_path_buf()))?;
+    for (_, path) in segments.iter().rev() {
+        // A segment removed meanwhile (a checkpoint of a running server) is skipped.
+        if let Ok(Some((_, t))) = duplex_wal::segment_lineage(&**storage, path) {
+            return Ok(t);
+        }
+    }
+    Ok(1)
+}
+
 /// Copies the WAL of `src` from `from` on into `dest` (created), as byte prefixes of the
 /// segments cut after the last whole batch; returns the manifest entries (named as the
 /// segments) and the last LSN copied (`from - 1` if none).
@@ -252,7 +267,12 @@ impl LogReader {
             if self.archive_dirs.is_empty() {
                 return Ok(None);
             }
-            let segs = duplex_wal::list_segments(&*self.storage, &self.archive_dirs)?;
+            let segs = duplex_wal::list_segments_of(
+                &*self.storage,
+                &self.archive_dirs,
+                self.opts.node_id,
+                self.opts.timeline,
+            )?;
             if segs.is_empty() {
                 return Ok(None);
             }

@@ -13,7 +13,10 @@
 //! [`crate::replay`]), sorts each chunk once, and merges it into the tree as a checkpoint,
 //! rebuilding the tree sequentially into a new store generation when the chunk would touch
 //! most of its leaves. Finally an empty WAL continuing after the last LSN applied is
-//! created. Nothing is copied into the WAL and nothing is replayed at the next open.
+//! created, on a new timeline: the restored database is a new lineage whose archive
+//! (`n<node>-t<timeline>`) never meets the original's (docs/FORMAT.md section 11). The
+//! archive read is the backup's lineage only. Nothing is copied into the WAL and nothing
+//! is replayed at the next open.
 //!
 //! A roll-forward interrupted in the second pass leaves the database at its last chunk
 //! checkpoint; running it again continues from there.
@@ -129,6 +132,12 @@ pub struct RollForwardReport {
     /// logged in the records applied ([`crate::Database::log_epoch`]). A restored server
     /// starts above it.
     pub max_epoch: u64,
+    /// Timeline of the backup's log, whose archive (`n<node>-t<timeline>`) was read.
+    pub from_timeline: u64,
+    /// Timeline the restored database's WAL starts (and keeps at every later open): one
+    /// above every timeline of this node the backup and the archive roots show, so that
+    /// its segments never pass for those of the original or of another restore.
+    pub timeline: u64,
 }
 
 /// Where the time of a roll-forward went, in seconds.
@@ -195,8 +204,12 @@ pub fn roll_forward(
     let cfg = &opts.config;
     let wal_dir = dir.join(WAL_DIR);
     let staged = dir.join(RESTORE_WAL_DIR);
+    let from_timeline = crate::backup::staged_timeline(&*storage, &staged)?;
+    check_lineage_dirs(&*storage, cfg.node_id, from_timeline, archive_dirs)?;
+    let timeline = new_timeline(&*storage, cfg.node_id, from_timeline, archive_dirs)?;
     let sources = log_dirs(&staged, archive_dirs);
-    let segments = duplex_wal::list_segments(&*storage, &sources)?;
+    let segments =
+        duplex_wal::list_segments_of(&*storage, &sources, Some(cfg.node_id), Some(from_timeline))?;
     let mut p = Progress::default();
     for (_, path) in &segments {
         if let Ok(f) = storage.open(path, duplex_wal::OpenMode::Read) {
@@ -210,6 +223,7 @@ pub fn roll_forward(
     let log = Log {
         staged: &staged,
         archive_dirs,
+        timeline: from_timeline,
     };
     let mut stopped_early = None;
     let mut last = from - 1;
@@ -249,7 +263,11 @@ pub fn roll_forward(
     storage
         .create_dir_all(&wal_dir)
         .map_err(|e| Error::io("create directory", &wal_dir, e))?;
-    let wal = Wal::open_with(storage.clone(), &wal_dir, cfg.wal_options(last + 1))?;
+    let wal_opts = duplex_wal::WalOptions {
+        timeline,
+        ..cfg.wal_options(last + 1)
+    };
+    let wal = Wal::open_with(storage.clone(), &wal_dir, wal_opts)?;
     let wal_last = wal.last_lsn();
     wal.close()?;
     if storage.exists(&staged) {
@@ -274,6 +292,71 @@ pub fn roll_forward(
         },
         stopped_early,
         max_epoch,
+        from_timeline,
+        timeline,
+    })
+}
+
+/// Every archive root given must hold the history of the backup's lineage: a root of
+/// lineage subdirectories without `n<node>-t<timeline>` is another server's or another
+/// timeline's archive, which cannot continue this backup (read as empty, it would end the
+/// restore at the backup without a word).
+fn check_lineage_dirs(
+    storage: &dyn Storage,
+    node: u64,
+    timeline: u64,
+    archive_dirs: &[PathBuf],
+) -> Result<()> {
+    for root in archive_dirs {
+        let dirs = duplex_wal::resolve_archive_dirs(storage, root, Some(node), Some(timeline))?;
+        if let Some(missing) = dirs.iter().find(|d| !storage.exists(d)) {
+            return Err(Error::Config(format!(
+                "the archive {} holds no history of node {node} timeline {timeline} ({} is missing), the lineage of the backup: give the archive root its server wrote to, or restore without an archive to the backup's own end",
+                root.display(),
+                missing.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The timeline a restore of a backup of `node` on `from_timeline` starts: one above it
+/// and above every timeline of `node` with a lineage subdirectory in the archive roots
+/// read (or beside an archive given as a lineage subdirectory), so that two restores of
+/// one backup sharing an archive root get timelines of their own.
+fn new_timeline(
+    storage: &dyn Storage,
+    node: u64,
+    from_timeline: u64,
+    archive_dirs: &[PathBuf],
+) -> Result<u64> {
+    let mut highest = from_timeline;
+    for dir in archive_dirs {
+        let mut roots = vec![dir.as_path()];
+        let own = dir.file_name().and_then(|n| n.to_str());
+        if own.and_then(duplex_wal::parse_archive_subdir).is_some() {
+            roots.extend(dir.parent());
+        }
+        for root in roots {
+            if !storage.exists(root) {
+                continue;
+            }
+            for name in storage
+                .list(root)
+                .map_err(|e| Error::io("list directory", root, e))?
+            {
+                if let Some((n, t)) = duplex_wal::parse_archive_subdir(&name) {
+                    if n == node {
+                        highest = highest.max(t);
+                    }
+                }
+            }
+        }
+    }
+    highest.checked_add(1).ok_or_else(|| {
+        Error::Config(format!(
+            "node {node} has used every timeline up to {highest}; no new one can start"
+        ))
     })
 }
 
@@ -460,6 +543,8 @@ fn apply_records(
 struct Log<'a> {
     staged: &'a Path,
     archive_dirs: &'a [PathBuf],
+    /// The backup's timeline: only its archive is read.
+    timeline: u64,
 }
 
 impl Log<'_> {
@@ -484,6 +569,7 @@ impl Log<'_> {
                 until_lsn: None,
                 strict_tail: false,
                 node_id: Some(cfg.node_id),
+                timeline: Some(self.timeline),
                 map_segments: true,
             },
         )
@@ -522,7 +608,12 @@ fn check_records(
     let mut gathering = true;
     let mut reader = log.reader(storage, from, until, cfg)?;
     // A batch that does not decode is named by the segment holding its LSN.
-    let segments = duplex_wal::list_segments(&**storage, &log_dirs(log.staged, log.archive_dirs))?;
+    let segments = duplex_wal::list_segments_of(
+        &**storage,
+        &log_dirs(log.staged, log.archive_dirs),
+        Some(cfg.node_id),
+        Some(log.timeline),
+    )?;
     let locate = |lsn: u64| {
         let i = segments.partition_point(|(first, _)| *first <= lsn);
         segments

@@ -263,6 +263,29 @@ fn check_copy(
     Ok(have)
 }
 
+/// The lineage (node id, timeline) in the header of the segment file `path`; `None` for a
+/// file too short to hold a header or whose header does not decode (a segment created but
+/// never written, or damaged: the reader reports that one when it gets there).
+pub fn segment_lineage(storage: &dyn Storage, path: &Path) -> Result<Option<(u64, u64)>> {
+    let f = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    Ok(read_header(&*f).map(|h| (h.node_id, h.timeline)))
+}
+
+/// The timeline of the log whose segments are `segments` (sorted by first LSN): that of
+/// the newest one with a readable header. A log takes it up at open when it is higher than
+/// [`crate::WalOptions::timeline`], so that a restored database stays on the timeline its
+/// restore started without anything else remembering it.
+pub(crate) fn log_timeline(storage: &dyn Storage, segments: &[PathBuf]) -> Result<Option<u64>> {
+    for path in segments.iter().rev() {
+        if let Some((_, t)) = segment_lineage(storage, path)? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
 fn read_header(f: &dyn StorageFile) -> Option<SegmentHeader> {
     let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
     f.read_exact_at(&mut b, 0).ok()?;
@@ -398,13 +421,54 @@ impl PartialCopy {
 /// retention: call it with the checkpoint LSN + 1 of the oldest backup still kept, after a
 /// newer backup has completed. `archive_dir` is resolved as readers resolve it
 /// ([`resolve_archive_dirs`], any node and timeline: a root holding several lineages is
-/// refused; pass the lineage's subdirectory). Returns the removed files.
+/// refused; pass the lineage's subdirectory, or use [`prune_archive_lineage`]). Returns
+/// the removed files.
 pub fn prune_archive(
     storage: &dyn Storage,
     archive_dir: &Path,
     below_lsn: u64,
 ) -> Result<Vec<PathBuf>> {
-    let segs = crate::reader::list_segments(storage, &[archive_dir.to_path_buf()])?;
+    prune_archive_lineage(storage, archive_dir, None, below_lsn)
+}
+
+/// [`prune_archive`] of one lineage: `archive_dir` resolved to the subdirectory of
+/// `lineage` (node id, timeline) when given, so that the segments of another node or
+/// timeline sharing the root are never touched. The root's own flat segments (an archive
+/// written by an older build, all of timeline 1) are pruned only for a timeline-1 lineage,
+/// and the reader checks each segment's header against the lineage before anything goes.
+pub fn prune_archive_lineage(
+    storage: &dyn Storage,
+    archive_dir: &Path,
+    lineage: Option<(u64, u64)>,
+    below_lsn: u64,
+) -> Result<Vec<PathBuf>> {
+    let segs = match lineage {
+        None => crate::reader::list_segments(storage, &[archive_dir.to_path_buf()])?,
+        Some((node, timeline)) => {
+            let mut dirs = resolve_archive_dirs(storage, archive_dir, Some(node), Some(timeline))?;
+            if timeline != 1 && dirs.len() > 1 {
+                dirs.truncate(1);
+            }
+            let segs = crate::reader::list_dirs_unresolved(storage, &dirs)?;
+            for (_, path) in &segs {
+                match segment_lineage(storage, path)? {
+                    Some(l) if l != (node, timeline) => {
+                        return Err(Error::ArchiveLineage {
+                            dir: archive_dir.to_path_buf(),
+                            detail: format!(
+                                "{} belongs to node {} timeline {}, not to node {node} timeline {timeline} whose segments retention was asked to prune; nothing was removed (check the archive with duplex-recover verify)",
+                                path.display(),
+                                l.0,
+                                l.1
+                            ),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            segs
+        }
+    };
     let mut removed = Vec::new();
     for pair in segs.windows(2) {
         let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
@@ -437,5 +501,41 @@ mod tests {
         for bad in ["n7", "n-t3", "n7-t", "x7-t3", "n7-t3x", "n+7-t3"] {
             assert_eq!(parse_archive_subdir(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_log_keeps_the_timeline_of_its_newest_segment_and_archives_there() {
+        use crate::{Wal, WalOptions};
+        let sim = crate::sim::SimStorage::new();
+        let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(sim.clone());
+        let opts = |timeline| WalOptions {
+            timeline,
+            segment_size: 4096,
+            archive_dir: Some(PathBuf::from("/archive")),
+            background_threads: false,
+            ..WalOptions::default()
+        };
+        // A restore started timeline 3.
+        let wal = Wal::open_with(storage.clone(), "/wal", opts(3)).expect("open");
+        wal.append(1, b"restored").expect("append");
+        wal.close().expect("close");
+        // Opened again with the default, it stays on 3; a higher one still wins.
+        let wal = Wal::open_with(storage.clone(), "/wal", opts(1)).expect("reopen");
+        assert_eq!(wal.options().timeline, 3);
+        wal.append(1, b"more").expect("append");
+        wal.rotate().expect("rotate");
+        wal.archive_closed().expect("archive");
+        wal.close().expect("close");
+        let archived =
+            crate::reader::list_dir_segments(&sim, &archive_subdir(Path::new("/archive"), 1, 3))
+                .expect("list");
+        assert!(!archived.is_empty());
+        for (_, p) in &archived {
+            assert_eq!(segment_lineage(&sim, p).expect("header"), Some((1, 3)));
+        }
+        assert!(!sim.exists(&archive_subdir(Path::new("/archive"), 1, 1)));
+        let wal = Wal::open_with(storage, "/wal", opts(5)).expect("reopen higher");
+        assert_eq!(wal.options().timeline, 5);
+        wal.close().expect("close");
     }
 }

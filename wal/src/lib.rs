@@ -60,14 +60,17 @@ mod wal;
 mod writer;
 
 pub use archive::{
-    archive_segment, archive_subdir, parse_archive_subdir, prune_archive, resolve_archive_dirs,
+    archive_segment, archive_subdir, parse_archive_subdir, prune_archive, prune_archive_lineage,
+    resolve_archive_dirs, segment_lineage,
 };
 pub use archive_check::{check_archive, ArchiveHistory, ArchiveReport};
 pub use clock::{now_ms, Clock, ManualClock, SystemClock};
 pub use error::{CorruptKind, Error, ResourceKind, Result};
 pub use follow::ArchiveStatus;
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
-pub use reader::{list_segments, ReadOptions, Record, SharedRecord, TornTail, WalReader};
+pub use reader::{
+    list_segments, list_segments_of, ReadOptions, Record, SharedRecord, TornTail, WalReader,
+};
 pub use recovery::{RecoveryReport, SegmentInfo, Truncation};
 pub use rotation::SpaceStatus;
 pub use std_storage::StdStorage;

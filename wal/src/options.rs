@@ -86,7 +86,10 @@ pub struct WalOptions {
     pub archive_lag_ms: u64,
     /// Timeline written into every new segment header: 1 for a log that was never
     /// restored; a restore starts a new one (as PostgreSQL's timelines), so that its
-    /// segments never pass for the original's. Default 1, at least 1.
+    /// segments never pass for the original's. An existing log continues on the timeline
+    /// of its newest segment when that is higher (so a restored database keeps its
+    /// timeline across opens with the default; [`crate::Wal::options`] shows the one in
+    /// force). Default 1, at least 1.
     pub timeline: u64,
     /// LSN of the first record when the directory holds no segment. Default 1.
     pub initial_lsn: u64,

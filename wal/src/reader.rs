@@ -103,6 +103,11 @@ pub struct ReadOptions {
     /// given as a directory is read in this node's lineage subdirectory
     /// ([`crate::resolve_archive_dirs`]). Default none.
     pub node_id: Option<u64>,
+    /// If set, every segment must be of this timeline, and an archive root given as a
+    /// directory is read in the lineage subdirectory of this node and timeline
+    /// ([`crate::resolve_archive_dirs`]), never in that of a later timeline (a restored
+    /// copy's) it may also hold. A mismatch is [`Error::ArchiveLineage`]. Default none.
+    pub timeline: Option<u64>,
     /// Map each segment whole and read records in place instead of copying them through a
     /// buffer; [`WalReader::next_shared`] then returns payloads without copying them. Only
     /// for segments that are not being written (an archive, a log before it is reopened for
@@ -117,6 +122,7 @@ impl Default for ReadOptions {
             until_lsn: None,
             strict_tail: false,
             node_id: None,
+            timeline: None,
             map_segments: false,
         }
     }
@@ -166,19 +172,21 @@ pub struct WalReader {
 /// directory wins when two hold the same segment. A directory that does not exist holds
 /// nothing.
 pub fn list_segments(storage: &dyn Storage, dirs: &[PathBuf]) -> Result<Vec<(u64, PathBuf)>> {
-    list_segments_of(storage, dirs, None)
+    list_segments_of(storage, dirs, None, None)
 }
 
-/// [`list_segments`], resolving archive roots to the lineage of `node_id` if given.
-pub(crate) fn list_segments_of(
+/// [`list_segments`], resolving archive roots to the lineage of `node_id` and `timeline`
+/// where given (as a reader with those [`ReadOptions`] does).
+pub fn list_segments_of(
     storage: &dyn Storage,
     dirs: &[PathBuf],
     node_id: Option<u64>,
+    timeline: Option<u64>,
 ) -> Result<Vec<(u64, PathBuf)>> {
     // First LSN -> (is a partial copy, path).
     let mut found = Found::new();
     for root in dirs {
-        for dir in crate::archive::resolve_archive_dirs(storage, root, node_id, None)? {
+        for dir in crate::archive::resolve_archive_dirs(storage, root, node_id, timeline)? {
             collect_dir(storage, &dir, &mut found)?;
         }
     }
@@ -190,8 +198,19 @@ type Found = std::collections::BTreeMap<u64, (bool, PathBuf)>;
 
 /// The segments of `dir` itself, not resolved (its lineage subdirectories are not read).
 pub(crate) fn list_dir_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    list_dirs_unresolved(storage, std::slice::from_ref(&dir.to_path_buf()))
+}
+
+/// The segments of each of `dirs` itself (already resolved), merged as [`list_segments`]
+/// merges them.
+pub(crate) fn list_dirs_unresolved(
+    storage: &dyn Storage,
+    dirs: &[PathBuf],
+) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Found::new();
-    collect_dir(storage, dir, &mut found)?;
+    for dir in dirs {
+        collect_dir(storage, dir, &mut found)?;
+    }
     Ok(found.into_iter().map(|(l, (_, p))| (l, p)).collect())
 }
 
@@ -225,7 +244,7 @@ impl WalReader {
         from_lsn: u64,
         opts: ReadOptions,
     ) -> Result<Self> {
-        let segments = list_segments_of(&*storage, dirs, opts.node_id)?;
+        let segments = list_segments_of(&*storage, dirs, opts.node_id, opts.timeline)?;
         Self::over_segments(storage, segments, from_lsn, opts)
     }
 
@@ -374,6 +393,17 @@ impl WalReader {
                 file: path,
                 expected: node,
                 found: h.node_id,
+            });
+        }
+        if let Some(t) = self.opts.timeline.filter(|t| *t != h.timeline) {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            return Err(Error::ArchiveLineage {
+                dir,
+                detail: format!(
+                    "{} is of timeline {}, but the reader was asked for timeline {t} (another history: give the archive directory of timeline {t})",
+                    path.display(),
+                    h.timeline
+                ),
             });
         }
         if h.first_lsn != self.expected {

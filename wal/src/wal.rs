@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::archive::{archive_subdir, resolve_archive_dirs};
+use crate::archive::{archive_subdir, log_timeline, resolve_archive_dirs};
 use crate::background::Background;
 use crate::error::{Error, Result};
 use crate::follow::{ArchiveStatus, DurablePos, Follower};
@@ -63,17 +63,23 @@ impl Wal {
         opts: WalOptions,
     ) -> Result<Wal> {
         opts.validate()?;
+        let mut opts = opts;
         let dir = dir.into();
         storage
             .create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
+        let (list, report) = recover(&*storage, &dir, &opts)?;
+        // A log stays on the timeline of its newest segment (a restore starts a new one).
+        let paths: Vec<PathBuf> = list.iter().map(|s| s.path.clone()).collect();
+        if let Some(t) = log_timeline(&*storage, &paths)? {
+            opts.timeline = opts.timeline.max(t);
+        }
         if let Some(root) = &opts.archive_dir {
             let a = archive_subdir(root, opts.node_id, opts.timeline);
             storage
                 .create_dir_all(&a)
                 .map_err(|e| Error::io("create directory", &a, e))?;
         }
-        let (list, report) = recover(&*storage, &dir, &opts)?;
         let current = open_current(&*storage, &dir, &opts, &list)?;
         let next_lsn = current
             .last_lsn

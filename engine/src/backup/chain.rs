@@ -23,12 +23,16 @@ pub struct RetentionReport {
     pub segments_removed: Vec<PathBuf>,
 }
 
-/// Keeps the newest `keep` complete backups under `backups_root` (directories holding a
-/// valid `BACKUP` manifest, ordered by creation time) and the archive they need: older
-/// backups are deleted, then archived segments wholly below the oldest kept backup's
-/// checkpoint. Call it after a backup completed, never before, so there is always a way
-/// back. Incomplete `*.tmp` directories are left alone; a backup that others in the kept
-/// set build on (incremental chains) is kept with them.
+/// Keeps the newest `keep` complete backups of each lineage (node and timeline) under
+/// `backups_root` (directories holding a valid `BACKUP` manifest, ordered by creation
+/// time) and the archive they need: older backups of that lineage are deleted, then the
+/// segments of that lineage's archive directory (`n<node>-t<timeline>` under
+/// `archive_dir`) wholly below its oldest kept backup's checkpoint. The backups and
+/// archive of another lineage sharing the roots (the original of a restored copy, another
+/// server) are never touched by this lineage's retention. Call it after a backup
+/// completed, never before, so there is always a way back. Incomplete `*.tmp` directories
+/// are left alone; a backup that others in the kept set build on (incremental chains) is
+/// kept with them.
 pub fn apply_retention(
     storage: &dyn Storage,
     backups_root: &Path,
@@ -53,10 +57,25 @@ pub fn apply_retention(
             found.push((m, dir));
         }
     }
-    found.sort_by_key(|(m, _)| (m.created_ms, m.checkpoint_lsn));
+    found.sort_by_key(|(m, _)| (m.node_id, m.timeline, m.created_ms, m.checkpoint_lsn));
     let mut report = RetentionReport::default();
+    for lineage in found.chunk_by(|a, b| (a.0.node_id, a.0.timeline) == (b.0.node_id, b.0.timeline))
+    {
+        retain_lineage(storage, lineage, archive_dir, keep, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// [`apply_retention`] of the backups of one lineage, oldest first.
+fn retain_lineage(
+    storage: &dyn Storage,
+    found: &[(BackupManifest, PathBuf)],
+    archive_dir: Option<&Path>,
+    keep: usize,
+    report: &mut RetentionReport,
+) -> Result<()> {
     if found.len() <= keep {
-        return Ok(report);
+        return Ok(());
     }
     let mut first_kept = found.len() - keep;
     // An incremental backup needs its whole chain back to a full one.
@@ -68,10 +87,16 @@ pub fn apply_retention(
         report.backups_removed.push(dir.clone());
     }
     if let (Some(archive), Some((oldest, _))) = (archive_dir, found.get(first_kept)) {
-        report.segments_removed =
-            duplex_wal::prune_archive(storage, archive, oldest.checkpoint_lsn + 1)?;
+        report
+            .segments_removed
+            .extend(duplex_wal::prune_archive_lineage(
+                storage,
+                archive,
+                Some((oldest.node_id, oldest.timeline)),
+                oldest.checkpoint_lsn + 1,
+            )?);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Restores a backup chain (a full backup, then zero or more incrementals, oldest first)
@@ -186,25 +211,49 @@ fn stage_backup_wal(
 ) -> Result<()> {
     crate::backup_wal::check_wal(storage, dir, m)?;
     let staged = into.join(RESTORE_WAL_DIR);
-    for f in m.files.iter().filter(|f| is_segment(&f.name)) {
+    storage
+        .create_dir_all(&staged)
+        .map_err(|e| Error::io("create directory", &staged, e))?;
+    // The backup's manifest goes with its WAL: the roll-forward reads its lineage there.
+    let names = m
+        .files
+        .iter()
+        .filter(|f| is_segment(&f.name))
+        .map(|f| (f.name.as_str(), f.len));
+    let manifest_len = storage
+        .open(&dir.join(BACKUP_MANIFEST), OpenMode::Read)
+        .and_then(|f| f.len())
+        .map_err(|e| Error::io("stat", dir.join(BACKUP_MANIFEST), e))?;
+    for (name, len) in names.chain([(BACKUP_MANIFEST, manifest_len)]) {
+        let to = staged.join(name);
         storage
-            .create_dir_all(&staged)
-            .map_err(|e| Error::io("create directory", &staged, e))?;
-        let to = staged.join(&f.name);
-        storage
-            .copy_prefix(&dir.join(&f.name), &to, f.len)
+            .copy_prefix(&dir.join(name), &to, len)
             .map_err(|e| Error::io("copy WAL segment", &to, e))?;
         storage
             .open(&to, OpenMode::ReadWrite)
             .and_then(|h| h.sync_data())
             .map_err(|e| Error::io("fsync", &to, e))?;
     }
-    if storage.exists(&staged) {
-        storage
-            .sync_dir(&staged)
-            .map_err(|e| Error::io("fsync directory", &staged, e))?;
-    }
+    storage
+        .sync_dir(&staged)
+        .map_err(|e| Error::io("fsync directory", &staged, e))?;
     Ok(())
+}
+
+/// The timeline of the backup staged in `staged` by [`restore_chain`]: its manifest's, or
+/// (staged by an older build, without the manifest) that of its newest WAL segment; 1 if
+/// neither is there.
+pub(crate) fn staged_timeline(storage: &dyn Storage, staged: &Path) -> Result<u64> {
+    if storage.exists(&staged.join(BACKUP_MANIFEST)) {
+        return Ok(read_backup_manifest(storage, staged)?.timeline);
+    }
+    let segments = duplex_wal::list_segments(storage, &[staged.to_path_buf()])?;
+    for (_, path) in segments.iter().rev() {
+        if let Some((_, t)) = duplex_wal::segment_lineage(storage, path)? {
+            return Ok(t);
+        }
+    }
+    Ok(1)
 }
 
 /// Checks the WAL a backup carries (after [`verify_backup`] checked its files): every

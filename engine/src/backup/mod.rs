@@ -28,14 +28,17 @@ use crate::tree::TreeView;
 use duplex_wal::le::{u32_at, Cursor};
 
 mod chain;
+pub(crate) use chain::staged_timeline;
 pub use chain::{apply_retention, restore_chain, verify_backup_wal, RetentionReport};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
 const BACKUP_MAGIC: [u8; 8] = *b"DPLXBKUP";
-/// Version written: 2 adds `end_lsn` and the WAL segment files; version 1 manifests still read
-/// (their end LSN is their checkpoint LSN).
-const BACKUP_VERSION: u32 = 2;
+/// Version written: 2 adds `end_lsn` and the WAL segment files, 3 the timeline of the log
+/// the backup was taken from. Versions 1 and 2 still read (a version 1 manifest's end LSN
+/// is its checkpoint LSN; both are of timeline 1, the only one before restores started
+/// new ones).
+const BACKUP_VERSION: u32 = 3;
 /// Most files a backup manifest may list.
 const MAX_FILES: usize = 64;
 /// Longest file name in a backup manifest.
@@ -82,6 +85,9 @@ pub struct BackupManifest {
     /// Last WAL LSN the backup holds (in its segment files): a restore of the backup alone
     /// reaches it. Equal to `checkpoint_lsn` when it holds no WAL (and in version 1).
     pub end_lsn: u64,
+    /// Timeline of the log the backup was taken from (with `node_id`, its lineage: the
+    /// archive that continues it is `n<node_id>-t<timeline>`); 1 in versions 1 and 2.
+    pub timeline: u64,
     /// For an incremental backup: the committed length of its base (the increment holds
     /// bytes from there on); 0 for a full backup.
     pub base_len: u64,
@@ -101,7 +107,7 @@ impl BackupManifest {
     }
 
     /// Encodes the manifest.
-    // Format: magic[8]="DPLXBKUP" version:u32=2 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 end_lsn:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
+    // Format: magic[8]="DPLXBKUP" version:u32=3 node_id:u64 generation:u64 checkpoint_offset:u64 committed_len:u64 checkpoint_lsn:u64 created_ms:u64 base_len:u64 end_lsn:u64 timeline:u64 base_crc:u32 store_crc:u32 n:u32 n x (name_len:u16 name len:u64 crc:u32) crc32c(all before):u32
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(128 + 64 * self.files.len());
         b.extend_from_slice(&BACKUP_MAGIC);
@@ -115,6 +121,7 @@ impl BackupManifest {
             self.created_ms,
             self.base_len,
             self.end_lsn,
+            self.timeline,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -158,19 +165,29 @@ impl BackupManifest {
                 supported: BACKUP_VERSION,
             });
         }
-        if version != 1 && version != BACKUP_VERSION {
+        if version < 1 {
             return Err(CorruptKind::UnsupportedVersion(version));
         }
-        let mut f = [0u64; 8];
-        let fields = if version == 1 { 7 } else { 8 };
+        let mut f = [0u64; 9];
+        let fields = match version {
+            1 => 7,
+            2 => 8,
+            _ => 9,
+        };
         for v in f.iter_mut().take(fields) {
             *v = c.u64().ok_or(t.clone())?;
         }
         if version == 1 {
             f[7] = f[4];
         }
+        if version < 3 {
+            f[8] = 1;
+        }
         if f[7] < f[4] {
             return Err(CorruptKind::Invalid("end LSN before the checkpoint LSN"));
+        }
+        if f[8] == 0 {
+            return Err(CorruptKind::Invalid("timeline 0"));
         }
         let base_crc = c.u32().ok_or(t.clone())?;
         let store_crc = c.u32().ok_or(t.clone())?;
@@ -207,6 +224,7 @@ impl BackupManifest {
             created_ms: f[5],
             base_len: f[6],
             end_lsn: f[7],
+            timeline: f[8],
             base_crc,
             store_crc,
             files,
@@ -437,6 +455,7 @@ fn write_backup_in(
         checkpoint_lsn: view.ckpt.lsn,
         created_ms: job.created_ms,
         end_lsn: view.ckpt.lsn,
+        timeline: crate::backup_wal::log_timeline(storage, &job.wal.dir)?,
         base_len,
         base_crc,
         store_crc: 0,
@@ -757,6 +776,7 @@ mod tests {
             checkpoint_lsn: 77,
             created_ms: 1,
             end_lsn: 90,
+            timeline: 3,
             base_len: 100,
             base_crc: 5,
             store_crc: 6,
@@ -795,6 +815,7 @@ mod tests {
             checkpoint_lsn: 77,
             created_ms: 1,
             end_lsn: 77,
+            timeline: 1,
             base_len: 0,
             base_crc: 0,
             store_crc: 6,
@@ -804,14 +825,41 @@ mod tests {
                 crc: 9,
             }],
         };
-        // Version 1: no end_lsn field.
-        let v2 = m.encode();
-        let mut v1 = v2[..8].to_vec();
+        // Version 1: no end_lsn field (and no timeline).
+        let v3 = m.encode();
+        let mut v1 = v3[..8].to_vec();
         v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&v2[12..68]);
-        v1.extend_from_slice(&v2[76..v2.len() - 4]);
+        v1.extend_from_slice(&v3[12..68]);
+        v1.extend_from_slice(&v3[84..v3.len() - 4]);
         let crc = crc32c::crc32c(&v1);
         v1.extend_from_slice(&crc.to_le_bytes());
         assert_eq!(BackupManifest::decode(&v1), Ok(m));
+    }
+
+    #[test]
+    fn a_version_2_manifest_reads_as_timeline_1() {
+        let m = BackupManifest {
+            node_id: 4,
+            generation: 1,
+            checkpoint_offset: 4096,
+            committed_len: 5000,
+            checkpoint_lsn: 77,
+            created_ms: 1,
+            end_lsn: 80,
+            timeline: 1,
+            base_len: 0,
+            base_crc: 0,
+            store_crc: 6,
+            files: Vec::new(),
+        };
+        // Version 2: everything but the timeline.
+        let v3 = m.encode();
+        let mut v2 = v3[..8].to_vec();
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(&v3[12..76]);
+        v2.extend_from_slice(&v3[84..v3.len() - 4]);
+        let crc = crc32c::crc32c(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(BackupManifest::decode(&v2), Ok(m));
     }
 }

@@ -220,6 +220,7 @@ pub fn scan_wal_dir(
             until_lsn: None,
             strict_tail,
             node_id,
+            timeline: None,
             // The directory may be a running database's WAL: read, do not map.
             map_segments: false,
         },

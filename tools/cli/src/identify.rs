@@ -69,6 +69,14 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
         };
     }
     if path.join(BACKUP_MANIFEST).is_file() {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            // Written but never renamed to its final name: the backup did not complete
+            // (the name is given last), and nothing reads a `.tmp`.
+            return Err(ToolError::damaged(format!(
+                "{} is not a complete backup: a backup is written as <name>.tmp and renamed when whole, and this one never was (it failed, or is still being written); restore from another backup, or take a new one",
+                path.display()
+            )));
+        }
         return Ok(Kind::Backup);
     }
     if path.join(MANIFEST_NAME).is_file() {
@@ -86,14 +94,22 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
     }
     let names = std::fs::read_dir(path)
         .map_err(|e| ToolError::operational(format!("cannot list {}: {e}", path.display())))?;
-    let mut has_segment = false;
+    let (mut has_segment, mut has_store) = (false, false);
     for entry in names {
         let entry = entry
             .map_err(|e| ToolError::operational(format!("cannot list {}: {e}", path.display())))?;
-        if parse_segment_file_name(&entry.file_name().to_string_lossy()).is_some() {
-            has_segment = true;
-            break;
-        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        has_segment |= parse_segment_file_name(&name).is_some();
+        has_store |= name.ends_with(".dpx") || name.ends_with(".dpx.inc");
+    }
+    if has_store || path.extension().is_some_and(|e| e == "tmp") {
+        // A store copy (and WAL segments) without either manifest is what a backup cut
+        // off before its end leaves: never an archive, never OK.
+        return Err(ToolError::damaged(format!(
+            "{} holds {} but no {BACKUP_MANIFEST} manifest and no {MANIFEST_NAME}: it is not a complete backup (a backup that failed or is still being written); restore from another backup, or take a new one with `duplex-recover backup`",
+            path.display(),
+            if has_store { "a store file" } else { "the name of a backup being written (*.tmp)" }
+        )));
     }
     if has_segment || has_lineage_dirs(path) {
         return Ok(Kind::WalDir {
@@ -114,7 +130,7 @@ pub fn identify(path: &Path) -> Result<Kind, ToolError> {
 
 /// True if `dir` is an archive root: it holds lineage subdirectories (`n<node>-t<timeline>`,
 /// FORMAT.md section 11), which the WAL reader resolves to the history asked for.
-fn has_lineage_dirs(dir: &Path) -> bool {
+pub fn has_lineage_dirs(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|names| {
         names.flatten().any(|e| {
             duplex_wal::parse_archive_subdir(&e.file_name().to_string_lossy()).is_some()

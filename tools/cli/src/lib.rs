@@ -3,10 +3,12 @@
 //! directory) only parses arguments, shows progress and prints; what it checks and how it
 //! reads lives here, over the engine and WAL crates:
 //! - [`exit`]: the documented exit codes and [`exit::ToolError`], an error with its code;
+//! - [`help`]: the long help texts of `duplex-recover`;
 //! - [`identify`]: what a path on disk is (backup, WAL directory, segment, data directory);
 //! - [`verify`]: verification of each kind, as reports rather than errors (the checks of
 //!   backups and data directories are the engine's, [`duplex_engine::verify`]);
 //! - [`dump`]: WAL records as readable lines or JSON objects;
+//! - [`state`]: the `duplexd` STATE file of a data directory, checked by `verify`;
 //! - [`target`]: the checks and the careful emptying behind `restore --force`;
 //! - [`text`]: byte escaping and time parsing and formatting.
 #![deny(missing_docs)]
@@ -15,7 +17,9 @@
 
 pub mod dump;
 pub mod exit;
+pub mod help;
 pub mod identify;
+pub mod state;
 pub mod target;
 pub mod text;
 pub mod verify;

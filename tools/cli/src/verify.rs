@@ -18,10 +18,10 @@ use duplex_engine::verify::{
 };
 use duplex_engine::{BackupManifest, MAX_RECORD_SIZE};
 use duplex_wal::format::parse_segment_file_name;
-use duplex_wal::{ReadOptions, Record, Storage, TornTail, WalReader};
+use duplex_wal::{ArchiveReport, ReadOptions, Record, Storage, TornTail, WalReader};
 
 use crate::exit::{problem_code, verify_code, Code, ToolError};
-use crate::identify::{identify, wal_dir_of, Kind};
+use crate::identify::{has_lineage_dirs, identify, wal_dir_of, Kind};
 use crate::text::{format_time_ms, human_bytes};
 
 /// Which records of a WAL directory to read.
@@ -144,6 +144,7 @@ impl ScopedReader {
                     until_lsn: bound,
                     strict_tail: scope.strict_tail,
                     node_id,
+                    timeline: None,
                     // The directory may be a running database's WAL: read, do not map.
                     map_segments: false,
                 },
@@ -309,9 +310,12 @@ fn render(v: VerifyReport, report: &mut Report) -> Result<(), ToolError> {
 
 fn backup_facts(m: &BackupManifest, report: &mut Report) {
     report.facts.push(format!(
-        "{} backup of node {}, generation {}, checkpoint LSN {} (roll forward from LSN {}), taken {}",
+        "{} backup of node {} timeline {} (its archive: n{}-t{}), generation {}, checkpoint LSN {} (roll forward from LSN {}), taken {}",
         if m.is_incremental() { "incremental" } else { "full" },
         m.node_id,
+        m.timeline,
+        m.node_id,
+        m.timeline,
         m.generation,
         m.checkpoint_lsn,
         m.checkpoint_lsn + 1,
@@ -368,10 +372,14 @@ fn wal_facts(s: &WalSummary, report: &mut Report) {
 }
 
 /// Verifies every path, in order. Consecutive backup directories are checked as a chain
-/// (each incremental against the backup just before it).
+/// (each incremental against the backup just before it). When backups and WAL archives are
+/// given together, each backup's lineage must be one the archives hold a history of.
 pub fn verify_paths(storage: &Arc<dyn Storage>, paths: &[PathBuf]) -> Vec<Report> {
     let mut reports = Vec::with_capacity(paths.len());
     let mut prev: Option<(PathBuf, BackupManifest)> = None;
+    // Verified backups (report index, manifest) and archives (their histories).
+    let mut backups: Vec<(usize, BackupManifest)> = Vec::new();
+    let mut archives: Vec<(PathBuf, ArchiveReport)> = Vec::new();
     for path in paths {
         let mut report = Report::new(path);
         let res = identify(path).and_then(|kind| {
@@ -386,12 +394,20 @@ pub fn verify_paths(storage: &Arc<dyn Storage>, paths: &[PathBuf]) -> Vec<Report
                     );
                     if let (true, Some(m)) = (v.is_ok(), v.backup_manifest()) {
                         prev = Some((path.clone(), m.clone()));
+                        backups.push((reports.len(), m.clone()));
                     }
                     render(v, &mut report)
                 }
                 Kind::DataDir => {
                     prev = None;
-                    render(verify_data_dir(storage, path), &mut report)
+                    render(verify_data_dir(storage, path), &mut report)?;
+                    state_facts(path, &mut report)
+                }
+                Kind::WalDir { live: false } if has_lineage_dirs(path) => {
+                    prev = None;
+                    let a = verify_archive(storage, path, &mut report)?;
+                    archives.push((path.clone(), a));
+                    Ok(())
                 }
                 Kind::WalDir { .. } | Kind::Segment => {
                     prev = None;
@@ -403,6 +419,11 @@ pub fn verify_paths(storage: &Arc<dyn Storage>, paths: &[PathBuf]) -> Vec<Report
                             "only {} was read (its records, to its end)",
                             f.display()
                         ));
+                    } else if kind == (Kind::WalDir { live: false }) {
+                        // A flat archive, or one lineage's directory: one history too.
+                        let a = duplex_wal::check_archive(storage.clone(), path)
+                            .map_err(ToolError::from)?;
+                        archives.push((path.clone(), a));
                     }
                     Ok(())
                 }
@@ -416,7 +437,105 @@ pub fn verify_paths(storage: &Arc<dyn Storage>, paths: &[PathBuf]) -> Vec<Report
         }
         reports.push(report);
     }
+    check_lineages(&backups, &archives, &mut reports);
     reports
+}
+
+/// Checks an archive root with [`duplex_wal::check_archive`]: one history (one node, one
+/// timeline, contiguous LSNs, every record intact) per lineage directory; a fact per
+/// lineage found.
+fn verify_archive(
+    storage: &Arc<dyn Storage>,
+    root: &Path,
+    report: &mut Report,
+) -> Result<ArchiveReport, ToolError> {
+    let a = duplex_wal::check_archive(storage.clone(), root).map_err(ToolError::from)?;
+    for h in &a.histories {
+        let timelines: Vec<String> = h.timelines.iter().map(u64::to_string).collect();
+        report.facts.push(format!(
+            "{}: one history of node {}, timeline {}, {} segment(s), LSN {} to {}; every header, CRC and LSN checked, no gap{}",
+            h.dir.display(),
+            h.node_id,
+            timelines.join(" then "),
+            h.segments,
+            h.first_lsn,
+            h.last_lsn,
+            h.partial.as_ref().map_or_else(String::new, |p| format!(
+                " (the last one, {}, is the partial copy of the segment being written)",
+                p.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        ));
+    }
+    if a.histories.is_empty() {
+        report
+            .facts
+            .push("no segments in any lineage directory yet".into());
+    }
+    Ok(a)
+}
+
+/// The STATE file of a verified data directory, if it has one.
+fn state_facts(dir: &Path, report: &mut Report) -> Result<(), ToolError> {
+    if let Some(s) = crate::state::check_state_file(dir)? {
+        report.facts.push(format!(
+            "{} decodes: {}, fencing epoch {}, node {}, set {}",
+            dir.join(crate::state::STATE_FILE).display(),
+            s.state,
+            s.epoch,
+            s.node_id,
+            format_time_ms(s.updated_ms)
+        ));
+    }
+    Ok(())
+}
+
+/// When backups and archives were verified together: each backup's lineage (node,
+/// timeline) must have a history in one of the archives, else the archive given cannot
+/// continue it (it is another server's, or another timeline's: the original's archive for
+/// a restored copy's backup, or the other way round). A failure goes on the backup's
+/// report.
+fn check_lineages(
+    backups: &[(usize, BackupManifest)],
+    archives: &[(PathBuf, ArchiveReport)],
+    reports: &mut [Report],
+) {
+    if archives.is_empty() {
+        return;
+    }
+    let found: Vec<String> = archives
+        .iter()
+        .flat_map(|(_, a)| a.histories.iter())
+        .map(|h| {
+            let t: Vec<String> = h.timelines.iter().map(u64::to_string).collect();
+            format!("node {} timeline {}", h.node_id, t.join("+"))
+        })
+        .collect();
+    for (i, m) in backups {
+        let matches = archives.iter().any(|(_, a)| {
+            a.histories
+                .iter()
+                .any(|h| h.node_id == m.node_id && h.timelines.contains(&m.timeline))
+        });
+        let Some(report) = reports.get_mut(*i) else {
+            continue;
+        };
+        if matches {
+            report.facts.push(format!(
+                "its lineage (node {} timeline {}) has a history in the archive given",
+                m.node_id, m.timeline
+            ));
+        } else if report.error.is_none() {
+            report.error = Some(ToolError::damaged(format!(
+                "the backup is of node {} timeline {}, but the archive given holds {}: it cannot continue this backup (give the archive root that holds n{}-t{}, or restore without --archive to the backup's own end LSN {})",
+                m.node_id,
+                m.timeline,
+                if found.is_empty() { "no history".to_owned() } else { found.join(", ") },
+                m.node_id,
+                m.timeline,
+                m.end_lsn
+            )));
+        }
+    }
 }
 
 /// Reads the `BACKUP` manifests of a chain (oldest first) and checks the links between them
