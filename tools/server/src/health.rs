@@ -79,9 +79,20 @@ impl Alarm {
 pub struct Watcher {
     archive: Alarm,
     space: Alarm,
+    scrub_reported: bool,
 }
 
 impl Watcher {
+    /// Logs damage found by the background scrub, once: the store holds a block whose
+    /// checksum fails, which reads of it will refuse; the operator should restore.
+    pub fn scrub(&mut self, damage: Option<&duplex_engine::ScrubDamage>) {
+        if let (Some(d), false) = (damage, self.scrub_reported) {
+            self.scrub_reported = true;
+            tracing::error!(event = "scrub_damage", file = %d.file.display(), offset = d.offset, problem = %d.problem,
+                "the store scrub found a damaged block: reads of the keys in it fail; verify with `duplex-recover verify` and restore with `duplex-recover restore` from a backup plus the archive");
+        }
+    }
+
     /// One look at the WAL's status at `now_ms`, logging what changed.
     pub fn step(&mut self, a: &ArchiveStatus, s: &SpaceStatus, now_ms: u64) {
         let secs = |since: Option<u64>| since.map_or(0, |t| now_ms.saturating_sub(t) / 1000);
@@ -120,6 +131,7 @@ pub fn spawn(sh: &Arc<Shared>) -> Result<(), Error> {
         .spawn(move || {
             let mut w = Watcher::default();
             while !s.stopping() {
+                w.scrub(s.db().scrub_status().damage.as_ref());
                 let wal = s.db().wal();
                 w.step(
                     &wal.archive_status(),

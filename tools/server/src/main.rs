@@ -7,6 +7,8 @@
 //! `duplex_server::config::ServerConfig`). Exit status: 0 after a clean stop (SIGTERM or
 //! SIGINT), 1 on an error or a second signal.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

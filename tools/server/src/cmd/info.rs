@@ -236,7 +236,7 @@ fn duplex(sh: &Shared, t: &mut String) {
     let st = sh.state().get();
     let _ = write!(
         t,
-        "# Duplex\r\nstate:{}\r\nepoch:{}\r\nnode_id:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ngeneration:{}\r\nstore_bytes:{}\r\nlive_bytes:{}\r\ntree_entries:{}\r\nmemtable_entries:{}\r\ncompactions:{}\r\ndata_dir:{}\r\n\r\n",
+        "# Duplex\r\nstate:{}\r\nepoch:{}\r\nnode_id:{}\r\nlast_lsn:{}\r\ncheckpoint_lsn:{}\r\ngeneration:{}\r\nstore_bytes:{}\r\nlive_bytes:{}\r\ntree_entries:{}\r\nmemtable_entries:{}\r\ncompactions:{}\r\ndata_dir:{}\r\n",
         st.state.name(),
         st.epoch,
         st.node_id,
@@ -249,6 +249,37 @@ fn duplex(sh: &Shared, t: &mut String) {
         s.memtable_entries,
         s.compactions,
         sh.cfg().data.display()
+    );
+    store_health(sh, t);
+}
+
+/// The background scrub of the store's blocks and the last maintenance failure (part of
+/// `# Duplex`): damage found by the scrub names its file and offset.
+fn store_health(sh: &Shared, t: &mut String) {
+    let db = sh.db();
+    let sc = db.scrub_status();
+    let one_line = |v: String| v.replace(['\r', '\n'], " ");
+    let damage = sc.damage.as_ref().map_or(String::new(), |d| {
+        one_line(format!(
+            "{} at offset {}: {}",
+            d.file.display(),
+            d.offset,
+            d.problem
+        ))
+    });
+    let _ = write!(
+        t,
+        "scrub_status:{}\r\nscrub_bytes_checked:{}\r\nscrub_total_bytes:{}\r\nscrub_damage:{}\r\nmaintenance_error:{}\r\n\r\n",
+        match (sc.enabled, sc.damage.is_some(), sc.done) {
+            (false, _, _) => "off",
+            (true, true, _) => "damage",
+            (true, false, true) => "done",
+            (true, false, false) => "running",
+        },
+        sc.bytes_checked,
+        sc.total_bytes,
+        damage,
+        one_line(db.maintenance_error().unwrap_or_default()),
     );
 }
 
