@@ -28,7 +28,7 @@ pub enum Error {
     },
 
     /// Bytes on disk fail a check. Nothing past this point was used.
-    #[error("corrupt WAL data in {file} at offset {offset}: {kind} (keep the file for analysis; restore from a backup plus archive, or open with RecoveryMode::TruncateCorruptTail to cut the log here, losing what follows)")]
+    #[error("corrupt WAL data in {file} at offset {offset}: {kind} (keep the file for analysis: copy it aside; check the rest with `duplex-recover verify`, then restore with `duplex-recover restore --backup DIR --archive DIR --into NEW_DIR` from a backup plus the archive)")]
     Corrupt {
         /// The damaged file.
         file: PathBuf,

@@ -80,6 +80,7 @@ pub fn blocks(dir: &Path) {
         max_ts: Timestamp::from_parts(1_700_000_000_000, 9).0,
         prev: 1024,
         origins: vec![(1, 42), (7, 13)],
+        max_epoch: 0,
     };
     write(dir, "checkpoint-body", &ckpt.encode());
     write(
@@ -87,6 +88,11 @@ pub fn blocks(dir: &Path) {
         "checkpoint-block",
         &block(kind::CHECKPOINT, &ckpt.encode()),
     );
+    let with_epoch = Checkpoint {
+        max_epoch: 5,
+        ..ckpt.clone()
+    };
+    write(dir, "checkpoint-body-epoch", &with_epoch.encode());
     let m = Manifest {
         node_id: 1,
         generation: 3,

@@ -157,8 +157,11 @@ fn main() {
         node_id: 1,
         first_lsn: 1,
         created_ms: 1_700_000_000_000,
+        timeline: 2,
+        intended_len: 64 << 20,
     };
     write(&rec_dir, "header", &h.encode());
+    write(&rec_dir, "header-v1", &h.encode_v1());
     write(&rec_dir, "zeros", &[0u8; 24]);
 
     // Keep the header bytes of the segment seeds reproducible: fix created_ms.

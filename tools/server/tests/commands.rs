@@ -229,14 +229,14 @@ fn state_backup_checkpoint_fence() {
     let mut c = d.conn();
     let _: () = c.set("x", "1").unwrap();
     let st: Vec<Value> = redis::cmd("DUPLEX.STATE").query(&mut c).unwrap();
-    assert_eq!(st.len(), 10);
+    assert_eq!(st.len(), 12);
     let st: Vec<String> = st
         .iter()
         .map(|v| redis::from_redis_value::<String>(v).unwrap())
         .collect();
     assert_eq!(st[0..6], ["state", "running", "epoch", "1", "node_id", "1"]);
     assert!(st[7].parse::<u64>().unwrap() >= 1);
-    assert_eq!(st[8..10], ["archive", "ok"]);
+    assert_eq!(st[8..12], ["archive", "ok", "scrub", "ok"]);
     let _: () = redis::cmd("DUPLEX.CHECKPOINT").query(&mut c).unwrap();
     let r: String = redis::cmd("DUPLEX.BACKUP")
         .arg("first")
@@ -428,7 +428,7 @@ fn auth_and_state_before_auth() {
     assert_eq!(e.code(), Some("NOAUTH"));
     // The state is readable before AUTH, so a client can choose a server.
     let st: Vec<Value> = redis::cmd("DUPLEX.STATE").query(&mut c).unwrap();
-    assert_eq!(st.len(), 10);
+    assert_eq!(st.len(), 12);
     let e = redis::cmd("AUTH")
         .arg("wrong")
         .query::<()>(&mut c)

@@ -73,6 +73,12 @@ fn the_scrub_reports_a_damaged_block_no_read_touches() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(d.log().contains("scrub_damage"), "logged: {}", d.log());
+    let st: Vec<String> = redis::cmd("DUPLEX.STATE").query(&mut c).unwrap();
+    assert_eq!(
+        st[10..12],
+        ["scrub", "damage"],
+        "the state table says so too"
+    );
     // Keys outside the damaged block are still served.
     let _: Option<Vec<u8>> = c.get("key00000").unwrap_or(None);
     d.stop();

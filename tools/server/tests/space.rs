@@ -174,8 +174,8 @@ fn archive_field(c: &mut redis::Connection) -> String {
     let st: Vec<redis::Value> = redis::cmd("DUPLEX.STATE").query(c).unwrap();
     assert_eq!(
         st.len(),
-        10,
-        "DUPLEX.STATE keeps its fields and appends `archive`"
+        12,
+        "DUPLEX.STATE keeps its fields and appends `archive` and `scrub`"
     );
     assert_eq!(
         redis::from_redis_value::<String>(&st[8]).unwrap(),

@@ -8,16 +8,22 @@ use super::{bulk_str, engine_err, ErrLine};
 use crate::shared::Shared;
 use crate::state::OpState;
 
-/// DUPLEX.STATE: state, epoch, node id, last LSN and the archive's health (`ok`,
-/// `failing` or `off`, see [`crate::health::archive_state`]). New fields go at the end:
-/// clients skip the fields they do not know.
+/// DUPLEX.STATE: state, epoch, node id, last LSN, the archive's health (`ok`,
+/// `failing` or `off`, see [`crate::health::archive_state`]) and the store scrub's verdict
+/// (`ok`, or `damage` once the background scrub found a damaged block: INFO names it).
+/// New fields go at the end: clients skip the fields they do not know.
 pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     let s = sh.state().get();
     let archive = crate::health::archive_state(
         sh.cfg().archive().is_some(),
         &sh.db().wal().archive_status(),
     );
-    array_len(out, 10);
+    let scrub = if sh.db().scrub_status().damage.is_some() {
+        "damage"
+    } else {
+        "ok"
+    };
+    array_len(out, 12);
     bulk_str(out, "state");
     bulk_str(out, s.state.name());
     bulk_str(out, "epoch");
@@ -28,6 +34,8 @@ pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     integer(out, sh.db().wal().last_lsn() as i64);
     bulk_str(out, "archive");
     bulk_str(out, archive);
+    bulk_str(out, "scrub");
+    bulk_str(out, scrub);
 }
 
 /// `DUPLEX.BACKUP [name]`: takes a backup now (the caller waits for it).
