@@ -167,15 +167,20 @@ fn a_damaged_byte_anywhere_is_a_checksum_error() {
                 let mut bad = bytes.clone();
                 bad[i] ^= flip;
                 let (offset, fault) = fault(decode_frame(&bad, &limits()));
-                assert_eq!(offset, 0, "{} byte {i}", f.kind());
+                let k = f.kind();
                 match fault {
                     // The magic is checked first, so a stranger is named as one.
-                    FrameFault::BadMagic { .. } => assert!(i < 4, "{} byte {i}", f.kind()),
+                    FrameFault::BadMagic { .. } => {
+                        assert!(i < 4, "{k} byte {i}");
+                        assert_eq!(offset, i as u64, "{k} byte {i}");
+                    }
                     FrameFault::HeaderCrcMismatch { .. } => {
-                        assert!((4..HEADER_LEN).contains(&i), "{} byte {i}", f.kind())
+                        assert!((4..HEADER_LEN).contains(&i), "{k} byte {i}");
+                        assert_eq!(offset, 0, "{k} byte {i}");
                     }
                     FrameFault::CrcMismatch { stored, computed } => {
-                        assert!(i >= HEADER_LEN, "{} byte {i}", f.kind());
+                        assert!(i >= HEADER_LEN, "{k} byte {i}");
+                        assert_eq!(offset, 0, "{k} byte {i}");
                         assert_ne!(stored, computed);
                     }
                     other => panic!("{} byte {i} flipped by {flip:#x}: {other:?}", f.kind()),
@@ -401,13 +406,13 @@ fn payload_faults_name_the_field_and_its_offset() {
     }
     // A stranger (a RESP client) is named at its first byte.
     let (_, f) = fault(decode_frame(b"*", &limits()));
-    assert!(matches!(
+    assert_eq!(
         f,
         FrameFault::BadMagic {
-            found: [b'*', 0, 0, 0],
-            ..
+            found: b'*',
+            expected: MAGIC[0]
         }
-    ));
+    );
     let text = PeerError::Frame {
         offset: 0,
         fault: f,

@@ -76,15 +76,15 @@ fn decode_at(buf: &[u8], limits: &FrameLimits) -> Result<Decoded, Fault> {
 /// Checks the header at the front of `buf`: its kind and payload length, or `None` if the
 /// 16 header bytes are not all there yet.
 fn check_header(buf: &[u8], limits: &FrameLimits) -> Result<Option<(FrameKind, usize)>, Fault> {
+    // The first wrong byte of the magic, wherever the buffer ends: the error is the same
+    // however the stream was cut.
     let have = buf.len().min(MAGIC.len());
-    if buf[..have] != MAGIC[..have] {
-        let mut found = [0u8; 4];
-        found[..have].copy_from_slice(&buf[..have]);
+    if let Some(i) = (0..have).find(|&i| buf[i] != MAGIC[i]) {
         return Err((
-            0,
+            i,
             FrameFault::BadMagic {
-                found,
-                expected: MAGIC,
+                found: buf[i],
+                expected: MAGIC[i],
             },
         ));
     }

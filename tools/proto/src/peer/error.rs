@@ -12,17 +12,17 @@ use super::frame::{FrameKind, RefuseReason};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameFault {
-    /// The first bytes are not the frame magic: the other end does not speak the peer link
-    /// (a RESP client on the peer port, or a wrong `--peer` address).
+    /// A byte of the magic is wrong (the offset points at it): the other end does not speak
+    /// the peer link (a RESP client on the peer port, or a wrong `--peer` address).
     #[error(
-        "bad magic {found:02x?} (expected {expected:02x?}): the other end is not a duplexd \
-         peer link; check the --peer address"
+        "byte {found:#04x} where the frame magic has {expected:#04x}: the other end is not a \
+         duplexd peer link; check the --peer address"
     )]
     BadMagic {
-        /// The bytes found (as many as were present, zero-padded).
-        found: [u8; 4],
-        /// The magic expected.
-        expected: [u8; 4],
+        /// The byte found.
+        found: u8,
+        /// The magic's byte at that position.
+        expected: u8,
     },
     /// The header CRC does not match: the length and kind cannot be trusted.
     #[error("header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
