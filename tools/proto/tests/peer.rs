@@ -529,6 +529,25 @@ fn limits_validate() {
         ..FrameLimits::default()
     };
     assert!(matches!(tiny.validate(), Err(PeerError::BadLimits { .. })));
+    // The smallest usable frame holds exactly a REFUSE with the longest message.
+    let min = FrameLimits {
+        max_frame_bytes: FrameLimits::MIN_FRAME_BYTES,
+        max_batches_per_frame: 1,
+        max_batch_bytes: 100,
+    };
+    min.validate().expect("the minimum is usable");
+    let longest = Frame::Refuse(Refuse::new(
+        RefuseReason::Protocol,
+        &"x".repeat(MAX_MESSAGE_BYTES),
+    ));
+    let bytes = longest.to_bytes(&min).expect("fits");
+    assert_eq!(bytes.len(), 1047);
+    assert_eq!(bytes.len(), min.max_frame_bytes as usize);
+    let below = FrameLimits {
+        max_frame_bytes: FrameLimits::MIN_FRAME_BYTES - 1,
+        ..min
+    };
+    assert!(below.validate().is_err());
 }
 
 fn arb_batches() -> impl Strategy<Value = Batches> {

@@ -464,7 +464,8 @@ impl Frame {
         Ok(out)
     }
 
-    /// The payload of every kind but BATCHES (whose encoder checks its sizes first).
+    /// The payload of every kind. [`Frame::encode`] sends BATCHES through
+    /// [`encode_batches`] instead, which checks every batch before writing any.
     fn write_small_payload(&self, out: &mut Vec<u8>) -> Result<(), FrameFault> {
         match self {
             Frame::Hello(h) | Frame::Challenge(h) => h.write(out),
@@ -477,7 +478,9 @@ impl Frame {
             Frame::Heartbeat(h) => put_u64s(out, &[h.origin, h.stamp, h.last_origin_lsn]),
             // Format: origin:u64 last_good_lsn:u64
             Frame::Resync(r) => put_u64s(out, &[r.origin, r.last_good_lsn]),
-            Frame::Batches(_) => unreachable!("BATCHES frames are written by encode_batches"),
+            Frame::Batches(b) => {
+                write_batches(out, b.origin, b.batches.iter().map(Batch::as_ref));
+            }
         }
         Ok(())
     }
@@ -505,15 +508,23 @@ pub fn encode_batches(
     }
     check_frame_len(payload_len, limits).map_err(fail)?;
     let start = begin(out, kind);
-    // Format: origin:u64 count:u32 then count x (origin_lsn:u64 prev_origin_lsn:u64 stamp:u64 len:u32 payload[len])
+    write_batches(out, origin, batches.iter().copied());
+    finish(out, start, kind, limits).map_err(fail)
+}
+
+// Format: origin:u64 count:u32 then count x (origin_lsn:u64 prev_origin_lsn:u64 stamp:u64 len:u32 payload[len])
+fn write_batches<'a>(
+    out: &mut Vec<u8>,
+    origin: u64,
+    batches: impl ExactSizeIterator<Item = BatchRef<'a>>,
+) {
     out.extend_from_slice(&origin.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
     for b in batches {
         put_u64s(out, &[b.origin_lsn, b.prev_origin_lsn, b.stamp]);
         out.extend_from_slice(&(b.payload.len() as u32).to_le_bytes());
         out.extend_from_slice(b.payload);
     }
-    finish(out, start, kind, limits).map_err(fail)
 }
 
 /// The count checks of a BATCHES frame, shared by the encoder and the decoder.

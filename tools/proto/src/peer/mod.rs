@@ -114,7 +114,7 @@ impl FrameLimits {
     pub fn validate(&self) -> Result<(), PeerError> {
         if self.max_frame_bytes < Self::MIN_FRAME_BYTES {
             return Err(PeerError::BadLimits {
-                what: "max_frame_bytes is below the smallest usable frame (1048 bytes)",
+                what: "max_frame_bytes is below the smallest usable frame (1047 bytes)",
             });
         }
         if self.max_batches_per_frame == 0 {
