@@ -713,6 +713,15 @@ fn same_secret_establishes_both_sides_with_the_right_peers() {
         a.admit(&Frame::Hello(hello(1, 1))),
         Err(PeerError::UnexpectedFrame { .. })
     ));
+    // An initiator that refuses after the WELCOME ends the acceptor's link.
+    let refuse = Frame::Refuse(Refuse::new(RefuseReason::WrongSecret, "no"));
+    assert!(matches!(
+        a.admit(&refuse),
+        Err(PeerError::RefusedByPeer {
+            reason: RefuseReason::WrongSecret,
+            ..
+        })
+    ));
     let mut a = a;
     assert!(matches!(
         a.receive(&data),
