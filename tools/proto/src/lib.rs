@@ -23,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod codes;
+pub mod peer;
 mod request;
 
 pub use request::{parse_request, RequestParser};
