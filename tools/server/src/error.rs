@@ -22,7 +22,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The `STATE` file is damaged (never guessed over: the epoch must not go backwards).
-    #[error("the state file {path} is damaged ({why}); if this server's data is otherwise sound, restore the file from a backup or delete it (the epoch then restarts at 1, so fence this server first)")]
+    #[error("the state file {path} is damaged ({why}); if this server's data is otherwise sound, move it aside and start again: the server then starts one above the highest epoch its WAL recorded (a fenced or failed mark in the damaged file is lost with it: fence again with DUPLEX.FENCE if it was fenced)")]
     StateFile {
         /// The file.
         path: PathBuf,

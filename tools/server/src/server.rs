@@ -140,8 +140,17 @@ fn create_dirs(cfg: &ServerConfig) -> Result<(), Error> {
 fn log_previous(cfg: &ServerConfig, prev: Option<StateRecord>) {
     match prev {
         None => {
-            tracing::info!(event = "fresh", data = %cfg.data.display(), "no state file: new data directory")
+            tracing::info!(event = "fresh", data = %cfg.data.display(), "no state file: a new or restored data directory")
         }
+        // Fenced and failed are kept through a stop (sticky), so the file cannot say whether
+        // that stop was clean: say what holds instead of guessing.
+        Some(p) if p.state.sticky() => tracing::warn!(
+            event = "previous_state",
+            state = p.state.name(),
+            epoch = p.epoch,
+            "previous run left this server {}; it stays so until DUPLEX.UNFENCE (the WAL is replayed as after any stop)",
+            p.state.name()
+        ),
         Some(p) if p.state == OpState::Stopped => tracing::info!(
             event = "previous_state",
             state = p.state.name(),

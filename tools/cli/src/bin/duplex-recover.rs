@@ -301,6 +301,11 @@ fn restore(a: RestoreArgs) -> Result<Code> {
     )?;
     writeln!(
         out,
+        "next: once the restored server runs, take a backup of it (DUPLEX.BACKUP): backups of timeline {} cannot reach the writes it makes on timeline {}",
+        r.from_timeline, r.timeline
+    )?;
+    writeln!(
+        out,
         "digest: {digest} ({} live keys; compare with a peer's digest)",
         digest.count
     )?;

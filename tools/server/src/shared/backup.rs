@@ -44,8 +44,11 @@ pub struct Backups {
 }
 
 /// The newest complete backup under `root` (a directory whose `BACKUP` manifest reads
-/// back), by the time its manifest says it was taken: (directory, Unix ms).
-pub fn newest_backup(root: &Path) -> Option<(PathBuf, u64)> {
+/// back) of the lineage `(node id, timeline)`, by the time its manifest says it was taken:
+/// (directory, Unix ms). Backups of another lineage do not count: after a restore the
+/// database writes a new timeline, which the older backups and their archive cannot reach,
+/// so its first backup must not wait a whole interval.
+pub fn newest_backup(root: &Path, lineage: (u64, u64)) -> Option<(PathBuf, u64)> {
     let entries = std::fs::read_dir(root).ok()?;
     entries
         .filter_map(Result::ok)
@@ -54,6 +57,7 @@ pub fn newest_backup(root: &Path) -> Option<(PathBuf, u64)> {
         .filter_map(|p| {
             read_backup_manifest(&duplex_wal::StdStorage, &p)
                 .ok()
+                .filter(|m| (m.node_id, m.timeline) == lineage)
                 .map(|m| (p, m.created_ms))
         })
         .max_by_key(|(_, ms)| *ms)
@@ -73,10 +77,11 @@ pub struct BackupCtx<'a> {
 }
 
 impl Backups {
-    /// The service for `backup_dir` `root`, knowing its newest complete backup.
-    pub fn found_in(root: &Path) -> Backups {
+    /// The service for `backup_dir` `root`, knowing its newest complete backup of the
+    /// database's lineage `(node id, timeline)`.
+    pub fn found_in(root: &Path, lineage: (u64, u64)) -> Backups {
         let b = Backups::default();
-        if let Some((dir, ms)) = newest_backup(root) {
+        if let Some((dir, ms)) = newest_backup(root, lineage) {
             let mut info = b.info.lock();
             info.last_dir = Some(dir);
             info.last_ms = ms;
@@ -229,12 +234,51 @@ mod tests {
             assert!(!plain_name(bad), "{bad}");
         }
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(newest_backup(d.path()), None);
-        assert_eq!(newest_backup(&d.path().join("missing")), None);
+        assert_eq!(newest_backup(d.path(), (1, 1)), None);
+        assert_eq!(newest_backup(&d.path().join("missing"), (1, 1)), None);
         std::fs::create_dir(d.path().join("n")).unwrap();
         // A directory without a readable manifest is not a backup.
-        assert_eq!(newest_backup(d.path()), None);
+        assert_eq!(newest_backup(d.path(), (1, 1)), None);
         assert_eq!(unique_dir(d.path(), "n"), d.path().join("n-2"));
+    }
+
+    /// Only backups of the database's own lineage count for the schedule: after a restore
+    /// (a new timeline) the older backups cannot reach its writes.
+    #[test]
+    fn the_newest_backup_is_the_newest_of_the_lineage() {
+        let d = tempfile::tempdir().unwrap();
+        let put = |name: &str, timeline: u64, created_ms: u64| {
+            let dir = d.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let m = duplex_engine::backup::BackupManifest {
+                node_id: 1,
+                generation: 1,
+                checkpoint_offset: 0,
+                committed_len: 0,
+                checkpoint_lsn: 0,
+                created_ms,
+                end_lsn: 0,
+                timeline,
+                base_len: 0,
+                base_crc: 0,
+                store_crc: 0,
+                files: Vec::new(),
+            };
+            std::fs::write(dir.join(duplex_engine::backup::BACKUP_MANIFEST), m.encode()).unwrap();
+            dir
+        };
+        let old = put("old", 1, 1_000);
+        let newer_t1 = put("newer", 1, 2_000);
+        assert_eq!(newest_backup(d.path(), (1, 1)), Some((newer_t1, 2_000)));
+        assert_eq!(
+            newest_backup(d.path(), (1, 2)),
+            None,
+            "no backup of timeline 2 yet"
+        );
+        let t2 = put("t2", 2, 1_500);
+        assert_eq!(newest_backup(d.path(), (1, 2)), Some((t2, 1_500)));
+        assert_eq!(newest_backup(d.path(), (2, 1)), None, "another node's");
+        drop(old);
         assert_eq!(unique_dir(d.path(), "m"), d.path().join("m"));
     }
 }

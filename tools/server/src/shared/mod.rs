@@ -82,7 +82,8 @@ impl Shared {
         clock: Arc<dyn Clock>,
         addr: SocketAddr,
     ) -> Shared {
-        let backups = Backups::found_in(&cfg.backup_dir);
+        let lineage = (cfg.node_id, db.wal().options().timeline);
+        let backups = Backups::found_in(&cfg.backup_dir, lineage);
         Shared {
             limits: cfg.limits(),
             cursors: Mutex::new(Cursors::new(clock.now_ms() & 0xffff_ffff)),
