@@ -148,6 +148,32 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
     ]);
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.contains("timeline: 3 "), "{}", out.text);
+    assert!(
+        !out.text
+            .contains("warning: the archive also holds later timelines"),
+        "{}",
+        out.text
+    );
+
+    // The original's backup again, now that n1-t2 (and n1-t3's folder, if any) exist: the
+    // restore follows timeline 1 and says that the later ones are not in it.
+    let out = run([
+        OsStr::new("restore"),
+        OsStr::new("--backup"),
+        p("b1").as_os_str(),
+        OsStr::new("--archive"),
+        archive.as_os_str(),
+        OsStr::new("--into"),
+        p("copy3").as_os_str(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.text);
+    assert!(
+        out.text
+            .contains("warning: the archive also holds later timelines of node 1 (n1-t2")
+            && out.text.contains("followed timeline 1 only"),
+        "{}",
+        out.text
+    );
 }
 
 #[test]

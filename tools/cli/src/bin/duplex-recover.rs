@@ -214,6 +214,23 @@ fn spinner(msg: &str) -> ProgressBar {
 /// Bytes of archived segments a roll-forward from `from` (up to `until`) reads in the
 /// lineage (node, timeline) of the backup: the segment holding `from` and those after it.
 /// For the ETA.
+/// Timelines of `node` above `from` in the archive roots: histories that continued after
+/// other restores, which a restore of a `from` backup does not follow.
+fn later_timelines(archives: &[PathBuf], node: u64, from: u64) -> Vec<u64> {
+    let mut later: Vec<u64> = archives
+        .iter()
+        .filter_map(|root| std::fs::read_dir(root).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| duplex_wal::parse_archive_subdir(&e.file_name().to_string_lossy()))
+        .filter(|&(n, t)| n == node && t > from)
+        .map(|(_, t)| t)
+        .collect();
+    later.sort_unstable();
+    later.dedup();
+    later
+}
+
 fn bytes_to_read(archives: &[PathBuf], lineage: (u64, u64), from: u64, until: Option<u64>) -> u64 {
     let Ok(segs) =
         duplex_wal::list_segments_of(&StdStorage, archives, Some(lineage.0), Some(lineage.1))
@@ -299,6 +316,15 @@ fn restore(a: RestoreArgs) -> Result<Code> {
         "timeline: {} (a new lineage; the backup was of timeline {}): the restored server archives into n{node_id}-t{} under its archive root, beside the original's n{node_id}-t{}",
         r.timeline, r.from_timeline, r.timeline, r.from_timeline
     )?;
+    let later = later_timelines(&a.archive, node_id, r.from_timeline);
+    if !later.is_empty() {
+        writeln!(
+            out,
+            "warning: the archive also holds later timelines of node {node_id} ({}), written after earlier restores: this restore followed timeline {} only, so the writes made on those timelines are not in it; to reach them, restore a backup taken on the newest timeline",
+            later.iter().map(|t| format!("n{node_id}-t{t}")).collect::<Vec<_>>().join(", "),
+            r.from_timeline
+        )?;
+    }
     writeln!(
         out,
         "next: once the restored server runs, take a backup of it (DUPLEX.BACKUP): backups of timeline {} cannot reach the writes it makes on timeline {}",
