@@ -4,45 +4,21 @@
 //! for byte what was acknowledged before the backup ended), from backup + archive
 //! (everything archived), from an incremental chain, and to a point inside a write group.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::{run, Out};
 use duplex_engine::{BackupManifest, Config, Database, SyncPolicy, WriteBatch};
-
-const BIN: &str = env!("CARGO_BIN_EXE_duplex-recover");
 
 type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Acknowledged writes: (lsn, key, value).
 type Log = Arc<Mutex<Vec<(u64, Vec<u8>, Vec<u8>)>>>;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(args: &[&OsStr]) -> Out {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("spawn duplex-recover");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn cfg(archive: &Path) -> Config {
     Config {
@@ -222,7 +198,7 @@ fn the_drill_backup_online_lose_the_disk_restore_alone_and_with_the_archive() {
     let d = drill();
     let (t, archive, b1, last, log) = (&d.t, &d.archive, &d.b1, d.last, &d.log);
     let m1 = manifest(b1);
-    let out = run(&[OsStr::new("verify"), b1.as_os_str(), d.b2.as_os_str()]);
+    let out = run([OsStr::new("verify"), b1.as_os_str(), d.b2.as_os_str()]);
     assert_eq!(out.code, 0, "{}", out.all());
 
     // The backup alone: its end LSN, byte for byte.
@@ -285,7 +261,7 @@ fn the_drill_with_an_incremental_chain_and_a_point_in_time_inside_a_write_group(
     assert!(c.contains_key(&b"g1"[..]) && !c.contains_key(&b"g2"[..]));
 
     // dump prints the records of a range inside the group.
-    let out = run(&[
+    let out = run([
         OsStr::new("dump"),
         archive.as_os_str(),
         OsStr::new("--from"),
@@ -322,7 +298,7 @@ fn verify_never_calls_a_half_written_backup_ok() {
             std::fs::copy(&p, half.join(p.file_name().expect("name"))).expect("copy");
         }
     }
-    let out = run(&[OsStr::new("verify"), half.as_os_str()]);
+    let out = run([OsStr::new("verify"), half.as_os_str()]);
     assert_ne!(out.code, 0, "{}", out.all());
     // A backup into a destination that cannot be written leaves nothing.
     let blocked = t.path().join("blocked");
@@ -343,7 +319,7 @@ fn dump_shows_epoch_records_and_restore_reports_nothing_lost() {
     db.wal().rotate().expect("rotate");
     db.wal().archive_closed().expect("archive");
     drop(db);
-    let out = run(&[
+    let out = run([
         OsStr::new("dump"),
         archive.as_os_str(),
         OsStr::new("--from"),
@@ -355,6 +331,6 @@ fn dump_shows_epoch_records_and_restore_reports_nothing_lost() {
         "{}",
         out.stdout
     );
-    let out = run(&[OsStr::new("verify"), archive.as_os_str()]);
+    let out = run([OsStr::new("verify"), archive.as_os_str()]);
     assert_eq!(out.code, 0, "{}", out.all());
 }

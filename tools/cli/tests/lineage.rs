@@ -3,37 +3,13 @@
 //! a backup with an archive checks that the archive holds the backup's lineage, of a data
 //! directory checks duplexd's STATE file; a half-written backup never verifies OK.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
+use common::run;
 use duplex_engine::{Config, Database, SyncPolicy};
-
-const BIN: &str = env!("CARGO_BIN_EXE_duplex-recover");
-
-struct Out {
-    code: i32,
-    text: String,
-}
-
-fn run<I, S>(args: I) -> Out
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("spawn duplex-recover");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        text: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
 
 fn cfg(archive: &Path) -> Config {
     Config {
@@ -89,8 +65,8 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
         OsStr::new("--into"),
         p("copy").as_os_str(),
     ]);
-    assert_eq!(out.code, 0, "{}", out.text);
-    assert!(out.text.contains("timeline: 2 "), "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.all().contains("timeline: 2 "), "{}", out.all());
     // The copy runs on the same archive root, writes and backs up: n1-t2.
     let copy = Database::open(p("copy"), cfg(&archive)).expect("open copy");
     write(&copy, "c", 800);
@@ -102,15 +78,15 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
     orig.close().expect("close");
 
     let out = run([OsStr::new("verify"), archive.as_os_str()]);
-    assert_eq!(out.code, 0, "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.text
+        out.all()
             .contains("n1-t1: one history of node 1, timeline 1,")
             && out
-                .text
+                .all()
                 .contains("n1-t2: one history of node 1, timeline 2,"),
         "{}",
-        out.text
+        out.all()
     );
 
     // A backup and the archive that continues it agree; the other lineage's does not.
@@ -119,21 +95,21 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
         p("b2").as_os_str(),
         archive.as_os_str(),
     ]);
-    assert_eq!(out.code, 0, "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.text.contains("timeline 2 (its archive: n1-t2)"),
+        out.all().contains("timeline 2 (its archive: n1-t2)"),
         "{}",
-        out.text
+        out.all()
     );
     let t1 = duplex_wal::archive_subdir(&archive, 1, 1);
     let out = run([OsStr::new("verify"), p("b2").as_os_str(), t1.as_os_str()]);
-    assert_eq!(out.code, 1, "{}", out.text);
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(
-        out.text.contains(
+        out.all().contains(
             "the backup is of node 1 timeline 2, but the archive given holds node 1 timeline 1"
         ),
         "{}",
-        out.text
+        out.all()
     );
 
     // A backup of the copy restores from n1-t2 onto timeline 3.
@@ -146,13 +122,13 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
         OsStr::new("--into"),
         p("copy2").as_os_str(),
     ]);
-    assert_eq!(out.code, 0, "{}", out.text);
-    assert!(out.text.contains("timeline: 3 "), "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.all().contains("timeline: 3 "), "{}", out.all());
     assert!(
-        !out.text
+        !out.all()
             .contains("warning: the archive also holds later timelines"),
         "{}",
-        out.text
+        out.all()
     );
 
     // The original's backup again, now that n1-t2 (and n1-t3's folder, if any) exist: the
@@ -166,13 +142,13 @@ fn a_restored_copy_is_a_new_lineage_that_verify_tells_apart() {
         OsStr::new("--into"),
         p("copy3").as_os_str(),
     ]);
-    assert_eq!(out.code, 0, "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.text
+        out.all()
             .contains("warning: the archive also holds later timelines of node 1 (n1-t2")
-            && out.text.contains("followed timeline 1 only"),
+            && out.all().contains("followed timeline 1 only"),
         "{}",
-        out.text
+        out.all()
     );
 }
 
@@ -188,18 +164,18 @@ fn verify_checks_the_state_file_and_refuses_half_written_backups() {
 
     std::fs::write(p("data").join("STATE"), state_bytes(5, 3)).expect("write STATE");
     let out = run([OsStr::new("verify"), p("data").as_os_str()]);
-    assert_eq!(out.code, 0, "{}", out.text);
+    assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.text.contains("fenced, fencing epoch 3, node 1"),
+        out.all().contains("fenced, fencing epoch 3, node 1"),
         "{}",
-        out.text
+        out.all()
     );
     let mut bad = state_bytes(2, 3);
     bad[20] ^= 1;
     std::fs::write(p("data").join("STATE"), bad).expect("damage STATE");
     let out = run([OsStr::new("verify"), p("data").as_os_str()]);
-    assert_eq!(out.code, 1, "{}", out.text);
-    assert!(out.text.contains("STATE is damaged"), "{}", out.text);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("STATE is damaged"), "{}", out.all());
 
     // What a backup cut off at each step leaves, under its final name or as *.tmp.
     let steps: [&[&str]; 4] = [
@@ -228,11 +204,11 @@ fn verify_checks_the_state_file_and_refuses_half_written_backups() {
                 }
             }
             let out = run([OsStr::new("verify"), dir.as_os_str()]);
-            assert_ne!(out.code, 0, "{name} verified OK: {}", out.text);
+            assert_ne!(out.code, 0, "{name} verified OK: {}", out.all());
             assert!(
-                out.text.contains("not a complete backup"),
+                out.all().contains("not a complete backup"),
                 "{name}: {}",
-                out.text
+                out.all()
             );
         }
     }

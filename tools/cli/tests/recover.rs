@@ -3,49 +3,21 @@
 //! more, archives everything, then spawns the binary and checks its exit code, its output
 //! and the database it restores against the live one or a model.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run;
 use duplex_engine::{Config, Database, Digest, SyncPolicy};
-
-const BIN: &str = env!("CARGO_BIN_EXE_duplex-recover");
 
 /// Writes before the backup, and after it.
 const BEFORE: u32 = 600;
 const AFTER: u32 = 2400;
 /// The write (counted after the backup) whose LSN the point-in-time test restores to.
 const PITR_AT: u32 = 1500;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn run<I, S>(args: I) -> Out
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("spawn duplex-recover");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn os(p: &Path) -> &OsStr {
     p.as_os_str()

@@ -4,6 +4,9 @@
 //! however the stream is cut, and the handshake establishes only with the same secret,
 //! never putting the secret on the wire.
 
+mod common;
+
+use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, encode_batches, Ack, Batch, BatchRef, Batches, Decoded, ErrorCode, ErrorFrame,
     Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake, Heartbeat, Hello,
@@ -92,15 +95,6 @@ fn fault(r: Result<Decoded, PeerError>) -> (u64, FrameFault) {
         Err(PeerError::Frame { offset, fault }) => (offset, fault),
         other => panic!("expected a frame error, got {other:?}"),
     }
-}
-
-/// Recomputes both CRCs of a frame whose header or payload a test edited.
-fn fix_crcs(frame: &mut [u8]) {
-    let h = crc32c::crc32c(&frame[..12]);
-    frame[12..16].copy_from_slice(&h.to_le_bytes());
-    let end = frame.len() - 4;
-    let c = crc32c::crc32c(&frame[..end]);
-    frame[end..].copy_from_slice(&c.to_le_bytes());
 }
 
 #[test]

@@ -5,6 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+
+use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, Ack, Batch, Batches, Decoded, Frame, FrameDecoder, FrameLimits, HEADER_LEN,
 };
@@ -36,11 +39,7 @@ static GLOBAL: Counting = Counting;
 /// Sets bytes `at..at+4` to `v` and recomputes both CRCs.
 fn patch_u32(frame: &mut [u8], at: usize, v: u32) {
     frame[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    let h = crc32c::crc32c(&frame[..12]);
-    frame[12..16].copy_from_slice(&h.to_le_bytes());
-    let end = frame.len() - 4;
-    let c = crc32c::crc32c(&frame[..end]);
-    frame[end..].copy_from_slice(&c.to_le_bytes());
+    fix_crcs(frame);
 }
 
 #[test]

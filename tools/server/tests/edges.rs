@@ -10,23 +10,13 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, ServerDaemon};
+use common::{answers, Daemon, ServerDaemon};
 use duplex_server::state::{load, OpState};
 use duplex_testkit::daemon::Spec;
 use duplex_testkit::free_port;
 use redis::Commands;
 
 const LAYERS: [&str; 2] = ["events", "threads"];
-
-/// Ready once it answers a DUPLEX.STATE.
-fn answers(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut b = [0u8; 256];
-    s.write_all(b"DUPLEX.STATE\r\n").is_ok() && s.read(&mut b).is_ok_and(|n| n > 0)
-}
 
 /// The daemon this package builds.
 fn duplexd() -> PathBuf {

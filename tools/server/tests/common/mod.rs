@@ -23,7 +23,7 @@ pub fn io_flags() -> Vec<String> {
 }
 
 /// Ready once it answers a DUPLEX.STATE (allowed before AUTH).
-fn answers(port: u16) -> bool {
+pub fn answers(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
