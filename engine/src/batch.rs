@@ -130,10 +130,37 @@ pub struct LoggedBatch {
     pub ops: Vec<Op>,
 }
 
+/// Offset of the timestamp in a batch payload (patched under the WAL's append lock).
+pub const TS_OFFSET: usize = 8;
+/// Offset of the origin LSN in a batch payload.
+pub const ORIGIN_LSN_OFFSET: usize = 16;
+/// Most entries of a batch's seen list (one per other origin of the cluster).
+pub const MAX_SEEN: usize = 1024;
+
 /// Encodes a batch as a WAL payload.
 // Format: origin:u64 ts:u64 origin_lsn:u64 count:u32 then count x (op:u8 key_len:u32 key [val_len:u32 val])
 pub fn encode_batch(stamp: Stamp, origin_lsn: u64, batch: &WriteBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(batch.encoded_len());
+    encode_batch_seen(stamp, origin_lsn, batch, &[])
+}
+
+/// Encodes a batch with its seen list: for each other origin, the largest timestamp of its
+/// batches applied here before this one (the causal context a receiver uses to tell a
+/// concurrent overwrite from a later one). An empty list adds no byte, so a database that
+/// never applied a remote batch writes the same bytes as before replication existed.
+// Trailer when not empty: seen_count:u16 then seen_count x (origin:u64 ts:u64)
+pub fn encode_batch_seen(
+    stamp: Stamp,
+    origin_lsn: u64,
+    batch: &WriteBatch,
+    seen: &[(u64, u64)],
+) -> Vec<u8> {
+    let seen = &seen[..seen.len().min(MAX_SEEN)];
+    let trailer = if seen.is_empty() {
+        0
+    } else {
+        2 + 16 * seen.len()
+    };
+    let mut out = Vec::with_capacity(batch.encoded_len() + trailer);
     out.extend_from_slice(&stamp.origin.to_le_bytes());
     out.extend_from_slice(&stamp.ts.0.to_le_bytes());
     out.extend_from_slice(&origin_lsn.to_le_bytes());
@@ -152,6 +179,13 @@ pub fn encode_batch(stamp: Stamp, origin_lsn: u64, batch: &WriteBatch) -> Vec<u8
                 out.extend_from_slice(&(key.len() as u32).to_le_bytes());
                 out.extend_from_slice(key);
             }
+        }
+    }
+    if !seen.is_empty() {
+        out.extend_from_slice(&(seen.len() as u16).to_le_bytes());
+        for (o, ts) in seen {
+            out.extend_from_slice(&o.to_le_bytes());
+            out.extend_from_slice(&ts.to_le_bytes());
         }
     }
     out
@@ -204,6 +238,8 @@ pub struct BatchRef<'a> {
     pub count: usize,
     /// The operations' bytes, already checked.
     ops: &'a [u8],
+    /// The seen list's entries (16 bytes each), already checked; empty if none.
+    seen: &'a [u8],
 }
 
 impl<'a> BatchRef<'a> {
@@ -247,8 +283,15 @@ impl<'a> BatchRef<'a> {
                 _ => return Err(bad("unknown operation")),
             }
         }
+        let ops_len = payload.len() - HEADER_LEN - c.remaining();
+        let ops = &ops[..ops_len];
+        let mut seen: &[u8] = &[];
         if c.remaining() != 0 {
-            return Err(bad("trailing bytes"));
+            let n = c.u16().ok_or(bad("truncated seen list"))? as usize;
+            if n == 0 || n > MAX_SEEN || c.remaining() != n * 16 {
+                return Err(bad("seen list length does not match the bytes left"));
+            }
+            seen = c.take(n * 16).ok_or(bad("truncated seen list"))?;
         }
         Ok(BatchRef {
             stamp: Stamp {
@@ -258,6 +301,18 @@ impl<'a> BatchRef<'a> {
             origin_lsn,
             count,
             ops,
+            seen,
+        })
+    }
+
+    /// The seen list: (origin, largest timestamp of its batches applied before this one).
+    pub fn seen(&self) -> impl Iterator<Item = (u64, u64)> + 'a {
+        self.seen.chunks_exact(16).map(|e| {
+            let mut o = [0u8; 8];
+            let mut t = [0u8; 8];
+            o.copy_from_slice(&e[..8]);
+            t.copy_from_slice(&e[8..]);
+            (u64::from_le_bytes(o), u64::from_le_bytes(t))
         })
     }
 
@@ -277,6 +332,7 @@ impl<'a> BatchRef<'a> {
             origin_lsn,
             count,
             ops: payload.get(HEADER_LEN..).unwrap_or_default(),
+            seen: &[],
         })
     }
 
@@ -284,8 +340,11 @@ impl<'a> BatchRef<'a> {
     pub fn ops(&self) -> impl Iterator<Item = OpRef<'a>> + 'a {
         let mut c = Cursor::new(self.ops);
         // The bytes were checked by `decode`: the walk cannot fail; if it did it would
-        // end early rather than read out of bounds.
+        // end early rather than read out of bounds. It stops after `count` operations, so
+        // a seen list after them is never read as one.
+        let mut left = self.count;
         std::iter::from_fn(move || {
+            left = left.checked_sub(1)?;
             let tag = c.u8()?;
             let klen = c.u32()? as usize;
             let key = c.take(klen)?;

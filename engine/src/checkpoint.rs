@@ -178,12 +178,14 @@ impl Inner {
     pub(crate) fn checkpoint(&self, force_compact: bool) -> Result<()> {
         let _one = self.ckpt_lock.lock();
         self.check_poisoned()?;
-        let (frozen, appended, tree) = {
+        let (frozen, appended, tree, origins) = {
             let _g = self.gate.write();
             let mut m = self.mem.write();
             let f = std::mem::replace(&mut m.active, Arc::new(MemTable::new()));
             m.frozen = Some(f.clone());
-            (f, self.wal.last_lsn(), m.tree.clone())
+            // The marks of exactly the remote batches applied up to `appended`: remote
+            // applies hold the gate from their append to their mark's advance.
+            (f, self.wal.last_lsn(), m.tree.clone(), self.repl.hwms())
         };
         let logged = self.wal_bytes.swap(0, Ordering::Relaxed);
         let lsn = self.durable_bound(appended).max(tree.ckpt.lsn);
@@ -196,7 +198,7 @@ impl Inner {
             .iter()
             .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
             .collect();
-        let res = self.write_tree(&tree, &updates, lsn, force_compact);
+        let res = self.write_tree(&tree, &updates, lsn, force_compact, origins);
         if res.is_err() && self.poisoned.lock().is_none() {
             // Not poisoned (space or descriptors ran out): the next checkpoint retries.
             self.thaw(&frozen);
@@ -243,6 +245,7 @@ impl Inner {
         updates: &[Update<'_>],
         lsn: u64,
         force_compact: bool,
+        origins: Vec<(u64, u64)>,
     ) -> Result<()> {
         let compact = force_compact || self.should_compact(tree);
         let at = StoreDir {
@@ -257,6 +260,7 @@ impl Inner {
             lsn,
             max_ts: self.hlc.last().0,
             max_epoch: self.max_epoch.load(Ordering::Acquire),
+            origins,
             new_generation: compact,
         };
         let view = match write_checkpoint(&at, &job) {

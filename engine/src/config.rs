@@ -74,6 +74,18 @@ pub struct Config {
     /// Default the system clock; a simulation gives a
     /// [`ManualClock`](duplex_wal::ManualClock).
     pub clock: Arc<dyn Clock>,
+    /// Bytes of recent local batches kept in memory for replication links that keep up
+    /// (the backlog; older batches are read from the WAL or the archive); 0 turns it off.
+    /// Default 0: an embedded database with no peers keeps nothing.
+    pub replication_backlog_bytes: u64,
+    /// Largest amount a peer's clock may run ahead of this one's, in milliseconds: a
+    /// batch or heartbeat stamped further ahead is refused (not applied) until the clocks
+    /// agree, so a fast clock cannot win every concurrent write. 0 turns the check off.
+    /// Default 500 (as CockroachDB).
+    pub max_clock_offset_ms: u64,
+    /// Entries the conflict journal keeps (the oldest are dropped and counted past it).
+    /// Default 10 000.
+    pub conflict_journal_entries: usize,
 }
 
 impl Default for Config {
@@ -94,6 +106,9 @@ impl Default for Config {
             background: true,
             scrub_bytes_per_sec: 8 << 20,
             clock: Arc::new(duplex_wal::SystemClock),
+            replication_backlog_bytes: 0,
+            max_clock_offset_ms: 500,
+            conflict_journal_entries: 10_000,
         }
     }
 }
@@ -111,6 +126,9 @@ impl Config {
                 "max_value_size {} exceeds 256 MiB",
                 self.max_value_size
             )));
+        }
+        if self.node_id == 0 {
+            return Err(Error::Config("node_id must be at least 1".into()));
         }
         if !(0.0..1.0).contains(&self.compaction_dead_ratio) {
             return Err(Error::Config(

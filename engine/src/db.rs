@@ -17,13 +17,16 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backup::{read_backup_manifest, write_backup, BackupJob, BackupOptions, BackupReport};
 use crate::backup_wal::WalSource;
-use crate::batch::{encode_batch, encode_epoch, Op, WriteBatch, KIND_BATCH, KIND_EPOCH};
+use crate::batch::{
+    encode_batch_seen, encode_epoch, Op, WriteBatch, KIND_BATCH, KIND_EPOCH, TS_OFFSET,
+};
 use crate::checkpoint::Schedule;
 use crate::config::Config;
 use crate::error::{CorruptKind, Error, Result};
 use crate::hlc::{Hlc, Stamp, Timestamp};
 use crate::lock::DirLock;
 use crate::memtable::{MemTable, MemVersion};
+use crate::repl::{position, Backlog, ConflictJournal, ReplState};
 use crate::replay::{gather, ReplayLimits, VersionBuffer};
 use crate::scrub::{ScrubStatus, Scrubber};
 use crate::snapshot::{Digest, ScanIter, Snapshot, Version};
@@ -107,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) scrub: Scrubber,
     /// When the next checkpoint is due; wakes and stops the background thread.
     pub(crate) schedule: Schedule,
+    /// High-water marks, the backlog, the conflict journal ([`crate::repl`]).
+    pub(crate) repl: ReplState,
     _lock: DirLock,
 }
 
@@ -194,6 +199,11 @@ impl Database {
         let epoch = view.ckpt.max_epoch;
         let schedule = Schedule::new(cfg.clock.now_ms());
         let scrub = Scrubber::new(cfg.scrub_bytes_per_sec);
+        let repl = ReplState {
+            conflicts: Mutex::new(ConflictJournal::new(cfg.conflict_journal_entries)),
+            ..ReplState::default()
+        };
+        repl.raise(view.ckpt.origins.iter().map(|(o, l)| (*o, *l, 0)));
         let inner = Arc::new(Inner {
             storage,
             dir,
@@ -217,9 +227,14 @@ impl Database {
             maintenance_error: Mutex::new(None),
             scrub,
             schedule,
+            repl,
             _lock: lock,
         });
         inner.replay()?;
+        *inner.repl.backlog.lock() = Backlog::new(
+            usize::try_from(inner.cfg.replication_backlog_bytes).unwrap_or(usize::MAX),
+            position(inner.wal.options().timeline, inner.wal.last_lsn()),
+        );
         // The interval counts from the end of the replay, which can take a while.
         inner.schedule.restart(inner.cfg.clock.now_ms());
         let bg = if inner.cfg.background {
@@ -234,6 +249,44 @@ impl Database {
             None
         };
         Ok(Database { inner, bg })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// This server's node id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.cfg.node_id
+    }
+
+    /// This database's incarnation of its node id: the timeline of its log (a restore
+    /// starts a new one), the high bits of its replication positions.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.wal.options().timeline
+    }
+
+    /// The replication position of the last durable local record: every local batch at or
+    /// below it may be sent to peers.
+    pub fn durable_position(&self) -> u64 {
+        position(self.incarnation(), self.inner.wal.durable_lsn())
+    }
+
+    /// Waits until a commit (local or remote) lands or `timeout` passes; a transfer loop
+    /// wakes on it to send at once.
+    pub fn wait_for_commit(&self, timeout: std::time::Duration) {
+        let mut b = self.inner.repl.backlog.lock();
+        let _ = self.inner.repl.commit_cv.wait_for(&mut b, timeout);
+    }
+
+    /// A heartbeat for peers: (stamp, position) read under the log's append lock; every
+    /// local batch after `position` will be stamped above `stamp`. Send it once every
+    /// batch up to `position` was sent.
+    pub fn heartbeat(&self) -> (u64, u64) {
+        let i = &self.inner;
+        let inc = i.wal.options().timeline;
+        i.wal
+            .with_append_lock(|next| (i.hlc.now().0, position(inc, next.saturating_sub(1))))
     }
 
     /// The data directory.
@@ -308,6 +361,12 @@ impl Database {
     /// Digest of the whole database's live contents (see [`Snapshot::digest`]).
     pub fn digest(&self) -> Result<Digest> {
         self.snapshot().digest(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// The stamped digest of a key range (see [`Snapshot::stamped_digest`]), to compare
+    /// replicas version for version.
+    pub fn stamped_digest(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Digest> {
+        self.snapshot().stamped_digest(start, end)
     }
 
     /// Digest of the live contents within the bounds.
@@ -522,9 +581,10 @@ impl Inner {
         if stamped.is_empty() {
             return Ok(Vec::new());
         }
+        let seen = self.repl.seen();
         let payloads: Vec<Vec<u8>> = stamped
             .iter()
-            .map(|(s, b)| encode_batch(*s, 0, b))
+            .map(|(s, b)| encode_batch_seen(*s, 0, b, &seen))
             .collect();
         let total: usize = payloads.iter().map(Vec::len).sum();
         let entries: Vec<duplex_wal::Entry<'_>> = payloads
@@ -534,7 +594,26 @@ impl Inner {
                 payload: p,
             })
             .collect();
-        let last = match self.wal.append_batch(&entries) {
+        let mut ts = Vec::with_capacity(stamped.len());
+        let appended = self.wal.append_stamped(&entries, TS_OFFSET, &mut |lsn, p| {
+            let t = self.stamp_locked(lsn, p);
+            ts.push(t);
+            t
+        });
+        let stamped: Vec<(Stamp, WriteBatch)> = stamped
+            .into_iter()
+            .zip(ts.iter().copied().chain(std::iter::repeat(0)))
+            .map(|((s, b), t)| {
+                (
+                    Stamp {
+                        ts: Timestamp(t),
+                        ..s
+                    },
+                    b,
+                )
+            })
+            .collect();
+        let last = match appended {
             Ok(last) => last,
             Err(e @ duplex_wal::Error::ArchiveFailed { .. }) => {
                 // Durable in the local log, only the synchronous archive copy failed: the
@@ -555,10 +634,30 @@ impl Inner {
             lsns.push(first + i as u64);
         }
         self.note_logged(total as u64);
+        self.repl.commit_cv.notify_all();
         Ok(lsns)
     }
 
-    fn note_logged(&self, bytes: u64) {
+    /// Called under the WAL's append lock for each local batch, in LSN order: takes its
+    /// timestamp there (so stamps rise with LSN on this origin: a receiver knows nothing
+    /// later can come below the last one it saw) and puts the batch in the backlog.
+    fn stamp_locked(&self, lsn: u64, payload: &[u8]) -> u64 {
+        let ts = self.hlc.now().0;
+        let mut b = self.repl.backlog.lock();
+        let pos = position(self.wal.options().timeline, lsn);
+        if b.cap > 0 {
+            let mut p = payload.to_vec();
+            if let Some(slot) = p.get_mut(TS_OFFSET..TS_OFFSET + 8) {
+                slot.copy_from_slice(&ts.to_le_bytes());
+            }
+            b.push(crate::repl::backlog_entry(pos, lsn, ts, p));
+        } else {
+            b.covers_from = pos;
+        }
+        ts
+    }
+
+    pub(crate) fn note_logged(&self, bytes: u64) {
         let logged = self.wal_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if logged >= self.cfg.checkpoint_wal_bytes {
             self.schedule.wake();
@@ -572,12 +671,20 @@ impl Inner {
             return Ok(self.wal.last_lsn());
         }
         let _g = self.gate.read();
-        let stamp = Stamp {
-            ts: self.hlc.now(),
+        let mut stamp = Stamp {
+            ts: Timestamp(0),
             origin: self.cfg.node_id,
         };
-        let payload = encode_batch(stamp, 0, &batch);
-        let lsn = match self.wal.append(KIND_BATCH, &payload) {
+        let payload = encode_batch_seen(stamp, 0, &batch, &self.repl.seen());
+        let entry = duplex_wal::Entry {
+            kind: KIND_BATCH,
+            payload: &payload,
+        };
+        let appended = self.wal.append_stamped(&[entry], TS_OFFSET, &mut |lsn, p| {
+            stamp.ts = Timestamp(self.stamp_locked(lsn, p));
+            stamp.ts.0
+        });
+        let lsn = match appended {
             Ok(lsn) => lsn,
             Err(e @ duplex_wal::Error::ArchiveFailed { .. }) => {
                 // Durable locally (see write_local_many): applied, then reported.
@@ -589,13 +696,14 @@ impl Inner {
         };
         self.apply(stamp, batch.ops)?;
         self.note_logged(payload.len() as u64);
+        self.repl.commit_cv.notify_all();
         Ok(lsn)
     }
 
     /// Applies operations with one stamp to the active memtable, last writer wins against
     /// every layer, then makes the batch visible. The tree is consulted only when it may
     /// hold a newer version.
-    fn apply(&self, stamp: Stamp, ops: Vec<Op>) -> Result<()> {
+    pub(crate) fn apply(&self, stamp: Stamp, ops: Vec<Op>) -> Result<()> {
         let (active, frozen, tree) = {
             let m = self.mem.read();
             (m.active.clone(), m.frozen.clone(), m.tree.clone())
@@ -666,11 +774,14 @@ impl Inner {
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
             self.hlc.observe(Timestamp(buf.max_ts));
             self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
+            self.repl
+                .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
             if !in_memory {
                 let tree = self.mem.read().tree.clone();
                 let _one = self.ckpt_lock.lock();
                 let lsn = buf.last_lsn;
-                match self.write_tree(&tree, &buf.sorted_newest()?, lsn, false) {
+                let origins = self.repl.hwms();
+                match self.write_tree(&tree, &buf.sorted_newest()?, lsn, false, origins) {
                     Err(e) if e.is_resource() => {
                         *self.maintenance_error.lock() = Some(e.to_string());
                         in_memory = true;
@@ -693,6 +804,8 @@ impl Inner {
         )?;
         self.hlc.observe(Timestamp(buf.max_ts));
         self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
+        self.repl
+            .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);

@@ -14,6 +14,9 @@ pub enum Error {
     /// From the write-ahead log (I/O, corruption, poisoning).
     #[error(transparent)]
     Wal(#[from] duplex_wal::Error),
+    /// Replication refused a request (a peer's position this server cannot serve).
+    #[error(transparent)]
+    Repl(#[from] crate::repl::ReplError),
 
     /// An operating-system call failed on `path`.
     #[error("I/O error during {op} on {path}: {source} (check the disk, its free space and permissions)")]

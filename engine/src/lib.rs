@@ -52,6 +52,7 @@ mod hlc;
 mod lock;
 mod memtable;
 mod ratelimit;
+mod repl;
 mod replay;
 mod restore;
 mod scrub;
@@ -74,10 +75,14 @@ pub use error::{CorruptKind, Error, Result};
 pub use hlc::{Hlc, Stamp, Timestamp};
 pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};
+pub use repl::{
+    position, split_position, ApplyReport, Conflict, ConflictJournal, FeedBatch, FeedCursor,
+    OriginState, RemoteBatch, ReplError, LSN_BITS, MAX_INCARNATION,
+};
 pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,
 };
 pub use scrub::{ScrubDamage, ScrubStatus};
-pub use snapshot::{entry_hash, Digest, ScanIter, Snapshot, Version};
+pub use snapshot::{entry_hash, version_hash, Digest, ScanIter, Snapshot, Version};
 pub use store::MANIFEST_NAME;
 pub use verify::VerifyReport;

@@ -76,6 +76,9 @@ pub(crate) struct VersionBuffer {
     pub last_lsn: u64,
     /// Records gathered (ever).
     pub records: u64,
+    /// Per remote origin: the largest origin position and timestamp of its batches
+    /// gathered (ever): the high-water marks the log holds.
+    pub origins: std::collections::BTreeMap<u64, (u64, u64)>,
 }
 
 impl VersionBuffer {
@@ -127,6 +130,10 @@ impl VersionBuffer {
             self.kv_bytes += (op.key.len() + op.value.map_or(0, <[u8]>::len)) as u64;
         }
         self.max_ts = self.max_ts.max(ts.0);
+        if b.origin_lsn != 0 {
+            let e = self.origins.entry(origin).or_insert((0, 0));
+            *e = (e.0.max(b.origin_lsn), e.1.max(ts.0));
+        }
         self.payload_bytes += rec.payload().len() as u64;
         let run_len = if self.run_len == 0 { RUN } else { self.run_len };
         if self.entries.len() >= run_len {

@@ -353,11 +353,15 @@ fn new_timeline(
             }
         }
     }
-    highest.checked_add(1).ok_or_else(|| {
-        Error::Config(format!(
-            "node {node} has used every timeline up to {highest}; no new one can start"
-        ))
-    })
+    // The timeline is the incarnation in replication positions: it must fit there.
+    highest
+        .checked_add(1)
+        .filter(|t| *t <= crate::repl::MAX_INCARNATION)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "node {node} has used every timeline up to {highest}; no new one can start (give the rebuilt server a new node id)"
+            ))
+        })
 }
 
 /// The checks before a roll-forward: `dir` holds a restored backup of this node and no
@@ -467,6 +471,7 @@ fn apply_records(
         }
         say(Phase::Merge, None);
         let (max_ts, max_epoch) = (buf.max_ts, buf.max_epoch);
+        let origins: Vec<(u64, u64)> = buf.origins.iter().map(|(o, (l, _))| (*o, *l)).collect();
         let t = Instant::now();
         let updates = buf.sorted_newest()?;
         sort_s.set(sort_s.get() + t.elapsed().as_secs_f64());
@@ -486,6 +491,7 @@ fn apply_records(
             lsn,
             max_ts,
             max_epoch,
+            origins,
             new_generation: rebuild,
         };
         let next = write_checkpoint(&at, &job)?;

@@ -164,13 +164,15 @@ pub fn open_store_readonly(
 /// What a checkpoint merges, and into what: sorted, distinct-key `updates` into `tree`
 /// at `lsn`; `max_ts` and `max_epoch` are the largest timestamp and fencing epoch the
 /// database has seen; `new_generation` rebuilds the tree into a new generation file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CheckpointJob<'a, 'u> {
     pub tree: &'a TreeView,
     pub updates: &'a [Update<'u>],
     pub lsn: u64,
     pub max_ts: u64,
     pub max_epoch: u64,
+    /// Per-origin high-water marks to record (merged with the tree's, the larger kept).
+    pub origins: Vec<(u64, u64)>,
     pub new_generation: bool,
 }
 
@@ -221,7 +223,7 @@ fn append_checkpoint(
     let tree = job.tree;
     let max_ts = tree.ckpt.max_ts.max(job.max_ts);
     let max_epoch = tree.ckpt.max_epoch.max(job.max_epoch);
-    let origins = tree.ckpt.origins.clone();
+    let origins = merge_origins(&tree.ckpt.origins, &job.origins);
     let (file, w, ckpt);
     if job.new_generation {
         file = create_store(
@@ -365,4 +367,14 @@ pub(crate) fn open_or_create_store(at: &StoreDir<'_>) -> Result<TreeView> {
         }
     }
     Ok(view)
+}
+
+/// The union of two high-water-mark lists, the larger mark kept per origin, by origin.
+pub(crate) fn merge_origins(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut m = std::collections::BTreeMap::new();
+    for (o, l) in a.iter().chain(b) {
+        let e = m.entry(*o).or_insert(0u64);
+        *e = (*e).max(*l);
+    }
+    m.into_iter().collect()
 }

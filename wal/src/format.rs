@@ -167,6 +167,36 @@ pub fn record_size(payload_len: usize) -> usize {
 /// (at ~14 GB/s); combining a separately computed payload CRC costs far more (~2 µs).
 // Format: crc32c:u32 len:u32 lsn:u64 kind:u8 flags:u8 reserved:u16=0 reserved:u32=0 payload[len] zero-pad to 8
 pub fn encode_record(out: &mut Vec<u8>, lsn: u64, kind: u8, flags: u8, payload: &[u8]) {
+    encode_record_patched(out, lsn, kind, flags, payload, None);
+}
+
+/// Like [`encode_record`], but with the 8 bytes at `patch.0` of the payload replaced by
+/// `patch.1` (little-endian) in what is written and checksummed; the caller's payload is
+/// left as it is. A patch that does not fit in the payload is ignored.
+pub fn encode_record_patched(
+    out: &mut Vec<u8>,
+    lsn: u64,
+    kind: u8,
+    flags: u8,
+    payload: &[u8],
+    patch: Option<(usize, u64)>,
+) {
+    if let Some((at, v)) =
+        patch.filter(|(at, _)| at.checked_add(8).is_some_and(|e| e <= payload.len()))
+    {
+        let start = out.len();
+        encode_record_inner(out, lsn, kind, flags, payload);
+        let p = start + RECORD_HEADER_LEN + at;
+        out[p..p + 8].copy_from_slice(&v.to_le_bytes());
+        let end = start + RECORD_HEADER_LEN + payload.len();
+        let crc = crc32c::crc32c(&out[start + 4..end]);
+        out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        return;
+    }
+    encode_record_inner(out, lsn, kind, flags, payload);
+}
+
+fn encode_record_inner(out: &mut Vec<u8>, lsn: u64, kind: u8, flags: u8, payload: &[u8]) {
     let start = out.len();
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -18,7 +18,7 @@ use crate::archive::{archive_subdir, log_timeline, resolve_archive_dirs};
 use crate::background::Background;
 use crate::error::{Error, Result};
 use crate::follow::{ArchiveStatus, DurablePos, Follower};
-use crate::format::{encode_record, record_size, FLAG_BATCH_CONTINUES, SEGMENT_HEADER_LEN};
+use crate::format::{encode_record_patched, record_size, FLAG_BATCH_CONTINUES, SEGMENT_HEADER_LEN};
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::{ReadOptions, WalReader};
 use crate::recovery::{recover, RecoveryReport, SegmentInfo};
@@ -213,6 +213,37 @@ impl Wal {
     /// Appends records atomically: after a crash either all of them are in the log or none.
     /// Returns the LSN of the last one; the others precede it consecutively.
     pub fn append_batch(&self, entries: &[Entry<'_>]) -> Result<u64> {
+        self.append_inner(entries, None)
+    }
+
+    /// Like [`Wal::append_batch`], but each record's payload has the 8 bytes at
+    /// `stamp_at` replaced by what `stamp(lsn, payload)` returns, called under the lock that
+    /// orders appends, in LSN order, once each record's LSN is assigned. A value read from
+    /// a monotonic clock there rises with LSN (the engine's batch timestamps), and what
+    /// `stamp` records of the payloads is in log order. `stamp` must be quick and must not
+    /// touch the log. Payloads shorter than `stamp_at + 8` are written as they are.
+    pub fn append_stamped(
+        &self,
+        entries: &[Entry<'_>],
+        stamp_at: usize,
+        stamp: &mut dyn FnMut(u64, &[u8]) -> u64,
+    ) -> Result<u64> {
+        self.append_inner(entries, Some((stamp_at, stamp)))
+    }
+
+    /// Runs `f` with the next LSN to be assigned, under the lock that orders appends:
+    /// nothing is appended while it runs, so whatever `f` reads of state that appends
+    /// update under [`Wal::append_stamped`] is consistent with that LSN.
+    pub fn with_append_lock<R>(&self, f: impl FnOnce(u64) -> R) -> R {
+        let st = self.shared.state.lock();
+        f(st.next_lsn)
+    }
+
+    fn append_inner(
+        &self,
+        entries: &[Entry<'_>],
+        mut stamp: Option<(usize, &mut dyn FnMut(u64, &[u8]) -> u64)>,
+    ) -> Result<u64> {
         let sh = &*self.shared;
         if entries.is_empty() {
             return Err(Error::EmptyBatch);
@@ -265,7 +296,9 @@ impl Wal {
                 } else {
                     0
                 };
-                encode_record(&mut chunk.buf, first + i as u64, e.kind, flags, e.payload);
+                let lsn = first + i as u64;
+                let patch = stamp.as_mut().map(|(at, f)| (*at, f(lsn, e.payload)));
+                encode_record_patched(&mut chunk.buf, lsn, e.kind, flags, e.payload, patch);
             }
             chunk.last_lsn = last;
         }

@@ -1,0 +1,138 @@
+//! The replication core: what a server sends its peers and how it applies what they send
+//! (DESIGN.md steps 2-4). No sockets, threads or wall-clock reads of its own: a link (the
+//! server's, or a simulation's) calls these with frames' contents and the time it lives in.
+//!
+//! - Positions ([`position`]): an origin's batches are named by `incarnation << 48 | lsn`,
+//!   the incarnation being the timeline of the origin's log. A restored or rebuilt server
+//!   starts a new timeline, so its new batches sort above everything its old incarnation
+//!   could have sent and no peer takes them for duplicates.
+//! - The change feed ([`FeedCursor`]): the local-origin batches after a position, from the
+//!   in-memory backlog of recent commits, the live WAL, or the archive.
+//! - [`crate::Database::apply_remote`]: checks received batches (origin, payload, chain,
+//!   clock) and applies each whole or not at all, logged with its origin and origin
+//!   position, so the per-origin high-water mark advances durably in the same WAL record.
+//! - The conflict journal ([`Conflict`]): versions overwritten by a concurrent write.
+
+mod apply;
+mod backlog;
+mod conflicts;
+mod feed;
+
+use std::collections::BTreeMap;
+
+use parking_lot::{Condvar, Mutex};
+
+pub use apply::{ApplyReport, RemoteBatch, ReplError};
+pub(crate) use backlog::Backlog;
+pub use conflicts::{Conflict, ConflictJournal};
+pub use feed::{FeedBatch, FeedCursor};
+
+/// Bits of a position that hold the LSN; the incarnation is above them.
+pub const LSN_BITS: u32 = 48;
+/// The largest incarnation (timeline) a position can name.
+pub const MAX_INCARNATION: u64 = (1 << 15) - 1;
+
+/// The position of the batch at `lsn` of an origin's incarnation `incarnation`.
+pub fn position(incarnation: u64, lsn: u64) -> u64 {
+    (incarnation << LSN_BITS) | (lsn & ((1 << LSN_BITS) - 1))
+}
+
+/// (incarnation, lsn) of a position.
+pub fn split_position(pos: u64) -> (u64, u64) {
+    (pos >> LSN_BITS, pos & ((1 << LSN_BITS) - 1))
+}
+
+/// What this server knows of one other origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OriginState {
+    /// Position of the origin's last batch applied here (durable): the high-water mark a
+    /// sender resumes after.
+    pub hwm: u64,
+    /// Largest timestamp of the origin's batches applied here.
+    pub max_ts: u64,
+    /// Batches of the origin applied since open.
+    pub applied: u64,
+    /// Batches of the origin received again and skipped since open (resent after a
+    /// reconnect: already held).
+    pub duplicates: u64,
+    /// The origin's time as last heard (a batch or a heartbeat): every later batch of it
+    /// is stamped above this.
+    pub heard_ts: u64,
+}
+
+/// The replication state of an open database.
+#[derive(Debug, Default)]
+pub(crate) struct ReplState {
+    /// Per remote origin; rebuilt at open from the checkpoint and the replayed log.
+    pub(crate) origins: Mutex<BTreeMap<u64, OriginState>>,
+    /// Recent local batches, for links that keep up.
+    pub(crate) backlog: Mutex<Backlog>,
+    /// Notified after every local commit.
+    pub(crate) commit_cv: Condvar,
+    /// The journal of overwritten concurrent versions.
+    pub(crate) conflicts: Mutex<ConflictJournal>,
+    /// One apply of remote batches at a time (the chain check and the append stay in
+    /// order).
+    pub(crate) apply_lock: Mutex<()>,
+}
+
+impl ReplState {
+    /// The seen list written into a local batch: every other origin's largest applied
+    /// timestamp.
+    pub(crate) fn seen(&self) -> Vec<(u64, u64)> {
+        let o = self.origins.lock();
+        if o.is_empty() {
+            return Vec::new();
+        }
+        o.iter()
+            .filter(|(_, s)| s.max_ts > 0)
+            .map(|(id, s)| (*id, s.max_ts))
+            .collect()
+    }
+
+    /// The high-water marks, for a checkpoint.
+    pub(crate) fn hwms(&self) -> Vec<(u64, u64)> {
+        self.origins
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.hwm > 0)
+            .map(|(id, s)| (*id, s.hwm))
+            .collect()
+    }
+
+    /// Raises high-water marks (open: the checkpoint's list, then the replayed log).
+    pub(crate) fn raise(&self, marks: impl IntoIterator<Item = (u64, u64, u64)>) {
+        let mut o = self.origins.lock();
+        for (origin, hwm, ts) in marks {
+            let s = o.entry(origin).or_default();
+            s.hwm = s.hwm.max(hwm);
+            s.max_ts = s.max_ts.max(ts);
+            s.heard_ts = s.heard_ts.max(ts);
+        }
+    }
+}
+
+/// A backlog entry for a local batch just stamped.
+pub(crate) fn backlog_entry(pos: u64, lsn: u64, stamp: u64, payload: Vec<u8>) -> backlog::Entry {
+    backlog::Entry {
+        pos,
+        lsn,
+        stamp,
+        payload: payload.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_of_a_later_incarnation_sort_above_every_earlier_one() {
+        let old = position(1, (1 << LSN_BITS) - 1);
+        let new = position(2, 1);
+        assert!(new > old);
+        assert_eq!(split_position(new), (2, 1));
+        assert_eq!(split_position(old), (1, (1 << LSN_BITS) - 1));
+        assert!(position(MAX_INCARNATION, 1) < u64::MAX);
+    }
+}
