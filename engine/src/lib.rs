@@ -63,8 +63,9 @@ mod tree;
 pub mod verify;
 
 pub use backup::{
-    apply_retention, backup_dir, backup_dir_with, restore_chain, verify_backup, verify_backup_wal,
-    BackupManifest, BackupOptions, BackupRate, BackupReport, RetentionReport,
+    apply_retention, apply_retention_for_peers, backup_dir, backup_dir_with, restore_chain,
+    verify_backup, verify_backup_wal, BackupManifest, BackupOptions, BackupRate, BackupReport,
+    PeerFloor, RetentionReport,
 };
 pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};

@@ -101,6 +101,55 @@ fn retention_keeps_the_newest_backups_and_the_archive_they_need() {
     assert!(reader.count() as u64 >= lsns[3] - lsns[2]);
 }
 
+#[test]
+fn retention_keeps_what_a_peer_still_needs_up_to_its_bound() {
+    use duplex_engine::{apply_retention_for_peers, PeerFloor};
+    let run = |floor_lsn: Option<u64>, max_bytes: u64| {
+        let sim = SimStorage::new();
+        let db = open(&sim);
+        sim.create_dir_all(Path::new("/backups")).expect("dir");
+        for b in 0..3u32 {
+            for i in 0..400u32 {
+                db.put(format!("k{i:04}").as_bytes(), &[b as u8; 100])
+                    .expect("put");
+            }
+            db.backup(&PathBuf::from(format!("/backups/b{b}")), None)
+                .expect("backup");
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        let floor = floor_lsn.map(|lsn| PeerFloor {
+            node: db.node_id(),
+            timeline: db.incarnation(),
+            lsn,
+            max_bytes,
+        });
+        let r = apply_retention_for_peers(
+            &sim,
+            Path::new("/backups"),
+            Some(Path::new("/archive")),
+            1,
+            floor,
+        )
+        .expect("retention");
+        let left = duplex_wal::list_segments(&sim, &["/archive".into()]).expect("list");
+        (r, left.first().map_or(0, |s| s.0))
+    };
+    let (plain, plain_first) = run(None, 0);
+    assert!(!plain.segments_removed.is_empty() && !plain.peer_floor_dropped);
+    // A peer that acknowledged only up to LSN 10 keeps the archive from there on.
+    let (kept, kept_first) = run(Some(10), u64::MAX);
+    assert!(
+        kept_first <= 11 && kept_first < plain_first,
+        "{kept_first} vs {plain_first}"
+    );
+    assert!(kept.segments_removed.len() < plain.segments_removed.len());
+    assert!(!kept.peer_floor_dropped);
+    // Past the bound the archive is pruned as if no peer needed it, and the report says so.
+    let (dropped, dropped_first) = run(Some(10), 1);
+    assert!(dropped.peer_floor_dropped);
+    assert_eq!(dropped_first, plain_first);
+}
+
 /// A roll-forward cut by a power loss at any point, then run again, ends in exactly the
 /// state of the live database: chunks merged before the cut stay (the manifest names their
 /// checkpoint), a half-written store generation is discarded, and the rest is applied.

@@ -32,6 +32,10 @@ use crate::writer::{open_current, Chunk, Segments, Shared, State};
 /// [`Wal::sync_due`]).
 const NEVER_BUFFER_BYTES: usize = 1 << 20;
 
+/// What [`Wal::append_stamped`] calls under the append lock: (LSN, payload) -> the 8 bytes
+/// to write at the stamp offset.
+pub type StampFn<'a> = dyn FnMut(u64, &[u8]) -> u64 + 'a;
+
 /// One record of a batch passed to [`Wal::append_batch`].
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -226,7 +230,7 @@ impl Wal {
         &self,
         entries: &[Entry<'_>],
         stamp_at: usize,
-        stamp: &mut dyn FnMut(u64, &[u8]) -> u64,
+        stamp: &mut StampFn<'_>,
     ) -> Result<u64> {
         self.append_inner(entries, Some((stamp_at, stamp)))
     }
@@ -242,7 +246,7 @@ impl Wal {
     fn append_inner(
         &self,
         entries: &[Entry<'_>],
-        mut stamp: Option<(usize, &mut dyn FnMut(u64, &[u8]) -> u64)>,
+        mut stamp: Option<(usize, &mut StampFn<'_>)>,
     ) -> Result<u64> {
         let sh = &*self.shared;
         if entries.is_empty() {

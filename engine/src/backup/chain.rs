@@ -21,6 +21,24 @@ pub struct RetentionReport {
     pub backups_removed: Vec<PathBuf>,
     /// Archived WAL segments deleted.
     pub segments_removed: Vec<PathBuf>,
+    /// The archive a peer still needed ([`PeerFloor`]) exceeded its bound and was pruned
+    /// anyway: that peer must be rebuilt.
+    pub peer_floor_dropped: bool,
+}
+
+/// What replication still needs of a lineage's archive: the segments holding this node's
+/// batches after `lsn` (the least any peer acknowledged), kept by retention as long as they
+/// take at most `max_bytes` beyond what the backups keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerFloor {
+    /// The node whose archive it is.
+    pub node: u64,
+    /// Its timeline (incarnation).
+    pub timeline: u64,
+    /// Every peer holds this node's batches up to this LSN.
+    pub lsn: u64,
+    /// Most bytes of archive kept for peers beyond the backups' needs.
+    pub max_bytes: u64,
 }
 
 /// Keeps the newest `keep` complete backups of each lineage (node and timeline) under
@@ -38,6 +56,19 @@ pub fn apply_retention(
     backups_root: &Path,
     archive_dir: Option<&Path>,
     keep: usize,
+) -> Result<RetentionReport> {
+    apply_retention_for_peers(storage, backups_root, archive_dir, keep, None)
+}
+
+/// [`apply_retention`], keeping also the archive segments peers still need (`floor`), up
+/// to its byte bound; past it the segments are pruned as if no peer needed them and the
+/// report says so ([`RetentionReport::peer_floor_dropped`]).
+pub fn apply_retention_for_peers(
+    storage: &dyn Storage,
+    backups_root: &Path,
+    archive_dir: Option<&Path>,
+    keep: usize,
+    floor: Option<PeerFloor>,
 ) -> Result<RetentionReport> {
     if keep == 0 {
         return Err(Error::Config(
@@ -61,7 +92,9 @@ pub fn apply_retention(
     let mut report = RetentionReport::default();
     for lineage in found.chunk_by(|a, b| (a.0.node_id, a.0.timeline) == (b.0.node_id, b.0.timeline))
     {
-        retain_lineage(storage, lineage, archive_dir, keep, &mut report)?;
+        let own =
+            floor.filter(|f| (f.node, f.timeline) == (lineage[0].0.node_id, lineage[0].0.timeline));
+        retain_lineage(storage, lineage, archive_dir, keep, own, &mut report)?;
     }
     Ok(report)
 }
@@ -72,6 +105,7 @@ fn retain_lineage(
     found: &[(BackupManifest, PathBuf)],
     archive_dir: Option<&Path>,
     keep: usize,
+    floor: Option<PeerFloor>,
     report: &mut RetentionReport,
 ) -> Result<()> {
     if found.len() <= keep {
@@ -87,16 +121,53 @@ fn retain_lineage(
         report.backups_removed.push(dir.clone());
     }
     if let (Some(archive), Some((oldest, _))) = (archive_dir, found.get(first_kept)) {
+        let lineage = (oldest.node_id, oldest.timeline);
+        let mut below = oldest.checkpoint_lsn + 1;
+        if let Some(f) = floor.filter(|f| f.lsn + 1 < below) {
+            if kept_bytes(storage, archive, lineage, f.lsn + 1, below)? <= f.max_bytes {
+                below = f.lsn + 1;
+            } else {
+                report.peer_floor_dropped = true;
+            }
+        }
         report
             .segments_removed
             .extend(duplex_wal::prune_archive_lineage(
                 storage,
                 archive,
-                Some((oldest.node_id, oldest.timeline)),
-                oldest.checkpoint_lsn + 1,
+                Some(lineage),
+                below,
             )?);
     }
     Ok(())
+}
+
+/// Bytes of the lineage's archived segments that retention would remove below `to` but a
+/// floor at `from` keeps: those holding LSNs in `from..to`.
+fn kept_bytes(
+    storage: &dyn Storage,
+    archive: &Path,
+    lineage: (u64, u64),
+    from: u64,
+    to: u64,
+) -> Result<u64> {
+    let dirs =
+        duplex_wal::resolve_archive_dirs(storage, archive, Some(lineage.0), Some(lineage.1))?;
+    let segs = duplex_wal::list_segments(storage, &dirs)?;
+    let mut total = 0u64;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        let end = segs.get(i + 1).map_or(u64::MAX, |s| s.0);
+        if end <= from || *first >= to {
+            continue;
+        }
+        let f = storage
+            .open(path, duplex_wal::OpenMode::Read)
+            .map_err(|e| Error::io("open archived segment", path, e))?;
+        total += f
+            .len()
+            .map_err(|e| Error::io("size of archived segment", path, e))?;
+    }
+    Ok(total)
 }
 
 /// Restores a backup chain (a full backup, then zero or more incrementals, oldest first)

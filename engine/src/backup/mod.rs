@@ -29,7 +29,10 @@ use duplex_wal::le::{u32_at, Cursor};
 
 mod chain;
 pub(crate) use chain::staged_timeline;
-pub use chain::{apply_retention, restore_chain, verify_backup_wal, RetentionReport};
+pub use chain::{
+    apply_retention, apply_retention_for_peers, restore_chain, verify_backup_wal, PeerFloor,
+    RetentionReport,
+};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";

@@ -1,0 +1,372 @@
+//! The replication core between two or three in-process databases: the change feed of
+//! each node's own batches, `apply_remote`'s checks (resend, gap, foreign payload, own
+//! origin, clock), durable high-water marks across restarts and checkpoints, convergence
+//! of concurrent writes with the loser journaled, the feed read back from the archive once
+//! the live WAL released it, and stamps that rise with LSN.
+
+mod common;
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use duplex_engine::{
+    split_position, Config, Database, FeedBatch, FeedCursor, RemoteBatch, ReplError, WriteBatch,
+    LSN_BITS,
+};
+use duplex_testkit::temp_dir;
+use duplex_wal::{ManualClock, ReadOptions, WalReader};
+
+fn cfg(node: u64, backlog: u64) -> Config {
+    Config {
+        node_id: node,
+        replication_backlog_bytes: backlog,
+        background: false,
+        scrub_bytes_per_sec: 0,
+        ..Config::default()
+    }
+}
+
+fn open(dir: &Path, node: u64) -> Database {
+    Database::open(dir, cfg(node, 1 << 20)).expect("open")
+}
+
+fn feed_all(db: &Database, after: u64) -> Vec<FeedBatch> {
+    let mut c = FeedCursor::new();
+    let mut out = Vec::new();
+    let mut at = after;
+    loop {
+        let got = c.read(db, at, 7, 1 << 20).expect("feed");
+        let Some(last) = got.last() else {
+            return out;
+        };
+        at = last.origin_lsn;
+        out.extend(got);
+    }
+}
+
+fn remote(b: &[FeedBatch]) -> Vec<RemoteBatch<'_>> {
+    b.iter()
+        .map(|f| RemoteBatch {
+            origin_lsn: f.origin_lsn,
+            prev_origin_lsn: f.prev_origin_lsn,
+            stamp: f.stamp,
+            payload: &f.payload,
+        })
+        .collect()
+}
+
+/// Ships every batch of `from` that `to` does not hold yet; returns how many were applied.
+fn ship(from: &Database, to: &Database) -> usize {
+    let after = to.origin_hwm(from.node_id());
+    let batches = feed_all(from, after);
+    let rep = to
+        .apply_remote(from.node_id(), &remote(&batches))
+        .expect("apply");
+    assert_eq!(rep.refused, None);
+    rep.applied
+}
+
+fn digest(db: &Database) -> String {
+    db.stamped_digest(Bound::Unbounded, Bound::Unbounded)
+        .expect("digest")
+        .to_string()
+}
+
+fn get(db: &Database, k: &str) -> Option<String> {
+    db.get(k.as_bytes())
+        .expect("get")
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Every (origin, origin position) of remote batches in `db`'s live WAL.
+fn logged_remote(dir: &Path, node: u64) -> Vec<(u64, u64)> {
+    let mut r = WalReader::open(
+        Arc::new(duplex_wal::StdStorage),
+        &[dir.join("wal")],
+        0,
+        ReadOptions::default(),
+    )
+    .expect("reader");
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_record().expect("record") {
+        if rec.kind != duplex_engine::batch::KIND_BATCH {
+            continue;
+        }
+        let b = duplex_engine::batch::decode_batch(&rec.payload, 4096, 16 << 20).expect("batch");
+        if b.stamp.origin != node {
+            out.push((b.stamp.origin, b.origin_lsn));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_nodes_batches_reach_its_peer_once_with_their_stamps_and_are_never_echoed() {
+    let (da, db_) = (temp_dir(), temp_dir());
+    let a = open(da.path(), 1);
+    let b = open(db_.path(), 2);
+    for i in 0..50 {
+        a.put(format!("k{i}").as_bytes(), format!("a{i}").as_bytes())
+            .expect("put");
+    }
+    let mut batch = WriteBatch::new();
+    batch.put("multi1", "x").put("multi2", "y").delete("k3");
+    a.write(batch).expect("batch");
+    b.put(b"bee", b"from-b").expect("put");
+
+    assert_eq!(ship(&a, &b), 51);
+    assert_eq!(get(&b, "k7").as_deref(), Some("a7"));
+    assert_eq!(get(&b, "k3"), None);
+    assert_eq!(get(&b, "multi2").as_deref(), Some("y"));
+    // B's feed holds B's own batch only: what it applied from A is never sent on.
+    let fb = feed_all(&b, 0);
+    assert_eq!(fb.len(), 1);
+    assert_eq!(ship(&b, &a), 1);
+    assert_eq!(digest(&a), digest(&b), "same versions, stamps included");
+
+    // Resending everything applies nothing again.
+    let all = feed_all(&a, 0);
+    let rep = b.apply_remote(1, &remote(&all)).expect("apply");
+    assert_eq!((rep.applied, rep.duplicates, rep.refused), (0, 51, None));
+    let logged = logged_remote(db_.path(), 2);
+    assert_eq!(logged.len(), 51, "each of A's batches logged once on B");
+    let mut uniq = logged.clone();
+    uniq.dedup();
+    assert_eq!(uniq, logged);
+    assert!(logged.iter().all(|(o, _)| *o == 1));
+}
+
+#[test]
+fn a_gap_a_foreign_or_damaged_batch_and_this_nodes_own_origin_are_refused_whole() {
+    let (da, db_) = (temp_dir(), temp_dir());
+    let a = open(da.path(), 1);
+    let b = open(db_.path(), 2);
+    for i in 0..5 {
+        a.put(format!("g{i}").as_bytes(), b"v").expect("put");
+    }
+    let all = feed_all(&a, 0);
+    let before = digest(&b);
+    // The first batch missing: a gap, nothing applied, the mark unchanged.
+    let rep = b.apply_remote(1, &remote(&all[1..])).expect("apply");
+    assert!(
+        matches!(rep.refused, Some(ReplError::Gap { expected: 0, .. })),
+        "{rep:?}"
+    );
+    assert_eq!((rep.applied, b.origin_hwm(1)), (0, 0));
+    assert_eq!(digest(&b), before);
+
+    // A damaged payload in the third batch: the first two applied, the third refused whole.
+    let mut damaged: Vec<Vec<u8>> = all.iter().map(|f| f.payload.to_vec()).collect();
+    let last = damaged[2].len() - 1;
+    damaged[2][last] ^= 0xff;
+    damaged[2].truncate(last - 1);
+    let batches: Vec<RemoteBatch<'_>> = all
+        .iter()
+        .zip(&damaged)
+        .map(|(f, p)| RemoteBatch {
+            origin_lsn: f.origin_lsn,
+            prev_origin_lsn: f.prev_origin_lsn,
+            stamp: f.stamp,
+            payload: p,
+        })
+        .collect();
+    let rep = b.apply_remote(1, &batches).expect("apply");
+    assert_eq!(rep.applied, 2);
+    assert!(
+        matches!(rep.refused, Some(ReplError::BadBatch { .. })),
+        "{rep:?}"
+    );
+    assert_eq!(b.origin_hwm(1), all[1].origin_lsn);
+    assert_eq!(get(&b, "g2"), None);
+    // The link resynchronises from the mark: the rest arrives whole.
+    assert_eq!(ship(&a, &b), 3);
+    assert_eq!(get(&b, "g4").as_deref(), Some("v"));
+
+    // A's batches sent as another origin's, and as B's own: refused.
+    let rep = b.apply_remote(3, &remote(&all)).expect("apply");
+    assert!(
+        matches!(rep.refused, Some(ReplError::BadBatch { .. })),
+        "{rep:?}"
+    );
+    let rep = b.apply_remote(2, &remote(&all)).expect("apply");
+    assert!(
+        matches!(rep.refused, Some(ReplError::SelfOrigin { .. })),
+        "{rep:?}"
+    );
+    assert_eq!(digest(&a), digest(&b));
+}
+
+#[test]
+fn the_high_water_mark_survives_restarts_checkpoints_and_resumes_exactly() {
+    let (da, db_) = (temp_dir(), temp_dir());
+    let a = open(da.path(), 1);
+    let b = open(db_.path(), 2);
+    for i in 0..20 {
+        a.put(format!("h{i}").as_bytes(), b"1").expect("put");
+    }
+    ship(&a, &b);
+    let mark = b.origin_hwm(1);
+    assert_eq!(split_position(mark).1, a.wal().last_lsn());
+    drop(b);
+    // Replayed from the WAL.
+    let b = open(db_.path(), 2);
+    assert_eq!(b.origin_hwm(1), mark);
+    b.checkpoint().expect("checkpoint");
+    drop(b);
+    // Read from the checkpoint (the WAL before it may be gone).
+    let b = open(db_.path(), 2);
+    assert_eq!(b.origin_hwm(1), mark);
+    for i in 20..30 {
+        a.put(format!("h{i}").as_bytes(), b"2").expect("put");
+    }
+    assert_eq!(ship(&a, &b), 10, "only what came after the mark");
+    assert_eq!(digest(&a), digest(&b));
+}
+
+#[test]
+fn concurrent_writes_of_one_key_converge_and_the_loser_is_journaled_where_it_lost() {
+    let (da, db_) = (temp_dir(), temp_dir());
+    let a = open(da.path(), 1);
+    let b = open(db_.path(), 2);
+    a.put(b"k", b"from-a").expect("put");
+    b.put(b"k", b"from-b").expect("put");
+    // A causal overwrite: B writes "seq" after it applied A's version: not a conflict.
+    a.put(b"seq", b"a-first").expect("put");
+    ship(&a, &b);
+    b.put(b"seq", b"b-after").expect("put");
+    ship(&b, &a);
+    assert_eq!(get(&a, "k"), get(&b, "k"));
+    assert_eq!(get(&a, "seq").as_deref(), Some("b-after"));
+    assert_eq!(digest(&a), digest(&b));
+    let winner = get(&a, "k").expect("k");
+    let (loser_node, loser_value) = if winner == "from-a" {
+        (&b, "from-b")
+    } else {
+        (&a, "from-a")
+    };
+    let (entries, recorded, dropped) = loser_node.conflicts(10);
+    assert_eq!((recorded, dropped), (1, 0), "{entries:?}");
+    assert_eq!(entries[0].key, b"k");
+    assert_eq!(
+        entries[0].loser_value.as_deref(),
+        Some(loser_value.as_bytes())
+    );
+    assert!(entries[0].winner.wins_over(&entries[0].loser));
+    for db in [&a, &b] {
+        assert!(
+            db.conflicts(10).0.iter().all(|c| c.key != b"seq"),
+            "seq was causal"
+        );
+    }
+}
+
+#[test]
+fn a_peer_whose_clock_runs_ahead_is_refused_until_the_clocks_agree() {
+    let (da, db_) = (temp_dir(), temp_dir());
+    let fast = Arc::new(ManualClock::new(duplex_wal::now_ms() + 3_600_000));
+    let a = Database::open(
+        da.path(),
+        Config {
+            clock: fast,
+            ..cfg(1, 1 << 20)
+        },
+    )
+    .expect("open");
+    let b = open(db_.path(), 2);
+    a.put(b"t", b"future").expect("put");
+    let all = feed_all(&a, 0);
+    let rep = b.apply_remote(1, &remote(&all)).expect("apply");
+    assert!(
+        matches!(rep.refused, Some(ReplError::ClockSkew { .. })),
+        "{rep:?}"
+    );
+    assert_eq!((rep.applied, get(&b, "t")), (0, None));
+    let (stamp, _) = a.heartbeat();
+    assert!(b.observe_peer_time(1, stamp).is_err());
+}
+
+#[test]
+fn the_feed_reads_the_archive_once_the_live_wal_released_the_batches() {
+    let (da, arch, db_) = (temp_dir(), temp_dir(), temp_dir());
+    let a = Database::open(
+        da.path(),
+        Config {
+            segment_size: 64 << 10,
+            archive_dir: Some(arch.path().to_path_buf()),
+            ..cfg(1, 0)
+        },
+    )
+    .expect("open");
+    let value = vec![b'v'; 1000];
+    for i in 0..400 {
+        a.put(format!("r{i:04}").as_bytes(), &value).expect("put");
+    }
+    a.wal().rotate().expect("rotate");
+    a.run_maintenance().expect("archive");
+    a.checkpoint().expect("checkpoint");
+    a.run_maintenance().expect("maintenance");
+    let first_live = a
+        .wal()
+        .segments()
+        .first()
+        .map(|s| s.first_lsn)
+        .expect("segment");
+    assert!(first_live > 1, "the checkpoint released early segments");
+    let b = open(db_.path(), 2);
+    assert_eq!(ship(&a, &b), 400);
+    assert_eq!(digest(&a), digest(&b));
+}
+
+#[test]
+fn a_peer_asking_beyond_this_nodes_log_is_told_so() {
+    let da = temp_dir();
+    let a = open(da.path(), 1);
+    a.put(b"x", b"1").expect("put");
+    let ahead = a.durable_position() + 10;
+    let err = FeedCursor::new()
+        .read(&a, ahead, 10, 1 << 20)
+        .expect_err("ahead");
+    assert!(
+        matches!(err, duplex_engine::Error::Repl(ReplError::PeerAhead { .. })),
+        "{err}"
+    );
+    // A later incarnation's position is ahead too.
+    let later = (a.incarnation() + 1) << LSN_BITS;
+    assert!(FeedCursor::new().read(&a, later, 10, 1 << 20).is_err());
+}
+
+#[test]
+fn stamps_rise_with_positions_whatever_the_threads_and_backlog_and_log_agree() {
+    let (d1, d2) = (temp_dir(), temp_dir());
+    let with_backlog = Arc::new(open(d1.path(), 1));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let db = with_backlog.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    db.put(format!("t{t}-{i}").as_bytes(), b"v").expect("put");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let fed = feed_all(&with_backlog, 0);
+    assert_eq!(fed.len(), 800);
+    for w in fed.windows(2) {
+        assert!(w[1].origin_lsn > w[0].origin_lsn);
+        assert_eq!(w[1].prev_origin_lsn, w[0].origin_lsn);
+        assert!(w[1].stamp > w[0].stamp, "stamp order follows log order");
+    }
+    // The same batches read from the log (a cursor with no backlog after a restart).
+    drop(fed);
+    let db = Arc::try_unwrap(with_backlog).expect("sole owner");
+    let from_backlog = feed_all(&db, 0);
+    drop(db);
+    let reopened = Database::open(d1.path(), cfg(1, 0)).expect("reopen");
+    let from_log = feed_all(&reopened, 0);
+    assert_eq!(from_backlog, from_log);
+    let _ = d2;
+}
