@@ -370,3 +370,37 @@ fn stamps_rise_with_positions_whatever_the_threads_and_backlog_and_log_agree() {
     assert_eq!(from_backlog, from_log);
     let _ = d2;
 }
+
+#[test]
+fn a_lost_members_batches_that_reached_one_peer_are_forwarded_to_the_other() {
+    let (da, db_, dc) = (temp_dir(), temp_dir(), temp_dir());
+    let a = open(da.path(), 1);
+    let b = open(db_.path(), 2);
+    let c = open(dc.path(), 3);
+    for i in 0..6 {
+        a.put(format!("f{i}").as_bytes(), b"v").expect("put");
+    }
+    let all = feed_all(&a, 0);
+    // C got everything, B only the first two before A was lost.
+    assert_eq!(ship(&a, &c), 6);
+    let rep = b.apply_remote(1, &remote(&all[..2])).expect("apply");
+    assert_eq!(rep.applied, 2);
+    let fwd = FeedCursor::read_forward(&c, 1, b.origin_hwm(1), 100, 1 << 20).expect("held");
+    assert_eq!(fwd.len(), 4);
+    assert_eq!(fwd[0].prev_origin_lsn, all[1].origin_lsn);
+    assert_eq!(
+        fwd,
+        all[2..].to_vec(),
+        "origin, positions, stamps and payloads preserved"
+    );
+    let rep = b.apply_remote(1, &remote(&fwd)).expect("apply");
+    assert_eq!((rep.applied, rep.refused), (4, None));
+    assert_eq!(digest(&b), digest(&c));
+    // A comes back: what it sends again is recognised as held.
+    let rep = b.apply_remote(1, &remote(&all)).expect("apply");
+    assert_eq!((rep.applied, rep.duplicates), (0, 6));
+    // A peer further behind than what C keeps is told so, not sent a broken chain.
+    let tiny = Database::open(temp_dir().path(), cfg(4, 1)).expect("open");
+    tiny.apply_remote(1, &remote(&all)).expect("apply");
+    assert!(FeedCursor::read_forward(&tiny, 1, 0, 100, 1 << 20).is_none());
+}

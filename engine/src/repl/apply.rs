@@ -120,6 +120,7 @@ pub struct ApplyReport {
 
 struct Checked<'a> {
     pos: u64,
+    prev: u64,
     ts: u64,
     payload: Vec<u8>,
     batch: BatchRef<'a>,
@@ -183,6 +184,18 @@ impl Database {
             rep.hwm = s.hwm;
         }
         rep.applied = checked.len();
+        i.repl.keep_for_forwarding(
+            origin,
+            checked
+                .iter()
+                .zip(batches_after(batches, hwm))
+                .map(|(c, b)| super::backlog::Forwarded {
+                    pos: c.pos,
+                    prev: c.prev,
+                    stamp: c.ts,
+                    payload: b.payload.into(),
+                }),
+        );
         i.repl.commit_cv.notify_all();
         match archive_failed {
             Some(e) => Err(e.into()),
@@ -223,6 +236,22 @@ impl Database {
         let j = self.inner().repl.conflicts.lock();
         (j.newest(n), j.recorded, j.dropped)
     }
+}
+
+/// The batches of a call that [`check`] kept, in order: those above the mark (resends at
+/// or below it are skipped; the first refusal ends the kept prefix, which `zip` stops at).
+fn batches_after<'b, 'a>(
+    batches: &'b [RemoteBatch<'a>],
+    hwm: u64,
+) -> impl Iterator<Item = &'b RemoteBatch<'a>> {
+    let mut prev = hwm;
+    batches.iter().filter(move |b| {
+        if b.origin_lsn <= prev {
+            return false;
+        }
+        prev = b.origin_lsn;
+        true
+    })
 }
 
 fn check_clock(i: &Inner, origin: u64, ts: u64) -> std::result::Result<(), ReplError> {
@@ -308,6 +337,7 @@ fn check<'a>(
             .copy_from_slice(&b.origin_lsn.to_le_bytes());
         out.push(Checked {
             pos: b.origin_lsn,
+            prev,
             ts: b.stamp,
             payload,
             batch,

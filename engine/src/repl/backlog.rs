@@ -90,6 +90,69 @@ impl Backlog {
     }
 }
 
+/// A batch of another origin applied here, kept for forwarding: with its predecessor's
+/// position as checked when it was applied, so a forwarded chain is as sound as the
+/// origin's own.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarded {
+    pub pos: u64,
+    pub prev: u64,
+    pub stamp: u64,
+    /// As the origin logged it (`origin_lsn` 0).
+    pub payload: Arc<[u8]>,
+}
+
+/// Recent batches of one other origin, in its order, bounded in bytes.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardLog {
+    pub entries: VecDeque<Forwarded>,
+    pub bytes: usize,
+    /// Position of the newest batch dropped by the bound (0 if none).
+    pub dropped: u64,
+}
+
+impl ForwardLog {
+    /// Adds a batch applied here; drops the oldest past `cap` bytes.
+    pub fn push(&mut self, f: Forwarded, cap: usize) {
+        self.bytes += f.payload.len();
+        self.entries.push_back(f);
+        while self.bytes > cap {
+            match self.entries.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.payload.len();
+                    self.dropped = old.pos;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The batches after `after`, if the log holds the one right after it (its `prev` is
+    /// `after`); `None` if `after` is older than what it keeps.
+    pub fn read(&self, after: u64, max_batches: usize, max_bytes: usize) -> Option<Vec<Forwarded>> {
+        if after < self.dropped {
+            return None;
+        }
+        let start = self.entries.partition_point(|e| e.pos <= after);
+        match self.entries.get(start) {
+            None => return Some(Vec::new()),
+            Some(first) if first.prev != after => return None,
+            Some(_) => {}
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in self.entries.range(start..) {
+            if out.len() >= max_batches || (!out.is_empty() && bytes + e.payload.len() > max_bytes)
+            {
+                break;
+            }
+            bytes += e.payload.len();
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

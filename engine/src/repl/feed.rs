@@ -94,6 +94,36 @@ impl FeedCursor {
         self.read_log(i, inc, after, from, durable, max_batches, max_bytes)
     }
 
+    /// Batches of another origin `origin` applied here after position `after`, to forward
+    /// to a peer that missed them (their origin unreachable): origin, positions, stamps and
+    /// payloads exactly as the origin sent them, the chain as checked when they were
+    /// applied. Served from memory (the last `replication_backlog_bytes` of each origin's
+    /// batches); `None` if `after` is older than that (the peer needs them from the origin
+    /// itself, or a rebuild).
+    pub fn read_forward(
+        db: &Database,
+        origin: u64,
+        after: u64,
+        max_batches: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<FeedBatch>> {
+        let f = db.inner().repl.forward.lock();
+        let Some(log) = f.get(&origin) else {
+            return Some(Vec::new());
+        };
+        let got = log.read(after, max_batches.max(1), max_bytes)?;
+        Some(
+            got.into_iter()
+                .map(|e| FeedBatch {
+                    origin_lsn: e.pos,
+                    prev_origin_lsn: e.prev,
+                    stamp: e.stamp,
+                    payload: e.payload,
+                })
+                .collect(),
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn read_log(
         &mut self,

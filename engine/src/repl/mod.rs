@@ -74,6 +74,9 @@ pub(crate) struct ReplState {
     /// One apply of remote batches at a time (the chain check and the append stay in
     /// order).
     pub(crate) apply_lock: Mutex<()>,
+    /// Recent batches of other origins, per origin, to forward to a peer that missed them
+    /// when their origin is unreachable.
+    pub(crate) forward: Mutex<BTreeMap<u64, backlog::ForwardLog>>,
 }
 
 impl ReplState {
@@ -88,6 +91,23 @@ impl ReplState {
             .filter(|(_, s)| s.max_ts > 0)
             .map(|(id, s)| (*id, s.max_ts))
             .collect()
+    }
+
+    /// Keeps batches of `origin` just applied for forwarding (when the backlog is on).
+    pub(crate) fn keep_for_forwarding(
+        &self,
+        origin: u64,
+        batches: impl Iterator<Item = backlog::Forwarded>,
+    ) {
+        let cap = self.backlog.lock().cap;
+        if cap == 0 {
+            return;
+        }
+        let mut f = self.forward.lock();
+        let log = f.entry(origin).or_default();
+        for b in batches {
+            log.push(b, cap);
+        }
     }
 
     /// The high-water marks, for a checkpoint.
