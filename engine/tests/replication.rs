@@ -404,3 +404,64 @@ fn a_lost_members_batches_that_reached_one_peer_are_forwarded_to_the_other() {
     tiny.apply_remote(1, &remote(&all)).expect("apply");
     assert!(FeedCursor::read_forward(&tiny, 1, 0, 100, 1 << 20).is_none());
 }
+
+#[test]
+fn a_restored_node_is_a_new_incarnation_whose_batches_are_never_taken_for_duplicates() {
+    use duplex_engine::{restore_chain, roll_forward, RollForwardOptions};
+    let t = temp_dir();
+    let archive = t.path().join("archive");
+    let acfg = |node| Config {
+        archive_dir: Some(archive.clone()),
+        ..cfg(node, 1 << 20)
+    };
+    let a = Database::open(t.path().join("a"), acfg(1)).expect("open a");
+    let b = open(&t.path().join("b"), 2);
+    for i in 0..10 {
+        a.put(format!("old{i}").as_bytes(), b"1").expect("put");
+    }
+    let backup = t.path().join("backup");
+    a.backup(&backup, None).expect("backup");
+    // Written after the backup and replicated, then A's disk is lost.
+    for i in 10..20 {
+        a.put(format!("old{i}").as_bytes(), b"1").expect("put");
+    }
+    ship(&a, &b);
+    let old_mark = b.origin_hwm(1);
+    drop(a);
+    // A restored from the backup alone (its archive lost too): LSNs continue from the
+    // backup's end, below what B holds, but on a new timeline.
+    let restored = t.path().join("a2");
+    restore_chain(&common::storage(), &[backup], &restored).expect("restore");
+    roll_forward(
+        Arc::new(duplex_wal::StdStorage),
+        &restored,
+        &[],
+        &RollForwardOptions {
+            config: cfg(1, 0),
+            ..RollForwardOptions::default()
+        },
+        &mut |_| {},
+    )
+    .expect("roll forward");
+    let a2 = open(&restored, 1);
+    assert!(a2.incarnation() > split_position(old_mark).0);
+    assert!(a2.wal().last_lsn() < split_position(old_mark).1);
+    a2.put(b"new", b"after-restore").expect("put");
+    assert_eq!(
+        ship(&a2, &b),
+        1,
+        "the new incarnation's batch is applied, not skipped"
+    );
+    assert_eq!(get(&b, "new").as_deref(), Some("after-restore"));
+    assert!(b.origin_hwm(1) > old_mark);
+    // An old copy of node 1 still sending its first incarnation is refused.
+    let stale = Database::open(t.path().join("stale"), cfg(1, 1 << 20)).expect("open");
+    stale.put(b"stale", b"x").expect("put");
+    let fb = feed_all(&stale, 0);
+    let rep = b.apply_remote(1, &remote(&fb)).expect("apply");
+    assert!(
+        matches!(rep.refused, Some(ReplError::Behind { .. })),
+        "{rep:?}"
+    );
+    assert_eq!(get(&b, "stale"), None);
+}
