@@ -53,8 +53,8 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                     if i.connected { "up" } else { "down" }.to_owned(),
                 ),
                 ("hwm", o.hwm.to_string()),
-                ("applied", o.applied.to_string()),
-                ("duplicates", o.duplicates.to_string()),
+                ("applied", i.applied.to_string()),
+                ("duplicates", i.duplicates.to_string()),
                 ("resyncs", i.resyncs.to_string()),
                 (
                     "inbound_error",

@@ -77,6 +77,10 @@ pub struct InboundStatus {
     pub frames: u64,
     /// Resyncs asked of it since start.
     pub resyncs: u64,
+    /// Batches of it applied since start.
+    pub applied: u64,
+    /// Batches of it received again and skipped since start (resends).
+    pub duplicates: u64,
     /// The last error of its link.
     pub last_error: Option<String>,
     /// Which connection is current (a newer one from the same origin replaces it).

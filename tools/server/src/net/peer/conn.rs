@@ -554,12 +554,15 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             Ok(f) => f,
             Err(f) => return f,
         };
+        let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();
         sh.peers().update_inbound(origin, gen, |s| {
             s.frames = p.frames;
             s.skew_ms = p.skew_ms;
-            s.resyncs = p.resyncs;
+            s.resyncs += p.resyncs - before.resyncs;
+            s.applied += p.applied - before.applied;
+            s.duplicates += p.duplicates - before.duplicates;
         });
         match replies {
             Ok(r) => {
