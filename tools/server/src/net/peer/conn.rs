@@ -547,6 +547,9 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
         return f;
     }
     loop {
+        if sh.stopping() {
+            return Fail::Stopped;
+        }
         if !sh.peers().inbound_current(origin, gen) {
             return Fail::Io("replaced by a newer connection from the same node".into());
         }
