@@ -82,7 +82,11 @@ fn two_servers_see_each_others_writes() {
     };
     assert_eq!(field("node"), "1");
     assert_eq!(field("state"), "up");
-    assert_eq!(field("applied"), "1", "one batch of node 1 applied on node 2");
+    assert_eq!(
+        field("applied"),
+        "1",
+        "one batch of node 1 applied on node 2"
+    );
 }
 
 #[test]

@@ -213,9 +213,12 @@ impl Sender {
         if self.acked.is_none() {
             return Ok(out);
         }
+        let due = self
+            .last_heartbeat_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
         // Taken before the read: once the feed is empty and durable past it, every batch
         // up to its position was sent.
-        let (hb_stamp, hb_pos) = db.heartbeat();
+        let hb = due.then(|| db.heartbeat());
         let mut drained = false;
         while !self.window_full() {
             let room = self.limits.window_bytes - self.inflight_bytes;
@@ -230,10 +233,10 @@ impl Sender {
             }
             self.frame_batches(&batches, &mut out);
         }
-        let due = self
-            .last_heartbeat_ms
-            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
-        if drained && due && db.durable_position() >= hb_pos {
+        let Some((hb_stamp, hb_pos)) = hb else {
+            return Ok(out);
+        };
+        if drained && db.durable_position() >= hb_pos {
             self.last_heartbeat_ms = Some(now_ms);
             out.push(Frame::Heartbeat(Heartbeat {
                 origin: self.node,
@@ -348,6 +351,10 @@ pub struct ReceiverProgress {
 pub struct Receiver {
     origin: u64,
     progress: ReceiverProgress,
+    /// The mark a RESYNC asked the sender to resend after: frames already in flight that
+    /// start above it are dropped unanswered (each would ask again) until the resend
+    /// arrives.
+    resync_from: Option<u64>,
 }
 
 impl Receiver {
@@ -360,6 +367,7 @@ impl Receiver {
         let r = Receiver {
             origin,
             progress: ReceiverProgress::default(),
+            resync_from: None,
         };
         (r, ack)
     }
@@ -401,6 +409,12 @@ impl Receiver {
     }
 
     fn on_batches(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        if let (Some(mark), Some(first)) = (self.resync_from, b.batches.first()) {
+            if first.prev_origin_lsn > mark {
+                return Ok(Vec::new());
+            }
+            self.resync_from = None;
+        }
         let remote: Vec<RemoteBatch<'_>> = b
             .batches
             .iter()
@@ -429,6 +443,7 @@ impl Receiver {
             Some(e) => {
                 tracing::warn!(event = "peer_resync", origin = self.origin, hwm = rep.hwm, error = %e, "asking the peer to resend");
                 self.progress.resyncs += 1;
+                self.resync_from = Some(rep.hwm);
                 let resync = Frame::Resync(Resync {
                     origin: self.origin,
                     last_good_lsn: rep.hwm,
@@ -581,6 +596,9 @@ mod tests {
                 .any(|f| matches!(f, Frame::Resync(x) if x.last_good_lsn == 0)),
             "{replies:?}"
         );
+        assert_eq!(r.progress().resyncs, 1);
+        // The frame after it was in flight too: dropped, not a second RESYNC.
+        assert!(r.on_frame(&frames[2], &b, t).unwrap().is_empty());
         assert_eq!(r.progress().resyncs, 1);
         for f in &replies {
             s.on_frame(f).unwrap();
