@@ -116,3 +116,24 @@ fn a_server_with_another_secret_never_replicates() {
     assert_eq!(get(&b, "secret-1"), None);
     assert!(a.log().contains("peer_refused"), "{}", a.log());
 }
+
+#[test]
+fn a_second_server_claiming_a_live_node_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the cluster secret").unwrap();
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let a = start(&dir.path().join("n1"), p1, 1, p2, &secret);
+    let b = start(&dir.path().join("n2"), p2, 2, p1, &secret);
+    let _: () = b.conn().set("from-2", "two").unwrap();
+    assert!(eventually(&a, "from-2", "two", 10), "{}", a.log());
+    // Another server with node id 2, pointed at node 1.
+    let c = start(&dir.path().join("n3"), p3, 2, p1, &secret);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !info_replication(&c).contains("duplicate node id") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info = info_replication(&c);
+    assert!(info.contains("state=refused: refused by the peer: duplicate node id"), "{info}");
+    assert!(info_replication(&b).contains(",state=up,"));
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use duplex_proto::peer::{
     Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
-    PeerInfo, Status, NONCE_LEN,
+    PeerInfo, RefuseReason, Status, NONCE_LEN,
 };
 
 use super::link::{LinkError, Receiver, SendLimits, Sender};
@@ -199,6 +199,22 @@ fn handshake(
         }
         let frame = io.recv(sh, deadline)?;
         match hs.receive(&frame) {
+            Ok(Some(Frame::Challenge(c))) => {
+                let busy = hs
+                    .peer_hello()
+                    .map(|h| h.node_id)
+                    .filter(|&n| sh.peers().inbound_live(n, sh.clock().now_ms()));
+                let reply = match busy {
+                    Some(n) => hs
+                        .refuse(
+                            RefuseReason::DuplicateNodeId,
+                            &format!("node {n} already has a live link to this server: two servers share node id {n}; give each its own --node-id"),
+                        )
+                        .map_err(|e| Fail::Refused(e.to_string()))?,
+                    None => Frame::Challenge(c),
+                };
+                io.send(&[reply])?;
+            }
             Ok(Some(reply)) => io.send(&[reply])?,
             Ok(None) => {}
             Err(e) => {
@@ -560,7 +576,9 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
         let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();
+        let now = sh.clock().now_ms();
         sh.peers().update_inbound(origin, gen, |s| {
+            s.last_frame_ms = now;
             s.frames = p.frames;
             s.skew_ms = p.skew_ms;
             s.resyncs += p.resyncs - before.resyncs;
