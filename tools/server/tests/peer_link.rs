@@ -134,6 +134,9 @@ fn a_second_server_claiming_a_live_node_id_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let info = info_replication(&c);
-    assert!(info.contains("state=refused: refused by the peer: duplicate node id"), "{info}");
+    assert!(
+        info.contains("state=refused: refused by the peer: duplicate node id"),
+        "{info}"
+    );
     assert!(info_replication(&b).contains(",state=up,"));
 }

@@ -256,7 +256,7 @@ fn outbound_loop(sh: &Shared, i: usize, addr: &str) {
         let msg = res.to_string();
         // A peer that stays down is logged once, not every back-off.
         if last_logged.as_deref() != Some(msg.as_str()) {
-            let level_warn = !matches!(res, Fail::Io(_)) || established;
+            let level_warn = (!matches!(res, Fail::Io(_)) || established) && !peer_stopping(&res);
             if level_warn {
                 tracing::warn!(event = "peer_link_down", peer = addr, error = %msg, "peer link to {addr}: {msg}");
             } else {
@@ -396,6 +396,17 @@ fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
     let _ = io.stream.shutdown(std::net::Shutdown::Both);
     let _ = reader.join();
     fail
+}
+
+/// Whether the peer ended the link because it is stopping (logged as info, not a warning).
+fn peer_stopping(f: &Fail) -> bool {
+    matches!(
+        f,
+        Fail::Link(LinkError::Peer {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    )
 }
 
 /// The ERROR frame to send as the link ends, if any.
@@ -550,7 +561,11 @@ pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
         f => Some(f.to_string()),
     };
     if let Some(e) = &error {
-        tracing::warn!(event = "peer_inbound_down", from = %addr, node = origin, error = %e, "peer node {origin} link ended: {e}");
+        if peer_stopping(&fail) {
+            tracing::info!(event = "peer_inbound_down", from = %addr, node = origin, "peer node {origin} is stopping: its link ended");
+        } else {
+            tracing::warn!(event = "peer_inbound_down", from = %addr, node = origin, error = %e, "peer node {origin} link ended: {e}");
+        }
     }
     sh.peers().inbound_end(origin, gen, error);
 }
