@@ -25,6 +25,8 @@ pub enum LinkState {
     NeedsRebuild,
     /// A clock is beyond `max_clock_offset_ms`; retried slowly until the clocks agree.
     ClockSkew,
+    /// Not in this server's `--peer` list: it sends here, this server sends it nothing.
+    InboundOnly,
 }
 
 impl LinkState {
@@ -36,6 +38,7 @@ impl LinkState {
             LinkState::Refused(r) => format!("refused: {r}"),
             LinkState::NeedsRebuild => "needs-rebuild".into(),
             LinkState::ClockSkew => "clock-skew".into(),
+            LinkState::InboundOnly => "inbound-only".into(),
         }
     }
 }
