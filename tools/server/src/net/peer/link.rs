@@ -703,6 +703,42 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_clock_far_ahead_is_refused_with_clock_skew() {
+        use duplex_wal::{Clock, ManualClock};
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let wall = duplex_wal::SystemClock.now_ms();
+        let ahead = std::sync::Arc::new(ManualClock::new(wall + 60_000));
+        let a = Database::open(
+            da.path(),
+            Config {
+                node_id: 1,
+                background: false,
+                clock: ahead,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let b = open(db_.path(), 2);
+        a.put(b"fast", b"clock").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let frames = s.poll(&a, wall + 60_000).unwrap();
+        let e = r.on_frame(&frames[0], &b, wall).unwrap_err();
+        assert!(matches!(e, LinkError::ClockSkew(_)), "{e:?}");
+        assert!(matches!(e.farewell(), Some(Frame::Error(f)) if f.code == ErrorCode::ClockSkew));
+        assert_eq!(b.get(b"fast").unwrap(), None, "nothing applied");
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 1,
+            stamp: a.heartbeat().0,
+            last_origin_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&hb, &b, wall),
+            Err(LinkError::ClockSkew(_))
+        ));
+        assert!(r.progress().skew_ms.is_some_and(|s| s > 50_000));
+    }
+
+    #[test]
     fn frames_of_the_wrong_kind_or_origin_break_the_protocol() {
         let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
