@@ -452,7 +452,9 @@ fn send_loop(
                 return f;
             }
         }
-        if !matches!(cfg.sync, SyncMode::Always) && db.wal().last_lsn() > db.wal().durable_lsn() {
+        // A commit landing after this is seen by the check before the wait below.
+        let seen_lsn = db.wal().last_lsn();
+        if !matches!(cfg.sync, SyncMode::Always) && seen_lsn > db.wal().durable_lsn() {
             if let Err(e) = db.wal().sync() {
                 return Fail::Link(LinkError::Local(format!("WAL sync before sending: {e}")));
             }
@@ -481,7 +483,7 @@ fn send_loop(
                     return Fail::Io("the peer reader ended".into())
                 }
             }
-        } else {
+        } else if db.wal().last_lsn() == seen_lsn {
             db.wait_for_commit(interval);
         }
     }
