@@ -140,3 +140,29 @@ fn a_second_server_claiming_a_live_node_id_is_refused() {
     );
     assert!(info_replication(&b).contains(",state=up,"));
 }
+
+#[test]
+fn a_stranger_speaking_frames_is_closed_and_clients_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the cluster secret").unwrap();
+    let (p1, nobody) = (free_port(), free_port());
+    let a = start(&dir.path().join("n1"), p1, 1, nobody, &secret);
+    // The frame magic's first byte, then garbage: refused at the second byte.
+    let (got, closed) = common::raw(p1, b"\xD7XYZ garbage", 3);
+    assert!(closed, "the connection is closed");
+    assert!(got.is_empty(), "no frame, no data: {got:?}");
+    // A server without a secret closes a peer connection at once.
+    let plain = Daemon::start_in(&dir.path().join("plain"), &[]);
+    let (got, closed) = common::raw(plain.port, b"\xD7DPL", 3);
+    assert!(closed && got.is_empty());
+    assert!(
+        plain.log().contains("no --cluster-secret-file"),
+        "{}",
+        plain.log()
+    );
+    for d in [&a, &plain] {
+        let pong: String = redis::cmd("PING").query(&mut d.conn()).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+}
