@@ -392,12 +392,7 @@ impl Receiver {
         self.progress.frames += 1;
         match frame {
             Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
-            Frame::Heartbeat(h) if h.origin == self.origin => {
-                self.note_time(h.stamp, now_ms);
-                db.observe_peer_time(h.origin, h.stamp)
-                    .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
-                Ok(Vec::new())
-            }
+            Frame::Heartbeat(h) if h.origin == self.origin => self.on_heartbeat(h, db, now_ms),
             Frame::Error(e) => Err(LinkError::from_peer(e)),
             other => Err(LinkError::Protocol(format!(
                 "the sender (node {}) sent {} of origin {:?}: a link carries only its initiator's own batches",
@@ -451,6 +446,37 @@ impl Receiver {
                 Ok(vec![ack, resync])
             }
         }
+    }
+
+    /// A heartbeat: the clock check, and the lost-tail check: every batch up to
+    /// `last_origin_lsn` was sent before it on this stream, so a mark below it (with no
+    /// RESYNC pending) means batches went missing.
+    fn on_heartbeat(
+        &mut self,
+        h: &Heartbeat,
+        db: &Database,
+        now_ms: u64,
+    ) -> Result<Vec<Frame>, LinkError> {
+        self.note_time(h.stamp, now_ms);
+        db.observe_peer_time(h.origin, h.stamp)
+            .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
+        let hwm = db.origin_hwm(self.origin);
+        if h.last_origin_lsn > hwm && self.resync_from.is_none() {
+            tracing::warn!(
+                event = "peer_resync",
+                origin = self.origin,
+                hwm,
+                sent = h.last_origin_lsn,
+                "the peer sent batches this server does not hold: asking it to resend"
+            );
+            self.progress.resyncs += 1;
+            self.resync_from = Some(hwm);
+            return Ok(vec![Frame::Resync(Resync {
+                origin: self.origin,
+                last_good_lsn: hwm,
+            })]);
+        }
+        Ok(Vec::new())
     }
 
     fn note_time(&mut self, stamp: u64, now_ms: u64) {
@@ -668,6 +694,29 @@ mod tests {
         assert!(r.on_frame(&frames[0], &b, t).unwrap().is_empty());
         assert!(r.progress().skew_ms.is_some_and(|s| s.abs() < 5_000));
         assert_eq!(s.poll(&a, t + 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_heartbeat_past_the_mark_reveals_a_lost_tail() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"tail", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        // The BATCHES frame is lost; the heartbeat after it arrives.
+        assert!(matches!(
+            frames.as_slice(),
+            [Frame::Batches(_), Frame::Heartbeat(_)]
+        ));
+        let replies = r.on_frame(&frames[1], &b, t).unwrap();
+        assert!(matches!(replies.as_slice(), [Frame::Resync(x)] if x.last_good_lsn == 0));
+        for f in &replies {
+            s.on_frame(f).unwrap();
+        }
+        pump(&mut s, &a, &mut r, &b, t);
+        assert_eq!(b.get(b"tail").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(r.progress().resyncs, 1);
     }
 
     #[test]
