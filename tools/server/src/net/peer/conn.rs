@@ -81,6 +81,7 @@ struct FrameIo {
     decoder: FrameDecoder,
     limits: FrameLimits,
     out: Vec<u8>,
+    chunk: Box<[u8; CHUNK_BYTES]>,
 }
 
 impl FrameIo {
@@ -99,6 +100,7 @@ impl FrameIo {
             decoder,
             limits,
             out: Vec::new(),
+            chunk: Box::new([0; CHUNK_BYTES]),
         })
     }
 
@@ -115,9 +117,14 @@ impl FrameIo {
 
     /// The next frame, waiting until `deadline`; [`Fail::Stopped`] once the server stops.
     fn recv(&mut self, sh: &Shared, deadline: Instant) -> Result<Frame, Fail> {
-        recv_frame(&mut self.stream, &mut self.decoder, deadline, &|| {
-            sh.stopping()
-        })
+        let stop = || sh.stopping();
+        recv_frame(
+            &mut self.stream,
+            &mut self.decoder,
+            &mut self.chunk,
+            deadline,
+            &stop,
+        )
     }
 }
 
@@ -125,10 +132,10 @@ impl FrameIo {
 fn recv_frame(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
+    chunk: &mut [u8; CHUNK_BYTES],
     deadline: Instant,
     stop: &dyn Fn() -> bool,
 ) -> Result<Frame, Fail> {
-    let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
         match decoder.next_frame() {
             Ok(Decoded::Frame { frame, .. }) => return Ok(frame),
@@ -367,9 +374,10 @@ fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
         .name(format!("peer-ack-{i}"))
         .spawn(move || {
             let mut decoder = decoder;
+            let mut chunk = Box::new([0u8; CHUNK_BYTES]);
             loop {
                 let far = Instant::now() + Duration::from_secs(86_400);
-                let r = recv_frame(&mut read_half, &mut decoder, far, &|| {
+                let r = recv_frame(&mut read_half, &mut decoder, &mut chunk, far, &|| {
                     reader_done.load(Ordering::Relaxed)
                 });
                 let end = r.is_err();
@@ -387,6 +395,7 @@ fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
         decoder: FrameDecoder::new(limits),
         limits,
         out: Vec::new(),
+        chunk: Box::new([0; CHUNK_BYTES]),
     };
     let fail = send_loop(sh, i, &mut io, &rx, limits);
     if let Some(f) = farewell(&fail) {
