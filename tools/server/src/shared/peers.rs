@@ -189,7 +189,7 @@ impl PeerTable {
     }
 
     /// Whether `origin` has an open connection that delivered a frame in the last
-    /// [`LIVE_MS`] (an idle sender heartbeats every `transfer_interval_ms`): a second
+    /// `LIVE_MS` (2 s; an idle sender heartbeats every `transfer_interval_ms`): a second
     /// server claiming its node id is refused, while a sender that reconnects after its
     /// old connection went silent replaces it.
     pub fn inbound_live(&self, origin: u64, now_ms: u64) -> bool {
