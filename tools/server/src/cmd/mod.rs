@@ -7,7 +7,8 @@
 //! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
 //! - [`scan`]: SCAN, DBSIZE;
 //! - [`info`]: INFO, CONFIG GET, COMMAND;
-//! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE.
+//! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE;
+//! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links).
 //!
 //! This layer knows requests and replies, not sockets: [`crate::session`] decides which
 //! requests run together and calls [`execute`] and [`write_groups`].
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod conn;
 pub mod info;
+pub mod peers;
 pub mod read;
 pub mod scan;
 pub mod txn;
@@ -114,6 +116,8 @@ pub enum Cmd {
     DFence,
     /// `DUPLEX.UNFENCE`
     DUnfence,
+    /// `DUPLEX.PEERS`
+    DPeers,
     /// Anything else.
     Unknown,
 }
@@ -159,6 +163,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("DUPLEX.CHECKPOINT", Cmd::DCheckpoint, 1, 1, false),
     ("DUPLEX.FENCE", Cmd::DFence, 1, 1, false),
     ("DUPLEX.UNFENCE", Cmd::DUnfence, 1, 1, false),
+    ("DUPLEX.PEERS", Cmd::DPeers, 1, 1, false),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -386,6 +391,7 @@ fn dispatch(
         Cmd::DCheckpoint => admin::checkpoint(sh, out),
         Cmd::DFence => admin::fence(sh, out),
         Cmd::DUnfence => admin::unfence(sh, out),
+        Cmd::DPeers => peers::peers_cmd(sh, out),
         Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
             // Handled by the caller.
             error(out, "ERR internal dispatch error");

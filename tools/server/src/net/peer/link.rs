@@ -1,0 +1,823 @@
+//! The two ends of an established peer link as pure state machines: no sockets, threads or
+//! clock reads (the caller passes `now_ms`), so tests and a simulation drive them with
+//! frames in memory.
+//!
+//! - [`Sender`] (the initiator, the origin of the batches): waits for the receiver's first
+//!   ACK, then sends its own durable batches after the acknowledged position in bounded
+//!   BATCHES frames, keeping at most `window_bytes` of payload unacknowledged; an ACK moves
+//!   the window, a RESYNC rewinds to the receiver's mark; heartbeats when idle.
+//! - [`Receiver`] (the acceptor): answers the handshake's end with ACK(origin, durable
+//!   high-water mark), applies each BATCHES frame with [`Database::apply_remote`] and
+//!   answers ACK with the new mark, plus RESYNC when a batch was refused.
+//!
+//! Either end fails with a [`LinkError`]; its [`LinkError::farewell`] is the ERROR frame to
+//! send before the connection closes.
+
+use std::collections::VecDeque;
+
+use duplex_engine::{Database, FeedBatch, FeedCursor, RemoteBatch, ReplError, Timestamp};
+use duplex_proto::peer::{
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Heartbeat, Resync,
+    BATCHES_HEADER_LEN, BATCH_HEADER_LEN,
+};
+
+/// Why a link ends. Every variant closes the connection; the connection layer reconnects
+/// (slowly for [`LinkError::NeedsRebuild`] and [`LinkError::ClockSkew`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The peer broke the link protocol (a frame that has no place on this side).
+    #[error("peer link protocol violation: {0}; the connection is closed and the link reconnects")]
+    Protocol(String),
+    /// This server cannot give the peer what it needs (or the peer holds more than this
+    /// server ever had): one of the two must be rebuilt.
+    #[error("{0}")]
+    NeedsRebuild(String),
+    /// A clock is off by more than `max_clock_offset_ms`.
+    #[error("{0}")]
+    ClockSkew(String),
+    /// The peer sent an ERROR frame.
+    #[error("the peer reported {code:?}: {message}")]
+    Peer {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// A local failure (the WAL or the store).
+    #[error("local failure on the peer link: {0}")]
+    Local(String),
+}
+
+impl LinkError {
+    /// The ERROR frame to send the peer before closing (none when the peer ended the link).
+    pub fn farewell(&self) -> Option<Frame> {
+        let code = match self {
+            LinkError::Protocol(_) => ErrorCode::Protocol,
+            LinkError::NeedsRebuild(_) => ErrorCode::NeedsRebuild,
+            LinkError::ClockSkew(_) => ErrorCode::ClockSkew,
+            LinkError::Local(_) => ErrorCode::Internal,
+            LinkError::Peer { .. } => return None,
+        };
+        Some(Frame::Error(ErrorFrame::new(code, &self.to_string())))
+    }
+
+    /// The error a received ERROR frame means for this side.
+    fn from_peer(e: &ErrorFrame) -> LinkError {
+        match e.code {
+            ErrorCode::NeedsRebuild => LinkError::NeedsRebuild(e.message.clone()),
+            ErrorCode::ClockSkew => LinkError::ClockSkew(e.message.clone()),
+            code => LinkError::Peer {
+                code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
+
+/// How a sender shapes its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Frame limits both ends decode with.
+    pub frame: FrameLimits,
+    /// Most batches in one BATCHES frame.
+    pub max_batches_per_frame: usize,
+    /// Payload bytes a BATCHES frame aims at (one larger batch still goes alone).
+    pub frame_bytes: usize,
+    /// Most payload bytes sent and not yet acknowledged.
+    pub window_bytes: u64,
+    /// Milliseconds between heartbeats of an idle link.
+    pub heartbeat_ms: u64,
+}
+
+/// One batch sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    pos: u64,
+    stamp: u64,
+    bytes: u64,
+}
+
+/// What a sender reports about its link (copied into the shared status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderProgress {
+    /// The peer's acknowledged position of this origin (0 before the first ACK).
+    pub acked: u64,
+    /// Batches sent and not yet acknowledged.
+    pub lag_batches: u64,
+    /// Their payload bytes.
+    pub lag_bytes: u64,
+    /// Milliseconds since the oldest of them was stamped (0 when none).
+    pub lag_ms: u64,
+    /// Frames sent on this link.
+    pub frames_sent: u64,
+    /// Batches sent on this link.
+    pub batches_sent: u64,
+}
+
+/// The sending end of a link: this server's own batches to one peer.
+#[derive(Debug)]
+pub struct Sender {
+    node: u64,
+    limits: SendLimits,
+    cursor: FeedCursor,
+    /// The peer's acknowledged position; `None` until its first ACK.
+    acked: Option<u64>,
+    /// Position of the last batch sent (the feed continues after it).
+    sent: u64,
+    inflight: VecDeque<InFlight>,
+    inflight_bytes: u64,
+    last_heartbeat_ms: Option<u64>,
+    frames_sent: u64,
+    batches_sent: u64,
+}
+
+impl Sender {
+    /// A sender of node `node`'s batches, waiting for the peer's first ACK.
+    pub fn new(node: u64, limits: SendLimits) -> Sender {
+        Sender {
+            node,
+            limits,
+            cursor: FeedCursor::new(),
+            acked: None,
+            sent: 0,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            last_heartbeat_ms: None,
+            frames_sent: 0,
+            batches_sent: 0,
+        }
+    }
+
+    /// Whether the peer has told where to start (its first ACK arrived).
+    pub fn started(&self) -> bool {
+        self.acked.is_some()
+    }
+
+    /// Whether the window of unacknowledged bytes is full: nothing more is sent until an
+    /// ACK arrives.
+    pub fn window_full(&self) -> bool {
+        self.inflight_bytes >= self.limits.window_bytes
+    }
+
+    /// Takes one frame from the receiver: ACK, RESYNC or ERROR.
+    pub fn on_frame(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        match frame {
+            Frame::Ack(a) if a.origin == self.node => {
+                self.on_ack(a.durable_lsn);
+                Ok(())
+            }
+            Frame::Resync(r) if r.origin == self.node => {
+                self.rewind(r.last_good_lsn);
+                Ok(())
+            }
+            Frame::Error(e) => Err(LinkError::from_peer(e)),
+            other => Err(LinkError::Protocol(format!(
+                "the receiver sent {} (of origin {:?}) to sender {}",
+                other.kind(),
+                frame_origin(other),
+                self.node
+            ))),
+        }
+    }
+
+    fn on_ack(&mut self, mark: u64) {
+        if self.acked.is_none() {
+            self.rewind(mark);
+            return;
+        }
+        self.acked = Some(self.acked.unwrap_or(0).max(mark));
+        while self.inflight.front().is_some_and(|f| f.pos <= mark) {
+            if let Some(f) = self.inflight.pop_front() {
+                self.inflight_bytes -= f.bytes;
+            }
+        }
+        // The peer holds more than was sent on this link (sent on an earlier one).
+        if mark > self.sent {
+            self.rewind(mark);
+        }
+    }
+
+    /// Starts over after `mark`: everything later is (re)sent.
+    fn rewind(&mut self, mark: u64) {
+        self.acked = Some(mark);
+        self.sent = mark;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.cursor = FeedCursor::new();
+    }
+
+    /// The frames to send now: BATCHES while the window allows and durable batches wait,
+    /// else a HEARTBEAT when one is due. Nothing before the peer's first ACK.
+    pub fn poll(&mut self, db: &Database, now_ms: u64) -> Result<Vec<Frame>, LinkError> {
+        let mut out = Vec::new();
+        if self.acked.is_none() {
+            return Ok(out);
+        }
+        let due = self
+            .last_heartbeat_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
+        // Taken before the read: once the feed is empty and durable past it, every batch
+        // up to its position was sent.
+        let hb = due.then(|| db.heartbeat());
+        let mut drained = false;
+        while !self.window_full() {
+            let room = self.limits.window_bytes - self.inflight_bytes;
+            let want = (self.limits.frame_bytes as u64).min(room).max(1) as usize;
+            let batches = self
+                .cursor
+                .read(db, self.sent, self.limits.max_batches_per_frame, want)
+                .map_err(feed_error)?;
+            if batches.is_empty() {
+                drained = true;
+                break;
+            }
+            self.frame_batches(&batches, &mut out);
+        }
+        let Some((hb_stamp, hb_pos)) = hb else {
+            return Ok(out);
+        };
+        if drained && db.durable_position() >= hb_pos {
+            self.last_heartbeat_ms = Some(now_ms);
+            out.push(Frame::Heartbeat(Heartbeat {
+                origin: self.node,
+                stamp: hb_stamp,
+                last_origin_lsn: self.sent,
+            }));
+            self.frames_sent += 1;
+        }
+        Ok(out)
+    }
+
+    /// Splits `batches` into frames within the frame limits and records them in flight.
+    fn frame_batches(&mut self, batches: &[FeedBatch], out: &mut Vec<Frame>) {
+        let max_payload = self.limits.frame.max_payload_bytes() as usize;
+        let max_count = (self.limits.frame.max_batches_per_frame as usize)
+            .min(self.limits.max_batches_per_frame)
+            .max(1);
+        let mut cur: Vec<Batch> = Vec::new();
+        let mut cur_bytes = BATCHES_HEADER_LEN;
+        for b in batches {
+            let size = BATCH_HEADER_LEN + b.payload.len();
+            if !cur.is_empty() && (cur.len() >= max_count || cur_bytes + size > max_payload) {
+                self.push_frame(std::mem::take(&mut cur), out);
+                cur_bytes = BATCHES_HEADER_LEN;
+            }
+            cur.push(Batch {
+                origin_lsn: b.origin_lsn,
+                prev_origin_lsn: b.prev_origin_lsn,
+                stamp: b.stamp,
+                payload: b.payload.to_vec(),
+            });
+            cur_bytes += size;
+        }
+        if !cur.is_empty() {
+            self.push_frame(cur, out);
+        }
+    }
+
+    fn push_frame(&mut self, batches: Vec<Batch>, out: &mut Vec<Frame>) {
+        for b in &batches {
+            let bytes = b.payload.len() as u64;
+            self.inflight.push_back(InFlight {
+                pos: b.origin_lsn,
+                stamp: b.stamp,
+                bytes,
+            });
+            self.inflight_bytes += bytes;
+            self.sent = b.origin_lsn;
+        }
+        self.batches_sent += batches.len() as u64;
+        self.frames_sent += 1;
+        out.push(Frame::Batches(Batches {
+            origin: self.node,
+            batches,
+        }));
+    }
+
+    /// Where the link stands at `now_ms`.
+    pub fn progress(&self, now_ms: u64) -> SenderProgress {
+        SenderProgress {
+            acked: self.acked.unwrap_or(0),
+            lag_batches: self.inflight.len() as u64,
+            lag_bytes: self.inflight_bytes,
+            lag_ms: self
+                .inflight
+                .front()
+                .map_or(0, |f| now_ms.saturating_sub(Timestamp(f.stamp).wall_ms())),
+            frames_sent: self.frames_sent,
+            batches_sent: self.batches_sent,
+        }
+    }
+}
+
+/// The origin a frame names, for an error message.
+fn frame_origin(f: &Frame) -> Option<u64> {
+    match f {
+        Frame::Batches(b) => Some(b.origin),
+        Frame::Ack(a) => Some(a.origin),
+        Frame::Heartbeat(h) => Some(h.origin),
+        Frame::Resync(r) => Some(r.origin),
+        _ => None,
+    }
+}
+
+/// A failed feed read: needs-rebuild for what no retry can fix, else a local failure.
+fn feed_error(e: duplex_engine::Error) -> LinkError {
+    match e {
+        duplex_engine::Error::Repl(
+            r @ (ReplError::PeerAhead { .. } | ReplError::NeedsRebuild { .. }),
+        ) => LinkError::NeedsRebuild(r.to_string()),
+        other => LinkError::Local(other.to_string()),
+    }
+}
+
+/// What a receiver reports about its link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverProgress {
+    /// Frames received after the handshake.
+    pub frames: u64,
+    /// The origin's clock minus this server's at its last heartbeat, ms.
+    pub skew_ms: Option<i64>,
+    /// Resyncs asked for.
+    pub resyncs: u64,
+    /// Batches applied on this link.
+    pub applied: u64,
+    /// Batches received again on this link and skipped (already held).
+    pub duplicates: u64,
+}
+
+/// The receiving end of a link: applies one origin's batches.
+#[derive(Debug)]
+pub struct Receiver {
+    origin: u64,
+    progress: ReceiverProgress,
+    /// The mark a RESYNC asked the sender to resend after: frames already in flight that
+    /// start above it are dropped unanswered (each would ask again) until the resend
+    /// arrives.
+    resync_from: Option<u64>,
+}
+
+impl Receiver {
+    /// A receiver of `origin`'s batches, and the first ACK to send (its durable mark here).
+    pub fn open(db: &Database, origin: u64) -> (Receiver, Frame) {
+        let ack = Frame::Ack(Ack {
+            origin,
+            durable_lsn: db.origin_hwm(origin),
+        });
+        let r = Receiver {
+            origin,
+            progress: ReceiverProgress::default(),
+            resync_from: None,
+        };
+        (r, ack)
+    }
+
+    /// The origin this link carries.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// Where the link stands.
+    pub fn progress(&self) -> ReceiverProgress {
+        self.progress
+    }
+
+    /// Takes one frame from the sender and returns the frames to answer.
+    pub fn on_frame(
+        &mut self,
+        frame: &Frame,
+        db: &Database,
+        now_ms: u64,
+    ) -> Result<Vec<Frame>, LinkError> {
+        self.progress.frames += 1;
+        match frame {
+            Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
+            Frame::Heartbeat(h) if h.origin == self.origin => self.on_heartbeat(h, db, now_ms),
+            Frame::Error(e) => Err(LinkError::from_peer(e)),
+            other => Err(LinkError::Protocol(format!(
+                "the sender (node {}) sent {} of origin {:?}: a link carries only its initiator's own batches",
+                self.origin,
+                other.kind(),
+                frame_origin(other)
+            ))),
+        }
+    }
+
+    fn on_batches(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        if let (Some(mark), Some(first)) = (self.resync_from, b.batches.first()) {
+            if first.prev_origin_lsn > mark {
+                return Ok(Vec::new());
+            }
+            self.resync_from = None;
+        }
+        let remote: Vec<RemoteBatch<'_>> = b
+            .batches
+            .iter()
+            .map(|x| RemoteBatch {
+                origin_lsn: x.origin_lsn,
+                prev_origin_lsn: x.prev_origin_lsn,
+                stamp: x.stamp,
+                payload: &x.payload,
+            })
+            .collect();
+        let rep = db
+            .apply_remote(self.origin, &remote)
+            .map_err(|e| LinkError::Local(e.to_string()))?;
+        self.progress.applied += rep.applied as u64;
+        self.progress.duplicates += rep.duplicates as u64;
+        let ack = Frame::Ack(Ack {
+            origin: self.origin,
+            durable_lsn: rep.hwm,
+        });
+        match rep.refused {
+            None => Ok(vec![ack]),
+            Some(e @ ReplError::ClockSkew { .. }) => Err(LinkError::ClockSkew(e.to_string())),
+            Some(e @ (ReplError::Behind { .. } | ReplError::SelfOrigin { .. })) => {
+                Err(LinkError::NeedsRebuild(e.to_string()))
+            }
+            Some(e) => {
+                tracing::warn!(event = "peer_resync", origin = self.origin, hwm = rep.hwm, error = %e, "asking the peer to resend");
+                self.progress.resyncs += 1;
+                self.resync_from = Some(rep.hwm);
+                let resync = Frame::Resync(Resync {
+                    origin: self.origin,
+                    last_good_lsn: rep.hwm,
+                });
+                Ok(vec![ack, resync])
+            }
+        }
+    }
+
+    /// A heartbeat: the clock check, and the lost-tail check: every batch up to
+    /// `last_origin_lsn` was sent before it on this stream, so a mark below it (with no
+    /// RESYNC pending) means batches went missing.
+    fn on_heartbeat(
+        &mut self,
+        h: &Heartbeat,
+        db: &Database,
+        now_ms: u64,
+    ) -> Result<Vec<Frame>, LinkError> {
+        self.note_time(h.stamp, now_ms);
+        db.observe_peer_time(h.origin, h.stamp)
+            .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
+        let hwm = db.origin_hwm(self.origin);
+        if h.last_origin_lsn > hwm && self.resync_from.is_none() {
+            tracing::warn!(
+                event = "peer_resync",
+                origin = self.origin,
+                hwm,
+                sent = h.last_origin_lsn,
+                "the peer sent batches this server does not hold: asking it to resend"
+            );
+            self.progress.resyncs += 1;
+            self.resync_from = Some(hwm);
+            return Ok(vec![Frame::Resync(Resync {
+                origin: self.origin,
+                last_good_lsn: hwm,
+            })]);
+        }
+        Ok(Vec::new())
+    }
+
+    fn note_time(&mut self, stamp: u64, now_ms: u64) {
+        let wall = Timestamp(stamp).wall_ms();
+        self.progress.skew_ms = Some(wall as i64 - now_ms as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_engine::Config;
+
+    fn open(dir: &std::path::Path, node: u64) -> Database {
+        Database::open(
+            dir,
+            Config {
+                node_id: node,
+                background: false,
+                replication_backlog_bytes: 1 << 20,
+                ..Config::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn limits(window_bytes: u64, per_frame: usize) -> SendLimits {
+        SendLimits {
+            frame: FrameLimits::default(),
+            max_batches_per_frame: per_frame,
+            frame_bytes: 1 << 20,
+            window_bytes,
+            heartbeat_ms: 100,
+        }
+    }
+
+    /// Runs the link until the sender has nothing more to send; returns the BATCHES
+    /// frames that crossed.
+    fn pump(s: &mut Sender, a: &Database, r: &mut Receiver, b: &Database, now: u64) -> usize {
+        let mut batches = 0;
+        for _ in 0..1000 {
+            let frames = s.poll(a, now).unwrap();
+            let data: Vec<&Frame> = frames
+                .iter()
+                .filter(|f| matches!(f, Frame::Batches(_)))
+                .collect();
+            if data.is_empty() {
+                return batches;
+            }
+            batches += data.len();
+            for f in frames {
+                for reply in r.on_frame(&f, b, now).unwrap() {
+                    s.on_frame(&reply).unwrap();
+                }
+            }
+        }
+        panic!("the link never went idle");
+    }
+
+    /// A sender of `a` and a receiver in `b`, the receiver's first ACK delivered.
+    fn link(a: &Database, b: &Database, l: SendLimits) -> (Sender, Receiver) {
+        let mut s = Sender::new(a.node_id(), l);
+        assert!(
+            s.poll(a, 0).unwrap().is_empty(),
+            "nothing before the first ACK"
+        );
+        let (r, ack) = Receiver::open(b, a.node_id());
+        s.on_frame(&ack).unwrap();
+        assert!(s.started());
+        (s, r)
+    }
+
+    fn now(db: &Database) -> u64 {
+        Timestamp(db.heartbeat().0).wall_ms()
+    }
+
+    #[test]
+    fn updates_reach_the_other_side_and_are_acknowledged() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..20u32 {
+            a.put(format!("k{i}").as_bytes(), b"v").unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 7));
+        let t = now(&a);
+        assert_eq!(pump(&mut s, &a, &mut r, &b, t), 3, "20 batches, 7 a frame");
+        for i in 0..20u32 {
+            assert_eq!(
+                b.get(format!("k{i}").as_bytes()).unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+        }
+        let p = s.progress(t);
+        assert_eq!(p.acked, b.origin_hwm(1));
+        assert_eq!(p.acked, a.durable_position());
+        assert_eq!((p.lag_batches, p.lag_bytes), (0, 0));
+        assert_eq!(p.batches_sent, 20);
+        assert_eq!(b.origins()[&1].applied, 20);
+    }
+
+    #[test]
+    fn a_resent_frame_is_applied_once() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"x", b"1").unwrap();
+        a.put(b"y", b"2").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert!(matches!(frames[0], Frame::Batches(_)));
+        let first = r.on_frame(&frames[0], &b, t).unwrap();
+        let again = r.on_frame(&frames[0], &b, t).unwrap();
+        assert_eq!(first, again, "the same ACK: the mark did not move");
+        assert_eq!(b.origins()[&1].applied, 2);
+        assert_eq!((r.progress().applied, r.progress().duplicates), (2, 2));
+        for f in first {
+            s.on_frame(&f).unwrap();
+        }
+        assert_eq!(s.progress(t).lag_batches, 0);
+    }
+
+    #[test]
+    fn a_gap_triggers_resync_and_converges() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..3u32 {
+            a.put(format!("g{i}").as_bytes(), b"v").unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 1));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert_eq!(
+            frames.len(),
+            4,
+            "three BATCHES, then a heartbeat: all was sent"
+        );
+        assert!(matches!(frames[3], Frame::Heartbeat(_)));
+        // The first frame is lost: the second leaves a gap.
+        let replies = r.on_frame(&frames[1], &b, t).unwrap();
+        assert!(
+            replies
+                .iter()
+                .any(|f| matches!(f, Frame::Resync(x) if x.last_good_lsn == 0)),
+            "{replies:?}"
+        );
+        assert_eq!(r.progress().resyncs, 1);
+        // The frame after it was in flight too: dropped, not a second RESYNC.
+        assert!(r.on_frame(&frames[2], &b, t).unwrap().is_empty());
+        assert_eq!(r.progress().resyncs, 1);
+        for f in &replies {
+            s.on_frame(f).unwrap();
+        }
+        pump(&mut s, &a, &mut r, &b, t);
+        for i in 0..3u32 {
+            assert!(b.get(format!("g{i}").as_bytes()).unwrap().is_some());
+        }
+        assert_eq!(b.origin_hwm(1), a.durable_position());
+    }
+
+    #[test]
+    fn a_restarted_receiver_resumes_from_its_durable_mark() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = open(da.path(), 1);
+        let mut b = open(db_.path(), 2);
+        a.put(b"before", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        pump(&mut s, &a, &mut r, &b, t);
+        let mark = b.origin_hwm(1);
+        b.close().unwrap();
+        a.put(b"after", b"2").unwrap();
+        b = open(db_.path(), 2);
+        assert_eq!(b.origin_hwm(1), mark, "the mark survives the restart");
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        assert_eq!(s.progress(t).acked, mark);
+        pump(&mut s, &a, &mut r, &b, t);
+        assert_eq!(b.get(b"after").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(b.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(b.origins()[&1].applied, 1, "only the new batch crossed");
+        assert_eq!(r.progress().duplicates, 0);
+    }
+
+    #[test]
+    fn the_window_bounds_unacknowledged_bytes() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..5u32 {
+            a.put(format!("w{i}").as_bytes(), &[7u8; 100]).unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(1, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert_eq!(frames.len(), 1, "one batch fills a 1-byte window");
+        assert!(s.window_full());
+        assert!(s.poll(&a, t).unwrap().is_empty(), "nothing until an ACK");
+        for reply in r.on_frame(&frames[0], &b, t).unwrap() {
+            s.on_frame(&reply).unwrap();
+        }
+        assert!(!s.window_full());
+        assert_eq!(pump(&mut s, &a, &mut r, &b, t), 4);
+    }
+
+    #[test]
+    fn an_idle_link_heartbeats_and_the_receiver_measures_skew() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert!(
+            matches!(frames.as_slice(), [Frame::Heartbeat(h)] if h.origin == 1),
+            "{frames:?}"
+        );
+        assert!(s.poll(&a, t + 10).unwrap().is_empty(), "not due yet");
+        assert!(r.on_frame(&frames[0], &b, t).unwrap().is_empty());
+        assert!(r.progress().skew_ms.is_some_and(|s| s.abs() < 5_000));
+        assert_eq!(s.poll(&a, t + 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_heartbeat_past_the_mark_reveals_a_lost_tail() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"tail", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        // The BATCHES frame is lost; the heartbeat after it arrives.
+        assert!(matches!(
+            frames.as_slice(),
+            [Frame::Batches(_), Frame::Heartbeat(_)]
+        ));
+        let replies = r.on_frame(&frames[1], &b, t).unwrap();
+        assert!(matches!(replies.as_slice(), [Frame::Resync(x)] if x.last_good_lsn == 0));
+        for f in &replies {
+            s.on_frame(f).unwrap();
+        }
+        pump(&mut s, &a, &mut r, &b, t);
+        assert_eq!(b.get(b"tail").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(r.progress().resyncs, 1);
+    }
+
+    #[test]
+    fn a_peer_ahead_of_this_server_needs_a_rebuild() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _b) = (open(da.path(), 1), open(db_.path(), 2));
+        let mut s = Sender::new(1, limits(8 << 20, 16));
+        let ahead = a.durable_position() + 1000;
+        s.on_frame(&Frame::Ack(Ack {
+            origin: 1,
+            durable_lsn: ahead,
+        }))
+        .unwrap();
+        let e = s.poll(&a, 0).unwrap_err();
+        assert!(matches!(e, LinkError::NeedsRebuild(_)), "{e:?}");
+        assert!(matches!(e.farewell(), Some(Frame::Error(f)) if f.code == ErrorCode::NeedsRebuild));
+    }
+
+    #[test]
+    fn applied_batches_are_never_sent_on() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"from-a", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        pump(&mut s, &a, &mut r, &b, now(&a));
+        // b's link back to a carries b's own batches only: none yet.
+        let (mut back, mut ra) = link(&b, &a, limits(8 << 20, 16));
+        assert_eq!(pump(&mut back, &b, &mut ra, &a, now(&b)), 0);
+        b.put(b"from-b", b"2").unwrap();
+        assert_eq!(pump(&mut back, &b, &mut ra, &a, now(&b)), 1);
+        assert_eq!(a.get(b"from-b").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(a.origins()[&2].applied, 1);
+    }
+
+    #[test]
+    fn a_peer_clock_far_ahead_is_refused_with_clock_skew() {
+        use duplex_wal::{Clock, ManualClock};
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let wall = duplex_wal::SystemClock.now_ms();
+        let ahead = std::sync::Arc::new(ManualClock::new(wall + 60_000));
+        let a = Database::open(
+            da.path(),
+            Config {
+                node_id: 1,
+                background: false,
+                clock: ahead,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let b = open(db_.path(), 2);
+        a.put(b"fast", b"clock").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let frames = s.poll(&a, wall + 60_000).unwrap();
+        let e = r.on_frame(&frames[0], &b, wall).unwrap_err();
+        assert!(matches!(e, LinkError::ClockSkew(_)), "{e:?}");
+        assert!(matches!(e.farewell(), Some(Frame::Error(f)) if f.code == ErrorCode::ClockSkew));
+        assert_eq!(b.get(b"fast").unwrap(), None, "nothing applied");
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 1,
+            stamp: a.heartbeat().0,
+            last_origin_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&hb, &b, wall),
+            Err(LinkError::ClockSkew(_))
+        ));
+        assert!(r.progress().skew_ms.is_some_and(|s| s > 50_000));
+    }
+
+    #[test]
+    fn frames_of_the_wrong_kind_or_origin_break_the_protocol() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let ack = Frame::Ack(Ack {
+            origin: 1,
+            durable_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&ack, &b, 0),
+            Err(LinkError::Protocol(_))
+        ));
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 3,
+            stamp: 1,
+            last_origin_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&hb, &b, 0),
+            Err(LinkError::Protocol(_))
+        ));
+        assert!(matches!(s.on_frame(&hb), Err(LinkError::Protocol(_))));
+        let bye = Frame::Error(ErrorFrame::new(ErrorCode::ShuttingDown, "bye"));
+        assert!(matches!(s.on_frame(&bye), Err(LinkError::Peer { .. })));
+        assert!(LinkError::Peer {
+            code: ErrorCode::ShuttingDown,
+            message: String::new()
+        }
+        .farewell()
+        .is_none());
+        let _ = a;
+    }
+}
