@@ -129,6 +129,8 @@ fn a_nodes_batches_reach_its_peer_once_with_their_stamps_and_are_never_echoed() 
     let all = feed_all(&a, 0);
     let rep = b.apply_remote(1, &remote(&all)).expect("apply");
     assert_eq!((rep.applied, rep.duplicates, rep.refused), (0, 51, None));
+    assert_eq!(b.origins()[&1].duplicates, 51);
+    assert_eq!(b.origins()[&1].applied, 51);
     let logged = logged_remote(db_.path(), 2);
     assert_eq!(logged.len(), 51, "each of A's batches logged once on B");
     let mut uniq = logged.clone();

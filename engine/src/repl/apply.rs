@@ -144,6 +144,10 @@ impl Database {
         let (checked, refused) = check(i, origin, hwm, batches, &mut rep);
         rep.refused = refused;
         if checked.is_empty() {
+            if rep.duplicates > 0 {
+                let mut o = i.repl.origins.lock();
+                o.entry(origin).or_default().duplicates += rep.duplicates as u64;
+            }
             return Ok(rep);
         }
         let _g = i.gate.read();
