@@ -181,3 +181,45 @@ fn a_server_killed_mid_load_catches_up_and_loses_nothing_acknowledged() {
         "server 2 panicked after its restart: {log}"
     );
 }
+
+/// The checks above can fail: two servers that do not replicate (no `--peer`) never
+/// converge, and one's acknowledged writes are missing on the other. Runs without the peer
+/// link, so it also checks the harness itself (load, digests, reads).
+#[test]
+fn the_checks_catch_two_servers_that_do_not_replicate() {
+    use common::ServerDaemon;
+    let (ta, tb) = (temp_dir(), temp_dir());
+    let (a, b) = (
+        Daemon::start_in(ta.path(), &[]),
+        Daemon::start_in(tb.path(), &["--node-id", "2"]),
+    );
+    let ports = [a.port, b.port];
+    let load = Load::start(&ports, 2, "lone", 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let (acked, per) = load.stop();
+    assert!(per.iter().all(|n| *n > 10), "{per:?}");
+    // Each server holds its own writes.
+    let own = |s: &str| {
+        acked
+            .iter()
+            .filter(|(k, _)| k.starts_with(s))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    assert_readable(a.port, &own("lone-s0-"), false);
+    assert_readable(b.port, &own("lone-s1-"), false);
+    let quiet = |f: &mut dyn FnMut()| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    };
+    assert!(
+        quiet(&mut || {
+            converge(&ports, Duration::from_secs(1));
+        }),
+        "converge passed on two servers that share nothing"
+    );
+    assert!(
+        quiet(&mut || assert_readable(b.port, &acked, false)),
+        "server 2 has server 1's writes without a link"
+    );
+    assert_eq!(digest_count(&common::cluster::digest(a.port)), own("lone-s0-").len() as u64);
+}

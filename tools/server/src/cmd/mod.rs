@@ -413,3 +413,19 @@ pub(crate) fn bulk_str(out: &mut Vec<u8>, s: &str) {
 pub(crate) fn engine_err(out: &mut Vec<u8>, e: &duplex_engine::Error) {
     ErrLine::err(e.to_string()).send(out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_slow_work_and_conflicts_is_not() {
+        assert!(is_slow(&[b"duplex.digest"]));
+        assert!(is_slow(&[b"DUPLEX.DIGEST", b"a", b"b"]));
+        // A malformed one is refused at once, not queued as slow work.
+        assert!(!is_slow(&[b"DUPLEX.DIGEST", b"a", b"b", b"c"]));
+        assert!(!is_slow(&[b"DUPLEX.CONFLICTS"]));
+        assert_eq!(lookup(b"duplex.conflicts").0, Cmd::DConflicts);
+        assert!(check(&[b"DUPLEX.CONFLICTS", b"1", b"2"]).is_err());
+    }
+}
