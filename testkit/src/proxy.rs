@@ -523,12 +523,20 @@ mod tests {
         let t = Instant::now();
         s.write_all(b"abc").unwrap();
         assert_eq!(read_n(&mut s, 3), b"abc");
-        assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
         p.set_delay(Dir::ToClient, 0);
         let t = Instant::now();
         s.write_all(b"de").unwrap();
         assert_eq!(read_n(&mut s, 2), b"de");
-        assert!(t.elapsed() < Duration::from_millis(150), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
@@ -566,7 +574,10 @@ mod tests {
         held.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let mut b = [0u8; 8];
-        assert!(held.read(&mut b).is_err(), "a reply came through the partition");
+        assert!(
+            held.read(&mut b).is_err(),
+            "a reply came through the partition"
+        );
         assert_eq!(echo.connections(), 1, "the target saw a connection");
         p.heal();
         held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

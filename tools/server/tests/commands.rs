@@ -597,7 +597,10 @@ fn conflicts_on_a_lone_server_are_empty_with_counters() {
     let _: () = c.set("k", "w").unwrap();
     // A local overwrite is not a conflict.
     for args in [&[][..], &["5"][..], &["0"][..]] {
-        let r: Value = redis::cmd("DUPLEX.CONFLICTS").arg(args).query(&mut c).unwrap();
+        let r: Value = redis::cmd("DUPLEX.CONFLICTS")
+            .arg(args)
+            .query(&mut c)
+            .unwrap();
         assert_eq!(
             r,
             Value::Array(vec![Value::Int(0), Value::Int(0), Value::Array(vec![])]),

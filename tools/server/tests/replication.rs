@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_readable, converge, digest_count, last_lsn, mesh, peers, secret_file, Load,
-    CONVERGE,
+    assert_readable, converge, digest_count, last_lsn, mesh, peers, secret_file, Load, CONVERGE,
 };
 use common::Daemon;
 use duplex_testkit::temp_dir;
@@ -69,9 +68,17 @@ fn two_servers_converge_under_concurrent_writes() {
     for (i, p) in ports.iter().enumerate() {
         let rows = peers(*p);
         assert_eq!(rows.len(), 1, "server {p}: {rows:?}");
-        assert_eq!(rows[0].get("state").map(String::as_str), Some("up"), "{rows:?}");
+        assert_eq!(
+            rows[0].get("state").map(String::as_str),
+            Some("up"),
+            "{rows:?}"
+        );
         let other = if i == 0 { "2" } else { "1" };
-        assert_eq!(rows[0].get("node").map(String::as_str), Some(other), "{rows:?}");
+        assert_eq!(
+            rows[0].get("node").map(String::as_str),
+            Some(other),
+            "{rows:?}"
+        );
     }
 }
 
@@ -93,7 +100,11 @@ fn three_servers_in_a_full_mesh_send_each_update_over_each_link_once() {
             };
             let sent: u64 = sent.parse().unwrap();
             if connects == "1" {
-                assert_eq!(sent, per[i], "server {p} link {r:?}: sent {sent}, wrote {}", per[i]);
+                assert_eq!(
+                    sent, per[i],
+                    "server {p} link {r:?}: sent {sent}, wrote {}",
+                    per[i]
+                );
             } else {
                 assert!(sent >= per[i], "server {p} link {r:?}");
             }
@@ -134,6 +145,8 @@ fn a_transaction_is_never_seen_half_applied_on_another_server() {
             p.set(k, format!("r{r:04}")).ignore();
         }
         let () = p.query(&mut c).unwrap();
+        // Paced, so that the link carries rounds while the reader reads.
+        std::thread::sleep(Duration::from_millis(2));
     }
     converge(&ports, CONVERGE);
     stop.store(true, Ordering::Relaxed);
@@ -208,9 +221,8 @@ fn the_checks_catch_two_servers_that_do_not_replicate() {
     };
     assert_readable(a.port, &own("lone-s0-"), false);
     assert_readable(b.port, &own("lone-s1-"), false);
-    let quiet = |f: &mut dyn FnMut()| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
-    };
+    let quiet =
+        |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
     assert!(
         quiet(&mut || {
             converge(&ports, Duration::from_secs(1));
@@ -221,5 +233,8 @@ fn the_checks_catch_two_servers_that_do_not_replicate() {
         quiet(&mut || assert_readable(b.port, &acked, false)),
         "server 2 has server 1's writes without a link"
     );
-    assert_eq!(digest_count(&common::cluster::digest(a.port)), own("lone-s0-").len() as u64);
+    assert_eq!(
+        digest_count(&common::cluster::digest(a.port)),
+        own("lone-s0-").len() as u64
+    );
 }

@@ -33,7 +33,10 @@ struct Pair {
 impl Pair {
     fn start(dir: &Path) -> Pair {
         let secret = secret_file(dir, "secret", "factory-floor-secret");
-        let mut nodes = vec![NodeSpec::new(dir, 1, &secret), NodeSpec::new(dir, 2, &secret)];
+        let mut nodes = vec![
+            NodeSpec::new(dir, 1, &secret),
+            NodeSpec::new(dir, 2, &secret),
+        ];
         let target = |n: &NodeSpec| -> SocketAddr { n.addr().parse().unwrap() };
         let p = vec![
             Proxy::start(target(&nodes[1])).unwrap(),
@@ -113,7 +116,11 @@ fn delay_cuts_drops_duplicates_and_a_partition_converge_after_the_heal() {
     std::thread::sleep(Duration::from_millis(200));
     set(ports[0], "during-partition", "1");
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(get(ports[1], "during-partition"), None, "data crossed a partition");
+    assert_eq!(
+        get(ports[1], "during-partition"),
+        None,
+        "data crossed a partition"
+    );
     assert_ne!(digest(ports[0]), digest(ports[1]));
     // ... and after the heal everything does.
     pair.heal();
@@ -168,10 +175,12 @@ fn the_same_key_written_on_both_keeps_one_winner_and_journals_the_loser() {
         let (recorded, dropped, rows) = conflicts(ports[*loser]);
         assert!(recorded >= 3, "{recorded}");
         assert_eq!(dropped, 0);
-        let e = rows
-            .iter()
-            .find(|r| &r.key == k)
-            .unwrap_or_else(|| panic!("no conflict entry for {k} on server {}: {rows:?}", loser + 1));
+        let e = rows.iter().find(|r| &r.key == k).unwrap_or_else(|| {
+            panic!(
+                "no conflict entry for {k} on server {}: {rows:?}",
+                loser + 1
+            )
+        });
         assert_eq!(e.loser_value.as_ref(), Some(&lose), "{e:?}");
         assert!(!e.loser_deleted);
         assert_eq!(e.loser.1, *loser as u64 + 1, "{e:?}");
@@ -207,18 +216,24 @@ fn split_brain_then_a_third_server_joins() {
     pair.heal();
     let d = converge(&ports, CONVERGE);
     for p in &ports {
-        assert_eq!(get(*p, "a"), None, "server {p}: a came back after its newer delete");
+        assert_eq!(
+            get(*p, "a"),
+            None,
+            "server {p}: a came back after its newer delete"
+        );
         assert_eq!(get(*p, "c"), None, "server {p}: c came back");
         assert_eq!(get(*p, "b").as_deref(), Some("from2"), "server {p}");
     }
     let (_, _, rows) = conflicts(ports[1]);
     assert!(
-        rows.iter().any(|r| r.key == "a" && r.loser_value.as_deref() == Some("s2-update")),
+        rows.iter()
+            .any(|r| r.key == "a" && r.loser_value.as_deref() == Some("s2-update")),
         "the update of a lost to the delete is not journaled on server 2: {rows:?}"
     );
     let (_, _, rows) = conflicts(ports[0]);
     assert!(
-        rows.iter().any(|r| r.key == "b" && r.loser_value.as_deref() == Some("from1")),
+        rows.iter()
+            .any(|r| r.key == "b" && r.loser_value.as_deref() == Some("from1")),
         "server 1's b is not journaled there: {rows:?}"
     );
 
@@ -233,7 +248,11 @@ fn split_brain_then_a_third_server_joins() {
     }
     let _d3 = n3.start();
     let all = [ports[0], ports[1], n3.port];
-    assert_eq!(converge(&all, CONVERGE), d, "the joined cluster's contents changed");
+    assert_eq!(
+        converge(&all, CONVERGE),
+        d,
+        "the joined cluster's contents changed"
+    );
     assert_eq!(get(n3.port, "a"), None);
     assert_eq!(get(n3.port, "c"), None);
     assert_eq!(get(n3.port, "b").as_deref(), Some("from2"));
@@ -261,7 +280,11 @@ fn a_peer_with_a_wrong_secret_gets_no_data_and_is_shown_refused() {
         wait_for(
             &format!("server {port} to show its link to {} refused", other.addr()),
             Duration::from_secs(15),
-            || peers(port).iter().any(|r| r.get("state").is_some_and(|s| s.starts_with("refused"))),
+            || {
+                peers(port)
+                    .iter()
+                    .any(|r| r.get("state").is_some_and(|s| s.starts_with("refused")))
+            },
         );
     }
     // Several transfer intervals and reconnects later, nothing crossed either way.

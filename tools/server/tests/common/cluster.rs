@@ -7,7 +7,7 @@
 //! A server without the peer link fails these tests loudly: `duplexd` refuses the unknown
 //! `--peer` flag at start-up, and [`require_peer_link`] names what is missing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,18 @@ use redis::{Commands, Value};
 
 /// How long servers get to converge once the load stops.
 pub const CONVERGE: Duration = Duration::from_secs(20);
+
+/// A free port no other server of this test process was given (the tests of a suite run
+/// in parallel, and the kernel may offer a just-released port again).
+pub fn fresh_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let p = free_port();
+        if GIVEN.lock().unwrap().insert(p) {
+            return p;
+        }
+    }
+}
 
 /// One server of a test cluster: how to (re)start it.
 #[derive(Debug, Clone)]
@@ -41,7 +53,7 @@ impl NodeSpec {
     pub fn new(dir: &Path, id: u64, secret: &Path) -> NodeSpec {
         NodeSpec {
             id,
-            port: free_port(),
+            port: fresh_port(),
             root: dir.join(format!("n{id}")),
             peers: Vec::new(),
             secret: secret.to_path_buf(),
@@ -341,7 +353,10 @@ pub fn digest_count(d: &str) -> u64 {
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {within:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
