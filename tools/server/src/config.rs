@@ -43,6 +43,14 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// log = "info"                # tracing filter (RUST_LOG overrides)
 /// io = "events"               # events (epoll event loop, default) | threads (one per connection)
 /// io_threads = 1              # event-loop threads when io = "events"
+/// # peers = ["10.0.0.2:7379"] # the other servers of the cluster (the peer link)
+/// # cluster_secret_file = "/etc/duplex/secret"  # required with peers
+/// cluster_id = 1
+/// transfer_interval_ms = 100  # how often each peer link looks for batches to send
+/// transfer_on_commit = true   # and at once after each commit
+/// max_clock_offset_ms = 500   # a peer whose clock is further ahead is refused
+/// peer_window_bytes = 8388608 # unacknowledged bytes in flight per peer
+/// replication_backlog_bytes = 67108864  # recent batches kept in memory for peers
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +132,29 @@ pub struct ServerConfig {
     pub io: IoMode,
     /// Event-loop threads when `io = "events"`. Default 1.
     pub io_threads: usize,
+    /// The other servers of the cluster, `HOST:PORT` (their RESP ports): each gets this
+    /// server's updates over a peer link this server opens. Default none (no replication).
+    pub peers: Vec<String>,
+    /// File holding the cluster secret (its bytes, a trailing newline dropped), shared by
+    /// every server of the cluster. Required when `peers` is not empty. Default none.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster's id; a peer of another cluster is refused. Default 1.
+    pub cluster_id: u64,
+    /// Milliseconds between a peer link's looks for batches to send (and its heartbeats
+    /// when idle). Default 100.
+    pub transfer_interval_ms: u64,
+    /// Whether a peer link also sends as soon as a commit lands (not only every
+    /// `transfer_interval_ms`). Default true.
+    pub transfer_on_commit: bool,
+    /// A peer whose clock is further ahead than this (milliseconds) is refused until its
+    /// clock is back. Default 500.
+    pub max_clock_offset_ms: u64,
+    /// Most payload bytes sent to one peer and not yet acknowledged: a slow peer slows its
+    /// own link, never the local writes. Default 8 MiB.
+    pub peer_window_bytes: u64,
+    /// Bytes of recent local batches kept in memory for the peer links (older ones are
+    /// read from the WAL or the archive). Used only with peers. Default 64 MiB.
+    pub replication_backlog_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +183,14 @@ impl Default for ServerConfig {
             log: "info".into(),
             io: IoMode::Events,
             io_threads: 1,
+            peers: Vec::new(),
+            cluster_secret_file: None,
+            cluster_id: 1,
+            transfer_interval_ms: 100,
+            transfer_on_commit: true,
+            max_clock_offset_ms: 500,
+            peer_window_bytes: 8 << 20,
+            replication_backlog_bytes: 64 << 20,
         }
     }
 }
@@ -226,7 +265,64 @@ impl ServerConfig {
         if self.keep_backups == 0 {
             return Err(Error::Config("keep_backups must be at least 1".into()));
         }
+        self.validate_peers()
+    }
+
+    /// The peer settings: addresses `HOST:PORT`, a secret file with peers, positive
+    /// interval and window.
+    fn validate_peers(&self) -> Result<(), Error> {
+        for p in &self.peers {
+            let port_ok = p
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+            if !port_ok {
+                return Err(Error::Config(format!(
+                    "peer {p:?} is not HOST:PORT (the peer's RESP port, e.g. 10.0.0.2:7379)"
+                )));
+            }
+        }
+        if !self.peers.is_empty() && self.cluster_secret_file.is_none() {
+            return Err(Error::Config(
+                "peers are given but no cluster secret: pass --cluster-secret-file PATH (the same file contents on every server; e.g. head -c 32 /dev/urandom | base64 > secret)".into(),
+            ));
+        }
+        if self.transfer_interval_ms == 0 {
+            return Err(Error::Config(
+                "transfer_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.peer_window_bytes < 64 << 10 {
+            return Err(Error::Config(
+                "peer_window_bytes must be at least 65536".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Reads the cluster secret from `cluster_secret_file` (a trailing newline dropped);
+    /// `None` when no file is configured. An unreadable or empty file is an error that
+    /// names it.
+    pub fn cluster_secret(&self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(path) = &self.cluster_secret_file else {
+            return Ok(None);
+        };
+        let mut bytes = std::fs::read(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the cluster secret file {}: {e}; create it (the same contents on every server of the cluster) or fix --cluster-secret-file",
+                path.display()
+            ))
+        })?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Err(Error::Config(format!(
+                "the cluster secret file {} is empty: put a secret in it (e.g. head -c 32 /dev/urandom | base64 > {})",
+                path.display(),
+                path.display()
+            )));
+        }
+        Ok(Some(bytes))
     }
 }
 
@@ -467,6 +563,50 @@ mod tests {
             ..c
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn peers_need_a_secret_file() {
+        let c: ServerConfig =
+            toml::from_str("peers = [\"127.0.0.1:7380\"]\ncluster_id = 3").unwrap();
+        assert_eq!(c.cluster_id, 3);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--cluster-secret-file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        let c = ServerConfig {
+            cluster_secret_file: Some(f.clone()),
+            ..c
+        };
+        c.validate().unwrap();
+        assert!(c
+            .cluster_secret()
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
+        std::fs::write(&f, "\n").unwrap();
+        assert!(c
+            .cluster_secret()
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(c.cluster_secret().unwrap().unwrap(), b"s3cret");
+        let bad = ServerConfig {
+            peers: vec!["nohost".into()],
+            ..c
+        };
+        assert!(bad.validate().is_err());
+        let d = ServerConfig::default();
+        assert_eq!(
+            (
+                d.transfer_interval_ms,
+                d.transfer_on_commit,
+                d.max_clock_offset_ms
+            ),
+            (100, true, 500)
+        );
+        assert_eq!(d.peer_window_bytes, 8 << 20);
     }
 
     #[test]

@@ -92,6 +92,31 @@ struct Args {
     /// Event-loop threads with --io events [default: 1].
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Another server of the cluster, HOST:PORT (its RESP port); repeat for each. Replaces
+    /// the file's `peers` list [default: none].
+    #[arg(long = "peer")]
+    peer: Vec<String>,
+    /// File holding the cluster secret, the same on every server; required with --peer.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// The cluster's id; peers of another cluster are refused [default: 1].
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    /// Milliseconds between a peer link's looks for batches to send [default: 100].
+    #[arg(long)]
+    transfer_interval_ms: Option<u64>,
+    /// Whether peer links send as soon as a commit lands [default: true].
+    #[arg(long)]
+    transfer_on_commit: Option<bool>,
+    /// A peer whose clock is further ahead (ms) is refused [default: 500].
+    #[arg(long)]
+    max_clock_offset_ms: Option<u64>,
+    /// Unacknowledged bytes in flight per peer [default: 8388608].
+    #[arg(long)]
+    peer_window_bytes: Option<u64>,
+    /// Recent local batches kept in memory for peers, bytes [default: 67108864].
+    #[arg(long)]
+    replication_backlog_bytes: Option<u64>,
 }
 
 /// A path flag that may be empty (`--archive-dir ""`: no archive).
@@ -120,7 +145,16 @@ fn real_main() -> anyhow::Result<()> {
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
           keep_backups => keep_backups, archive_dir => archive_dir, archive_lag_ms => archive_lag_ms, max_clients => max_clients,
           idle_timeout => idle_timeout_secs,
-          client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads);
+          client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads,
+          cluster_id => cluster_id, transfer_interval_ms => transfer_interval_ms,
+          transfer_on_commit => transfer_on_commit, max_clock_offset_ms => max_clock_offset_ms,
+          peer_window_bytes => peer_window_bytes, replication_backlog_bytes => replication_backlog_bytes);
+    if !a.peer.is_empty() {
+        c.peers = a.peer.clone();
+    }
+    if let Some(p) = a.cluster_secret_file.clone() {
+        c.cluster_secret_file = Some(p);
+    }
     if let Some(t) = a.backup_at {
         c.backup_at = Some(t);
     }

@@ -6,6 +6,9 @@
 //! backups share the data's file system ([`crate::disks`]), writes the `STATE` file and
 //! opens the database.
 //!
+//! With `--peer`s, the cluster secret is read before anything else is opened, and the peer
+//! links ([`crate::net::peer`]) start with the connection layer and stop before the drain.
+//!
 //! Shutdown (first SIGTERM or SIGINT): state `stopping` (a fenced or failed server stays
 //! fenced or failed, refusing writes, through the stop and the next start), stop accepting, let every
 //! connection finish the requests it has already read (up to [`SHUTDOWN_WAIT`]),
@@ -23,8 +26,9 @@ use duplex_wal::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::limits::{POLL, SHUTDOWN_WAIT};
 use crate::net::accept::Acceptor;
+use crate::net::peer::PeerLinks;
 use crate::net::Layer;
-use crate::shared::Shared;
+use crate::shared::{ClusterSecret, Shared};
 use crate::state::{self, OpState, StateRecord, StateTable};
 use crate::Error;
 
@@ -34,6 +38,8 @@ use crate::Error;
 /// `duplexd` on it, maybe on the same data) is found before any file changes.
 pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     cfg.validate()?;
+    // Read before anything is opened: a missing secret refuses the start at once.
+    let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
@@ -63,6 +69,9 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     settle_epoch(&table, &db, prev)?;
     let shared = Arc::new(Shared::new(db, cfg, table, clock, addr));
     shared.set_disks(disks);
+    if let Some(s) = secret {
+        shared.peers().set_secret(ClusterSecret::new(s));
+    }
     come_up(&shared)?;
 
     spawn_signal_thread(&shared)?;
@@ -71,8 +80,10 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let io = shared.cfg().io;
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");
     let mut layer = Layer::start(&shared, io)?;
+    let links = PeerLinks::start(&shared)?;
     accept_loop(&shared, &listener, &mut layer);
     drop(listener);
+    links.join();
     shutdown(&shared)
 }
 
@@ -181,6 +192,13 @@ fn open_db(
             sync: cfg.sync_policy(),
             archive_dir: cfg.archive().map(Path::to_path_buf),
             archive_lag_ms: cfg.archive_lag_ms,
+            max_clock_offset_ms: cfg.max_clock_offset_ms,
+            // Recent batches in memory only for the peer links that read them.
+            replication_backlog_bytes: if cfg.peers.is_empty() {
+                0
+            } else {
+                cfg.replication_backlog_bytes
+            },
             ..DbConfig::default()
         },
     ) {

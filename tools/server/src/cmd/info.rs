@@ -227,8 +227,8 @@ fn archive_and_space(sh: &Shared, t: &mut String) {
     );
 }
 
-fn replication(_: &Shared, t: &mut String) {
-    t.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nduplex_peers:0\r\n\r\n");
+fn replication(sh: &Shared, t: &mut String) {
+    super::peers::info_section(sh, t);
 }
 
 fn duplex(sh: &Shared, t: &mut String) {

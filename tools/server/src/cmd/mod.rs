@@ -8,7 +8,8 @@
 //! - [`scan`]: SCAN, DBSIZE;
 //! - [`info`]: INFO, CONFIG GET, COMMAND;
 //! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE,
-//!   DUPLEX.DIGEST, DUPLEX.CONFLICTS.
+//!   DUPLEX.DIGEST, DUPLEX.CONFLICTS;
+//! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links).
 //!
 //! This layer knows requests and replies, not sockets: [`crate::session`] decides which
 //! requests run together and calls [`execute`] and [`write_groups`].
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod conn;
 pub mod info;
+pub mod peers;
 pub mod read;
 pub mod scan;
 pub mod txn;
@@ -119,6 +121,8 @@ pub enum Cmd {
     DDigest,
     /// `DUPLEX.CONFLICTS [count]`
     DConflicts,
+    /// `DUPLEX.PEERS`
+    DPeers,
     /// Anything else.
     Unknown,
 }
@@ -166,6 +170,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("DUPLEX.UNFENCE", Cmd::DUnfence, 1, 1, false),
     ("DUPLEX.DIGEST", Cmd::DDigest, 1, 3, false),
     ("DUPLEX.CONFLICTS", Cmd::DConflicts, 1, 2, false),
+    ("DUPLEX.PEERS", Cmd::DPeers, 1, 1, false),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -396,6 +401,7 @@ fn dispatch(
         Cmd::DUnfence => admin::unfence(sh, out),
         Cmd::DDigest => admin::digest(sh, args, out),
         Cmd::DConflicts => admin::conflicts(sh, args, out),
+        Cmd::DPeers => peers::peers_cmd(sh, out),
         Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
             // Handled by the caller.
             error(out, "ERR internal dispatch error");

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use duplex_proto::peer::MAGIC;
+
 use crate::limits::{CHUNK_BYTES, DRAIN, OUT_BYTES_MAX, POLL, READ_PER_TURN_BYTES};
 use crate::net::workers::{Job, Workers};
 use crate::session::{self, Session, Slow, Step};
@@ -127,6 +129,10 @@ struct Conn {
     last: Instant,
     /// The client's address, for the log.
     peer: Option<SocketAddr>,
+    /// Nothing has been read from it yet.
+    fresh: bool,
+    /// Its first byte was the frame magic: a peer link, handed to [`crate::net::peer`].
+    peer_link: bool,
 }
 
 impl Conn {
@@ -231,6 +237,7 @@ impl EventLoop {
             self.take_done();
             if !stopping {
                 self.read_all();
+                self.hand_peers();
             }
             self.run_requests();
             self.enforce_output_limit();
@@ -291,6 +298,8 @@ impl EventLoop {
                     waiting: false,
                     last: Instant::now(),
                     peer,
+                    fresh: true,
+                    peer_link: false,
                 },
             );
         }
@@ -334,7 +343,31 @@ impl EventLoop {
             }
             if got > 0 {
                 c.last = Instant::now();
+                if c.fresh && c.buf.first() == Some(&MAGIC[0]) {
+                    c.peer_link = true;
+                    c.dirty = false;
+                }
+                c.fresh = false;
             }
+        }
+    }
+
+    /// Hands the connections that turned out to be peer links to threads of their own
+    /// ([`crate::net::peer::conn::spawn_inbound`]), with the bytes already read.
+    fn hand_peers(&mut self) {
+        let peers: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer_link)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in peers {
+            let Some(mut c) = self.conns.remove(&t) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            let stream: StdStream = c.stream.into();
+            crate::net::peer::conn::spawn_inbound(&self.sh, stream, c.buf);
         }
     }
 

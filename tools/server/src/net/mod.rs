@@ -7,6 +7,9 @@
 //! - [`threads`] (`io = "threads"`): one blocking thread per connection; it uses every
 //!   core when many clients pipeline without fsync.
 //!
+//! [`peer`]: the peer link (issue 11). Both layers hand a connection whose first byte is
+//! the frame magic (0xD7) to [`peer::conn`]; the outbound links run on threads of their own.
+//!
 //! [`accept`] admits connections for the accept loop (and refuses, with an error reply,
 //! the ones past `max_clients` or past the descriptor limit).
 //!
@@ -15,6 +18,7 @@
 
 pub mod accept;
 pub mod events;
+pub mod peer;
 pub mod threads;
 pub mod workers;
 

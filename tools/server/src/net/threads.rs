@@ -11,6 +11,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use duplex_proto::peer::MAGIC;
+
 use crate::limits::{CHUNK_BYTES, CONN_STACK_BYTES, DRAIN, POLL};
 use crate::session::{self, Session, Step};
 use crate::shared::Shared;
@@ -46,6 +48,7 @@ fn serve(sh: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut idle_since = Instant::now();
     let idle = sh.cfg().idle_timeout();
+    let mut session_fresh = true;
     loop {
         if sh.stopping() {
             return Ok(());
@@ -73,6 +76,12 @@ fn serve(sh: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
         idle_since = Instant::now();
+        // A peer link, not a client: its first byte is the frame magic.
+        if len == 0 && buf.first() == Some(&MAGIC[0]) && session_fresh {
+            crate::net::peer::conn::serve_inbound(sh, stream, &buf);
+            return Ok(());
+        }
+        session_fresh = false;
         let mut pos = 0;
         let mut conn = Out {
             stream: &mut stream,

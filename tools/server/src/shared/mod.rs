@@ -6,9 +6,11 @@
 //! - [`Stripes`]: the key locks of conditional writes and transactions.
 //! - [`Cursors`]: SCAN cursors.
 //! - [`BackupInfo`]: what the backups taken since start did ([`Shared::backup`] takes one).
+//! - [`PeerTable`]: what the peer links report ([`Shared::peers`]).
 
 mod backup;
 mod cursors;
+mod peers;
 mod stripes;
 
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use backup::Backups;
 pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
+pub use peers::{ClusterSecret, InboundStatus, LinkState, PeerStatus, PeerTable};
 pub use stripes::{StripeGuard, Stripes};
 
 use crate::config::ServerConfig;
@@ -71,6 +74,7 @@ pub struct Shared {
     conns_lock: Mutex<()>,
     failed_here: AtomicBool,
     disks: Mutex<Disks>,
+    peers: PeerTable,
 }
 
 impl Shared {
@@ -106,7 +110,13 @@ impl Shared {
             conns_lock: Mutex::new(()),
             failed_here: AtomicBool::new(false),
             disks: Mutex::new(Disks::default()),
+            peers: PeerTable::default(),
         }
+    }
+
+    /// What the peer links report.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
     }
 
     /// The database.

@@ -1,0 +1,99 @@
+//! The peer links as a client sees them: `INFO replication` (Redis's `slave0:` style, one
+//! `peerN:` line per `--peer`) and `DUPLEX.PEERS` (one flat array of field, value pairs per
+//! peer). Both show the same fields, built once by [`rows`].
+
+use std::fmt::Write as _;
+
+use duplex_proto::array_len;
+
+use super::bulk_str;
+use crate::shared::Shared;
+
+/// One peer's fields, in order: the outbound link (this server's batches there), then the
+/// inbound side (its batches here).
+pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
+    let origins = sh.db().origins();
+    let inbound = sh.peers().inbound();
+    let one_line = |v: &str| v.replace(['\r', '\n', ','], " ");
+    sh.peers()
+        .outbound()
+        .into_iter()
+        .map(|p| {
+            let o = p
+                .node
+                .and_then(|n| origins.get(&n))
+                .copied()
+                .unwrap_or_default();
+            let i = p
+                .node
+                .and_then(|n| inbound.get(&n))
+                .cloned()
+                .unwrap_or_default();
+            vec![
+                ("addr", p.addr.clone()),
+                ("node", p.node.map_or_else(String::new, |n| n.to_string())),
+                ("state", one_line(&p.state.word())),
+                ("acked", p.acked.to_string()),
+                ("lag_batches", p.lag_batches.to_string()),
+                ("lag_bytes", p.lag_bytes.to_string()),
+                ("lag_ms", p.lag_ms.to_string()),
+                (
+                    "skew_ms",
+                    i.skew_ms.map_or_else(String::new, |s| s.to_string()),
+                ),
+                (
+                    "last_error",
+                    one_line(p.last_error.as_deref().unwrap_or("")),
+                ),
+                ("frames_sent", p.frames_sent.to_string()),
+                ("batches_sent", p.batches_sent.to_string()),
+                ("connects", p.connects.to_string()),
+                (
+                    "inbound",
+                    if i.connected { "up" } else { "down" }.to_owned(),
+                ),
+                ("hwm", o.hwm.to_string()),
+                ("applied", o.applied.to_string()),
+                ("duplicates", o.duplicates.to_string()),
+                ("resyncs", i.resyncs.to_string()),
+                (
+                    "inbound_error",
+                    one_line(i.last_error.as_deref().unwrap_or("")),
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// The `# Replication` section of INFO.
+pub fn info_section(sh: &Shared, t: &mut String) {
+    let rows = rows(sh);
+    let _ = write!(
+        t,
+        "# Replication\r\nrole:duplex\r\nconnected_slaves:0\r\nnode_id:{}\r\ncluster_id:{}\r\npeers:{}\r\n",
+        sh.db().node_id(),
+        sh.cfg().cluster_id,
+        rows.len()
+    );
+    for (n, row) in rows.iter().enumerate() {
+        let fields: Vec<String> = row.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(t, "peer{n}:{}\r\n", fields.join(","));
+    }
+    if let Some(r) = sh.peers().last_refusal() {
+        let _ = write!(t, "last_refused_peer:{}\r\n", r.replace(['\r', '\n'], " "));
+    }
+    t.push_str("\r\n");
+}
+
+/// `DUPLEX.PEERS`: an array with one flat array of field, value pairs per peer.
+pub fn peers_cmd(sh: &Shared, out: &mut Vec<u8>) {
+    let rows = rows(sh);
+    array_len(out, rows.len());
+    for row in rows {
+        array_len(out, row.len() * 2);
+        for (k, v) in row {
+            bulk_str(out, k);
+            bulk_str(out, &v);
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The peer link's sockets (std::net, blocking with timeouts): one thread per `--peer` that
+//! connects, runs the handshake as initiator and then the transfer loop around a
+//! [`Sender`], reconnecting with exponential back-off ([`BACKOFF_MIN`] to [`BACKOFF_MAX`]);
+//! and, per inbound connection, the acceptor's handshake and a [`Receiver`]. Everything a
+//! link learns goes to [`crate::shared::PeerTable`]; refusals are logged.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use duplex_proto::peer::{
+    Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
+    PeerInfo, Status, NONCE_LEN,
+};
+
+use super::link::{LinkError, Receiver, SendLimits, Sender};
+use crate::config::SyncMode;
+use crate::limits::{CHUNK_BYTES, POLL};
+use crate::shared::{LinkState, Shared};
+use crate::Error;
+
+/// First wait before reconnecting after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between reconnects (also the wait after a refusal, a needs-rebuild or a
+/// clock skew: what a retry alone cannot fix).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one write may block (a peer that reads nothing for this long is dropped).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A receiver that hears nothing (no batch, no heartbeat) for this long closes the link.
+const RECEIVER_IDLE: Duration = Duration::from_secs(30);
+/// Most batches in one BATCHES frame.
+const FRAME_BATCHES: usize = 1024;
+/// Payload bytes a BATCHES frame aims at.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// Why a connection ended, as the outbound loop and the status see it.
+#[derive(Debug)]
+enum Fail {
+    /// Connecting, reading or writing failed (or timed out).
+    Io(String),
+    /// The handshake was refused, by either side.
+    Refused(String),
+    /// The established link failed.
+    Link(LinkError),
+    /// The server is stopping.
+    Stopped,
+}
+
+impl From<LinkError> for Fail {
+    fn from(e: LinkError) -> Fail {
+        Fail::Link(e)
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Io(e) => f.write_str(e),
+            Fail::Refused(e) => write!(f, "handshake {e}"),
+            Fail::Link(e) => write!(f, "{e}"),
+            Fail::Stopped => f.write_str("stopping"),
+        }
+    }
+}
+
+fn io_fail(what: &str) -> impl Fn(std::io::Error) -> Fail + '_ {
+    move |e| Fail::Io(format!("{what}: {e}"))
+}
+
+/// A connection's frames: encoding out, decoding in.
+struct FrameIo {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    limits: FrameLimits,
+    out: Vec<u8>,
+}
+
+impl FrameIo {
+    fn new(stream: TcpStream, limits: FrameLimits, prefix: &[u8]) -> Result<FrameIo, Fail> {
+        stream.set_nodelay(true).map_err(io_fail("set nodelay"))?;
+        stream
+            .set_read_timeout(Some(POLL))
+            .map_err(io_fail("set read timeout"))?;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(io_fail("set write timeout"))?;
+        let mut decoder = FrameDecoder::new(limits);
+        decoder.feed(prefix);
+        Ok(FrameIo {
+            stream,
+            decoder,
+            limits,
+            out: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, frames: &[Frame]) -> Result<(), Fail> {
+        self.out.clear();
+        for f in frames {
+            f.encode(&self.limits, &mut self.out)
+                .map_err(|e| Fail::Link(LinkError::Local(e.to_string())))?;
+        }
+        self.stream
+            .write_all(&self.out)
+            .map_err(io_fail("write to the peer"))
+    }
+
+    /// The next frame, waiting until `deadline`; [`Fail::Stopped`] once the server stops.
+    fn recv(&mut self, sh: &Shared, deadline: Instant) -> Result<Frame, Fail> {
+        recv_frame(&mut self.stream, &mut self.decoder, deadline, &|| {
+            sh.stopping()
+        })
+    }
+}
+
+/// Reads until a whole frame is decoded, `deadline` passes or `stop()` says so.
+fn recv_frame(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    deadline: Instant,
+    stop: &dyn Fn() -> bool,
+) -> Result<Frame, Fail> {
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    loop {
+        match decoder.next_frame() {
+            Ok(Decoded::Frame { frame, .. }) => return Ok(frame),
+            Ok(Decoded::Incomplete { need }) => {
+                let want = need.clamp(1, CHUNK_BYTES);
+                match stream.read(&mut chunk[..want]) {
+                    Ok(0) => return Err(Fail::Io("the peer closed the connection".into())),
+                    Ok(n) => decoder.feed(&chunk[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) =>
+                    {
+                        if stop() {
+                            return Err(Fail::Stopped);
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(Fail::Io("the peer sent nothing in time".into()));
+                        }
+                    }
+                    Err(e) => return Err(Fail::Io(format!("read from the peer: {e}"))),
+                }
+            }
+            Err(e) => return Err(Fail::Link(LinkError::Protocol(e.to_string()))),
+        }
+    }
+}
+
+/// This server as its handshake announces it.
+fn identity(sh: &Shared) -> NodeIdentity {
+    NodeIdentity {
+        cluster_id: sh.cfg().cluster_id,
+        node_id: sh.db().node_id(),
+        incarnation: sh.db().incarnation(),
+        epoch: sh.state().get().epoch,
+    }
+}
+
+fn nonce() -> Result<[u8; NONCE_LEN], Fail> {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::getrandom(&mut n)
+        .map_err(|e| Fail::Io(format!("no random bytes for the handshake nonce: {e}")))?;
+    Ok(n)
+}
+
+/// Frame limits for this server's largest batch.
+fn frame_limits(sh: &Shared) -> FrameLimits {
+    FrameLimits::for_batch_bytes(sh.db().wal().options().max_record_size)
+}
+
+/// Feeds handshake frames until it is established or refused.
+fn handshake(
+    sh: &Shared,
+    io: &mut FrameIo,
+    hs: &mut Handshake,
+    first: Option<Frame>,
+) -> Result<PeerInfo, Fail> {
+    if let Some(f) = first {
+        io.send(&[f])?;
+    }
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        match hs.status() {
+            Status::Established(p) => return Ok(*p),
+            Status::Refused(r) => return Err(Fail::Refused(r.to_string())),
+            Status::InProgress => {}
+        }
+        let frame = io.recv(sh, deadline)?;
+        match hs.receive(&frame) {
+            Ok(Some(reply)) => io.send(&[reply])?,
+            Ok(None) => {}
+            Err(e) => {
+                if let Status::Refused(r) = hs.status() {
+                    let _ = io.send(&[r.to_frame()]);
+                }
+                return Err(Fail::Refused(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Starts the outbound link thread to `addr` (status row `i`).
+pub fn spawn_outbound(sh: Arc<Shared>, i: usize, addr: String) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(format!("peer-out-{i}"))
+        .spawn(move || outbound_loop(&sh, i, &addr))
+        .map_err(Error::Net)
+}
+
+/// Connects, runs the link, and reconnects with back-off until the server stops.
+fn outbound_loop(sh: &Shared, i: usize, addr: &str) {
+    let mut backoff = BACKOFF_MIN;
+    let mut last_logged: Option<String> = None;
+    while !sh.stopping() {
+        let mut established = false;
+        let res = run_outbound(sh, i, addr, &mut established);
+        if established {
+            backoff = BACKOFF_MIN;
+        }
+        let (state, wait) = match &res {
+            Fail::Stopped => break,
+            Fail::Io(_) => (LinkState::Connecting, backoff),
+            Fail::Refused(r) => (LinkState::Refused(r.clone()), BACKOFF_MAX),
+            Fail::Link(LinkError::NeedsRebuild(_)) => (LinkState::NeedsRebuild, BACKOFF_MAX),
+            Fail::Link(LinkError::ClockSkew(_)) => (LinkState::ClockSkew, BACKOFF_MAX),
+            Fail::Link(_) => (LinkState::Connecting, backoff),
+        };
+        let msg = res.to_string();
+        // A peer that stays down is logged once, not every back-off.
+        if last_logged.as_deref() != Some(msg.as_str()) {
+            let level_warn = !matches!(res, Fail::Io(_)) || established;
+            if level_warn {
+                tracing::warn!(event = "peer_link_down", peer = addr, error = %msg, "peer link to {addr}: {msg}");
+            } else {
+                tracing::info!(event = "peer_unreachable", peer = addr, error = %msg, "peer {addr} not reachable yet: {msg}");
+            }
+            last_logged = Some(msg.clone());
+        }
+        sh.peers().update_outbound(i, |s| {
+            s.state = state;
+            s.last_error = Some(msg);
+            s.lag_batches = 0;
+            s.lag_bytes = 0;
+            s.lag_ms = 0;
+        });
+        sleep_unless_stopping(sh, wait);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn sleep_unless_stopping(sh: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while !sh.stopping() {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(POLL));
+    }
+}
+
+/// One connection to `addr`: connect, handshake, transfer until it fails.
+fn run_outbound(sh: &Shared, i: usize, addr: &str, established: &mut bool) -> Fail {
+    let stream = match connect(addr) {
+        Ok(s) => s,
+        Err(f) => return f,
+    };
+    let limits = frame_limits(sh);
+    let mut io = match FrameIo::new(stream, limits, &[]) {
+        Ok(io) => io,
+        Err(f) => return f,
+    };
+    let secret = match sh.peers().secret() {
+        Some(s) => s,
+        None => return Fail::Refused("this server has no cluster secret".into()),
+    };
+    let started = nonce().and_then(|n| {
+        Handshake::initiator(identity(sh), secret.bytes(), n)
+            .map_err(|e| Fail::Refused(e.to_string()))
+    });
+    let (mut hs, hello) = match started {
+        Ok(x) => x,
+        Err(f) => return f,
+    };
+    let peer = match handshake(sh, &mut io, &mut hs, Some(hello)) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    *established = true;
+    tracing::info!(
+        event = "peer_link_up",
+        peer = addr,
+        node = peer.node_id,
+        "peer link to {addr} (node {}) is up",
+        peer.node_id
+    );
+    sh.peers().update_outbound(i, |s| {
+        s.node = Some(peer.node_id);
+        s.state = LinkState::Up;
+        s.connects += 1;
+    });
+    transfer(sh, i, io)
+}
+
+fn connect(addr: &str) -> Result<TcpStream, Fail> {
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| Fail::Io(format!("cannot resolve {addr}: {e}")))?;
+    let mut last = Fail::Io(format!("{addr} resolves to no address"));
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Fail::Io(format!("cannot connect to {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// What the reader thread of an outbound link passes on.
+type Incoming = Result<Frame, Fail>;
+
+/// The transfer loop of an established outbound link (see [`Sender`]); a reader thread
+/// passes the receiver's frames in.
+fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
+    let FrameIo {
+        stream,
+        decoder,
+        limits,
+        ..
+    } = io;
+    let mut read_half = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => return Fail::Io(format!("cannot clone the peer socket: {e}")),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Incoming>();
+    let reader_done = done.clone();
+    let reader = std::thread::Builder::new()
+        .name(format!("peer-ack-{i}"))
+        .spawn(move || {
+            let mut decoder = decoder;
+            loop {
+                let far = Instant::now() + Duration::from_secs(86_400);
+                let r = recv_frame(&mut read_half, &mut decoder, far, &|| {
+                    reader_done.load(Ordering::Relaxed)
+                });
+                let end = r.is_err();
+                if tx.send(r).is_err() || end {
+                    return;
+                }
+            }
+        });
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => return Fail::Io(format!("cannot start the peer reader: {e}")),
+    };
+    let mut io = FrameIo {
+        stream,
+        decoder: FrameDecoder::new(limits),
+        limits,
+        out: Vec::new(),
+    };
+    let fail = send_loop(sh, i, &mut io, &rx, limits);
+    if let Some(f) = farewell(&fail) {
+        let _ = io.send(&[f]);
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = io.stream.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+    fail
+}
+
+/// The ERROR frame to send as the link ends, if any.
+fn farewell(f: &Fail) -> Option<Frame> {
+    match f {
+        Fail::Link(e) => e.farewell(),
+        Fail::Stopped => Some(Frame::Error(ErrorFrame::new(
+            ErrorCode::ShuttingDown,
+            "the sender is stopping",
+        ))),
+        _ => None,
+    }
+}
+
+/// Sends until the link fails or the server stops.
+fn send_loop(
+    sh: &Shared,
+    i: usize,
+    io: &mut FrameIo,
+    rx: &mpsc::Receiver<Incoming>,
+    limits: FrameLimits,
+) -> Fail {
+    let cfg = sh.cfg();
+    let interval = Duration::from_millis(cfg.transfer_interval_ms);
+    let db = sh.db();
+    let mut sender = Sender::new(
+        db.node_id(),
+        SendLimits {
+            frame: limits,
+            max_batches_per_frame: FRAME_BATCHES,
+            frame_bytes: FRAME_BYTES,
+            window_bytes: cfg.peer_window_bytes,
+            heartbeat_ms: cfg.transfer_interval_ms,
+        },
+    );
+    let mut totals = (0u64, 0u64);
+    loop {
+        if sh.stopping() {
+            return Fail::Stopped;
+        }
+        while let Ok(m) = rx.try_recv() {
+            if let Err(f) = take(&mut sender, m) {
+                return f;
+            }
+        }
+        if !matches!(cfg.sync, SyncMode::Always) && db.wal().last_lsn() > db.wal().durable_lsn() {
+            if let Err(e) = db.wal().sync() {
+                return Fail::Link(LinkError::Local(format!("WAL sync before sending: {e}")));
+            }
+        }
+        let frames = match sender.poll(db, sh.clock().now_ms()) {
+            Ok(f) => f,
+            Err(e) => return Fail::Link(e),
+        };
+        if let Err(f) = io.send(&frames) {
+            return f;
+        }
+        report(sh, i, &sender, &mut totals);
+        let sent_batches = frames.iter().any(|f| matches!(f, Frame::Batches(_)));
+        if sent_batches && !sender.window_full() {
+            continue;
+        }
+        if !sender.started() || sender.window_full() || !cfg.transfer_on_commit {
+            match rx.recv_timeout(interval) {
+                Ok(m) => {
+                    if let Err(f) = take(&mut sender, m) {
+                        return f;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Fail::Io("the peer reader ended".into())
+                }
+            }
+        } else {
+            db.wait_for_commit(interval);
+        }
+    }
+}
+
+/// Hands one message of the reader to the sender.
+fn take(sender: &mut Sender, m: Incoming) -> Result<(), Fail> {
+    let frame = m?;
+    sender.on_frame(&frame).map_err(Fail::Link)
+}
+
+/// Copies the sender's progress into the status (counters as totals since start).
+fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64)) {
+    let p = sender.progress(sh.clock().now_ms());
+    let (df, db) = (p.frames_sent - totals.0, p.batches_sent - totals.1);
+    *totals = (p.frames_sent, p.batches_sent);
+    sh.peers().update_outbound(i, |s| {
+        s.state = LinkState::Up;
+        s.acked = p.acked;
+        s.lag_batches = p.lag_batches;
+        s.lag_bytes = p.lag_bytes;
+        s.lag_ms = p.lag_ms;
+        s.frames_sent += df;
+        s.batches_sent += db;
+    });
+}
+
+/// Serves an inbound peer connection on the calling thread: `prefix` holds the bytes the
+/// RESP layer already read (starting with the frame magic). Returns when the link ends.
+/// The caller counts the connection closed.
+pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
+    let addr = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+    if let Err(f) = stream.set_nonblocking(false) {
+        tracing::debug!(error = %f, "cannot make a peer connection blocking");
+        return;
+    }
+    let mut io = match FrameIo::new(stream, frame_limits(sh), prefix) {
+        Ok(io) => io,
+        Err(f) => {
+            tracing::debug!(error = %f, "cannot prepare a peer connection");
+            return;
+        }
+    };
+    let Some(secret) = sh.peers().secret() else {
+        tracing::warn!(event = "peer_refused", from = %addr, "a peer connected from {addr}, but this server has no --cluster-secret-file: closed");
+        return;
+    };
+    let peer = nonce()
+        .and_then(|n| {
+            Handshake::acceptor(identity(sh), secret.bytes(), n)
+                .map_err(|e| Fail::Refused(e.to_string()))
+        })
+        .and_then(|mut hs| handshake(sh, &mut io, &mut hs, None));
+    let peer = match peer {
+        Ok(p) => p,
+        Err(Fail::Refused(r)) => {
+            tracing::warn!(event = "peer_refused", from = %addr, reason = %r, "peer connection from {addr}: handshake {r}");
+            sh.peers().note_refusal(format!("from {addr}: {r}"));
+            return;
+        }
+        Err(f) => {
+            tracing::debug!(from = %addr, error = %f, "peer handshake failed");
+            return;
+        }
+    };
+    let origin = peer.node_id;
+    let gen = sh.peers().inbound_begin(origin, &addr);
+    tracing::info!(event = "peer_inbound_up", from = %addr, node = origin, "peer node {origin} ({addr}) connected; applying its batches");
+    let fail = receive(sh, &mut io, origin, gen);
+    if let Some(f) = farewell(&fail) {
+        let _ = io.send(&[f]);
+    }
+    let error = match &fail {
+        Fail::Stopped => None,
+        f => Some(f.to_string()),
+    };
+    if let Some(e) = &error {
+        tracing::warn!(event = "peer_inbound_down", from = %addr, node = origin, error = %e, "peer node {origin} link ended: {e}");
+    }
+    sh.peers().inbound_end(origin, gen, error);
+}
+
+/// The receiving loop of an inbound link.
+fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
+    let db = sh.db();
+    let (mut rx, first) = Receiver::open(db, origin);
+    if let Err(f) = io.send(&[first]) {
+        return f;
+    }
+    loop {
+        if !sh.peers().inbound_current(origin, gen) {
+            return Fail::Io("replaced by a newer connection from the same node".into());
+        }
+        let frame = match io.recv(sh, Instant::now() + RECEIVER_IDLE) {
+            Ok(f) => f,
+            Err(f) => return f,
+        };
+        let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
+        let p = rx.progress();
+        sh.peers().update_inbound(origin, gen, |s| {
+            s.frames = p.frames;
+            s.skew_ms = p.skew_ms;
+            s.resyncs = p.resyncs;
+        });
+        match replies {
+            Ok(r) => {
+                if let Err(f) = io.send(&r) {
+                    return f;
+                }
+            }
+            Err(e) => return Fail::Link(e),
+        }
+    }
+}
+
+/// Runs [`serve_inbound`] on a thread of its own (the event loops' hand-off); counts the
+/// connection closed when it ends.
+pub fn spawn_inbound(sh: &Arc<Shared>, stream: TcpStream, prefix: Vec<u8>) {
+    let s = sh.clone();
+    let spawned = std::thread::Builder::new()
+        .name("peer-in".into())
+        .spawn(move || {
+            serve_inbound(&s, stream, &prefix);
+            s.conn_closed();
+        });
+    if let Err(e) = spawned {
+        sh.conn_closed();
+        tracing::warn!(event = "spawn_failed", error = %e, "cannot start a peer connection thread");
+    }
+}

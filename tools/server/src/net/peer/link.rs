@@ -1,0 +1,439 @@
+//! The two ends of an established peer link as pure state machines: no sockets, threads or
+//! clock reads (the caller passes `now_ms`), so tests and a simulation drive them with
+//! frames in memory.
+//!
+//! - [`Sender`] (the initiator, the origin of the batches): waits for the receiver's first
+//!   ACK, then sends its own durable batches after the acknowledged position in bounded
+//!   BATCHES frames, keeping at most `window_bytes` of payload unacknowledged; an ACK moves
+//!   the window, a RESYNC rewinds to the receiver's mark; heartbeats when idle.
+//! - [`Receiver`] (the acceptor): answers the handshake's end with ACK(origin, durable
+//!   high-water mark), applies each BATCHES frame with [`Database::apply_remote`] and
+//!   answers ACK with the new mark, plus RESYNC when a batch was refused.
+//!
+//! Either end fails with a [`LinkError`]; its [`LinkError::farewell`] is the ERROR frame to
+//! send before the connection closes.
+
+use std::collections::VecDeque;
+
+use duplex_engine::{Database, FeedBatch, FeedCursor, RemoteBatch, ReplError, Timestamp};
+use duplex_proto::peer::{
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Heartbeat, Resync,
+    BATCHES_HEADER_LEN, BATCH_HEADER_LEN,
+};
+
+/// Why a link ends. Every variant closes the connection; the connection layer reconnects
+/// (slowly for [`LinkError::NeedsRebuild`] and [`LinkError::ClockSkew`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The peer broke the link protocol (a frame that has no place on this side).
+    #[error("peer link protocol violation: {0}; the connection is closed and the link reconnects")]
+    Protocol(String),
+    /// This server cannot give the peer what it needs (or the peer holds more than this
+    /// server ever had): one of the two must be rebuilt.
+    #[error("{0}")]
+    NeedsRebuild(String),
+    /// A clock is off by more than `max_clock_offset_ms`.
+    #[error("{0}")]
+    ClockSkew(String),
+    /// The peer sent an ERROR frame.
+    #[error("the peer reported {code:?}: {message}")]
+    Peer {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// A local failure (the WAL or the store).
+    #[error("local failure on the peer link: {0}")]
+    Local(String),
+}
+
+impl LinkError {
+    /// The ERROR frame to send the peer before closing (none when the peer ended the link).
+    pub fn farewell(&self) -> Option<Frame> {
+        let code = match self {
+            LinkError::Protocol(_) => ErrorCode::Protocol,
+            LinkError::NeedsRebuild(_) => ErrorCode::NeedsRebuild,
+            LinkError::ClockSkew(_) => ErrorCode::ClockSkew,
+            LinkError::Local(_) => ErrorCode::Internal,
+            LinkError::Peer { .. } => return None,
+        };
+        Some(Frame::Error(ErrorFrame::new(code, &self.to_string())))
+    }
+
+    /// The error a received ERROR frame means for this side.
+    fn from_peer(e: &ErrorFrame) -> LinkError {
+        match e.code {
+            ErrorCode::NeedsRebuild => LinkError::NeedsRebuild(e.message.clone()),
+            ErrorCode::ClockSkew => LinkError::ClockSkew(e.message.clone()),
+            code => LinkError::Peer {
+                code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
+
+/// How a sender shapes its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Frame limits both ends decode with.
+    pub frame: FrameLimits,
+    /// Most batches in one BATCHES frame.
+    pub max_batches_per_frame: usize,
+    /// Payload bytes a BATCHES frame aims at (one larger batch still goes alone).
+    pub frame_bytes: usize,
+    /// Most payload bytes sent and not yet acknowledged.
+    pub window_bytes: u64,
+    /// Milliseconds between heartbeats of an idle link.
+    pub heartbeat_ms: u64,
+}
+
+/// One batch sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    pos: u64,
+    stamp: u64,
+    bytes: u64,
+}
+
+/// What a sender reports about its link (copied into the shared status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderProgress {
+    /// The peer's acknowledged position of this origin (0 before the first ACK).
+    pub acked: u64,
+    /// Batches sent and not yet acknowledged.
+    pub lag_batches: u64,
+    /// Their payload bytes.
+    pub lag_bytes: u64,
+    /// Milliseconds since the oldest of them was stamped (0 when none).
+    pub lag_ms: u64,
+    /// Frames sent on this link.
+    pub frames_sent: u64,
+    /// Batches sent on this link.
+    pub batches_sent: u64,
+}
+
+/// The sending end of a link: this server's own batches to one peer.
+#[derive(Debug)]
+pub struct Sender {
+    node: u64,
+    limits: SendLimits,
+    cursor: FeedCursor,
+    /// The peer's acknowledged position; `None` until its first ACK.
+    acked: Option<u64>,
+    /// Position of the last batch sent (the feed continues after it).
+    sent: u64,
+    inflight: VecDeque<InFlight>,
+    inflight_bytes: u64,
+    last_heartbeat_ms: Option<u64>,
+    frames_sent: u64,
+    batches_sent: u64,
+}
+
+impl Sender {
+    /// A sender of node `node`'s batches, waiting for the peer's first ACK.
+    pub fn new(node: u64, limits: SendLimits) -> Sender {
+        Sender {
+            node,
+            limits,
+            cursor: FeedCursor::new(),
+            acked: None,
+            sent: 0,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            last_heartbeat_ms: None,
+            frames_sent: 0,
+            batches_sent: 0,
+        }
+    }
+
+    /// Whether the peer has told where to start (its first ACK arrived).
+    pub fn started(&self) -> bool {
+        self.acked.is_some()
+    }
+
+    /// Whether the window of unacknowledged bytes is full: nothing more is sent until an
+    /// ACK arrives.
+    pub fn window_full(&self) -> bool {
+        self.inflight_bytes >= self.limits.window_bytes
+    }
+
+    /// Takes one frame from the receiver: ACK, RESYNC or ERROR.
+    pub fn on_frame(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        match frame {
+            Frame::Ack(a) if a.origin == self.node => {
+                self.on_ack(a.durable_lsn);
+                Ok(())
+            }
+            Frame::Resync(r) if r.origin == self.node => {
+                self.rewind(r.last_good_lsn);
+                Ok(())
+            }
+            Frame::Error(e) => Err(LinkError::from_peer(e)),
+            other => Err(LinkError::Protocol(format!(
+                "the receiver sent {} (of origin {:?}) to sender {}",
+                other.kind(),
+                frame_origin(other),
+                self.node
+            ))),
+        }
+    }
+
+    fn on_ack(&mut self, mark: u64) {
+        if self.acked.is_none() {
+            self.rewind(mark);
+            return;
+        }
+        self.acked = Some(self.acked.unwrap_or(0).max(mark));
+        while self.inflight.front().is_some_and(|f| f.pos <= mark) {
+            if let Some(f) = self.inflight.pop_front() {
+                self.inflight_bytes -= f.bytes;
+            }
+        }
+        // The peer holds more than was sent on this link (sent on an earlier one).
+        if mark > self.sent {
+            self.rewind(mark);
+        }
+    }
+
+    /// Starts over after `mark`: everything later is (re)sent.
+    fn rewind(&mut self, mark: u64) {
+        self.acked = Some(mark);
+        self.sent = mark;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.cursor = FeedCursor::new();
+    }
+
+    /// The frames to send now: BATCHES while the window allows and durable batches wait,
+    /// else a HEARTBEAT when one is due. Nothing before the peer's first ACK.
+    pub fn poll(&mut self, db: &Database, now_ms: u64) -> Result<Vec<Frame>, LinkError> {
+        let mut out = Vec::new();
+        if self.acked.is_none() {
+            return Ok(out);
+        }
+        // Taken before the read: once the feed is empty and durable past it, every batch
+        // up to its position was sent.
+        let (hb_stamp, hb_pos) = db.heartbeat();
+        let mut drained = false;
+        while !self.window_full() {
+            let room = self.limits.window_bytes - self.inflight_bytes;
+            let want = (self.limits.frame_bytes as u64).min(room).max(1) as usize;
+            let batches = self
+                .cursor
+                .read(db, self.sent, self.limits.max_batches_per_frame, want)
+                .map_err(feed_error)?;
+            if batches.is_empty() {
+                drained = true;
+                break;
+            }
+            self.frame_batches(&batches, &mut out);
+        }
+        let due = self
+            .last_heartbeat_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
+        if drained && due && db.durable_position() >= hb_pos {
+            self.last_heartbeat_ms = Some(now_ms);
+            out.push(Frame::Heartbeat(Heartbeat {
+                origin: self.node,
+                stamp: hb_stamp,
+                last_origin_lsn: self.sent,
+            }));
+            self.frames_sent += 1;
+        }
+        Ok(out)
+    }
+
+    /// Splits `batches` into frames within the frame limits and records them in flight.
+    fn frame_batches(&mut self, batches: &[FeedBatch], out: &mut Vec<Frame>) {
+        let max_payload = self.limits.frame.max_payload_bytes() as usize;
+        let max_count = (self.limits.frame.max_batches_per_frame as usize)
+            .min(self.limits.max_batches_per_frame)
+            .max(1);
+        let mut cur: Vec<Batch> = Vec::new();
+        let mut cur_bytes = BATCHES_HEADER_LEN;
+        for b in batches {
+            let size = BATCH_HEADER_LEN + b.payload.len();
+            if !cur.is_empty() && (cur.len() >= max_count || cur_bytes + size > max_payload) {
+                self.push_frame(std::mem::take(&mut cur), out);
+                cur_bytes = BATCHES_HEADER_LEN;
+            }
+            cur.push(Batch {
+                origin_lsn: b.origin_lsn,
+                prev_origin_lsn: b.prev_origin_lsn,
+                stamp: b.stamp,
+                payload: b.payload.to_vec(),
+            });
+            cur_bytes += size;
+        }
+        if !cur.is_empty() {
+            self.push_frame(cur, out);
+        }
+    }
+
+    fn push_frame(&mut self, batches: Vec<Batch>, out: &mut Vec<Frame>) {
+        for b in &batches {
+            let bytes = b.payload.len() as u64;
+            self.inflight.push_back(InFlight {
+                pos: b.origin_lsn,
+                stamp: b.stamp,
+                bytes,
+            });
+            self.inflight_bytes += bytes;
+            self.sent = b.origin_lsn;
+        }
+        self.batches_sent += batches.len() as u64;
+        self.frames_sent += 1;
+        out.push(Frame::Batches(Batches {
+            origin: self.node,
+            batches,
+        }));
+    }
+
+    /// Where the link stands at `now_ms`.
+    pub fn progress(&self, now_ms: u64) -> SenderProgress {
+        SenderProgress {
+            acked: self.acked.unwrap_or(0),
+            lag_batches: self.inflight.len() as u64,
+            lag_bytes: self.inflight_bytes,
+            lag_ms: self
+                .inflight
+                .front()
+                .map_or(0, |f| now_ms.saturating_sub(Timestamp(f.stamp).wall_ms())),
+            frames_sent: self.frames_sent,
+            batches_sent: self.batches_sent,
+        }
+    }
+}
+
+/// The origin a frame names, for an error message.
+fn frame_origin(f: &Frame) -> Option<u64> {
+    match f {
+        Frame::Batches(b) => Some(b.origin),
+        Frame::Ack(a) => Some(a.origin),
+        Frame::Heartbeat(h) => Some(h.origin),
+        Frame::Resync(r) => Some(r.origin),
+        _ => None,
+    }
+}
+
+/// A failed feed read: needs-rebuild for what no retry can fix, else a local failure.
+fn feed_error(e: duplex_engine::Error) -> LinkError {
+    match e {
+        duplex_engine::Error::Repl(
+            r @ (ReplError::PeerAhead { .. } | ReplError::NeedsRebuild { .. }),
+        ) => LinkError::NeedsRebuild(r.to_string()),
+        other => LinkError::Local(other.to_string()),
+    }
+}
+
+/// What a receiver reports about its link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverProgress {
+    /// Frames received after the handshake.
+    pub frames: u64,
+    /// The origin's clock minus this server's at its last heartbeat, ms.
+    pub skew_ms: Option<i64>,
+    /// Resyncs asked for.
+    pub resyncs: u64,
+}
+
+/// The receiving end of a link: applies one origin's batches.
+#[derive(Debug)]
+pub struct Receiver {
+    origin: u64,
+    progress: ReceiverProgress,
+}
+
+impl Receiver {
+    /// A receiver of `origin`'s batches, and the first ACK to send (its durable mark here).
+    pub fn open(db: &Database, origin: u64) -> (Receiver, Frame) {
+        let ack = Frame::Ack(Ack {
+            origin,
+            durable_lsn: db.origin_hwm(origin),
+        });
+        let r = Receiver {
+            origin,
+            progress: ReceiverProgress::default(),
+        };
+        (r, ack)
+    }
+
+    /// The origin this link carries.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// Where the link stands.
+    pub fn progress(&self) -> ReceiverProgress {
+        self.progress
+    }
+
+    /// Takes one frame from the sender and returns the frames to answer.
+    pub fn on_frame(
+        &mut self,
+        frame: &Frame,
+        db: &Database,
+        now_ms: u64,
+    ) -> Result<Vec<Frame>, LinkError> {
+        self.progress.frames += 1;
+        match frame {
+            Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
+            Frame::Heartbeat(h) if h.origin == self.origin => {
+                self.note_time(h.stamp, now_ms);
+                db.observe_peer_time(h.origin, h.stamp)
+                    .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
+                Ok(Vec::new())
+            }
+            Frame::Error(e) => Err(LinkError::from_peer(e)),
+            other => Err(LinkError::Protocol(format!(
+                "the sender (node {}) sent {} of origin {:?}: a link carries only its initiator's own batches",
+                self.origin,
+                other.kind(),
+                frame_origin(other)
+            ))),
+        }
+    }
+
+    fn on_batches(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        let remote: Vec<RemoteBatch<'_>> = b
+            .batches
+            .iter()
+            .map(|x| RemoteBatch {
+                origin_lsn: x.origin_lsn,
+                prev_origin_lsn: x.prev_origin_lsn,
+                stamp: x.stamp,
+                payload: &x.payload,
+            })
+            .collect();
+        let rep = db
+            .apply_remote(self.origin, &remote)
+            .map_err(|e| LinkError::Local(e.to_string()))?;
+        let ack = Frame::Ack(Ack {
+            origin: self.origin,
+            durable_lsn: rep.hwm,
+        });
+        match rep.refused {
+            None => Ok(vec![ack]),
+            Some(e @ ReplError::ClockSkew { .. }) => Err(LinkError::ClockSkew(e.to_string())),
+            Some(e @ (ReplError::Behind { .. } | ReplError::SelfOrigin { .. })) => {
+                Err(LinkError::NeedsRebuild(e.to_string()))
+            }
+            Some(e) => {
+                tracing::warn!(event = "peer_resync", origin = self.origin, hwm = rep.hwm, error = %e, "asking the peer to resend");
+                self.progress.resyncs += 1;
+                let resync = Frame::Resync(Resync {
+                    origin: self.origin,
+                    last_good_lsn: rep.hwm,
+                });
+                Ok(vec![ack, resync])
+            }
+        }
+    }
+
+    fn note_time(&mut self, stamp: u64, now_ms: u64) {
+        let wall = Timestamp(stamp).wall_ms();
+        self.progress.skew_ms = Some(wall as i64 - now_ms as i64);
+    }
+}
