@@ -87,27 +87,35 @@ fn three_servers_in_a_full_mesh_send_each_update_over_each_link_once() {
     let t = temp_dir();
     let (_ds, ports) = start_mesh(t.path(), 3);
     let per = load_and_check(&ports, 2, 1500, "mesh");
-    // Each outbound link carries exactly its own server's batches (never another origin's):
-    // where the link exposes the count and never reconnected, it equals the writes made
-    // there. (The record counts checked above prove it without these fields too.)
-    for (i, p) in ports.iter().enumerate() {
+    // Each link carries exactly its sender's own batches, never another origin's (no
+    // echo): a link that never reconnected sent as many as were written there, and every
+    // server applied each origin's batches once (the record counts checked above say it
+    // from the WAL's side).
+    for (j, p) in ports.iter().enumerate() {
         let rows = peers(*p);
         assert_eq!(rows.len(), 2, "server {p}: {rows:?}");
         for r in &rows {
-            assert_eq!(r.get("state").map(String::as_str), Some("up"), "{rows:?}");
-            let (Some(sent), Some(connects)) = (r.get("batches_sent"), r.get("connects")) else {
-                continue;
+            let field = |f: &str| -> u64 {
+                r.get(f)
+                    .unwrap_or_else(|| panic!("DUPLEX.PEERS lacks {f}: {r:?}"))
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{f}: {e}: {r:?}"))
             };
-            let sent: u64 = sent.parse().unwrap();
-            if connects == "1" {
-                assert_eq!(
-                    sent, per[i],
-                    "server {p} link {r:?}: sent {sent}, wrote {}",
-                    per[i]
-                );
+            assert_eq!(r.get("state").map(String::as_str), Some("up"), "{rows:?}");
+            let sent = field("batches_sent");
+            if field("connects") == 1 {
+                assert_eq!(sent, per[j], "server {p} link {r:?}: wrote {}", per[j]);
             } else {
-                assert!(sent >= per[i], "server {p} link {r:?}");
+                assert!(sent >= per[j], "server {p} link {r:?}");
             }
+            let origin = usize::try_from(field("node")).unwrap() - 1;
+            assert_eq!(
+                field("applied"),
+                per[origin],
+                "server {p} applied origin {}'s {} batches a different number of times: {r:?}",
+                origin + 1,
+                per[origin]
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_readable, conflicts, converge, digest, get, peers, secret_file, set, wait_for, Load,
-    NodeSpec, PeerRow, CONVERGE,
+    assert_readable, conflicts, converge, digest, get, last_lsn, peers, secret_file, set, wait_for,
+    Load, NodeSpec, PeerRow, CONVERGE,
 };
 use common::Daemon;
 use duplex_testkit::{temp_dir, Dir, Proxy};
@@ -91,16 +91,34 @@ fn link_faults(pair: &Pair) {
     wait_for("the cuts", Duration::from_secs(10), || {
         pair.p.iter().all(|p| p.cuts(Dir::ToTarget) == 1) && pair.p[0].cuts(Dir::ToClient) == 1
     });
-    let before: Vec<u64> = pair.p.iter().map(Proxy::accepted).collect();
-    for p in &pair.p {
-        p.duplicate_next(Dir::ToTarget);
-        p.replay_on_reconnect(Dir::ToTarget, 3);
-        p.drop_connections();
-    }
-    wait_for("the links to reconnect", Duration::from_secs(10), || {
-        pair.p.iter().zip(&before).all(|(p, b)| p.accepted() > *b)
+    reconnect(pair, "after the cuts");
+    // A data chunk (the links are up and the load runs) sent twice.
+    let chunks: Vec<u64> = pair.p.iter().map(|p| p.chunks(Dir::ToTarget)).collect();
+    pair.p.iter().for_each(|p| p.duplicate_next(Dir::ToTarget));
+    wait_for("the duplicated chunks", Duration::from_secs(10), || {
+        pair.p
+            .iter()
+            .zip(&chunks)
+            .all(|(p, c)| p.chunks(Dir::ToTarget) > c + 1)
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The last chunk of a connection replayed on the next one, past its handshake.
+    pair.p
+        .iter()
+        .for_each(|p| p.replay_on_reconnect(Dir::ToTarget, 4));
+    reconnect(pair, "after the replay");
+}
+
+/// Drops every connection and waits until each proxy has seen a new one and the links
+/// carry data again.
+fn reconnect(pair: &Pair, when: &str) {
+    let before: Vec<u64> = pair.p.iter().map(Proxy::accepted).collect();
+    pair.p.iter().for_each(Proxy::drop_connections);
+    wait_for(
+        &format!("the links to reconnect {when}"),
+        Duration::from_secs(10),
+        || pair.p.iter().zip(&before).all(|(p, b)| p.accepted() > *b),
+    );
+    pair.wait_linked(&format!("relinked-{}", before[0]));
 }
 
 #[test]
@@ -109,6 +127,8 @@ fn delay_cuts_drops_duplicates_and_a_partition_converge_after_the_heal() {
     let pair = Pair::start(t.path());
     let ports = pair.ports();
     pair.wait_linked("warm");
+    converge(&ports, CONVERGE);
+    let base: Vec<u64> = ports.iter().map(|p| last_lsn(*p)).collect();
     let load = Load::start(&ports, 2, "faults", 30);
     link_faults(&pair);
     // A partition under load: nothing crosses (the proxies are really on the path) ...
@@ -132,6 +152,17 @@ fn delay_cuts_drops_duplicates_and_a_partition_converge_after_the_heal() {
         assert_readable(*p, &acked, false);
     }
     assert_eq!(get(ports[1], "during-partition").as_deref(), Some("1"));
+    // Each batch logged once on each server, whatever the network duplicated: the load's
+    // writes, the marker, and the keys `reconnect` wrote (2 per call, 2 calls).
+    let total = per.iter().sum::<u64>() + 1 + 4;
+    for (p, b) in ports.iter().zip(&base) {
+        assert_eq!(
+            last_lsn(*p) - b,
+            total,
+            "server {p}: a batch applied twice or lost\n{}",
+            common::cluster::status(&ports)
+        );
+    }
     for p in &ports {
         let rows = peers(*p);
         assert_eq!(state(&rows), "up", "server {p}: {rows:?}");
