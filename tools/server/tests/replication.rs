@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_readable, converge, digest_count, last_lsn, mesh, peers, secret_file, Load, CONVERGE,
+    assert_logged_once, assert_readable, converge, digest_count, last_lsn, mesh, peers,
+    secret_file, Load, CONVERGE,
 };
 use common::Daemon;
 use duplex_testkit::temp_dir;
@@ -25,6 +26,14 @@ fn start_mesh(dir: &std::path::Path, n: u64) -> (Vec<Daemon>, Vec<u16>) {
     let nodes = mesh(dir, n, &secret);
     let ds: Vec<Daemon> = nodes.iter().map(|n| n.start()).collect();
     (ds, nodes.iter().map(|n| n.port).collect())
+}
+
+/// Each server's root and node id (ids 1, 2, ... in order), for [`assert_logged_once`].
+fn roots(ds: &[Daemon]) -> Vec<(std::path::PathBuf, u64)> {
+    ds.iter()
+        .zip(1..)
+        .map(|(d, id)| (d.root.clone(), id))
+        .collect()
 }
 
 /// Loads every server for `ms`, waits for convergence and checks contents and the count
@@ -85,8 +94,9 @@ fn two_servers_converge_under_concurrent_writes() {
 #[test]
 fn three_servers_in_a_full_mesh_send_each_update_over_each_link_once() {
     let t = temp_dir();
-    let (_ds, ports) = start_mesh(t.path(), 3);
+    let (ds, ports) = start_mesh(t.path(), 3);
     let per = load_and_check(&ports, 2, 1500, "mesh");
+    assert_logged_once(&roots(&ds), Duration::from_secs(10));
     // Each link carries exactly its sender's own batches, never another origin's (no
     // echo): a link that never reconnected sent as many as were written there, and every
     // server applied each origin's batches once (the record counts checked above say it
@@ -196,6 +206,8 @@ fn a_server_killed_mid_load_catches_up_and_loses_nothing_acknowledged() {
         assert_readable(*p, &acked2, false);
     }
     assert!(digest_count(&d) >= (acked.len() + acked2.len()) as u64);
+    // Nothing applied twice, nothing missing: each (origin, origin LSN) once in every log.
+    assert_logged_once(&roots(&ds), Duration::from_secs(10));
     let log = ds[1].log();
     assert!(
         !log.contains("panicked"),
@@ -240,6 +252,11 @@ fn the_checks_catch_two_servers_that_do_not_replicate() {
     assert!(
         quiet(&mut || assert_readable(b.port, &acked, false)),
         "server 2 has server 1's writes without a link"
+    );
+    let logs = [(a.root.clone(), 1), (b.root.clone(), 2)];
+    assert!(
+        quiet(&mut || assert_logged_once(&logs, Duration::ZERO)),
+        "the log check passed on two servers that share nothing"
     );
     assert_eq!(
         digest_count(&common::cluster::digest(a.port)),

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_readable, conflicts, converge, digest, get, last_lsn, peers, secret_file, set, wait_for,
-    Load, NodeSpec, PeerRow, CONVERGE,
+    assert_logged_once, assert_readable, conflicts, converge, digest, get, last_lsn, peers,
+    secret_file, set, wait_for, Load, NodeSpec, PeerRow, CONVERGE,
 };
 use common::Daemon;
 use duplex_testkit::{temp_dir, Dir, Proxy};
@@ -152,6 +152,13 @@ fn delay_cuts_drops_duplicates_and_a_partition_converge_after_the_heal() {
         assert_readable(*p, &acked, false);
     }
     assert_eq!(get(ports[1], "during-partition").as_deref(), Some("1"));
+    let roots: Vec<_> = pair
+        .ds
+        .iter()
+        .zip(1..)
+        .map(|(d, id)| (d.root.clone(), id))
+        .collect();
+    assert_logged_once(&roots, Duration::from_secs(10));
     // Each batch logged once on each server, whatever the network duplicated: the load's
     // writes, the marker, and the keys `reconnect` wrote (2 per call, 2 calls).
     let total = per.iter().sum::<u64>() + 1 + 4;
