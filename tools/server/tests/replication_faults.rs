@@ -304,12 +304,15 @@ fn a_peer_with_a_wrong_secret_gets_no_data_and_is_shown_refused() {
     let bad = secret_file(t.path(), "bad", "not-the-secret");
     let mut n1 = NodeSpec::new(t.path(), 1, &good);
     let mut n2 = NodeSpec::new(t.path(), 2, &bad);
-    n1.peers = vec![n2.addr()];
+    // Server 1's link goes through a proxy that counts what it carries.
+    let p = Proxy::start(n2.addr().parse().unwrap()).unwrap();
+    n1.peers = vec![p.addr()];
     n2.peers = vec![n1.addr()];
     let _d1 = n1.start();
     let _d2 = n2.start();
+    let secret_value = "s".repeat(1000);
     for i in 0..50 {
-        set(n1.port, &format!("one{i}"), "secret data");
+        set(n1.port, &format!("one{i}"), &secret_value);
         set(n2.port, &format!("two{i}"), "own data");
     }
     let own = digest(n2.port);
@@ -331,4 +334,11 @@ fn a_peer_with_a_wrong_secret_gets_no_data_and_is_shown_refused() {
     assert_eq!(common::cluster::digest_count(&own), 50);
     assert_eq!(get(n2.port, "one0"), None);
     assert_eq!(get(n1.port, "two0"), None);
+    // 50 kB of values on server 1; what went towards server 2 is handshakes only.
+    let (sent, conns) = (p.bytes(Dir::ToTarget), p.accepted());
+    assert!(conns >= 1 && sent > 0, "server 1 never tried the link");
+    assert!(
+        sent < conns * 1024,
+        "{sent} bytes went to the wrong-secret peer over {conns} connections"
+    );
 }
