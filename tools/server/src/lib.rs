@@ -27,10 +27,11 @@
 //!   allowed by [`state::OpState::may_move`]; never an unconditional set;
 //! - a new connection layer: a module under [`net`] that drives its connections through
 //!   [`session::Session`];
-//! - the peer link: its connection, handshake and transfer loop under [`net`] (a peer is a
-//!   connection like a client's, speaking frames instead of RESP), started by [`server`];
-//!   its background steps drivable one at a time like [`sched::BackupSchedule::tick`]; its
-//!   frame codec in `duplex-proto`, the change feed it sends in the engine;
+//! - the peer link: [`net::peer`]: the pure sender and receiver state machines in
+//!   `net::peer::link` (fed frames and time), the sockets in `net::peer::conn` (outbound
+//!   threads started by [`server`]; inbound connections handed over by the RESP layers on
+//!   their first byte, the frame magic); its status in [`shared::PeerTable`], shown by
+//!   [`cmd::peers`]; its frame codec in `duplex-proto`, the change feed it sends in the engine;
 //! - state that several threads share: [`shared`], behind methods.
 //!
 //! The leaves:

@@ -7,17 +7,27 @@ use std::fmt::Write as _;
 use duplex_proto::array_len;
 
 use super::bulk_str;
-use crate::shared::Shared;
+use crate::shared::{LinkState, PeerStatus, Shared};
 
 /// One peer's fields, in order: the outbound link (this server's batches there), then the
-/// inbound side (its batches here).
+/// inbound side (its batches here). A server that connected here without being in this
+/// server's `--peer` list comes last, with state `inbound-only`.
 pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
     let origins = sh.db().origins();
     let inbound = sh.peers().inbound();
     let one_line = |v: &str| v.replace(['\r', '\n', ','], " ");
-    sh.peers()
-        .outbound()
-        .into_iter()
+    let mut out = sh.peers().outbound();
+    for (node, i) in &inbound {
+        if !out.iter().any(|p| p.node == Some(*node)) {
+            out.push(PeerStatus {
+                addr: i.addr.clone(),
+                node: Some(*node),
+                state: LinkState::InboundOnly,
+                ..PeerStatus::default()
+            });
+        }
+    }
+    out.into_iter()
         .map(|p| {
             let o = p
                 .node
@@ -53,8 +63,8 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                     if i.connected { "up" } else { "down" }.to_owned(),
                 ),
                 ("hwm", o.hwm.to_string()),
-                ("applied", o.applied.to_string()),
-                ("duplicates", o.duplicates.to_string()),
+                ("applied", i.applied.to_string()),
+                ("duplicates", i.duplicates.to_string()),
                 ("resyncs", i.resyncs.to_string()),
                 (
                     "inbound_error",

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
+/// How recently an inbound connection must have delivered a frame to count as live.
+pub const LIVE_MS: u64 = 2_000;
+
 /// Where an outbound link stands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LinkState {
@@ -22,6 +25,8 @@ pub enum LinkState {
     NeedsRebuild,
     /// A clock is beyond `max_clock_offset_ms`; retried slowly until the clocks agree.
     ClockSkew,
+    /// Not in this server's `--peer` list: it sends here, this server sends it nothing.
+    InboundOnly,
 }
 
 impl LinkState {
@@ -33,6 +38,7 @@ impl LinkState {
             LinkState::Refused(r) => format!("refused: {r}"),
             LinkState::NeedsRebuild => "needs-rebuild".into(),
             LinkState::ClockSkew => "clock-skew".into(),
+            LinkState::InboundOnly => "inbound-only".into(),
         }
     }
 }
@@ -77,8 +83,14 @@ pub struct InboundStatus {
     pub frames: u64,
     /// Resyncs asked of it since start.
     pub resyncs: u64,
+    /// Batches of it applied since start.
+    pub applied: u64,
+    /// Batches of it received again and skipped since start (resends).
+    pub duplicates: u64,
     /// The last error of its link.
     pub last_error: Option<String>,
+    /// When its current connection last delivered a frame (Unix ms).
+    pub last_frame_ms: u64,
     /// Which connection is current (a newer one from the same origin replaces it).
     generation: u64,
 }
@@ -171,8 +183,20 @@ impl PeerTable {
         s.addr = addr.to_owned();
         s.connected = true;
         s.frames = 0;
+        s.last_frame_ms = 0;
         s.generation = gen;
         gen
+    }
+
+    /// Whether `origin` has an open connection that delivered a frame in the last
+    /// [`LIVE_MS`] (an idle sender heartbeats every `transfer_interval_ms`): a second
+    /// server claiming its node id is refused, while a sender that reconnects after its
+    /// old connection went silent replaces it.
+    pub fn inbound_live(&self, origin: u64, now_ms: u64) -> bool {
+        self.inbound
+            .lock()
+            .get(&origin)
+            .is_some_and(|s| s.connected && now_ms.saturating_sub(s.last_frame_ms) < LIVE_MS)
     }
 
     /// Whether connection `gen` is still the current one of `origin`.
@@ -219,6 +243,10 @@ mod tests {
         assert!(t.inbound_current(2, a));
         let b = t.inbound_begin(2, "y");
         assert!(!t.inbound_current(2, a));
+        assert!(!t.inbound_live(2, 10_000), "no frame yet");
+        t.update_inbound(2, b, |s| s.last_frame_ms = 9_000);
+        assert!(t.inbound_live(2, 10_000));
+        assert!(!t.inbound_live(2, 11_000), "silent for 2 s");
         t.inbound_end(2, a, Some("old".into()));
         assert!(t.inbound()[&2].connected);
         t.inbound_end(2, b, None);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use duplex_proto::peer::{
     Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
-    PeerInfo, Status, NONCE_LEN,
+    PeerInfo, RefuseReason, Status, NONCE_LEN,
 };
 
 use super::link::{LinkError, Receiver, SendLimits, Sender};
@@ -199,6 +199,22 @@ fn handshake(
         }
         let frame = io.recv(sh, deadline)?;
         match hs.receive(&frame) {
+            Ok(Some(Frame::Challenge(c))) => {
+                let busy = hs
+                    .peer_hello()
+                    .map(|h| h.node_id)
+                    .filter(|&n| sh.peers().inbound_live(n, sh.clock().now_ms()));
+                let reply = match busy {
+                    Some(n) => hs
+                        .refuse(
+                            RefuseReason::DuplicateNodeId,
+                            &format!("node {n} already has a live link to this server: two servers share node id {n}; give each its own --node-id"),
+                        )
+                        .map_err(|e| Fail::Refused(e.to_string()))?,
+                    None => Frame::Challenge(c),
+                };
+                io.send(&[reply])?;
+            }
             Ok(Some(reply)) => io.send(&[reply])?,
             Ok(None) => {}
             Err(e) => {
@@ -240,7 +256,7 @@ fn outbound_loop(sh: &Shared, i: usize, addr: &str) {
         let msg = res.to_string();
         // A peer that stays down is logged once, not every back-off.
         if last_logged.as_deref() != Some(msg.as_str()) {
-            let level_warn = !matches!(res, Fail::Io(_)) || established;
+            let level_warn = (!matches!(res, Fail::Io(_)) || established) && !peer_stopping(&res);
             if level_warn {
                 tracing::warn!(event = "peer_link_down", peer = addr, error = %msg, "peer link to {addr}: {msg}");
             } else {
@@ -382,6 +398,17 @@ fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
     fail
 }
 
+/// Whether the peer ended the link because it is stopping (logged as info, not a warning).
+fn peer_stopping(f: &Fail) -> bool {
+    matches!(
+        f,
+        Fail::Link(LinkError::Peer {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    )
+}
+
 /// The ERROR frame to send as the link ends, if any.
 fn farewell(f: &Fail) -> Option<Frame> {
     match f {
@@ -425,7 +452,9 @@ fn send_loop(
                 return f;
             }
         }
-        if !matches!(cfg.sync, SyncMode::Always) && db.wal().last_lsn() > db.wal().durable_lsn() {
+        // A commit landing after this is seen by the check before the wait below.
+        let seen_lsn = db.wal().last_lsn();
+        if !matches!(cfg.sync, SyncMode::Always) && seen_lsn > db.wal().durable_lsn() {
             if let Err(e) = db.wal().sync() {
                 return Fail::Link(LinkError::Local(format!("WAL sync before sending: {e}")));
             }
@@ -454,7 +483,7 @@ fn send_loop(
                     return Fail::Io("the peer reader ended".into())
                 }
             }
-        } else {
+        } else if db.wal().last_lsn() == seen_lsn {
             db.wait_for_commit(interval);
         }
     }
@@ -534,7 +563,11 @@ pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
         f => Some(f.to_string()),
     };
     if let Some(e) = &error {
-        tracing::warn!(event = "peer_inbound_down", from = %addr, node = origin, error = %e, "peer node {origin} link ended: {e}");
+        if peer_stopping(&fail) {
+            tracing::info!(event = "peer_inbound_down", from = %addr, node = origin, "peer node {origin} is stopping: its link ended");
+        } else {
+            tracing::warn!(event = "peer_inbound_down", from = %addr, node = origin, error = %e, "peer node {origin} link ended: {e}");
+        }
     }
     sh.peers().inbound_end(origin, gen, error);
 }
@@ -547,6 +580,9 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
         return f;
     }
     loop {
+        if sh.stopping() {
+            return Fail::Stopped;
+        }
         if !sh.peers().inbound_current(origin, gen) {
             return Fail::Io("replaced by a newer connection from the same node".into());
         }
@@ -554,12 +590,17 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             Ok(f) => f,
             Err(f) => return f,
         };
+        let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();
+        let now = sh.clock().now_ms();
         sh.peers().update_inbound(origin, gen, |s| {
+            s.last_frame_ms = now;
             s.frames = p.frames;
             s.skew_ms = p.skew_ms;
-            s.resyncs = p.resyncs;
+            s.resyncs += p.resyncs - before.resyncs;
+            s.applied += p.applied - before.applied;
+            s.duplicates += p.duplicates - before.duplicates;
         });
         match replies {
             Ok(r) => {

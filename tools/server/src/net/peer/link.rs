@@ -213,9 +213,12 @@ impl Sender {
         if self.acked.is_none() {
             return Ok(out);
         }
+        let due = self
+            .last_heartbeat_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
         // Taken before the read: once the feed is empty and durable past it, every batch
         // up to its position was sent.
-        let (hb_stamp, hb_pos) = db.heartbeat();
+        let hb = due.then(|| db.heartbeat());
         let mut drained = false;
         while !self.window_full() {
             let room = self.limits.window_bytes - self.inflight_bytes;
@@ -230,10 +233,10 @@ impl Sender {
             }
             self.frame_batches(&batches, &mut out);
         }
-        let due = self
-            .last_heartbeat_ms
-            .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.heartbeat_ms);
-        if drained && due && db.durable_position() >= hb_pos {
+        let Some((hb_stamp, hb_pos)) = hb else {
+            return Ok(out);
+        };
+        if drained && db.durable_position() >= hb_pos {
             self.last_heartbeat_ms = Some(now_ms);
             out.push(Frame::Heartbeat(Heartbeat {
                 origin: self.node,
@@ -337,6 +340,10 @@ pub struct ReceiverProgress {
     pub skew_ms: Option<i64>,
     /// Resyncs asked for.
     pub resyncs: u64,
+    /// Batches applied on this link.
+    pub applied: u64,
+    /// Batches received again on this link and skipped (already held).
+    pub duplicates: u64,
 }
 
 /// The receiving end of a link: applies one origin's batches.
@@ -344,6 +351,10 @@ pub struct ReceiverProgress {
 pub struct Receiver {
     origin: u64,
     progress: ReceiverProgress,
+    /// The mark a RESYNC asked the sender to resend after: frames already in flight that
+    /// start above it are dropped unanswered (each would ask again) until the resend
+    /// arrives.
+    resync_from: Option<u64>,
 }
 
 impl Receiver {
@@ -356,6 +367,7 @@ impl Receiver {
         let r = Receiver {
             origin,
             progress: ReceiverProgress::default(),
+            resync_from: None,
         };
         (r, ack)
     }
@@ -397,6 +409,12 @@ impl Receiver {
     }
 
     fn on_batches(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        if let (Some(mark), Some(first)) = (self.resync_from, b.batches.first()) {
+            if first.prev_origin_lsn > mark {
+                return Ok(Vec::new());
+            }
+            self.resync_from = None;
+        }
         let remote: Vec<RemoteBatch<'_>> = b
             .batches
             .iter()
@@ -410,6 +428,8 @@ impl Receiver {
         let rep = db
             .apply_remote(self.origin, &remote)
             .map_err(|e| LinkError::Local(e.to_string()))?;
+        self.progress.applied += rep.applied as u64;
+        self.progress.duplicates += rep.duplicates as u64;
         let ack = Frame::Ack(Ack {
             origin: self.origin,
             durable_lsn: rep.hwm,
@@ -423,6 +443,7 @@ impl Receiver {
             Some(e) => {
                 tracing::warn!(event = "peer_resync", origin = self.origin, hwm = rep.hwm, error = %e, "asking the peer to resend");
                 self.progress.resyncs += 1;
+                self.resync_from = Some(rep.hwm);
                 let resync = Frame::Resync(Resync {
                     origin: self.origin,
                     last_good_lsn: rep.hwm,
@@ -435,5 +456,319 @@ impl Receiver {
     fn note_time(&mut self, stamp: u64, now_ms: u64) {
         let wall = Timestamp(stamp).wall_ms();
         self.progress.skew_ms = Some(wall as i64 - now_ms as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_engine::Config;
+
+    fn open(dir: &std::path::Path, node: u64) -> Database {
+        Database::open(
+            dir,
+            Config {
+                node_id: node,
+                background: false,
+                replication_backlog_bytes: 1 << 20,
+                ..Config::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn limits(window_bytes: u64, per_frame: usize) -> SendLimits {
+        SendLimits {
+            frame: FrameLimits::default(),
+            max_batches_per_frame: per_frame,
+            frame_bytes: 1 << 20,
+            window_bytes,
+            heartbeat_ms: 100,
+        }
+    }
+
+    /// Runs the link until the sender has nothing more to send; returns the BATCHES
+    /// frames that crossed.
+    fn pump(s: &mut Sender, a: &Database, r: &mut Receiver, b: &Database, now: u64) -> usize {
+        let mut batches = 0;
+        for _ in 0..1000 {
+            let frames = s.poll(a, now).unwrap();
+            let data: Vec<&Frame> = frames
+                .iter()
+                .filter(|f| matches!(f, Frame::Batches(_)))
+                .collect();
+            if data.is_empty() {
+                return batches;
+            }
+            batches += data.len();
+            for f in frames {
+                for reply in r.on_frame(&f, b, now).unwrap() {
+                    s.on_frame(&reply).unwrap();
+                }
+            }
+        }
+        panic!("the link never went idle");
+    }
+
+    /// A sender of `a` and a receiver in `b`, the receiver's first ACK delivered.
+    fn link(a: &Database, b: &Database, l: SendLimits) -> (Sender, Receiver) {
+        let mut s = Sender::new(a.node_id(), l);
+        assert!(
+            s.poll(a, 0).unwrap().is_empty(),
+            "nothing before the first ACK"
+        );
+        let (r, ack) = Receiver::open(b, a.node_id());
+        s.on_frame(&ack).unwrap();
+        assert!(s.started());
+        (s, r)
+    }
+
+    fn now(db: &Database) -> u64 {
+        Timestamp(db.heartbeat().0).wall_ms()
+    }
+
+    #[test]
+    fn updates_reach_the_other_side_and_are_acknowledged() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..20u32 {
+            a.put(format!("k{i}").as_bytes(), b"v").unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 7));
+        let t = now(&a);
+        assert_eq!(pump(&mut s, &a, &mut r, &b, t), 3, "20 batches, 7 a frame");
+        for i in 0..20u32 {
+            assert_eq!(
+                b.get(format!("k{i}").as_bytes()).unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+        }
+        let p = s.progress(t);
+        assert_eq!(p.acked, b.origin_hwm(1));
+        assert_eq!(p.acked, a.durable_position());
+        assert_eq!((p.lag_batches, p.lag_bytes), (0, 0));
+        assert_eq!(p.batches_sent, 20);
+        assert_eq!(b.origins()[&1].applied, 20);
+    }
+
+    #[test]
+    fn a_resent_frame_is_applied_once() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"x", b"1").unwrap();
+        a.put(b"y", b"2").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert!(matches!(frames[0], Frame::Batches(_)));
+        let first = r.on_frame(&frames[0], &b, t).unwrap();
+        let again = r.on_frame(&frames[0], &b, t).unwrap();
+        assert_eq!(first, again, "the same ACK: the mark did not move");
+        assert_eq!(b.origins()[&1].applied, 2);
+        assert_eq!((r.progress().applied, r.progress().duplicates), (2, 2));
+        for f in first {
+            s.on_frame(&f).unwrap();
+        }
+        assert_eq!(s.progress(t).lag_batches, 0);
+    }
+
+    #[test]
+    fn a_gap_triggers_resync_and_converges() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..3u32 {
+            a.put(format!("g{i}").as_bytes(), b"v").unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 1));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert_eq!(
+            frames.len(),
+            4,
+            "three BATCHES, then a heartbeat: all was sent"
+        );
+        assert!(matches!(frames[3], Frame::Heartbeat(_)));
+        // The first frame is lost: the second leaves a gap.
+        let replies = r.on_frame(&frames[1], &b, t).unwrap();
+        assert!(
+            replies
+                .iter()
+                .any(|f| matches!(f, Frame::Resync(x) if x.last_good_lsn == 0)),
+            "{replies:?}"
+        );
+        assert_eq!(r.progress().resyncs, 1);
+        // The frame after it was in flight too: dropped, not a second RESYNC.
+        assert!(r.on_frame(&frames[2], &b, t).unwrap().is_empty());
+        assert_eq!(r.progress().resyncs, 1);
+        for f in &replies {
+            s.on_frame(f).unwrap();
+        }
+        pump(&mut s, &a, &mut r, &b, t);
+        for i in 0..3u32 {
+            assert!(b.get(format!("g{i}").as_bytes()).unwrap().is_some());
+        }
+        assert_eq!(b.origin_hwm(1), a.durable_position());
+    }
+
+    #[test]
+    fn a_restarted_receiver_resumes_from_its_durable_mark() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = open(da.path(), 1);
+        let mut b = open(db_.path(), 2);
+        a.put(b"before", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        pump(&mut s, &a, &mut r, &b, t);
+        let mark = b.origin_hwm(1);
+        b.close().unwrap();
+        a.put(b"after", b"2").unwrap();
+        b = open(db_.path(), 2);
+        assert_eq!(b.origin_hwm(1), mark, "the mark survives the restart");
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        assert_eq!(s.progress(t).acked, mark);
+        pump(&mut s, &a, &mut r, &b, t);
+        assert_eq!(b.get(b"after").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(b.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(b.origins()[&1].applied, 1, "only the new batch crossed");
+        assert_eq!(r.progress().duplicates, 0);
+    }
+
+    #[test]
+    fn the_window_bounds_unacknowledged_bytes() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        for i in 0..5u32 {
+            a.put(format!("w{i}").as_bytes(), &[7u8; 100]).unwrap();
+        }
+        let (mut s, mut r) = link(&a, &b, limits(1, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert_eq!(frames.len(), 1, "one batch fills a 1-byte window");
+        assert!(s.window_full());
+        assert!(s.poll(&a, t).unwrap().is_empty(), "nothing until an ACK");
+        for reply in r.on_frame(&frames[0], &b, t).unwrap() {
+            s.on_frame(&reply).unwrap();
+        }
+        assert!(!s.window_full());
+        assert_eq!(pump(&mut s, &a, &mut r, &b, t), 4);
+    }
+
+    #[test]
+    fn an_idle_link_heartbeats_and_the_receiver_measures_skew() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let t = now(&a);
+        let frames = s.poll(&a, t).unwrap();
+        assert!(
+            matches!(frames.as_slice(), [Frame::Heartbeat(h)] if h.origin == 1),
+            "{frames:?}"
+        );
+        assert!(s.poll(&a, t + 10).unwrap().is_empty(), "not due yet");
+        assert!(r.on_frame(&frames[0], &b, t).unwrap().is_empty());
+        assert!(r.progress().skew_ms.is_some_and(|s| s.abs() < 5_000));
+        assert_eq!(s.poll(&a, t + 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_peer_ahead_of_this_server_needs_a_rebuild() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, _b) = (open(da.path(), 1), open(db_.path(), 2));
+        let mut s = Sender::new(1, limits(8 << 20, 16));
+        let ahead = a.durable_position() + 1000;
+        s.on_frame(&Frame::Ack(Ack {
+            origin: 1,
+            durable_lsn: ahead,
+        }))
+        .unwrap();
+        let e = s.poll(&a, 0).unwrap_err();
+        assert!(matches!(e, LinkError::NeedsRebuild(_)), "{e:?}");
+        assert!(matches!(e.farewell(), Some(Frame::Error(f)) if f.code == ErrorCode::NeedsRebuild));
+    }
+
+    #[test]
+    fn applied_batches_are_never_sent_on() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        a.put(b"from-a", b"1").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        pump(&mut s, &a, &mut r, &b, now(&a));
+        // b's link back to a carries b's own batches only: none yet.
+        let (mut back, mut ra) = link(&b, &a, limits(8 << 20, 16));
+        assert_eq!(pump(&mut back, &b, &mut ra, &a, now(&b)), 0);
+        b.put(b"from-b", b"2").unwrap();
+        assert_eq!(pump(&mut back, &b, &mut ra, &a, now(&b)), 1);
+        assert_eq!(a.get(b"from-b").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(a.origins()[&2].applied, 1);
+    }
+
+    #[test]
+    fn a_peer_clock_far_ahead_is_refused_with_clock_skew() {
+        use duplex_wal::{Clock, ManualClock};
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let wall = duplex_wal::SystemClock.now_ms();
+        let ahead = std::sync::Arc::new(ManualClock::new(wall + 60_000));
+        let a = Database::open(
+            da.path(),
+            Config {
+                node_id: 1,
+                background: false,
+                clock: ahead,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let b = open(db_.path(), 2);
+        a.put(b"fast", b"clock").unwrap();
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let frames = s.poll(&a, wall + 60_000).unwrap();
+        let e = r.on_frame(&frames[0], &b, wall).unwrap_err();
+        assert!(matches!(e, LinkError::ClockSkew(_)), "{e:?}");
+        assert!(matches!(e.farewell(), Some(Frame::Error(f)) if f.code == ErrorCode::ClockSkew));
+        assert_eq!(b.get(b"fast").unwrap(), None, "nothing applied");
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 1,
+            stamp: a.heartbeat().0,
+            last_origin_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&hb, &b, wall),
+            Err(LinkError::ClockSkew(_))
+        ));
+        assert!(r.progress().skew_ms.is_some_and(|s| s > 50_000));
+    }
+
+    #[test]
+    fn frames_of_the_wrong_kind_or_origin_break_the_protocol() {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (open(da.path(), 1), open(db_.path(), 2));
+        let (mut s, mut r) = link(&a, &b, limits(8 << 20, 16));
+        let ack = Frame::Ack(Ack {
+            origin: 1,
+            durable_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&ack, &b, 0),
+            Err(LinkError::Protocol(_))
+        ));
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 3,
+            stamp: 1,
+            last_origin_lsn: 0,
+        });
+        assert!(matches!(
+            r.on_frame(&hb, &b, 0),
+            Err(LinkError::Protocol(_))
+        ));
+        assert!(matches!(s.on_frame(&hb), Err(LinkError::Protocol(_))));
+        let bye = Frame::Error(ErrorFrame::new(ErrorCode::ShuttingDown, "bye"));
+        assert!(matches!(s.on_frame(&bye), Err(LinkError::Peer { .. })));
+        assert!(LinkError::Peer {
+            code: ErrorCode::ShuttingDown,
+            message: String::new()
+        }
+        .farewell()
+        .is_none());
+        let _ = a;
     }
 }
