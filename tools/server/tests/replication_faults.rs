@@ -342,3 +342,45 @@ fn a_peer_with_a_wrong_secret_gets_no_data_and_is_shown_refused() {
         "{sent} bytes went to the wrong-secret peer over {conns} connections"
     );
 }
+
+/// Members that die (issue 11): with three servers, an update of A that reached C but not
+/// B (A's link to B partitioned) must still reach B once A is lost, by C forwarding A's
+/// batches or by a repair that compares range digests.
+#[test]
+fn a_dead_members_update_that_reached_one_peer_reaches_the_other() {
+    let t = temp_dir();
+    let secret = secret_file(t.path(), "secret", "factory-floor-secret");
+    let mut n: Vec<NodeSpec> = (1..=3)
+        .map(|id| NodeSpec::new(t.path(), id, &secret))
+        .collect();
+    let ab = Proxy::start(n[1].addr().parse().unwrap()).unwrap();
+    let ba = Proxy::start(n[0].addr().parse().unwrap()).unwrap();
+    n[0].peers = vec![ab.addr(), n[2].addr()];
+    n[1].peers = vec![ba.addr(), n[2].addr()];
+    n[2].peers = vec![n[0].addr(), n[1].addr()];
+    let mut ds: Vec<Daemon> = n.iter().map(NodeSpec::start).collect();
+    let ports: Vec<u16> = n.iter().map(|n| n.port).collect();
+    for (i, p) in ports.iter().enumerate() {
+        set(*p, &format!("hello{i}"), "x");
+    }
+    converge(&ports, CONVERGE);
+    ab.partition();
+    ba.partition();
+    set(ports[0], "from-a", "reached-c-only");
+    wait_for("A's update on C", CONVERGE, || {
+        get(ports[2], "from-a").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        get(ports[1], "from-a"),
+        None,
+        "A's update crossed the partition"
+    );
+    ds[0].kill9();
+    wait_for(
+        "A's update to reach B through C after A died (forwarding or anti-entropy)",
+        CONVERGE,
+        || get(ports[1], "from-a").is_some(),
+    );
+    converge(&ports[1..], CONVERGE);
+}
