@@ -224,6 +224,11 @@ fn the_same_key_written_on_both_keeps_one_winner_and_journals_the_loser() {
         assert_eq!(e.loser.1, *loser as u64 + 1, "{e:?}");
         assert_eq!(e.winner.1, *winner as u64 + 1, "{e:?}");
         assert!(e.winner.0 > e.loser.0, "{e:?}");
+        // The winner's server, where the loser arrived late, records the same pair
+        // (OPERATIONS.md says every server holding both versions does).
+        let (_, _, there) = conflicts(ports[*winner]);
+        let w = there.iter().find(|r| &r.key == k);
+        assert_eq!(w, Some(e), "server {} journals {k} differently", winner + 1);
     }
 }
 
