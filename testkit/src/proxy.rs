@@ -378,8 +378,7 @@ fn pump(
     let mut buf = vec![0u8; CHUNK];
     let mut chunks = 0u64;
     loop {
-        if let Some((after, chunk)) = replay.take_if(|r| r.0 <= chunks) {
-            let _ = after;
+        if let Some((_, chunk)) = replay.take_if(|r| r.0 <= chunks) {
             inner.lock().dirs[dir.index()].bytes += chunk.len() as u64;
             if to.write_all(&chunk).is_err() {
                 break;
