@@ -9,6 +9,8 @@
 //! - [`kv`]: deterministic keys, values and a 64-bit mixer for workloads;
 //! - [`dirs`]: temporary directories, copying a tree, listing one;
 //! - [`net`]: free loopback ports;
+//! - [`proxy`]: a fault-injecting TCP proxy (delay, partition and heal, a cut mid-frame,
+//!   dropped connections, duplicated and replayed chunks) for the replication tests;
 //! - [`fixtures`]: the committed golden files and the damage their damaged variants carry.
 //!
 //! A dev-only crate (`publish = false`): it depends on none of the Duplex crates, so the
@@ -21,6 +23,8 @@ pub mod dirs;
 pub mod fixtures;
 pub mod kv;
 pub mod net;
+pub mod proxy;
 
 pub use dirs::{copy_tree, temp_dir, TempDir};
 pub use net::{addr, free_port};
+pub use proxy::{Dir, Proxy};

@@ -523,3 +523,95 @@ fn malformed_input_and_limits() {
     let (_, closed) = raw(p, b"", 4);
     assert!(closed, "idle client not closed");
 }
+
+/// Parses a DUPLEX.DIGEST reply `<32 hex>/<count>`.
+fn parse_digest(s: &str) -> (u128, u64) {
+    let (sum, count) = s.split_once('/').unwrap_or_else(|| panic!("digest {s}"));
+    assert_eq!(sum.len(), 32, "{s}");
+    (
+        u128::from_str_radix(sum, 16).unwrap(),
+        count.parse().unwrap(),
+    )
+}
+
+fn digest(c: &mut redis::Connection, range: Option<(&str, &str)>) -> (u128, u64) {
+    let mut cmd = redis::cmd("DUPLEX.DIGEST");
+    if let Some((s, e)) = range {
+        cmd.arg(s).arg(e);
+    }
+    parse_digest(&cmd.query::<String>(c).unwrap())
+}
+
+#[test]
+fn digest_of_all_keys_and_of_ranges() {
+    let t = tmp();
+    let d = Daemon::start_in(t.path(), &[]);
+    let mut c = d.conn();
+    assert_eq!(digest(&mut c, None), (0, 0));
+    let _: () = c.set("a", "1").unwrap();
+    let one = digest(&mut c, None);
+    assert_eq!(one.1, 1);
+    assert_ne!(one.0, 0);
+    // The same value written again is a new version (a new stamp): the digest changes.
+    let _: () = c.set("a", "1").unwrap();
+    let again = digest(&mut c, None);
+    assert_eq!(again.1, 1);
+    assert_ne!(again, one, "a rewrite with a new stamp kept the digest");
+    for k in ["b", "c", "d"] {
+        let _: () = c.set(k, k).unwrap();
+    }
+    let all = digest(&mut c, None);
+    assert_eq!(all.1, 4);
+    // [start, end): start included, end excluded; disjoint ranges add up to the whole.
+    let ab = digest(&mut c, Some(("a", "b")));
+    assert_eq!(ab, again, "[a, b) holds a alone");
+    let bd = digest(&mut c, Some(("b", "d")));
+    assert_eq!(bd.1, 2, "[b, d) holds b and c, not d");
+    let dz = digest(&mut c, Some(("d", "zzz")));
+    assert_eq!(dz.1, 1);
+    assert_eq!(ab.0.wrapping_add(bd.0).wrapping_add(dz.0), all.0);
+    assert_eq!(digest(&mut c, Some(("x", "y"))), (0, 0));
+    // A delete is a version too: still counted, and the digest changes.
+    let n: i64 = c.del("b").unwrap();
+    assert_eq!(n, 1);
+    let deleted = digest(&mut c, None);
+    assert_eq!(deleted.1, 4, "the tombstone of b is counted");
+    assert_ne!(deleted.0, all.0);
+    assert_ne!(digest(&mut c, Some(("b", "d"))), bd);
+    // Reads do not change it.
+    let _: Option<String> = c.get("a").unwrap();
+    assert_eq!(digest(&mut c, None), deleted);
+    let e = redis::cmd("DUPLEX.DIGEST")
+        .arg("a")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments"), "{e}");
+}
+
+#[test]
+fn conflicts_on_a_lone_server_are_empty_with_counters() {
+    let t = tmp();
+    let d = Daemon::start_in(t.path(), &[]);
+    let mut c = d.conn();
+    let _: () = c.set("k", "v").unwrap();
+    let _: () = c.set("k", "w").unwrap();
+    // A local overwrite is not a conflict.
+    for args in [&[][..], &["5"][..], &["0"][..]] {
+        let r: Value = redis::cmd("DUPLEX.CONFLICTS")
+            .arg(args)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(
+            r,
+            Value::Array(vec![Value::Int(0), Value::Int(0), Value::Array(vec![])]),
+            "{args:?}"
+        );
+    }
+    for bad in ["-1", "x"] {
+        let e = redis::cmd("DUPLEX.CONFLICTS")
+            .arg(bad)
+            .query::<Value>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains("non-negative integer"), "{e}");
+    }
+}

@@ -1,8 +1,12 @@
 //! The operator's commands: DUPLEX.STATE (allowed before AUTH: clients read it to choose a
-//! server), DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE and DUPLEX.UNFENCE. The peer
-//! link's commands will join them here.
+//! server), DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE and DUPLEX.UNFENCE, and the
+//! replication's views: DUPLEX.DIGEST (the stamped digest of all keys or a key range, to
+//! compare servers from any client) and DUPLEX.CONFLICTS (the conflict journal).
 
-use duplex_proto::{array_len, error, integer, simple};
+use std::ops::Bound;
+
+use duplex_engine::Conflict;
+use duplex_proto::{array_len, bulk, error, integer, null_bulk, parse_i64, simple};
 
 use super::{bulk_str, engine_err, ErrLine};
 use crate::shared::Shared;
@@ -140,5 +144,135 @@ pub fn unfence(sh: &Shared, out: &mut Vec<u8>) {
             out,
             &format!("ERR unfenced in memory but not persisted: {e}"),
         ),
+    }
+}
+
+/// `DUPLEX.DIGEST [start end]`: the stamped digest (every key's stamp and value, deletes
+/// included) of the whole database, or of the keys in `[start, end)` (start included, end
+/// excluded), as the bulk string `<32 hex digits of the sum>/<count>`. Two servers holding the
+/// same versions answer the same string; digests of disjoint ranges add up (mod 2^128).
+pub fn digest(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let (start, end) = match args {
+        [_] => (Bound::Unbounded, Bound::Unbounded),
+        [_, s, e] => (Bound::Included(*s), Bound::Excluded(*e)),
+        _ => return super::arity_error(args[0]).send(out),
+    };
+    match sh.db().stamped_digest(start, end) {
+        Ok(d) => bulk_str(out, &d.to_string()),
+        Err(e) => engine_err(out, &e),
+    }
+}
+
+/// How many conflict entries DUPLEX.CONFLICTS returns without a count.
+pub const CONFLICTS_DEFAULT: usize = 100;
+
+/// `DUPLEX.CONFLICTS [count]`: `[recorded, dropped, [entry...]]`, the conflict journal's
+/// counters since start and its newest `count` entries (default [`CONFLICTS_DEFAULT`]),
+/// newest first. Each entry is the flat array `key, winner_ts, winner_origin, loser_ts,
+/// loser_origin, loser_deleted (0/1), loser_value (nil when a delete or longer than the
+/// journal keeps), loser_len, loser_digest (16 hex digits of the value's xxh3-64),
+/// recorded_ms`. New fields go at the end.
+pub fn conflicts(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+    let n = match args.get(1) {
+        None => CONFLICTS_DEFAULT,
+        Some(a) => match parse_i64(a).and_then(|n| usize::try_from(n).ok()) {
+            Some(n) => n,
+            None => {
+                return ErrLine::err("count must be a non-negative integer").send(out);
+            }
+        },
+    };
+    let (entries, recorded, dropped) = sh.db().conflicts(n);
+    array_len(out, 3);
+    integer(out, i64::try_from(recorded).unwrap_or(i64::MAX));
+    integer(out, i64::try_from(dropped).unwrap_or(i64::MAX));
+    array_len(out, entries.len());
+    for c in &entries {
+        conflict_entry(c, out);
+    }
+}
+
+/// One DUPLEX.CONFLICTS entry.
+fn conflict_entry(c: &Conflict, out: &mut Vec<u8>) {
+    let int = |out: &mut Vec<u8>, v: u64| integer(out, i64::try_from(v).unwrap_or(i64::MAX));
+    array_len(out, 10);
+    bulk(out, &c.key);
+    int(out, c.winner.ts.0);
+    int(out, c.winner.origin);
+    int(out, c.loser.ts.0);
+    int(out, c.loser.origin);
+    integer(out, i64::from(c.loser_deleted));
+    match &c.loser_value {
+        Some(v) => bulk(out, v),
+        None => null_bulk(out),
+    }
+    int(out, c.loser_len);
+    bulk_str(out, &format!("{:016x}", c.loser_digest));
+    int(out, c.recorded_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_engine::{Stamp, Timestamp};
+    use duplex_proto::{parse_reply, Limits, Reply};
+
+    fn stamp(ts: u64, origin: u64) -> Stamp {
+        Stamp {
+            ts: Timestamp(ts),
+            origin,
+        }
+    }
+
+    fn encoded(c: &Conflict) -> Reply {
+        let mut out = Vec::new();
+        conflict_entry(c, &mut out);
+        let (r, used) = parse_reply(&out, &Limits::default()).unwrap().unwrap();
+        assert_eq!(used, out.len());
+        r
+    }
+
+    #[test]
+    fn a_conflict_entry_is_a_flat_array_of_ten_fields() {
+        let c = Conflict::new(b"k", stamp(900, 2), stamp(800, 1), Some(b"lost"), 1234);
+        let Reply::Array(f) = encoded(&c) else {
+            panic!("not an array")
+        };
+        assert_eq!(
+            f,
+            vec![
+                Reply::Bulk(b"k".to_vec()),
+                Reply::Integer(900),
+                Reply::Integer(2),
+                Reply::Integer(800),
+                Reply::Integer(1),
+                Reply::Integer(0),
+                Reply::Bulk(b"lost".to_vec()),
+                Reply::Integer(4),
+                Reply::Bulk(format!("{:016x}", c.loser_digest).into_bytes()),
+                Reply::Integer(1234),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deleted_or_long_loser_has_no_value() {
+        let del = Conflict::new(b"k", stamp(2, 2), stamp(1, 1), None, 0);
+        let Reply::Array(f) = encoded(&del) else {
+            panic!("not an array")
+        };
+        assert_eq!(f[5], Reply::Integer(1));
+        assert_eq!(f[6], Reply::Null);
+        assert_eq!(f[7], Reply::Integer(0));
+        // One byte past what the journal keeps whole (1 KiB).
+        let big = vec![7u8; 1025];
+        let long = Conflict::new(b"k", stamp(2, 2), stamp(1, 1), Some(&big), 0);
+        let Reply::Array(f) = encoded(&long) else {
+            panic!("not an array")
+        };
+        assert_eq!(f[5], Reply::Integer(0));
+        assert_eq!(f[6], Reply::Null);
+        assert_eq!(f[7], Reply::Integer(big.len() as i64));
+        assert_ne!(f[8], Reply::Bulk(b"0000000000000000".to_vec()));
     }
 }

@@ -7,7 +7,8 @@
 //! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
 //! - [`scan`]: SCAN, DBSIZE;
 //! - [`info`]: INFO, CONFIG GET, COMMAND;
-//! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE;
+//! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE,
+//!   DUPLEX.DIGEST, DUPLEX.CONFLICTS;
 //! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links).
 //!
 //! This layer knows requests and replies, not sockets: [`crate::session`] decides which
@@ -116,6 +117,10 @@ pub enum Cmd {
     DFence,
     /// `DUPLEX.UNFENCE`
     DUnfence,
+    /// `DUPLEX.DIGEST [start end]`
+    DDigest,
+    /// `DUPLEX.CONFLICTS [count]`
+    DConflicts,
     /// `DUPLEX.PEERS`
     DPeers,
     /// Anything else.
@@ -163,6 +168,8 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("DUPLEX.CHECKPOINT", Cmd::DCheckpoint, 1, 1, false),
     ("DUPLEX.FENCE", Cmd::DFence, 1, 1, false),
     ("DUPLEX.UNFENCE", Cmd::DUnfence, 1, 1, false),
+    ("DUPLEX.DIGEST", Cmd::DDigest, 1, 3, false),
+    ("DUPLEX.CONFLICTS", Cmd::DConflicts, 1, 2, false),
     ("DUPLEX.PEERS", Cmd::DPeers, 1, 1, false),
 ];
 
@@ -245,7 +252,7 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 }
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
-/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DBSIZE, and SCAN with a COUNT above
+/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DBSIZE, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
@@ -258,7 +265,7 @@ pub fn is_slow(args: &[&[u8]]) -> bool {
         return false;
     }
     match check(args) {
-        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DbSize, _)) => true,
+        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize, _)) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
         _ => false,
     }
@@ -270,6 +277,7 @@ pub fn run_slow(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     match check(args) {
         Ok((Cmd::DBackup, _)) => admin::backup(sh, args, out),
         Ok((Cmd::DCheckpoint, _)) => admin::checkpoint(sh, out),
+        Ok((Cmd::DDigest, _)) => admin::digest(sh, args, out),
         Ok((Cmd::DbSize, _)) => scan::dbsize(sh, out),
         Ok((Cmd::Scan, _)) => scan::scan(sh, args, out),
         Ok(_) => error(out, "ERR internal: not a slow command"),
@@ -391,6 +399,8 @@ fn dispatch(
         Cmd::DCheckpoint => admin::checkpoint(sh, out),
         Cmd::DFence => admin::fence(sh, out),
         Cmd::DUnfence => admin::unfence(sh, out),
+        Cmd::DDigest => admin::digest(sh, args, out),
+        Cmd::DConflicts => admin::conflicts(sh, args, out),
         Cmd::DPeers => peers::peers_cmd(sh, out),
         Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
             // Handled by the caller.
@@ -408,4 +418,20 @@ pub(crate) fn bulk_str(out: &mut Vec<u8>, s: &str) {
 /// Appends an engine error as an `ERR` reply.
 pub(crate) fn engine_err(out: &mut Vec<u8>, e: &duplex_engine::Error) {
     ErrLine::err(e.to_string()).send(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_slow_work_and_conflicts_is_not() {
+        assert!(is_slow(&[b"duplex.digest"]));
+        assert!(is_slow(&[b"DUPLEX.DIGEST", b"a", b"b"]));
+        // A malformed one is refused at once, not queued as slow work.
+        assert!(!is_slow(&[b"DUPLEX.DIGEST", b"a", b"b", b"c"]));
+        assert!(!is_slow(&[b"DUPLEX.CONFLICTS"]));
+        assert_eq!(lookup(b"duplex.conflicts").0, Cmd::DConflicts);
+        assert!(check(&[b"DUPLEX.CONFLICTS", b"1", b"2"]).is_err());
+    }
 }

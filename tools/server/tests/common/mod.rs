@@ -1,7 +1,10 @@
 //! The server suites' side of the `duplexd` harness (`duplex_testkit::daemon`): start the
 //! binary this package builds on a free port, ready once it answers a DUPLEX.STATE, with
-//! the connection layer `DUPLEXD_IO` names; `redis` crate clients; raw TCP.
+//! the connection layer `DUPLEXD_IO` names; `redis` crate clients; raw TCP; and for the
+//! replication suites, servers that name each other as peers ([`cluster`]).
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
