@@ -57,6 +57,7 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                 ),
                 ("frames_sent", p.frames_sent.to_string()),
                 ("batches_sent", p.batches_sent.to_string()),
+                ("batches_forwarded", p.batches_forwarded.to_string()),
                 ("connects", p.connects.to_string()),
                 (
                     "inbound",
@@ -65,6 +66,7 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                 ("hwm", o.hwm.to_string()),
                 ("applied", i.applied.to_string()),
                 ("duplicates", i.duplicates.to_string()),
+                ("forwarded_in", i.forwarded.to_string()),
                 ("resyncs", i.resyncs.to_string()),
                 (
                     "inbound_error",

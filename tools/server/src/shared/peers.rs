@@ -66,6 +66,8 @@ pub struct PeerStatus {
     pub frames_sent: u64,
     /// Batches sent since start (all connections; resends count again).
     pub batches_sent: u64,
+    /// Batches of other (silent) origins forwarded to this peer since start.
+    pub batches_forwarded: u64,
     /// Connections established since start.
     pub connects: u64,
 }
@@ -87,6 +89,8 @@ pub struct InboundStatus {
     pub applied: u64,
     /// Batches of it received again and skipped since start (resends).
     pub duplicates: u64,
+    /// Batches of other origins it forwarded here and that were applied, since start.
+    pub forwarded: u64,
     /// The last error of its link.
     pub last_error: Option<String>,
     /// When its current connection last delivered a frame (Unix ms).

@@ -334,7 +334,7 @@ fn run_outbound(sh: &Shared, i: usize, addr: &str, established: &mut bool) -> Fa
         s.state = LinkState::Up;
         s.connects += 1;
     });
-    transfer(sh, i, io)
+    transfer(sh, i, io, peer.node_id)
 }
 
 fn connect(addr: &str) -> Result<TcpStream, Fail> {
@@ -356,7 +356,7 @@ type Incoming = Result<Frame, Fail>;
 
 /// The transfer loop of an established outbound link (see [`Sender`]); a reader thread
 /// passes the receiver's frames in.
-fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
+fn transfer(sh: &Shared, i: usize, io: FrameIo, peer: u64) -> Fail {
     let FrameIo {
         stream,
         decoder,
@@ -397,7 +397,7 @@ fn transfer(sh: &Shared, i: usize, io: FrameIo) -> Fail {
         out: Vec::new(),
         chunk: Box::new([0; CHUNK_BYTES]),
     };
-    let fail = send_loop(sh, i, &mut io, &rx, limits);
+    let fail = send_loop(sh, i, &mut io, &rx, (limits, peer));
     if let Some(f) = farewell(&fail) {
         let _ = io.send(&[f]);
     }
@@ -436,7 +436,7 @@ fn send_loop(
     i: usize,
     io: &mut FrameIo,
     rx: &mpsc::Receiver<Incoming>,
-    limits: FrameLimits,
+    (limits, peer): (FrameLimits, u64),
 ) -> Fail {
     let cfg = sh.cfg();
     let interval = Duration::from_millis(cfg.transfer_interval_ms);
@@ -449,9 +449,11 @@ fn send_loop(
             frame_bytes: FRAME_BYTES,
             window_bytes: cfg.peer_window_bytes,
             heartbeat_ms: cfg.transfer_interval_ms,
+            forward_after_ms: forward_after_ms(cfg.transfer_interval_ms),
         },
-    );
-    let mut totals = (0u64, 0u64);
+    )
+    .to_peer(peer);
+    let mut totals = (0u64, 0u64, 0u64);
     loop {
         if sh.stopping() {
             return Fail::Stopped;
@@ -505,10 +507,11 @@ fn take(sender: &mut Sender, m: Incoming) -> Result<(), Fail> {
 }
 
 /// Copies the sender's progress into the status (counters as totals since start).
-fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64)) {
+fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64, u64)) {
     let p = sender.progress(sh.clock().now_ms());
     let (df, db) = (p.frames_sent - totals.0, p.batches_sent - totals.1);
-    *totals = (p.frames_sent, p.batches_sent);
+    let dfw = p.batches_forwarded - totals.2;
+    *totals = (p.frames_sent, p.batches_sent, p.batches_forwarded);
     sh.peers().update_outbound(i, |s| {
         s.state = LinkState::Up;
         s.acked = p.acked;
@@ -517,6 +520,7 @@ fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64)) {
         s.lag_ms = p.lag_ms;
         s.frames_sent += df;
         s.batches_sent += db;
+        s.batches_forwarded += dfw;
     });
 }
 
@@ -585,7 +589,9 @@ pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
 fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
     let db = sh.db();
     let (mut rx, first) = Receiver::open(db, origin);
-    if let Err(f) = io.send(&[first]) {
+    let mut opening = vec![first];
+    opening.extend(Receiver::other_marks(db, origin));
+    if let Err(f) = io.send(&opening) {
         return f;
     }
     loop {
@@ -610,6 +616,7 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             s.resyncs += p.resyncs - before.resyncs;
             s.applied += p.applied - before.applied;
             s.duplicates += p.duplicates - before.duplicates;
+            s.forwarded += p.forwarded - before.forwarded;
         });
         match replies {
             Ok(r) => {
@@ -636,4 +643,10 @@ pub fn spawn_inbound(sh: &Arc<Shared>, stream: TcpStream, prefix: Vec<u8>) {
         sh.conn_closed();
         tracing::warn!(event = "spawn_failed", error = %e, "cannot start a peer connection thread");
     }
+}
+
+/// How long an origin must have been silent (no batch, no heartbeat) before its batches
+/// are forwarded to peers that miss them: ten heartbeats, at least a second.
+pub fn forward_after_ms(transfer_interval_ms: u64) -> u64 {
+    transfer_interval_ms.saturating_mul(10).max(1000)
 }

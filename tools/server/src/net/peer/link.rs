@@ -9,11 +9,17 @@
 //! - [`Receiver`] (the acceptor): answers the handshake's end with ACK(origin, durable
 //!   high-water mark), applies each BATCHES frame with [`Database::apply_remote`] and
 //!   answers ACK with the new mark, plus RESYNC when a batch was refused.
+//! - Forwarding: the receiver also tells the sender its marks of every other origin (ACKs
+//!   of those origins), and a sender whose database has not heard from an origin for
+//!   `forward_after_ms` sends the peer that origin's batches it holds and the peer lacks
+//!   ([`FeedCursor::read_forward`]: origin, positions, stamps and payloads as the origin
+//!   sent them). So an update of a member that dies after reaching one peer reaches every
+//!   peer; while the origin is alive each update crosses each link once.
 //!
 //! Either end fails with a [`LinkError`]; its [`LinkError::farewell`] is the ERROR frame to
 //! send before the connection closes.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use duplex_engine::{Database, FeedBatch, FeedCursor, RemoteBatch, ReplError, Timestamp};
 use duplex_proto::peer::{
@@ -87,6 +93,9 @@ pub struct SendLimits {
     pub window_bytes: u64,
     /// Milliseconds between heartbeats of an idle link.
     pub heartbeat_ms: u64,
+    /// An origin silent this long (ms) is taken for lost: its batches this server holds
+    /// are forwarded to the peer if it lacks them.
+    pub forward_after_ms: u64,
 }
 
 /// One batch sent and not yet acknowledged.
@@ -112,6 +121,8 @@ pub struct SenderProgress {
     pub frames_sent: u64,
     /// Batches sent on this link.
     pub batches_sent: u64,
+    /// Batches of other origins forwarded on this link.
+    pub batches_forwarded: u64,
 }
 
 /// The sending end of a link: this server's own batches to one peer.
@@ -129,6 +140,13 @@ pub struct Sender {
     last_heartbeat_ms: Option<u64>,
     frames_sent: u64,
     batches_sent: u64,
+    /// The peer's node id (its own batches are never forwarded to it).
+    peer: Option<u64>,
+    /// The peer's marks of other origins, from its ACKs and RESYNCs.
+    peer_marks: BTreeMap<u64, u64>,
+    /// The last position of each other origin forwarded on this link.
+    forwarded: BTreeMap<u64, u64>,
+    batches_forwarded: u64,
 }
 
 impl Sender {
@@ -145,7 +163,17 @@ impl Sender {
             last_heartbeat_ms: None,
             frames_sent: 0,
             batches_sent: 0,
+            peer: None,
+            peer_marks: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            batches_forwarded: 0,
         }
+    }
+
+    /// The same sender, knowing the peer's node id (learnt in the handshake).
+    pub fn to_peer(mut self, peer: u64) -> Sender {
+        self.peer = Some(peer);
+        self
     }
 
     /// Whether the peer has told where to start (its first ACK arrived).
@@ -168,6 +196,18 @@ impl Sender {
             }
             Frame::Resync(r) if r.origin == self.node => {
                 self.rewind(r.last_good_lsn);
+                Ok(())
+            }
+            // The peer's mark of another origin (what it holds, or where a forwarded
+            // chain must restart).
+            Frame::Ack(a) if Some(a.origin) != self.peer => {
+                let m = self.peer_marks.entry(a.origin).or_default();
+                *m = (*m).max(a.durable_lsn);
+                Ok(())
+            }
+            Frame::Resync(r) if Some(r.origin) != self.peer => {
+                self.peer_marks.insert(r.origin, r.last_good_lsn);
+                self.forwarded.insert(r.origin, r.last_good_lsn);
                 Ok(())
             }
             Frame::Error(e) => Err(LinkError::from_peer(e)),
@@ -233,6 +273,7 @@ impl Sender {
             }
             self.frame_batches(&batches, &mut out);
         }
+        self.forward(db, now_ms, &mut out);
         let Some((hb_stamp, hb_pos)) = hb else {
             return Ok(out);
         };
@@ -246,6 +287,60 @@ impl Sender {
             self.frames_sent += 1;
         }
         Ok(out)
+    }
+
+    /// Forwards the batches of origins silent for `forward_after_ms` that this server holds
+    /// and the peer lacks, one frame per origin per poll, never the peer's own.
+    fn forward(&mut self, db: &Database, now_ms: u64, out: &mut Vec<Frame>) {
+        for (origin, st) in db.origins() {
+            if origin == self.node || Some(origin) == self.peer {
+                continue;
+            }
+            let silent = now_ms.saturating_sub(Timestamp(st.heard_ts).wall_ms());
+            if silent < self.limits.forward_after_ms {
+                continue;
+            }
+            let mark = self.peer_marks.get(&origin).copied().unwrap_or(0);
+            let after = mark.max(self.forwarded.get(&origin).copied().unwrap_or(0));
+            if st.hwm <= after {
+                continue;
+            }
+            let want = self.limits.frame_bytes;
+            let per_frame = (self.limits.frame.max_batches_per_frame as usize)
+                .min(self.limits.max_batches_per_frame)
+                .max(1);
+            let Some(batches) = FeedCursor::read_forward(db, origin, after, per_frame, want) else {
+                continue;
+            };
+            let Some(last) = batches.last().map(|b| b.origin_lsn) else {
+                continue;
+            };
+            let n = batches.len() as u64;
+            let frame = Batches {
+                origin,
+                batches: batches
+                    .into_iter()
+                    .map(|b| Batch {
+                        origin_lsn: b.origin_lsn,
+                        prev_origin_lsn: b.prev_origin_lsn,
+                        stamp: b.stamp,
+                        payload: b.payload.to_vec(),
+                    })
+                    .collect(),
+            };
+            // At most `frame_bytes` of payload, or one batch the frame limits allow.
+            tracing::info!(
+                event = "peer_forward",
+                origin,
+                batches = n,
+                after,
+                "forwarding a silent origin's batches the peer lacks"
+            );
+            self.forwarded.insert(origin, last);
+            self.batches_forwarded += n;
+            self.frames_sent += 1;
+            out.push(Frame::Batches(frame));
+        }
     }
 
     /// Splits `batches` into frames within the frame limits and records them in flight.
@@ -306,6 +401,7 @@ impl Sender {
                 .map_or(0, |f| now_ms.saturating_sub(Timestamp(f.stamp).wall_ms())),
             frames_sent: self.frames_sent,
             batches_sent: self.batches_sent,
+            batches_forwarded: self.batches_forwarded,
         }
     }
 }
@@ -344,6 +440,8 @@ pub struct ReceiverProgress {
     pub applied: u64,
     /// Batches received again on this link and skipped (already held).
     pub duplicates: u64,
+    /// Batches of other origins forwarded on this link and applied.
+    pub forwarded: u64,
 }
 
 /// The receiving end of a link: applies one origin's batches.
@@ -372,6 +470,21 @@ impl Receiver {
         (r, ack)
     }
 
+    /// ACKs of this server's marks of every origin but the link's own and this server's:
+    /// what a sender needs to forward only what is missing.
+    pub fn other_marks(db: &Database, origin: u64) -> Vec<Frame> {
+        db.origins()
+            .into_iter()
+            .filter(|(o, _)| *o != origin && *o != db.node_id())
+            .map(|(o, st)| {
+                Frame::Ack(Ack {
+                    origin: o,
+                    durable_lsn: st.hwm,
+                })
+            })
+            .collect()
+    }
+
     /// The origin this link carries.
     pub fn origin(&self) -> u64 {
         self.origin
@@ -392,6 +505,7 @@ impl Receiver {
         self.progress.frames += 1;
         match frame {
             Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
+            Frame::Batches(b) if b.origin != db.node_id() => self.on_forwarded(b, db),
             Frame::Heartbeat(h) if h.origin == self.origin => self.on_heartbeat(h, db, now_ms),
             Frame::Error(e) => Err(LinkError::from_peer(e)),
             other => Err(LinkError::Protocol(format!(
@@ -446,6 +560,40 @@ impl Receiver {
                 Ok(vec![ack, resync])
             }
         }
+    }
+
+    /// Batches of another origin forwarded by the sender: applied with the same checks;
+    /// answered with this server's mark of that origin, and a RESYNC when refused (the
+    /// forwarder restarts that origin's chain from the mark). A clock skew is only
+    /// reported: the origin's own link deals with it.
+    fn on_forwarded(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        let remote: Vec<RemoteBatch<'_>> = b
+            .batches
+            .iter()
+            .map(|x| RemoteBatch {
+                origin_lsn: x.origin_lsn,
+                prev_origin_lsn: x.prev_origin_lsn,
+                stamp: x.stamp,
+                payload: &x.payload,
+            })
+            .collect();
+        let rep = db
+            .apply_remote(b.origin, &remote)
+            .map_err(|e| LinkError::Local(e.to_string()))?;
+        self.progress.forwarded += rep.applied as u64;
+        self.progress.duplicates += rep.duplicates as u64;
+        let mut out = vec![Frame::Ack(Ack {
+            origin: b.origin,
+            durable_lsn: rep.hwm,
+        })];
+        if let Some(e) = rep.refused {
+            tracing::warn!(event = "peer_forward_refused", origin = b.origin, hwm = rep.hwm, error = %e, "a forwarded batch was refused");
+            out.push(Frame::Resync(Resync {
+                origin: b.origin,
+                last_good_lsn: rep.hwm,
+            }));
+        }
+        Ok(out)
     }
 
     /// A heartbeat: the clock check, and the lost-tail check: every batch up to
@@ -510,6 +658,7 @@ mod tests {
             frame_bytes: 1 << 20,
             window_bytes,
             heartbeat_ms: 100,
+            forward_after_ms: 1000,
         }
     }
 
@@ -749,6 +898,50 @@ mod tests {
         assert_eq!(pump(&mut back, &b, &mut ra, &a, now(&b)), 1);
         assert_eq!(a.get(b"from-b").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(a.origins()[&2].applied, 1);
+    }
+
+    #[test]
+    fn a_silent_origins_batches_are_forwarded_to_a_peer_that_lacks_them_and_only_then() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (a, b, c) = (
+            open(dirs[0].path(), 1),
+            open(dirs[1].path(), 2),
+            open(dirs[2].path(), 3),
+        );
+        for i in 0..5u8 {
+            a.put(&[b'f', i], b"v").unwrap();
+        }
+        // A reached C, then died before reaching B.
+        let (mut ac, mut rc) = link(&a, &c, limits(8 << 20, 16));
+        pump(&mut ac, &a, &mut rc, &c, now(&a));
+        // C's link to B: B tells C its marks of the other origins (none of A).
+        let mut s = Sender::new(3, limits(8 << 20, 16)).to_peer(2);
+        let (mut r, ack) = Receiver::open(&b, 3);
+        s.on_frame(&ack).unwrap();
+        for m in Receiver::other_marks(&b, 3) {
+            s.on_frame(&m).unwrap();
+        }
+        // While A is heard from, nothing of A's is forwarded.
+        assert_eq!(pump(&mut s, &c, &mut r, &b, now(&a)), 0);
+        assert_eq!(b.get(&[b'f', 4]).unwrap(), None);
+        // Silent for longer than forward_after_ms: forwarded, stamps and positions kept.
+        let later = now(&a) + 5_000;
+        assert!(pump(&mut s, &c, &mut r, &b, later) >= 1);
+        assert_eq!(b.get(&[b'f', 4]).unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(b.origin_hwm(1), c.origin_hwm(1));
+        assert_eq!(r.progress().forwarded, 5);
+        assert_eq!(s.progress(later).batches_forwarded, 5);
+        let d = |db: &Database| {
+            db.stamped_digest(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+                .unwrap()
+        };
+        assert_eq!(d(&b), d(&c));
+        // Nothing more to forward: B acknowledged A's mark.
+        assert_eq!(pump(&mut s, &c, &mut r, &b, later + 1_000), 0);
+        // A comes back: its own link sends again what B holds: all recognised as held.
+        let (mut ab, mut rb) = link(&a, &b, limits(8 << 20, 16));
+        pump(&mut ab, &a, &mut rb, &b, now(&a));
+        assert_eq!(rb.progress().applied, 0);
     }
 
     #[test]
