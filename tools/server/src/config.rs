@@ -51,6 +51,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// max_clock_offset_ms = 500   # a peer whose clock is further ahead is refused
 /// peer_window_bytes = 8388608 # unacknowledged bytes in flight per peer
 /// replication_backlog_bytes = 67108864  # recent batches kept in memory for peers
+/// peer_retention_bytes = 17179869184    # archive kept for peers beyond the backups' needs
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -155,6 +156,11 @@ pub struct ServerConfig {
     /// Bytes of recent local batches kept in memory for the peer links (older ones are
     /// read from the WAL or the archive). Used only with peers. Default 64 MiB.
     pub replication_backlog_bytes: u64,
+    /// Bytes of archive that backup retention keeps beyond what the backups need, for a
+    /// peer that has not yet acknowledged this server's batches (down, partitioned).
+    /// Past it the archive is pruned as if no peer needed it and that peer must be
+    /// rebuilt (its link says `needs-rebuild`). Default 16 GiB.
+    pub peer_retention_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +196,7 @@ impl Default for ServerConfig {
             transfer_on_commit: true,
             max_clock_offset_ms: 500,
             peer_window_bytes: 8 << 20,
+            peer_retention_bytes: 16 << 30,
             replication_backlog_bytes: 64 << 20,
         }
     }

@@ -117,6 +117,9 @@ struct Args {
     /// Recent local batches kept in memory for peers, bytes [default: 67108864].
     #[arg(long)]
     replication_backlog_bytes: Option<u64>,
+    /// Archive kept for peers beyond the backups' needs, bytes [default: 17179869184].
+    #[arg(long)]
+    peer_retention_bytes: Option<u64>,
 }
 
 /// A path flag that may be empty (`--archive-dir ""`: no archive).
@@ -148,7 +151,8 @@ fn real_main() -> anyhow::Result<()> {
           client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads,
           cluster_id => cluster_id, transfer_interval_ms => transfer_interval_ms,
           transfer_on_commit => transfer_on_commit, max_clock_offset_ms => max_clock_offset_ms,
-          peer_window_bytes => peer_window_bytes, replication_backlog_bytes => replication_backlog_bytes);
+          peer_window_bytes => peer_window_bytes, replication_backlog_bytes => replication_backlog_bytes,
+          peer_retention_bytes => peer_retention_bytes);
     if !a.peer.is_empty() {
         c.peers = a.peer.clone();
     }

@@ -74,6 +74,8 @@ pub struct BackupCtx<'a> {
     pub cfg: &'a ServerConfig,
     /// The clock (backup names and INFO times).
     pub clock: &'a dyn Clock,
+    /// What retention keeps of the archive for peers (`None` without peers).
+    pub peer_floor: Option<duplex_engine::PeerFloor>,
 }
 
 impl Backups {
@@ -140,7 +142,7 @@ impl Backups {
                     info.last_error = None;
                 }
                 tracing::info!(event = "backup_done", dir = %rep.dir.display(), bytes = rep.bytes_copied, seconds = rep.seconds, "backup completed");
-                retention(cx.cfg);
+                retention(cx.cfg, cx.peer_floor);
                 Ok(rep)
             }
             Err(e) => {
@@ -157,13 +159,21 @@ impl Backups {
 }
 
 /// Applies retention after a backup; a failure is logged (the backup itself stands).
-fn retention(cfg: &ServerConfig) {
-    match duplex_engine::apply_retention(
+fn retention(cfg: &ServerConfig, floor: Option<duplex_engine::PeerFloor>) {
+    match duplex_engine::apply_retention_for_peers(
         &duplex_wal::StdStorage,
         &cfg.backup_dir,
         cfg.archive(),
         cfg.keep_backups,
+        floor,
     ) {
+        Ok(r) if r.peer_floor_dropped => tracing::warn!(
+            event = "retention_dropped_peer_archive",
+            backups_removed = r.backups_removed.len(),
+            segments_removed = r.segments_removed.len(),
+            max_bytes = cfg.peer_retention_bytes,
+            "retention removed archive a peer still needed (more than peer_retention_bytes): that peer must be rebuilt"
+        ),
         Ok(r) => tracing::info!(
             event = "retention",
             backups_removed = r.backups_removed.len(),

@@ -286,8 +286,34 @@ impl Shared {
             state: &self.state,
             cfg: &self.cfg,
             clock: &*self.clock,
+            peer_floor: self.peer_floor(),
         };
         self.backups.take(cx, name)
+    }
+
+    /// What backup retention must keep of this server's archive for its peers: the least
+    /// LSN of this incarnation any `--peer` acknowledged (0 for a peer that holds none of
+    /// it yet, or an earlier incarnation); `None` without peers.
+    fn peer_floor(&self) -> Option<duplex_engine::PeerFloor> {
+        let peers = self.peers().outbound();
+        if peers.is_empty() {
+            return None;
+        }
+        let inc = self.db.incarnation();
+        let lsn = peers
+            .iter()
+            .map(|p| match duplex_engine::split_position(p.acked) {
+                (i, lsn) if i == inc => lsn,
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
+        Some(duplex_engine::PeerFloor {
+            node: self.db.node_id(),
+            timeline: inc,
+            lsn,
+            max_bytes: self.cfg.peer_retention_bytes,
+        })
     }
 
     /// What is known about the backups (taken since start, or the newest found at start).
