@@ -278,8 +278,30 @@ impl ServerConfig {
     /// The peer settings: addresses `HOST:PORT`, a secret file with peers, positive
     /// interval and window.
     fn validate_peers(&self) -> Result<(), Error> {
+        let pinned = self
+            .peers
+            .iter()
+            .filter(|p| split_peer(p).0.is_some())
+            .count();
+        if pinned != 0 && pinned != self.peers.len() {
+            return Err(Error::Config(
+                "some peers name their node id (ID@HOST:PORT) and some do not: pin every peer (then only those node ids may connect) or none".into(),
+            ));
+        }
         for p in &self.peers {
-            let port_ok = p
+            let (id, addr) = split_peer(p);
+            if p.contains('@') && id.is_none_or(|n| n == 0) {
+                return Err(Error::Config(format!(
+                    "peer {p:?}: the part before '@' must be the peer's node id, a number of at least 1"
+                )));
+            }
+            if id == Some(self.node_id) {
+                return Err(Error::Config(format!(
+                    "peer {p:?} names this server's own node id {}: every server needs its own --node-id",
+                    self.node_id
+                )));
+            }
+            let port_ok = addr
                 .rsplit_once(':')
                 .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
             if !port_ok {
@@ -304,6 +326,15 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The cluster's membership when every peer is pinned (`ID@HOST:PORT`): the node ids
+    /// allowed to connect. `None` when peers are given as addresses only (any server with
+    /// the secret and cluster id may connect; it shows as `inbound-only` if not a peer).
+    pub fn members(&self) -> Option<std::collections::BTreeSet<u64>> {
+        let ids: Option<std::collections::BTreeSet<u64>> =
+            self.peers.iter().map(|p| split_peer(p).0).collect();
+        ids.filter(|s| !s.is_empty())
     }
 
     /// Reads the cluster secret from `cluster_secret_file` (a trailing newline dropped);
@@ -521,6 +552,14 @@ impl From<IoMode> for String {
     }
 }
 
+/// A `--peer` entry's pinned node id (`ID@HOST:PORT`), if any, and its address.
+pub fn split_peer(p: &str) -> (Option<u64>, &str) {
+    match p.split_once('@') {
+        Some((id, addr)) => (id.parse().ok(), addr),
+        None => (None, p),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,6 +609,30 @@ mod tests {
             ..c
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn pinned_peers_are_the_membership_and_pinning_is_all_or_none() {
+        let base = ServerConfig {
+            cluster_secret_file: Some("secret".into()),
+            ..ServerConfig::default()
+        };
+        let with = |peers: &[&str]| ServerConfig {
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            ..base.clone()
+        };
+        let c = with(&["2@10.0.0.2:7379", "3@10.0.0.3:7379"]);
+        c.validate().unwrap();
+        assert_eq!(c.members(), Some([2, 3].into_iter().collect()));
+        assert_eq!(split_peer("2@10.0.0.2:7379"), (Some(2), "10.0.0.2:7379"));
+        assert_eq!(with(&["10.0.0.2:7379"]).members(), None);
+        let e = with(&["2@10.0.0.2:7379", "10.0.0.3:7379"])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("pin every peer"), "{e}");
+        for bad in ["x@10.0.0.2:7379", "0@10.0.0.2:7379", "1@10.0.0.2:7379"] {
+            assert!(with(&[bad]).validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

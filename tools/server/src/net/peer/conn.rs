@@ -207,18 +207,23 @@ fn handshake(
         let frame = io.recv(sh, deadline)?;
         match hs.receive(&frame) {
             Ok(Some(Frame::Challenge(c))) => {
-                let busy = hs
-                    .peer_hello()
-                    .map(|h| h.node_id)
-                    .filter(|&n| sh.peers().inbound_live(n, sh.clock().now_ms()));
-                let reply = match busy {
-                    Some(n) => hs
+                let node = hs.peer_hello().map(|h| h.node_id);
+                let outsider = node.filter(|n| sh.cfg().members().is_some_and(|m| !m.contains(n)));
+                let busy = node.filter(|&n| sh.peers().inbound_live(n, sh.clock().now_ms()));
+                let reply = match (outsider, busy) {
+                    (Some(n), _) => hs
+                        .refuse(
+                            RefuseReason::NotAMember,
+                            &format!("node {n} is not in this server's membership (its --peer entries pin other node ids): add {n}@HOST:PORT to every server's peers, or fix its --node-id"),
+                        )
+                        .map_err(|e| Fail::Refused(e.to_string()))?,
+                    (None, Some(n)) => hs
                         .refuse(
                             RefuseReason::DuplicateNodeId,
                             &format!("node {n} already has a live link to this server: two servers share node id {n}; give each its own --node-id"),
                         )
                         .map_err(|e| Fail::Refused(e.to_string()))?,
-                    None => Frame::Challenge(c),
+                    (None, None) => Frame::Challenge(c),
                 };
                 io.send(&[reply])?;
             }
@@ -235,20 +240,25 @@ fn handshake(
 }
 
 /// Starts the outbound link thread to `addr` (status row `i`).
-pub fn spawn_outbound(sh: Arc<Shared>, i: usize, addr: String) -> Result<JoinHandle<()>, Error> {
+pub fn spawn_outbound(
+    sh: Arc<Shared>,
+    i: usize,
+    addr: String,
+    pin: Option<u64>,
+) -> Result<JoinHandle<()>, Error> {
     std::thread::Builder::new()
         .name(format!("peer-out-{i}"))
-        .spawn(move || outbound_loop(&sh, i, &addr))
+        .spawn(move || outbound_loop(&sh, i, &addr, pin))
         .map_err(Error::Net)
 }
 
 /// Connects, runs the link, and reconnects with back-off until the server stops.
-fn outbound_loop(sh: &Shared, i: usize, addr: &str) {
+fn outbound_loop(sh: &Shared, i: usize, addr: &str, pin: Option<u64>) {
     let mut backoff = BACKOFF_MIN;
     let mut last_logged: Option<String> = None;
     while !sh.stopping() {
         let mut established = false;
-        let res = run_outbound(sh, i, addr, &mut established);
+        let res = run_outbound(sh, i, (addr, pin), &mut established);
         if established {
             backoff = BACKOFF_MIN;
         }
@@ -295,7 +305,12 @@ fn sleep_unless_stopping(sh: &Shared, d: Duration) {
 }
 
 /// One connection to `addr`: connect, handshake, transfer until it fails.
-fn run_outbound(sh: &Shared, i: usize, addr: &str, established: &mut bool) -> Fail {
+fn run_outbound(
+    sh: &Shared,
+    i: usize,
+    (addr, pin): (&str, Option<u64>),
+    established: &mut bool,
+) -> Fail {
     let stream = match connect(addr) {
         Ok(s) => s,
         Err(f) => return f,
@@ -321,6 +336,12 @@ fn run_outbound(sh: &Shared, i: usize, addr: &str, established: &mut bool) -> Fa
         Ok(p) => p,
         Err(f) => return f,
     };
+    if let Some(want) = pin.filter(|w| *w != peer.node_id) {
+        return Fail::Refused(format!(
+            "the server at {addr} is node {}, but --peer pins node {want} there: fix the --peer entry or that server's --node-id",
+            peer.node_id
+        ));
+    }
     *established = true;
     tracing::info!(
         event = "peer_link_up",

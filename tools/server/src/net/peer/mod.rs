@@ -36,9 +36,10 @@ impl PeerLinks {
     /// Starts one outbound link per configured peer (none without peers).
     pub fn start(sh: &Arc<Shared>) -> Result<PeerLinks, Error> {
         let mut threads = Vec::new();
-        for addr in &sh.cfg().peers {
+        for entry in &sh.cfg().peers {
+            let (pin, addr) = crate::config::split_peer(entry);
             let i = sh.peers().add_outbound(addr);
-            threads.push(conn::spawn_outbound(sh.clone(), i, addr.clone())?);
+            threads.push(conn::spawn_outbound(sh.clone(), i, addr.to_owned(), pin)?);
         }
         if !threads.is_empty() {
             tracing::info!(
