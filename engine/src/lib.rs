@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod adopt;
 pub mod backup;
 mod backup_wal;
 pub mod batch;
@@ -62,6 +63,7 @@ mod store_file;
 mod tree;
 pub mod verify;
 
+pub use adopt::{adopt_restored, AdoptReport};
 pub use backup::{
     apply_retention, apply_retention_for_peers, backup_dir, backup_dir_with, restore_chain,
     verify_backup, verify_backup_wal, BackupManifest, BackupOptions, BackupRate, BackupReport,

@@ -467,3 +467,96 @@ fn a_restored_node_is_a_new_incarnation_whose_batches_are_never_taken_for_duplic
     );
     assert_eq!(get(&b, "stale"), None);
 }
+
+/// Restores `backup` (of node `from`) into `into` as node `from` would, then adopts it as
+/// node `node`; returns the adoption report.
+fn rebuild_as(
+    backup: &Path,
+    into: &Path,
+    from: u64,
+    node: u64,
+    min_inc: u64,
+) -> duplex_engine::AdoptReport {
+    use duplex_engine::{adopt_restored, restore_chain, roll_forward, RollForwardOptions};
+    restore_chain(&common::storage(), &[backup.to_path_buf()], into).expect("restore");
+    let rf = roll_forward(
+        common::storage(),
+        into,
+        &[],
+        &RollForwardOptions {
+            config: cfg(from, 0),
+            ..RollForwardOptions::default()
+        },
+        &mut |_| {},
+    )
+    .expect("roll forward");
+    adopt_restored(
+        common::storage(),
+        into,
+        &cfg(node, 0),
+        rf.from_timeline,
+        min_inc,
+    )
+    .expect("adopt")
+}
+
+#[test]
+fn a_lost_node_rebuilt_from_its_peers_backup_holds_the_peers_data_and_marks_and_starts_a_new_incarnation(
+) {
+    let t = temp_dir();
+    let a = open(&t.path().join("a"), 1);
+    let b = open(&t.path().join("b"), 2);
+    let c = open(&t.path().join("c"), 3);
+    for i in 0..30 {
+        a.put(format!("a{i}").as_bytes(), b"from-a").expect("put");
+        b.put(format!("b{i}").as_bytes(), b"from-b").expect("put");
+        c.put(format!("c{i}").as_bytes(), b"from-c").expect("put");
+    }
+    ship(&b, &a);
+    ship(&c, &a);
+    a.checkpoint().expect("checkpoint");
+    let c_more = c.put(b"c-late", b"x").map(|_| ());
+    c_more.expect("put");
+    ship(&c, &a);
+    let b_mark_on_a = a.origin_hwm(2);
+    let c_mark_on_a = a.origin_hwm(3);
+    let backup = t.path().join("backup-of-a");
+    a.backup(&backup, None).expect("backup");
+    let a_digest = digest(&a);
+    // B's disk is lost. Rebuilt from A's backup, above the incarnation A holds of B.
+    drop(b);
+    let rebuilt = t.path().join("b-rebuilt");
+    let min_inc = split_position(b_mark_on_a).0 + 1;
+    let rep = rebuild_as(&backup, &rebuilt, 1, 2, min_inc);
+    assert_eq!((rep.from_node, rep.node), (1, 2));
+    assert!(rep.incarnation >= min_inc);
+    let b2 = open(&rebuilt, 2);
+    assert_eq!(b2.node_id(), 2);
+    assert_eq!(b2.incarnation(), rep.incarnation);
+    assert_eq!(
+        digest(&b2),
+        a_digest,
+        "every version of A's backup, stamps kept"
+    );
+    assert_eq!(
+        get(&b2, "b7").as_deref(),
+        Some("from-b"),
+        "B's own old writes came back"
+    );
+    assert_eq!(b2.origin_hwm(3), c_mark_on_a, "A's marks of other origins");
+    assert_eq!(split_position(b2.origin_hwm(1)).1, a.wal().last_lsn());
+    assert!(!b2.origins().contains_key(&2), "no mark of itself");
+    // A's writes after the backup arrive through the ordinary link, nothing resent.
+    a.put(b"after-backup", b"1").expect("put");
+    assert_eq!(ship(&a, &b2), 1);
+    // B's new writes are a new incarnation: A applies them though it holds B's old mark.
+    b2.put(b"b-new", b"rebuilt").expect("put");
+    assert_eq!(ship(&b2, &a), 1);
+    assert_eq!(get(&a, "b-new").as_deref(), Some("rebuilt"));
+    assert!(a.origin_hwm(2) > b_mark_on_a);
+    ship(&c, &b2);
+    assert_eq!(digest(&a), digest(&b2));
+    // Adopting twice, or one's own backup, is refused.
+    let err = duplex_engine::adopt_restored(common::storage(), &rebuilt, &cfg(2, 0), 1, 1);
+    assert!(err.is_err());
+}
