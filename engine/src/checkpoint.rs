@@ -194,10 +194,18 @@ impl Inner {
             return Ok(());
         }
         let newest = frozen.newest();
-        let updates: Vec<Update<'_>> = newest
+        let mut updates: Vec<Update<'_>> = newest
             .iter()
             .map(|(k, v)| (k.as_slice(), v.stamp, v.value.as_deref()))
             .collect();
+        if crate::testing::mutated(crate::testing::Mutation::DropTombstones) {
+            updates.retain(|u| u.2.is_some());
+        }
+        let origins = if crate::testing::mutated(crate::testing::Mutation::ForgetMarks) {
+            Vec::new()
+        } else {
+            origins
+        };
         let res = self.write_tree(&tree, &updates, lsn, force_compact, origins);
         if res.is_err() && self.poisoned.lock().is_none() {
             // Not poisoned (space or descriptors ran out): the next checkpoint retries.
@@ -287,8 +295,38 @@ impl Inner {
             self.compactions.fetch_add(1, Ordering::Relaxed);
             tree.file.retire();
         }
-        self.wal.remove_segments_below(lsn + 1)?;
+        self.wal
+            .remove_segments_below(self.release_below(lsn + 1))?;
         Ok(())
+    }
+
+    /// Where a checkpoint at `below - 1` may release the WAL: below it, unless a peer
+    /// still needs records after its floor and keeping them costs at most
+    /// `peer_wal_retention_bytes`.
+    fn release_below(&self, below: u64) -> u64 {
+        let Some(floor) = *self.repl.peer_floor.lock() else {
+            return below;
+        };
+        let keep_from = floor + 1;
+        if keep_from >= below {
+            return below;
+        }
+        let kept: u64 = self
+            .wal
+            .segments()
+            .iter()
+            .filter(|s| {
+                s.last_lsn
+                    .is_some_and(|l| l >= keep_from && s.first_lsn < below)
+            })
+            .map(|s| s.end_offset)
+            .sum();
+        if kept <= self.cfg.peer_wal_retention_bytes {
+            keep_from
+        } else {
+            self.repl.floor_dropped.store(true, Ordering::Relaxed);
+            below
+        }
     }
 
     fn should_compact(&self, tree: &TreeView) -> bool {

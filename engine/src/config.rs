@@ -86,6 +86,13 @@ pub struct Config {
     /// Entries the conflict journal keeps (the oldest are dropped and counted past it).
     /// Default 10 000.
     pub conflict_journal_entries: usize,
+    /// Bytes of WAL a checkpoint keeps beyond what recovery needs, for peers that have not
+    /// acknowledged this node's batches yet ([`Database::set_peer_floor`]); past it the
+    /// WAL is released anyway and such a peer reads from the archive, or needs a rebuild.
+    /// Default 1 GiB.
+    ///
+    /// [`Database::set_peer_floor`]: crate::Database::set_peer_floor
+    pub peer_wal_retention_bytes: u64,
 }
 
 impl Default for Config {
@@ -109,6 +116,7 @@ impl Default for Config {
             replication_backlog_bytes: 0,
             max_clock_offset_ms: 500,
             conflict_journal_entries: 10_000,
+            peer_wal_retention_bytes: 1 << 30,
         }
     }
 }

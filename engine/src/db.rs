@@ -272,6 +272,29 @@ impl Database {
         position(self.incarnation(), self.inner.wal.durable_lsn())
     }
 
+    /// Tells the engine the least position of this node any peer acknowledged (`None`:
+    /// no peers). Checkpoints then keep the WAL after it (up to
+    /// `Config::peer_wal_retention_bytes`), so a peer that was away catches up from the
+    /// log instead of needing a rebuild. A position of an earlier incarnation keeps the
+    /// whole WAL of this one (within the bound).
+    pub fn set_peer_floor(&self, position: Option<u64>) {
+        let lsn = position.map(|p| match crate::repl::split_position(p) {
+            (inc, lsn) if inc == self.incarnation() => lsn,
+            _ => 0,
+        });
+        *self.inner.repl.peer_floor.lock() = lsn;
+    }
+
+    /// Whether a checkpoint released WAL that a peer still needed (more than
+    /// `peer_wal_retention_bytes` behind): that peer must catch up from the archive or be
+    /// rebuilt.
+    pub fn peer_floor_dropped(&self) -> bool {
+        self.inner
+            .repl
+            .floor_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until a commit (local or remote) lands or `timeout` passes; a transfer loop
     /// wakes on it to send at once.
     pub fn wait_for_commit(&self, timeout: std::time::Duration) {

@@ -60,6 +60,8 @@ mod scrub;
 mod snapshot;
 mod store;
 mod store_file;
+#[doc(hidden)]
+pub mod testing;
 mod tree;
 pub mod verify;
 

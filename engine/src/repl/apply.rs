@@ -295,11 +295,12 @@ fn check<'a>(
             };
             return (out, Some(e));
         }
-        if b.origin_lsn <= prev {
+        let twice = crate::testing::mutated(crate::testing::Mutation::ApplyTwice);
+        if b.origin_lsn <= prev && !twice {
             rep.duplicates += 1;
             continue;
         }
-        if b.prev_origin_lsn != prev {
+        if b.prev_origin_lsn != prev && !twice {
             let e = ReplError::Gap {
                 origin,
                 expected: prev,

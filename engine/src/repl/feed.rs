@@ -67,7 +67,8 @@ impl FeedCursor {
         let max_batches = max_batches.max(1);
         {
             let b = i.repl.backlog.lock();
-            if b.covers(after) {
+            let echo = crate::testing::mutated(crate::testing::Mutation::EchoRemote);
+            if b.covers(after) && !echo {
                 self.reader = None;
                 let mut prev = after;
                 return Ok(b
@@ -170,7 +171,8 @@ impl FeedCursor {
                     offset: rec.lsn,
                     kind,
                 })?;
-            if b.stamp.origin != node || b.origin_lsn != 0 {
+            let echo = crate::testing::mutated(crate::testing::Mutation::EchoRemote);
+            if (b.stamp.origin != node || b.origin_lsn != 0) && !echo {
                 continue;
             }
             let pos = position(inc, rec.lsn);

@@ -77,6 +77,11 @@ pub(crate) struct ReplState {
     /// Recent batches of other origins, per origin, to forward to a peer that missed them
     /// when their origin is unreachable.
     pub(crate) forward: Mutex<BTreeMap<u64, backlog::ForwardLog>>,
+    /// The least LSN of this incarnation every peer acknowledged (`None`: no peers, or
+    /// not known): checkpoints keep the WAL after it, up to a bound.
+    pub(crate) peer_floor: Mutex<Option<u64>>,
+    /// Whether a checkpoint released WAL a peer still needed (past the bound).
+    pub(crate) floor_dropped: std::sync::atomic::AtomicBool,
 }
 
 impl ReplState {

@@ -543,6 +543,9 @@ fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64, u64)) 
         s.batches_sent += db;
         s.batches_forwarded += dfw;
     });
+    // Checkpoints keep the WAL every peer still needs (the least acknowledged position).
+    let floor = sh.peers().outbound().iter().map(|p| p.acked).min();
+    sh.db().set_peer_floor(floor);
 }
 
 /// Serves an inbound peer connection on the calling thread: `prefix` holds the bytes the
