@@ -51,29 +51,33 @@ impl Conn {
     /// Connects to `addr` (`host:port`) and, with a password, authenticates. A server that
     /// cannot be reached or refuses the password is an operational error naming it.
     pub fn open(addr: &str, opts: &ConnectOptions) -> Result<Conn, ToolError> {
+        let mut c = Conn::connect(addr, opts)?;
+        c.auth(opts)?;
+        Ok(c)
+    }
+
+    /// Connects to `addr` without authenticating (`DUPLEX.STATE` is allowed before AUTH).
+    pub fn connect(addr: &str, opts: &ConnectOptions) -> Result<Conn, ToolError> {
         let stream = connect(addr, opts).map_err(|e| {
             ToolError::operational(format!(
                 "cannot reach {addr}: {e} (is duplexd running there, and is the address right?)"
             ))
         })?;
-        let mut c = Conn {
+        Ok(Conn {
             addr: addr.to_owned(),
             stream,
             buf: Vec::with_capacity(CHUNK),
             limits: Limits::default(),
             calls: 0,
-        };
+        })
+    }
+
+    /// Sends AUTH with the options' password, if there is one.
+    pub fn auth(&mut self, opts: &ConnectOptions) -> Result<(), ToolError> {
         if let Some(p) = opts.password.as_deref() {
-            match c.call(&[b"AUTH", p.as_bytes()]) {
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(ToolError::operational(format!(
-                        "{e} (check --password or DUPLEX_PASSWORD)"
-                    )))
-                }
-            }
+            self.call(&[b"AUTH", p.as_bytes()])?;
         }
-        Ok(c)
+        Ok(())
     }
 
     /// The address this connection was opened to.
@@ -94,10 +98,18 @@ impl Conn {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .unwrap_or_default();
         match self.exchange(args) {
-            Ok(Reply::Error(e)) => Err(ToolError::operational(format!(
-                "{} answered {name} with: {e}",
-                self.addr
-            ))),
+            Ok(Reply::Error(e)) => {
+                let hint = match duplex_proto::codes::classify(&e) {
+                    duplex_proto::codes::ErrorClass::Auth => {
+                        " (the server needs the right password: --password or DUPLEX_PASSWORD)"
+                    }
+                    _ => "",
+                };
+                Err(ToolError::operational(format!(
+                    "{} answered {name} with: {e}{hint}",
+                    self.addr
+                )))
+            }
             Ok(r) => Ok(r),
             Err(e) => Err(ToolError::operational(format!(
                 "{name} on {}: {e}",

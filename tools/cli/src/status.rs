@@ -35,9 +35,11 @@ pub struct PeerLink {
 pub struct ServerStatus {
     /// The address asked.
     pub addr: String,
-    /// Why the server could not be asked (unreachable, bad password, ...); the other
-    /// fields are then empty.
+    /// Why the server could not be asked (unreachable, bad password, an error reply);
+    /// the fields it did not answer are then empty.
     pub error: Option<String>,
+    /// Whether a connection could be made at all (false: the row says UNREACHABLE).
+    pub connected: bool,
     /// `running`, `fenced`, `failed`, ...
     pub state: String,
     /// The server's epoch.
@@ -61,32 +63,35 @@ pub struct ServerStatus {
 }
 
 impl ServerStatus {
-    /// Whether the server answered.
-    pub fn reachable(&self) -> bool {
+    /// Whether the server answered everything asked.
+    pub fn answered(&self) -> bool {
         self.error.is_none()
     }
 }
 
-/// Asks the server at `addr`; never fails: an error becomes the row's `error`.
+/// Asks the server at `addr`; never fails: an error becomes the row's `error`, after
+/// whatever the server did answer (its state is readable before AUTH).
 pub fn fetch(addr: &str, opts: &ConnectOptions) -> ServerStatus {
-    match try_fetch(addr, opts) {
-        Ok(s) => s,
-        Err(e) => ServerStatus {
-            addr: addr.to_owned(),
-            error: Some(e.message),
-            ..ServerStatus::default()
-        },
-    }
-}
-
-fn try_fetch(addr: &str, opts: &ConnectOptions) -> Result<ServerStatus, ToolError> {
-    let mut c = Conn::open(addr, opts)?;
     let mut s = ServerStatus {
         addr: addr.to_owned(),
         ..ServerStatus::default()
     };
+    match Conn::connect(addr, opts) {
+        Ok(mut c) => {
+            s.connected = true;
+            if let Err(e) = fill(&mut c, &mut s, opts) {
+                s.error = Some(e.message);
+            }
+        }
+        Err(e) => s.error = Some(e.message),
+    }
+    s
+}
+
+fn fill(c: &mut Conn, s: &mut ServerStatus, opts: &ConnectOptions) -> Result<(), ToolError> {
+    let addr = s.addr.clone();
     let st = c.call(&[b"DUPLEX.STATE"])?;
-    let st = pairs(&st).ok_or_else(|| bad_reply(addr, "DUPLEX.STATE"))?;
+    let st = pairs(&st).ok_or_else(|| bad_reply(&addr, "DUPLEX.STATE"))?;
     let field = |f: &[(String, String)], k: &str| {
         f.iter()
             .find(|(n, _)| n == k)
@@ -98,6 +103,7 @@ fn try_fetch(addr: &str, opts: &ConnectOptions) -> Result<ServerStatus, ToolErro
     s.node_id = field(&st, "node_id");
     s.last_lsn = field(&st, "last_lsn");
     s.archive = field(&st, "archive");
+    c.auth(opts)?;
     let info = text(&c.call(&[b"INFO", b"persistence"])?);
     let info = info_fields(&info);
     s.archive_lag_ms = field(&info, "archive_lag_ms");
@@ -112,7 +118,7 @@ fn try_fetch(addr: &str, opts: &ConnectOptions) -> Result<ServerStatus, ToolErro
             s.conflicts = u64::try_from(*n).ok();
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 fn bad_reply(addr: &str, cmd: &str) -> ToolError {
@@ -177,8 +183,19 @@ const HEADER: [&str; 9] = [
 ];
 
 fn cells(s: &ServerStatus) -> Vec<String> {
-    if let Some(e) = &s.error {
-        return vec![s.addr.clone(), format!("UNREACHABLE: {e}")];
+    match &s.error {
+        Some(e) if !s.connected => return vec![s.addr.clone(), format!("UNREACHABLE: {e}")],
+        Some(e) if s.state.is_empty() => return vec![s.addr.clone(), format!("ERROR: {e}")],
+        Some(e) => {
+            return vec![
+                s.addr.clone(),
+                format!(
+                    "{} (epoch {}, node {}) ERROR: {e}",
+                    s.state, s.epoch, s.node_id
+                ),
+            ]
+        }
+        None => {}
     }
     let archive = match s.archive_lag_ms.as_str() {
         "" => s.archive.clone(),
@@ -203,8 +220,9 @@ fn cells(s: &ServerStatus) -> Vec<String> {
     ]
 }
 
-/// The rows as an aligned table with a header line. An unreachable server's row holds
-/// its address and the error, which runs past the column widths.
+/// The rows as an aligned table with a header line. A server that could not be asked
+/// fully has a row with its address, what it answered (state, epoch, node) and the error
+/// (`UNREACHABLE: ...` when no connection could be made), running past the column widths.
 pub fn render_table(rows: &[ServerStatus]) -> String {
     let all: Vec<Vec<String>> = std::iter::once(HEADER.iter().map(|h| (*h).to_owned()).collect())
         .chain(rows.iter().map(cells))
@@ -238,7 +256,9 @@ pub fn to_json(rows: &[ServerStatus]) -> Value {
         rows.iter()
             .map(|s| {
                 if let Some(e) = &s.error {
-                    return json!({"server": s.addr, "reachable": false, "error": e});
+                    return json!({"server": s.addr, "reachable": s.connected, "error": e,
+                                  "state": s.state, "epoch": num(&s.epoch),
+                                  "node_id": num(&s.node_id)});
                 }
                 let peers: Vec<Value> = s
                     .peers
@@ -272,6 +292,7 @@ mod tests {
         vec![
             ServerStatus {
                 addr: "127.0.0.1:7379".into(),
+                connected: true,
                 state: "running".into(),
                 epoch: "2".into(),
                 node_id: "1".into(),

@@ -23,11 +23,17 @@ use serde_json::Value;
 const CTL: &str = env!("CARGO_BIN_EXE_duplexctl");
 
 fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(CTL)
-        .args(args)
-        .env_remove("DUPLEX_PASSWORD")
-        .output()
-        .expect("spawn duplexctl");
+    ctl_env(args, None)
+}
+
+/// Runs `duplexctl` with `DUPLEX_PASSWORD` set to `password` (unset for `None`).
+fn ctl_env(args: &[&str], password: Option<&str>) -> Out {
+    let mut cmd = Command::new(CTL);
+    cmd.args(args).env_remove("DUPLEX_PASSWORD");
+    if let Some(p) = password {
+        cmd.env("DUPLEX_PASSWORD", p);
+    }
+    let out = cmd.output().expect("spawn duplexctl");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -312,4 +318,46 @@ fn conflicts_shows_the_losing_write_of_a_concurrent_pair() {
     assert_eq!(e["loser"]["origin"], 1);
     assert_eq!(e["loser"]["value"], "from-node-1");
     assert!(e["winner"]["ts"].as_u64() > e["loser"]["ts"].as_u64());
+}
+
+#[test]
+fn a_password_comes_from_the_flag_or_the_environment() {
+    let t = temp_dir();
+    let p = free_port();
+    let _d = Daemon::launch(Spec {
+        bin: duplexd().to_path_buf(),
+        root: t.path().join("n1"),
+        port: p,
+        args: vec!["--requirepass".into(), "s3cret".into()],
+        ready: answers,
+    });
+    let out = ctl(&["status", &addr(p)]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stdout.contains("running (epoch ")
+            && out.stdout.contains("ERROR:")
+            && out.stdout.contains("NOAUTH")
+            && out.stdout.contains("DUPLEX_PASSWORD"),
+        "{}",
+        out.stdout
+    );
+    let out = ctl(&["status", "--password", "wrong", &addr(p)]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stdout.contains("ERROR:") && out.stdout.contains("WRONGPASS"),
+        "{}",
+        out.stdout
+    );
+    let out = ctl(&["status", "--password", "s3cret", &addr(p)]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("running"), "{}", out.stdout);
+    let out = ctl_env(&["conflicts", &addr(p)], Some("s3cret"));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = ctl(&["conflicts", &addr(p)]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr.contains("needs the right password"),
+        "{}",
+        out.stderr
+    );
 }

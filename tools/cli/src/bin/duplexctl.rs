@@ -146,7 +146,7 @@ fn run_status(servers: &[String], json: bool, opts: &ConnectOptions) -> Result<C
     } else {
         print!("{}", status::render_table(&rows));
     }
-    let down = rows.iter().filter(|r| !r.reachable()).count();
+    let down = rows.iter().filter(|r| !r.answered()).count();
     if down > 0 {
         eprintln!("{down} of {} servers could not be asked", rows.len());
         return Ok(Code::Operational);
