@@ -412,6 +412,9 @@ fn children_digests(
     parent: (Digest, Digest),
     rep: &mut Report,
 ) -> Result<Vec<Kid>, ToolError> {
+    if r.start().len() > duplex_engine::MAX_KEY_SIZE {
+        return Err(changed(r));
+    }
     let kids = r.children();
     let mut out = Vec::with_capacity(16);
     let (mut sa, mut sb) = (Digest::default(), Digest::default());
@@ -428,8 +431,18 @@ fn children_digests(
         sb = sb.plus(cb);
         out.push((c.clone(), ca, cb));
     }
+    // More keys in 15 sub-ranges than in the whole: the data changed between the calls.
+    if sa.count > parent.0.count || sb.count > parent.1.count {
+        return Err(changed(r));
+    }
     out.push((kids[15].clone(), parent.0.minus(sa), parent.1.minus(sb)));
     Ok(out)
+}
+
+fn changed(r: &Range) -> ToolError {
+    ToolError::operational(format!(
+        "the data changed while it was being compared (the digests of {r} and of its parts no longer add up): run compare again when no writes are in flight"
+    ))
 }
 
 fn leaf(
@@ -624,6 +637,42 @@ mod tests {
         );
         // Far fewer digests than keys.
         assert!(a.digests < 1500, "{}", a.digests);
+    }
+
+    /// A source whose data grows between calls, as under live writes.
+    struct Growing(Fake);
+
+    impl Source for Growing {
+        fn digest_all(&mut self) -> Result<Digest, ToolError> {
+            self.0.digest_all()
+        }
+        fn digest(&mut self, s: &[u8], e: &[u8]) -> Result<Digest, ToolError> {
+            let n = self.0.data.len() as u64;
+            self.0.data.insert(
+                format!("key:{n:05}").into_bytes(),
+                (n, Some(b"new".to_vec())),
+            );
+            self.0.digest(s, e)
+        }
+        fn keys(&mut self, p: &[u8]) -> Result<Vec<Vec<u8>>, ToolError> {
+            self.0.keys(p)
+        }
+        fn values(&mut self, k: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, ToolError> {
+            self.0.values(k)
+        }
+    }
+
+    #[test]
+    fn data_changing_under_the_comparison_is_an_error_not_a_loop() {
+        let (a, mut b) = pair(500);
+        b.data
+            .insert(b"key:00001".to_vec(), (1, Some(b"other".to_vec())));
+        let mut a = Growing(a);
+        let e = compare(&mut a, &mut b, &mut ()).unwrap_err();
+        assert!(
+            e.message.contains("changed while it was being compared"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -44,8 +44,9 @@ with MGET on both sides, and each key is printed as one of
 Cost: about 2 x 15 digest calls per level of each differing range, two levels per key
 byte: for d differing keys among n, on the order of 30 x d x 2 x log256(n) calls per
 server (a few hundred for one key among millions), plus one SCAN walk over each server's
-keys per differing range of at most 64 keys. Compare servers at rest, or expect writes in
-flight to show up as differences; run it again to confirm.
+keys per differing range of at most 64 keys. Compare servers at rest: writes in flight show
+up as differences, or stop the comparison (exit 3) when a range's digest and its parts' no
+longer add up; run it again to confirm.
 
 Exit codes: 0 identical; 1 different; 2 bad arguments; 3 a server could not be asked.";
 
