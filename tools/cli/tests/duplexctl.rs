@@ -6,17 +6,19 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::Out;
 use duplex_cli::resp::{text, Conn, ConnectOptions};
 use duplex_proto::Reply;
 use duplex_testkit::daemon::{duplexd, Daemon, Spec};
-use duplex_testkit::{addr, free_port, temp_dir};
+use duplex_testkit::{addr, temp_dir};
 use serde_json::Value;
 
 /// The `duplexctl` binary of this build.
@@ -38,6 +40,18 @@ fn ctl_env(args: &[&str], password: Option<&str>) -> Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A free port no other server of this test process was given (the tests run in
+/// parallel, and the kernel may offer a just-released port again).
+fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let p = duplex_testkit::free_port();
+        if GIVEN.lock().unwrap().insert(p) {
+            return p;
+        }
     }
 }
 
