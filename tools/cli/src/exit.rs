@@ -4,9 +4,9 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0 | all is well |
-//! | 1 | corruption or a verification failure was found (damaged file, gap, wrong archive) |
+//! | 1 | corruption or a verification failure was found (damaged file, gap, wrong archive); `duplexctl compare`: the databases differ |
 //! | 2 | usage error: bad arguments, or a path that is not what the command needs |
-//! | 3 | I/O or another operational error (disk, permissions, target not empty, locked) |
+//! | 3 | I/O or another operational error (disk, permissions, target not empty, locked); `duplexctl`: a server could not be reached, refused AUTH or answered an error |
 
 use std::fmt;
 
@@ -17,7 +17,8 @@ use duplex_engine::verify::Problem;
 pub enum Code {
     /// 0: all is well.
     Ok = 0,
-    /// 1: corruption or a verification failure was found.
+    /// 1: corruption or a verification failure was found (`duplexctl compare`: the
+    /// databases differ).
     Damaged = 1,
     /// 2: bad arguments.
     Usage = 2,

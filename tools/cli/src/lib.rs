@@ -11,15 +11,24 @@
 //! - [`state`]: the `duplexd` STATE file of a data directory, checked by `verify`;
 //! - [`target`]: the checks and the careful emptying behind `restore --force`;
 //! - [`text`]: byte escaping and time parsing and formatting.
+//!
+//! `duplexctl` (servers over RESP) is as thin: [`resp`] talks to a server, [`status`],
+//! [`compare`], [`conflicts`] hold each subcommand's work and output, [`ctl_help`] its
+//! help texts and exit codes.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod compare;
+pub mod conflicts;
+pub mod ctl_help;
 pub mod dump;
 pub mod exit;
 pub mod help;
 pub mod identify;
+pub mod resp;
 pub mod state;
+pub mod status;
 pub mod target;
 pub mod text;
 pub mod verify;

@@ -1,0 +1,234 @@
+//! `duplexctl`: the operator's view of running Duplex servers over RESP: `status` of
+//! several servers, `compare` two databases down to the differing keys, the `conflicts`
+//! journal, and `backup` on request.
+//!
+//! This binary parses arguments, shows progress and prints; the work is in the
+//! `duplex_cli` library ([`duplex_cli::status`], [`duplex_cli::compare`],
+//! [`duplex_cli::conflicts`], [`duplex_cli::resp`]). Exit codes are those of
+//! [`duplex_cli::exit`], as `--help` lists them.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use duplex_cli::compare::{compare, Progress, Report};
+use duplex_cli::ctl_help::{BACKUP_HELP, COMPARE_HELP, CONFLICTS_HELP, MAIN_HELP, STATUS_HELP};
+use duplex_cli::exit::{Code, ToolError};
+use duplex_cli::resp::{text, Conn, ConnectOptions};
+use duplex_cli::{conflicts, status};
+
+/// Inspect and compare running Duplex servers.
+#[derive(Debug, Parser)]
+#[command(name = "duplexctl", version, after_help = MAIN_HELP)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args)]
+struct ConnArgs {
+    /// Password sent with AUTH (default: the DUPLEX_PASSWORD environment variable).
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    password: Option<String>,
+    /// Seconds to wait for a connection, and for each reply (x 30).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 2)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Each server's state, epoch, node id, LSN, archive, last backup, conflicts, peers.
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        /// Servers, as HOST:PORT.
+        #[arg(required = true, value_name = "HOST:PORT")]
+        servers: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two servers' databases; print the differing keys.
+    #[command(after_help = COMPARE_HELP)]
+    Compare {
+        /// Server A, as HOST:PORT.
+        #[arg(value_name = "A")]
+        a: String,
+        /// Server B, as HOST:PORT.
+        #[arg(value_name = "B")]
+        b: String,
+    },
+    /// Show a server's conflict journal.
+    #[command(after_help = CONFLICTS_HELP)]
+    Conflicts {
+        /// The server, as HOST:PORT.
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// How many entries, newest first.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a server to take a backup now.
+    #[command(after_help = BACKUP_HELP)]
+    Backup {
+        /// The server, as HOST:PORT.
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// The backup's directory name under the server's backup directory.
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = ConnectOptions {
+        password: cli.conn.password.or_else(|| {
+            std::env::var("DUPLEX_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+        }),
+        connect_timeout: Duration::from_secs(cli.conn.timeout.max(1)),
+        io_timeout: Duration::from_secs(cli.conn.timeout.max(1) * 30),
+    };
+    let res = match cli.cmd {
+        Cmd::Status { servers, json } => run_status(&servers, json, &opts),
+        Cmd::Compare { a, b } => run_compare(&a, &b, &opts),
+        Cmd::Conflicts {
+            server,
+            count,
+            json,
+        } => run_conflicts(&server, count, json, &opts),
+        Cmd::Backup { server, name } => run_backup(&server, name.as_deref(), &opts),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code.as_u8()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code.as_u8())
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> Result<(), ToolError> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| ToolError::operational(format!("cannot write JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn run_status(servers: &[String], json: bool, opts: &ConnectOptions) -> Result<Code, ToolError> {
+    let rows: Vec<status::ServerStatus> = std::thread::scope(|s| {
+        let handles: Vec<_> = servers
+            .iter()
+            .map(|a| s.spawn(move || status::fetch(a, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(servers)
+            .map(|(h, a)| {
+                h.join().unwrap_or_else(|_| status::ServerStatus {
+                    addr: a.clone(),
+                    error: Some("internal error while asking it".into()),
+                    ..status::ServerStatus::default()
+                })
+            })
+            .collect()
+    });
+    if json {
+        print_json(&status::to_json(&rows))?;
+    } else {
+        print!("{}", status::render_table(&rows));
+    }
+    let down = rows.iter().filter(|r| !r.answered()).count();
+    if down > 0 {
+        eprintln!("{down} of {} servers could not be asked", rows.len());
+        return Ok(Code::Operational);
+    }
+    Ok(Code::Ok)
+}
+
+/// A spinner on standard error (hidden when it is not a terminal) showing the comparison's
+/// progress.
+struct Spinner(ProgressBar);
+
+impl Progress for Spinner {
+    fn update(&mut self, r: &Report, pending: usize) {
+        self.0.set_message(format!(
+            "{} digest calls, {} ranges pending, {} differences so far",
+            r.digest_calls,
+            pending,
+            r.differences.len()
+        ));
+        self.0.tick();
+    }
+}
+
+fn run_compare(a: &str, b: &str, opts: &ConnectOptions) -> Result<Code, ToolError> {
+    let mut ca = Conn::open(a, opts)?;
+    let mut cb = Conn::open(b, opts)?;
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} comparing [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut spin = Spinner(bar);
+    let rep = compare(&mut ca, &mut cb, &mut spin);
+    spin.0.finish_and_clear();
+    let rep = rep?;
+    println!("A {a}: {}", rep.a);
+    println!("B {b}: {}", rep.b);
+    if rep.differences.is_empty() {
+        println!("identical: {} keys", rep.a.count);
+        return Ok(Code::Ok);
+    }
+    for d in &rep.differences {
+        println!("{}", d.line());
+    }
+    println!(
+        "{} differences ({} digest calls per server, {} ranges listed key by key)",
+        rep.differences.len(),
+        rep.digest_calls,
+        rep.leaves
+    );
+    Ok(Code::Damaged)
+}
+
+fn run_conflicts(
+    server: &str,
+    count: u64,
+    json: bool,
+    opts: &ConnectOptions,
+) -> Result<Code, ToolError> {
+    let mut c = Conn::open(server, opts)?;
+    let n = count.to_string();
+    let j = conflicts::parse(&c.call(&[b"DUPLEX.CONFLICTS", n.as_bytes()])?)?;
+    if json {
+        print_json(&conflicts::to_json(server, &j))?;
+    } else {
+        print!("{}", conflicts::render(server, &j));
+    }
+    Ok(Code::Ok)
+}
+
+fn run_backup(server: &str, name: Option<&str>, opts: &ConnectOptions) -> Result<Code, ToolError> {
+    let mut c = Conn::open(server, opts)?;
+    let mut args: Vec<&[u8]> = vec![b"DUPLEX.BACKUP"];
+    if let Some(n) = name {
+        args.push(n.as_bytes());
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_message(format!("backing up {server}"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let r = c.call(&args);
+    bar.finish_and_clear();
+    println!("{server}: {}", text(&r?));
+    Ok(Code::Ok)
+}
