@@ -82,9 +82,12 @@ pub fn info_section(sh: &Shared, t: &mut String) {
     let rows = rows(sh);
     let _ = write!(
         t,
-        "# Replication\r\nrole:duplex\r\nconnected_slaves:0\r\nnode_id:{}\r\ncluster_id:{}\r\npeers:{}\r\n",
+        "# Replication\r\nrole:duplex\r\nconnected_slaves:0\r\nnode_id:{}\r\ncluster_id:{}\r\nincarnation:{}\r\ndurable_position:{}\r\npeer_wal_dropped:{}\r\npeers:{}\r\n",
         sh.db().node_id(),
         sh.cfg().cluster_id,
+        sh.db().incarnation(),
+        sh.db().durable_position(),
+        u8::from(sh.db().peer_floor_dropped()),
         rows.len()
     );
     for (n, row) in rows.iter().enumerate() {
