@@ -52,6 +52,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// peer_window_bytes = 8388608 # unacknowledged bytes in flight per peer
 /// replication_backlog_bytes = 67108864  # recent batches kept in memory for peers
 /// peer_retention_bytes = 17179869184    # archive kept for peers beyond the backups' needs
+/// peer_wal_retention_bytes = 1073741824 # WAL kept for peers beyond the checkpoint
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -161,6 +162,11 @@ pub struct ServerConfig {
     /// Past it the archive is pruned as if no peer needed it and that peer must be
     /// rebuilt (its link says `needs-rebuild`). Default 16 GiB.
     pub peer_retention_bytes: u64,
+    /// Bytes of WAL a checkpoint keeps beyond what recovery needs, for a peer that has not
+    /// yet acknowledged this server's batches, so it catches up from the log when it comes
+    /// back; past it the WAL is released (the peer reads the archive, or needs a rebuild;
+    /// INFO `peer_wal_dropped:1`). Default 1 GiB.
+    pub peer_wal_retention_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -197,6 +203,7 @@ impl Default for ServerConfig {
             max_clock_offset_ms: 500,
             peer_window_bytes: 8 << 20,
             peer_retention_bytes: 16 << 30,
+            peer_wal_retention_bytes: 1 << 30,
             replication_backlog_bytes: 64 << 20,
         }
     }

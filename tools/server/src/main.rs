@@ -120,6 +120,9 @@ struct Args {
     /// Archive kept for peers beyond the backups' needs, bytes [default: 17179869184].
     #[arg(long)]
     peer_retention_bytes: Option<u64>,
+    /// WAL kept for peers beyond the checkpoint, bytes [default: 1073741824].
+    #[arg(long)]
+    peer_wal_retention_bytes: Option<u64>,
 }
 
 /// A path flag that may be empty (`--archive-dir ""`: no archive).
@@ -152,7 +155,8 @@ fn real_main() -> anyhow::Result<()> {
           cluster_id => cluster_id, transfer_interval_ms => transfer_interval_ms,
           transfer_on_commit => transfer_on_commit, max_clock_offset_ms => max_clock_offset_ms,
           peer_window_bytes => peer_window_bytes, replication_backlog_bytes => replication_backlog_bytes,
-          peer_retention_bytes => peer_retention_bytes);
+          peer_retention_bytes => peer_retention_bytes,
+          peer_wal_retention_bytes => peer_wal_retention_bytes);
     if !a.peer.is_empty() {
         c.peers = a.peer.clone();
     }

@@ -193,6 +193,7 @@ fn open_db(
             archive_dir: cfg.archive().map(Path::to_path_buf),
             archive_lag_ms: cfg.archive_lag_ms,
             max_clock_offset_ms: cfg.max_clock_offset_ms,
+            peer_wal_retention_bytes: cfg.peer_wal_retention_bytes,
             // Recent batches in memory only for the peer links that read them.
             replication_backlog_bytes: if cfg.peers.is_empty() {
                 0
