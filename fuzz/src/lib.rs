@@ -28,6 +28,7 @@ use duplex_wal::{
 
 pub mod engine;
 pub mod engine_base;
+pub mod model;
 
 /// Largest record payload the targets accept (`max_record_size`).
 pub const MAX_RECORD: u32 = 1 << 20;
