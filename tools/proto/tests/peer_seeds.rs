@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use duplex_proto::peer::{
-    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Handshake, Heartbeat,
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, RebuildRequest, FrameLimits, Handshake, Heartbeat,
     NodeIdentity, Proof, Refuse, RefuseReason, Resync,
 };
 
@@ -96,6 +96,29 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Frame::Refuse(Refuse::new(RefuseReason::Other(200), "")),
     ];
     seeds.push(("handshake-odd", stream(&odd)));
+    let rebuild = [
+        Frame::Rebuild(RebuildRequest { fresh: true }),
+        Frame::File(FileChunk {
+            name: "wal/0000000000000001.seg".into(),
+            offset: 0,
+            total_len: 40,
+            data: vec![0x5C; 24],
+        }),
+        Frame::File(FileChunk {
+            name: "wal/0000000000000001.seg".into(),
+            offset: 24,
+            total_len: 40,
+            data: vec![0x5D; 16],
+        }),
+        Frame::FilesEnd(FilesEnd {
+            files: 1,
+            bytes: 40,
+            source_node: 1,
+            source_timeline: 1,
+            lost_node_mark: (1 << 40) | 19,
+        }),
+    ];
+    seeds.push(("rebuild-frames", stream(&rebuild)));
     // The first data frame cut short, and with a payload byte damaged.
     let whole = stream(&data[..1]);
     seeds.push(("batches-cut", whole[..whole.len() - 7].to_vec()));

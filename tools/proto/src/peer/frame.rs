@@ -17,6 +17,11 @@ use super::{
 pub(crate) const HELLO_LEN: u32 = 66;
 /// Bytes of a REFUSE or ERROR payload before its message: code u8, message length u16.
 pub(crate) const MESSAGE_HEADER_LEN: u32 = 3;
+/// Bytes of a FILE payload besides its name and data: name_len u16, offset u64,
+/// total_len u64.
+pub(crate) const FILE_HEADER_LEN: u32 = 18;
+/// Bytes of a FILES_END payload: files u32 and four u64.
+pub(crate) const FILES_END_LEN: u32 = 36;
 
 /// The kind byte of a frame (header byte 5). Codes 1 to 15 are handshake frames, 16 and up
 /// data frames.
@@ -43,11 +48,17 @@ pub enum FrameKind {
     Resync,
     /// 20: a fatal error; the sender closes the link.
     Error,
+    /// 21: a lost server asks its peer for a backup instead of sending data.
+    Rebuild,
+    /// 22: a chunk of one file of the backup a REBUILD asked for.
+    File,
+    /// 23: the backup's files are all sent; what the lost server needs to adopt them.
+    FilesEnd,
 }
 
 impl FrameKind {
     /// Every kind, in code order.
-    pub const ALL: [FrameKind; 10] = [
+    pub const ALL: [FrameKind; 13] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -58,6 +69,9 @@ impl FrameKind {
         FrameKind::Heartbeat,
         FrameKind::Resync,
         FrameKind::Error,
+        FrameKind::Rebuild,
+        FrameKind::File,
+        FrameKind::FilesEnd,
     ];
 
     /// The kind byte.
@@ -73,6 +87,9 @@ impl FrameKind {
             FrameKind::Heartbeat => 18,
             FrameKind::Resync => 19,
             FrameKind::Error => 20,
+            FrameKind::Rebuild => 21,
+            FrameKind::File => 22,
+            FrameKind::FilesEnd => 23,
         }
     }
 
@@ -99,6 +116,9 @@ impl FrameKind {
             FrameKind::Heartbeat => "HEARTBEAT",
             FrameKind::Resync => "RESYNC",
             FrameKind::Error => "ERROR",
+            FrameKind::Rebuild => "REBUILD",
+            FrameKind::File => "FILE",
+            FrameKind::FilesEnd => "FILES_END",
         }
     }
 
@@ -114,6 +134,9 @@ impl FrameKind {
             FrameKind::Batches => ((BATCHES_HEADER_LEN + BATCH_HEADER_LEN) as u32, u32::MAX),
             FrameKind::Ack | FrameKind::Resync => (16, 16),
             FrameKind::Heartbeat => (24, 24),
+            FrameKind::Rebuild => (1, 1),
+            FrameKind::File => (FILE_HEADER_LEN + 1, u32::MAX),
+            FrameKind::FilesEnd => (FILES_END_LEN, FILES_END_LEN),
         }
     }
 }
@@ -396,6 +419,93 @@ pub struct Resync {
     pub last_good_lsn: u64,
 }
 
+/// A REBUILD: sent by a lost server right after the handshake, instead of data; the
+/// acceptor answers with the files of one backup (FILE frames) and FILES_END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildRequest {
+    /// Whether the acceptor must take a new backup (`true`) or may send its newest
+    /// complete one (`false`).
+    pub fresh: bool,
+}
+
+/// A FILE: `data` is the bytes at `offset` of the backup file `name`, `total_len` bytes
+/// long. A file's chunks come in order, each at most [`MAX_FILE_CHUNK`] bytes; an empty
+/// file is one chunk with no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    /// The file's path inside the backup directory: relative, `/`-separated, no empty,
+    /// `.` or `..` component, at most [`MAX_FILE_NAME`] bytes ([`check_file_name`]).
+    pub name: String,
+    /// Where `data` goes in the file.
+    pub offset: u64,
+    /// The file's whole length; `offset + data.len()` is at most this.
+    pub total_len: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// A FILES_END: every file of the backup was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesEnd {
+    /// Files sent.
+    pub files: u32,
+    /// Bytes of file data sent.
+    pub bytes: u64,
+    /// The node whose backup it is (the acceptor).
+    pub source_node: u64,
+    /// The timeline of the backup's log (from its BACKUP manifest).
+    pub source_timeline: u64,
+    /// The acceptor's high-water mark of the initiator's own batches (a position: its
+    /// incarnation in the high bits), 0 if it holds none.
+    pub lost_node_mark: u64,
+}
+
+/// Longest file name a FILE frame carries, bytes.
+pub const MAX_FILE_NAME: usize = 1024;
+/// Most data bytes in one FILE frame (1 MiB).
+pub const MAX_FILE_CHUNK: usize = 1 << 20;
+
+/// Checks a FILE name: what a receiver may join to its staging directory without leaving
+/// it. Shared by the encoder and the decoder.
+pub fn check_file_name(name: &str) -> Result<(), FrameFault> {
+    let bad = |why| Err(FrameFault::BadFileName { why });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_FILE_NAME {
+        return bad("longer than 1024 bytes");
+    }
+    if name.starts_with('/') {
+        return bad("absolute");
+    }
+    if name.contains('\\') || name.contains('\0') {
+        return bad("holds a backslash or a NUL byte");
+    }
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return bad("has an empty, '.' or '..' component");
+    }
+    Ok(())
+}
+
+/// Checks a FILE chunk's placement and size, shared by the encoder and the decoder.
+pub(crate) fn check_file_chunk(offset: u64, len: usize, total_len: u64) -> Result<(), FrameFault> {
+    if len > MAX_FILE_CHUNK {
+        return Err(FrameFault::FileChunkTooLarge {
+            len,
+            max: MAX_FILE_CHUNK,
+        });
+    }
+    let end = offset.checked_add(len as u64);
+    if end.is_none_or(|e| e > total_len) {
+        return Err(FrameFault::ChunkBeyondFile {
+            offset,
+            len,
+            total_len,
+        });
+    }
+    Ok(())
+}
+
 /// One peer-link frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -419,6 +529,12 @@ pub enum Frame {
     Resync(Resync),
     /// ERROR: fatal; the link closes.
     Error(ErrorFrame),
+    /// REBUILD: the initiator asks for a backup.
+    Rebuild(RebuildRequest),
+    /// FILE: a chunk of a backup file.
+    File(FileChunk),
+    /// FILES_END: the backup is complete.
+    FilesEnd(FilesEnd),
 }
 
 impl Frame {
@@ -435,6 +551,9 @@ impl Frame {
             Frame::Heartbeat(_) => FrameKind::Heartbeat,
             Frame::Resync(_) => FrameKind::Resync,
             Frame::Error(_) => FrameKind::Error,
+            Frame::Rebuild(_) => FrameKind::Rebuild,
+            Frame::File(_) => FrameKind::File,
+            Frame::FilesEnd(_) => FrameKind::FilesEnd,
         }
     }
 
@@ -480,6 +599,17 @@ impl Frame {
             Frame::Resync(r) => put_u64s(out, &[r.origin, r.last_good_lsn]),
             Frame::Batches(b) => {
                 write_batches(out, b.origin, b.batches.iter().map(Batch::as_ref));
+            }
+            // Format: fresh:u8 (0 or 1)
+            Frame::Rebuild(r) => out.push(u8::from(r.fresh)),
+            Frame::File(f) => write_file(out, f)?,
+            // Format: files:u32 bytes:u64 source_node:u64 source_timeline:u64 lost_node_mark:u64
+            Frame::FilesEnd(e) => {
+                out.extend_from_slice(&e.files.to_le_bytes());
+                put_u64s(
+                    out,
+                    &[e.bytes, e.source_node, e.source_timeline, e.lost_node_mark],
+                );
             }
         }
         Ok(())
@@ -640,6 +770,17 @@ fn write_message(out: &mut Vec<u8>, code: u8, message: &str) -> Result<(), Frame
     out.push(code);
     out.extend_from_slice(&(message.len() as u16).to_le_bytes());
     out.extend_from_slice(message.as_bytes());
+    Ok(())
+}
+
+// Format: name_len:u16 name[name_len] (UTF-8) offset:u64 total_len:u64 data[rest of the payload]
+fn write_file(out: &mut Vec<u8>, f: &FileChunk) -> Result<(), FrameFault> {
+    check_file_name(&f.name)?;
+    check_file_chunk(f.offset, f.data.len(), f.total_len)?;
+    out.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+    out.extend_from_slice(f.name.as_bytes());
+    put_u64s(out, &[f.offset, f.total_len]);
+    out.extend_from_slice(&f.data);
     Ok(())
 }
 
