@@ -9,9 +9,10 @@ mod common;
 use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, encode_batches, Ack, Batch, BatchRef, Batches, Decoded, ErrorCode, ErrorFrame,
-    FileChunk, FilesEnd, Frame, FrameDecoder, RebuildRequest, MAX_FILE_CHUNK, FrameFault, FrameKind, FrameLimits, Handshake, Heartbeat, Hello,
-    NodeIdentity, Party, PeerError, PeerInfo, Proof, Refuse, RefuseReason, Resync, Status,
-    FRAME_OVERHEAD, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    FileChunk, FilesEnd, Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake,
+    Heartbeat, Hello, NodeIdentity, Party, PeerError, PeerInfo, Proof, RebuildRequest, Refuse,
+    RefuseReason, Resync, Status, FRAME_OVERHEAD, HEADER_LEN, MAGIC, MAX_FILE_CHUNK,
+    MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -937,7 +938,17 @@ fn file(name: &str, offset: u64, total_len: u64, len: usize) -> Frame {
 /// refuses one written by hand (with its CRCs right).
 #[test]
 fn file_names_escaping_the_backup_and_chunks_past_the_file_are_refused() {
-    for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\\b", "a\0b"] {
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a//b",
+        "./a",
+        "a/.",
+        "a\\b",
+        "a\0b",
+    ] {
         let e = file(bad, 0, 1, 1).to_bytes(&limits()).unwrap_err();
         assert!(
             matches!(e.fault(), Some(FrameFault::BadFileName { .. })),
@@ -956,11 +967,24 @@ fn file_names_escaping_the_backup_and_chunks_past_the_file_are_refused() {
     let long = "a".repeat(1025);
     assert!(file(&long, 0, 1, 1).to_bytes(&limits()).is_err());
     let e = file("a", 10, 15, 6).to_bytes(&limits()).unwrap_err();
-    assert!(matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })), "{e}");
-    let e = file("a", u64::MAX, u64::MAX, 2).to_bytes(&limits()).unwrap_err();
-    assert!(matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })), "{e}");
-    let e = file("a", 0, 1 << 30, MAX_FILE_CHUNK + 1).to_bytes(&limits()).unwrap_err();
-    assert!(matches!(e.fault(), Some(FrameFault::FileChunkTooLarge { .. })), "{e}");
+    assert!(
+        matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })),
+        "{e}"
+    );
+    let e = file("a", u64::MAX, u64::MAX, 2)
+        .to_bytes(&limits())
+        .unwrap_err();
+    assert!(
+        matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })),
+        "{e}"
+    );
+    let e = file("a", 0, 1 << 30, MAX_FILE_CHUNK + 1)
+        .to_bytes(&limits())
+        .unwrap_err();
+    assert!(
+        matches!(e.fault(), Some(FrameFault::FileChunkTooLarge { .. })),
+        "{e}"
+    );
     // A chunk past its file, by hand.
     let mut payload = 1u16.to_le_bytes().to_vec();
     payload.push(b'a');
@@ -969,7 +993,11 @@ fn file_names_escaping_the_backup_and_chunks_past_the_file_are_refused() {
     payload.extend_from_slice(&[1, 2]);
     let (off, f) = fault(decode_frame(&hand_frame(22, &payload), &limits()));
     assert!(matches!(f, FrameFault::ChunkBeyondFile { .. }), "{f}");
-    assert_eq!(off, (HEADER_LEN + 19) as u64, "the offset points at the data");
+    assert_eq!(
+        off,
+        (HEADER_LEN + 19) as u64,
+        "the offset points at the data"
+    );
     // A name length past the payload is a truncation, not an allocation.
     let mut payload = 60_000u16.to_le_bytes().to_vec();
     payload.extend_from_slice(&[b'a'; 17]);
@@ -985,13 +1013,34 @@ fn file_names_escaping_the_backup_and_chunks_past_the_file_are_refused() {
 #[test]
 fn rebuild_flag_and_files_end_length_are_checked() {
     let (_, f) = fault(decode_frame(&hand_frame(21, &[2]), &limits()));
-    assert!(matches!(f, FrameFault::BadFlag { field: "fresh", found: 2 }), "{f}");
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "fresh",
+                found: 2
+            }
+        ),
+        "{f}"
+    );
     let (_, f) = fault(decode_frame(&hand_frame(23, &[0; 35]), &limits()));
-    assert!(matches!(f, FrameFault::PayloadLength { kind: FrameKind::FilesEnd, .. }), "{f}");
+    assert!(
+        matches!(
+            f,
+            FrameFault::PayloadLength {
+                kind: FrameKind::FilesEnd,
+                ..
+            }
+        ),
+        "{f}"
+    );
     let bytes = hand_frame(23, &[0; 36]);
     assert!(matches!(
         decode_frame(&bytes, &limits()),
-        Ok(Decoded::Frame { frame: Frame::FilesEnd(_), .. })
+        Ok(Decoded::Frame {
+            frame: Frame::FilesEnd(_),
+            ..
+        })
     ));
 }
 

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use duplex_proto::peer::{
-    Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, RebuildRequest, FrameLimits, Handshake, Heartbeat,
-    NodeIdentity, Proof, Refuse, RefuseReason, Resync,
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameLimits, Handshake,
+    Heartbeat, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason, Resync,
 };
 
 /// The target's control bytes: bit 0 of the first = the honest initiator holds the right

@@ -6,6 +6,10 @@
 //! backups share the data's file system ([`crate::disks`]), writes the `STATE` file and
 //! opens the database.
 //!
+//! With `--rebuild-from`, the data directory is rebuilt from that peer's backup
+//! ([`crate::rebuild`]) before the port is bound for good (the port is checked free first);
+//! the start then goes on as usual on the rebuilt directory.
+//!
 //! With `--peer`s, the cluster secret is read before anything else is opened, and the peer
 //! links ([`crate::net::peer`]) start with the connection layer and stop before the drain.
 //!
@@ -41,6 +45,11 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     // Read before anything is opened: a missing secret refuses the start at once.
     let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
+    if cfg.rebuild_from.is_some() {
+        // Before the listener: clients are refused (not kept waiting) while it runs.
+        drop(bind(&cfg)?);
+        crate::rebuild::run(&cfg, secret.as_deref())?;
+    }
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
     // Locked before anything in the data directory is written: a refused start writes nothing.
@@ -178,6 +187,24 @@ fn log_previous(cfg: &ServerConfig, prev: Option<StateRecord>) {
 }
 
 /// Opens the database (WAL replay); state `failed` if it cannot.
+/// The engine configuration of this server's database.
+pub(crate) fn db_config(cfg: &ServerConfig) -> DbConfig {
+    DbConfig {
+        node_id: cfg.node_id,
+        sync: cfg.sync_policy(),
+        archive_dir: cfg.archive().map(Path::to_path_buf),
+        archive_lag_ms: cfg.archive_lag_ms,
+        max_clock_offset_ms: cfg.max_clock_offset_ms,
+        // Recent batches in memory only for the peer links that read them.
+        replication_backlog_bytes: if cfg.peers.is_empty() {
+            0
+        } else {
+            cfg.replication_backlog_bytes
+        },
+        ..DbConfig::default()
+    }
+}
+
 fn open_db(
     cfg: &ServerConfig,
     table: &StateTable,
@@ -185,23 +212,7 @@ fn open_db(
 ) -> Result<Database, Error> {
     tracing::info!(event = "opening", data = %cfg.data.display(), sync = %cfg.sync, node_id = cfg.node_id, "opening the database");
     let t0 = Instant::now();
-    let db = match Database::open_with_lock(
-        lock,
-        DbConfig {
-            node_id: cfg.node_id,
-            sync: cfg.sync_policy(),
-            archive_dir: cfg.archive().map(Path::to_path_buf),
-            archive_lag_ms: cfg.archive_lag_ms,
-            max_clock_offset_ms: cfg.max_clock_offset_ms,
-            // Recent batches in memory only for the peer links that read them.
-            replication_backlog_bytes: if cfg.peers.is_empty() {
-                0
-            } else {
-                cfg.replication_backlog_bytes
-            },
-            ..DbConfig::default()
-        },
-    ) {
+    let db = match Database::open_with_lock(lock, db_config(cfg)) {
         Ok(db) => db,
         Err(e) => {
             let _ = table.move_to(&[OpState::Starting], OpState::Failed, false);

@@ -8,9 +8,9 @@
 
 use super::error::{FrameFault, PeerError};
 use super::frame::{
-    check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len, Ack,
-    Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameKind, Heartbeat,
-    Hello, Proof, RebuildRequest, Refuse, RefuseReason, Resync, MAX_FILE_NAME,
+    check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len, Ack, Batch,
+    Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameKind, Heartbeat, Hello, Proof,
+    RebuildRequest, Refuse, RefuseReason, Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,

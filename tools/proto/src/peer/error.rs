@@ -175,7 +175,9 @@ pub enum FrameFault {
         max: usize,
     },
     /// A FILE chunk that ends past the file's declared length.
-    #[error("FILE chunk of {len} bytes at offset {offset} ends past the file's length {total_len}")]
+    #[error(
+        "FILE chunk of {len} bytes at offset {offset} ends past the file's length {total_len}"
+    )]
     ChunkBeyondFile {
         /// The chunk's offset.
         offset: u64,

@@ -481,7 +481,10 @@ pub fn check_file_name(name: &str) -> Result<(), FrameFault> {
     if name.contains('\\') || name.contains('\0') {
         return bad("holds a backslash or a NUL byte");
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return bad("has an empty, '.' or '..' component");
     }
     Ok(())
