@@ -10,9 +10,9 @@ use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, encode_batches, Ack, Batch, BatchRef, Batches, Decoded, ErrorCode, ErrorFrame,
     FileChunk, FilesEnd, Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake,
-    Heartbeat, Hello, NodeIdentity, Party, PeerError, PeerInfo, Proof, RebuildRequest, Refuse,
-    RefuseReason, Resync, Status, FRAME_OVERHEAD, HEADER_LEN, MAGIC, MAX_FILE_CHUNK,
-    MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    Heartbeat, Held, Hello, Hold, NodeIdentity, Party, PeerError, PeerInfo, Proof, RebuildRequest,
+    Refuse, RefuseReason, Release, Resync, Status, FRAME_OVERHEAD, HEADER_LEN, MAGIC,
+    MAX_FILE_CHUNK, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -95,6 +95,16 @@ fn every_kind() -> Vec<Frame> {
             source_timeline: 2,
             lost_node_mark: (1 << 40) | 17,
         }),
+        Frame::Hold(Hold {
+            mark: (1 << 40) | 9,
+            max_ms: 100,
+        }),
+        Frame::Held(Held {
+            cutoff: (1 << 40) | 12,
+            pending: 3,
+            granted: true,
+        }),
+        Frame::Release(Release { reached: true }),
     ]
 }
 
@@ -1042,6 +1052,56 @@ fn rebuild_flag_and_files_end_length_are_checked() {
             ..
         })
     ));
+}
+
+/// HOLD's `max_ms` lies in 1..=1000; HELD's and RELEASE's flags are 0 or 1.
+#[test]
+fn hold_bounds_and_flags_are_checked() {
+    for bad in [0u32, 1001, u32::MAX] {
+        let f = Frame::Hold(Hold {
+            mark: 1,
+            max_ms: bad,
+        });
+        assert!(f.to_bytes(&limits()).is_err(), "{bad}");
+        let mut payload = 1u64.to_le_bytes().to_vec();
+        payload.extend_from_slice(&bad.to_le_bytes());
+        let (off, f) = fault(decode_frame(&hand_frame(24, &payload), &limits()));
+        assert!(
+            matches!(
+                f,
+                FrameFault::OutOfRange {
+                    field: "max_ms",
+                    ..
+                }
+            ),
+            "{f}"
+        );
+        assert_eq!(off, (HEADER_LEN + 8) as u64);
+    }
+    let mut payload = vec![0u8; 16];
+    payload.push(2);
+    let (_, f) = fault(decode_frame(&hand_frame(25, &payload), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "granted",
+                found: 2
+            }
+        ),
+        "{f}"
+    );
+    let (_, f) = fault(decode_frame(&hand_frame(26, &[9]), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "reached",
+                found: 9
+            }
+        ),
+        "{f}"
+    );
 }
 
 /// A frame of kind `kind` around `payload`, both CRCs right.

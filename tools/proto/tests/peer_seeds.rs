@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use duplex_proto::peer::{
     Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameLimits, Handshake,
-    Heartbeat, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason, Resync,
+    Heartbeat, Held, Hold, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason, Release,
+    Resync,
 };
 
 /// The target's control bytes: bit 0 of the first = the honest initiator holds the right
@@ -119,6 +120,19 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }),
     ];
     seeds.push(("rebuild-frames", stream(&rebuild)));
+    let hold = [
+        Frame::Hold(Hold {
+            mark: (1 << 40) | 19,
+            max_ms: 100,
+        }),
+        Frame::Held(Held {
+            cutoff: (1 << 40) | 23,
+            pending: 2,
+            granted: true,
+        }),
+        Frame::Release(Release { reached: true }),
+    ];
+    seeds.push(("hold-frames", stream(&hold)));
     // The first data frame cut short, and with a payload byte damaged.
     let whole = stream(&data[..1]);
     seeds.push(("batches-cut", whole[..whole.len() - 7].to_vec()));

@@ -8,9 +8,10 @@
 
 use super::error::{FrameFault, PeerError};
 use super::frame::{
-    check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len, Ack, Batch,
-    Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameKind, Heartbeat, Hello, Proof,
-    RebuildRequest, Refuse, RefuseReason, Resync, MAX_FILE_NAME,
+    check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len,
+    check_hold_ms, Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
+    FrameKind, Heartbeat, Held, Hello, Hold, Proof, RebuildRequest, Refuse, RefuseReason, Release,
+    Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,
@@ -176,6 +177,21 @@ fn decode_payload(
             source_timeline: r.u64("source_timeline")?,
             lost_node_mark: r.u64("lost_node_mark")?,
         }),
+        FrameKind::Hold => {
+            let mark = r.u64("mark")?;
+            let at = r.pos;
+            let max_ms = r.u32("max_ms")?;
+            check_hold_ms(max_ms).map_err(|f| (at, f))?;
+            Frame::Hold(Hold { mark, max_ms })
+        }
+        FrameKind::Held => Frame::Held(Held {
+            cutoff: r.u64("cutoff")?,
+            pending: r.u64("pending")?,
+            granted: r.flag("granted")?,
+        }),
+        FrameKind::Release => Frame::Release(Release {
+            reached: r.flag("reached")?,
+        }),
     };
     let count = r.remaining();
     if count != 0 {
@@ -215,18 +231,9 @@ fn read_message(r: &mut Reader<'_>) -> Result<(u8, String), Fault> {
 }
 
 fn read_rebuild(r: &mut Reader<'_>) -> Result<RebuildRequest, Fault> {
-    let at = r.pos;
-    match r.u8("fresh")? {
-        0 => Ok(RebuildRequest { fresh: false }),
-        1 => Ok(RebuildRequest { fresh: true }),
-        found => Err((
-            at,
-            FrameFault::BadFlag {
-                field: "fresh",
-                found,
-            },
-        )),
-    }
+    Ok(RebuildRequest {
+        fresh: r.flag("fresh")?,
+    })
 }
 
 fn read_file(r: &mut Reader<'_>) -> Result<FileChunk, Fault> {
@@ -319,6 +326,16 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, Fault> {
         Ok(self.array::<1>(field)?[0])
+    }
+
+    /// A byte that must be 0 or 1.
+    fn flag(&mut self, field: &'static str) -> Result<bool, Fault> {
+        let at = self.pos;
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            found => Err((at, FrameFault::BadFlag { field, found })),
+        }
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, Fault> {

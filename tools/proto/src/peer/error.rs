@@ -160,6 +160,18 @@ pub enum FrameFault {
         /// The byte found.
         found: u8,
     },
+    /// A field outside its range.
+    #[error("{field} is {value} (must be {min}..={max})")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
     /// A FILE name a receiver must not write under its staging directory.
     #[error("FILE name is {why}: a backup file's name must be a relative path inside the backup")]
     BadFileName {

@@ -54,11 +54,17 @@ pub enum FrameKind {
     File,
     /// 23: the backup's files are all sent; what the lost server needs to adopt them.
     FilesEnd,
+    /// 24: a rebuilt server asks its peer to hold new writes briefly and name a cut-off.
+    Hold,
+    /// 25: the peer's answer to a HOLD: the cut-off, and whether writes are held.
+    Held,
+    /// 26: the rebuilt server ends the hold.
+    Release,
 }
 
 impl FrameKind {
     /// Every kind, in code order.
-    pub const ALL: [FrameKind; 13] = [
+    pub const ALL: [FrameKind; 16] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -72,6 +78,9 @@ impl FrameKind {
         FrameKind::Rebuild,
         FrameKind::File,
         FrameKind::FilesEnd,
+        FrameKind::Hold,
+        FrameKind::Held,
+        FrameKind::Release,
     ];
 
     /// The kind byte.
@@ -90,6 +99,9 @@ impl FrameKind {
             FrameKind::Rebuild => 21,
             FrameKind::File => 22,
             FrameKind::FilesEnd => 23,
+            FrameKind::Hold => 24,
+            FrameKind::Held => 25,
+            FrameKind::Release => 26,
         }
     }
 
@@ -119,6 +131,9 @@ impl FrameKind {
             FrameKind::Rebuild => "REBUILD",
             FrameKind::File => "FILE",
             FrameKind::FilesEnd => "FILES_END",
+            FrameKind::Hold => "HOLD",
+            FrameKind::Held => "HELD",
+            FrameKind::Release => "RELEASE",
         }
     }
 
@@ -137,6 +152,9 @@ impl FrameKind {
             FrameKind::Rebuild => (1, 1),
             FrameKind::File => (FILE_HEADER_LEN + 1, u32::MAX),
             FrameKind::FilesEnd => (FILES_END_LEN, FILES_END_LEN),
+            FrameKind::Hold => (12, 12),
+            FrameKind::Held => (17, 17),
+            FrameKind::Release => (1, 1),
         }
     }
 }
@@ -460,6 +478,40 @@ pub struct FilesEnd {
     pub lost_node_mark: u64,
 }
 
+/// A HOLD: the initiator (a rebuilt server) holds the acceptor's batches up to `mark` and
+/// asks it to delay new writes for at most `max_ms` and name the position to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The initiator's high-water mark of the acceptor's own batches.
+    pub mark: u64,
+    /// Longest the acceptor may hold its writes, ms: 1 to [`MAX_HOLD_MS`].
+    pub max_ms: u32,
+}
+
+/// A HELD: the acceptor's answer to a HOLD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The position of the acceptor's last own batch at the cut-off (the HOLD's `mark` if
+    /// it has none after it): the initiator holds everything the acceptor held at the
+    /// cut-off once its mark reaches it.
+    pub cutoff: u64,
+    /// The acceptor's own batches after the HOLD's `mark` up to the cut-off.
+    pub pending: u64,
+    /// Whether writes are held (until RELEASE or `max_ms`): not when `pending` was too
+    /// many to ship within the hold (ask again once closer).
+    pub granted: bool,
+}
+
+/// A RELEASE: the initiator ends the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// Whether the initiator's mark reached the cut-off.
+    pub reached: bool,
+}
+
+/// Longest write hold a HOLD may ask for, ms.
+pub const MAX_HOLD_MS: u32 = 1000;
+
 /// Longest file name a FILE frame carries, bytes.
 pub const MAX_FILE_NAME: usize = 1024;
 /// Most data bytes in one FILE frame (1 MiB).
@@ -486,6 +538,19 @@ pub fn check_file_name(name: &str) -> Result<(), FrameFault> {
         .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return bad("has an empty, '.' or '..' component");
+    }
+    Ok(())
+}
+
+/// Checks a HOLD's `max_ms`, shared by the encoder and the decoder.
+pub(crate) fn check_hold_ms(max_ms: u32) -> Result<(), FrameFault> {
+    if max_ms == 0 || max_ms > MAX_HOLD_MS {
+        return Err(FrameFault::OutOfRange {
+            field: "max_ms",
+            value: u64::from(max_ms),
+            min: 1,
+            max: u64::from(MAX_HOLD_MS),
+        });
     }
     Ok(())
 }
@@ -538,6 +603,12 @@ pub enum Frame {
     File(FileChunk),
     /// FILES_END: the backup is complete.
     FilesEnd(FilesEnd),
+    /// HOLD: hold writes and name a cut-off.
+    Hold(Hold),
+    /// HELD: the cut-off.
+    Held(Held),
+    /// RELEASE: the hold ends.
+    Release(Release),
 }
 
 impl Frame {
@@ -557,6 +628,9 @@ impl Frame {
             Frame::Rebuild(_) => FrameKind::Rebuild,
             Frame::File(_) => FrameKind::File,
             Frame::FilesEnd(_) => FrameKind::FilesEnd,
+            Frame::Hold(_) => FrameKind::Hold,
+            Frame::Held(_) => FrameKind::Held,
+            Frame::Release(_) => FrameKind::Release,
         }
     }
 
@@ -614,6 +688,19 @@ impl Frame {
                     &[e.bytes, e.source_node, e.source_timeline, e.lost_node_mark],
                 );
             }
+            // Format: mark:u64 max_ms:u32 (1..=1000)
+            Frame::Hold(h) => {
+                check_hold_ms(h.max_ms)?;
+                put_u64s(out, &[h.mark]);
+                out.extend_from_slice(&h.max_ms.to_le_bytes());
+            }
+            // Format: cutoff:u64 pending:u64 granted:u8 (0 or 1)
+            Frame::Held(h) => {
+                put_u64s(out, &[h.cutoff, h.pending]);
+                out.push(u8::from(h.granted));
+            }
+            // Format: reached:u8 (0 or 1)
+            Frame::Release(r) => out.push(u8::from(r.reached)),
         }
         Ok(())
     }
