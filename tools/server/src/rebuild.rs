@@ -13,8 +13,13 @@
 //!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
 //!    renamed into place; the staging directory is removed.
 //!
-//! The server then starts as usual: a new epoch (above the restored WAL's), and the peer
-//! links catch up what the peer wrote after its backup. A failure part way leaves the data
+//! The server then starts in state `recovering` (writes refused, reads served) while its
+//! peer links catch up what the peer wrote after its backup, and ends with the write hold
+//! ([`spawn_hold`]): it asks the peer (HOLD, on a connection of its own) to delay new
+//! writes for at most [`HOLD_MS`] and name its cut-off (HELD), waits until its mark of the
+//! peer reaches it, releases (RELEASE) and turns `running` on a new epoch, holding
+//! everything the peer held at the cut-off. A hold the peer cannot grant yet (too much to
+//! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
 //! and starts over. While it runs the port is not bound (clients are refused, not kept
 //! waiting): INFO and DUPLEX.STATE answer once it is done.
@@ -28,11 +33,13 @@ use std::time::{Duration, Instant};
 use duplex_engine::{adopt_restored, restore_chain, roll_forward, RollForwardOptions};
 use duplex_proto::peer::{
     check_file_name, Decoded, FileChunk, FilesEnd, Frame, FrameDecoder, FrameLimits, Handshake,
-    NodeIdentity, RebuildRequest, Status, NONCE_LEN,
+    Hold, NodeIdentity, RebuildRequest, Release, Status, NONCE_LEN,
 };
 use duplex_wal::{StdStorage, Storage};
 
 use crate::config::ServerConfig;
+use crate::shared::Shared;
+use crate::state::OpState;
 use crate::Error;
 
 /// How long the peer may be unreachable before the rebuild gives up.
@@ -47,6 +54,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const MARK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// Longest write hold asked of the peer, ms.
+pub const HOLD_MS: u32 = 100;
+/// Wait between hold attempts.
+const HOLD_RETRY: Duration = Duration::from_millis(200);
 /// Most files a backup may hold.
 const MAX_FILES: u32 = 100_000;
 
@@ -575,6 +586,119 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
         }
     }
     Err(last)
+}
+
+/// Starts the thread that ends a rebuild: the write hold with the peer the backup came
+/// from (node `from_node`), then `running` on a new epoch, then this server's outbound
+/// peer links (started only now: the peer refuses a second connection from a node whose
+/// link is live, and a `recovering` server has no writes of its own to send); the thread
+/// joins them at shutdown.
+pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name("rebuild-hold".into())
+        .spawn(move || {
+            if !hold_loop(&sh, from_node) {
+                return;
+            }
+            match crate::net::peer::PeerLinks::start(&sh) {
+                Ok(links) => links.join(),
+                Err(e) => {
+                    tracing::error!(event = "peer_links_failed", error = %e, "cannot start the peer links after the rebuild: {e}")
+                }
+            }
+        })
+        .map_err(Error::Net)
+}
+
+/// How one hold attempt ended.
+enum HoldOutcome {
+    /// The mark reached the cut-off within the hold.
+    Reached { pause: Duration, cutoff: u64 },
+    /// Not granted (this many batches still to ship) or expired first.
+    NotYet(String),
+}
+
+/// Asks for the write hold until it succeeds (true) or the server stops (false).
+fn hold_loop(sh: &Shared, from_node: u64) -> bool {
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut attempts = 0u32;
+    while !sh.stopping() {
+        attempts += 1;
+        match try_hold(sh, from_node) {
+            Ok(HoldOutcome::Reached { pause, cutoff }) => {
+                let rec = sh
+                    .state()
+                    .move_to(&[OpState::Recovering], OpState::Running, true);
+                match rec {
+                    Ok(Some(r)) => {
+                        crate::state::log_epoch(sh.db(), r.epoch);
+                        tracing::info!(event = "rebuild_running", from_node, cutoff, epoch = r.epoch, pause_ms = pause.as_secs_f64() * 1e3, attempts, catch_up_secs = started.elapsed().as_secs_f64(), "holds everything node {from_node} held at the cut-off (position {cutoff}); running on epoch {} (write hold {:.1} ms, {attempts} attempt(s), {:.2} s after start)", r.epoch, pause.as_secs_f64() * 1e3, started.elapsed().as_secs_f64());
+                    }
+                    Ok(None) => tracing::warn!(event = "rebuild_hold_state", state = sh.state().get().state.name(), "the write hold succeeded, but the state is no longer recovering: left as it is"),
+                    Err(e) => tracing::error!(event = "rebuild_hold_state", error = %e, "cannot persist the state after the write hold: {e}"),
+                }
+                return true;
+            }
+            Ok(HoldOutcome::NotYet(why)) | Err(why) => {
+                if last_log.elapsed() >= PROGRESS_EVERY {
+                    last_log = Instant::now();
+                    tracing::info!(event = "rebuild_catching_up", from_node, attempts, why = %why, "recovering: not caught up with node {from_node} yet ({why}); asking again");
+                }
+            }
+        }
+        std::thread::sleep(HOLD_RETRY);
+    }
+    false
+}
+
+/// One write hold with the rebuild peer.
+fn try_hold(sh: &Shared, from_node: u64) -> Result<HoldOutcome, String> {
+    let cfg = sh.cfg();
+    let peer = cfg.rebuild_from.as_deref().ok_or("no rebuild_from")?;
+    let secret = sh.peers().secret().ok_or("no cluster secret")?;
+    let db = sh.db();
+    let mut c = PeerConn::open(cfg, secret.bytes(), peer, Duration::ZERO)?;
+    let mark = db.origin_hwm(from_node);
+    c.send(&Frame::Hold(Hold {
+        mark,
+        max_ms: HOLD_MS,
+    }))?;
+    let t0 = Instant::now();
+    let held = loop {
+        match c.recv(Instant::now() + Duration::from_secs(5))? {
+            Frame::Held(h) => break h,
+            Frame::Ack(_) => {}
+            Frame::Error(e) => {
+                return Err(format!("the peer reported {:?}: {}", e.code, e.message))
+            }
+            other => return Err(format!("the peer sent {} instead of HELD", other.kind())),
+        }
+    };
+    if !held.granted {
+        return Ok(HoldOutcome::NotYet(format!(
+            "{} of its batches still to ship",
+            held.pending
+        )));
+    }
+    let deadline = t0 + Duration::from_millis(u64::from(HOLD_MS));
+    while db.origin_hwm(from_node) < held.cutoff && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let reached = db.origin_hwm(from_node) >= held.cutoff;
+    let _ = c.send(&Frame::Release(Release { reached }));
+    let pause = t0.elapsed();
+    if reached {
+        Ok(HoldOutcome::Reached {
+            pause,
+            cutoff: held.cutoff,
+        })
+    } else {
+        Ok(HoldOutcome::NotYet(format!(
+            "{} batches did not arrive within the {HOLD_MS} ms hold",
+            held.pending
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -45,11 +45,14 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     // Read before anything is opened: a missing secret refuses the start at once.
     let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
-    if cfg.rebuild_from.is_some() {
+    let rebuilt = match cfg.rebuild_from {
         // Before the listener: clients are refused (not kept waiting) while it runs.
-        drop(bind(&cfg)?);
-        crate::rebuild::run(&cfg, secret.as_deref())?;
-    }
+        Some(_) => {
+            drop(bind(&cfg)?);
+            Some(crate::rebuild::run(&cfg, secret.as_deref())?)
+        }
+        None => None,
+    };
     let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
     // Locked before anything in the data directory is written: a refused start writes nothing.
@@ -81,7 +84,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     if let Some(s) = secret {
         shared.peers().set_secret(ClusterSecret::new(s));
     }
-    come_up(&shared)?;
+    come_up(&shared, rebuilt.is_some())?;
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
@@ -89,10 +92,20 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let io = shared.cfg().io;
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");
     let mut layer = Layer::start(&shared, io)?;
-    let links = PeerLinks::start(&shared)?;
+    // After a rebuild the outbound links start once its write hold is done.
+    let (links, hold) = match &rebuilt {
+        Some(r) => (
+            PeerLinks::default(),
+            Some(crate::rebuild::spawn_hold(shared.clone(), r.from_node)?),
+        ),
+        None => (PeerLinks::start(&shared)?, None),
+    };
     accept_loop(&shared, &listener, &mut layer);
     drop(listener);
     links.join();
+    if let Some(h) = hold {
+        let _ = h.join();
+    }
     shutdown(&shared)
 }
 
@@ -104,17 +117,21 @@ fn bind(cfg: &ServerConfig) -> Result<TcpListener, Error> {
     })
 }
 
-/// `starting` becomes `running`; a state kept from the previous run (fenced, failed) stays,
-/// and the log says what lifts it.
-fn come_up(shared: &Shared) -> Result<(), Error> {
+/// `starting` becomes `running` (`recovering` right after a rebuild, until its write
+/// hold); a state kept from the previous run (fenced, failed) stays, and the log says what
+/// lifts it.
+fn come_up(shared: &Shared, rebuilt: bool) -> Result<(), Error> {
     let st = shared.state().get().state;
     match st {
         OpState::Fenced => tracing::warn!(event = "fenced", "the server was fenced before it stopped; it stays fenced (DUPLEX.UNFENCE to serve writes)"),
         OpState::Failed => tracing::warn!(event = "failed", "the previous run failed (a write, fsync or checkpoint error, or a full disk; its log says which): writes stay refused; check the disk, then DUPLEX.UNFENCE to serve writes"),
         _ => {
-            shared
-                .state()
-                .move_to(&[OpState::Starting], OpState::Running, false)?;
+            let to = if rebuilt {
+                OpState::Recovering
+            } else {
+                OpState::Running
+            };
+            shared.state().move_to(&[OpState::Starting], to, false)?;
         }
     }
     Ok(())

@@ -92,7 +92,8 @@ impl OpState {
     /// Whether a change from `self` to `to` is allowed: the state table's transitions.
     ///
     /// - `starting` goes to `running`, or comes up `fenced` or `failed` (kept from the
-    ///   previous run), or `failed` when the database cannot open;
+    ///   previous run), or `failed` when the database cannot open, or `recovering` right
+    ///   after a rebuild from a peer (until its write hold, [`crate::rebuild`]);
     /// - `running` and `backing-up` go to each other, `fenced`, `stopping`, `stopped` and
     ///   `failed`;
     /// - `stopping` goes to `stopped`, `fenced` and `failed`;
@@ -103,7 +104,7 @@ impl OpState {
     pub fn may_move(self, to: OpState) -> bool {
         use OpState::*;
         match self {
-            Starting => matches!(to, Running | Fenced | Failed),
+            Starting => matches!(to, Running | Recovering | Fenced | Failed),
             Running | BackingUp => {
                 matches!(
                     to,
@@ -482,7 +483,7 @@ mod tests {
                 "failed -> {s:?}"
             );
             assert!(!s.may_move(Starting), "{s:?} -> starting");
-            assert!(!s.may_move(Recovering), "{s:?} -> recovering");
+            assert_eq!(s.may_move(Recovering), s == Starting, "{s:?} -> recovering");
         }
         assert!(!Fenced.may_move(Stopped));
         assert!(Fenced.may_move(Stopping) && Fenced.may_move(Running));

@@ -1,7 +1,8 @@
 //! Rebuilding a lost server from its peer while the peer serves (issue 12), with real
 //! processes: `duplexd --rebuild-from HOST:PORT` on an empty data directory gets a fresh
-//! backup of the peer over the peer link, restores and adopts it, starts, and catches up
-//! what the peer wrote meanwhile; a non-empty data directory is refused untouched; an
+//! backup of the peer over the peer link, restores and adopts it, starts `recovering`,
+//! catches up what the peer wrote meanwhile and turns `running` after a short write hold
+//! on the peer (logged on both sides); a non-empty data directory is refused untouched; an
 //! unreachable peer fails the rebuild clearly and the next attempt succeeds.
 
 mod common;
@@ -94,6 +95,21 @@ fn state(port: u16) -> String {
     st[i + 1].clone()
 }
 
+/// Waits until `b` is `running` (after its write hold with `a`); fails with both logs.
+fn wait_running(b: &Daemon, a: &Daemon) {
+    let deadline = Instant::now() + CONVERGE;
+    while state(b.port) != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "B is not running after {CONVERGE:?}: {}\nB's log:\n{}\nA's log:\n{}",
+            state(b.port),
+            b.log(),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn staging(root: &Path) -> PathBuf {
     root.join("data.rebuild-staging")
 }
@@ -125,10 +141,17 @@ fn a_lost_server_is_rebuilt_from_its_peer_while_the_peer_takes_writes() {
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     let b = start_rebuilding(nb, &na.addr());
+    // Recovering (writes refused, reads served) until the write hold with A.
+    wait_running(&b, &a);
     let rebuild_time = t0.elapsed();
-    assert_eq!(state(b.port), "running", "{}", b.log());
     let log = b.log();
     assert!(log.contains("rebuild_done"), "{log}");
+    assert!(log.contains("rebuild_running"), "{log}");
+    assert!(
+        a.log().contains("event=\"write_hold\""),
+        "A logs the write hold: {}",
+        a.log()
+    );
     assert!(
         !staging(&nb.root).exists(),
         "the staging directory is removed"
@@ -215,7 +238,7 @@ fn a_rebuild_whose_peer_is_unreachable_fails_clearly_and_the_next_attempt_succee
         set(a.port, &format!("k{i}"), &format!("v{i}"));
     }
     let b = start_rebuilding(nb, &na.addr());
-    assert_eq!(state(b.port), "running");
+    wait_running(&b, &a);
     for i in 0..50 {
         assert_eq!(get(b.port, &format!("k{i}")), Some(format!("v{i}")));
     }

@@ -637,6 +637,14 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             }
             return super::serve_rebuild::serve(sh, io, origin, r);
         }
+        if let Frame::Hold(h) = frame {
+            if rx.progress().frames > 0 {
+                return Fail::Link(LinkError::Protocol(
+                    "HOLD after data frames: it must be the first frame".into(),
+                ));
+            }
+            return super::serve_rebuild::serve_hold(sh, io, origin, h);
+        }
         let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();

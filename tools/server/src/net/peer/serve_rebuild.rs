@@ -7,6 +7,10 @@
 //! other links throughout. A fresh backup is taken with the server's backup service (state
 //! `backing-up` meanwhile), or, when the request allows it, the newest complete backup of
 //! this server's lineage is sent. Progress is logged every few seconds.
+//!
+//! A connection whose first frame is HOLD ([`serve_hold`]) gets the short write hold that
+//! ends a rebuild: new client writes wait, the cut-off is named (HELD) and the hold ends at
+//! RELEASE or by itself.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -226,4 +230,104 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(n)
+}
+
+/// Most of this server's own batches a rebuilt peer may still lack when it asks for the
+/// hold: more could not be shipped within it, and the HOLD is answered not granted.
+const HOLD_MAX_PENDING: u64 = 256;
+
+/// Serves a HOLD from the rebuilt node `origin`: holds new client writes (at most the
+/// HOLD's `max_ms`), waits for the writes under way, answers HELD with the position of its
+/// last own batch (the cut-off) and releases at RELEASE, when the connection ends, or when
+/// the time is up. Logs the pause and the writes it held.
+pub(super) fn serve_hold(
+    sh: &Shared,
+    io: &mut FrameIo,
+    origin: u64,
+    h: duplex_proto::peer::Hold,
+) -> Fail {
+    use duplex_proto::peer::Held;
+    let db = sh.db();
+    let (ahead, pending) = match own_batches_after(db, h.mark, HOLD_MAX_PENDING) {
+        Ok(x) => x,
+        Err(e) => return local(format!("write hold for node {origin}: {e}")),
+    };
+    if pending > HOLD_MAX_PENDING {
+        let held = Held {
+            cutoff: ahead,
+            pending,
+            granted: false,
+        };
+        return io.send(&[Frame::Held(held)]).err().unwrap_or(Fail::Done);
+    }
+    let max = Duration::from_millis(u64::from(h.max_ms));
+    let t0 = Instant::now();
+    if !sh.write_hold().hold(max) {
+        let held = Held {
+            cutoff: ahead,
+            pending,
+            granted: false,
+        };
+        return io.send(&[Frame::Held(held)]).err().unwrap_or(Fail::Done);
+    }
+    let res = held_cutoff(sh, h.mark).and_then(|(cutoff, pending)| {
+        let held = Held {
+            cutoff,
+            pending,
+            granted: true,
+        };
+        io.send(&[Frame::Held(held)]).map_err(|f| f.to_string())?;
+        Ok(cutoff)
+    });
+    let cutoff = match res {
+        Ok(c) => c,
+        Err(e) => {
+            sh.write_hold().release();
+            return local(format!("write hold for node {origin}: {e}"));
+        }
+    };
+    let reached = loop {
+        match io.recv(sh, t0 + max) {
+            Ok(Frame::Release(r)) => break Some(r.reached),
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    let rep = sh.write_hold().release();
+    tracing::info!(event = "write_hold", node = origin, cutoff, reached = ?reached, pause_ms = rep.pause_ms, writes_held = rep.writes_held, held_p50_ms = rep.p50_ms, held_max_ms = rep.max_ms, "write hold for rebuilt node {origin}: writes paused {:.1} ms ({} held, p50 {:.1} ms, max {:.1} ms); {}", rep.pause_ms, rep.writes_held, rep.p50_ms, rep.max_ms, match reached { Some(true) => "it reached the cut-off", Some(false) => "it did not reach the cut-off", None => "it expired" });
+    Fail::Done
+}
+
+/// With writes held: the WAL made durable, the cut-off (this server's last own batch
+/// after `mark`, or `mark`) and how many batches lie between.
+fn held_cutoff(sh: &Shared, mark: u64) -> Result<(u64, u64), String> {
+    let db = sh.db();
+    db.wal()
+        .sync()
+        .map_err(|e| format!("WAL sync at the cut-off: {e}"))?;
+    own_batches_after(db, mark, u64::MAX)
+}
+
+/// This server's own durable batches after position `after`: the last one's position (or
+/// `after`) and their count, reading no further once the count passes `limit`.
+fn own_batches_after(
+    db: &duplex_engine::Database,
+    after: u64,
+    limit: u64,
+) -> Result<(u64, u64), String> {
+    let mut cursor = duplex_engine::FeedCursor::new();
+    let (mut last, mut n) = (after, 0u64);
+    loop {
+        let got = cursor
+            .read(db, last, 1024, 4 << 20)
+            .map_err(|e| e.to_string())?;
+        let Some(b) = got.last() else {
+            return Ok((last, n));
+        };
+        last = b.origin_lsn;
+        n += got.len() as u64;
+        if n > limit {
+            return Ok((last, n));
+        }
+    }
 }
