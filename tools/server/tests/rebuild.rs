@@ -184,6 +184,13 @@ fn a_lost_server_is_rebuilt_from_its_peer_while_the_peer_takes_writes() {
     {
         eprintln!("B: {l}");
     }
+    let a_log = a.log();
+    for l in a_log
+        .lines()
+        .filter(|l| l.contains("hold") || l.contains("rebuild"))
+    {
+        eprintln!("A: {l}");
+    }
 }
 
 #[test]
