@@ -244,10 +244,55 @@ fn a_rebuild_whose_peer_is_unreachable_fails_clearly_and_the_next_attempt_succee
     for i in 0..50 {
         set(a.port, &format!("k{i}"), &format!("v{i}"));
     }
+    // What an attempt killed part way would leave: the next one starts over.
+    let junk = staging(&nb.root).join("backup").join("half-copied");
+    std::fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    std::fs::write(&junk, b"partial").unwrap();
     let b = start_rebuilding(nb, &na.addr());
     wait_running(&b, &a);
     for i in 0..50 {
         assert_eq!(get(b.port, &format!("k{i}")), Some(format!("v{i}")));
     }
+    assert!(!staging(&nb.root).exists(), "the leftover staging is gone");
     converge(&[a.port, b.port], CONVERGE);
+}
+
+/// Three servers: B is rebuilt from A while C also serves; B asks C how far it holds B's
+/// updates (its new incarnation lies above every peer's mark), and afterwards all three
+/// converge and B's new writes reach both.
+#[test]
+fn with_three_servers_the_rebuilt_one_rejoins_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 3, &secret);
+    let (na, nb, nc) = (&nodes[0], &nodes[1], &nodes[2]);
+    let a = na.start();
+    let mut b = nb.start();
+    let c = nc.start();
+    let load = Load::start(&[a.port, b.port, c.port], 1, "three", 50);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (acked, _) = load.stop();
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    b.kill9();
+    drop(b);
+    std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    set(c.port, "while-b-was-lost", "c");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    let log = b.log();
+    assert!(
+        log.contains(&format!("(\"{}\"", nc.addr())),
+        "B asked C for its mark: {log}"
+    );
+    set(b.port, "after-rebuild", "b");
+    wait_for("B's new write on A and C", CONVERGE, || {
+        [a.port, c.port]
+            .iter()
+            .all(|p| get(*p, "after-rebuild").as_deref() == Some("b"))
+    });
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    for port in [a.port, b.port, c.port] {
+        assert_readable(port, &acked, false);
+        assert_eq!(get(port, "while-b-was-lost").as_deref(), Some("c"));
+    }
 }
