@@ -84,6 +84,27 @@ fn run_to_exit(node: &NodeSpec, from: &str, secs: u64) -> (bool, String) {
     (st.success(), std::fs::read_to_string(&log).unwrap())
 }
 
+/// Starts `duplexd` for `node` rebuilding from `from` in the background (not waiting for
+/// it), its stderr in `log`.
+fn spawn_rebuilding(node: &NodeSpec, from: &str, log: &Path) -> std::process::Child {
+    std::fs::create_dir_all(&node.root).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_duplexd"))
+        .arg("--port")
+        .arg(node.port.to_string())
+        .arg("--data")
+        .arg(node.root.join("data"))
+        .arg("--backup-dir")
+        .arg(node.root.join("backups"))
+        .arg("--archive-dir")
+        .arg(node.root.join("archive"))
+        .args(node_args(node, &["--rebuild-from".into(), from.into()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// The `state` field of DUPLEX.STATE.
 fn state(port: u16) -> String {
     let st: Vec<Value> = redis::cmd("DUPLEX.STATE").query(&mut conn(port)).unwrap();
@@ -295,4 +316,56 @@ fn with_three_servers_the_rebuilt_one_rejoins_all_of_them() {
         assert_readable(port, &acked, false);
         assert_eq!(get(port, "while-b-was-lost").as_deref(), Some("c"));
     }
+}
+
+/// A rebuild killed (kill -9) while it copies the peer's backup leaves the data directory
+/// untouched; the next attempt starts over and succeeds, and the peer served throughout.
+#[test]
+fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let a = na.start();
+    // Enough data that the copy takes a moment.
+    let big = "x".repeat(256 << 10);
+    let mut c = conn(a.port);
+    for i in 0..160 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(&big)
+            .query(&mut c)
+            .unwrap();
+    }
+    let log = nb.root.join("killed.log");
+    let mut child = spawn_rebuilding(nb, &na.addr(), &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let staged = staging(&nb.root).join("backup");
+    // Kill it once the first files have arrived.
+    while std::fs::read_dir(&staged).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let data = nb.root.join("data");
+    assert!(
+        !data.exists() || std::fs::read_dir(&data).unwrap().next().is_none(),
+        "an interrupted rebuild put nothing in the data directory"
+    );
+    // The peer kept serving.
+    set(a.port, "during", "ok");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    assert_eq!(get(b.port, "big159").map(|v| v.len()), Some(big.len()));
+    converge(&[a.port, b.port], CONVERGE);
 }
