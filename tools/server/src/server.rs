@@ -278,9 +278,15 @@ fn shutdown(shared: &Shared) -> Result<(), Error> {
     } else {
         OpState::Failed
     };
-    // A fenced or failed server stays so: only a serving or stopping one ends `stopped`.
+    // A fenced or failed server stays so: only a serving, stopping or recovering one ends
+    // `stopped`.
     let moved = shared.state().move_to(
-        &[OpState::Running, OpState::BackingUp, OpState::Stopping],
+        &[
+            OpState::Running,
+            OpState::BackingUp,
+            OpState::Stopping,
+            OpState::Recovering,
+        ],
         last,
         false,
     )?;

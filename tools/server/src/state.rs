@@ -100,7 +100,8 @@ impl OpState {
     /// - `fenced` goes to `fenced` (fenced again: a higher epoch), `running` or `stopping`
     ///   (DUPLEX.UNFENCE) and `failed`; never to `stopping` or `stopped` by a shutdown;
     /// - `failed` goes only to `running` or `stopping` (DUPLEX.UNFENCE after a restart);
-    /// - `recovering` goes to `running`, `fenced` and `failed`; `stopped` goes nowhere.
+    /// - `recovering` goes to `running`, `fenced`, `failed` and `stopped` (a clean stop
+    ///   before a rebuild's write hold); `stopped` goes nowhere.
     pub fn may_move(self, to: OpState) -> bool {
         use OpState::*;
         match self {
@@ -114,7 +115,7 @@ impl OpState {
             Stopping => matches!(to, Stopped | Fenced | Failed),
             Fenced => matches!(to, Fenced | Running | Stopping | Failed),
             Failed => matches!(to, Running | Stopping),
-            Recovering => matches!(to, Running | Fenced | Failed),
+            Recovering => matches!(to, Running | Fenced | Failed | Stopped),
             Stopped => false,
         }
     }
