@@ -5,7 +5,7 @@
 //! the operator's FENCE; reads are not held (but under `--io events` a held write blocks
 //! its event loop, and with it that loop's other connections, for the hold's time).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -44,6 +44,8 @@ pub struct WriteHold {
     inner: Mutex<Inner>,
     released: Condvar,
     inflight: AtomicUsize,
+    /// Whether a hold may be on (the writes' fast path reads only this).
+    active: AtomicBool,
 }
 
 /// A write under way: the hold waits for it to finish (drop).
@@ -52,29 +54,39 @@ pub struct Entered<'a>(&'a WriteHold);
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl WriteHold {
     /// Waits while a hold is on (at most until it expires), then counts a write under way
-    /// until the guard drops.
+    /// until the guard drops. Without a hold: two atomic operations, no lock.
     pub fn enter(&self) -> Entered<'_> {
-        let mut g = self.inner.lock();
-        if g.until.is_some_and(|u| Instant::now() < u) {
-            g.held += 1;
-            if g.waiting_since.len() < MAX_SAMPLES {
-                g.waiting_since.push(Instant::now());
+        let mut waited = false;
+        loop {
+            // Counted before the check, and the hold sets `active` before it reads the
+            // count: either this write sees the hold, or the hold waits for this write.
+            self.inflight.fetch_add(1, Ordering::SeqCst);
+            if !self.active.load(Ordering::SeqCst) {
+                return Entered(self);
             }
-            while let Some(until) = g.until {
-                if Instant::now() >= until {
-                    break;
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            let mut g = self.inner.lock();
+            match g.until {
+                Some(until) if Instant::now() < until => {
+                    if !waited {
+                        waited = true;
+                        g.held += 1;
+                        if g.waiting_since.len() < MAX_SAMPLES {
+                            g.waiting_since.push(Instant::now());
+                        }
+                    }
+                    self.released.wait_until(&mut g, until);
                 }
-                self.released.wait_until(&mut g, until);
+                // Expired: the hold ends by itself (its report stays for `release`).
+                _ => self.active.store(false, Ordering::SeqCst),
             }
         }
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        Entered(self)
     }
 
     /// Starts a hold of at most `max` and waits (within it) for the writes under way to
@@ -88,8 +100,9 @@ impl WriteHold {
                 since: Some(now),
                 ..Inner::default()
             };
+            self.active.store(true, Ordering::SeqCst);
         }
-        while self.inflight.load(Ordering::Acquire) > 0 {
+        while self.inflight.load(Ordering::SeqCst) > 0 {
             if now.elapsed() >= max {
                 self.release();
                 return false;
@@ -107,6 +120,7 @@ impl WriteHold {
         let pause = g.since.map_or(0.0, ms);
         g.until = None;
         g.since = None;
+        self.active.store(false, Ordering::SeqCst);
         let mut waits: Vec<f64> = g.waiting_since.drain(..).map(ms).collect();
         let held = std::mem::take(&mut g.held);
         drop(g);
