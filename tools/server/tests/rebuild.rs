@@ -387,3 +387,78 @@ fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
     assert_eq!(get(b.port, "big159").map(|v| v.len()), Some(big.len()));
     converge(&[a.port, b.port], CONVERGE);
 }
+
+/// A TCP proxy on a free port to `to` that passes at most `budget` bytes from `to` back to
+/// the client, then cuts both ways: a peer link lost part way through a transfer.
+fn cutting_proxy(to: u16, budget: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            let mut buf = vec![0u8; 64 << 10];
+            let mut left = budget;
+            while left > 0 {
+                let n = match server.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n.min(left),
+                };
+                if client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    port
+}
+
+/// The peer link cut part way through the copy: the rebuild fails naming the cause, puts
+/// nothing in the data directory, the peer keeps serving, and the next attempt succeeds.
+#[test]
+fn a_rebuild_whose_link_is_cut_part_way_fails_clearly_and_the_next_attempt_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let a = na.start();
+    let big = "y".repeat(64 << 10);
+    let mut c = conn(a.port);
+    for i in 0..64 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(&big)
+            .query(&mut c)
+            .unwrap();
+    }
+    let proxy = cutting_proxy(a.port, 1 << 20);
+    let (ok, log) = run_to_exit(nb, &format!("127.0.0.1:{proxy}"), 60);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("rebuild from") && log.contains("closed the connection"),
+        "{log}"
+    );
+    assert!(
+        !nb.root.join("data").exists()
+            || std::fs::read_dir(nb.root.join("data"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    set(a.port, "still-serving", "yes");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    assert_eq!(get(b.port, "big63").map(|v| v.len()), Some(big.len()));
+    assert_eq!(get(b.port, "still-serving").as_deref(), Some("yes"));
+    converge(&[a.port, b.port], CONVERGE);
+}
