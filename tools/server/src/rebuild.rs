@@ -688,6 +688,10 @@ fn try_hold(sh: &Shared, from_node: u64) -> Result<HoldOutcome, String> {
     let reached = db.origin_hwm(from_node) >= held.cutoff;
     let _ = c.send(&Frame::Release(Release { reached }));
     let pause = t0.elapsed();
+    // Until the peer closes: it has then ended this connection's status, and this node's
+    // outbound link, started next, is not taken for a second live link of the same node.
+    let closing = Instant::now() + Duration::from_secs(2);
+    while c.recv(closing).is_ok() {}
     if reached {
         Ok(HoldOutcome::Reached {
             pause,
