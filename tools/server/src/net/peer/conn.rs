@@ -74,7 +74,7 @@ impl std::fmt::Display for Fail {
     }
 }
 
-pub(super) fn io_fail(what: &str) -> impl Fn(std::io::Error) -> Fail + '_ {
+fn io_fail(what: &str) -> impl Fn(std::io::Error) -> Fail + '_ {
     move |e| Fail::Io(format!("{what}: {e}"))
 }
 
