@@ -57,6 +57,7 @@ pub mod health;
 pub mod limits;
 pub mod net;
 pub mod rebuild;
+pub mod recovering;
 pub mod sched;
 pub mod server;
 pub mod session;

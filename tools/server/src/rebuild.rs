@@ -21,8 +21,8 @@
 //! everything the peer held at the cut-off. A hold the peer cannot grant yet (too much to
 //! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
-//! and starts over. While it runs the port is not bound (clients are refused, not kept
-//! waiting): INFO and DUPLEX.STATE answer once it is done.
+//! and starts over. While it copies and restores, [`crate::recovering`] answers clients on
+//! the bound port: DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -38,6 +38,7 @@ use duplex_proto::peer::{
 use duplex_wal::{StdStorage, Storage};
 
 use crate::config::ServerConfig;
+use crate::recovering::Progress;
 use crate::shared::Shared;
 use crate::state::OpState;
 use crate::Error;
@@ -142,7 +143,11 @@ fn check_target(data: &Path) -> Result<(), Error> {
 }
 
 /// Rebuilds `cfg.data` from the peer `cfg.rebuild_from` (see the module doc).
-pub fn run(cfg: &ServerConfig, secret: Option<&[u8]>) -> Result<RebuildReport, Error> {
+pub fn run(
+    cfg: &ServerConfig,
+    secret: Option<&[u8]>,
+    progress: &Progress,
+) -> Result<RebuildReport, Error> {
     let Some(peer) = cfg.rebuild_from.as_deref() else {
         return Err(Error::Config("rebuild without rebuild_from".into()));
     };
@@ -156,7 +161,9 @@ pub fn run(cfg: &ServerConfig, secret: Option<&[u8]>) -> Result<RebuildReport, E
     let t0 = Instant::now();
     tracing::info!(event = "rebuild_start", state = "recovering", peer, data = %cfg.data.display(), node_id = cfg.node_id, "recovering: rebuilding the data directory from {peer}");
     staging.clear()?;
-    let end = fetch(cfg, secret, peer, &staging.backup).map_err(|e| Error::rebuild(peer, e))?;
+    progress.set_phase("copying");
+    let end =
+        fetch(cfg, secret, peer, &staging.backup, progress).map_err(|e| Error::rebuild(peer, e))?;
     let copy_secs = t0.elapsed().as_secs_f64();
     let mut marks = vec![(peer.to_owned(), end.lost_node_mark)];
     marks.extend(other_marks(cfg, secret, peer));
@@ -167,8 +174,10 @@ pub fn run(cfg: &ServerConfig, secret: Option<&[u8]>) -> Result<RebuildReport, E
         .unwrap_or(0);
     tracing::info!(event = "rebuild_marks", marks = ?marks, min_incarnation = held + 1, "peers hold this node's batches up to incarnation {held}");
     let t1 = Instant::now();
+    progress.set_phase("restoring");
     let adopted =
         restore(cfg, &staging, &end, held + 1).map_err(|e| Error::rebuild(peer, e.to_string()))?;
+    progress.set_phase("installing");
     install(&staging, &cfg.data)?;
     let rep = RebuildReport {
         files: end.files,
@@ -283,7 +292,13 @@ fn install(staging: &Staging, data: &Path) -> Result<(), Error> {
 }
 
 /// Asks the peer for a backup and receives its files into `into`.
-fn fetch(cfg: &ServerConfig, secret: &[u8], peer: &str, into: &Path) -> Result<FilesEnd, String> {
+fn fetch(
+    cfg: &ServerConfig,
+    secret: &[u8],
+    peer: &str,
+    into: &Path,
+    progress: &Progress,
+) -> Result<FilesEnd, String> {
     let mut conn = PeerConn::open(cfg, secret, peer, CONNECT_FOR)?;
     conn.send(&Frame::Rebuild(RebuildRequest { fresh: true }))?;
     tracing::info!(
@@ -295,7 +310,12 @@ fn fetch(cfg: &ServerConfig, secret: &[u8], peer: &str, into: &Path) -> Result<F
     loop {
         match conn.recv(Instant::now() + IDLE_TIMEOUT)? {
             Frame::Ack(_) => {}
-            Frame::File(c) => rx.on_file(c)?,
+            Frame::File(c) => {
+                rx.on_file(c)?;
+                progress
+                    .bytes
+                    .store(rx.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
             Frame::FilesEnd(end) => {
                 rx.finish()?;
                 if (end.files, end.bytes) != (rx.files, rx.bytes) {

@@ -7,8 +7,9 @@
 //! opens the database.
 //!
 //! With `--rebuild-from`, the data directory is rebuilt from that peer's backup
-//! ([`crate::rebuild`]) before the port is bound for good (the port is checked free first);
-//! the start then goes on as usual on the rebuilt directory.
+//! ([`crate::rebuild`]) once the port is bound, a small responder answering clients
+//! meanwhile ([`crate::recovering`]); the start then goes on as usual on the rebuilt
+//! directory.
 //!
 //! With `--peer`s, the cluster secret is read before anything else is opened, and the peer
 //! links ([`crate::net::peer`]) start with the connection layer and stop before the drain.
@@ -45,15 +46,23 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     // Read before anything is opened: a missing secret refuses the start at once.
     let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
-    let rebuilt = match cfg.rebuild_from {
-        // Before the listener: clients are refused (not kept waiting) while it runs.
-        Some(_) => {
-            drop(bind(&cfg)?);
-            Some(crate::rebuild::run(&cfg, secret.as_deref())?)
+    let listener = bind(&cfg)?;
+    let rebuilt = match &cfg.rebuild_from {
+        // Clients get `recovering` answers (INFO, DUPLEX.STATE; LOADING to the rest).
+        Some(peer) => {
+            let progress = Arc::new(crate::recovering::Progress::default());
+            let answering = crate::recovering::Responder::start(
+                &listener,
+                cfg.node_id,
+                peer,
+                progress.clone(),
+            )?;
+            let res = crate::rebuild::run(&cfg, secret.as_deref(), &progress);
+            answering.stop();
+            Some(res?)
         }
         None => None,
     };
-    let listener = bind(&cfg)?;
     let addr = listener.local_addr().map_err(Error::Net)?;
     // Locked before anything in the data directory is written: a refused start writes nothing.
     let lock = duplex_engine::DirLock::acquire(&cfg.data)?;
@@ -339,7 +348,9 @@ fn spawn_signal_thread(shared: &Arc<Shared>) -> Result<(), Error> {
 }
 
 /// The bound address, with an unspecified IP replaced by loopback (to connect to ourselves).
-fn wake_addr(mut a: SocketAddr) -> SocketAddr {
+/// `a`, with an unspecified IP (a bind to all addresses) replaced by loopback: where to
+/// connect to wake a blocking accept.
+pub(crate) fn wake_addr(mut a: SocketAddr) -> SocketAddr {
     if a.ip().is_unspecified() {
         a.set_ip(if a.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -356,7 +356,9 @@ fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
             .unwrap();
     }
     let log = nb.root.join("killed.log");
-    let mut child = spawn_rebuilding(nb, &na.addr(), &log);
+    // A slow copy: the peer's link throttled so the files arrive over a few seconds.
+    let proxy = slow_proxy(a.port);
+    let mut child = spawn_rebuilding(nb, &format!("127.0.0.1:{proxy}"), &log);
     let deadline = Instant::now() + Duration::from_secs(20);
     let staged = staging(&nb.root).join("backup");
     // Kill it once the first files have arrived.
@@ -373,6 +375,22 @@ fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+    // While it copies, clients get answers: recovering, and LOADING to writes.
+    assert_eq!(state(nb.port), "recovering");
+    let info: String = redis::cmd("INFO").query(&mut conn(nb.port)).unwrap();
+    assert!(
+        info.contains("state:recovering") && info.contains("rebuild_from:"),
+        "{info}"
+    );
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut conn(nb.port))
+        .unwrap_err();
+    assert!(
+        e.kind() == redis::ErrorKind::BusyLoadingError && e.to_string().contains("recovering"),
+        "{e}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let data = nb.root.join("data");
@@ -386,6 +404,37 @@ fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
     wait_running(&b, &a);
     assert_eq!(get(b.port, "big159").map(|v| v.len()), Some(big.len()));
     converge(&[a.port, b.port], CONVERGE);
+}
+
+/// A TCP proxy on a free port to `to` that passes the server's bytes back 64 KiB every
+/// 50 ms (about 1.3 MB/s).
+fn slow_proxy(to: u16) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
 }
 
 /// A TCP proxy on a free port to `to` that passes at most `budget` bytes from `to` back to
