@@ -511,3 +511,38 @@ fn a_rebuild_whose_link_is_cut_part_way_fails_clearly_and_the_next_attempt_succe
     assert_eq!(get(b.port, "still-serving").as_deref(), Some("yes"));
     converge(&[a.port, b.port], CONVERGE);
 }
+
+/// Three servers, the third down during the rebuild (it holds a mark of the lost server's
+/// old incarnation and cannot be asked): the rebuild logs that it could not ask it, and
+/// once it is back the rebuilt server's new writes are applied there, not taken for
+/// duplicates of the old incarnation's.
+#[test]
+fn a_peer_down_during_the_rebuild_takes_the_new_incarnations_writes_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 3, &secret);
+    let (na, nb, nc) = (&nodes[0], &nodes[1], &nodes[2]);
+    let a = na.start();
+    let mut b = nb.start();
+    let mut c = nc.start();
+    for i in 0..200 {
+        set(b.port, &format!("old-b{i}"), "1");
+    }
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    c.stop();
+    b.kill9();
+    drop(b);
+    std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    let log = b.log();
+    assert!(log.contains("rebuild_peer_unreachable"), "{log}");
+    for i in 0..5 {
+        set(b.port, &format!("new-b{i}"), "2");
+    }
+    c.restart();
+    wait_for("B's new writes on C", CONVERGE, || {
+        (0..5).all(|i| get(c.port, &format!("new-b{i}")).as_deref() == Some("2"))
+    });
+    converge(&[a.port, b.port, c.port], CONVERGE);
+}
