@@ -9,9 +9,10 @@ mod common;
 use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, encode_batches, Ack, Batch, BatchRef, Batches, Decoded, ErrorCode, ErrorFrame,
-    Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake, Heartbeat, Hello,
-    NodeIdentity, Party, PeerError, PeerInfo, Proof, Refuse, RefuseReason, Resync, Status,
-    FRAME_OVERHEAD, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    FileChunk, FilesEnd, Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake,
+    Heartbeat, Held, Hello, Hold, NodeIdentity, Party, PeerError, PeerInfo, Proof, RebuildRequest,
+    Refuse, RefuseReason, Release, Resync, Status, FRAME_OVERHEAD, HEADER_LEN, MAGIC,
+    MAX_FILE_CHUNK, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -73,6 +74,37 @@ fn every_kind() -> Vec<Frame> {
             ErrorCode::ClockSkew,
             "clock 2 s ahead: ünïcode",
         )),
+        Frame::Rebuild(RebuildRequest { fresh: true }),
+        Frame::Rebuild(RebuildRequest { fresh: false }),
+        Frame::File(FileChunk {
+            name: "wal/00000001.seg".into(),
+            offset: 4096,
+            total_len: 8192,
+            data: vec![0xAB; 100],
+        }),
+        Frame::File(FileChunk {
+            name: "BACKUP".into(),
+            offset: 0,
+            total_len: 0,
+            data: Vec::new(),
+        }),
+        Frame::FilesEnd(FilesEnd {
+            files: 3,
+            bytes: 1 << 33,
+            source_node: 1,
+            source_timeline: 2,
+            lost_node_mark: (1 << 40) | 17,
+        }),
+        Frame::Hold(Hold {
+            mark: (1 << 40) | 9,
+            max_ms: 100,
+        }),
+        Frame::Held(Held {
+            cutoff: (1 << 40) | 12,
+            pending: 3,
+            granted: true,
+        }),
+        Frame::Release(Release { reached: true }),
     ]
 }
 
@@ -900,4 +932,189 @@ fn the_server_may_refuse_after_the_hello_and_a_refusal_is_final() {
         Handshake::acceptor(ident(2), b"", [0; 32]),
         Err(PeerError::EmptySecret)
     ));
+}
+
+fn file(name: &str, offset: u64, total_len: u64, len: usize) -> Frame {
+    Frame::File(FileChunk {
+        name: name.into(),
+        offset,
+        total_len,
+        data: vec![7; len],
+    })
+}
+
+/// A FILE frame's name must stay inside the receiver's staging directory, and its chunk
+/// inside the declared file: the encoder refuses to write such a frame, and the decoder
+/// refuses one written by hand (with its CRCs right).
+#[test]
+fn file_names_escaping_the_backup_and_chunks_past_the_file_are_refused() {
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a//b",
+        "./a",
+        "a/.",
+        "a\\b",
+        "a\0b",
+    ] {
+        let e = file(bad, 0, 1, 1).to_bytes(&limits()).unwrap_err();
+        assert!(
+            matches!(e.fault(), Some(FrameFault::BadFileName { .. })),
+            "{bad:?}: {e}"
+        );
+        // The same frame, written by hand.
+        let mut payload = (bad.len() as u16).to_le_bytes().to_vec();
+        payload.extend_from_slice(bad.as_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&1u64.to_le_bytes());
+        payload.push(7);
+        let bytes = hand_frame(22, &payload);
+        let (_, f) = fault(decode_frame(&bytes, &limits()));
+        assert!(matches!(f, FrameFault::BadFileName { .. }), "{bad:?}: {f}");
+    }
+    let long = "a".repeat(1025);
+    assert!(file(&long, 0, 1, 1).to_bytes(&limits()).is_err());
+    let e = file("a", 10, 15, 6).to_bytes(&limits()).unwrap_err();
+    assert!(
+        matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })),
+        "{e}"
+    );
+    let e = file("a", u64::MAX, u64::MAX, 2)
+        .to_bytes(&limits())
+        .unwrap_err();
+    assert!(
+        matches!(e.fault(), Some(FrameFault::ChunkBeyondFile { .. })),
+        "{e}"
+    );
+    let e = file("a", 0, 1 << 30, MAX_FILE_CHUNK + 1)
+        .to_bytes(&limits())
+        .unwrap_err();
+    assert!(
+        matches!(e.fault(), Some(FrameFault::FileChunkTooLarge { .. })),
+        "{e}"
+    );
+    // A chunk past its file, by hand.
+    let mut payload = 1u16.to_le_bytes().to_vec();
+    payload.push(b'a');
+    payload.extend_from_slice(&10u64.to_le_bytes());
+    payload.extend_from_slice(&11u64.to_le_bytes());
+    payload.extend_from_slice(&[1, 2]);
+    let (off, f) = fault(decode_frame(&hand_frame(22, &payload), &limits()));
+    assert!(matches!(f, FrameFault::ChunkBeyondFile { .. }), "{f}");
+    assert_eq!(
+        off,
+        (HEADER_LEN + 19) as u64,
+        "the offset points at the data"
+    );
+    // A name length past the payload is a truncation, not an allocation.
+    let mut payload = 60_000u16.to_le_bytes().to_vec();
+    payload.extend_from_slice(&[b'a'; 17]);
+    let (_, f) = fault(decode_frame(&hand_frame(22, &payload), &limits()));
+    assert!(matches!(f, FrameFault::BadFileName { .. }), "{f}");
+    let mut payload = 1000u16.to_le_bytes().to_vec();
+    payload.extend_from_slice(&[b'a'; 17]);
+    let (_, f) = fault(decode_frame(&hand_frame(22, &payload), &limits()));
+    assert!(matches!(f, FrameFault::Truncated { field: "name" }), "{f}");
+}
+
+/// REBUILD's flag is 0 or 1; FILES_END has exactly 36 payload bytes.
+#[test]
+fn rebuild_flag_and_files_end_length_are_checked() {
+    let (_, f) = fault(decode_frame(&hand_frame(21, &[2]), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "fresh",
+                found: 2
+            }
+        ),
+        "{f}"
+    );
+    let (_, f) = fault(decode_frame(&hand_frame(23, &[0; 35]), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::PayloadLength {
+                kind: FrameKind::FilesEnd,
+                ..
+            }
+        ),
+        "{f}"
+    );
+    let bytes = hand_frame(23, &[0; 36]);
+    assert!(matches!(
+        decode_frame(&bytes, &limits()),
+        Ok(Decoded::Frame {
+            frame: Frame::FilesEnd(_),
+            ..
+        })
+    ));
+}
+
+/// HOLD's `max_ms` lies in 1..=1000; HELD's and RELEASE's flags are 0 or 1.
+#[test]
+fn hold_bounds_and_flags_are_checked() {
+    for bad in [0u32, 1001, u32::MAX] {
+        let f = Frame::Hold(Hold {
+            mark: 1,
+            max_ms: bad,
+        });
+        assert!(f.to_bytes(&limits()).is_err(), "{bad}");
+        let mut payload = 1u64.to_le_bytes().to_vec();
+        payload.extend_from_slice(&bad.to_le_bytes());
+        let (off, f) = fault(decode_frame(&hand_frame(24, &payload), &limits()));
+        assert!(
+            matches!(
+                f,
+                FrameFault::OutOfRange {
+                    field: "max_ms",
+                    ..
+                }
+            ),
+            "{f}"
+        );
+        assert_eq!(off, (HEADER_LEN + 8) as u64);
+    }
+    let mut payload = vec![0u8; 16];
+    payload.push(2);
+    let (_, f) = fault(decode_frame(&hand_frame(25, &payload), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "granted",
+                found: 2
+            }
+        ),
+        "{f}"
+    );
+    let (_, f) = fault(decode_frame(&hand_frame(26, &[9]), &limits()));
+    assert!(
+        matches!(
+            f,
+            FrameFault::BadFlag {
+                field: "reached",
+                found: 9
+            }
+        ),
+        "{f}"
+    );
+}
+
+/// A frame of kind `kind` around `payload`, both CRCs right.
+fn hand_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = MAGIC.to_vec();
+    b.push(1);
+    b.push(kind);
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let h = crc32c::crc32c(&b);
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(payload);
+    let c = crc32c::crc32c(&b);
+    b.extend_from_slice(&c.to_le_bytes());
+    b
 }

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use duplex_proto::peer::{
-    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Handshake, Heartbeat,
-    NodeIdentity, Proof, Refuse, RefuseReason, Resync,
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameLimits, Handshake,
+    Heartbeat, Held, Hold, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason, Release,
+    Resync,
 };
 
 /// The target's control bytes: bit 0 of the first = the honest initiator holds the right
@@ -96,6 +97,42 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Frame::Refuse(Refuse::new(RefuseReason::Other(200), "")),
     ];
     seeds.push(("handshake-odd", stream(&odd)));
+    let rebuild = [
+        Frame::Rebuild(RebuildRequest { fresh: true }),
+        Frame::File(FileChunk {
+            name: "wal/0000000000000001.seg".into(),
+            offset: 0,
+            total_len: 40,
+            data: vec![0x5C; 24],
+        }),
+        Frame::File(FileChunk {
+            name: "wal/0000000000000001.seg".into(),
+            offset: 24,
+            total_len: 40,
+            data: vec![0x5D; 16],
+        }),
+        Frame::FilesEnd(FilesEnd {
+            files: 1,
+            bytes: 40,
+            source_node: 1,
+            source_timeline: 1,
+            lost_node_mark: (1 << 40) | 19,
+        }),
+    ];
+    seeds.push(("rebuild-frames", stream(&rebuild)));
+    let hold = [
+        Frame::Hold(Hold {
+            mark: (1 << 40) | 19,
+            max_ms: 100,
+        }),
+        Frame::Held(Held {
+            cutoff: (1 << 40) | 23,
+            pending: 2,
+            granted: true,
+        }),
+        Frame::Release(Release { reached: true }),
+    ];
+    seeds.push(("hold-frames", stream(&hold)));
     // The first data frame cut short, and with a payload byte damaged.
     let whole = stream(&data[..1]);
     seeds.push(("batches-cut", whole[..whole.len() - 7].to_vec()));

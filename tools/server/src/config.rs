@@ -167,6 +167,11 @@ pub struct ServerConfig {
     /// back; past it the WAL is released (the peer reads the archive, or needs a rebuild;
     /// INFO `peer_wal_dropped:1`). Default 1 GiB.
     pub peer_wal_retention_bytes: u64,
+    /// `HOST:PORT` (a peer's RESP port): rebuild this server's lost data directory from
+    /// that peer's backup at start (issue 12), then start as usual. The data directory must
+    /// not exist or be empty (a database is never overwritten); needs the cluster secret.
+    /// Remove it once the server runs again. Default none.
+    pub rebuild_from: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -205,6 +210,7 @@ impl Default for ServerConfig {
             peer_retention_bytes: 16 << 30,
             peer_wal_retention_bytes: 1 << 30,
             replication_backlog_bytes: 64 << 20,
+            rebuild_from: None,
         }
     }
 }
@@ -321,6 +327,21 @@ impl ServerConfig {
             return Err(Error::Config(
                 "peers are given but no cluster secret: pass --cluster-secret-file PATH (the same file contents on every server; e.g. head -c 32 /dev/urandom | base64 > secret)".into(),
             ));
+        }
+        if let Some(r) = &self.rebuild_from {
+            let ok = r
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+            if !ok {
+                return Err(Error::Config(format!(
+                    "rebuild_from {r:?} is not HOST:PORT (the healthy peer's RESP port, e.g. 10.0.0.1:7379)"
+                )));
+            }
+            if self.cluster_secret_file.is_none() {
+                return Err(Error::Config(
+                    "rebuild_from needs the cluster secret: pass --cluster-secret-file PATH (the file the peer uses)".into(),
+                ));
+            }
         }
         if self.transfer_interval_ms == 0 {
             return Err(Error::Config(

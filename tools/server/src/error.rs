@@ -59,6 +59,25 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// A rebuild from a peer (`--rebuild-from`) failed; nothing was put in the data
+    /// directory and the peer keeps serving.
+    #[error("rebuild from {peer} failed: {why}; the data directory was left untouched and the peer keeps serving: fix the cause and start again with --rebuild-from (a new attempt starts over)")]
+    Rebuild {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+impl Error {
+    /// A failed rebuild from `peer`.
+    pub fn rebuild(peer: &str, why: impl Into<String>) -> Error {
+        Error::Rebuild {
+            peer: peer.to_owned(),
+            why: why.into(),
+        }
+    }
 }
 
 /// What is wrong with a `STATE` file's bytes (layout in `docs/FORMAT.md`, section "duplexd

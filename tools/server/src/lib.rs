@@ -56,6 +56,8 @@ pub mod glob;
 pub mod health;
 pub mod limits;
 pub mod net;
+pub mod rebuild;
+pub mod recovering;
 pub mod sched;
 pub mod server;
 pub mod session;

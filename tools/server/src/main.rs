@@ -123,6 +123,11 @@ struct Args {
     /// WAL kept for peers beyond the checkpoint, bytes [default: 1073741824].
     #[arg(long)]
     peer_wal_retention_bytes: Option<u64>,
+    /// Rebuild this server's lost data directory from the peer at HOST:PORT (its RESP
+    /// port) before starting: the data directory must be absent or empty. Remove the flag
+    /// once the server runs again [default: none].
+    #[arg(long)]
+    rebuild_from: Option<String>,
 }
 
 /// A path flag that may be empty (`--archive-dir ""`: no archive).
@@ -165,6 +170,9 @@ fn real_main() -> anyhow::Result<()> {
     }
     if let Some(t) = a.backup_at {
         c.backup_at = Some(t);
+    }
+    if let Some(r) = a.rebuild_from.clone() {
+        c.rebuild_from = Some(r);
     }
     if let Some(p) = a.requirepass.clone() {
         c.requirepass = Some(p);

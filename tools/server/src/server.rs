@@ -6,6 +6,11 @@
 //! backups share the data's file system ([`crate::disks`]), writes the `STATE` file and
 //! opens the database.
 //!
+//! With `--rebuild-from`, the data directory is rebuilt from that peer's backup
+//! ([`crate::rebuild`]) once the port is bound, a small responder answering clients
+//! meanwhile ([`crate::recovering`]); the start then goes on as usual on the rebuilt
+//! directory.
+//!
 //! With `--peer`s, the cluster secret is read before anything else is opened, and the peer
 //! links ([`crate::net::peer`]) start with the connection layer and stop before the drain.
 //!
@@ -42,6 +47,22 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
+    let rebuilt = match &cfg.rebuild_from {
+        // Clients get `recovering` answers (INFO, DUPLEX.STATE; LOADING to the rest).
+        Some(peer) => {
+            let progress = Arc::new(crate::recovering::Progress::default());
+            let answering = crate::recovering::Responder::start(
+                &listener,
+                cfg.node_id,
+                peer,
+                progress.clone(),
+            )?;
+            let res = crate::rebuild::run(&cfg, secret.as_deref(), &progress);
+            answering.stop();
+            Some(res?)
+        }
+        None => None,
+    };
     let addr = listener.local_addr().map_err(Error::Net)?;
     // Locked before anything in the data directory is written: a refused start writes nothing.
     let lock = duplex_engine::DirLock::acquire(&cfg.data)?;
@@ -72,7 +93,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     if let Some(s) = secret {
         shared.peers().set_secret(ClusterSecret::new(s));
     }
-    come_up(&shared)?;
+    come_up(&shared, rebuilt.is_some())?;
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
@@ -80,10 +101,20 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let io = shared.cfg().io;
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");
     let mut layer = Layer::start(&shared, io)?;
-    let links = PeerLinks::start(&shared)?;
+    // After a rebuild the outbound links start once its write hold is done.
+    let (links, hold) = match &rebuilt {
+        Some(r) => (
+            PeerLinks::default(),
+            Some(crate::rebuild::spawn_hold(shared.clone(), r.from_node)?),
+        ),
+        None => (PeerLinks::start(&shared)?, None),
+    };
     accept_loop(&shared, &listener, &mut layer);
     drop(listener);
     links.join();
+    if let Some(h) = hold {
+        let _ = h.join();
+    }
     shutdown(&shared)
 }
 
@@ -95,17 +126,21 @@ fn bind(cfg: &ServerConfig) -> Result<TcpListener, Error> {
     })
 }
 
-/// `starting` becomes `running`; a state kept from the previous run (fenced, failed) stays,
-/// and the log says what lifts it.
-fn come_up(shared: &Shared) -> Result<(), Error> {
+/// `starting` becomes `running` (`recovering` right after a rebuild, until its write
+/// hold); a state kept from the previous run (fenced, failed) stays, and the log says what
+/// lifts it.
+fn come_up(shared: &Shared, rebuilt: bool) -> Result<(), Error> {
     let st = shared.state().get().state;
     match st {
         OpState::Fenced => tracing::warn!(event = "fenced", "the server was fenced before it stopped; it stays fenced (DUPLEX.UNFENCE to serve writes)"),
         OpState::Failed => tracing::warn!(event = "failed", "the previous run failed (a write, fsync or checkpoint error, or a full disk; its log says which): writes stay refused; check the disk, then DUPLEX.UNFENCE to serve writes"),
         _ => {
-            shared
-                .state()
-                .move_to(&[OpState::Starting], OpState::Running, false)?;
+            let to = if rebuilt {
+                OpState::Recovering
+            } else {
+                OpState::Running
+            };
+            shared.state().move_to(&[OpState::Starting], to, false)?;
         }
     }
     Ok(())
@@ -178,6 +213,25 @@ fn log_previous(cfg: &ServerConfig, prev: Option<StateRecord>) {
 }
 
 /// Opens the database (WAL replay); state `failed` if it cannot.
+/// The engine configuration of this server's database.
+pub(crate) fn db_config(cfg: &ServerConfig) -> DbConfig {
+    DbConfig {
+        node_id: cfg.node_id,
+        sync: cfg.sync_policy(),
+        archive_dir: cfg.archive().map(Path::to_path_buf),
+        archive_lag_ms: cfg.archive_lag_ms,
+        max_clock_offset_ms: cfg.max_clock_offset_ms,
+        peer_wal_retention_bytes: cfg.peer_wal_retention_bytes,
+        // Recent batches in memory only for the peer links that read them.
+        replication_backlog_bytes: if cfg.peers.is_empty() {
+            0
+        } else {
+            cfg.replication_backlog_bytes
+        },
+        ..DbConfig::default()
+    }
+}
+
 fn open_db(
     cfg: &ServerConfig,
     table: &StateTable,
@@ -185,24 +239,7 @@ fn open_db(
 ) -> Result<Database, Error> {
     tracing::info!(event = "opening", data = %cfg.data.display(), sync = %cfg.sync, node_id = cfg.node_id, "opening the database");
     let t0 = Instant::now();
-    let db = match Database::open_with_lock(
-        lock,
-        DbConfig {
-            node_id: cfg.node_id,
-            sync: cfg.sync_policy(),
-            archive_dir: cfg.archive().map(Path::to_path_buf),
-            archive_lag_ms: cfg.archive_lag_ms,
-            max_clock_offset_ms: cfg.max_clock_offset_ms,
-            peer_wal_retention_bytes: cfg.peer_wal_retention_bytes,
-            // Recent batches in memory only for the peer links that read them.
-            replication_backlog_bytes: if cfg.peers.is_empty() {
-                0
-            } else {
-                cfg.replication_backlog_bytes
-            },
-            ..DbConfig::default()
-        },
-    ) {
+    let db = match Database::open_with_lock(lock, db_config(cfg)) {
         Ok(db) => db,
         Err(e) => {
             let _ = table.move_to(&[OpState::Starting], OpState::Failed, false);
@@ -251,9 +288,15 @@ fn shutdown(shared: &Shared) -> Result<(), Error> {
     } else {
         OpState::Failed
     };
-    // A fenced or failed server stays so: only a serving or stopping one ends `stopped`.
+    // A fenced or failed server stays so: only a serving, stopping or recovering one ends
+    // `stopped`.
     let moved = shared.state().move_to(
-        &[OpState::Running, OpState::BackingUp, OpState::Stopping],
+        &[
+            OpState::Running,
+            OpState::BackingUp,
+            OpState::Stopping,
+            OpState::Recovering,
+        ],
         last,
         false,
     )?;
@@ -306,7 +349,9 @@ fn spawn_signal_thread(shared: &Arc<Shared>) -> Result<(), Error> {
 }
 
 /// The bound address, with an unspecified IP replaced by loopback (to connect to ourselves).
-fn wake_addr(mut a: SocketAddr) -> SocketAddr {
+/// `a`, with an unspecified IP (a bind to all addresses) replaced by loopback: where to
+/// connect to wake a blocking accept.
+pub(crate) fn wake_addr(mut a: SocketAddr) -> SocketAddr {
     if a.ip().is_unspecified() {
         a.set_ip(if a.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -92,18 +92,20 @@ impl OpState {
     /// Whether a change from `self` to `to` is allowed: the state table's transitions.
     ///
     /// - `starting` goes to `running`, or comes up `fenced` or `failed` (kept from the
-    ///   previous run), or `failed` when the database cannot open;
+    ///   previous run), or `failed` when the database cannot open, or `recovering` right
+    ///   after a rebuild from a peer (until its write hold, [`crate::rebuild`]);
     /// - `running` and `backing-up` go to each other, `fenced`, `stopping`, `stopped` and
     ///   `failed`;
     /// - `stopping` goes to `stopped`, `fenced` and `failed`;
     /// - `fenced` goes to `fenced` (fenced again: a higher epoch), `running` or `stopping`
     ///   (DUPLEX.UNFENCE) and `failed`; never to `stopping` or `stopped` by a shutdown;
     /// - `failed` goes only to `running` or `stopping` (DUPLEX.UNFENCE after a restart);
-    /// - `recovering` goes to `running`, `fenced` and `failed`; `stopped` goes nowhere.
+    /// - `recovering` goes to `running`, `fenced`, `failed` and `stopped` (a clean stop
+    ///   before a rebuild's write hold); `stopped` goes nowhere.
     pub fn may_move(self, to: OpState) -> bool {
         use OpState::*;
         match self {
-            Starting => matches!(to, Running | Fenced | Failed),
+            Starting => matches!(to, Running | Recovering | Fenced | Failed),
             Running | BackingUp => {
                 matches!(
                     to,
@@ -113,7 +115,7 @@ impl OpState {
             Stopping => matches!(to, Stopped | Fenced | Failed),
             Fenced => matches!(to, Fenced | Running | Stopping | Failed),
             Failed => matches!(to, Running | Stopping),
-            Recovering => matches!(to, Running | Fenced | Failed),
+            Recovering => matches!(to, Running | Fenced | Failed | Stopped),
             Stopped => false,
         }
     }
@@ -482,7 +484,7 @@ mod tests {
                 "failed -> {s:?}"
             );
             assert!(!s.may_move(Starting), "{s:?} -> starting");
-            assert!(!s.may_move(Recovering), "{s:?} -> recovering");
+            assert_eq!(s.may_move(Recovering), s == Starting, "{s:?} -> recovering");
         }
         assert!(!Fenced.may_move(Stopped));
         assert!(Fenced.may_move(Stopping) && Fenced.may_move(Running));

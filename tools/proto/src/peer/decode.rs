@@ -8,8 +8,10 @@
 
 use super::error::{FrameFault, PeerError};
 use super::frame::{
-    check_batch, check_batch_count, check_frame_len, Ack, Batch, Batches, ErrorCode, ErrorFrame,
-    Frame, FrameKind, Heartbeat, Hello, Proof, Refuse, RefuseReason, Resync,
+    check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len,
+    check_hold_ms, Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
+    FrameKind, Heartbeat, Held, Hello, Hold, Proof, RebuildRequest, Refuse, RefuseReason, Release,
+    Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,
@@ -166,6 +168,30 @@ fn decode_payload(
             origin: r.u64("origin")?,
             last_good_lsn: r.u64("last_good_lsn")?,
         }),
+        FrameKind::Rebuild => Frame::Rebuild(read_rebuild(&mut r)?),
+        FrameKind::File => Frame::File(read_file(&mut r)?),
+        FrameKind::FilesEnd => Frame::FilesEnd(FilesEnd {
+            files: r.u32("files")?,
+            bytes: r.u64("bytes")?,
+            source_node: r.u64("source_node")?,
+            source_timeline: r.u64("source_timeline")?,
+            lost_node_mark: r.u64("lost_node_mark")?,
+        }),
+        FrameKind::Hold => {
+            let mark = r.u64("mark")?;
+            let at = r.pos;
+            let max_ms = r.u32("max_ms")?;
+            check_hold_ms(max_ms).map_err(|f| (at, f))?;
+            Frame::Hold(Hold { mark, max_ms })
+        }
+        FrameKind::Held => Frame::Held(Held {
+            cutoff: r.u64("cutoff")?,
+            pending: r.u64("pending")?,
+            granted: r.flag("granted")?,
+        }),
+        FrameKind::Release => Frame::Release(Release {
+            reached: r.flag("reached")?,
+        }),
     };
     let count = r.remaining();
     if count != 0 {
@@ -202,6 +228,41 @@ fn read_message(r: &mut Reader<'_>) -> Result<(u8, String), Fault> {
     let bytes = r.bytes(len, "message")?;
     let message = std::str::from_utf8(bytes).map_err(|_| (at, FrameFault::BadUtf8))?;
     Ok((code, message.to_owned()))
+}
+
+fn read_rebuild(r: &mut Reader<'_>) -> Result<RebuildRequest, Fault> {
+    Ok(RebuildRequest {
+        fresh: r.flag("fresh")?,
+    })
+}
+
+fn read_file(r: &mut Reader<'_>) -> Result<FileChunk, Fault> {
+    let at = r.pos;
+    let len = usize::from(r.u16("name_len")?);
+    if len > MAX_FILE_NAME {
+        return Err((
+            at,
+            FrameFault::BadFileName {
+                why: "longer than 1024 bytes",
+            },
+        ));
+    }
+    let at = r.pos;
+    let bytes = r.bytes(len, "name")?;
+    let name = std::str::from_utf8(bytes).map_err(|_| (at, FrameFault::BadUtf8))?;
+    check_file_name(name).map_err(|f| (at, f))?;
+    let offset = r.u64("offset")?;
+    let total_len = r.u64("total_len")?;
+    let at = r.pos;
+    let n = r.remaining();
+    check_file_chunk(offset, n, total_len).map_err(|f| (at, f))?;
+    let data = r.bytes(n, "data")?.to_vec();
+    Ok(FileChunk {
+        name: name.to_owned(),
+        offset,
+        total_len,
+        data,
+    })
 }
 
 fn read_batches(r: &mut Reader<'_>, limits: &FrameLimits) -> Result<Batches, Fault> {
@@ -265,6 +326,16 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, Fault> {
         Ok(self.array::<1>(field)?[0])
+    }
+
+    /// A byte that must be 0 or 1.
+    fn flag(&mut self, field: &'static str) -> Result<bool, Fault> {
+        let at = self.pos;
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            found => Err((at, FrameFault::BadFlag { field, found })),
+        }
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, Fault> {

@@ -152,6 +152,52 @@ pub enum FrameFault {
     /// A REFUSE or ERROR message that is not UTF-8.
     #[error("message is not valid UTF-8")]
     BadUtf8,
+    /// A byte that must be 0 or 1 holds something else.
+    #[error("{field} is {found} (must be 0 or 1)")]
+    BadFlag {
+        /// The field.
+        field: &'static str,
+        /// The byte found.
+        found: u8,
+    },
+    /// A field outside its range.
+    #[error("{field} is {value} (must be {min}..={max})")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A FILE name a receiver must not write under its staging directory.
+    #[error("FILE name is {why}: a backup file's name must be a relative path inside the backup")]
+    BadFileName {
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A FILE chunk larger than [`super::MAX_FILE_CHUNK`].
+    #[error("FILE chunk of {len} bytes exceeds {max} bytes")]
+    FileChunkTooLarge {
+        /// Bytes in the chunk.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A FILE chunk that ends past the file's declared length.
+    #[error(
+        "FILE chunk of {len} bytes at offset {offset} ends past the file's length {total_len}"
+    )]
+    ChunkBeyondFile {
+        /// The chunk's offset.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The file's declared length.
+        total_len: u64,
+    },
 }
 
 /// An error of the peer link. Every one ends the connection; the message says what to do.

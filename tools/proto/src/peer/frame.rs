@@ -17,6 +17,11 @@ use super::{
 pub(crate) const HELLO_LEN: u32 = 66;
 /// Bytes of a REFUSE or ERROR payload before its message: code u8, message length u16.
 pub(crate) const MESSAGE_HEADER_LEN: u32 = 3;
+/// Bytes of a FILE payload besides its name and data: name_len u16, offset u64,
+/// total_len u64.
+pub(crate) const FILE_HEADER_LEN: u32 = 18;
+/// Bytes of a FILES_END payload: files u32 and four u64.
+pub(crate) const FILES_END_LEN: u32 = 36;
 
 /// The kind byte of a frame (header byte 5). Codes 1 to 15 are handshake frames, 16 and up
 /// data frames.
@@ -43,11 +48,23 @@ pub enum FrameKind {
     Resync,
     /// 20: a fatal error; the sender closes the link.
     Error,
+    /// 21: a lost server asks its peer for a backup instead of sending data.
+    Rebuild,
+    /// 22: a chunk of one file of the backup a REBUILD asked for.
+    File,
+    /// 23: the backup's files are all sent; what the lost server needs to adopt them.
+    FilesEnd,
+    /// 24: a rebuilt server asks its peer to hold new writes briefly and name a cut-off.
+    Hold,
+    /// 25: the peer's answer to a HOLD: the cut-off, and whether writes are held.
+    Held,
+    /// 26: the rebuilt server ends the hold.
+    Release,
 }
 
 impl FrameKind {
     /// Every kind, in code order.
-    pub const ALL: [FrameKind; 10] = [
+    pub const ALL: [FrameKind; 16] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -58,6 +75,12 @@ impl FrameKind {
         FrameKind::Heartbeat,
         FrameKind::Resync,
         FrameKind::Error,
+        FrameKind::Rebuild,
+        FrameKind::File,
+        FrameKind::FilesEnd,
+        FrameKind::Hold,
+        FrameKind::Held,
+        FrameKind::Release,
     ];
 
     /// The kind byte.
@@ -73,6 +96,12 @@ impl FrameKind {
             FrameKind::Heartbeat => 18,
             FrameKind::Resync => 19,
             FrameKind::Error => 20,
+            FrameKind::Rebuild => 21,
+            FrameKind::File => 22,
+            FrameKind::FilesEnd => 23,
+            FrameKind::Hold => 24,
+            FrameKind::Held => 25,
+            FrameKind::Release => 26,
         }
     }
 
@@ -99,6 +128,12 @@ impl FrameKind {
             FrameKind::Heartbeat => "HEARTBEAT",
             FrameKind::Resync => "RESYNC",
             FrameKind::Error => "ERROR",
+            FrameKind::Rebuild => "REBUILD",
+            FrameKind::File => "FILE",
+            FrameKind::FilesEnd => "FILES_END",
+            FrameKind::Hold => "HOLD",
+            FrameKind::Held => "HELD",
+            FrameKind::Release => "RELEASE",
         }
     }
 
@@ -114,6 +149,12 @@ impl FrameKind {
             FrameKind::Batches => ((BATCHES_HEADER_LEN + BATCH_HEADER_LEN) as u32, u32::MAX),
             FrameKind::Ack | FrameKind::Resync => (16, 16),
             FrameKind::Heartbeat => (24, 24),
+            FrameKind::Rebuild => (1, 1),
+            FrameKind::File => (FILE_HEADER_LEN + 1, u32::MAX),
+            FrameKind::FilesEnd => (FILES_END_LEN, FILES_END_LEN),
+            FrameKind::Hold => (12, 12),
+            FrameKind::Held => (17, 17),
+            FrameKind::Release => (1, 1),
         }
     }
 }
@@ -396,6 +437,143 @@ pub struct Resync {
     pub last_good_lsn: u64,
 }
 
+/// A REBUILD: sent by a lost server right after the handshake, instead of data; the
+/// acceptor answers with the files of one backup (FILE frames) and FILES_END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildRequest {
+    /// Whether the acceptor must take a new backup (`true`) or may send its newest
+    /// complete one (`false`).
+    pub fresh: bool,
+}
+
+/// A FILE: `data` is the bytes at `offset` of the backup file `name`, `total_len` bytes
+/// long. A file's chunks come in order, each at most [`MAX_FILE_CHUNK`] bytes; an empty
+/// file is one chunk with no data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    /// The file's path inside the backup directory: relative, `/`-separated, no empty,
+    /// `.` or `..` component, at most [`MAX_FILE_NAME`] bytes ([`check_file_name`]).
+    pub name: String,
+    /// Where `data` goes in the file.
+    pub offset: u64,
+    /// The file's whole length; `offset + data.len()` is at most this.
+    pub total_len: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// A FILES_END: every file of the backup was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesEnd {
+    /// Files sent.
+    pub files: u32,
+    /// Bytes of file data sent.
+    pub bytes: u64,
+    /// The node whose backup it is (the acceptor).
+    pub source_node: u64,
+    /// The timeline of the backup's log (from its BACKUP manifest).
+    pub source_timeline: u64,
+    /// The acceptor's high-water mark of the initiator's own batches (a position: its
+    /// incarnation in the high bits), 0 if it holds none.
+    pub lost_node_mark: u64,
+}
+
+/// A HOLD: the initiator (a rebuilt server) holds the acceptor's batches up to `mark` and
+/// asks it to delay new writes for at most `max_ms` and name the position to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The initiator's high-water mark of the acceptor's own batches.
+    pub mark: u64,
+    /// Longest the acceptor may hold its writes, ms: 1 to [`MAX_HOLD_MS`].
+    pub max_ms: u32,
+}
+
+/// A HELD: the acceptor's answer to a HOLD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The position of the acceptor's last own batch at the cut-off (the HOLD's `mark` if
+    /// it has none after it): the initiator holds everything the acceptor held at the
+    /// cut-off once its mark reaches it.
+    pub cutoff: u64,
+    /// The acceptor's own batches after the HOLD's `mark` up to the cut-off.
+    pub pending: u64,
+    /// Whether writes are held (until RELEASE or `max_ms`): not when `pending` was too
+    /// many to ship within the hold (ask again once closer).
+    pub granted: bool,
+}
+
+/// A RELEASE: the initiator ends the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// Whether the initiator's mark reached the cut-off.
+    pub reached: bool,
+}
+
+/// Longest write hold a HOLD may ask for, ms.
+pub const MAX_HOLD_MS: u32 = 1000;
+
+/// Longest file name a FILE frame carries, bytes.
+pub const MAX_FILE_NAME: usize = 1024;
+/// Most data bytes in one FILE frame (1 MiB).
+pub const MAX_FILE_CHUNK: usize = 1 << 20;
+
+/// Checks a FILE name: what a receiver may join to its staging directory without leaving
+/// it. Shared by the encoder and the decoder.
+pub fn check_file_name(name: &str) -> Result<(), FrameFault> {
+    let bad = |why| Err(FrameFault::BadFileName { why });
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_FILE_NAME {
+        return bad("longer than 1024 bytes");
+    }
+    if name.starts_with('/') {
+        return bad("absolute");
+    }
+    if name.contains('\\') || name.contains('\0') {
+        return bad("holds a backslash or a NUL byte");
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("has an empty, '.' or '..' component");
+    }
+    Ok(())
+}
+
+/// Checks a HOLD's `max_ms`, shared by the encoder and the decoder.
+pub(crate) fn check_hold_ms(max_ms: u32) -> Result<(), FrameFault> {
+    if max_ms == 0 || max_ms > MAX_HOLD_MS {
+        return Err(FrameFault::OutOfRange {
+            field: "max_ms",
+            value: u64::from(max_ms),
+            min: 1,
+            max: u64::from(MAX_HOLD_MS),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a FILE chunk's placement and size, shared by the encoder and the decoder.
+pub(crate) fn check_file_chunk(offset: u64, len: usize, total_len: u64) -> Result<(), FrameFault> {
+    if len > MAX_FILE_CHUNK {
+        return Err(FrameFault::FileChunkTooLarge {
+            len,
+            max: MAX_FILE_CHUNK,
+        });
+    }
+    let end = offset.checked_add(len as u64);
+    if end.is_none_or(|e| e > total_len) {
+        return Err(FrameFault::ChunkBeyondFile {
+            offset,
+            len,
+            total_len,
+        });
+    }
+    Ok(())
+}
+
 /// One peer-link frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -419,6 +597,18 @@ pub enum Frame {
     Resync(Resync),
     /// ERROR: fatal; the link closes.
     Error(ErrorFrame),
+    /// REBUILD: the initiator asks for a backup.
+    Rebuild(RebuildRequest),
+    /// FILE: a chunk of a backup file.
+    File(FileChunk),
+    /// FILES_END: the backup is complete.
+    FilesEnd(FilesEnd),
+    /// HOLD: hold writes and name a cut-off.
+    Hold(Hold),
+    /// HELD: the cut-off.
+    Held(Held),
+    /// RELEASE: the hold ends.
+    Release(Release),
 }
 
 impl Frame {
@@ -435,6 +625,12 @@ impl Frame {
             Frame::Heartbeat(_) => FrameKind::Heartbeat,
             Frame::Resync(_) => FrameKind::Resync,
             Frame::Error(_) => FrameKind::Error,
+            Frame::Rebuild(_) => FrameKind::Rebuild,
+            Frame::File(_) => FrameKind::File,
+            Frame::FilesEnd(_) => FrameKind::FilesEnd,
+            Frame::Hold(_) => FrameKind::Hold,
+            Frame::Held(_) => FrameKind::Held,
+            Frame::Release(_) => FrameKind::Release,
         }
     }
 
@@ -481,6 +677,30 @@ impl Frame {
             Frame::Batches(b) => {
                 write_batches(out, b.origin, b.batches.iter().map(Batch::as_ref));
             }
+            // Format: fresh:u8 (0 or 1)
+            Frame::Rebuild(r) => out.push(u8::from(r.fresh)),
+            Frame::File(f) => write_file(out, f)?,
+            // Format: files:u32 bytes:u64 source_node:u64 source_timeline:u64 lost_node_mark:u64
+            Frame::FilesEnd(e) => {
+                out.extend_from_slice(&e.files.to_le_bytes());
+                put_u64s(
+                    out,
+                    &[e.bytes, e.source_node, e.source_timeline, e.lost_node_mark],
+                );
+            }
+            // Format: mark:u64 max_ms:u32 (1..=1000)
+            Frame::Hold(h) => {
+                check_hold_ms(h.max_ms)?;
+                put_u64s(out, &[h.mark]);
+                out.extend_from_slice(&h.max_ms.to_le_bytes());
+            }
+            // Format: cutoff:u64 pending:u64 granted:u8 (0 or 1)
+            Frame::Held(h) => {
+                put_u64s(out, &[h.cutoff, h.pending]);
+                out.push(u8::from(h.granted));
+            }
+            // Format: reached:u8 (0 or 1)
+            Frame::Release(r) => out.push(u8::from(r.reached)),
         }
         Ok(())
     }
@@ -640,6 +860,17 @@ fn write_message(out: &mut Vec<u8>, code: u8, message: &str) -> Result<(), Frame
     out.push(code);
     out.extend_from_slice(&(message.len() as u16).to_le_bytes());
     out.extend_from_slice(message.as_bytes());
+    Ok(())
+}
+
+// Format: name_len:u16 name[name_len] (UTF-8) offset:u64 total_len:u64 data[rest of the payload]
+fn write_file(out: &mut Vec<u8>, f: &FileChunk) -> Result<(), FrameFault> {
+    check_file_name(&f.name)?;
+    check_file_chunk(f.offset, f.data.len(), f.total_len)?;
+    out.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+    out.extend_from_slice(f.name.as_bytes());
+    put_u64s(out, &[f.offset, f.total_len]);
+    out.extend_from_slice(&f.data);
     Ok(())
 }
 

@@ -28,8 +28,9 @@ mod handshake;
 pub use decode::{decode_frame, Decoded, FrameDecoder};
 pub use error::{FrameFault, PeerError};
 pub use frame::{
-    encode_batches, Ack, Batch, BatchRef, Batches, ErrorCode, ErrorFrame, Frame, FrameKind,
-    Heartbeat, Hello, Proof, Refuse, RefuseReason, Resync,
+    check_file_name, encode_batches, Ack, Batch, BatchRef, Batches, ErrorCode, ErrorFrame,
+    FileChunk, FilesEnd, Frame, FrameKind, Heartbeat, Held, Hello, Hold, Proof, RebuildRequest,
+    Refuse, RefuseReason, Release, Resync, MAX_FILE_CHUNK, MAX_FILE_NAME, MAX_HOLD_MS,
 };
 pub use handshake::{Handshake, NodeIdentity, Party, PeerInfo, Refusal, Role, Status};
 

@@ -119,6 +119,7 @@ fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
         .map(|r| r.iter().map(Vec::as_slice).collect())
         .collect();
     let (keys, has_write) = keys_of(&reqs);
+    let _hold = has_write.then(|| sh.write_hold().enter());
     let st = sh.state().get().state;
     if has_write && !st.accepts_writes() {
         return error(

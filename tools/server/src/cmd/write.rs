@@ -271,6 +271,8 @@ enum Slot {
 /// connection, committed together (see the module docs). Returns each run's encoded
 /// replies, in order, once the commit is durable (or failed).
 pub fn write_groups(sh: &Shared, groups: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
+    // Delayed while a rebuilt peer's write hold is on; counted under way until replied.
+    let _hold = sh.write_hold().enter();
     let st = sh.state().get().state;
     if !st.accepts_writes() {
         return refuse_all(groups, &st.refusal());

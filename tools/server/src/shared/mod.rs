@@ -7,9 +7,11 @@
 //! - [`Cursors`]: SCAN cursors.
 //! - [`BackupInfo`]: what the backups taken since start did ([`Shared::backup`] takes one).
 //! - [`PeerTable`]: what the peer links report ([`Shared::peers`]).
+//! - [`WriteHold`]: the short write hold of a rebuild ([`Shared::write_hold`]).
 
 mod backup;
 mod cursors;
+mod hold;
 mod peers;
 mod stripes;
 
@@ -26,6 +28,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use backup::Backups;
 pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
+pub use hold::{Entered, HoldReport, WriteHold};
 pub use peers::{ClusterSecret, InboundStatus, LinkState, PeerStatus, PeerTable};
 pub use stripes::{StripeGuard, Stripes};
 
@@ -75,6 +78,7 @@ pub struct Shared {
     failed_here: AtomicBool,
     disks: Mutex<Disks>,
     peers: PeerTable,
+    write_hold: WriteHold,
 }
 
 impl Shared {
@@ -111,7 +115,14 @@ impl Shared {
             failed_here: AtomicBool::new(false),
             disks: Mutex::new(Disks::default()),
             peers: PeerTable::default(),
+            write_hold: WriteHold::default(),
         }
+    }
+
+    /// The write hold a rebuilt peer may ask for: every client write passes
+    /// [`WriteHold::enter`].
+    pub fn write_hold(&self) -> &WriteHold {
+        &self.write_hold
     }
 
     /// What the peer links report.

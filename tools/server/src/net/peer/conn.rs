@@ -43,7 +43,7 @@ const FRAME_BYTES: usize = 1 << 20;
 
 /// Why a connection ended, as the outbound loop and the status see it.
 #[derive(Debug)]
-enum Fail {
+pub(super) enum Fail {
     /// Connecting, reading or writing failed (or timed out).
     Io(String),
     /// The handshake was refused, by either side.
@@ -52,6 +52,8 @@ enum Fail {
     Link(LinkError),
     /// The server is stopping.
     Stopped,
+    /// The connection did what it was for (a rebuild was served) and ended cleanly.
+    Done,
 }
 
 impl From<LinkError> for Fail {
@@ -67,6 +69,7 @@ impl std::fmt::Display for Fail {
             Fail::Refused(e) => write!(f, "handshake {e}"),
             Fail::Link(e) => write!(f, "{e}"),
             Fail::Stopped => f.write_str("stopping"),
+            Fail::Done => f.write_str("done"),
         }
     }
 }
@@ -76,7 +79,7 @@ fn io_fail(what: &str) -> impl Fn(std::io::Error) -> Fail + '_ {
 }
 
 /// A connection's frames: encoding out, decoding in.
-struct FrameIo {
+pub(super) struct FrameIo {
     stream: TcpStream,
     decoder: FrameDecoder,
     limits: FrameLimits,
@@ -104,7 +107,7 @@ impl FrameIo {
         })
     }
 
-    fn send(&mut self, frames: &[Frame]) -> Result<(), Fail> {
+    pub(super) fn send(&mut self, frames: &[Frame]) -> Result<(), Fail> {
         self.out.clear();
         for f in frames {
             f.encode(&self.limits, &mut self.out)
@@ -116,7 +119,7 @@ impl FrameIo {
     }
 
     /// The next frame, waiting until `deadline`; [`Fail::Stopped`] once the server stops.
-    fn recv(&mut self, sh: &Shared, deadline: Instant) -> Result<Frame, Fail> {
+    pub(super) fn recv(&mut self, sh: &Shared, deadline: Instant) -> Result<Frame, Fail> {
         let stop = || sh.stopping();
         recv_frame(
             &mut self.stream,
@@ -264,7 +267,7 @@ fn outbound_loop(sh: &Shared, i: usize, addr: &str, pin: Option<u64>) {
         }
         let (state, wait) = match &res {
             Fail::Stopped => break,
-            Fail::Io(_) => (LinkState::Connecting, backoff),
+            Fail::Io(_) | Fail::Done => (LinkState::Connecting, backoff),
             Fail::Refused(r) => (LinkState::Refused(r.clone()), BACKOFF_MAX),
             Fail::Link(LinkError::NeedsRebuild(_)) => (LinkState::NeedsRebuild, BACKOFF_MAX),
             Fail::Link(LinkError::ClockSkew(_)) => (LinkState::ClockSkew, BACKOFF_MAX),
@@ -596,7 +599,7 @@ pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
         let _ = io.send(&[f]);
     }
     let error = match &fail {
-        Fail::Stopped => None,
+        Fail::Stopped | Fail::Done => None,
         f => Some(f.to_string()),
     };
     if let Some(e) = &error {
@@ -629,6 +632,22 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             Ok(f) => f,
             Err(f) => return f,
         };
+        if let Frame::Rebuild(r) = frame {
+            if rx.progress().frames > 0 {
+                return Fail::Link(LinkError::Protocol(
+                    "REBUILD after data frames: it must be the first frame".into(),
+                ));
+            }
+            return super::serve_rebuild::serve(sh, io, origin, r);
+        }
+        if let Frame::Hold(h) = frame {
+            if rx.progress().frames > 0 {
+                return Fail::Link(LinkError::Protocol(
+                    "HOLD after data frames: it must be the first frame".into(),
+                ));
+            }
+            return super::serve_rebuild::serve_hold(sh, io, origin, h);
+        }
         let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();

@@ -12,6 +12,8 @@
 //!   fed frames and time; no sockets, threads or clock.
 //! - [`conn`]: the sockets: one outbound thread per `--peer` (connect, handshake, transfer
 //!   loop, reconnect with back-off) and one thread per inbound connection.
+//! - [`serve_rebuild`]: an inbound connection whose first frame is REBUILD gets a backup's
+//!   files (issue 12; the rebuilding side is [`crate::rebuild`]).
 //!
 //! Frames and the handshake are `duplex_proto::peer` (docs/FORMAT.md section 29); the
 //! change feed and `apply_remote` are the engine's (`duplex_engine::repl`). What the links
@@ -19,6 +21,7 @@
 
 pub mod conn;
 pub mod link;
+pub mod serve_rebuild;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -1,0 +1,548 @@
+//! Rebuilding a lost server from its peer while the peer serves (issue 12), with real
+//! processes: `duplexd --rebuild-from HOST:PORT` on an empty data directory gets a fresh
+//! backup of the peer over the peer link, restores and adopts it, starts `recovering`,
+//! catches up what the peer wrote meanwhile and turns `running` after a short write hold
+//! on the peer (logged on both sides); a non-empty data directory is refused untouched; an
+//! unreachable peer fails the rebuild clearly and the next attempt succeeds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    assert_readable, conn, converge, get, mesh, secret_file, set, wait_for, Load, NodeSpec,
+    CONVERGE,
+};
+use common::{answers, io_flags, Daemon};
+use duplex_testkit::daemon::Spec;
+use redis::Value;
+
+/// The flags of `node` (node id, secret, peers) and `extra`.
+fn node_args(node: &NodeSpec, extra: &[String]) -> Vec<String> {
+    let mut args = io_flags();
+    args.extend([
+        "--node-id".to_string(),
+        node.id.to_string(),
+        "--cluster-secret-file".to_string(),
+        node.secret.display().to_string(),
+    ]);
+    for p in &node.peers {
+        args.extend(["--peer".to_string(), p.clone()]);
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Starts `node` rebuilding from `from`; waits until it answers (rebuilt and started).
+fn start_rebuilding(node: &NodeSpec, from: &str) -> Daemon {
+    Daemon::launch(Spec {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_duplexd")),
+        root: node.root.clone(),
+        port: node.port,
+        args: node_args(node, &["--rebuild-from".into(), from.into()]),
+        ready: answers,
+    })
+}
+
+/// Runs `duplexd` for `node` with `--rebuild-from from` in the foreground, expecting it to
+/// exit within `secs`; returns whether it succeeded and what it wrote to stderr.
+fn run_to_exit(node: &NodeSpec, from: &str, secs: u64) -> (bool, String) {
+    std::fs::create_dir_all(&node.root).unwrap();
+    let log = node.root.join("failed-start.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duplexd"))
+        .arg("--port")
+        .arg(node.port.to_string())
+        .arg("--data")
+        .arg(node.root.join("data"))
+        .arg("--backup-dir")
+        .arg(node.root.join("backups"))
+        .arg("--archive-dir")
+        .arg(node.root.join("archive"))
+        .args(node_args(node, &["--rebuild-from".into(), from.into()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "duplexd did not exit: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (st.success(), std::fs::read_to_string(&log).unwrap())
+}
+
+/// Starts `duplexd` for `node` rebuilding from `from` in the background (not waiting for
+/// it), its stderr in `log`.
+fn spawn_rebuilding(node: &NodeSpec, from: &str, log: &Path) -> std::process::Child {
+    std::fs::create_dir_all(&node.root).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_duplexd"))
+        .arg("--port")
+        .arg(node.port.to_string())
+        .arg("--data")
+        .arg(node.root.join("data"))
+        .arg("--backup-dir")
+        .arg(node.root.join("backups"))
+        .arg("--archive-dir")
+        .arg(node.root.join("archive"))
+        .args(node_args(node, &["--rebuild-from".into(), from.into()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The `state` field of DUPLEX.STATE.
+fn state(port: u16) -> String {
+    let st: Vec<Value> = redis::cmd("DUPLEX.STATE").query(&mut conn(port)).unwrap();
+    let st: Vec<String> = st
+        .iter()
+        .map(|v| redis::from_redis_value::<String>(v).unwrap())
+        .collect();
+    let i = st.iter().position(|f| f == "state").unwrap();
+    st[i + 1].clone()
+}
+
+/// Waits until `b` is `running` (after its write hold with `a`); fails with both logs.
+fn wait_running(b: &Daemon, a: &Daemon) {
+    let deadline = Instant::now() + CONVERGE;
+    while state(b.port) != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "B is not running after {CONVERGE:?}: {}\nB's log:\n{}\nA's log:\n{}",
+            state(b.port),
+            b.log(),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The number after ` name=` in a log line.
+fn field(line: &str, name: &str) -> Option<f64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &line[at..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn staging(root: &Path) -> PathBuf {
+    root.join("data.rebuild-staging")
+}
+
+#[test]
+fn a_lost_server_is_rebuilt_from_its_peer_while_the_peer_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let a = na.start();
+    let mut b = nb.start();
+    let load_a = Load::start(&[a.port], 2, "a", 200);
+    let load_b = Load::start(&[b.port], 1, "b-before", 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (acked_b, per_b) = load_b.stop();
+    assert!(per_b[0] > 0, "B took no write before its loss");
+    // B's writes reach A before B is lost (those that never reached A are the fault
+    // model's loss, not tested here).
+    wait_for("B's writes on A", CONVERGE, || {
+        acked_b
+            .iter()
+            .all(|(k, v)| get(a.port, k).as_deref() == Some(v))
+    });
+    b.kill9();
+    drop(b);
+    std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    // A keeps taking writes while B is rebuilt from it.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let b = start_rebuilding(nb, &na.addr());
+    // Recovering (writes refused, reads served) until the write hold with A.
+    wait_running(&b, &a);
+    let rebuild_time = t0.elapsed();
+    let log = b.log();
+    assert!(log.contains("rebuild_done"), "{log}");
+    assert!(log.contains("rebuild_running"), "{log}");
+    // The write hold's pause, as A measured it, stays within the 100 ms B asks for (and
+    // a little scheduling slack).
+    let a_log = a.log();
+    let pause = a_log
+        .lines()
+        .find(|l| l.contains("event=\"write_hold\""))
+        .and_then(|l| field(l, "pause_ms"))
+        .unwrap_or_else(|| panic!("A logs the write hold: {a_log}"));
+    assert!(pause <= 150.0, "write hold of {pause} ms");
+    let incarnation = log
+        .lines()
+        .find(|l| l.contains("event=\"rebuild_done\""))
+        .and_then(|l| field(l, "incarnation"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(incarnation >= 2.0, "a new incarnation: {incarnation}");
+    assert!(
+        !staging(&nb.root).exists(),
+        "the staging directory is removed"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let (acked_a, per_a) = load_a.stop();
+    assert!(per_a[0] > 0);
+    converge(&[a.port, b.port], CONVERGE);
+    for port in [a.port, b.port] {
+        assert_readable(port, &acked_a, false);
+        assert_readable(port, &acked_b, false);
+    }
+    // B's new writes (a new incarnation) reach A, and A's reach B.
+    set(b.port, "after-rebuild-on-b", "from-b");
+    set(a.port, "after-rebuild-on-a", "from-a");
+    wait_for("B's new write on A", CONVERGE, || {
+        get(a.port, "after-rebuild-on-b").as_deref() == Some("from-b")
+    });
+    wait_for("A's new write on B", CONVERGE, || {
+        get(b.port, "after-rebuild-on-a").as_deref() == Some("from-a")
+    });
+    assert!(
+        a.log().contains("rebuild_served"),
+        "A logs the rebuild it served"
+    );
+    eprintln!("rebuild and start took {rebuild_time:?}");
+    for l in log
+        .lines()
+        .filter(|l| l.contains("rebuild") || l.contains("epoch"))
+    {
+        eprintln!("B: {l}");
+    }
+    let a_log = a.log();
+    for l in a_log
+        .lines()
+        .filter(|l| l.contains("hold") || l.contains("rebuild"))
+    {
+        eprintln!("A: {l}");
+    }
+}
+
+#[test]
+fn a_rebuild_into_a_non_empty_data_directory_is_refused_and_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let nb = &nodes[1];
+    let data = nb.root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("precious"), b"do not touch").unwrap();
+    let (ok, log) = run_to_exit(nb, &nodes[0].addr(), 20);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("not empty") && log.contains("move it away"),
+        "{log}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("precious")]);
+    assert_eq!(
+        std::fs::read(data.join("precious")).unwrap(),
+        b"do not touch"
+    );
+    assert!(!staging(&nb.root).exists());
+}
+
+#[test]
+fn a_rebuild_whose_peer_is_unreachable_fails_clearly_and_the_next_attempt_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let (ok, log) = run_to_exit(nb, &na.addr(), 40);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("rebuild from") && log.contains("failed") && log.contains("cannot connect"),
+        "{log}"
+    );
+    assert!(
+        !nb.root.join("data").exists()
+            || std::fs::read_dir(nb.root.join("data"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing was put in the data directory"
+    );
+    let a = na.start();
+    for i in 0..50 {
+        set(a.port, &format!("k{i}"), &format!("v{i}"));
+    }
+    // What an attempt killed part way would leave: the next one starts over.
+    let junk = staging(&nb.root).join("backup").join("half-copied");
+    std::fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    std::fs::write(&junk, b"partial").unwrap();
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    for i in 0..50 {
+        assert_eq!(get(b.port, &format!("k{i}")), Some(format!("v{i}")));
+    }
+    assert!(!staging(&nb.root).exists(), "the leftover staging is gone");
+    converge(&[a.port, b.port], CONVERGE);
+}
+
+/// Three servers: B is rebuilt from A while C also serves; B asks C how far it holds B's
+/// updates (its new incarnation lies above every peer's mark), and afterwards all three
+/// converge and B's new writes reach both.
+#[test]
+fn with_three_servers_the_rebuilt_one_rejoins_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 3, &secret);
+    let (na, nb, nc) = (&nodes[0], &nodes[1], &nodes[2]);
+    let a = na.start();
+    let mut b = nb.start();
+    let c = nc.start();
+    let load = Load::start(&[a.port, b.port, c.port], 1, "three", 50);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (acked, _) = load.stop();
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    b.kill9();
+    drop(b);
+    std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    set(c.port, "while-b-was-lost", "c");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    let log = b.log();
+    assert!(
+        log.contains(&format!("(\"{}\"", nc.addr())),
+        "B asked C for its mark: {log}"
+    );
+    set(b.port, "after-rebuild", "b");
+    wait_for("B's new write on A and C", CONVERGE, || {
+        [a.port, c.port]
+            .iter()
+            .all(|p| get(*p, "after-rebuild").as_deref() == Some("b"))
+    });
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    for port in [a.port, b.port, c.port] {
+        assert_readable(port, &acked, false);
+        assert_eq!(get(port, "while-b-was-lost").as_deref(), Some("c"));
+    }
+}
+
+/// A rebuild killed (kill -9) while it copies the peer's backup leaves the data directory
+/// untouched; the next attempt starts over and succeeds, and the peer served throughout.
+#[test]
+fn a_rebuild_killed_while_copying_recovers_on_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let a = na.start();
+    // Enough data that the copy takes a moment.
+    let big = "x".repeat(256 << 10);
+    let mut c = conn(a.port);
+    for i in 0..160 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(&big)
+            .query(&mut c)
+            .unwrap();
+    }
+    let log = nb.root.join("killed.log");
+    // A slow copy: the peer's link throttled so the files arrive over a few seconds.
+    let proxy = slow_proxy(a.port);
+    let mut child = spawn_rebuilding(nb, &format!("127.0.0.1:{proxy}"), &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let staged = staging(&nb.root).join("backup");
+    // Kill it once the first files have arrived.
+    while std::fs::read_dir(&staged).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // While it copies, clients get answers: recovering, and LOADING to writes.
+    assert_eq!(state(nb.port), "recovering");
+    let info: String = redis::cmd("INFO").query(&mut conn(nb.port)).unwrap();
+    assert!(
+        info.contains("state:recovering") && info.contains("rebuild_from:"),
+        "{info}"
+    );
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut conn(nb.port))
+        .unwrap_err();
+    assert!(
+        e.kind() == redis::ErrorKind::BusyLoadingError && e.to_string().contains("recovering"),
+        "{e}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let data = nb.root.join("data");
+    assert!(
+        !data.exists() || std::fs::read_dir(&data).unwrap().next().is_none(),
+        "an interrupted rebuild put nothing in the data directory"
+    );
+    // The peer kept serving.
+    set(a.port, "during", "ok");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    assert_eq!(get(b.port, "big159").map(|v| v.len()), Some(big.len()));
+    converge(&[a.port, b.port], CONVERGE);
+}
+
+/// A TCP proxy on a free port to `to` that passes the server's bytes back 64 KiB every
+/// 50 ms (about 1.3 MB/s).
+fn slow_proxy(to: u16) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// A TCP proxy on a free port to `to` that passes at most `budget` bytes from `to` back to
+/// the client, then cuts both ways: a peer link lost part way through a transfer.
+fn cutting_proxy(to: u16, budget: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            let mut buf = vec![0u8; 64 << 10];
+            let mut left = budget;
+            while left > 0 {
+                let n = match server.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n.min(left),
+                };
+                if client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    port
+}
+
+/// The peer link cut part way through the copy: the rebuild fails naming the cause, puts
+/// nothing in the data directory, the peer keeps serving, and the next attempt succeeds.
+#[test]
+fn a_rebuild_whose_link_is_cut_part_way_fails_clearly_and_the_next_attempt_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 2, &secret);
+    let (na, nb) = (&nodes[0], &nodes[1]);
+    let a = na.start();
+    let big = "y".repeat(64 << 10);
+    let mut c = conn(a.port);
+    for i in 0..64 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(&big)
+            .query(&mut c)
+            .unwrap();
+    }
+    let proxy = cutting_proxy(a.port, 1 << 20);
+    let (ok, log) = run_to_exit(nb, &format!("127.0.0.1:{proxy}"), 60);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("rebuild from") && log.contains("closed the connection"),
+        "{log}"
+    );
+    assert!(
+        !nb.root.join("data").exists()
+            || std::fs::read_dir(nb.root.join("data"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    set(a.port, "still-serving", "yes");
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    assert_eq!(get(b.port, "big63").map(|v| v.len()), Some(big.len()));
+    assert_eq!(get(b.port, "still-serving").as_deref(), Some("yes"));
+    converge(&[a.port, b.port], CONVERGE);
+}
+
+/// Three servers, the third down during the rebuild (it holds a mark of the lost server's
+/// old incarnation and cannot be asked): the rebuild logs that it could not ask it, and
+/// once it is back the rebuilt server's new writes are applied there, not taken for
+/// duplicates of the old incarnation's.
+#[test]
+fn a_peer_down_during_the_rebuild_takes_the_new_incarnations_writes_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path(), "secret", "rebuild suite secret");
+    let nodes = mesh(dir.path(), 3, &secret);
+    let (na, nb, nc) = (&nodes[0], &nodes[1], &nodes[2]);
+    let a = na.start();
+    let mut b = nb.start();
+    let mut c = nc.start();
+    for i in 0..200 {
+        set(b.port, &format!("old-b{i}"), "1");
+    }
+    converge(&[a.port, b.port, c.port], CONVERGE);
+    c.stop();
+    b.kill9();
+    drop(b);
+    std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    let b = start_rebuilding(nb, &na.addr());
+    wait_running(&b, &a);
+    let log = b.log();
+    assert!(log.contains("rebuild_peer_unreachable"), "{log}");
+    for i in 0..5 {
+        set(b.port, &format!("new-b{i}"), "2");
+    }
+    c.restart();
+    wait_for("B's new writes on C", CONVERGE, || {
+        (0..5).all(|i| get(c.port, &format!("new-b{i}")).as_deref() == Some("2"))
+    });
+    converge(&[a.port, b.port, c.port], CONVERGE);
+}
