@@ -67,3 +67,18 @@ seconds). The server keeps serving throughout.
 
 Exit codes: 0 backup taken; 2 bad arguments; 3 the server could not be asked or the backup
 failed (the message says why).";
+
+/// `duplexctl demo --help`, after the options.
+pub const DEMO_HELP: &str = "\
+Runs the film-line showcase on loopback and needs nothing but the built binaries
+(cargo build --release): process control (node 1) serves the slitter, the winder, the
+boxer and the packer; production control (node 2) the two planning desks; each client has
+the other server as its backup. After --before seconds production control's data
+directory is destroyed (SIGKILL, directory deleted); its clients fail over; it is rebuilt
+from process control (duplexd --rebuild-from) while everyone keeps writing; the clients
+fail back; both databases are compared. Prints a timeline and a summary; removes its
+directory unless --keep.
+
+Exit codes: 0 identical and nothing lost beyond what the method allows (writes production
+control acknowledged in its last second, not yet replicated); 1 otherwise; 3 the demo
+could not run (a binary missing, a server that would not start).";

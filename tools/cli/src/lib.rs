@@ -22,6 +22,7 @@
 pub mod compare;
 pub mod conflicts;
 pub mod ctl_help;
+pub mod demo;
 pub mod dump;
 pub mod exit;
 pub mod help;

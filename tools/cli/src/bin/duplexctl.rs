@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use duplex_cli::compare::{compare, Progress, Report};
-use duplex_cli::ctl_help::{BACKUP_HELP, COMPARE_HELP, CONFLICTS_HELP, MAIN_HELP, STATUS_HELP};
+use duplex_cli::ctl_help::{
+    BACKUP_HELP, COMPARE_HELP, CONFLICTS_HELP, DEMO_HELP, MAIN_HELP, STATUS_HELP,
+};
 use duplex_cli::exit::{Code, ToolError};
 use duplex_cli::resp::{text, Conn, ConnectOptions};
 use duplex_cli::{conflicts, status};
@@ -75,6 +77,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The film-line showcase: two servers, six clients, a destroyed disk, a rebuild.
+    #[command(after_help = DEMO_HELP)]
+    Demo {
+        /// The duplexd binary (default: next to duplexctl).
+        #[arg(long, value_name = "PATH")]
+        duplexd: Option<std::path::PathBuf>,
+        /// Seconds of work before production control's disk is destroyed.
+        #[arg(long, default_value_t = 4)]
+        before: u64,
+        /// Seconds of work after production control runs again.
+        #[arg(long, default_value_t = 3)]
+        after: u64,
+        /// Keep the servers' directories and logs (the path is printed).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Ask a server to take a backup now.
     #[command(after_help = BACKUP_HELP)]
     Backup {
@@ -106,6 +124,12 @@ fn main() -> ExitCode {
             json,
         } => run_conflicts(&server, count, json, &opts),
         Cmd::Backup { server, name } => run_backup(&server, name.as_deref(), &opts),
+        Cmd::Demo {
+            duplexd,
+            before,
+            after,
+            keep,
+        } => run_demo(duplexd, before, after, keep),
     };
     match res {
         Ok(code) => ExitCode::from(code.as_u8()),
@@ -114,6 +138,59 @@ fn main() -> ExitCode {
             ExitCode::from(e.code.as_u8())
         }
     }
+}
+
+fn run_demo(
+    duplexd: Option<std::path::PathBuf>,
+    before: u64,
+    after: u64,
+    keep: bool,
+) -> Result<Code, ToolError> {
+    let duplexd = match duplexd {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("duplexd")))
+            .ok_or_else(|| ToolError::operational("cannot find duplexd: pass --duplexd PATH"))?,
+    };
+    let o = duplex_cli::demo::DemoOptions {
+        duplexd,
+        before_secs: before,
+        after_secs: after,
+        keep,
+    };
+    let s = duplex_cli::demo::run(&o, &mut |line| println!("{line}"))?;
+    println!();
+    println!("summary");
+    println!("  writes acknowledged      {}", s.writes);
+    println!(
+        "  writes lost              {} ({} acknowledged by production control in its last second, not yet replicated when its disk was destroyed: the loss the method allows)",
+        s.lost, s.lost_allowed
+    );
+    println!(
+        "  outcome unknown          {} (the connection broke mid-write; never resent)",
+        s.unknown
+    );
+    println!("  client switch time       {} ms (loss to a planning desk's first write on process control)", s.switch_ms);
+    println!("  rebuild time             {:.1} s (restart to running, process control serving throughout)", s.rebuild_ms as f64 / 1000.0);
+    println!(
+        "  write hold               {}",
+        s.hold
+            .as_deref()
+            .unwrap_or("not found in process control's log")
+    );
+    println!(
+        "  compare                  {}",
+        if s.identical {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    if !s.identical || s.lost > s.lost_allowed {
+        return Ok(Code::Damaged);
+    }
+    Ok(Code::Ok)
 }
 
 fn print_json(v: &serde_json::Value) -> Result<(), ToolError> {
