@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use backup::Backups;
 pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
-pub use peers::{ClusterSecret, InboundStatus, LinkState, PeerStatus, PeerTable};
+pub use peers::{ClusterSecret, InboundStatus, LagHistogram, LinkState, PeerStatus, PeerTable};
 pub use stripes::{StripeGuard, Stripes};
 
 use crate::config::ServerConfig;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use duplex_engine::Timestamp;
 use duplex_proto::peer::{
     Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
     PeerInfo, RefuseReason, Status, NONCE_LEN,
@@ -617,6 +618,11 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             s.applied += p.applied - before.applied;
             s.duplicates += p.duplicates - before.duplicates;
             s.forwarded += p.forwarded - before.forwarded;
+            // Commit (the origin's stamp) to applied and durable here; both clocks are
+            // wall clocks, so across machines this includes their skew.
+            for &stamp in rx.applied_stamps() {
+                s.lag.record(now.saturating_sub(Timestamp(stamp).wall_ms()));
+            }
         });
         match replies {
             Ok(r) => {
