@@ -216,6 +216,9 @@ struct Step {
     catch_up_ms: u64,
     digests_equal: bool,
     load_avg: String,
+    /// Server 1's BATCHES frames and batches sent to server 2.
+    frames_sent: u64,
+    batches_sent: u64,
 }
 
 impl Step {
@@ -252,7 +255,7 @@ fn lag_steps(setup: &Setup, sync: &str, rates: &[u64], summary: &mut String) {
             (true, false) => "NOT bounded",
         };
         let line = format!(
-            "rate {:>7}/s: achieved {:>9.0}/s ({:.2}x) ok {} bad {} unsent {} behind<={:.0}ms | lag p50 {} p99 {} max {} ms ({} batches) | lag_batches first/last third {}/{} | catch-up {} ms | digests {} | {verdict} | load {}",
+            "rate {:>7}/s: achieved {:>9.0}/s ({:.2}x) ok {} bad {} unsent {} behind<={:.0}ms | lag p50 {} p99 {} max {} ms ({} batches) | lag_batches first/last third {}/{} | catch-up {} ms | {:.1} batches/frame | digests {} | {verdict} | load {}",
             s.rate,
             s.load.rate(),
             s.load.rate() / s.rate as f64,
@@ -267,6 +270,7 @@ fn lag_steps(setup: &Setup, sync: &str, rates: &[u64], summary: &mut String) {
             s.lag_batches_first,
             s.lag_batches_last,
             s.catch_up_ms,
+            s.batches_sent as f64 / s.frames_sent.max(1) as f64,
             if s.digests_equal { "equal" } else { "DIFFER" },
             s.load_avg
         );
@@ -340,6 +344,7 @@ fn lag_step(setup: &Setup, sync: &str, rate: u64, secs: f64) -> Step {
         std::thread::sleep(Duration::from_millis(5));
     }
     let catch_up_ms = ended.elapsed().as_millis() as u64;
+    let out = peers(pa).into_iter().next().unwrap_or_default();
     let row = peers(pb)
         .into_iter()
         .find(|r| r.get("node").is_some_and(|n| n == "1"))
@@ -360,6 +365,8 @@ fn lag_step(setup: &Setup, sync: &str, rate: u64, secs: f64) -> Step {
         catch_up_ms,
         digests_equal,
         load_avg,
+        frames_sent: field(&out, "frames_sent"),
+        batches_sent: field(&out, "batches_sent"),
     }
 }
 

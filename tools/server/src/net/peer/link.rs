@@ -494,6 +494,11 @@ impl Receiver {
         self.origin
     }
 
+    /// Whether a RESYNC was asked and its resend has not arrived yet.
+    pub fn resync_pending(&self) -> bool {
+        self.resync_from.is_some()
+    }
+
     /// Where the link stands.
     pub fn progress(&self) -> ReceiverProgress {
         self.progress
