@@ -29,7 +29,8 @@
 //!    (`DUPLEX_SYNCS`, comma-separated, to choose).
 //!
 //! Other knobs: `DUPLEX_RATES` (comma-separated writes/s, default 10000,20000,40000,80000,
-//! 160000,320000), `DUPLEX_ONLY=lag|cost` (one part only). The load average is printed with every figure: two servers and the load
+//! 160000,320000), `DUPLEX_ONLY=lag|cost` (one part only), `DUPLEX_SERVER_ARGS` (more
+//! flags for every server, e.g. `--transfer-on-commit false`). The load average is printed with every figure: two servers and the load
 //! share the machine's cores.
 
 use std::fmt::Write as _;
@@ -110,6 +111,9 @@ impl Setup {
             "--sync".to_owned(),
             sync.to_owned(),
         ];
+        if let Ok(extra) = std::env::var("DUPLEX_SERVER_ARGS") {
+            args.extend(extra.split_whitespace().map(str::to_owned));
+        }
         if !peers.is_empty() {
             args.push("--cluster-secret-file".into());
             args.push(self.secret_file.display().to_string());
