@@ -17,6 +17,11 @@
 //! engine and backup runners share [`kv`] (the test kit's key/value generators and the engine
 //! loads).
 //!
+//! The process-level replication benchmark (`src/bin/repl_bench.rs`) drives real
+//! `duplexd`s through [`resp_load`] (a small RESP client, paced and unpaced SET loads) and
+//! measures the sender's cost against [`peer_sink`] (a fake peer that acknowledges without
+//! applying).
+//!
 //! Every file lives under [`bench_root`] (on the real file system, never tmpfs unless asked),
 //! and every payload is random non-zero bytes.
 
@@ -38,6 +43,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub mod engines;
+pub mod peer_sink;
+pub mod resp_load;
 
 /// Payload of the small-record workloads.
 pub const SMALL: usize = 100;

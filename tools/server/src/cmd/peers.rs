@@ -1,13 +1,14 @@
 //! The peer links as a client sees them: `INFO replication` (Redis's `slave0:` style, one
 //! `peerN:` line per `--peer`) and `DUPLEX.PEERS` (one flat array of field, value pairs per
-//! peer). Both show the same fields, built once by [`rows`].
+//! peer). Both show the same fields, built once by [`rows`], among them the inbound side's
+//! commit-to-applied lag quantiles (`lag_p50_ms`, `lag_p99_ms`, `lag_max_ms`, since start).
 
 use std::fmt::Write as _;
 
 use duplex_proto::array_len;
 
 use super::bulk_str;
-use crate::shared::{LinkState, PeerStatus, Shared};
+use crate::shared::{LagHistogram, LinkState, PeerStatus, Shared};
 
 /// One peer's fields, in order: the outbound link (this server's batches there), then the
 /// inbound side (its batches here). A server that connected here without being in this
@@ -68,6 +69,17 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                 ("duplicates", i.duplicates.to_string()),
                 ("forwarded_in", i.forwarded.to_string()),
                 ("resyncs", i.resyncs.to_string()),
+                ("lag_samples", i.lag.count().to_string()),
+                ("lag_p50_ms", quantile(&i.lag, 0.50)),
+                ("lag_p99_ms", quantile(&i.lag, 0.99)),
+                (
+                    "lag_max_ms",
+                    if i.lag.count() == 0 {
+                        String::new()
+                    } else {
+                        i.lag.max().to_string()
+                    },
+                ),
                 (
                     "inbound_error",
                     one_line(i.last_error.as_deref().unwrap_or("")),
@@ -75,6 +87,11 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
             ]
         })
         .collect()
+}
+
+/// A lag quantile for display: empty before the first applied batch.
+fn quantile(h: &LagHistogram, q: f64) -> String {
+    h.quantile(q).map_or_else(String::new, |v| v.to_string())
 }
 
 /// The `# Replication` section of INFO.

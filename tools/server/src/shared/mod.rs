@@ -29,7 +29,7 @@ use backup::Backups;
 pub use backup::{newest_backup, timestamp_name, BackupInfo};
 pub use cursors::Cursors;
 pub use hold::{Entered, HoldReport, WriteHold};
-pub use peers::{ClusterSecret, InboundStatus, LinkState, PeerStatus, PeerTable};
+pub use peers::{ClusterSecret, InboundStatus, LagHistogram, LinkState, PeerStatus, PeerTable};
 pub use stripes::{StripeGuard, Stripes};
 
 use crate::config::ServerConfig;

@@ -1,7 +1,8 @@
 //! What the peer links report, shared between their threads and the commands that show it
 //! (`INFO replication`, `DUPLEX.PEERS`): one [`PeerStatus`] per `--peer` address (the
 //! outbound link that sends this server's batches there) and one [`InboundStatus`] per
-//! origin whose batches arrive here. Written only by the link threads, through methods.
+//! origin whose batches arrive here, with its commit-to-applied lag histogram
+//! ([`LagHistogram`]). Written only by the link threads, through methods.
 
 use std::collections::BTreeMap;
 
@@ -95,8 +96,92 @@ pub struct InboundStatus {
     pub last_error: Option<String>,
     /// When its current connection last delivered a frame (Unix ms).
     pub last_frame_ms: u64,
+    /// Commit-to-applied lag of its batches applied here since start (all connections).
+    pub lag: LagHistogram,
     /// Which connection is current (a newer one from the same origin replaces it).
     generation: u64,
+}
+
+/// Exact buckets below this many ms; above it, [`SUB_BUCKETS`] per power of two.
+const EXACT_MS: u64 = 4;
+/// Buckets per power of two above [`EXACT_MS`] (a bucket spans at most a quarter of its
+/// lower bound: a quantile is reported at most 25% high, never low).
+const SUB_BUCKETS: u64 = 4;
+
+/// A bounded histogram of lags in milliseconds (since start): exact buckets for 0-3 ms,
+/// then four buckets per power of two (4-4, 5-5, ... 8-9, 10-11, 12-13, 14-15, 16-19, ...),
+/// plus the exact maximum. At most 252 buckets whatever the values; a quantile is the
+/// upper bound of the bucket it falls in, capped at the maximum, so it never understates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LagHistogram {
+    /// Samples per bucket (grown on demand up to the bucket of the largest sample).
+    buckets: Vec<u64>,
+    /// Samples recorded.
+    count: u64,
+    /// The largest sample.
+    max: u64,
+}
+
+impl LagHistogram {
+    /// The bucket of `ms`.
+    fn bucket(ms: u64) -> usize {
+        if ms < EXACT_MS {
+            return ms as usize;
+        }
+        let e = u64::from(63 - ms.leading_zeros()); // floor(log2 ms), >= 2
+        let sub = (ms >> (e - 2)) & (SUB_BUCKETS - 1);
+        (EXACT_MS + (e - 2) * SUB_BUCKETS + sub) as usize
+    }
+
+    /// The largest value bucket `i` holds.
+    fn upper(i: usize) -> u64 {
+        let i = i as u64;
+        if i < EXACT_MS {
+            return i;
+        }
+        let e = (i - EXACT_MS) / SUB_BUCKETS + 2;
+        let sub = (i - EXACT_MS) % SUB_BUCKETS;
+        let width = 1u64 << (e - 2);
+        ((SUB_BUCKETS + sub) << (e - 2)).saturating_add(width - 1)
+    }
+
+    /// Records one lag of `ms` milliseconds.
+    pub fn record(&mut self, ms: u64) {
+        let b = Self::bucket(ms);
+        if self.buckets.len() <= b {
+            self.buckets.resize(b + 1, 0);
+        }
+        self.buckets[b] += 1;
+        self.count += 1;
+        self.max = self.max.max(ms);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The largest sample (0 when none).
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The `q` quantile (0 < q <= 1): the upper bound of the bucket holding the sample of
+    /// rank ceil(q * count), capped at the maximum; `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Self::upper(i).min(self.max));
+            }
+        }
+        Some(self.max)
+    }
 }
 
 /// The cluster secret: its bytes never appear in a `Debug` output.
@@ -239,6 +324,69 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_buckets_are_contiguous_and_tight() {
+        // Every value falls in a bucket whose upper bound is >= it and at most 25% above
+        // it (exact below 4 ms), and bucket bounds follow each other without a gap.
+        for ms in (0..5_000u64).chain([u64::MAX / 2, u64::MAX]) {
+            let b = LagHistogram::bucket(ms);
+            let up = LagHistogram::upper(b);
+            assert!(up >= ms, "{ms} in bucket {b} up to {up}");
+            assert!(up - ms <= ms / 4, "{ms} in bucket {b} up to {up}");
+            if b > 0 {
+                assert!(
+                    ms > LagHistogram::upper(b - 1),
+                    "{ms} belongs below bucket {b}"
+                );
+            }
+        }
+        for b in 1..252 {
+            assert!(LagHistogram::upper(b) > LagHistogram::upper(b - 1));
+        }
+        assert_eq!(
+            LagHistogram::bucket(u64::MAX),
+            251,
+            "bounded: 252 buckets at most"
+        );
+        assert_eq!(
+            (4..=20).map(LagHistogram::bucket).collect::<Vec<_>>(),
+            [4, 5, 6, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 12, 12, 13]
+        );
+    }
+
+    #[test]
+    fn lag_quantiles_come_from_the_samples() {
+        let mut h = LagHistogram::default();
+        assert_eq!((h.quantile(0.5), h.max(), h.count()), (None, 0, 0));
+        // 98 samples of 1 ms, one of 9 ms, one of 1000 ms.
+        for _ in 0..98 {
+            h.record(1);
+        }
+        h.record(9);
+        h.record(1000);
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile(0.5), Some(1));
+        assert_eq!(h.quantile(0.98), Some(1));
+        assert_eq!(h.quantile(0.99), Some(9), "bucket 8-9: its upper bound");
+        assert_eq!(h.quantile(1.0), Some(1000), "capped at the maximum");
+        assert_eq!(h.max(), 1000);
+        // Bucket 768-895 holds 800: the quantile is its upper bound.
+        let mut g = LagHistogram::default();
+        g.record(800);
+        g.record(2000);
+        assert_eq!(g.quantile(0.5), Some(895));
+        assert_eq!(g.quantile(0.99), Some(2000));
+        // A single sample: every quantile is it (capped at the maximum).
+        let mut one = LagHistogram::default();
+        one.record(37);
+        assert_eq!(
+            (one.quantile(0.5), one.quantile(0.99)),
+            (Some(37), Some(37))
+        );
+        one.record(0);
+        assert_eq!(one.quantile(0.5), Some(0));
+    }
 
     #[test]
     fn a_newer_inbound_connection_replaces_the_older() {

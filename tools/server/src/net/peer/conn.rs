@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use duplex_engine::Timestamp;
 use duplex_proto::peer::{
     Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
     PeerInfo, RefuseReason, Status, NONCE_LEN,
@@ -116,6 +117,33 @@ impl FrameIo {
         self.stream
             .write_all(&self.out)
             .map_err(io_fail("write to the peer"))
+    }
+
+    /// The next frame if one is already here (decoded from what was read, or readable
+    /// without waiting); `None` otherwise.
+    fn try_recv(&mut self) -> Result<Option<Frame>, Fail> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Decoded::Frame { frame, .. }) => return Ok(Some(frame)),
+                Ok(Decoded::Incomplete { .. }) => {}
+                Err(e) => return Err(Fail::Link(LinkError::Protocol(e.to_string()))),
+            }
+            self.stream
+                .set_nonblocking(true)
+                .map_err(io_fail("set non-blocking"))?;
+            let r = self.stream.read(&mut self.chunk[..]);
+            self.stream
+                .set_nonblocking(false)
+                .map_err(io_fail("set blocking"))?;
+            match r {
+                Ok(0) => return Err(Fail::Io("the peer closed the connection".into())),
+                Ok(n) => self.decoder.feed(&self.chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(Fail::Io(format!("read from the peer: {e}"))),
+            }
+        }
     }
 
     /// The next frame, waiting until `deadline`; [`Fail::Stopped`] once the server stops.
@@ -621,6 +649,8 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
     if let Err(f) = io.send(&opening) {
         return f;
     }
+    // A frame read ahead by `coalesce` that could not join the one before it.
+    let mut held: Option<Frame> = None;
     loop {
         if sh.stopping() {
             return Fail::Stopped;
@@ -628,7 +658,14 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
         if !sh.peers().inbound_current(origin, gen) {
             return Fail::Io("replaced by a newer connection from the same node".into());
         }
-        let frame = match io.recv(sh, Instant::now() + RECEIVER_IDLE) {
+        let frame = match held.take() {
+            Some(f) => f,
+            None => match io.recv(sh, Instant::now() + RECEIVER_IDLE) {
+                Ok(f) => f,
+                Err(f) => return f,
+            },
+        };
+        let frame = match coalesce(io, &rx, frame, &mut held) {
             Ok(f) => f,
             Err(f) => return f,
         };
@@ -660,6 +697,11 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             s.applied += p.applied - before.applied;
             s.duplicates += p.duplicates - before.duplicates;
             s.forwarded += p.forwarded - before.forwarded;
+            // Commit (the origin's stamp) to applied and durable here; both clocks are
+            // wall clocks, so across machines this includes their skew.
+            for &stamp in rx.applied_stamps() {
+                s.lag.record(now.saturating_sub(Timestamp(stamp).wall_ms()));
+            }
         });
         match replies {
             Ok(r) => {
@@ -670,6 +712,49 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             Err(e) => return Fail::Link(e),
         }
     }
+}
+
+/// Most batches [`coalesce`] joins into one apply.
+const COALESCE_BATCHES: usize = 16_384;
+
+/// Joins to `frame` (a BATCHES frame of the link's origin) the BATCHES frames of that
+/// origin that have already arrived and continue its chain, so the receiver applies and
+/// makes them durable with one WAL append and one sync instead of one per frame (a sender
+/// that sends each commit at once otherwise outruns a receiver that syncs each frame).
+/// The ACK of the joined frame covers them all. Never joins across a chain break or while
+/// a RESYNC is pending (the frames after a RESYNC are checked one by one, as they come); a
+/// frame read ahead that cannot join is left in `held` for the next turn.
+fn coalesce(
+    io: &mut FrameIo,
+    rx: &Receiver,
+    frame: Frame,
+    held: &mut Option<Frame>,
+) -> Result<Frame, Fail> {
+    let Frame::Batches(mut joined) = frame else {
+        return Ok(frame);
+    };
+    if joined.origin != rx.origin() || rx.resync_pending() {
+        return Ok(Frame::Batches(joined));
+    }
+    while joined.batches.len() < COALESCE_BATCHES {
+        let Some(next) = io.try_recv()? else {
+            break;
+        };
+        let last = joined.batches.last().map(|b| b.origin_lsn);
+        match next {
+            Frame::Batches(mut b)
+                if b.origin == joined.origin
+                    && b.batches.first().map(|x| x.prev_origin_lsn) == last =>
+            {
+                joined.batches.append(&mut b.batches);
+            }
+            other => {
+                *held = Some(other);
+                break;
+            }
+        }
+    }
+    Ok(Frame::Batches(joined))
 }
 
 /// Runs [`serve_inbound`] on a thread of its own (the event loops' hand-off); counts the
@@ -692,4 +777,92 @@ pub fn spawn_inbound(sh: &Arc<Shared>, stream: TcpStream, prefix: Vec<u8>) {
 /// are forwarded to peers that miss them: ten heartbeats, at least a second.
 pub fn forward_after_ms(transfer_interval_ms: u64) -> u64 {
     transfer_interval_ms.saturating_mul(10).max(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_proto::peer::{Batch, Batches, Heartbeat};
+
+    fn batches(origin: u64, lsns: &[(u64, u64)]) -> Frame {
+        Frame::Batches(Batches {
+            origin,
+            batches: lsns
+                .iter()
+                .map(|&(prev, lsn)| Batch {
+                    origin_lsn: lsn,
+                    prev_origin_lsn: prev,
+                    stamp: lsn,
+                    payload: vec![1, 2, 3],
+                })
+                .collect(),
+        })
+    }
+
+    fn lsns(f: &Frame) -> Vec<u64> {
+        match f {
+            Frame::Batches(b) => b.batches.iter().map(|x| x.origin_lsn).collect(),
+            other => panic!("not BATCHES: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_already_here_that_continue_the_chain_are_applied_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = duplex_engine::Database::open(
+            dir.path(),
+            duplex_engine::Config {
+                node_id: 2,
+                background: false,
+                ..duplex_engine::Config::default()
+            },
+        )
+        .unwrap();
+        let (rx, _) = Receiver::open(&db, 1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let limits = FrameLimits::default();
+        let mut io = FrameIo::new(server, limits, &[]).unwrap();
+        let hb = Frame::Heartbeat(Heartbeat {
+            origin: 1,
+            stamp: 9,
+            last_origin_lsn: 5,
+        });
+        let mut wire = Vec::new();
+        for f in [
+            batches(1, &[(3, 4), (4, 5)]),
+            batches(1, &[(5, 7)]),
+            hb.clone(),
+        ] {
+            f.encode(&limits, &mut wire).unwrap();
+        }
+        tx.write_all(&wire).unwrap();
+        let first = batches(1, &[(0, 1), (1, 3)]);
+        let mut held = None;
+        // Wait until everything written is readable.
+        std::thread::sleep(Duration::from_millis(50));
+        let joined = coalesce(&mut io, &rx, first, &mut held).unwrap();
+        assert_eq!(lsns(&joined), [1, 3, 4, 5, 7], "joined up to the heartbeat");
+        assert_eq!(held, Some(hb), "the heartbeat waits for the next turn");
+        // A frame that does not continue the chain is not joined.
+        let mut wire = Vec::new();
+        batches(1, &[(20, 21)]).encode(&limits, &mut wire).unwrap();
+        tx.write_all(&wire).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut held = None;
+        let joined = coalesce(&mut io, &rx, batches(1, &[(7, 8)]), &mut held).unwrap();
+        assert_eq!(lsns(&joined), [8]);
+        assert_eq!(held.as_ref().map(lsns), Some(vec![21]));
+        // Nothing more here: the frame alone, nothing held.
+        let mut held = None;
+        let joined = coalesce(&mut io, &rx, batches(1, &[(8, 9)]), &mut held).unwrap();
+        assert_eq!((lsns(&joined), held.take()), (vec![9], None));
+        // Another origin's frame is never joined to.
+        let other = batches(3, &[(0, 1)]);
+        assert_eq!(
+            coalesce(&mut io, &rx, other.clone(), &mut held).unwrap(),
+            other
+        );
+    }
 }

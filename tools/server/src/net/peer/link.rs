@@ -453,6 +453,9 @@ pub struct Receiver {
     /// start above it are dropped unanswered (each would ask again) until the resend
     /// arrives.
     resync_from: Option<u64>,
+    /// Stamps of the link origin's batches the last frame applied (not duplicates, not
+    /// forwarded ones): the caller turns them into commit-to-applied lags.
+    applied_stamps: Vec<u64>,
 }
 
 impl Receiver {
@@ -466,6 +469,7 @@ impl Receiver {
             origin,
             progress: ReceiverProgress::default(),
             resync_from: None,
+            applied_stamps: Vec::new(),
         };
         (r, ack)
     }
@@ -490,9 +494,20 @@ impl Receiver {
         self.origin
     }
 
+    /// Whether a RESYNC was asked and its resend has not arrived yet.
+    pub fn resync_pending(&self) -> bool {
+        self.resync_from.is_some()
+    }
+
     /// Where the link stands.
     pub fn progress(&self) -> ReceiverProgress {
         self.progress
+    }
+
+    /// The stamps of the link origin's batches the last [`Receiver::on_frame`] applied and
+    /// made durable, in order (empty after any other frame).
+    pub fn applied_stamps(&self) -> &[u64] {
+        &self.applied_stamps
     }
 
     /// Takes one frame from the sender and returns the frames to answer.
@@ -503,6 +518,7 @@ impl Receiver {
         now_ms: u64,
     ) -> Result<Vec<Frame>, LinkError> {
         self.progress.frames += 1;
+        self.applied_stamps.clear();
         match frame {
             Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
             Frame::Batches(b) if b.origin != db.node_id() => self.on_forwarded(b, db),
@@ -524,6 +540,7 @@ impl Receiver {
             }
             self.resync_from = None;
         }
+        let held = db.origin_hwm(self.origin);
         let remote: Vec<RemoteBatch<'_>> = b
             .batches
             .iter()
@@ -539,6 +556,14 @@ impl Receiver {
             .map_err(|e| LinkError::Local(e.to_string()))?;
         self.progress.applied += rep.applied as u64;
         self.progress.duplicates += rep.duplicates as u64;
+        // Applied: above what was held, up to the new mark (a refused batch and what
+        // follows it are above the mark).
+        self.applied_stamps.extend(
+            b.batches
+                .iter()
+                .filter(|x| x.origin_lsn > held && x.origin_lsn <= rep.hwm)
+                .map(|x| x.stamp),
+        );
         let ack = Frame::Ack(Ack {
             origin: self.origin,
             durable_lsn: rep.hwm,
@@ -737,7 +762,14 @@ mod tests {
         let frames = s.poll(&a, t).unwrap();
         assert!(matches!(frames[0], Frame::Batches(_)));
         let first = r.on_frame(&frames[0], &b, t).unwrap();
+        let Frame::Batches(sent) = &frames[0] else {
+            unreachable!()
+        };
+        let stamps: Vec<u64> = sent.batches.iter().map(|x| x.stamp).collect();
+        assert_eq!(stamps.len(), 2);
+        assert_eq!(r.applied_stamps(), stamps.as_slice(), "both applied");
         let again = r.on_frame(&frames[0], &b, t).unwrap();
+        assert!(r.applied_stamps().is_empty(), "resends are not applied");
         assert_eq!(first, again, "the same ACK: the mark did not move");
         assert_eq!(b.origins()[&1].applied, 2);
         assert_eq!((r.progress().applied, r.progress().duplicates), (2, 2));
