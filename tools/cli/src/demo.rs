@@ -246,7 +246,7 @@ fn client(
         }
         let Some(cl) = c.as_mut() else { continue };
         seq += 1;
-        let (key, value) = if seq % 3 == 0 {
+        let (key, value) = if seq.is_multiple_of(3) {
             (
                 format!("instructions:{name}:{seq:06}"),
                 format!("{name}: next roll #{seq}, 1,200 m, 35 mm"),

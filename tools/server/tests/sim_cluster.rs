@@ -32,6 +32,9 @@ use duplex_wal::sim::{CrashMode, SimStorage};
 use duplex_wal::{Clock, ManualClock, Storage};
 
 const NODES: usize = 3;
+
+/// A version acknowledged to a client: its stamp and value (`None`: a delete).
+type AckedVersion = (Stamp, Option<Vec<u8>>);
 const TICK_MS: u64 = 10;
 const DB_DIR: &str = "/db";
 
@@ -95,7 +98,7 @@ struct World {
     partitioned: Vec<(usize, usize)>,
     tick: u64,
     /// Acknowledged versions per key: (stamp, value; None for a delete).
-    acked: BTreeMap<Vec<u8>, Vec<(Stamp, Option<Vec<u8>>)>>,
+    acked: BTreeMap<Vec<u8>, Vec<AckedVersion>>,
     /// A trace of what happened, for the same-seed check.
     trace: u64,
     /// Faults injected, by kind.
@@ -421,7 +424,7 @@ impl World {
                 db.set_peer_floor(floor);
             }
         }
-        if self.tick % 50 == 0 {
+        if self.tick.is_multiple_of(50) {
             for n in 0..NODES {
                 if let Some(db) = self.nodes[n].db.as_ref() {
                     db.run_maintenance().expect("maintenance");
@@ -470,9 +473,9 @@ fn run_for(seed: u64, load: u64) -> (u64, BTreeMap<&'static str, u64>) {
         calm_ticks += 1;
     }
     let mut converged = false;
-    for i in 0..1500 {
+    for i in 0..1500u32 {
         w.step(false, true);
-        if i % 20 != 0 {
+        if !i.is_multiple_of(20) {
             continue;
         }
         let d = w.digests();
