@@ -7,8 +7,11 @@
 //! - the tree is rewritten into a new store generation whose header and manifest name B
 //!   (the versions keep their stamps: A's writes stay A's, B's old ones B's);
 //! - the per-origin high-water marks become B's view: A's own batches up to the backup's
-//!   end (`position(A's timeline, last LSN)`), the marks A held of every other origin, and
-//!   none of B's own;
+//!   end (`position(A's timeline, last LSN)`) and the marks A held of every other origin;
+//!   A's mark of B itself stays as B's **base**: the last of B's earlier batches the
+//!   restored state holds. A peer that holds less of B's earlier incarnation than the base
+//!   must get the rest (forwarded by a survivor) before B's new batches, or it would skip
+//!   them silently ([`crate::FeedCursor::read`] refuses it with `BelowBase`);
 //! - a new WAL starts for B on a new incarnation, above every incarnation of B that a peer
 //!   may still hold marks of (the caller passes the least acceptable one) and above every
 //!   lineage of B in its archive root, so B's new batches are never taken for duplicates.
@@ -80,7 +83,7 @@ pub fn adopt_restored(
         .origins
         .iter()
         .copied()
-        .filter(|(o, _)| *o != cfg.node_id && *o != from)
+        .filter(|(o, _)| *o != from)
         .collect();
     origins.push((from, position(source_timeline, last)));
     origins.sort_unstable();

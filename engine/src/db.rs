@@ -666,6 +666,13 @@ impl Inner {
     /// later can come below the last one it saw) and puts the batch in the backlog.
     fn stamp_locked(&self, lsn: u64, payload: &[u8]) -> u64 {
         let ts = self.hlc.now().0;
+        self.backlog_locked(lsn, payload, ts);
+        ts
+    }
+
+    /// Puts a local batch just given its LSN (and timestamp `ts`) in the backlog; under
+    /// the WAL's append lock.
+    pub(crate) fn backlog_locked(&self, lsn: u64, payload: &[u8], ts: u64) {
         let mut b = self.repl.backlog.lock();
         let pos = position(self.wal.options().timeline, lsn);
         if b.cap > 0 {
@@ -677,7 +684,6 @@ impl Inner {
         } else {
             b.covers_from = pos;
         }
-        ts
     }
 
     pub(crate) fn note_logged(&self, bytes: u64) {

@@ -91,6 +91,18 @@ pub enum ReplError {
         /// This server's durable position.
         have: u64,
     },
+    /// A peer holds less of this node's earlier incarnation than this node's state does
+    /// (it was rebuilt from another peer's backup): the peer must first get the rest of
+    /// the earlier incarnation, forwarded by a survivor, or it would skip it.
+    #[error("a peer holds node {node}'s earlier batches up to position {peer_holds}, below {base}, where this node's rebuilt state starts: it waits for a survivor to forward the rest")]
+    BelowBase {
+        /// This node.
+        node: u64,
+        /// The peer's mark.
+        peer_holds: u64,
+        /// The base of this incarnation.
+        base: u64,
+    },
     /// What a peer needs was released by the live WAL and is not in the archive.
     #[error("a peer needs node {node}'s batches after position {wanted}, but the oldest still held is {oldest}: the peer must be rebuilt (or keep more WAL/archive)")]
     NeedsRebuild {
@@ -139,9 +151,14 @@ impl Database {
             return Ok(rep);
         }
         let _one = i.repl.apply_lock.lock();
-        let hwm = i.repl.origins.lock().get(&origin).map_or(0, |s| s.hwm);
+        let (hwm, known_inc) = i
+            .repl
+            .origins
+            .lock()
+            .get(&origin)
+            .map_or((0, 0), |s| (s.hwm, s.incarnation));
         rep.hwm = hwm;
-        let (checked, refused) = check(i, origin, hwm, batches, &mut rep);
+        let (checked, refused) = check(i, origin, (hwm, known_inc), batches, &mut rep);
         rep.refused = refused;
         if checked.is_empty() {
             if rep.duplicates > 0 {
@@ -185,6 +202,7 @@ impl Database {
             s.heard_ts = s.heard_ts.max(max_ts);
             s.applied += checked.len() as u64;
             s.duplicates += rep.duplicates as u64;
+            s.incarnation = s.incarnation.max(split_position(last).0);
             rep.hwm = s.hwm;
         }
         rep.applied = checked.len();
@@ -234,6 +252,30 @@ impl Database {
         Ok(())
     }
 
+    /// Notes that `origin` is on incarnation `incarnation` (from a heartbeat's position): a
+    /// peer still below that origin's earlier incarnation then gets the earlier batches
+    /// forwarded.
+    pub fn note_origin_incarnation(&self, origin: u64, incarnation: u64) {
+        if origin == self.node_id() || incarnation == 0 {
+            return;
+        }
+        let mut o = self.inner().repl.origins.lock();
+        let s = o.entry(origin).or_default();
+        s.incarnation = s.incarnation.max(incarnation);
+    }
+
+    /// This node's base: the last of its own earlier-incarnation batches its state holds
+    /// (set when it was rebuilt from a peer's backup); `None` otherwise.
+    pub fn incarnation_base(&self) -> Option<u64> {
+        let i = self.inner();
+        i.repl
+            .origins
+            .lock()
+            .get(&i.cfg.node_id)
+            .map(|s| s.hwm)
+            .filter(|h| *h > 0)
+    }
+
     /// The newest `n` conflict journal entries (newest first), entries recorded since open
     /// and entries the journal's bound dropped.
     pub fn conflicts(&self, n: usize) -> (Vec<super::Conflict>, u64, u64) {
@@ -277,13 +319,17 @@ fn check_clock(i: &Inner, origin: u64, ts: u64) -> std::result::Result<(), ReplE
 fn check<'a>(
     i: &Inner,
     origin: u64,
-    hwm: u64,
+    (hwm, known_inc): (u64, u64),
     batches: &[RemoteBatch<'a>],
     rep: &mut ApplyReport,
 ) -> (Vec<Checked<'a>>, Option<ReplError>) {
     let mut out: Vec<Checked<'a>> = Vec::new();
     let mut prev = hwm;
-    let (held_inc, _) = split_position(hwm);
+    // Behind the mark's incarnation. (Batches of an earlier incarnation than the one the
+    // origin announced stay acceptable here: a survivor forwards them to a peer below the
+    // rebuilt origin's base; the origin's own link refuses them.)
+    let _ = known_inc;
+    let held_inc = split_position(hwm).0;
     for b in batches {
         let (inc, _) = split_position(b.origin_lsn);
         if inc < held_inc {
@@ -421,5 +467,76 @@ impl Inner {
         Ok(tree
             .get(key)?
             .map(|(stamp, value): (Stamp, Option<Vec<u8>>)| MemVersion { stamp, value }))
+    }
+}
+
+impl Database {
+    /// Takes back this node's own batches of an earlier incarnation that a peer still held
+    /// after this node lost its disk (a rebuild from another peer's backup did not bring
+    /// them): each is logged again as a batch of this node's current incarnation, with its
+    /// original stamp and operations, applied under last-writer-wins, and so sent to every
+    /// peer like a new local batch. Its stamp is older than this node's clock: it wins only
+    /// where nothing newer was written, on every server alike, so the replicas converge on
+    /// what they would have held had the disk not been lost. Payloads of another origin are
+    /// refused whole (nothing logged). Returns the batches taken back.
+    pub fn take_back_own(&self, payloads: &[&[u8]]) -> Result<usize> {
+        let i = self.inner();
+        i.check_poisoned()?;
+        let mut stamps = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            let b =
+                BatchRef::decode(p, i.cfg.max_key_size, i.cfg.max_value_size).map_err(|kind| {
+                    crate::error::Error::Corrupt {
+                        file: i.dir.clone(),
+                        offset: 0,
+                        kind,
+                    }
+                })?;
+            if b.stamp.origin != i.cfg.node_id || b.origin_lsn != 0 || b.count == 0 {
+                return Err(crate::error::Error::Config(format!(
+                    "take_back_own: a batch of origin {} (origin LSN {}) is not one of node {}'s own",
+                    b.stamp.origin, b.origin_lsn, i.cfg.node_id
+                )));
+            }
+            stamps.push(b.stamp);
+        }
+        if payloads.is_empty() {
+            return Ok(0);
+        }
+        let _g = i.gate.read();
+        let entries: Vec<duplex_wal::Entry<'_>> = payloads
+            .iter()
+            .map(|p| duplex_wal::Entry {
+                kind: KIND_BATCH,
+                payload: p,
+            })
+            .collect();
+        let stamp_at = crate::batch::TS_OFFSET;
+        i.wal.append_stamped(&entries, stamp_at, &mut |lsn, p| {
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&p[stamp_at..stamp_at + 8]);
+            let ts = u64::from_le_bytes(ts);
+            i.backlog_locked(lsn, p, ts);
+            ts
+        })?;
+        for (p, stamp) in payloads.iter().zip(stamps) {
+            let b = BatchRef::checked_before(p).map(|b| {
+                b.ops()
+                    .map(|op| match op.value {
+                        Some(v) => crate::batch::Op::Put {
+                            key: op.key.to_vec(),
+                            value: v.to_vec(),
+                        },
+                        None => crate::batch::Op::Delete {
+                            key: op.key.to_vec(),
+                        },
+                    })
+                    .collect::<Vec<_>>()
+            });
+            i.apply(stamp, b.unwrap_or_default())?;
+        }
+        i.note_logged(payloads.iter().map(|p| p.len() as u64).sum());
+        i.repl.commit_cv.notify_all();
+        Ok(payloads.len())
     }
 }

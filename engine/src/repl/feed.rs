@@ -87,7 +87,17 @@ impl FeedCursor {
                     .collect());
             }
         }
-        // An earlier incarnation's position: this incarnation's log from its start.
+        // An earlier incarnation's position: this incarnation's log from its start, once
+        // the peer holds everything of the earlier one this node's state holds.
+        if a_inc < inc {
+            if let Some(base) = db.incarnation_base().filter(|b| after < *b) {
+                return Err(Error::Repl(ReplError::BelowBase {
+                    node: i.cfg.node_id,
+                    peer_holds: after,
+                    base,
+                }));
+            }
+        }
         let from = if a_inc < inc { 0 } else { a_lsn + 1 };
         if from != 0 && from > durable {
             return Ok(Vec::new());

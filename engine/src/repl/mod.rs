@@ -58,6 +58,8 @@ pub struct OriginState {
     /// The origin's time as last heard (a batch or a heartbeat): every later batch of it
     /// is stamped above this.
     pub heard_ts: u64,
+    /// The origin's current incarnation, as its batches and heartbeats say (0: unknown).
+    pub incarnation: u64,
 }
 
 /// The replication state of an open database.

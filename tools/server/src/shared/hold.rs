@@ -151,12 +151,17 @@ mod tests {
         drop(under_way);
         assert!(holder.join().unwrap());
         let h3 = h.clone();
+        let ready = Arc::new(std::sync::Barrier::new(2));
+        let r2 = ready.clone();
         let writer = std::thread::spawn(move || {
+            r2.wait();
             let t = Instant::now();
             drop(h3.enter());
             t.elapsed()
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // The writer is about to enter; give it time to block on the hold.
+        ready.wait();
+        std::thread::sleep(Duration::from_millis(100));
         let rep = h.release();
         let waited = writer.join().unwrap();
         assert!(waited >= Duration::from_millis(40), "{waited:?}");

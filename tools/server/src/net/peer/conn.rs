@@ -620,6 +620,9 @@ pub fn serve_inbound(sh: &Shared, stream: TcpStream, prefix: &[u8]) {
         }
     };
     let origin = peer.node_id;
+    // A peer on a later incarnation was rebuilt: what others still lack of its earlier
+    // one gets forwarded.
+    sh.db().note_origin_incarnation(origin, peer.incarnation);
     let gen = sh.peers().inbound_begin(origin, &addr);
     tracing::info!(event = "peer_inbound_up", from = %addr, node = origin, "peer node {origin} ({addr}) connected; applying its batches");
     let fail = receive(sh, &mut io, origin, gen);

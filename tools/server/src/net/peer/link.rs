@@ -52,6 +52,10 @@ pub enum LinkError {
     /// A local failure (the WAL or the store).
     #[error("local failure on the peer link: {0}")]
     Local(String),
+    /// The peer must first get this node's earlier batches from a survivor (this node was
+    /// rebuilt): the link reconnects and asks again.
+    #[error("{0}")]
+    Waiting(String),
 }
 
 impl LinkError {
@@ -62,7 +66,7 @@ impl LinkError {
             LinkError::NeedsRebuild(_) => ErrorCode::NeedsRebuild,
             LinkError::ClockSkew(_) => ErrorCode::ClockSkew,
             LinkError::Local(_) => ErrorCode::Internal,
-            LinkError::Peer { .. } => return None,
+            LinkError::Peer { .. } | LinkError::Waiting(_) => return None,
         };
         Some(Frame::Error(ErrorFrame::new(code, &self.to_string())))
     }
@@ -292,15 +296,25 @@ impl Sender {
     /// Forwards the batches of origins silent for `forward_after_ms` that this server holds
     /// and the peer lacks, one frame per origin per poll, never the peer's own.
     fn forward(&mut self, db: &Database, now_ms: u64, out: &mut Vec<Frame>) {
+        // Only knowing the peer: its own batches are never forwarded to it.
+        if self.peer.is_none() {
+            return;
+        }
         for (origin, st) in db.origins() {
             if origin == self.node || Some(origin) == self.peer {
                 continue;
             }
             let silent = now_ms.saturating_sub(Timestamp(st.heard_ts).wall_ms());
-            if silent < self.limits.forward_after_ms {
+            let known = self.peer_marks.get(&origin).copied();
+            let mark = known.unwrap_or(0);
+            // Also when the origin moved to a new incarnation (it was rebuilt) and the peer
+            // reported a mark of an earlier one: it still lacks the end of the earlier
+            // incarnation, which the origin cannot send.
+            let behind =
+                known.is_some_and(|m| m > 0 && duplex_engine::split_position(m).0 < st.incarnation);
+            if silent < self.limits.forward_after_ms && !behind {
                 continue;
             }
-            let mark = self.peer_marks.get(&origin).copied().unwrap_or(0);
             let after = mark.max(self.forwarded.get(&origin).copied().unwrap_or(0));
             if st.hwm <= after {
                 continue;
@@ -423,6 +437,9 @@ fn feed_error(e: duplex_engine::Error) -> LinkError {
         duplex_engine::Error::Repl(
             r @ (ReplError::PeerAhead { .. } | ReplError::NeedsRebuild { .. }),
         ) => LinkError::NeedsRebuild(r.to_string()),
+        duplex_engine::Error::Repl(r @ ReplError::BelowBase { .. }) => {
+            LinkError::Waiting(r.to_string())
+        }
         other => LinkError::Local(other.to_string()),
     }
 }
@@ -534,6 +551,18 @@ impl Receiver {
     }
 
     fn on_batches(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        // The origin's own link carries only its current incarnation: a batch of an
+        // earlier one (a frame of a process that was replaced) is refused, not applied.
+        let current = db.origins().get(&self.origin).map_or(0, |s| s.incarnation);
+        if b.batches
+            .iter()
+            .any(|x| duplex_engine::split_position(x.origin_lsn).0 < current)
+        {
+            return Err(LinkError::Protocol(format!(
+                "node {} sent a batch of an earlier incarnation than its current {current}",
+                self.origin
+            )));
+        }
         if let (Some(mark), Some(first)) = (self.resync_from, b.batches.first()) {
             if first.prev_origin_lsn > mark {
                 return Ok(Vec::new());
@@ -633,6 +662,7 @@ impl Receiver {
         self.note_time(h.stamp, now_ms);
         db.observe_peer_time(h.origin, h.stamp)
             .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
+        db.note_origin_incarnation(h.origin, duplex_engine::split_position(h.last_origin_lsn).0);
         let hwm = db.origin_hwm(self.origin);
         if h.last_origin_lsn > hwm && self.resync_from.is_none() {
             tracing::warn!(
