@@ -477,13 +477,20 @@ impl Database {
     /// original stamp and operations, applied under last-writer-wins, and so sent to every
     /// peer like a new local batch. Its stamp is older than this node's clock: it wins only
     /// where nothing newer was written, on every server alike, so the replicas converge on
-    /// what they would have held had the disk not been lost. Payloads of another origin are
-    /// refused whole (nothing logged). Returns the batches taken back.
-    pub fn take_back_own(&self, payloads: &[&[u8]]) -> Result<usize> {
+    /// what they would have held had the disk not been lost. Batches at or below this
+    /// node's base are skipped (already held); the base rises to the last one taken, so a
+    /// peer that forwards them is answered with the new base and stops. Payloads of another
+    /// origin are refused whole (nothing logged). Returns the batches taken back.
+    pub fn take_back_own(&self, batches: &[RemoteBatch<'_>]) -> Result<usize> {
         let i = self.inner();
         i.check_poisoned()?;
+        let base = self.incarnation_base().unwrap_or(0);
+        let batches: Vec<&RemoteBatch<'_>> =
+            batches.iter().filter(|b| b.origin_lsn > base).collect();
+        let payloads: Vec<&[u8]> = batches.iter().map(|b| b.payload).collect();
+        let last = batches.iter().map(|b| b.origin_lsn).max().unwrap_or(base);
         let mut stamps = Vec::with_capacity(payloads.len());
-        for p in payloads {
+        for p in &payloads {
             let b =
                 BatchRef::decode(p, i.cfg.max_key_size, i.cfg.max_value_size).map_err(|kind| {
                     crate::error::Error::Corrupt {
@@ -536,6 +543,11 @@ impl Database {
             i.apply(stamp, b.unwrap_or_default())?;
         }
         i.note_logged(payloads.iter().map(|p| p.len() as u64).sum());
+        {
+            let mut o = i.repl.origins.lock();
+            let s = o.entry(i.cfg.node_id).or_default();
+            s.hwm = s.hwm.max(last);
+        }
         i.repl.commit_cv.notify_all();
         Ok(payloads.len())
     }

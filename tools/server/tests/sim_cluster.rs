@@ -543,36 +543,40 @@ impl World {
         let db = open(&self.nodes[l].sim, id, &self.clock);
         // The lost server's own batches that another survivor holds beyond the backup's
         // source: taken back (re-logged under the new incarnation with their stamps).
-        // From every survivor, the source too (it may have applied more of the lost
-        // server's batches than its backup holds), after the rebuilt state's base.
+        // What survivors hold of its earlier batches beyond the rebuilt state's base (the
+        // source too: it may have applied more than its backup holds) is given back to it
+        // over the links once it names its base; counted here, each batch once.
         let base = db.incarnation_base().unwrap_or(0);
-        let mut taken = 0;
+        let mut given: BTreeMap<u64, u64> = BTreeMap::new();
         for &s in &survivors {
             let Some(sdb) = self.nodes[s].db.as_ref() else {
                 continue;
             };
             let mut after = base;
-            loop {
-                let got = duplex_engine::FeedCursor::read_forward(sdb, id, after, 256, 1 << 20)
-                    .expect("the survivor still holds what it applied after the source's mark");
+            while let Some(got) =
+                duplex_engine::FeedCursor::read_forward(sdb, id, after, 256, 1 << 20)
+            {
                 let Some(last) = got.last().map(|b| b.origin_lsn) else {
                     break;
                 };
-                let payloads: Vec<&[u8]> = got.iter().map(|b| &b.payload[..]).collect();
-                taken += db.take_back_own(&payloads).expect("take back");
-                // Every survivor that lacked an original gets only its copy.
-                for &o in &survivors {
-                    let mark = self.nodes[o].db.as_ref().map_or(0, |d| d.origin_hwm(id));
-                    let lacked = got.iter().filter(|b| b.origin_lsn > mark).count() as u64;
-                    *self.exempt.entry((o as u64 + 1, id)).or_default() += lacked;
-                }
                 for b in &got {
                     let st = duplex_engine::batch::decode_batch(&b.payload, 4096, 16 << 20)
                         .expect("batch");
-                    self.written.entry(id).or_default().push(st.stamp.ts.0);
+                    given.insert(b.origin_lsn, st.stamp.ts.0);
                 }
                 after = last;
             }
+        }
+        let taken = given.len();
+        self.written
+            .entry(id)
+            .or_default()
+            .extend(given.values().copied());
+        // A survivor that lacked an original applies only its copy.
+        for &o in &survivors {
+            let mark = self.nodes[o].db.as_ref().map_or(0, |d| d.origin_hwm(id));
+            let lacked = given.keys().filter(|p| **p > mark).count() as u64;
+            *self.exempt.entry((o as u64 + 1, id)).or_default() += lacked;
         }
         self.note(taken as u64);
         *self.faults.entry("batches taken back").or_default() += taken as u64;

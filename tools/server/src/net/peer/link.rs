@@ -203,13 +203,13 @@ impl Sender {
                 Ok(())
             }
             // The peer's mark of another origin (what it holds, or where a forwarded
-            // chain must restart).
-            Frame::Ack(a) if Some(a.origin) != self.peer => {
+            // chain must restart), or, of its own, its base after a rebuild.
+            Frame::Ack(a) => {
                 let m = self.peer_marks.entry(a.origin).or_default();
                 *m = (*m).max(a.durable_lsn);
                 Ok(())
             }
-            Frame::Resync(r) if Some(r.origin) != self.peer => {
+            Frame::Resync(r) => {
                 self.peer_marks.insert(r.origin, r.last_good_lsn);
                 self.forwarded.insert(r.origin, r.last_good_lsn);
                 Ok(())
@@ -301,7 +301,11 @@ impl Sender {
             return;
         }
         for (origin, st) in db.origins() {
-            if origin == self.node || Some(origin) == self.peer {
+            if origin == self.node {
+                continue;
+            }
+            if Some(origin) == self.peer {
+                self.give_back(db, origin, st, out);
                 continue;
             }
             let silent = now_ms.saturating_sub(Timestamp(st.heard_ts).wall_ms());
@@ -355,6 +359,61 @@ impl Sender {
             self.frames_sent += 1;
             out.push(Frame::Batches(frame));
         }
+    }
+
+    /// A rebuilt peer's own earlier batches this server holds beyond the peer's base (it
+    /// said so in its opening ACKs): forwarded to it, which takes them back.
+    fn give_back(
+        &mut self,
+        db: &Database,
+        peer: u64,
+        st: duplex_engine::OriginState,
+        out: &mut Vec<Frame>,
+    ) {
+        let Some(base) = self.peer_marks.get(&peer).copied().filter(|b| *b > 0) else {
+            return;
+        };
+        let after = base.max(self.forwarded.get(&peer).copied().unwrap_or(0));
+        // Only batches of an incarnation the peer has left (its current one, from its
+        // handshake, is what it sends itself).
+        let earlier = |pos: u64| duplex_engine::split_position(pos).0 < st.incarnation;
+        if st.incarnation == 0 || st.hwm <= after || !earlier(after) {
+            return;
+        }
+        let per_frame = (self.limits.frame.max_batches_per_frame as usize)
+            .min(self.limits.max_batches_per_frame)
+            .max(1);
+        let Some(mut batches) =
+            FeedCursor::read_forward(db, peer, after, per_frame, self.limits.frame_bytes)
+        else {
+            return;
+        };
+        batches.retain(|b| earlier(b.origin_lsn));
+        let Some(last) = batches.last().map(|b| b.origin_lsn) else {
+            return;
+        };
+        tracing::info!(
+            event = "peer_give_back",
+            peer,
+            batches = batches.len(),
+            after,
+            "giving a rebuilt peer back its own earlier batches"
+        );
+        self.forwarded.insert(peer, last);
+        self.batches_forwarded += batches.len() as u64;
+        self.frames_sent += 1;
+        out.push(Frame::Batches(Batches {
+            origin: peer,
+            batches: batches
+                .into_iter()
+                .map(|b| Batch {
+                    origin_lsn: b.origin_lsn,
+                    prev_origin_lsn: b.prev_origin_lsn,
+                    stamp: b.stamp,
+                    payload: b.payload.to_vec(),
+                })
+                .collect(),
+        }));
     }
 
     /// Splits `batches` into frames within the frame limits and records them in flight.
@@ -493,10 +552,13 @@ impl Receiver {
 
     /// ACKs of this server's marks of every origin but the link's own and this server's:
     /// what a sender needs to forward only what is missing.
+    /// This server's own entry, when it was rebuilt, is its base: the last of its earlier
+    /// batches it holds; a peer holding more of them forwards the rest, which it takes
+    /// back.
     pub fn other_marks(db: &Database, origin: u64) -> Vec<Frame> {
         db.origins()
             .into_iter()
-            .filter(|(o, _)| *o != origin && *o != db.node_id())
+            .filter(|(o, st)| *o != origin && (*o != db.node_id() || st.hwm > 0))
             .map(|(o, st)| {
                 Frame::Ack(Ack {
                     origin: o,
@@ -539,6 +601,7 @@ impl Receiver {
         match frame {
             Frame::Batches(b) if b.origin == self.origin => self.on_batches(b, db),
             Frame::Batches(b) if b.origin != db.node_id() => self.on_forwarded(b, db),
+            Frame::Batches(b) => self.on_given_back(b, db),
             Frame::Heartbeat(h) if h.origin == self.origin => self.on_heartbeat(h, db, now_ms),
             Frame::Error(e) => Err(LinkError::from_peer(e)),
             other => Err(LinkError::Protocol(format!(
@@ -648,6 +711,35 @@ impl Receiver {
             }));
         }
         Ok(out)
+    }
+
+    /// This server's own earlier batches, given back by a peer that held more of them than
+    /// the backup this server was rebuilt from: taken back, answered with the new base.
+    fn on_given_back(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
+        let remote: Vec<RemoteBatch<'_>> = b
+            .batches
+            .iter()
+            .map(|x| RemoteBatch {
+                origin_lsn: x.origin_lsn,
+                prev_origin_lsn: x.prev_origin_lsn,
+                stamp: x.stamp,
+                payload: &x.payload,
+            })
+            .collect();
+        let n = db
+            .take_back_own(&remote)
+            .map_err(|e| LinkError::Protocol(format!("batches given back refused: {e}")))?;
+        self.progress.forwarded += n as u64;
+        tracing::info!(
+            event = "taken_back",
+            from = self.origin,
+            batches = n,
+            "took back own earlier batches a peer held"
+        );
+        Ok(vec![Frame::Ack(Ack {
+            origin: db.node_id(),
+            durable_lsn: db.incarnation_base().unwrap_or(0),
+        })])
     }
 
     /// A heartbeat: the clock check, and the lost-tail check: every batch up to
