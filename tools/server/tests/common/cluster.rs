@@ -19,7 +19,7 @@ use duplex_testkit::free_port;
 use redis::{Commands, Value};
 
 /// How long servers get to converge once the load stops.
-pub const CONVERGE: Duration = Duration::from_secs(20);
+pub const CONVERGE: Duration = Duration::from_secs(40);
 
 /// A free port no other server of this test process was given (the tests of a suite run
 /// in parallel, and the kernel may offer a just-released port again).
