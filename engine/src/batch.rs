@@ -128,6 +128,8 @@ pub struct LoggedBatch {
     pub origin_lsn: u64,
     /// The operations.
     pub ops: Vec<Op>,
+    /// The seen list (section 24 of docs/FORMAT.md); empty when absent.
+    pub seen: Vec<(u64, u64)>,
 }
 
 /// Offset of the timestamp in a batch payload (patched under the WAL's append lock).
@@ -202,6 +204,7 @@ pub fn decode_batch(
     Ok(LoggedBatch {
         stamp: b.stamp,
         origin_lsn: b.origin_lsn,
+        seen: b.seen().collect(),
         ops: b
             .ops()
             .map(|op| match op.value {

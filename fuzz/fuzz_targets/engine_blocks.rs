@@ -14,7 +14,7 @@
 //! sends every first key to its child); a recomputed checksum is never reported wrong.
 #![no_main]
 
-use duplex_engine::batch::{decode_batch, encode_batch};
+use duplex_engine::batch::{decode_batch, encode_batch_seen};
 use duplex_engine::format::{
     block_size, decode_block, encode_block, encode_branch, encode_leaf, kind,
     parse_store_file_name, store_file_name, Branch, Checkpoint, Leaf, LeafEntry, Manifest,
@@ -230,9 +230,18 @@ fn check_batch(b: &[u8]) {
         }
     }
     assert_eq!(wb.ops(), &lb.ops[..]);
-    assert_eq!(wb.encoded_len(), b.len(), "encoded_len of a decoded batch");
+    let trailer = if lb.seen.is_empty() {
+        0
+    } else {
+        2 + 16 * lb.seen.len()
+    };
     assert_eq!(
-        encode_batch(lb.stamp, lb.origin_lsn, &wb),
+        wb.encoded_len() + trailer,
+        b.len(),
+        "encoded_len of a decoded batch"
+    );
+    assert_eq!(
+        encode_batch_seen(lb.stamp, lb.origin_lsn, &wb, &lb.seen),
         b,
         "batch does not round-trip"
     );
