@@ -151,20 +151,29 @@ impl Database {
             return Ok(rep);
         }
         let _one = i.repl.apply_lock.lock();
-        let (hwm, known_inc) = i
+        let (hwm, known_inc, base) = i
             .repl
             .origins
             .lock()
             .get(&origin)
-            .map_or((0, 0), |s| (s.hwm, s.incarnation));
+            .map_or((0, 0, 0), |s| (s.hwm, s.incarnation, s.base));
         rep.hwm = hwm;
-        let (checked, refused) = check(i, origin, (hwm, known_inc), batches, &mut rep);
+        let mut passed = hwm;
+        let (checked, refused) = check(
+            i,
+            origin,
+            (hwm, known_inc, base),
+            batches,
+            &mut rep,
+            &mut passed,
+        );
         rep.refused = refused;
         if checked.is_empty() {
-            if rep.duplicates > 0 {
-                let mut o = i.repl.origins.lock();
-                o.entry(origin).or_default().duplicates += rep.duplicates as u64;
-            }
+            let mut o = i.repl.origins.lock();
+            let s = o.entry(origin).or_default();
+            s.duplicates += rep.duplicates as u64;
+            s.hwm = s.hwm.max(passed);
+            rep.hwm = s.hwm;
             return Ok(rep);
         }
         let _g = i.gate.read();
@@ -197,7 +206,7 @@ impl Database {
         {
             let mut o = i.repl.origins.lock();
             let s: &mut OriginState = o.entry(origin).or_default();
-            s.hwm = s.hwm.max(last);
+            s.hwm = s.hwm.max(last).max(passed);
             s.max_ts = s.max_ts.max(max_ts);
             s.heard_ts = s.heard_ts.max(max_ts);
             s.applied += checked.len() as u64;
@@ -264,6 +273,17 @@ impl Database {
         s.incarnation = s.incarnation.max(incarnation);
     }
 
+    /// Notes a rebuilt origin's base (from its opening ACKs): a peer below it gets the
+    /// origin's earlier batches up to it forwarded.
+    pub fn note_origin_base(&self, origin: u64, base: u64) {
+        if origin == self.node_id() {
+            return;
+        }
+        let mut o = self.inner().repl.origins.lock();
+        let s = o.entry(origin).or_default();
+        s.base = s.base.max(base);
+    }
+
     /// This node's base: the last of its own earlier-incarnation batches its state holds
     /// (set when it was rebuilt from a peer's backup); `None` otherwise.
     pub fn incarnation_base(&self) -> Option<u64> {
@@ -319,16 +339,16 @@ fn check_clock(i: &Inner, origin: u64, ts: u64) -> std::result::Result<(), ReplE
 fn check<'a>(
     i: &Inner,
     origin: u64,
-    (hwm, known_inc): (u64, u64),
+    (hwm, known_inc, base): (u64, u64, u64),
     batches: &[RemoteBatch<'a>],
     rep: &mut ApplyReport,
+    passed: &mut u64,
 ) -> (Vec<Checked<'a>>, Option<ReplError>) {
     let mut out: Vec<Checked<'a>> = Vec::new();
     let mut prev = hwm;
     // Behind the mark's incarnation. (Batches of an earlier incarnation than the one the
     // origin announced stay acceptable here: a survivor forwards them to a peer below the
     // rebuilt origin's base; the origin's own link refuses them.)
-    let _ = known_inc;
     let held_inc = split_position(hwm).0;
     for b in batches {
         let (inc, _) = split_position(b.origin_lsn);
@@ -344,6 +364,14 @@ fn check<'a>(
         let twice = crate::testing::mutated(crate::testing::Mutation::ApplyTwice);
         if b.origin_lsn <= prev && !twice {
             rep.duplicates += 1;
+            continue;
+        }
+        // A rebuilt origin's earlier batch beyond its base reaches everyone as the origin's
+        // own copy (it took it back): passed over here, the chain moving past it.
+        if known_inc > inc && base > 0 && b.origin_lsn > base && b.prev_origin_lsn == prev {
+            rep.duplicates += 1;
+            prev = b.origin_lsn;
+            *passed = prev;
             continue;
         }
         if b.prev_origin_lsn != prev && !twice {

@@ -60,6 +60,9 @@ pub struct OriginState {
     pub heard_ts: u64,
     /// The origin's current incarnation, as its batches and heartbeats say (0: unknown).
     pub incarnation: u64,
+    /// The origin's base, when it was rebuilt and said so: the last of its earlier batches
+    /// its rebuilt state holds (0: none known).
+    pub base: u64,
 }
 
 /// The replication state of an open database.

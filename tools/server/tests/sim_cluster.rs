@@ -791,7 +791,20 @@ fn check(w: &World, seed: u64, converged: bool) {
                 continue;
             }
             let applied = w.applied.get(&(n.id, o)).copied().unwrap_or(0);
-            let written = written - w.exempt.get(&(n.id, o)).copied().unwrap_or(0);
+            let exempt = w.exempt.get(&(n.id, o)).copied().unwrap_or(0);
+            if w.rebuilt.contains(&o) && exempt > 0 {
+                // A survivor that forwarded an original before it learnt of the rebuild
+                // may make this server apply both it and the rebuilt origin's copy (same
+                // stamp and value: the second changes nothing); at most once each.
+                assert!(
+                    (written - exempt..=written).contains(&applied),
+                    "seed {seed}: node {} applied {applied} batches of rebuilt origin {o}, outside {}..={written}\n{hint}",
+                    n.id,
+                    written - exempt
+                );
+                continue;
+            }
+            let written = written - exempt;
             assert_eq!(
                 applied, written,
                 "seed {seed}: node {} applied {applied} batches of origin {o}, which wrote {written}: each must be applied exactly once\n{hint}",
@@ -928,7 +941,8 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
             .copied()
             .unwrap_or(0);
     }
-    assert!(destroyed > 0, "no seed destroyed a disk");
+    let one_seed = std::env::var("DUPLEX_SIM_SEED").is_ok();
+    assert!(destroyed > 0 || one_seed, "no seed destroyed a disk");
 }
 
 #[test]

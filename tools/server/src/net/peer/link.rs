@@ -314,8 +314,11 @@ impl Sender {
             // Also when the origin moved to a new incarnation (it was rebuilt) and the peer
             // reported a mark of an earlier one: it still lacks the end of the earlier
             // incarnation, which the origin cannot send.
-            let behind =
-                known.is_some_and(|m| m > 0 && duplex_engine::split_position(m).0 < st.incarnation);
+            // Only up to the origin's base (it said so to this server): what lies beyond
+            // it reaches the peer as the rebuilt origin's own copies.
+            let behind = known.is_some_and(|m| {
+                duplex_engine::split_position(m).0 < st.incarnation && m < st.base
+            });
             if silent < self.limits.forward_after_ms && !behind {
                 continue;
             }
@@ -327,9 +330,13 @@ impl Sender {
             let per_frame = (self.limits.frame.max_batches_per_frame as usize)
                 .min(self.limits.max_batches_per_frame)
                 .max(1);
-            let Some(batches) = FeedCursor::read_forward(db, origin, after, per_frame, want) else {
+            let Some(mut batches) = FeedCursor::read_forward(db, origin, after, per_frame, want)
+            else {
                 continue;
             };
+            if behind && silent < self.limits.forward_after_ms {
+                batches.retain(|b| b.origin_lsn <= st.base);
+            }
             let Some(last) = batches.last().map(|b| b.origin_lsn) else {
                 continue;
             };
@@ -373,6 +380,7 @@ impl Sender {
         let Some(base) = self.peer_marks.get(&peer).copied().filter(|b| *b > 0) else {
             return;
         };
+        db.note_origin_base(peer, base);
         let after = base.max(self.forwarded.get(&peer).copied().unwrap_or(0));
         // Only batches of an incarnation the peer has left (its current one, from its
         // handshake, is what it sends itself).
