@@ -272,6 +272,16 @@ impl Database {
         position(self.incarnation(), self.inner.wal.durable_lsn())
     }
 
+    /// The replication position of the last local-origin batch stamped since open (0: none
+    /// yet), durable or about to be. A client's session token: read after its write was
+    /// acknowledged, it is at or above that write's position and names a batch peers will
+    /// receive, so a peer whose `origin_hwm(node_id)` reaches it holds the write (it may
+    /// also cover other clients' writes made at the same time: a waiter waits a little
+    /// longer, never too little).
+    pub fn last_local_position(&self) -> u64 {
+        self.inner.repl.last_local.load(Ordering::Acquire)
+    }
+
     /// Tells the engine the least position of this node any peer acknowledged (`None`:
     /// no peers). Checkpoints then keep the WAL after it (up to
     /// `Config::peer_wal_retention_bytes`), so a peer that was away catches up from the
@@ -668,6 +678,7 @@ impl Inner {
         let ts = self.hlc.now().0;
         let mut b = self.repl.backlog.lock();
         let pos = position(self.wal.options().timeline, lsn);
+        self.repl.last_local.fetch_max(pos, Ordering::Release);
         if b.cap > 0 {
             let mut p = payload.to_vec();
             if let Some(slot) = p.get_mut(TS_OFFSET..TS_OFFSET + 8) {
