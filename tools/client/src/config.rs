@@ -42,6 +42,19 @@ pub struct ClientConfig {
     /// as a poll finds it usable again. Default off: without it the client stays where it
     /// is until that server goes down.
     pub failback: bool,
+    /// Session tokens (default on): every SET, MSET, DEL and EXEC carries a `DUPLEX.TOKEN`
+    /// in the same pipeline, and after a switch (failover or failback) the client sends
+    /// `DUPLEX.WAIT` for its own writes before its first command there, so it reads its own
+    /// writes on the new server. See the crate docs.
+    pub session_tokens: bool,
+    /// How long the new server may wait for the client's own writes to arrive from their
+    /// origin after a switch. Default 2 s; must be below `read_timeout`.
+    pub token_wait: Duration,
+    /// When the client's own writes have not reached the new server within
+    /// `token_wait`: `false` (default) fails the call with [`Error::OwnWritesNotVisible`]
+    /// (nothing sent; the next call waits again); `true` records an
+    /// [`crate::Event::OwnWritesNotVisible`] and goes on (reads may miss those writes).
+    pub token_timeout_proceeds: bool,
 }
 
 impl ClientConfig {
@@ -60,7 +73,29 @@ impl ClientConfig {
             read_timeout: Duration::from_secs(5),
             switch_mode: SwitchMode::Automatic,
             failback: false,
+            session_tokens: true,
+            token_wait: Duration::from_secs(2),
+            token_timeout_proceeds: false,
         }
+    }
+
+    /// Turns session tokens on or off.
+    pub fn session_tokens(mut self, on: bool) -> ClientConfig {
+        self.session_tokens = on;
+        self
+    }
+
+    /// Sets how long a new server may wait for the client's own writes after a switch.
+    pub fn token_wait(mut self, d: Duration) -> ClientConfig {
+        self.token_wait = d;
+        self
+    }
+
+    /// Whether to go on (with an event) when the client's own writes are not visible on
+    /// the new server in time, instead of failing the call.
+    pub fn token_timeout_proceeds(mut self, on: bool) -> ClientConfig {
+        self.token_timeout_proceeds = on;
+        self
     }
 
     /// Sets the password.
@@ -130,6 +165,13 @@ impl ClientConfig {
                 return Err(Error::Config(format!("{name} must be more than zero")));
             }
         }
+        if self.session_tokens && self.token_wait >= self.read_timeout {
+            return Err(Error::Config(format!(
+                "token_wait ({:?}) must be below read_timeout ({:?}): the server answers \
+                 DUPLEX.WAIT only when the wait ends",
+                self.token_wait, self.read_timeout
+            )));
+        }
         Ok(())
     }
 }
@@ -151,5 +193,14 @@ mod tests {
             .poll_interval(Duration::ZERO)
             .validate()
             .is_err());
+        assert!(ClientConfig::new(["h:1"])
+            .token_wait(Duration::from_secs(5))
+            .validate()
+            .is_err());
+        assert!(ClientConfig::new(["h:1"])
+            .token_wait(Duration::from_secs(5))
+            .session_tokens(false)
+            .validate()
+            .is_ok());
     }
 }

@@ -82,6 +82,7 @@ mod config;
 mod conn;
 mod error;
 mod state;
+mod token;
 
 pub use client::{Client, Event};
 pub use config::{ClientConfig, SwitchMode};

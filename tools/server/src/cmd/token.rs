@@ -9,8 +9,10 @@
 //!   everything `origin` wrote up to `position` (it is `origin` and the position is its own
 //!   durable one or below, or `origin_hwm(origin)` covers it), `-TIMEOUT ...` when that did
 //!   not happen within the timeout, or `-TOKENLOST ...` at once when this server is the
-//!   origin and never made that position durable. It waits on a worker thread (slow work,
-//!   [`super::is_slow`]), never on an event loop.
+//!   origin and never made that position durable, or `-NOREPL ...` at once when this
+//!   server has no `--peer` and never received a batch of `origin` (the writes cannot
+//!   arrive: the client treats it as nothing to wait for). It waits on a worker thread
+//!   (slow work, [`super::is_slow`]), never on an event loop.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +111,19 @@ pub fn wait(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
         Ok(a) => a,
         Err(e) => return e.send(out),
     };
+    let db = sh.db();
+    if origin != db.node_id() && sh.cfg().peers.is_empty() && db.origin_hwm(origin) == 0 {
+        return error(
+            out,
+            &codes::line(
+                codes::NOREPL,
+                &format!(
+                    "this server has no --peer and never received node {origin}'s writes: \
+                     they cannot arrive here"
+                ),
+            ),
+        );
+    }
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         let l = local(sh, origin);
