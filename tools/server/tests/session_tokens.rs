@@ -1,0 +1,133 @@
+//! Session tokens across a failover (issue 12): two replicating `duplexd`s, the link from
+//! B (node 2) to A (node 1) delayed by a proxy, clients of `duplex-client` that write on B,
+//! then B is killed and they read on A. Without the token the read misses the write; with
+//! it A waits until the write arrived and the read sees it; with a token wait shorter than
+//! the delay the read fails with the clear error (nothing sent). Also measures what the
+//! pipelined `DUPLEX.TOKEN` costs a write.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::cluster::{get, secret_file, set, wait_for, NodeSpec, CONVERGE};
+use duplex_client::{Client, ClientConfig, Error};
+use duplex_testkit::{temp_dir, Dir, Proxy};
+
+/// The delay of B's batches to A.
+const DELAY_MS: u64 = 1_500;
+
+fn client(servers: &[String], tokens: bool, wait: Duration) -> Client {
+    Client::connect(
+        ClientConfig::new(servers.iter().cloned())
+            .poll_interval(Duration::from_millis(50))
+            .connect_timeout(Duration::from_millis(500))
+            .read_timeout(Duration::from_secs(10))
+            .session_tokens(tokens)
+            .token_wait(wait),
+    )
+    .unwrap()
+}
+
+/// Sets `n` keys on a client; the time it took.
+fn timed_sets(c: &mut Client, tag: &str, n: usize) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        c.set(format!("{tag}{i}"), "v").unwrap();
+    }
+    t.elapsed()
+}
+
+#[test]
+fn a_client_reads_its_own_writes_after_failover_only_with_the_token() {
+    let dir = temp_dir();
+    let secret = secret_file(dir.path(), "secret", "token-secret");
+    let mut nodes = vec![
+        NodeSpec::new(dir.path(), 1, &secret),
+        NodeSpec::new(dir.path(), 2, &secret),
+    ];
+    let target = |n: &NodeSpec| -> SocketAddr { n.addr().parse().unwrap() };
+    // b_to_a carries B's link to A: B's batches travel ToTarget.
+    let a_to_b = Proxy::start(target(&nodes[1])).unwrap();
+    let b_to_a = Proxy::start(target(&nodes[0])).unwrap();
+    nodes[0].peers = vec![a_to_b.addr()];
+    nodes[1].peers = vec![b_to_a.addr()];
+    let _a = nodes[0].start();
+    let mut b = nodes[1].start();
+    let (a_port, b_port) = (nodes[0].port, nodes[1].port);
+    set(b_port, "linked", "x");
+    wait_for("the link from B to A", CONVERGE, || {
+        get(a_port, "linked").is_some()
+    });
+
+    // B is the default, A the backup.
+    let servers = vec![nodes[1].addr(), nodes[0].addr()];
+
+    // The cost of the pipelined token, on an undisturbed link.
+    let n = 2_000;
+    let mut plain = client(&servers, false, Duration::from_secs(2));
+    let mut tokened = client(&servers, true, Duration::from_secs(6));
+    let _ = timed_sets(&mut plain, "warm", 200);
+    let _ = timed_sets(&mut tokened, "warm", 200);
+    // Interleaved rounds: the machine's other load falls on both alike.
+    let (mut off, mut on) = (Duration::ZERO, Duration::ZERO);
+    for r in 0..10 {
+        off += timed_sets(&mut plain, &format!("off{r}-"), n / 10);
+        on += timed_sets(&mut tokened, &format!("on{r}-"), n / 10);
+    }
+    eprintln!(
+        "session token cost: {n} SETs without {:.1} us/SET, with DUPLEX.TOKEN pipelined {:.1} us/SET",
+        off.as_secs_f64() * 1e6 / n as f64,
+        on.as_secs_f64() * 1e6 / n as f64
+    );
+
+    // Now B's batches reach A late. A's acks are held even longer, so the link does not
+    // notice B's death before the delayed batches are through.
+    let mut short = client(&servers, true, Duration::from_millis(200));
+    b_to_a.set_delay(Dir::ToTarget, DELAY_MS);
+    b_to_a.set_delay(Dir::ToClient, 20_000);
+    plain.set("mine-plain", "1").unwrap();
+    short.set("mine-short", "1").unwrap();
+    tokened.set("mine-token", "1").unwrap();
+    // Long enough for B to have sent the batches, far shorter than the delay.
+    std::thread::sleep(Duration::from_millis(150));
+    let killed = Instant::now();
+    b.kill9();
+
+    // Without the token: A answers at once, without the write.
+    assert_eq!(
+        plain.get("mine-plain").unwrap(),
+        None,
+        "without a token the read on A should miss the write still in flight (the delay is \
+         {DELAY_MS} ms)"
+    );
+    assert_eq!(plain.current_server(), Some(nodes[0].addr().as_str()));
+
+    // A token wait shorter than the delay: the clear error, nothing sent.
+    match short.get("mine-short") {
+        Err(Error::OwnWritesNotVisible { server, message }) => {
+            assert_eq!(server, nodes[0].addr());
+            assert!(message.starts_with("TIMEOUT"), "{message}");
+        }
+        other => panic!("expected OwnWritesNotVisible, got {other:?}"),
+    }
+    assert!(
+        killed.elapsed() < Duration::from_millis(DELAY_MS),
+        "the test ran too slowly to tell the cases apart; \
+         raise DELAY_MS"
+    );
+
+    // With the token: A waits until B's write arrived, then the read sees it.
+    let t = Instant::now();
+    assert_eq!(
+        tokened.get("mine-token").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "with the token the read on A must see the client's own write"
+    );
+    eprintln!("the token wait on A took {:?}", t.elapsed());
+    // Once the writes arrived, the short-wait client reads its own too.
+    wait_for("the delayed batches on A", CONVERGE, || {
+        get(a_port, "mine-short").is_some()
+    });
+    assert_eq!(short.get("mine-short").unwrap().as_deref(), Some(&b"1"[..]));
+}
