@@ -62,6 +62,101 @@ const HOLD_RETRY: Duration = Duration::from_millis(200);
 /// Most files a backup may hold.
 const MAX_FILES: u32 = 100_000;
 
+/// How much of the lost server's own updates the rebuild could not recover, from the
+/// marks its peers hold of it (each peer's high-water mark of this node's old incarnation).
+///
+/// The rebuilt database holds this node's old updates up to the backup source's mark
+/// (`recovered_mark`). A surviving peer with a higher mark of the same incarnation holds
+/// updates of this node the rebuild did not bring back: they are not pulled (not
+/// implemented), so they are gone from this server and survive on that peer only. Their
+/// count is bounded by the LSN span (`gone_at_most`): LSNs of the lost node also number the
+/// records it applied from peers, so the true count may be lower. Updates the lost server
+/// acknowledged that reached no peer cannot be counted at all (its log is gone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildGap {
+    /// The backup source's mark of this node: what the rebuild recovered.
+    pub recovered_mark: u64,
+    /// The highest mark any asked peer holds of this node (the source included).
+    pub highest_mark: u64,
+    /// The peer holding it (the source when no peer holds more).
+    pub highest_peer: String,
+    /// At most this many of this node's updates are on `highest_peer` but not here: the
+    /// LSN span between the two marks. `None` when the peer's mark is of a later
+    /// incarnation than the source's (the span cannot be counted).
+    pub gone_at_most: Option<u64>,
+    /// Peers that could not be asked (their marks are unknown).
+    pub peers_unreachable: usize,
+}
+
+impl RebuildGap {
+    /// The gap between the source's mark and the others' (`(peer, mark)`).
+    pub fn of(
+        source: &str,
+        source_mark: u64,
+        others: &[(String, u64)],
+        unreachable: usize,
+    ) -> RebuildGap {
+        let (mut peer, mut mark) = (source.to_owned(), source_mark);
+        for (p, m) in others {
+            if *m > mark {
+                (peer, mark) = (p.clone(), *m);
+            }
+        }
+        let (hi_inc, hi_lsn) = duplex_engine::split_position(mark);
+        let (src_inc, src_lsn) = duplex_engine::split_position(source_mark);
+        let gone_at_most = if hi_inc == src_inc || (source_mark == 0 && hi_inc <= 1) {
+            Some(hi_lsn.saturating_sub(src_lsn))
+        } else {
+            None
+        };
+        RebuildGap {
+            recovered_mark: source_mark,
+            highest_mark: mark,
+            highest_peer: peer,
+            gone_at_most,
+            peers_unreachable: unreachable,
+        }
+    }
+
+    /// One line for an operator.
+    pub fn describe(&self) -> String {
+        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
+        let base = format!(
+            "recovered this node's old updates up to incarnation {inc} LSN {lsn} (the backup source's mark)"
+        );
+        let gone = match self.gone_at_most {
+            Some(0) => "no surviving peer holds more of them".to_owned(),
+            Some(n) => format!(
+                "{} holds up to {n} more of them (LSN span) that were not recovered: they are gone from this server and survive on {} only",
+                self.highest_peer, self.highest_peer
+            ),
+            None => format!(
+                "{} holds a later incarnation of this node (position {}) than the source: an uncounted number of its updates were not recovered",
+                self.highest_peer, self.highest_mark
+            ),
+        };
+        let unknown = if self.peers_unreachable > 0 {
+            format!("; {} peer(s) could not be asked and may hold more", self.peers_unreachable)
+        } else {
+            String::new()
+        };
+        format!("{base}; {gone}{unknown}; updates the lost server acknowledged that reached no peer cannot be counted")
+    }
+
+    /// INFO lines (`rebuild_*`), each ending in CRLF.
+    pub fn info_lines(&self) -> String {
+        format!(
+            "rebuild_recovered_mark:{}\r\nrebuild_highest_peer_mark:{}\r\nrebuild_highest_peer:{}\r\nrebuild_updates_gone_at_most:{}\r\nrebuild_peers_unreachable:{}\r\n",
+            self.recovered_mark,
+            self.highest_mark,
+            self.highest_peer,
+            self.gone_at_most
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            self.peers_unreachable
+        )
+    }
+}
+
 /// What a rebuild did, as its last log line reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebuildReport {
@@ -79,6 +174,8 @@ pub struct RebuildReport {
     pub incarnation: u64,
     /// The node whose backup it was.
     pub from_node: u64,
+    /// What of this node's old updates was not recovered.
+    pub gap: RebuildGap,
 }
 
 /// The staging directories of a rebuild of `data`.
@@ -165,8 +262,14 @@ pub fn run(
     let end =
         fetch(cfg, secret, peer, &staging.backup, progress).map_err(|e| Error::rebuild(peer, e))?;
     let copy_secs = t0.elapsed().as_secs_f64();
+    let (others, unreachable) = other_marks(cfg, secret, peer);
+    let gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
+    progress.set_gap(gap.clone());
+    if gap.highest_mark > gap.recovered_mark {
+        tracing::warn!(event = "rebuild_gap", recovered_mark = gap.recovered_mark, highest_mark = gap.highest_mark, highest_peer = %gap.highest_peer, gone_at_most = ?gap.gone_at_most, "{}", gap.describe());
+    }
     let mut marks = vec![(peer.to_owned(), end.lost_node_mark)];
-    marks.extend(other_marks(cfg, secret, peer));
+    marks.extend(others);
     let held = marks
         .iter()
         .map(|(_, m)| duplex_engine::split_position(*m).0)
@@ -187,6 +290,7 @@ pub fn run(
         total_secs: t0.elapsed().as_secs_f64(),
         incarnation: adopted.incarnation,
         from_node: adopted.from_node,
+        gap,
     };
     tracing::info!(
         event = "rebuild_done",
@@ -198,8 +302,13 @@ pub fn run(
         restore_secs = rep.restore_secs,
         total_secs = rep.total_secs,
         incarnation = rep.incarnation,
-        "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; starting",
-        rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation
+        recovered_mark = rep.gap.recovered_mark,
+        highest_peer_mark = rep.gap.highest_mark,
+        highest_peer = %rep.gap.highest_peer,
+        updates_gone_at_most = ?rep.gap.gone_at_most,
+        peers_unreachable = rep.gap.peers_unreachable,
+        "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; {}; starting",
+        rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation, rep.gap.describe()
     );
     Ok(rep)
 }
@@ -334,10 +443,15 @@ fn fetch(
     }
 }
 
-/// Every other `--peer`'s mark of this node's own batches (a handshake; its opening ACK).
-/// A peer that cannot be reached is logged and left out.
-fn other_marks(cfg: &ServerConfig, secret: &[u8], rebuild_peer: &str) -> Vec<(String, u64)> {
+/// Every other `--peer`'s mark of this node's own batches (a handshake; its opening ACK),
+/// and how many could not be asked (each is logged and left out).
+fn other_marks(
+    cfg: &ServerConfig,
+    secret: &[u8],
+    rebuild_peer: &str,
+) -> (Vec<(String, u64)>, usize) {
     let mut out = Vec::new();
+    let mut unreachable = 0;
     for entry in &cfg.peers {
         let (_, addr) = crate::config::split_peer(entry);
         if addr == rebuild_peer {
@@ -355,11 +469,12 @@ fn other_marks(cfg: &ServerConfig, secret: &[u8], rebuild_peer: &str) -> Vec<(St
         match mark {
             Ok(m) => out.push((addr.to_owned(), m)),
             Err(e) => {
+                unreachable += 1;
                 tracing::warn!(event = "rebuild_peer_unreachable", peer = addr, error = %e, "cannot ask {addr} how far it holds this node's updates: {e}; if it holds more than the rebuild peer, this node's next updates may be taken for duplicates there until it is rebuilt too")
             }
         }
     }
-    out
+    (out, unreachable)
 }
 
 /// A file being received.
@@ -728,6 +843,32 @@ fn try_hold(sh: &Shared, from_node: u64) -> Result<HoldOutcome, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gap_is_the_span_a_surviving_peer_holds_beyond_the_source() {
+        use duplex_engine::position;
+        let others = vec![
+            ("c:3".to_owned(), position(1, 120)),
+            ("d:4".to_owned(), position(1, 90)),
+        ];
+        let g = RebuildGap::of("b:2", position(1, 100), &others, 1);
+        assert_eq!(g.recovered_mark, position(1, 100));
+        assert_eq!((g.highest_peer.as_str(), g.highest_mark), ("c:3", position(1, 120)));
+        assert_eq!(g.gone_at_most, Some(20));
+        let d = g.describe();
+        assert!(d.contains("c:3 holds up to 20 more") && d.contains("1 peer(s)"), "{d}");
+        assert!(g.info_lines().contains("rebuild_updates_gone_at_most:20\r\n"));
+        // Nobody holds more: nothing gone that a peer knows of.
+        let g = RebuildGap::of("b:2", position(1, 100), &others[1..], 0);
+        assert_eq!((g.gone_at_most, g.highest_peer.as_str()), (Some(0), "b:2"));
+        // The source never heard of this node: a peer's span of its first incarnation.
+        let g = RebuildGap::of("b:2", 0, &others, 0);
+        assert_eq!(g.gone_at_most, Some(120));
+        // A later incarnation on a peer: not countable.
+        let g = RebuildGap::of("b:2", position(1, 100), &[("c:3".into(), position(2, 5))], 0);
+        assert_eq!(g.gone_at_most, None);
+        assert!(g.info_lines().contains("rebuild_updates_gone_at_most:unknown"));
+    }
 
     #[test]
     fn staging_sits_next_to_the_data_directory() {
