@@ -136,7 +136,10 @@ impl RebuildGap {
             ),
         };
         let unknown = if self.peers_unreachable > 0 {
-            format!("; {} peer(s) could not be asked and may hold more", self.peers_unreachable)
+            format!(
+                "; {} peer(s) could not be asked and may hold more",
+                self.peers_unreachable
+            )
         } else {
             String::new()
         };
@@ -853,11 +856,19 @@ mod tests {
         ];
         let g = RebuildGap::of("b:2", position(1, 100), &others, 1);
         assert_eq!(g.recovered_mark, position(1, 100));
-        assert_eq!((g.highest_peer.as_str(), g.highest_mark), ("c:3", position(1, 120)));
+        assert_eq!(
+            (g.highest_peer.as_str(), g.highest_mark),
+            ("c:3", position(1, 120))
+        );
         assert_eq!(g.gone_at_most, Some(20));
         let d = g.describe();
-        assert!(d.contains("c:3 holds up to 20 more") && d.contains("1 peer(s)"), "{d}");
-        assert!(g.info_lines().contains("rebuild_updates_gone_at_most:20\r\n"));
+        assert!(
+            d.contains("c:3 holds up to 20 more") && d.contains("1 peer(s)"),
+            "{d}"
+        );
+        assert!(g
+            .info_lines()
+            .contains("rebuild_updates_gone_at_most:20\r\n"));
         // Nobody holds more: nothing gone that a peer knows of.
         let g = RebuildGap::of("b:2", position(1, 100), &others[1..], 0);
         assert_eq!((g.gone_at_most, g.highest_peer.as_str()), (Some(0), "b:2"));
@@ -865,9 +876,16 @@ mod tests {
         let g = RebuildGap::of("b:2", 0, &others, 0);
         assert_eq!(g.gone_at_most, Some(120));
         // A later incarnation on a peer: not countable.
-        let g = RebuildGap::of("b:2", position(1, 100), &[("c:3".into(), position(2, 5))], 0);
+        let g = RebuildGap::of(
+            "b:2",
+            position(1, 100),
+            &[("c:3".into(), position(2, 5))],
+            0,
+        );
         assert_eq!(g.gone_at_most, None);
-        assert!(g.info_lines().contains("rebuild_updates_gone_at_most:unknown"));
+        assert!(g
+            .info_lines()
+            .contains("rebuild_updates_gone_at_most:unknown"));
     }
 
     #[test]

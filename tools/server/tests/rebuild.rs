@@ -596,7 +596,10 @@ fn a_rebuild_reports_the_updates_a_surviving_peer_holds_beyond_the_source() {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or_else(|| panic!("rebuild_done names the gap: {done}"));
-    assert!(gone >= f64::from(n), "at least B's {n} writes only C holds: {done}");
+    assert!(
+        gone >= f64::from(n),
+        "at least B's {n} writes only C holds: {done}"
+    );
     assert!(done.contains(&nc.addr()), "names C: {done}");
     let info: String = redis::cmd("INFO").query(&mut conn(b.port)).unwrap();
     assert!(

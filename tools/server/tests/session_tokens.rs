@@ -42,7 +42,7 @@ fn timed_sets(c: &mut Client, tag: &str, n: usize) -> Duration {
 fn a_client_reads_its_own_writes_after_failover_only_with_the_token() {
     let dir = temp_dir();
     let secret = secret_file(dir.path(), "secret", "token-secret");
-    let mut nodes = vec![
+    let mut nodes = [
         NodeSpec::new(dir.path(), 1, &secret),
         NodeSpec::new(dir.path(), 2, &secret),
     ];

@@ -275,10 +275,7 @@ pub fn is_slow(args: &[&[u8]]) -> bool {
         return false;
     }
     match check(args) {
-        Ok((
-            Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait,
-            _,
-        )) => true,
+        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait, _)) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
         _ => false,
     }

@@ -86,7 +86,10 @@ pub fn token(sh: &Shared, out: &mut Vec<u8>) {
     let db = sh.db();
     array_len(out, 2);
     integer(out, i64::try_from(db.node_id()).unwrap_or(i64::MAX));
-    integer(out, i64::try_from(db.last_local_position()).unwrap_or(i64::MAX));
+    integer(
+        out,
+        i64::try_from(db.last_local_position()).unwrap_or(i64::MAX),
+    );
 }
 
 /// The arguments of `DUPLEX.WAIT origin position timeout_ms`.
