@@ -48,6 +48,9 @@ pub struct Local {
     pub durable: u64,
     /// Its high-water mark of the token's origin (0 when it is the origin).
     pub hwm: u64,
+    /// When this server was rebuilt (since its start): how far the rebuild recovered its
+    /// own updates of its earlier incarnation ([`crate::rebuild::RebuildGap`]).
+    pub recovered_own: Option<u64>,
 }
 
 /// Judges the token `(origin, position)` against `local` (see [`Verdict`]).
@@ -55,7 +58,12 @@ pub fn judge(local: Local, origin: u64, position: u64) -> Verdict {
     if origin == local.node_id {
         let (inc, _) = duplex_engine::split_position(position);
         let (own_inc, _) = duplex_engine::split_position(local.durable);
-        return if position <= local.durable || inc < own_inc {
+        let covered = if inc < own_inc {
+            local.recovered_own.is_none_or(|m| position <= m)
+        } else {
+            position <= local.durable
+        };
+        return if covered {
             Verdict::Covered
         } else {
             Verdict::Lost
@@ -78,6 +86,7 @@ fn local(sh: &Shared, origin: u64) -> Local {
         } else {
             db.origin_hwm(origin)
         },
+        recovered_own: sh.rebuild_gap().map(|g| g.recovered_mark),
     }
 }
 
@@ -134,15 +143,21 @@ pub fn wait(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
             Verdict::Covered => return simple(out, "OK"),
             Verdict::Lost => {
                 let (inc, lsn) = duplex_engine::split_position(position);
-                let (_, have) = duplex_engine::split_position(l.durable);
+                let (own_inc, have) = duplex_engine::split_position(
+                    l.recovered_own
+                        .filter(|_| inc < duplex_engine::split_position(l.durable).0)
+                        .unwrap_or(l.durable),
+                );
                 return error(
                     out,
                     &codes::line(
                         codes::TOKENLOST,
                         &format!(
                             "this server (node {origin}) acknowledged LSN {lsn} of incarnation \
-                             {inc} but now holds only up to LSN {have}: those writes are lost \
-                             here and will not arrive; read the affected keys back"
+                             {inc} but holds its own writes only up to LSN {have} of \
+                             incarnation {own_inc} (a lost tail, or what its rebuild did not \
+                             recover): those writes are lost here and will not arrive; read \
+                             the affected keys back"
                         ),
                     ),
                 );
@@ -181,6 +196,7 @@ mod tests {
             node_id: 2,
             durable: position(1, 100),
             hwm: position(1, 40),
+            recovered_own: None,
         };
         // Another origin: the mark decides.
         assert_eq!(judge(b, 1, position(1, 40)), Verdict::Covered);
@@ -192,13 +208,22 @@ mod tests {
         // Its own writes: held up to its durable position.
         assert_eq!(judge(b, 2, position(1, 100)), Verdict::Covered);
         assert_eq!(judge(b, 2, position(1, 101)), Verdict::Lost);
-        // An earlier incarnation of itself (it was restored or rebuilt since): what it
-        // held was recovered or reported by the rebuild.
-        let rebuilt = Local {
+        // An earlier incarnation of itself, after a restore (or a restart since the
+        // rebuild): nothing tells what was recovered; taken as held.
+        let restored = Local {
             durable: position(2, 5),
             ..b
         };
-        assert_eq!(judge(rebuilt, 2, position(1, 900)), Verdict::Covered);
+        assert_eq!(judge(restored, 2, position(1, 900)), Verdict::Covered);
+        // Rebuilt since its start: held up to what the rebuild recovered.
+        let rebuilt = Local {
+            recovered_own: Some(position(1, 500)),
+            ..restored
+        };
+        assert_eq!(judge(rebuilt, 2, position(1, 500)), Verdict::Covered);
+        assert_eq!(judge(rebuilt, 2, position(1, 501)), Verdict::Lost);
+        assert_eq!(judge(rebuilt, 2, position(2, 5)), Verdict::Covered);
+        assert_eq!(judge(rebuilt, 2, position(2, 6)), Verdict::Lost);
     }
 
     #[test]
