@@ -202,6 +202,14 @@ impl Client {
         self.switches
     }
 
+    /// Forgets the session token: the next server switched to is not asked to wait for
+    /// this client's earlier writes. For an application that got
+    /// [`Error::OwnWritesNotVisible`] (say, its last writes were acknowledged by a server
+    /// that died before they reached any other) and accepts reading without them.
+    pub fn clear_session_token(&mut self) {
+        self.tokens = Tokens::default();
+    }
+
     /// Takes the events recorded since the last call (oldest first).
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)

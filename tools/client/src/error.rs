@@ -86,8 +86,8 @@ pub enum Error {
     /// [`crate::ClientConfig::token_timeout_proceeds`] to go on regardless.
     #[error(
         "the client's own writes are not yet visible on {server} after the switch: {message}. \
-         This call was not sent; retry (the next call waits again), or configure \
-         token_timeout_proceeds to read there regardless"
+         This call was not sent; retry (the next call waits again), call \
+         clear_session_token() to go on without them, or configure token_timeout_proceeds"
     )]
     OwnWritesNotVisible {
         /// The server switched to.

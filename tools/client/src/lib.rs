@@ -77,7 +77,11 @@
 //! [`Error::OwnWritesNotVisible`] and nothing is sent (the next call waits again), or, with
 //! [`ClientConfig::token_timeout_proceeds`], an [`Event::OwnWritesNotVisible`] is recorded
 //! and the client goes on. A server without peers (`-NOREPL`) or one that does not know the
-//! command has nothing to wait for. Limits: a token whose reply was lost with the
+//! command has nothing to wait for. A write acknowledged by a server that died before it
+//! reached any other is never visible elsewhere: every call then fails with
+//! [`Error::OwnWritesNotVisible`] until that server is back, and the application decides
+//! (retry later, or [`Client::clear_session_token`] to go on without those writes).
+//! Limits: a token whose reply was lost with the
 //! connection (the server died between the write's reply and the token's) is not known, so
 //! that write is not waited for; the token covers the writes made through this `Client`,
 //! not other clients' (share nothing between clients).

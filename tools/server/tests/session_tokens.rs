@@ -2,8 +2,9 @@
 //! B (node 2) to A (node 1) delayed by a proxy, clients of `duplex-client` that write on B,
 //! then B is killed and they read on A. Without the token the read misses the write; with
 //! it A waits until the write arrived and the read sees it; with a token wait shorter than
-//! the delay the read fails with the clear error (nothing sent). Also measures what the
-//! pipelined `DUPLEX.TOKEN` costs a write.
+//! the delay the read fails with the clear error (nothing sent). The same on failback: A
+//! comes back while B's link is slow, and the client waits there for its write on B. Also
+//! measures what the pipelined `DUPLEX.TOKEN` costs a write.
 
 mod common;
 
@@ -11,22 +12,48 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{get, secret_file, set, wait_for, NodeSpec, CONVERGE};
-use duplex_client::{Client, ClientConfig, Error};
+use common::Daemon;
+use duplex_client::{Client, ClientConfig, Error, Event};
 use duplex_testkit::{temp_dir, Dir, Proxy};
 
 /// The delay of B's batches to A.
 const DELAY_MS: u64 = 1_500;
 
+fn config(servers: &[String], tokens: bool, wait: Duration) -> ClientConfig {
+    ClientConfig::new(servers.iter().cloned())
+        .poll_interval(Duration::from_millis(50))
+        .connect_timeout(Duration::from_millis(500))
+        .read_timeout(Duration::from_secs(12))
+        .session_tokens(tokens)
+        .token_wait(wait)
+}
+
 fn client(servers: &[String], tokens: bool, wait: Duration) -> Client {
-    Client::connect(
-        ClientConfig::new(servers.iter().cloned())
-            .poll_interval(Duration::from_millis(50))
-            .connect_timeout(Duration::from_millis(500))
-            .read_timeout(Duration::from_secs(10))
-            .session_tokens(tokens)
-            .token_wait(wait),
-    )
-    .unwrap()
+    Client::connect(config(servers, tokens, wait)).unwrap()
+}
+
+/// Two servers, A and B, each reaching the other through a proxy; waits until linked.
+/// Returns the nodes, the daemons and the proxies (`[a_to_b, b_to_a]`).
+fn pair(dir: &std::path::Path) -> ([NodeSpec; 2], [Daemon; 2], [Proxy; 2]) {
+    let secret = secret_file(dir, "secret", "token-secret");
+    let mut nodes = [
+        NodeSpec::new(dir, 1, &secret),
+        NodeSpec::new(dir, 2, &secret),
+    ];
+    let target = |n: &NodeSpec| -> SocketAddr { n.addr().parse().unwrap() };
+    // b_to_a carries B's link to A: B's batches travel ToTarget.
+    let proxies = [
+        Proxy::start(target(&nodes[1])).unwrap(),
+        Proxy::start(target(&nodes[0])).unwrap(),
+    ];
+    nodes[0].peers = vec![proxies[0].addr()];
+    nodes[1].peers = vec![proxies[1].addr()];
+    let ds = [nodes[0].start(), nodes[1].start()];
+    set(nodes[1].port, "linked", "x");
+    wait_for("the link from B to A", CONVERGE, || {
+        get(nodes[0].port, "linked").is_some()
+    });
+    (nodes, ds, proxies)
 }
 
 /// Sets `n` keys on a client; the time it took.
@@ -130,4 +157,44 @@ fn a_client_reads_its_own_writes_after_failover_only_with_the_token() {
         get(a_port, "mine-short").is_some()
     });
     assert_eq!(short.get("mine-short").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+/// Failback: the client's default A stops, it writes on B, A comes back while B's link to
+/// A is slow; the client fails back and waits on A for its write on B before reading.
+#[test]
+fn a_client_reads_its_own_writes_after_failback() {
+    let dir = temp_dir();
+    let (nodes, [mut a, _b], [_a_to_b, b_to_a]) = pair(dir.path());
+    let a_port = nodes[0].port;
+    let servers = vec![nodes[0].addr(), nodes[1].addr()];
+    let mut c =
+        Client::connect(config(&servers, true, Duration::from_secs(9)).failback(true)).unwrap();
+    c.set("k", "on-a").unwrap();
+    // Its write on A reached B before A is lost (else B would rightly make it wait).
+    wait_for("A's write on B", CONVERGE, || {
+        get(nodes[1].port, "k").as_deref() == Some("on-a")
+    });
+    b_to_a.set_delay(Dir::ToTarget, DELAY_MS);
+    a.kill9();
+    c.set("k", "on-b").unwrap();
+    assert_eq!(c.current_server(), Some(nodes[1].addr().as_str()));
+    a.restart();
+    wait_for("A answering again", CONVERGE, || common::answers(a_port));
+    assert_eq!(
+        get(a_port, "k").as_deref(),
+        Some("on-a"),
+        "B's write has not reached A yet (the link is slowed)"
+    );
+    wait_for("the client failing back to A", CONVERGE, || {
+        assert_eq!(
+            c.get("k").unwrap().as_deref(),
+            Some(&b"on-b"[..]),
+            "never back in time"
+        );
+        c.current_server() == Some(nodes[0].addr().as_str())
+    });
+    assert!(c
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, Event::FailedBack { .. })));
 }
