@@ -560,7 +560,7 @@ impl Client {
             self.tokens.unsettled = false;
             return Ok(true);
         }
-        let ms = self.cfg.token_wait.as_millis().to_string();
+        let ms = self.cfg.effective_token_wait().as_millis().to_string();
         for (origin, pos) in self.tokens.marks().to_vec() {
             let Some(a) = self.active.as_mut() else {
                 return Ok(false);

@@ -48,7 +48,8 @@ pub struct ClientConfig {
     /// writes on the new server. See the crate docs.
     pub session_tokens: bool,
     /// How long the new server may wait for the client's own writes to arrive from their
-    /// origin after a switch. Default 2 s; must be below `read_timeout`.
+    /// origin after a switch. Default 2 s; at most half of `read_timeout` is asked for (the
+    /// server answers only when the wait ends, and that answer must arrive in time).
     pub token_wait: Duration,
     /// When the client's own writes have not reached the new server within
     /// `token_wait`: `false` (default) fails the call with [`Error::OwnWritesNotVisible`]
@@ -96,6 +97,12 @@ impl ClientConfig {
     pub fn token_timeout_proceeds(mut self, on: bool) -> ClientConfig {
         self.token_timeout_proceeds = on;
         self
+    }
+
+    /// The wait asked of a server by `DUPLEX.WAIT`: `token_wait`, at most half of
+    /// `read_timeout`.
+    pub fn effective_token_wait(&self) -> Duration {
+        self.token_wait.min(self.read_timeout / 2)
     }
 
     /// Sets the password.
@@ -165,13 +172,6 @@ impl ClientConfig {
                 return Err(Error::Config(format!("{name} must be more than zero")));
             }
         }
-        if self.session_tokens && self.token_wait >= self.read_timeout {
-            return Err(Error::Config(format!(
-                "token_wait ({:?}) must be below read_timeout ({:?}): the server answers \
-                 DUPLEX.WAIT only when the wait ends",
-                self.token_wait, self.read_timeout
-            )));
-        }
         Ok(())
     }
 }
@@ -193,14 +193,16 @@ mod tests {
             .poll_interval(Duration::ZERO)
             .validate()
             .is_err());
-        assert!(ClientConfig::new(["h:1"])
-            .token_wait(Duration::from_secs(5))
-            .validate()
-            .is_err());
-        assert!(ClientConfig::new(["h:1"])
-            .token_wait(Duration::from_secs(5))
-            .session_tokens(false)
-            .validate()
-            .is_ok());
+        assert_eq!(
+            ClientConfig::new(["h:1"])
+                .token_wait(Duration::from_secs(5))
+                .effective_token_wait(),
+            Duration::from_millis(2500),
+            "half the read timeout at most"
+        );
+        assert_eq!(
+            ClientConfig::new(["h:1"]).effective_token_wait(),
+            Duration::from_secs(2)
+        );
     }
 }

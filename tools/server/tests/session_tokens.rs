@@ -23,7 +23,7 @@ fn config(servers: &[String], tokens: bool, wait: Duration) -> ClientConfig {
     ClientConfig::new(servers.iter().cloned())
         .poll_interval(Duration::from_millis(50))
         .connect_timeout(Duration::from_millis(500))
-        .read_timeout(Duration::from_secs(12))
+        .read_timeout(Duration::from_secs(20))
         .session_tokens(tokens)
         .token_wait(wait)
 }
