@@ -198,3 +198,96 @@ fn a_client_reads_its_own_writes_after_failback() {
         .iter()
         .any(|e| matches!(e, Event::FailedBack { .. })));
 }
+
+/// Sends `req` on a fresh connection and reads until the reply ends with `end`.
+fn raw_until(port: u16, req: &str, end: &[u8], within: Duration) -> (Vec<u8>, Duration) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    (got, t.elapsed())
+}
+
+/// The commands themselves: DUPLEX.TOKEN after a write, DUPLEX.WAIT on the writing server
+/// (+OK, -TOKENLOST above its durable position), -NOREPL without peers, and a waiting
+/// DUPLEX.WAIT does not hold up other clients (slow work, off the event loop).
+#[test]
+fn token_and_wait_commands() {
+    use common::ServerDaemon;
+    let dir = temp_dir();
+    // Without peers.
+    let solo = Daemon::start_in(&dir.path().join("solo"), &["--node-id", "7"]);
+    let mut c = solo.conn();
+    let _: () = redis::cmd("SET").arg("k2").arg("v").query(&mut c).unwrap();
+    let (node, pos): (u64, u64) = redis::cmd("DUPLEX.TOKEN").query(&mut c).unwrap();
+    assert_eq!(node, 7);
+    assert!(pos > 0);
+    let ok: String = redis::cmd("DUPLEX.WAIT")
+        .arg(7)
+        .arg(pos)
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let lost = redis::cmd("DUPLEX.WAIT")
+        .arg(7)
+        .arg(pos + 1000)
+        .arg(0)
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert_eq!(lost.code(), Some("TOKENLOST"), "{lost}");
+    let norepl = redis::cmd("DUPLEX.WAIT")
+        .arg(3)
+        .arg(5)
+        .arg(1000)
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert_eq!(norepl.code(), Some("NOREPL"), "{norepl}");
+
+    // With a peer that never answers: the wait runs out, and others are served meanwhile.
+    let secret = secret_file(dir.path(), "secret", "token-secret");
+    let secret = secret.display().to_string();
+    let peered = Daemon::start_in(
+        &dir.path().join("peered"),
+        &[
+            "--node-id",
+            "8",
+            "--peer",
+            "127.0.0.1:1",
+            "--cluster-secret-file",
+            &secret,
+        ],
+    );
+    let port = peered.port;
+    let waiter = std::thread::spawn(move || {
+        raw_until(
+            port,
+            "DUPLEX.WAIT 3 5 1500\r\nPING\r\n",
+            b"+PONG\r\n",
+            Duration::from_secs(10),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (pong, took) = raw_until(port, "PING\r\n", b"+PONG\r\n", Duration::from_secs(10));
+    assert_eq!(pong, b"+PONG\r\n");
+    assert!(
+        took < Duration::from_millis(500),
+        "a waiting DUPLEX.WAIT held up another client for {took:?}"
+    );
+    let (got, waited) = waiter.join().unwrap();
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.starts_with("-TIMEOUT "), "{got}");
+    assert!(
+        got.ends_with("+PONG\r\n"),
+        "replies in request order: {got}"
+    );
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+}
