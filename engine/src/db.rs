@@ -805,11 +805,18 @@ impl Inner {
         // later chunk stay in memory (a later chunk's checkpoint would claim the earlier
         // one's LSNs): open never fails for want of space, the next checkpoint merges them.
         let mut in_memory = false;
+        // This node's own updates of an earlier incarnation recovered from a peer
+        // (`apply_own_recovered`) are logged with their position: never a mark.
+        let node = self.cfg.node_id;
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
             self.hlc.observe(Timestamp(buf.max_ts));
             self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
-            self.repl
-                .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
+            self.repl.raise(
+                buf.origins
+                    .iter()
+                    .filter(|(o, _)| **o != node)
+                    .map(|(o, (l, t))| (*o, *l, *t)),
+            );
             if !in_memory {
                 let tree = self.mem.read().tree.clone();
                 let _one = self.ckpt_lock.lock();
@@ -838,8 +845,12 @@ impl Inner {
         )?;
         self.hlc.observe(Timestamp(buf.max_ts));
         self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
-        self.repl
-            .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
+        self.repl.raise(
+            buf.origins
+                .iter()
+                .filter(|(o, _)| **o != node)
+                .map(|(o, (l, t))| (*o, *l, *t)),
+        );
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);
