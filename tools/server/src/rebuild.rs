@@ -86,6 +86,9 @@ pub struct RebuildGap {
     pub gone_at_most: Option<u64>,
     /// Peers that could not be asked (their marks are unknown).
     pub peers_unreachable: usize,
+    /// Of this node's old updates, how many were pulled back from `highest_peer` after the
+    /// restore ([`pull_missing`]); `recovered_mark` then includes them.
+    pub pulled: u64,
 }
 
 impl RebuildGap {
@@ -115,14 +118,29 @@ impl RebuildGap {
             highest_peer: peer,
             gone_at_most,
             peers_unreachable: unreachable,
+            pulled: 0,
         }
+    }
+
+    /// After `pulled` batches up to position `to` came back from `highest_peer`.
+    pub fn after_pull(&mut self, pulled: u64, to: u64) {
+        self.pulled += pulled;
+        self.recovered_mark = self.recovered_mark.max(to);
+        let (hi_inc, hi_lsn) = duplex_engine::split_position(self.highest_mark);
+        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
+        self.gone_at_most = (hi_inc == inc).then(|| hi_lsn.saturating_sub(lsn));
     }
 
     /// One line for an operator.
     pub fn describe(&self) -> String {
         let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
         let base = format!(
-            "recovered this node's old updates up to incarnation {inc} LSN {lsn} (the backup source's mark)"
+            "recovered this node's old updates up to incarnation {inc} LSN {lsn} (the backup source's mark{})",
+            if self.pulled > 0 {
+                format!(", then {} pulled back from {}", self.pulled, self.highest_peer)
+            } else {
+                String::new()
+            }
         );
         let gone = match self.gone_at_most {
             Some(0) => "no surviving peer holds more of them".to_owned(),
@@ -149,13 +167,14 @@ impl RebuildGap {
     /// INFO lines (`rebuild_*`), each ending in CRLF.
     pub fn info_lines(&self) -> String {
         format!(
-            "rebuild_recovered_mark:{}\r\nrebuild_highest_peer_mark:{}\r\nrebuild_highest_peer:{}\r\nrebuild_updates_gone_at_most:{}\r\nrebuild_peers_unreachable:{}\r\n",
+            "rebuild_recovered_mark:{}\r\nrebuild_highest_peer_mark:{}\r\nrebuild_highest_peer:{}\r\nrebuild_updates_gone_at_most:{}\r\nrebuild_peers_unreachable:{}\r\nrebuild_updates_pulled:{}\r\n",
             self.recovered_mark,
             self.highest_mark,
             self.highest_peer,
             self.gone_at_most
                 .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
-            self.peers_unreachable
+            self.peers_unreachable,
+            self.pulled
         )
     }
 }
@@ -735,6 +754,7 @@ pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHa
     std::thread::Builder::new()
         .name("rebuild-hold".into())
         .spawn(move || {
+            pull_missing(&sh);
             if !hold_loop(&sh, from_node) {
                 return;
             }
@@ -746,6 +766,84 @@ pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHa
             }
         })
         .map_err(Error::Net)
+}
+
+/// Before the write hold (state `recovering`, no client writes): when a surviving peer
+/// holds more of this node's old updates than the backup source did, pulls them back from
+/// it (a RESYNC naming this node as the first frame: the peer sends the batches it holds
+/// for forwarding) and applies them as plain versions
+/// ([`duplex_engine::Database::apply_own_recovered`]: origin and stamps kept, logged). The
+/// gap INFO shows is updated; a failure is logged and leaves the gap reported.
+fn pull_missing(sh: &Shared) {
+    let Some(mut gap) = sh.rebuild_gap() else {
+        return;
+    };
+    if gap.highest_mark <= gap.recovered_mark {
+        return;
+    }
+    match pull_from(sh, &gap) {
+        Ok((n, to)) => {
+            gap.after_pull(n, to);
+            tracing::info!(event = "rebuild_pulled", peer = %gap.highest_peer, batches = n, recovered_mark = gap.recovered_mark, updates_gone_at_most = ?gap.gone_at_most, "pulled {n} of this node's old updates back from {}; {}", gap.highest_peer, gap.describe());
+        }
+        Err(e) => {
+            tracing::warn!(event = "rebuild_pull_failed", peer = %gap.highest_peer, error = %e, "cannot pull this node's old updates back from {}: {e}; {}", gap.highest_peer, gap.describe());
+        }
+    }
+    sh.set_rebuild_gap(gap);
+}
+
+/// One pull from `gap.highest_peer`: (batches applied, the last position applied).
+fn pull_from(sh: &Shared, gap: &RebuildGap) -> Result<(u64, u64), String> {
+    use duplex_proto::peer::Resync;
+    let cfg = sh.cfg();
+    let node = cfg.node_id;
+    let secret = sh.peers().secret().ok_or("no cluster secret")?;
+    let mut c = PeerConn::open(cfg, secret.bytes(), &gap.highest_peer, CONNECT_FOR)?;
+    c.send(&Frame::Resync(Resync {
+        origin: node,
+        last_good_lsn: gap.recovered_mark,
+    }))?;
+    // The peer's opening ACK of this node comes first; the one after the batches ends.
+    let (mut opening, mut n, mut to) = (true, 0u64, gap.recovered_mark);
+    loop {
+        match c.recv(Instant::now() + HANDSHAKE_TIMEOUT)? {
+            Frame::Ack(a) if a.origin == node => {
+                if !opening {
+                    return Ok((n, to));
+                }
+                opening = false;
+            }
+            Frame::Ack(_) => {}
+            Frame::Batches(b) if b.origin == node => {
+                let remote: Vec<duplex_engine::RemoteBatch<'_>> = b
+                    .batches
+                    .iter()
+                    .map(|x| duplex_engine::RemoteBatch {
+                        origin_lsn: x.origin_lsn,
+                        prev_origin_lsn: x.prev_origin_lsn,
+                        stamp: x.stamp,
+                        payload: &x.payload,
+                    })
+                    .collect();
+                let (k, refused) = sh
+                    .db()
+                    .apply_own_recovered(&remote)
+                    .map_err(|e| format!("applying pulled batches: {e}"))?;
+                if let Some(last) = k.checked_sub(1).and_then(|i| b.batches.get(i)) {
+                    to = last.origin_lsn;
+                }
+                n += k as u64;
+                if let Some(r) = refused {
+                    return Err(format!("a pulled batch was refused ({n} applied): {r}"));
+                }
+            }
+            Frame::Error(e) => {
+                return Err(format!("the peer reported {:?}: {}", e.code, e.message))
+            }
+            other => return Err(format!("the peer sent {} during the pull", other.kind())),
+        }
+    }
 }
 
 /// How one hold attempt ended.
