@@ -9,12 +9,15 @@
 //!    throughout. The backup is verified (`verify_backup`).
 //! 3. Every other `--peer` is asked (a handshake, its opening ACK) how far it holds this
 //!    node's own batches; the new incarnation lies above all of them and the rebuild peer's.
+//!    What a peer holds beyond the backup source's mark is the gap ([`RebuildGap`]),
+//!    logged (`rebuild_gap`, `rebuild_done`) and shown in INFO.
 //! 4. Restore, roll forward as the peer's node, adopt as this node
 //!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
 //!    renamed into place; the staging directory is removed.
 //!
-//! The server then starts in state `recovering` (writes refused, reads served) while its
-//! peer links catch up what the peer wrote after its backup, and ends with the write hold
+//! The server then starts in state `recovering` (writes refused, reads served), first pulls
+//! the gap back from the peer holding it ([`pull_missing`]), while its peer links catch up
+//! what the peer wrote after its backup, and ends with the write hold
 //! ([`spawn_hold`]): it asks the peer (HOLD, on a connection of its own) to delay new
 //! writes for at most [`HOLD_MS`] and name its cut-off (HELD), waits until its mark of the
 //! peer reaches it, releases (RELEASE) and turns `running` on a new epoch, holding
@@ -67,14 +70,16 @@ const MAX_FILES: u32 = 100_000;
 ///
 /// The rebuilt database holds this node's old updates up to the backup source's mark
 /// (`recovered_mark`). A surviving peer with a higher mark of the same incarnation holds
-/// updates of this node the rebuild did not bring back: they are not pulled (not
-/// implemented), so they are gone from this server and survive on that peer only. Their
-/// count is bounded by the LSN span (`gone_at_most`): LSNs of the lost node also number the
-/// records it applied from peers, so the true count may be lower. Updates the lost server
+/// updates of this node the backup did not bring back; [`pull_missing`] pulls them from
+/// it when it still holds them in memory (then `pulled` and a raised `recovered_mark`),
+/// else they are gone from this server and survive on that peer only. Their count is
+/// bounded by the LSN span (`gone_at_most`): LSNs of the lost node also number the records
+/// it applied from peers, so the true count may be lower. Updates the lost server
 /// acknowledged that reached no peer cannot be counted at all (its log is gone).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RebuildGap {
-    /// The backup source's mark of this node: what the rebuild recovered.
+    /// What the rebuild recovered of this node's old updates: the backup source's mark,
+    /// raised by a pull.
     pub recovered_mark: u64,
     /// The highest mark any asked peer holds of this node (the source included).
     pub highest_mark: u64,
@@ -145,7 +150,7 @@ impl RebuildGap {
         let gone = match self.gone_at_most {
             Some(0) => "no surviving peer holds more of them".to_owned(),
             Some(n) => format!(
-                "{} holds up to {n} more of them (LSN span) that were not recovered: they are gone from this server and survive on {} only",
+                "{} holds up to {n} more of them (LSN span) that were not recovered: they are gone from this server unless pulled back, and survive on {}",
                 self.highest_peer, self.highest_peer
             ),
             None => format!(
