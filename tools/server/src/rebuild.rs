@@ -972,6 +972,14 @@ mod tests {
         assert!(g
             .info_lines()
             .contains("rebuild_updates_gone_at_most:20\r\n"));
+        // Pulled back up to 115 of C's 120: 5 still gone.
+        let mut p = g.clone();
+        p.after_pull(15, position(1, 115));
+        assert_eq!(
+            (p.pulled, p.recovered_mark, p.gone_at_most),
+            (15, position(1, 115), Some(5))
+        );
+        assert!(p.info_lines().contains("rebuild_updates_pulled:15\r\n"));
         // Nobody holds more: nothing gone that a peer knows of.
         let g = RebuildGap::of("b:2", position(1, 100), &others[1..], 0);
         assert_eq!((g.gone_at_most, g.highest_peer.as_str()), (Some(0), "b:2"));
