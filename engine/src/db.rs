@@ -272,6 +272,16 @@ impl Database {
         position(self.incarnation(), self.inner.wal.durable_lsn())
     }
 
+    /// The replication position of the last local-origin batch stamped since open (0: none
+    /// yet), durable or about to be. A client's session token: read after its write was
+    /// acknowledged, it is at or above that write's position and names a batch peers will
+    /// receive, so a peer whose `origin_hwm(node_id)` reaches it holds the write (it may
+    /// also cover other clients' writes made at the same time: a waiter waits a little
+    /// longer, never too little).
+    pub fn last_local_position(&self) -> u64 {
+        self.inner.repl.last_local.load(Ordering::Acquire)
+    }
+
     /// Tells the engine the least position of this node any peer acknowledged (`None`:
     /// no peers). Checkpoints then keep the WAL after it (up to
     /// `Config::peer_wal_retention_bytes`), so a peer that was away catches up from the
@@ -675,6 +685,7 @@ impl Inner {
     pub(crate) fn backlog_locked(&self, lsn: u64, payload: &[u8], ts: u64) {
         let mut b = self.repl.backlog.lock();
         let pos = position(self.wal.options().timeline, lsn);
+        self.repl.last_local.fetch_max(pos, Ordering::Release);
         if b.cap > 0 {
             let mut p = payload.to_vec();
             if let Some(slot) = p.get_mut(TS_OFFSET..TS_OFFSET + 8) {
@@ -800,11 +811,18 @@ impl Inner {
         // later chunk stay in memory (a later chunk's checkpoint would claim the earlier
         // one's LSNs): open never fails for want of space, the next checkpoint merges them.
         let mut in_memory = false;
+        // This node's own updates of an earlier incarnation recovered from a peer
+        // (`apply_own_recovered`) are logged with their position: never a mark.
+        let node = self.cfg.node_id;
         let mut on_chunk = |buf: &mut VersionBuffer| -> Result<()> {
             self.hlc.observe(Timestamp(buf.max_ts));
             self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
-            self.repl
-                .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
+            self.repl.raise(
+                buf.origins
+                    .iter()
+                    .filter(|(o, _)| **o != node)
+                    .map(|(o, (l, t))| (*o, *l, *t)),
+            );
             if !in_memory {
                 let tree = self.mem.read().tree.clone();
                 let _one = self.ckpt_lock.lock();
@@ -833,8 +851,12 @@ impl Inner {
         )?;
         self.hlc.observe(Timestamp(buf.max_ts));
         self.max_epoch.fetch_max(buf.max_epoch, Ordering::AcqRel);
-        self.repl
-            .raise(buf.origins.iter().map(|(o, (l, t))| (*o, *l, *t)));
+        self.repl.raise(
+            buf.origins
+                .iter()
+                .filter(|(o, _)| **o != node)
+                .map(|(o, (l, t))| (*o, *l, *t)),
+        );
         // The rest (at most one chunk) goes to the memtable, in key order: the skip list
         // takes sorted keys fast, and open does not wait for a checkpoint.
         let (tail_bytes, max_ts) = (buf.payload_bytes, buf.max_ts);

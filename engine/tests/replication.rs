@@ -564,3 +564,72 @@ fn a_lost_node_rebuilt_from_its_peers_backup_holds_the_peers_data_and_marks_and_
     let err = duplex_engine::adopt_restored(common::storage(), &rebuilt, &cfg(2, 0), 1, 1);
     assert!(err.is_err());
 }
+
+#[test]
+fn a_rebuilt_nodes_old_updates_that_only_a_third_peer_holds_are_applied_back_and_survive_a_restart()
+{
+    let t = temp_dir();
+    let a = open(&t.path().join("a"), 1);
+    let b = open(&t.path().join("b"), 2);
+    let c = open(&t.path().join("c"), 3);
+    for i in 0..10 {
+        b.put(format!("b{i}").as_bytes(), b"old").expect("put");
+    }
+    ship(&b, &a);
+    ship(&b, &c);
+    let b_mark_on_a = a.origin_hwm(2);
+    let backup = t.path().join("backup-of-a");
+    a.backup(&backup, None).expect("backup");
+    // B's last updates reach C only, then B is lost.
+    for i in 0..5 {
+        b.put(format!("late{i}").as_bytes(), b"only-on-c")
+            .expect("put");
+    }
+    b.put(b"b3", b"newer").expect("put");
+    ship(&b, &c);
+    drop(b);
+    let rebuilt = t.path().join("b-rebuilt");
+    let min_inc = split_position(c.origin_hwm(2)).0 + 1;
+    rebuild_as(&backup, &rebuilt, 1, 2, min_inc);
+    let b2 = open(&rebuilt, 2);
+    assert_eq!(get(&b2, "late0"), None, "not in A's backup");
+    let got = FeedCursor::read_forward(&c, 2, b_mark_on_a, 100, 1 << 20).expect("held");
+    assert_eq!(got.len(), 6);
+    // This node's own current incarnation is refused.
+    let own_now = duplex_engine::position(b2.incarnation(), 1);
+    let bogus = [RemoteBatch {
+        origin_lsn: own_now,
+        ..remote(&got)[0]
+    }];
+    let (n, refused) = b2.apply_own_recovered(&bogus).expect("apply");
+    assert_eq!(n, 0);
+    assert!(
+        matches!(refused, Some(ReplError::BadBatch { .. })),
+        "{refused:?}"
+    );
+    // Another origin's batches are refused.
+    let (n, refused) = a.apply_own_recovered(&remote(&got)).expect("apply");
+    assert_eq!(n, 0);
+    assert!(refused.is_some());
+    let (n, refused) = b2.apply_own_recovered(&remote(&got)).expect("apply");
+    assert_eq!((n, refused), (6, None));
+    assert_eq!(get(&b2, "late4").as_deref(), Some("only-on-c"));
+    assert_eq!(get(&b2, "b3").as_deref(), Some("newer"));
+    assert!(!b2.origins().contains_key(&2), "no mark of itself");
+    // Again: last writer wins, nothing changes.
+    let before = digest(&b2);
+    b2.apply_own_recovered(&remote(&got)).expect("apply");
+    assert_eq!(digest(&b2), before);
+    // Not sent to peers as new batches of the new incarnation.
+    assert_eq!(feed_all(&b2, 0).len(), 0);
+    drop(b2);
+    let b2 = open(&rebuilt, 2);
+    assert_eq!(get(&b2, "late2").as_deref(), Some("only-on-c"), "logged");
+    assert!(
+        !b2.origins().contains_key(&2),
+        "replay keeps no mark of itself"
+    );
+    // B and C agree on every version.
+    ship(&a, &c);
+    assert_eq!(digest(&b2), digest(&c));
+}

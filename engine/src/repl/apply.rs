@@ -234,6 +234,66 @@ impl Database {
         }
     }
 
+    /// Applies batches of this node's own EARLIER incarnation recovered from a peer after a
+    /// rebuild (the peer held them; the backup the rebuild came from did not). Each is
+    /// checked (a well-formed batch of this node's own writing, at a position of an
+    /// incarnation below the current one, the frame's stamp) and applied as plain versions
+    /// under last-writer-wins, logged with its origin and position in one WAL append made
+    /// durable, so it survives a crash. No high-water mark changes (replay skips this
+    /// node's own id), nothing is kept for forwarding, and the change feed never sends them
+    /// (they are not local batches). Returns the batches applied and the first refusal
+    /// (the ones before it were applied).
+    pub fn apply_own_recovered(
+        &self,
+        batches: &[RemoteBatch<'_>],
+    ) -> Result<(usize, Option<ReplError>)> {
+        let i = self.inner();
+        i.check_poisoned()?;
+        let node = i.cfg.node_id;
+        let inc = self.incarnation();
+        let _one = i.repl.apply_lock.lock();
+        let mut checked = Vec::with_capacity(batches.len());
+        let mut refused = None;
+        for b in batches {
+            match check_own(i, node, inc, b) {
+                Ok(c) => checked.push(c),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        if checked.is_empty() {
+            return Ok((0, refused));
+        }
+        let _g = i.gate.read();
+        let entries: Vec<duplex_wal::Entry<'_>> = checked
+            .iter()
+            .map(|c| duplex_wal::Entry {
+                kind: KIND_BATCH,
+                payload: &c.payload,
+            })
+            .collect();
+        let archive_failed = match i.wal.append_batch(&entries) {
+            Ok(_) => None,
+            Err(e @ duplex_wal::Error::ArchiveFailed { .. }) => Some(e),
+            Err(e) => return Err(e.into()),
+        };
+        if !matches!(i.wal.options().sync, duplex_wal::SyncPolicy::Always) {
+            i.wal.sync()?;
+        }
+        let now = i.cfg.clock.now_ms();
+        for c in &checked {
+            i.apply_remote_ops(c, now)?;
+        }
+        i.note_logged(checked.iter().map(|c| c.payload.len() as u64).sum());
+        i.repl.commit_cv.notify_all();
+        match archive_failed {
+            Some(e) => Err(e.into()),
+            None => Ok((checked.len(), refused)),
+        }
+    }
+
     /// The high-water mark of every remote origin applied here (origin, state).
     pub fn origins(&self) -> BTreeMap<u64, OriginState> {
         self.inner().repl.origins.lock().clone()
@@ -424,6 +484,52 @@ fn check<'a>(
         prev = b.origin_lsn;
     }
     (out, None)
+}
+
+/// Checks one batch of this node's own earlier incarnation (see
+/// [`Database::apply_own_recovered`]).
+fn check_own<'a>(
+    i: &Inner,
+    node: u64,
+    inc: u64,
+    b: &RemoteBatch<'a>,
+) -> Result<Checked<'a>, ReplError> {
+    let bad = |why: &str| ReplError::BadBatch {
+        origin: node,
+        origin_lsn: b.origin_lsn,
+        why: why.to_string(),
+    };
+    let (b_inc, lsn) = split_position(b.origin_lsn);
+    if b_inc >= inc || lsn == 0 {
+        return Err(bad("not a position of an earlier incarnation of this node"));
+    }
+    let batch = BatchRef::decode(b.payload, i.cfg.max_key_size, i.cfg.max_value_size)
+        .map_err(|k| bad(&k.to_string()))?;
+    let why = if batch.stamp.origin != node {
+        Some("its payload names another origin")
+    } else if batch.origin_lsn != 0 {
+        Some("its payload is a batch this node applied from another server")
+    } else if batch.stamp.ts.0 != b.stamp {
+        Some("the frame's stamp differs from the payload's")
+    } else if batch.count == 0 {
+        Some("it holds no operation")
+    } else if b.payload.len() < ORIGIN_LSN_OFFSET + 8 {
+        Some("short header")
+    } else {
+        None
+    };
+    if let Some(w) = why {
+        return Err(bad(w));
+    }
+    let mut payload = b.payload.to_vec();
+    payload[ORIGIN_LSN_OFFSET..ORIGIN_LSN_OFFSET + 8].copy_from_slice(&b.origin_lsn.to_le_bytes());
+    Ok(Checked {
+        pos: b.origin_lsn,
+        prev: b.prev_origin_lsn,
+        ts: b.stamp,
+        payload,
+        batch,
+    })
 }
 
 impl Inner {

@@ -87,6 +87,9 @@ pub(crate) struct ReplState {
     pub(crate) peer_floor: Mutex<Option<u64>>,
     /// Whether a checkpoint released WAL a peer still needed (past the bound).
     pub(crate) floor_dropped: std::sync::atomic::AtomicBool,
+    /// Position of the last local batch stamped since open (0: none yet): a session
+    /// token's position ([`crate::Database::last_local_position`]).
+    pub(crate) last_local: std::sync::atomic::AtomicU64,
 }
 
 impl ReplState {

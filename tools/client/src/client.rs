@@ -8,9 +8,10 @@ use duplex_proto::codes::{self, ErrorClass};
 use duplex_proto::Reply;
 
 use crate::config::{ClientConfig, SwitchMode};
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnError};
 use crate::error::{Error, Result};
 use crate::state::{describe, ServerStatus, StateInfo, Unavailable};
+use crate::token::{wants_token, Tokens};
 
 /// Something the client did on its own that the application may want to log or show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,14 @@ pub enum Event {
         /// The new server's epoch.
         epoch: u64,
     },
+    /// After a switch, the new server did not show the client's own earlier writes within
+    /// `token_wait`, and `token_timeout_proceeds` is set: the client went on there.
+    OwnWritesNotVisible {
+        /// The server switched to.
+        server: String,
+        /// Its `DUPLEX.WAIT` reply.
+        message: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -70,6 +79,11 @@ impl fmt::Display for Event {
             Event::FailedBack { from, to, epoch } => write!(
                 f,
                 "failback: {to} is running again (epoch {epoch}); moved back from {from}"
+            ),
+            Event::OwnWritesNotVisible { server, message } => write!(
+                f,
+                "went on at {server} although the client's own writes are not visible there \
+                 yet: {message}"
             ),
         }
     }
@@ -103,6 +117,10 @@ pub struct Client {
     down: Option<(usize, Unavailable, bool)>,
     events: Vec<Event>,
     switches: u64,
+    /// The session token (see [`crate::token`]).
+    tokens: Tokens,
+    /// A MULTI is open on the connection: no token request goes behind its commands.
+    in_multi: bool,
 }
 
 /// Commands safe to send again after a switch when their reply was lost.
@@ -153,6 +171,8 @@ impl Client {
             down: None,
             events: Vec::new(),
             switches: 0,
+            tokens: Tokens::default(),
+            in_multi: false,
         };
         match c.select((0..n).collect()) {
             Ok((idx, epoch)) => {
@@ -180,6 +200,14 @@ impl Client {
     /// How many times the client has moved to a different server (switches and failbacks).
     pub fn switch_count(&self) -> u64 {
         self.switches
+    }
+
+    /// Forgets the session token: the next server switched to is not asked to wait for
+    /// this client's earlier writes. For an application that got
+    /// [`Error::OwnWritesNotVisible`] (say, its last writes were acknowledged by a server
+    /// that died before they reached any other) and accepts reading without them.
+    pub fn clear_session_token(&mut self) {
+        self.tokens = Tokens::default();
     }
 
     /// Takes the events recorded since the last call (oldest first).
@@ -258,10 +286,12 @@ impl Client {
         let mut retried = false;
         loop {
             let idx = self.ready()?;
-            let Some(a) = self.active.as_mut() else {
+            if !self.settle(idx)? {
+                continue;
+            }
+            let Some(res) = self.send(&name, args) else {
                 continue;
             };
-            let res = a.conn.call(args);
             let server = self.addr(idx).to_owned();
             match res {
                 Ok(Reply::Error(msg)) if is_refusal(&msg) => {
@@ -487,6 +517,81 @@ impl Client {
             last_poll: Instant::now(),
         });
         self.down = None;
+        self.tokens.unsettled = true;
+        self.in_multi = false;
+    }
+
+    /// Sends one command on the active connection (`None`: there is none); a data write
+    /// outside MULTI carries `DUPLEX.TOKEN` in the same pipeline (session tokens on), whose
+    /// reply is recorded. Tracks MULTI.
+    fn send(&mut self, name: &str, args: &[&[u8]]) -> Option<Result<Reply, ConnError>> {
+        let a = self.active.as_mut()?;
+        // EXEC closes the MULTI: its token request runs after the transaction.
+        let open_multi = self.in_multi && name != "EXEC";
+        let res = if self.cfg.session_tokens && !open_multi && wants_token(name) {
+            a.conn.call_pair(args, &[b"DUPLEX.TOKEN"]).map(|(r, t)| {
+                // A token lost with the connection: the next command finds it closed.
+                if let Ok(t) = t {
+                    self.tokens.record(&t);
+                }
+                r
+            })
+        } else {
+            a.conn.call(args)
+        };
+        match (name, &res) {
+            ("MULTI", Ok(Reply::Simple(_))) => self.in_multi = true,
+            ("EXEC" | "DISCARD", _) | (_, Err(_)) => self.in_multi = false,
+            _ => {}
+        }
+        Some(res)
+    }
+
+    /// Before the first command on a connection made by a switch (or a reconnect): asks the
+    /// server to wait for the client's own writes (`DUPLEX.WAIT` per origin of the session
+    /// token). `Ok(true)`: go on; `Ok(false)`: the server was marked down, choose again;
+    /// [`Error::OwnWritesNotVisible`] when they did not arrive in time (unless
+    /// `token_timeout_proceeds`).
+    fn settle(&mut self, idx: usize) -> Result<bool> {
+        if !self.tokens.unsettled {
+            return Ok(true);
+        }
+        if !self.cfg.session_tokens {
+            self.tokens.unsettled = false;
+            return Ok(true);
+        }
+        let ms = self.cfg.effective_token_wait().as_millis().to_string();
+        for (origin, pos) in self.tokens.marks().to_vec() {
+            let Some(a) = self.active.as_mut() else {
+                return Ok(false);
+            };
+            let (o, p) = (origin.to_string(), pos.to_string());
+            match a
+                .conn
+                .call(&[b"DUPLEX.WAIT", o.as_bytes(), p.as_bytes(), ms.as_bytes()])
+            {
+                Ok(Reply::Error(m))
+                    if matches!(codes::code_of(&m), codes::TIMEOUT | codes::TOKENLOST) =>
+                {
+                    let server = self.addr(idx).to_owned();
+                    if !self.cfg.token_timeout_proceeds {
+                        return Err(Error::OwnWritesNotVisible { server, message: m });
+                    }
+                    self.events
+                        .push(Event::OwnWritesNotVisible { server, message: m });
+                    break;
+                }
+                // +OK, -NOREPL (a server that does not replicate: the writes cannot come),
+                // or a server that does not know the command: nothing to wait for.
+                Ok(_) => {}
+                Err(e) => {
+                    self.mark_down(idx, Unavailable::Unreachable(e.to_string()), true);
+                    return Ok(false);
+                }
+            }
+        }
+        self.tokens.unsettled = false;
+        Ok(true)
     }
 
     fn record_move(&mut self, from: usize, to: usize, epoch: u64, failback: bool) {

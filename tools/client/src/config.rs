@@ -42,6 +42,20 @@ pub struct ClientConfig {
     /// as a poll finds it usable again. Default off: without it the client stays where it
     /// is until that server goes down.
     pub failback: bool,
+    /// Session tokens (default on): every SET, MSET, DEL and EXEC carries a `DUPLEX.TOKEN`
+    /// in the same pipeline, and after a switch (failover or failback) the client sends
+    /// `DUPLEX.WAIT` for its own writes before its first command there, so it reads its own
+    /// writes on the new server. See the crate docs.
+    pub session_tokens: bool,
+    /// How long the new server may wait for the client's own writes to arrive from their
+    /// origin after a switch. Default 2 s; at most half of `read_timeout` is asked for (the
+    /// server answers only when the wait ends, and that answer must arrive in time).
+    pub token_wait: Duration,
+    /// When the client's own writes have not reached the new server within
+    /// `token_wait`: `false` (default) fails the call with [`Error::OwnWritesNotVisible`]
+    /// (nothing sent; the next call waits again); `true` records an
+    /// [`crate::Event::OwnWritesNotVisible`] and goes on (reads may miss those writes).
+    pub token_timeout_proceeds: bool,
 }
 
 impl ClientConfig {
@@ -60,7 +74,35 @@ impl ClientConfig {
             read_timeout: Duration::from_secs(5),
             switch_mode: SwitchMode::Automatic,
             failback: false,
+            session_tokens: true,
+            token_wait: Duration::from_secs(2),
+            token_timeout_proceeds: false,
         }
+    }
+
+    /// Turns session tokens on or off.
+    pub fn session_tokens(mut self, on: bool) -> ClientConfig {
+        self.session_tokens = on;
+        self
+    }
+
+    /// Sets how long a new server may wait for the client's own writes after a switch.
+    pub fn token_wait(mut self, d: Duration) -> ClientConfig {
+        self.token_wait = d;
+        self
+    }
+
+    /// Whether to go on (with an event) when the client's own writes are not visible on
+    /// the new server in time, instead of failing the call.
+    pub fn token_timeout_proceeds(mut self, on: bool) -> ClientConfig {
+        self.token_timeout_proceeds = on;
+        self
+    }
+
+    /// The wait asked of a server by `DUPLEX.WAIT`: `token_wait`, at most half of
+    /// `read_timeout`.
+    pub fn effective_token_wait(&self) -> Duration {
+        self.token_wait.min(self.read_timeout / 2)
     }
 
     /// Sets the password.
@@ -151,5 +193,16 @@ mod tests {
             .poll_interval(Duration::ZERO)
             .validate()
             .is_err());
+        assert_eq!(
+            ClientConfig::new(["h:1"])
+                .token_wait(Duration::from_secs(5))
+                .effective_token_wait(),
+            Duration::from_millis(2500),
+            "half the read timeout at most"
+        );
+        assert_eq!(
+            ClientConfig::new(["h:1"]).effective_token_wait(),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -105,6 +105,21 @@ impl Conn {
         }
     }
 
+    /// Sends two requests in one write and reads both replies: the first reply, and the
+    /// second or why it could not be read (the first reply is known either way).
+    pub(crate) fn call_pair(
+        &mut self,
+        first: &[&[u8]],
+        second: &[&[u8]],
+    ) -> Result<(Reply, Result<Reply, ConnError>), ConnError> {
+        let mut out = Vec::with_capacity(96 + first.iter().map(|a| a.len() + 16).sum::<usize>());
+        encode_request(&mut out, first);
+        encode_request(&mut out, second);
+        self.stream.write_all(&out).map_err(ConnError::Io)?;
+        let a = self.recv()?;
+        Ok((a, self.recv()))
+    }
+
     /// Sends one request and reads its reply.
     pub(crate) fn call(&mut self, args: &[&[u8]]) -> Result<Reply, ConnError> {
         self.send(args)?;

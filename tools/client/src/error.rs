@@ -80,6 +80,22 @@ pub enum Error {
         message: String,
     },
 
+    /// After a switch, the new server does not hold the client's own earlier writes (made
+    /// on another server) within [`crate::ClientConfig::token_wait`]: reading there could
+    /// go back in time. Nothing of this call was sent; the next call waits again. Set
+    /// [`crate::ClientConfig::token_timeout_proceeds`] to go on regardless.
+    #[error(
+        "the client's own writes are not yet visible on {server} after the switch: {message}. \
+         This call was not sent; retry (the next call waits again), call \
+         clear_session_token() to go on without them, or configure token_timeout_proceeds"
+    )]
+    OwnWritesNotVisible {
+        /// The server switched to.
+        server: String,
+        /// The server's `DUPLEX.WAIT` reply (`TIMEOUT ...` or `TOKENLOST ...`).
+        message: String,
+    },
+
     /// The server answered with a reply of an unexpected shape for the command.
     #[error("server {server} answered {command} with {reply}, which this client does not expect; is it really duplexd?")]
     UnexpectedReply {

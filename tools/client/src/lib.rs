@@ -63,6 +63,29 @@
 //! could not take the write) is returned to the application as the server's error: the
 //! write is in that server's own log but was not acknowledged, and the server goes on.
 //!
+//! # Reading your own writes across a switch (session tokens)
+//! A write acknowledged by server B may not have reached server A when the client moves
+//! to A (B died just after; the link is slow). With [`ClientConfig::session_tokens`] (on by
+//! default) every SET, MSET, DEL and EXEC carries a `DUPLEX.TOKEN` request in the same
+//! pipeline (one send, both replies read together: no extra round trip); the reply, the
+//! writing server's node id and the replication position of its last local batch, is kept
+//! as the client's session token (the highest position per node). After every switch,
+//! failback or reconnect, before its first command there, the client sends
+//! `DUPLEX.WAIT node position timeout` for each node of the token: the new server answers
+//! once it holds those writes (at once when it already does). When it does not within
+//! [`ClientConfig::token_wait`] (default 2 s), the call fails with
+//! [`Error::OwnWritesNotVisible`] and nothing is sent (the next call waits again), or, with
+//! [`ClientConfig::token_timeout_proceeds`], an [`Event::OwnWritesNotVisible`] is recorded
+//! and the client goes on. A server without peers (`-NOREPL`) or one that does not know the
+//! command has nothing to wait for. A write acknowledged by a server that died before it
+//! reached any other is never visible elsewhere: every call then fails with
+//! [`Error::OwnWritesNotVisible`] until that server is back, and the application decides
+//! (retry later, or [`Client::clear_session_token`] to go on without those writes).
+//! Limits: a token whose reply was lost with the
+//! connection (the server died between the write's reply and the token's) is not known, so
+//! that write is not waited for; the token covers the writes made through this `Client`,
+//! not other clients' (share nothing between clients).
+//!
 //! ```no_run
 //! use duplex_client::{Client, ClientConfig};
 //! let mut c = Client::connect(ClientConfig::new(["127.0.0.1:7379", "127.0.0.1:7380"]))?;
@@ -82,6 +105,7 @@ mod config;
 mod conn;
 mod error;
 mod state;
+mod token;
 
 pub use client::{Client, Event};
 pub use config::{ClientConfig, SwitchMode};

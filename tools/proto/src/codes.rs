@@ -35,6 +35,15 @@ pub const WRONGPASS: &str = "WRONGPASS";
 pub const EXECABORT: &str = "EXECABORT";
 /// HELLO asked for a protocol version the server does not speak.
 pub const NOPROTO: &str = "NOPROTO";
+/// `DUPLEX.WAIT`: the session token's writes did not reach this server within the
+/// timeout (the client's own writes are not yet visible here). Nothing was changed.
+pub const TIMEOUT: &str = "TIMEOUT";
+/// `DUPLEX.WAIT`: this server is the token's origin and no longer holds the position it
+/// acknowledged (a lost tail): the writes will not arrive. Nothing was changed.
+pub const TOKENLOST: &str = "TOKENLOST";
+/// `DUPLEX.WAIT`: this server does not replicate (no `--peer`) and never received a batch
+/// of the token's origin: its writes cannot arrive here, so there is nothing to wait for.
+pub const NOREPL: &str = "NOREPL";
 
 /// The codes of a write refused because of the server's operation state or a resource it
 /// lacks for now (the write was not applied, so a client may send it to another server).

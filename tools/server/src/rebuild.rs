@@ -9,12 +9,15 @@
 //!    throughout. The backup is verified (`verify_backup`).
 //! 3. Every other `--peer` is asked (a handshake, its opening ACK) how far it holds this
 //!    node's own batches; the new incarnation lies above all of them and the rebuild peer's.
+//!    What a peer holds beyond the backup source's mark is the gap ([`RebuildGap`]),
+//!    logged (`rebuild_gap`, `rebuild_done`) and shown in INFO.
 //! 4. Restore, roll forward as the peer's node, adopt as this node
 //!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
 //!    renamed into place; the staging directory is removed.
 //!
-//! The server then starts in state `recovering` (writes refused, reads served) while its
-//! peer links catch up what the peer wrote after its backup, and ends with the write hold
+//! The server then starts in state `recovering` (writes refused, reads served), first pulls
+//! the gap back from the peer holding it ([`pull_missing`]), while its peer links catch up
+//! what the peer wrote after its backup, and ends with the write hold
 //! ([`spawn_hold`]): it asks the peer (HOLD, on a connection of its own) to delay new
 //! writes for at most [`HOLD_MS`] and name its cut-off (HELD), waits until its mark of the
 //! peer reaches it, releases (RELEASE) and turns `running` on a new epoch, holding
@@ -62,6 +65,125 @@ const HOLD_RETRY: Duration = Duration::from_millis(200);
 /// Most files a backup may hold.
 const MAX_FILES: u32 = 100_000;
 
+/// How much of the lost server's own updates the rebuild could not recover, from the
+/// marks its peers hold of it (each peer's high-water mark of this node's old incarnation).
+///
+/// The rebuilt database holds this node's old updates up to the backup source's mark
+/// (`recovered_mark`). A surviving peer with a higher mark of the same incarnation holds
+/// updates of this node the backup did not bring back; [`pull_missing`] pulls them from
+/// it when it still holds them in memory (then `pulled` and a raised `recovered_mark`),
+/// else they are gone from this server and survive on that peer only. Their count is
+/// bounded by the LSN span (`gone_at_most`): LSNs of the lost node also number the records
+/// it applied from peers, so the true count may be lower. Updates the lost server
+/// acknowledged that reached no peer cannot be counted at all (its log is gone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildGap {
+    /// What the rebuild recovered of this node's old updates: the backup source's mark,
+    /// raised by a pull.
+    pub recovered_mark: u64,
+    /// The highest mark any asked peer holds of this node (the source included).
+    pub highest_mark: u64,
+    /// The peer holding it (the source when no peer holds more).
+    pub highest_peer: String,
+    /// At most this many of this node's updates are on `highest_peer` but not here: the
+    /// LSN span between the two marks. `None` when the peer's mark is of a later
+    /// incarnation than the source's (the span cannot be counted).
+    pub gone_at_most: Option<u64>,
+    /// Peers that could not be asked (their marks are unknown).
+    pub peers_unreachable: usize,
+    /// Of this node's old updates, how many were pulled back from `highest_peer` after the
+    /// restore ([`pull_missing`]); `recovered_mark` then includes them.
+    pub pulled: u64,
+}
+
+impl RebuildGap {
+    /// The gap between the source's mark and the others' (`(peer, mark)`).
+    pub fn of(
+        source: &str,
+        source_mark: u64,
+        others: &[(String, u64)],
+        unreachable: usize,
+    ) -> RebuildGap {
+        let (mut peer, mut mark) = (source.to_owned(), source_mark);
+        for (p, m) in others {
+            if *m > mark {
+                (peer, mark) = (p.clone(), *m);
+            }
+        }
+        let (hi_inc, hi_lsn) = duplex_engine::split_position(mark);
+        let (src_inc, src_lsn) = duplex_engine::split_position(source_mark);
+        let gone_at_most = if hi_inc == src_inc || (source_mark == 0 && hi_inc <= 1) {
+            Some(hi_lsn.saturating_sub(src_lsn))
+        } else {
+            None
+        };
+        RebuildGap {
+            recovered_mark: source_mark,
+            highest_mark: mark,
+            highest_peer: peer,
+            gone_at_most,
+            peers_unreachable: unreachable,
+            pulled: 0,
+        }
+    }
+
+    /// After `pulled` batches up to position `to` came back from `highest_peer`.
+    pub fn after_pull(&mut self, pulled: u64, to: u64) {
+        self.pulled += pulled;
+        self.recovered_mark = self.recovered_mark.max(to);
+        let (hi_inc, hi_lsn) = duplex_engine::split_position(self.highest_mark);
+        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
+        self.gone_at_most = (hi_inc == inc).then(|| hi_lsn.saturating_sub(lsn));
+    }
+
+    /// One line for an operator.
+    pub fn describe(&self) -> String {
+        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
+        let base = format!(
+            "recovered this node's old updates up to incarnation {inc} LSN {lsn} (the backup source's mark{})",
+            if self.pulled > 0 {
+                format!(", then {} pulled back from {}", self.pulled, self.highest_peer)
+            } else {
+                String::new()
+            }
+        );
+        let gone = match self.gone_at_most {
+            Some(0) => "no surviving peer holds more of them".to_owned(),
+            Some(n) => format!(
+                "{} holds up to {n} more of them (LSN span) that were not recovered: they are gone from this server unless pulled back, and survive on {}",
+                self.highest_peer, self.highest_peer
+            ),
+            None => format!(
+                "{} holds a later incarnation of this node (position {}) than the source: an uncounted number of its updates were not recovered",
+                self.highest_peer, self.highest_mark
+            ),
+        };
+        let unknown = if self.peers_unreachable > 0 {
+            format!(
+                "; {} peer(s) could not be asked and may hold more",
+                self.peers_unreachable
+            )
+        } else {
+            String::new()
+        };
+        format!("{base}; {gone}{unknown}; updates the lost server acknowledged that reached no peer cannot be counted")
+    }
+
+    /// INFO lines (`rebuild_*`), each ending in CRLF.
+    pub fn info_lines(&self) -> String {
+        format!(
+            "rebuild_recovered_mark:{}\r\nrebuild_highest_peer_mark:{}\r\nrebuild_highest_peer:{}\r\nrebuild_updates_gone_at_most:{}\r\nrebuild_peers_unreachable:{}\r\nrebuild_updates_pulled:{}\r\n",
+            self.recovered_mark,
+            self.highest_mark,
+            self.highest_peer,
+            self.gone_at_most
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            self.peers_unreachable,
+            self.pulled
+        )
+    }
+}
+
 /// What a rebuild did, as its last log line reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebuildReport {
@@ -79,6 +201,8 @@ pub struct RebuildReport {
     pub incarnation: u64,
     /// The node whose backup it was.
     pub from_node: u64,
+    /// What of this node's old updates was not recovered.
+    pub gap: RebuildGap,
 }
 
 /// The staging directories of a rebuild of `data`.
@@ -165,8 +289,14 @@ pub fn run(
     let end =
         fetch(cfg, secret, peer, &staging.backup, progress).map_err(|e| Error::rebuild(peer, e))?;
     let copy_secs = t0.elapsed().as_secs_f64();
+    let (others, unreachable) = other_marks(cfg, secret, peer);
+    let gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
+    progress.set_gap(gap.clone());
+    if gap.highest_mark > gap.recovered_mark {
+        tracing::warn!(event = "rebuild_gap", recovered_mark = gap.recovered_mark, highest_mark = gap.highest_mark, highest_peer = %gap.highest_peer, gone_at_most = ?gap.gone_at_most, "{}", gap.describe());
+    }
     let mut marks = vec![(peer.to_owned(), end.lost_node_mark)];
-    marks.extend(other_marks(cfg, secret, peer));
+    marks.extend(others);
     let held = marks
         .iter()
         .map(|(_, m)| duplex_engine::split_position(*m).0)
@@ -187,6 +317,7 @@ pub fn run(
         total_secs: t0.elapsed().as_secs_f64(),
         incarnation: adopted.incarnation,
         from_node: adopted.from_node,
+        gap,
     };
     tracing::info!(
         event = "rebuild_done",
@@ -198,8 +329,13 @@ pub fn run(
         restore_secs = rep.restore_secs,
         total_secs = rep.total_secs,
         incarnation = rep.incarnation,
-        "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; starting",
-        rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation
+        recovered_mark = rep.gap.recovered_mark,
+        highest_peer_mark = rep.gap.highest_mark,
+        highest_peer = %rep.gap.highest_peer,
+        updates_gone_at_most = ?rep.gap.gone_at_most,
+        peers_unreachable = rep.gap.peers_unreachable,
+        "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; {}; starting",
+        rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation, rep.gap.describe()
     );
     Ok(rep)
 }
@@ -334,10 +470,15 @@ fn fetch(
     }
 }
 
-/// Every other `--peer`'s mark of this node's own batches (a handshake; its opening ACK).
-/// A peer that cannot be reached is logged and left out.
-fn other_marks(cfg: &ServerConfig, secret: &[u8], rebuild_peer: &str) -> Vec<(String, u64)> {
+/// Every other `--peer`'s mark of this node's own batches (a handshake; its opening ACK),
+/// and how many could not be asked (each is logged and left out).
+fn other_marks(
+    cfg: &ServerConfig,
+    secret: &[u8],
+    rebuild_peer: &str,
+) -> (Vec<(String, u64)>, usize) {
     let mut out = Vec::new();
+    let mut unreachable = 0;
     for entry in &cfg.peers {
         let (_, addr) = crate::config::split_peer(entry);
         if addr == rebuild_peer {
@@ -355,11 +496,12 @@ fn other_marks(cfg: &ServerConfig, secret: &[u8], rebuild_peer: &str) -> Vec<(St
         match mark {
             Ok(m) => out.push((addr.to_owned(), m)),
             Err(e) => {
+                unreachable += 1;
                 tracing::warn!(event = "rebuild_peer_unreachable", peer = addr, error = %e, "cannot ask {addr} how far it holds this node's updates: {e}; if it holds more than the rebuild peer, this node's next updates may be taken for duplicates there until it is rebuilt too")
             }
         }
     }
-    out
+    (out, unreachable)
 }
 
 /// A file being received.
@@ -617,6 +759,7 @@ pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHa
     std::thread::Builder::new()
         .name("rebuild-hold".into())
         .spawn(move || {
+            pull_missing(&sh);
             if !hold_loop(&sh, from_node) {
                 return;
             }
@@ -628,6 +771,84 @@ pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHa
             }
         })
         .map_err(Error::Net)
+}
+
+/// Before the write hold (state `recovering`, no client writes): when a surviving peer
+/// holds more of this node's old updates than the backup source did, pulls them back from
+/// it (a RESYNC naming this node as the first frame: the peer sends the batches it holds
+/// for forwarding) and applies them as plain versions
+/// ([`duplex_engine::Database::apply_own_recovered`]: origin and stamps kept, logged). The
+/// gap INFO shows is updated; a failure is logged and leaves the gap reported.
+fn pull_missing(sh: &Shared) {
+    let Some(mut gap) = sh.rebuild_gap() else {
+        return;
+    };
+    if gap.highest_mark <= gap.recovered_mark {
+        return;
+    }
+    match pull_from(sh, &gap) {
+        Ok((n, to)) => {
+            gap.after_pull(n, to);
+            tracing::info!(event = "rebuild_pulled", peer = %gap.highest_peer, batches = n, recovered_mark = gap.recovered_mark, updates_gone_at_most = ?gap.gone_at_most, "pulled {n} of this node's old updates back from {}; {}", gap.highest_peer, gap.describe());
+        }
+        Err(e) => {
+            tracing::warn!(event = "rebuild_pull_failed", peer = %gap.highest_peer, error = %e, "cannot pull this node's old updates back from {}: {e}; {}", gap.highest_peer, gap.describe());
+        }
+    }
+    sh.set_rebuild_gap(gap);
+}
+
+/// One pull from `gap.highest_peer`: (batches applied, the last position applied).
+fn pull_from(sh: &Shared, gap: &RebuildGap) -> Result<(u64, u64), String> {
+    use duplex_proto::peer::Resync;
+    let cfg = sh.cfg();
+    let node = cfg.node_id;
+    let secret = sh.peers().secret().ok_or("no cluster secret")?;
+    let mut c = PeerConn::open(cfg, secret.bytes(), &gap.highest_peer, CONNECT_FOR)?;
+    c.send(&Frame::Resync(Resync {
+        origin: node,
+        last_good_lsn: gap.recovered_mark,
+    }))?;
+    // The peer's opening ACK of this node comes first; the one after the batches ends.
+    let (mut opening, mut n, mut to) = (true, 0u64, gap.recovered_mark);
+    loop {
+        match c.recv(Instant::now() + HANDSHAKE_TIMEOUT)? {
+            Frame::Ack(a) if a.origin == node => {
+                if !opening {
+                    return Ok((n, to));
+                }
+                opening = false;
+            }
+            Frame::Ack(_) => {}
+            Frame::Batches(b) if b.origin == node => {
+                let remote: Vec<duplex_engine::RemoteBatch<'_>> = b
+                    .batches
+                    .iter()
+                    .map(|x| duplex_engine::RemoteBatch {
+                        origin_lsn: x.origin_lsn,
+                        prev_origin_lsn: x.prev_origin_lsn,
+                        stamp: x.stamp,
+                        payload: &x.payload,
+                    })
+                    .collect();
+                let (k, refused) = sh
+                    .db()
+                    .apply_own_recovered(&remote)
+                    .map_err(|e| format!("applying pulled batches: {e}"))?;
+                if let Some(last) = k.checked_sub(1).and_then(|i| b.batches.get(i)) {
+                    to = last.origin_lsn;
+                }
+                n += k as u64;
+                if let Some(r) = refused {
+                    return Err(format!("a pulled batch was refused ({n} applied): {r}"));
+                }
+            }
+            Frame::Error(e) => {
+                return Err(format!("the peer reported {:?}: {}", e.code, e.message))
+            }
+            other => return Err(format!("the peer sent {} during the pull", other.kind())),
+        }
+    }
 }
 
 /// How one hold attempt ended.
@@ -728,6 +949,55 @@ fn try_hold(sh: &Shared, from_node: u64) -> Result<HoldOutcome, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gap_is_the_span_a_surviving_peer_holds_beyond_the_source() {
+        use duplex_engine::position;
+        let others = vec![
+            ("c:3".to_owned(), position(1, 120)),
+            ("d:4".to_owned(), position(1, 90)),
+        ];
+        let g = RebuildGap::of("b:2", position(1, 100), &others, 1);
+        assert_eq!(g.recovered_mark, position(1, 100));
+        assert_eq!(
+            (g.highest_peer.as_str(), g.highest_mark),
+            ("c:3", position(1, 120))
+        );
+        assert_eq!(g.gone_at_most, Some(20));
+        let d = g.describe();
+        assert!(
+            d.contains("c:3 holds up to 20 more") && d.contains("1 peer(s)"),
+            "{d}"
+        );
+        assert!(g
+            .info_lines()
+            .contains("rebuild_updates_gone_at_most:20\r\n"));
+        // Pulled back up to 115 of C's 120: 5 still gone.
+        let mut p = g.clone();
+        p.after_pull(15, position(1, 115));
+        assert_eq!(
+            (p.pulled, p.recovered_mark, p.gone_at_most),
+            (15, position(1, 115), Some(5))
+        );
+        assert!(p.info_lines().contains("rebuild_updates_pulled:15\r\n"));
+        // Nobody holds more: nothing gone that a peer knows of.
+        let g = RebuildGap::of("b:2", position(1, 100), &others[1..], 0);
+        assert_eq!((g.gone_at_most, g.highest_peer.as_str()), (Some(0), "b:2"));
+        // The source never heard of this node: a peer's span of its first incarnation.
+        let g = RebuildGap::of("b:2", 0, &others, 0);
+        assert_eq!(g.gone_at_most, Some(120));
+        // A later incarnation on a peer: not countable.
+        let g = RebuildGap::of(
+            "b:2",
+            position(1, 100),
+            &[("c:3".into(), position(2, 5))],
+            0,
+        );
+        assert_eq!(g.gone_at_most, None);
+        assert!(g
+            .info_lines()
+            .contains("rebuild_updates_gone_at_most:unknown"));
+    }
 
     #[test]
     fn staging_sits_next_to_the_data_directory() {

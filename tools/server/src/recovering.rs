@@ -29,9 +29,16 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// What it is doing: `connecting`, `copying`, `restoring`, `installing`.
     pub phase: Mutex<&'static str>,
+    /// What of this node's old updates will not be recovered, once the peers were asked.
+    pub gap: Mutex<Option<crate::rebuild::RebuildGap>>,
 }
 
 impl Progress {
+    /// Records the gap the peers' marks show.
+    pub fn set_gap(&self, gap: crate::rebuild::RebuildGap) {
+        *self.gap.lock() = Some(gap);
+    }
+
     /// Sets the phase.
     pub fn set_phase(&self, phase: &'static str) {
         *self.phase.lock() = phase;
@@ -192,10 +199,13 @@ fn answer(args: &[&[u8]], who: &Who, progress: &Progress, out: &mut Vec<u8>) -> 
             bulk(out, b"ok");
         }
         "INFO" => {
-            let text = format!(
+            let mut text = format!(
                 "# Duplex\r\nstate:recovering\r\nepoch:0\r\nnode_id:{}\r\nrebuild_from:{}\r\nrebuild_phase:{phase}\r\nrebuild_bytes:{bytes}\r\n",
                 who.node_id, who.peer
             );
+            if let Some(g) = progress.gap.lock().as_ref() {
+                text.push_str(&g.info_lines());
+            }
             bulk(out, text.as_bytes());
         }
         "QUIT" => {

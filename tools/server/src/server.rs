@@ -93,6 +93,9 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     if let Some(s) = secret {
         shared.peers().set_secret(ClusterSecret::new(s));
     }
+    if let Some(r) = &rebuilt {
+        shared.set_rebuild_gap(r.gap.clone());
+    }
     come_up(&shared, rebuilt.is_some())?;
 
     spawn_signal_thread(&shared)?;

@@ -250,6 +250,9 @@ fn duplex(sh: &Shared, t: &mut String) {
         s.compactions,
         sh.cfg().data.display()
     );
+    if let Some(g) = sh.rebuild_gap() {
+        t.push_str(&g.info_lines());
+    }
     store_health(sh, t);
 }
 

@@ -9,7 +9,9 @@
 //! - [`info`]: INFO, CONFIG GET, COMMAND;
 //! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE,
 //!   DUPLEX.DIGEST, DUPLEX.CONFLICTS;
-//! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links).
+//! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links);
+//! - [`token`]: DUPLEX.TOKEN and DUPLEX.WAIT (session tokens: a client reads its own
+//!   writes across a switch).
 //!
 //! This layer knows requests and replies, not sockets: [`crate::session`] decides which
 //! requests run together and calls [`execute`] and [`write_groups`].
@@ -20,6 +22,7 @@ pub mod info;
 pub mod peers;
 pub mod read;
 pub mod scan;
+pub mod token;
 pub mod txn;
 pub mod write;
 
@@ -123,6 +126,10 @@ pub enum Cmd {
     DConflicts,
     /// `DUPLEX.PEERS`
     DPeers,
+    /// `DUPLEX.TOKEN`
+    DToken,
+    /// `DUPLEX.WAIT origin position timeout_ms`
+    DWait,
     /// Anything else.
     Unknown,
 }
@@ -171,6 +178,8 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("DUPLEX.DIGEST", Cmd::DDigest, 1, 3, false),
     ("DUPLEX.CONFLICTS", Cmd::DConflicts, 1, 2, false),
     ("DUPLEX.PEERS", Cmd::DPeers, 1, 1, false),
+    ("DUPLEX.TOKEN", Cmd::DToken, 1, 1, false),
+    ("DUPLEX.WAIT", Cmd::DWait, 4, 4, false),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -252,20 +261,21 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 }
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
-/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DBSIZE, and SCAN with a COUNT above
+/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait for a
+/// peer's batches), DBSIZE, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
     // Every request passes here: names that cannot be slow (GET, SET, ...) are told apart
     // by length and first letter before the table is searched.
     let name = args[0];
-    let maybe = matches!(name.len(), 4 | 6 | 13 | 17)
+    let maybe = matches!(name.len(), 4 | 6 | 11 | 13 | 17)
         && matches!(name[0].to_ascii_uppercase(), b'D' | b'S');
     if !maybe {
         return false;
     }
     match check(args) {
-        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize, _)) => true,
+        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait, _)) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
         _ => false,
     }
@@ -280,6 +290,7 @@ pub fn run_slow(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
         Ok((Cmd::DDigest, _)) => admin::digest(sh, args, out),
         Ok((Cmd::DbSize, _)) => scan::dbsize(sh, out),
         Ok((Cmd::Scan, _)) => scan::scan(sh, args, out),
+        Ok((Cmd::DWait, _)) => token::wait(sh, args, out),
         Ok(_) => error(out, "ERR internal: not a slow command"),
         Err(e) => e.send(out),
     }
@@ -402,6 +413,13 @@ fn dispatch(
         Cmd::DDigest => admin::digest(sh, args, out),
         Cmd::DConflicts => admin::conflicts(sh, args, out),
         Cmd::DPeers => peers::peers_cmd(sh, out),
+        Cmd::DToken => token::token(sh, out),
+        // Reached only where slow work cannot be handed off: checks once, never waits.
+        Cmd::DWait => {
+            let mut once = args.to_vec();
+            once[3] = b"0";
+            token::wait(sh, &once, out);
+        }
         Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
             // Handled by the caller.
             error(out, "ERR internal dispatch error");
@@ -431,6 +449,9 @@ mod tests {
         // A malformed one is refused at once, not queued as slow work.
         assert!(!is_slow(&[b"DUPLEX.DIGEST", b"a", b"b", b"c"]));
         assert!(!is_slow(&[b"DUPLEX.CONFLICTS"]));
+        assert!(is_slow(&[b"duplex.wait", b"1", b"2", b"3"]));
+        assert!(!is_slow(&[b"DUPLEX.WAIT", b"1"]));
+        assert!(!is_slow(&[b"DUPLEX.TOKEN"]));
         assert_eq!(lookup(b"duplex.conflicts").0, Cmd::DConflicts);
         assert!(check(&[b"DUPLEX.CONFLICTS", b"1", b"2"]).is_err());
     }

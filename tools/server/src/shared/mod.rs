@@ -79,9 +79,21 @@ pub struct Shared {
     disks: Mutex<Disks>,
     peers: PeerTable,
     write_hold: WriteHold,
+    /// What the rebuild this server started with could not recover (INFO).
+    rebuild_gap: Mutex<Option<crate::rebuild::RebuildGap>>,
 }
 
 impl Shared {
+    /// Records what the rebuild this server started with could not recover (INFO shows it).
+    pub fn set_rebuild_gap(&self, gap: crate::rebuild::RebuildGap) {
+        *self.rebuild_gap.lock() = Some(gap);
+    }
+
+    /// What the rebuild this server started with could not recover, if it was rebuilt.
+    pub fn rebuild_gap(&self) -> Option<crate::rebuild::RebuildGap> {
+        self.rebuild_gap.lock().clone()
+    }
+
     /// The shared state of a daemon serving `db` on `addr`.
     pub fn new(
         db: Database,
@@ -114,6 +126,7 @@ impl Shared {
             conns_lock: Mutex::new(()),
             failed_here: AtomicBool::new(false),
             disks: Mutex::new(Disks::default()),
+            rebuild_gap: Mutex::new(None),
             peers: PeerTable::default(),
             write_hold: WriteHold::default(),
         }

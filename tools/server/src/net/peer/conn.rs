@@ -680,6 +680,11 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             }
             return super::serve_rebuild::serve(sh, io, origin, r);
         }
+        if let Frame::Resync(r) = &frame {
+            if r.origin == origin && rx.progress().frames == 0 {
+                return super::serve_rebuild::serve_pull(sh, io, origin, r.last_good_lsn);
+            }
+        }
         if let Frame::Hold(h) = frame {
             if rx.progress().frames > 0 {
                 return Fail::Link(LinkError::Protocol(

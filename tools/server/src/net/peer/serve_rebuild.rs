@@ -11,6 +11,11 @@
 //! A connection whose first frame is HOLD ([`serve_hold`]) gets the short write hold that
 //! ends a rebuild: new client writes wait, the cut-off is named (HELD) and the hold ends at
 //! RELEASE or by itself.
+//!
+//! A connection whose first frame is a RESYNC naming the connecting node itself
+//! ([`serve_pull`]) gets that node's batches this server holds for forwarding after the
+//! RESYNC's position (a rebuilt node pulling back its old updates the backup lacked), in
+//! BATCHES frames, then an ACK of that node with the last position sent.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -230,6 +235,75 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(n)
+}
+
+/// Most batches of one BATCHES frame of a pull.
+const PULL_FRAME_BATCHES: usize = 256;
+/// Most payload bytes of one BATCHES frame of a pull (one larger batch goes alone).
+const PULL_FRAME_BYTES: usize = 512 << 10;
+
+/// Serves a pull from the rebuilt node `origin` (see the module doc): its batches held
+/// here for forwarding after `after`, then ACK(origin, the last position sent); an ERROR
+/// when they are no longer held in memory.
+pub(super) fn serve_pull(sh: &Shared, io: &mut FrameIo, origin: u64, after: u64) -> Fail {
+    use duplex_proto::peer::{Ack, Batch, Batches};
+    let db = sh.db();
+    let (mut at, mut sent) = (after, 0u64);
+    loop {
+        if sh.stopping() {
+            return Fail::Stopped;
+        }
+        let Some(got) = duplex_engine::FeedCursor::read_forward(
+            db,
+            origin,
+            at,
+            PULL_FRAME_BATCHES,
+            PULL_FRAME_BYTES,
+        ) else {
+            return local(format!(
+                "node {origin} asks for its batches after position {at}: they are no longer held here (only the last replication_backlog_bytes of each origin are)"
+            ));
+        };
+        let Some(last) = got.last().map(|b| b.origin_lsn) else {
+            break;
+        };
+        sent += got.len() as u64;
+        let batches = got
+            .into_iter()
+            .map(|b| Batch {
+                origin_lsn: b.origin_lsn,
+                prev_origin_lsn: b.prev_origin_lsn,
+                stamp: b.stamp,
+                payload: b.payload.to_vec(),
+            })
+            .collect();
+        if let Err(f) = io.send(&[Frame::Batches(Batches { origin, batches })]) {
+            return f;
+        }
+        at = last;
+    }
+    if let Err(f) = io.send(&[Frame::Ack(Ack {
+        origin,
+        durable_lsn: at,
+    })]) {
+        return f;
+    }
+    tracing::info!(
+        event = "rebuild_pull_served",
+        node = origin,
+        after,
+        to = at,
+        batches = sent,
+        "sent rebuilt node {origin} {sent} of its old batches (positions {after} to {at})"
+    );
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        match io.recv(sh, deadline) {
+            Ok(_) => {}
+            Err(Fail::Stopped) => return Fail::Stopped,
+            Err(_) => return Fail::Done,
+        }
+    }
 }
 
 /// Most of this server's own batches a rebuilt peer may still lack when it asks for the
