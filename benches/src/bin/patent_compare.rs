@@ -22,17 +22,19 @@
 //! 4. **Backup pace and latency** (`DUPLEX_PATENT_LATENCY=0` skips it): `DUPLEX.BACKUP`
 //!    (the server's own adaptively paced backup) while another client does a SET then a
 //!    GET of a 1 KiB value in a loop, each timed; 2 s before and after as the baseline.
-//! 5. **Writes after the backup**: three more loads of `DUPLEX_AFTER_MIB` (default 32),
+//! 5. **Writes after the backup**: three more loads of `DUPLEX_AFTER_MIB` (default 64),
 //!    same size and then twice that, of overwrites and new keys, each followed by a wait
 //!    until the archive holds every write; `last_lsn` after each.
 //! 6. **(iii) Restore plus roll-forward**: `duplex-recover restore --backup B [--archive A
 //!    --until-lsn L]` into a new directory, with no archive and with the 1, 2 and 4 x
-//!    `DUPLEX_AFTER_MIB` of writes; the last restore is opened by a server and its
-//!    `DUPLEX.DIGEST` compared with A's.
+//!    `DUPLEX_AFTER_MIB` of writes, `DUPLEX_RESTORE_ROUNDS` (default 3) interleaved rounds,
+//!    medians; the last restore is opened by a server and its `DUPLEX.DIGEST` compared
+//!    with A's.
 //!
 //! Prints each time, the ratios (logical / copy, logical / restore), and the load average
 //! with each figure. With `DUPLEX_CSV_DIR=docs/plots` it also writes `restore.csv`
-//! (`archive_mib,restore_s`) and `backup_latency.csv` (`t_ms,set_us,get_us,phase`) there,
+//! (`archive_mib,restore_s`, medians) and `backup_latency.csv` (100 ms windows:
+//! `t_ms,set_p50_us,set_max_us,get_p50_us,get_max_us,phase`; phase 1 = backup running) there,
 //! which the `plots` binary draws.
 
 use std::collections::HashMap;
@@ -341,6 +343,29 @@ fn latency_summary(samples: &[Sample]) -> String {
     out
 }
 
+/// The samples in 100 ms windows: start ms, SET p50 and max, GET p50 and max (µs), phase.
+fn windows(samples: &[Sample]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < samples.len() {
+        let w = samples[i].0 / 100;
+        let j = i + samples[i..].iter().take_while(|s| s.0 / 100 == w).count();
+        let mut set: Vec<u64> = samples[i..j].iter().map(|s| s.1).collect();
+        let mut get: Vec<u64> = samples[i..j].iter().map(|s| s.2).collect();
+        out.push(format!(
+            "{},{},{},{},{},{}",
+            w * 100,
+            pct(&mut set, 0.5),
+            pct(&mut set, 1.0),
+            pct(&mut get, 0.5),
+            pct(&mut get, 1.0),
+            samples[j - 1].3
+        ));
+        i = j;
+    }
+    out
+}
+
 fn write_csv(name: &str, header: &str, rows: &[String]) {
     let Some(dir) = std::env::var_os("DUPLEX_CSV_DIR") else {
         return;
@@ -465,11 +490,11 @@ fn run_copies(ctx: &Ctx, a: &Daemon) -> (f64, PathBuf) {
             loadavg(),
             latency_summary(&samples)
         );
-        let rows: Vec<String> = samples
-            .iter()
-            .map(|s| format!("{},{},{},{}", s.0, s.1, s.2, s.3))
-            .collect();
-        write_csv("backup_latency.csv", "t_ms,set_us,get_us,phase", &rows);
+        write_csv(
+            "backup_latency.csv",
+            "t_ms,set_p50_us,set_max_us,get_p50_us,get_max_us,phase",
+            &windows(&samples),
+        );
         let _ = std::fs::remove_dir_all(a.root.join("backups").join("paced"));
     }
     (secs, into)
@@ -477,7 +502,7 @@ fn run_copies(ctx: &Ctx, a: &Daemon) -> (f64, PathBuf) {
 
 /// Writes after the backup, then (iii): restores with 0, 1, 2 and 4 x the after-writes.
 fn run_restores(ctx: &Ctx, a: &mut Daemon, backup: &Path, logical: f64, copy: f64) {
-    let after_mib = env_u64("DUPLEX_AFTER_MIB", 32);
+    let after_mib = env_u64("DUPLEX_AFTER_MIB", 64);
     let step = (after_mib << 20) / ctx.vlen as u64;
     let mut points = vec![(0u64, None)];
     // Half overwrites of loaded keys, half new keys; rounds change the values.
@@ -498,20 +523,32 @@ fn run_restores(ctx: &Ctx, a: &mut Daemon, backup: &Path, logical: f64, copy: f6
         points.push((total, Some(lsn)));
     }
     let archive = a.root.join("archive");
-    let mut rows = Vec::new();
+    let rounds = env_u64("DUPLEX_RESTORE_ROUNDS", 3) as usize;
+    let mut times = vec![Vec::new(); points.len()];
     let mut last = (0.0, PathBuf::new());
-    for (i, (mib, lsn)) in points.iter().enumerate() {
-        let into = ctx.root.path().join(format!("restored-{i}"));
-        let secs = restore(&ctx.recover, backup, lsn.map(|l| (archive.as_path(), l)), &into);
-        println!(
-            "(iii) restore + roll-forward of {mib} MiB of archived writes: {secs:.2} s | load {}",
-            loadavg()
-        );
-        rows.push(format!("{mib},{secs:.3}"));
-        if i + 1 < points.len() {
-            let _ = std::fs::remove_dir_all(&into);
+    for round in 0..rounds {
+        for (i, (mib, lsn)) in points.iter().enumerate() {
+            let into = ctx.root.path().join(format!("restored-{round}-{i}"));
+            let secs = restore(&ctx.recover, backup, lsn.map(|l| (archive.as_path(), l)), &into);
+            println!(
+                "(iii) round {round}: restore + roll-forward of {mib} MiB of archived writes: {secs:.2} s | load {}",
+                loadavg()
+            );
+            times[i].push(secs);
+            if round + 1 < rounds || i + 1 < points.len() {
+                let _ = std::fs::remove_dir_all(&into);
+            } else {
+                last.1 = into;
+            }
         }
-        last = (secs, into);
+    }
+    let mut rows = Vec::new();
+    for (i, (mib, _)) in points.iter().enumerate() {
+        times[i].sort_by(f64::total_cmp);
+        let med = times[i][times[i].len() / 2];
+        println!("(iii) median of {rounds}: {mib} MiB of archive: {med:.2} s {:?}", times[i]);
+        rows.push(format!("{mib},{med:.3}"));
+        last.0 = med;
     }
     write_csv("restore.csv", "archive_mib,restore_s", &rows);
     check_restored(ctx, a, &last.1);

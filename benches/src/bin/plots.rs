@@ -20,6 +20,7 @@
 //! - `repl_lag.svg` from `repl_lag.csv` (`DUPLEX_LAG_CSV=docs/plots/repl_lag.csv
 //!   repl_bench`);
 //! - `restore.svg` from `restore.csv` and `backup_latency.svg` from `backup_latency.csv`
+//!   (100 ms windows)
 //!   (`DUPLEX_CSV_DIR=docs/plots patent_compare`).
 //!
 //! Each title names the machine and the date (`DUPLEX_PLOT_DATE`, default today, UTC).
@@ -202,6 +203,8 @@ fn plot_commits(out: &Path, rows: Vec<Vec<String>>) -> Res {
     ch.configure_mesh()
         .x_desc("writer threads (100 B records, SyncPolicy::Always)")
         .y_desc("commits/s")
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     let d: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
@@ -211,7 +214,7 @@ fn plot_commits(out: &Path, rows: Vec<Vec<String>>) -> Res {
     ch.draw_series(d.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
     let r: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
     ch.draw_series(LineSeries::new(r, RED.stroke_width(2)))?
-        .label("disk's fsync limit: raw pwrite+fdatasync, 1 writer (same run)")
+        .label("disk's fsync limit: raw pwrite 100 B + fdatasync, 1 writer, just before each point")
         .legend(legend_line(RED));
     ch.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -236,6 +239,7 @@ fn plot_lag(out: &Path, rows: Vec<Vec<String>>) -> Res {
     ch.configure_mesh()
         .x_desc("paced SETs/s on server 1 (100 B values, 8 connections)")
         .y_desc("lag, commit on 1 to durable on 2 (ms)")
+        .light_line_style(WHITE)
         .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .draw()?;
     let syncs: Vec<String> = rows.iter().fold(Vec::new(), |mut v, r| {
@@ -304,17 +308,17 @@ fn plot_restore(out: &Path, rows: Vec<Vec<String>>) -> Res {
 }
 
 fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
-    // t_ms, set_us, get_us, phase
-    let pts: Vec<(f64, f64, f64, u8)> = rows
+    // t_ms, set_p50_us, set_max_us, get_p50_us, get_max_us, phase (100 ms windows)
+    let pts: Vec<(f64, [f64; 4], u8)> = rows
         .iter()
         .map(|r| {
-            let ph = r[3].parse().unwrap_or(0);
-            (num(&r[0]) / 1000.0, num(&r[1]) / 1000.0, num(&r[2]) / 1000.0, ph)
+            let ms = |i: usize| (num(&r[i]) / 1000.0).max(0.01);
+            (num(&r[0]) / 1000.0, [ms(1), ms(2), ms(3), ms(4)], r[5].parse().unwrap_or(0))
         })
         .collect();
     let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
-    let ymax = pts.iter().map(|p| p.1.max(p.2)).fold(1.0, f64::max) * 2.0;
-    let during: Vec<f64> = pts.iter().filter(|p| p.3 == 1).map(|p| p.0).collect();
+    let ymax = pts.iter().map(|p| p.1[1].max(p.1[3])).fold(1.0, f64::max) * 2.0;
+    let during: Vec<f64> = pts.iter().filter(|p| p.2 == 1).map(|p| p.0).collect();
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
@@ -324,23 +328,30 @@ fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..xmax, (0.01f64..ymax).log_scale())?;
     ch.configure_mesh()
-        .x_desc("time (s); shaded: the backup runs")
+        .x_desc("time (s), 100 ms windows; shaded: the backup runs")
         .y_desc("latency (ms)")
+        .light_line_style(WHITE)
         .draw()?;
     if let (Some(&a), Some(&b)) = (during.first(), during.last()) {
         ch.draw_series(std::iter::once(Rectangle::new(
             [(a, 0.01), (b, ymax)],
             YELLOW.mix(0.25).filled(),
         )))?
-        .label("DUPLEX.BACKUP running (server's adaptive pace)")
+        .label("DUPLEX.BACKUP running (the server's adaptive pace)")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], YELLOW.mix(0.5).filled()));
     }
-    ch.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1.max(0.01)), 1, BLUE.filled())))?
-        .label("SET of 1 KiB (durable, --sync always)")
-        .legend(legend_line(BLUE));
-    ch.draw_series(pts.iter().map(|p| Circle::new((p.0, p.2.max(0.01)), 1, RED.filled())))?
-        .label("GET")
-        .legend(legend_line(RED));
+    let series = [
+        (1usize, "SET 1 KiB (durable), max per window", RED),
+        (0, "SET, median per window", BLUE),
+        (3, "GET, max per window", MAGENTA),
+        (2, "GET, median per window", GREEN),
+    ];
+    for (col, label, c) in series {
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1[col])).collect();
+        ch.draw_series(LineSeries::new(line, c.stroke_width(1)))?
+            .label(label)
+            .legend(legend_line(c));
+    }
     ch.configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))

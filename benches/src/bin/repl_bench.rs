@@ -33,7 +33,8 @@
 //! flags for every server, e.g. `--transfer-on-commit false`), `DUPLEX_LAG_CSV=FILE` (append
 //! one CSV row per lag step: `sync,rate,achieved,p50_ms,p99_ms,max_ms,load1`, a header
 //! first when the file is new; `docs/plots/repl_lag.csv` is made this way and plotted by
-//! `plots`). The load average is printed with every figure: two servers and the load
+//! `plots`), `DUPLEX_LAG_ALL=1` (run every rate of `DUPLEX_RATES`, for a plot, instead of
+//! stopping at the first step that is not bounded). The load average is printed with every figure: two servers and the load
 //! share the machine's cores.
 
 use std::fmt::Write as _;
@@ -307,9 +308,12 @@ fn lag_steps(setup: &Setup, sync: &str, rates: &[u64], summary: &mut String) {
             );
         }
         if !(s.accepted() && s.bounded()) {
-            break;
+            if std::env::var_os("DUPLEX_LAG_ALL").is_none() {
+                break;
+            }
+        } else if best.is_none_or(|b| b < rate) {
+            best = Some(rate);
         }
-        best = Some(rate);
     }
     let _ = writeln!(
         summary,
