@@ -33,7 +33,7 @@
 //!
 //! Prints each time, the ratios (logical / copy, logical / restore), and the load average
 //! with each figure. With `DUPLEX_CSV_DIR=docs/plots` it also writes `restore.csv`
-//! (`archive_mib,restore_s`, medians) and `backup_latency.csv` (100 ms windows:
+//! (`archive_mib,restore_s,min_s,max_s`: median, fastest, slowest) and `backup_latency.csv` (100 ms windows:
 //! `t_ms,set_p50_us,set_max_us,get_p50_us,get_max_us,phase`; phase 1 = backup running) there,
 //! which the `plots` binary draws.
 
@@ -547,10 +547,11 @@ fn run_restores(ctx: &Ctx, a: &mut Daemon, backup: &Path, logical: f64, copy: f6
         times[i].sort_by(f64::total_cmp);
         let med = times[i][times[i].len() / 2];
         println!("(iii) median of {rounds}: {mib} MiB of archive: {med:.2} s {:?}", times[i]);
-        rows.push(format!("{mib},{med:.3}"));
+        let (lo, hi) = (times[i][0], times[i][times[i].len() - 1]);
+        rows.push(format!("{mib},{med:.3},{lo:.3},{hi:.3}"));
         last.0 = med;
     }
-    write_csv("restore.csv", "archive_mib,restore_s", &rows);
+    write_csv("restore.csv", "archive_mib,restore_s,min_s,max_s", &rows);
     check_restored(ctx, a, &last.1);
     println!(
         "\nratios: logical export+import / file-copy backup = {:.1}x; logical / restore+roll-forward of the backup and {} MiB of archive = {:.1}x (the patent: 600 / 60 min = 10x for 3 GB)",

@@ -276,9 +276,17 @@ fn plot_lag(out: &Path, rows: Vec<Vec<String>>) -> Res {
 }
 
 fn plot_restore(out: &Path, rows: Vec<Vec<String>>) -> Res {
-    let pts: Vec<(f64, f64)> = rows.iter().map(|r| (num(&r[0]), num(&r[1]))).collect();
+    // archive_mib, median s, fastest s, slowest s
+    let pts: Vec<(f64, f64, f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let m = num(&r[1]);
+            let at = |i: usize| r.get(i).map_or(m, |v| num(v));
+            (num(&r[0]), m, at(2), at(3))
+        })
+        .collect();
     let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-    let ymax = pts.iter().map(|p| p.1).fold(0.1, f64::max) * 1.3;
+    let ymax = pts.iter().map(|p| p.3).fold(0.1, f64::max) * 1.3;
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
@@ -289,15 +297,23 @@ fn plot_restore(out: &Path, rows: Vec<Vec<String>>) -> Res {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        .build_cartesian_2d(-5.0..xmax, 0.0..ymax)?;
     ch.configure_mesh()
         .x_desc("archived writes after the backup (MiB of 1 KiB values)")
         .y_desc("duplex-recover restore, wall time (s)")
+        .light_line_style(WHITE)
         .draw()?;
-    ch.draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2)))?
-        .label("backup (1 GiB store) + archive rolled forward")
+    let med: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+    ch.draw_series(LineSeries::new(med.clone(), BLUE.stroke_width(2)))?
+        .label("1 GiB backup + archive rolled forward: median of the rounds")
         .legend(legend_line(BLUE));
-    ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
+    ch.draw_series(med.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
+    ch.draw_series(
+        pts.iter()
+            .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], BLACK.stroke_width(1))),
+    )?
+    .label("fastest to slowest round (the disk's fast and slow modes)")
+    .legend(legend_line(BLACK));
     ch.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.9))
