@@ -176,7 +176,10 @@ fn wait_archived(port: u16) -> u64 {
         if info_u64(&m, "archive_durable_lsn") >= last {
             return last;
         }
-        assert!(Instant::now() < deadline, "the archive did not catch up: {m:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the archive did not catch up: {m:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -203,7 +206,8 @@ fn export_import(a: u16, b: u16) -> u64 {
                 let Reply::Array(mut parts) = r else {
                     panic!("SCAN answered {r:?}")
                 };
-                let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) = (parts.pop(), parts.pop())
+                let (Some(Reply::Array(keys)), Some(Reply::Bulk(next))) =
+                    (parts.pop(), parts.pop())
                 else {
                     panic!("SCAN answered an unexpected shape")
                 };
@@ -256,7 +260,9 @@ fn export_import(a: u16, b: u16) -> u64 {
 /// Runs `cmd`, which must succeed; returns its wall time in seconds.
 fn timed(cmd: &mut Command) -> f64 {
     let t = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -288,7 +294,9 @@ fn backup_with_latency(port: u16, name: &str) -> (f64, Vec<Sample>) {
             let mut out = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let r = c.call(&[b"SET".as_slice(), b"latency-probe", &v]).expect("probe SET");
+                let r = c
+                    .call(&[b"SET".as_slice(), b"latency-probe", &v])
+                    .expect("probe SET");
                 assert_eq!(r, Reply::Simple("OK".into()));
                 let t1 = Instant::now();
                 c.call(&["GET", "latency-probe"]).expect("probe GET");
@@ -310,7 +318,10 @@ fn backup_with_latency(port: u16, name: &str) -> (f64, Vec<Sample>) {
         let t = Instant::now();
         let r = c.call(&["DUPLEX.BACKUP", name]).expect("DUPLEX.BACKUP");
         let secs = t.elapsed().as_secs_f64();
-        assert!(!matches!(r, Reply::Error(_)), "DUPLEX.BACKUP answered {r:?}");
+        assert!(
+            !matches!(r, Reply::Error(_)),
+            "DUPLEX.BACKUP answered {r:?}"
+        );
         phase.store(2, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
@@ -320,7 +331,9 @@ fn backup_with_latency(port: u16, name: &str) -> (f64, Vec<Sample>) {
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
-    v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0)
+    v.get(((v.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// One line per phase: samples, SET p50/p99/max, GET p50/p99/max.
@@ -383,9 +396,16 @@ fn write_csv(name: &str, header: &str, rows: &[String]) {
 /// `duplex-recover restore` of `backup` (+ `archive` up to `until`) into a new `into`.
 fn restore(recover: &Path, backup: &Path, archive: Option<(&Path, u64)>, into: &Path) -> f64 {
     let mut cmd = Command::new(recover);
-    cmd.arg("restore").arg("--backup").arg(backup).arg("--into").arg(into);
+    cmd.arg("restore")
+        .arg("--backup")
+        .arg(backup)
+        .arg("--into")
+        .arg(into);
     if let Some((dir, lsn)) = archive {
-        cmd.arg("--archive").arg(dir).arg("--until-lsn").arg(lsn.to_string());
+        cmd.arg("--archive")
+            .arg(dir)
+            .arg("--until-lsn")
+            .arg(lsn.to_string());
     }
     timed(&mut cmd)
 }
@@ -421,7 +441,9 @@ fn main() {
     let mut a = start(&ctx.duplexd, ctx.root.path().join("a"));
     let t = Instant::now();
     load(a.port, 0, ctx.keys, 0, ctx.vlen);
-    connect(a.port).call(&["DUPLEX.CHECKPOINT"]).expect("DUPLEX.CHECKPOINT");
+    connect(a.port)
+        .call(&["DUPLEX.CHECKPOINT"])
+        .expect("DUPLEX.CHECKPOINT");
     let lsn0 = wait_archived(a.port);
     println!(
         "load: {:.1} s ({:.0} SETs/s), checkpointed, archived to LSN {lsn0}; data dir {} MiB | load {}",
@@ -529,7 +551,12 @@ fn run_restores(ctx: &Ctx, a: &mut Daemon, backup: &Path, logical: f64, copy: f6
     for round in 0..rounds {
         for (i, (mib, lsn)) in points.iter().enumerate() {
             let into = ctx.root.path().join(format!("restored-{round}-{i}"));
-            let secs = restore(&ctx.recover, backup, lsn.map(|l| (archive.as_path(), l)), &into);
+            let secs = restore(
+                &ctx.recover,
+                backup,
+                lsn.map(|l| (archive.as_path(), l)),
+                &into,
+            );
             println!(
                 "(iii) round {round}: restore + roll-forward of {mib} MiB of archived writes: {secs:.2} s | load {}",
                 loadavg()
@@ -546,7 +573,10 @@ fn run_restores(ctx: &Ctx, a: &mut Daemon, backup: &Path, logical: f64, copy: f6
     for (i, (mib, _)) in points.iter().enumerate() {
         times[i].sort_by(f64::total_cmp);
         let med = times[i][times[i].len() / 2];
-        println!("(iii) median of {rounds}: {mib} MiB of archive: {med:.2} s {:?}", times[i]);
+        println!(
+            "(iii) median of {rounds}: {mib} MiB of archive: {med:.2} s {:?}",
+            times[i]
+        );
         let (lo, hi) = (times[i][0], times[i][times[i].len() - 1]);
         rows.push(format!("{mib},{med:.3},{lo:.3},{hi:.3}"));
         last.0 = med;
@@ -568,8 +598,12 @@ fn check_restored(ctx: &Ctx, a: &Daemon, restored: &Path) {
     std::fs::rename(restored, root.join("data")).expect("moving the restore into place");
     let mut r = start(&ctx.duplexd, root);
     let (da, dr) = (
-        connect(a.port).call(&["DUPLEX.DIGEST"]).expect("DIGEST of A"),
-        connect(r.port).call(&["DUPLEX.DIGEST"]).expect("DIGEST of the restore"),
+        connect(a.port)
+            .call(&["DUPLEX.DIGEST"])
+            .expect("DIGEST of A"),
+        connect(r.port)
+            .call(&["DUPLEX.DIGEST"])
+            .expect("DIGEST of the restore"),
     );
     assert_eq!(da, dr, "the restored database differs from A");
     println!(

@@ -195,7 +195,10 @@ fn plot_commits(out: &Path, rows: Vec<Vec<String>>) -> Res {
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
-        .caption(title("Durable commits/s vs writer threads"), ("sans-serif", 16))
+        .caption(
+            title("Durable commits/s vs writer threads"),
+            ("sans-serif", 16),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -263,9 +266,12 @@ fn plot_lag(out: &Path, rows: Vec<Vec<String>>) -> Res {
             ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
         }
     }
-    ch.draw_series(LineSeries::new(vec![(0.0, 10.0), (xmax, 10.0)], BLACK.mix(0.5)))?
-        .label("target: p99 10 ms at 10k/s")
-        .legend(legend_line(BLACK));
+    ch.draw_series(LineSeries::new(
+        vec![(0.0, 10.0), (xmax, 10.0)],
+        BLACK.mix(0.5),
+    ))?
+    .label("target: p99 10 ms at 10k/s")
+    .legend(legend_line(BLACK));
     ch.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.9))
@@ -329,7 +335,11 @@ fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
         .iter()
         .map(|r| {
             let ms = |i: usize| (num(&r[i]) / 1000.0).max(0.01);
-            (num(&r[0]) / 1000.0, [ms(1), ms(2), ms(3), ms(4)], r[5].parse().unwrap_or(0))
+            (
+                num(&r[0]) / 1000.0,
+                [ms(1), ms(2), ms(3), ms(4)],
+                r[5].parse().unwrap_or(0),
+            )
         })
         .collect();
     let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
@@ -338,7 +348,10 @@ fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
-        .caption(title("SET/GET latency during DUPLEX.BACKUP"), ("sans-serif", 16))
+        .caption(
+            title("SET/GET latency during DUPLEX.BACKUP"),
+            ("sans-serif", 16),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
