@@ -38,6 +38,10 @@ const THREADS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 const SIZE: (u32, u32) = (860, 520);
 
 type Res = Result<(), Box<dyn std::error::Error>>;
+/// Rows of a CSV, each split on commas.
+type Rows = Vec<Vec<String>>;
+/// Draws one plot from its rows into the SVG file.
+type Draw = fn(&Path, Rows) -> Res;
 
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -162,7 +166,7 @@ fn num(s: &str) -> f64 {
 
 fn render() -> Res {
     let dir = plots_dir();
-    let jobs: [(&str, fn(&Path, Vec<Vec<String>>) -> Res); 4] = [
+    let jobs: [(&str, Draw); 4] = [
         ("commits", plot_commits),
         ("repl_lag", plot_lag),
         ("restore", plot_restore),
