@@ -20,7 +20,8 @@
 //! - `repl_lag.svg` from `repl_lag.csv` (`DUPLEX_LAG_CSV=docs/plots/repl_lag.csv
 //!   repl_bench`);
 //! - `restore.svg` from `restore.csv` and `backup_latency.svg` from `backup_latency.csv`
-//!   (100 ms windows)
+//!   (100 ms windows); `rebuild_latency.svg` from `rebuild_latency.csv`
+//!   (`DUPLEX_CSV_DIR=docs/plots rebuild_latency`)
 //!   (`DUPLEX_CSV_DIR=docs/plots patent_compare`).
 //!
 //! Each title names the machine and the date (`DUPLEX_PLOT_DATE`, default today, UTC).
@@ -166,11 +167,12 @@ fn num(s: &str) -> f64 {
 
 fn render() -> Res {
     let dir = plots_dir();
-    let jobs: [(&str, Draw); 4] = [
+    let jobs: [(&str, Draw); 5] = [
         ("commits", plot_commits),
         ("repl_lag", plot_lag),
         ("restore", plot_restore),
         ("backup_latency", plot_backup_latency),
+        ("rebuild_latency", plot_rebuild_latency),
     ];
     for (name, f) in jobs {
         match read_csv(&format!("{name}.csv")) {
@@ -333,7 +335,26 @@ fn plot_restore(out: &Path, rows: Vec<Vec<String>>) -> Res {
     Ok(())
 }
 
-fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
+fn plot_backup_latency(out: &Path, rows: Rows) -> Res {
+    plot_latency(
+        out,
+        &rows,
+        "SET/GET latency during DUPLEX.BACKUP",
+        "DUPLEX.BACKUP running (the server's adaptive pace)",
+    )
+}
+
+fn plot_rebuild_latency(out: &Path, rows: Rows) -> Res {
+    plot_latency(
+        out,
+        &rows,
+        "SET/GET latency on a server while a peer rebuilds from it",
+        "peer rebuilding: backup, stream, restore, catch-up, write hold",
+    )
+}
+
+/// Latency in 100 ms windows with the phase-1 span shaded.
+fn plot_latency(out: &Path, rows: &Rows, what: &str, shaded: &str) -> Res {
     // t_ms, set_p50_us, set_max_us, get_p50_us, get_max_us, phase (100 ms windows)
     let pts: Vec<(f64, [f64; 4], u8)> = rows
         .iter()
@@ -352,16 +373,13 @@ fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
-        .caption(
-            title("SET/GET latency during DUPLEX.BACKUP"),
-            ("sans-serif", 16),
-        )
+        .caption(title(what), ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..xmax, (0.01f64..ymax).log_scale())?;
     ch.configure_mesh()
-        .x_desc("time (s), 100 ms windows; shaded: the backup runs")
+        .x_desc("time (s), 100 ms windows; shaded: see the legend")
         .y_desc("latency (ms)")
         .light_line_style(WHITE)
         .draw()?;
@@ -370,7 +388,7 @@ fn plot_backup_latency(out: &Path, rows: Vec<Vec<String>>) -> Res {
             [(a, 0.01), (b, ymax)],
             YELLOW.mix(0.25).filled(),
         )))?
-        .label("DUPLEX.BACKUP running (the server's adaptive pace)")
+        .label(shaded)
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], YELLOW.mix(0.5).filled()));
     }
     let series = [
