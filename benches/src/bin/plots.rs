@@ -236,7 +236,7 @@ fn plot_commits(out: &Path, rows: Vec<Vec<String>>) -> Res {
 
 fn plot_lag(out: &Path, rows: Vec<Vec<String>>) -> Res {
     let xmax = rows.iter().map(|r| num(&r[1])).fold(1.0, f64::max) * 1.1;
-    let ymax = rows.iter().map(|r| num(&r[5])).fold(1.0, f64::max) * 2.0;
+    let ymax = rows.iter().map(|r| num(&r[5])).fold(1.0, f64::max) * 8.0; // room above the data for the legend
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ch = ChartBuilder::on(&root)
@@ -368,7 +368,7 @@ fn plot_latency(out: &Path, rows: &Rows, what: &str, shaded: &str) -> Res {
         })
         .collect();
     let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
-    let ymax = pts.iter().map(|p| p.1[1].max(p.1[3])).fold(1.0, f64::max) * 2.0;
+    let ymax = pts.iter().map(|p| p.1[1].max(p.1[3])).fold(1.0, f64::max) * 20.0; // room above the data for the legend
     let during: Vec<f64> = pts.iter().filter(|p| p.2 == 1).map(|p| p.0).collect();
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
