@@ -51,6 +51,12 @@ impl Client {
         })
     }
 
+    /// Sets how long a reply may take (default 30 s; `None`: forever), for slow commands
+    /// such as a paced `DUPLEX.BACKUP` of a large store.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(d)
+    }
+
     /// Queues one request (sent by [`Client::flush`]).
     pub fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
         encode_request(&mut self.out, args);

@@ -30,7 +30,11 @@
 //!
 //! Other knobs: `DUPLEX_RATES` (comma-separated writes/s, default 10000,20000,40000,80000,
 //! 160000,320000), `DUPLEX_ONLY=lag|cost` (one part only), `DUPLEX_SERVER_ARGS` (more
-//! flags for every server, e.g. `--transfer-on-commit false`). The load average is printed with every figure: two servers and the load
+//! flags for every server, e.g. `--transfer-on-commit false`), `DUPLEX_LAG_CSV=FILE` (append
+//! one CSV row per lag step: `sync,rate,achieved,p50_ms,p99_ms,max_ms,load1`, a header
+//! first when the file is new; `docs/plots/repl_lag.csv` is made this way and plotted by
+//! `plots`), `DUPLEX_LAG_ALL=1` (run every rate of `DUPLEX_RATES`, for a plot, instead of
+//! stopping at the first step that is not bounded). The load average is printed with every figure: two servers and the load
 //! share the machine's cores.
 
 use std::fmt::Write as _;
@@ -286,6 +290,7 @@ fn lag_steps(setup: &Setup, sync: &str, rates: &[u64], summary: &mut String) {
         );
         println!("{line}");
         let _ = writeln!(summary, "{line}");
+        append_lag_csv(sync, &s);
         if let Some(b) = &s.load.first_bad {
             let _ = writeln!(summary, "  first non-OK reply: {b}");
         }
@@ -303,15 +308,47 @@ fn lag_steps(setup: &Setup, sync: &str, rates: &[u64], summary: &mut String) {
             );
         }
         if !(s.accepted() && s.bounded()) {
-            break;
+            if std::env::var_os("DUPLEX_LAG_ALL").is_none() {
+                break;
+            }
+        } else if best.is_none_or(|b| b < rate) {
+            best = Some(rate);
         }
-        best = Some(rate);
     }
     let _ = writeln!(
         summary,
         "  highest rate with bounded lag (p99 <= {P99_BOUND_MS} ms, lag_batches not growing, caught up <= 1 s): {}",
         best.map_or_else(|| "none".to_owned(), |r| format!("{r}/s"))
     );
+}
+
+/// Appends one row for step `s` to `$DUPLEX_LAG_CSV` (if set), with a header when new.
+fn append_lag_csv(sync: &str, s: &Step) {
+    let Some(path) = std::env::var_os("DUPLEX_LAG_CSV") else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("opening $DUPLEX_LAG_CSV for appending");
+    let mut row = String::new();
+    if new {
+        row.push_str("sync,rate,achieved,p50_ms,p99_ms,max_ms,load1\n");
+    }
+    let load1 = s.load_avg.split_whitespace().next().unwrap_or("?");
+    let _ = writeln!(
+        row,
+        "{sync},{},{:.0},{},{},{},{load1}",
+        s.rate,
+        s.load.rate(),
+        s.p50,
+        s.p99,
+        s.max
+    );
+    std::io::Write::write_all(&mut f, row.as_bytes()).expect("writing $DUPLEX_LAG_CSV");
 }
 
 /// One paced step on a fresh pair.
