@@ -452,20 +452,7 @@ fn check<'a>(
             Ok(r) => r,
             Err(k) => return (out, Some(bad(&k.to_string()))),
         };
-        let why = if batch.stamp.origin != origin {
-            Some("its payload names another origin")
-        } else if batch.origin_lsn != 0 {
-            Some("its payload is a batch the origin applied from another server (only an origin's own batches are sent)")
-        } else if batch.stamp.ts.0 != b.stamp {
-            Some("the frame's stamp differs from the payload's")
-        } else if batch.count == 0 {
-            Some("it holds no operation")
-        } else if b.payload.len() < ORIGIN_LSN_OFFSET + 8 {
-            Some("short header")
-        } else {
-            None
-        };
-        if let Some(w) = why {
+        if let Some(w) = payload_fault(&batch, b, origin) {
             return (out, Some(bad(w)));
         }
         if let Err(e) = check_clock(i, origin, b.stamp) {
@@ -484,6 +471,25 @@ fn check<'a>(
         prev = b.origin_lsn;
     }
     (out, None)
+}
+
+/// What is wrong with a decoded payload sent as `origin`'s batch `b`, if anything: another
+/// origin, a batch the origin applied from another server (only an origin's own batches
+/// travel), a stamp other than the frame's, no operation.
+fn payload_fault(batch: &BatchRef<'_>, b: &RemoteBatch<'_>, origin: u64) -> Option<&'static str> {
+    if batch.stamp.origin != origin {
+        Some("its payload names another origin")
+    } else if batch.origin_lsn != 0 {
+        Some("its payload is a batch the origin applied from another server (only an origin's own batches are sent)")
+    } else if batch.stamp.ts.0 != b.stamp {
+        Some("the frame's stamp differs from the payload's")
+    } else if batch.count == 0 {
+        Some("it holds no operation")
+    } else if b.payload.len() < ORIGIN_LSN_OFFSET + 8 {
+        Some("short header")
+    } else {
+        None
+    }
 }
 
 /// Checks one batch of this node's own earlier incarnation (see
@@ -505,20 +511,7 @@ fn check_own<'a>(
     }
     let batch = BatchRef::decode(b.payload, i.cfg.max_key_size, i.cfg.max_value_size)
         .map_err(|k| bad(&k.to_string()))?;
-    let why = if batch.stamp.origin != node {
-        Some("its payload names another origin")
-    } else if batch.origin_lsn != 0 {
-        Some("its payload is a batch this node applied from another server")
-    } else if batch.stamp.ts.0 != b.stamp {
-        Some("the frame's stamp differs from the payload's")
-    } else if batch.count == 0 {
-        Some("it holds no operation")
-    } else if b.payload.len() < ORIGIN_LSN_OFFSET + 8 {
-        Some("short header")
-    } else {
-        None
-    };
-    if let Some(w) = why {
+    if let Some(w) = payload_fault(&batch, b, node) {
         return Err(bad(w));
     }
     let mut payload = b.payload.to_vec();

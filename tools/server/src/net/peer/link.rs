@@ -343,15 +343,7 @@ impl Sender {
             let n = batches.len() as u64;
             let frame = Batches {
                 origin,
-                batches: batches
-                    .into_iter()
-                    .map(|b| Batch {
-                        origin_lsn: b.origin_lsn,
-                        prev_origin_lsn: b.prev_origin_lsn,
-                        stamp: b.stamp,
-                        payload: b.payload.to_vec(),
-                    })
-                    .collect(),
+                batches: batches.iter().map(frame_batch).collect(),
             };
             // At most `frame_bytes` of payload, or one batch the frame limits allow.
             tracing::info!(
@@ -412,15 +404,7 @@ impl Sender {
         self.frames_sent += 1;
         out.push(Frame::Batches(Batches {
             origin: peer,
-            batches: batches
-                .into_iter()
-                .map(|b| Batch {
-                    origin_lsn: b.origin_lsn,
-                    prev_origin_lsn: b.prev_origin_lsn,
-                    stamp: b.stamp,
-                    payload: b.payload.to_vec(),
-                })
-                .collect(),
+            batches: batches.iter().map(frame_batch).collect(),
         }));
     }
 
@@ -438,12 +422,7 @@ impl Sender {
                 self.push_frame(std::mem::take(&mut cur), out);
                 cur_bytes = BATCHES_HEADER_LEN;
             }
-            cur.push(Batch {
-                origin_lsn: b.origin_lsn,
-                prev_origin_lsn: b.prev_origin_lsn,
-                stamp: b.stamp,
-                payload: b.payload.to_vec(),
-            });
+            cur.push(frame_batch(b));
             cur_bytes += size;
         }
         if !cur.is_empty() {
@@ -485,6 +464,29 @@ impl Sender {
             batches_forwarded: self.batches_forwarded,
         }
     }
+}
+
+/// A batch of the change feed as a BATCHES frame carries it.
+pub fn frame_batch(b: &FeedBatch) -> Batch {
+    Batch {
+        origin_lsn: b.origin_lsn,
+        prev_origin_lsn: b.prev_origin_lsn,
+        stamp: b.stamp,
+        payload: b.payload.to_vec(),
+    }
+}
+
+/// The batches of a BATCHES frame as the engine applies them.
+fn remote_batches(b: &Batches) -> Vec<RemoteBatch<'_>> {
+    b.batches
+        .iter()
+        .map(|x| RemoteBatch {
+            origin_lsn: x.origin_lsn,
+            prev_origin_lsn: x.prev_origin_lsn,
+            stamp: x.stamp,
+            payload: &x.payload,
+        })
+        .collect()
 }
 
 /// The origin a frame names, for an error message.
@@ -641,16 +643,7 @@ impl Receiver {
             self.resync_from = None;
         }
         let held = db.origin_hwm(self.origin);
-        let remote: Vec<RemoteBatch<'_>> = b
-            .batches
-            .iter()
-            .map(|x| RemoteBatch {
-                origin_lsn: x.origin_lsn,
-                prev_origin_lsn: x.prev_origin_lsn,
-                stamp: x.stamp,
-                payload: &x.payload,
-            })
-            .collect();
+        let remote = remote_batches(b);
         let rep = db
             .apply_remote(self.origin, &remote)
             .map_err(|e| LinkError::Local(e.to_string()))?;
@@ -692,16 +685,7 @@ impl Receiver {
     /// forwarder restarts that origin's chain from the mark). A clock skew is only
     /// reported: the origin's own link deals with it.
     fn on_forwarded(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
-        let remote: Vec<RemoteBatch<'_>> = b
-            .batches
-            .iter()
-            .map(|x| RemoteBatch {
-                origin_lsn: x.origin_lsn,
-                prev_origin_lsn: x.prev_origin_lsn,
-                stamp: x.stamp,
-                payload: &x.payload,
-            })
-            .collect();
+        let remote = remote_batches(b);
         let rep = db
             .apply_remote(b.origin, &remote)
             .map_err(|e| LinkError::Local(e.to_string()))?;
@@ -724,16 +708,7 @@ impl Receiver {
     /// This server's own earlier batches, given back by a peer that held more of them than
     /// the backup this server was rebuilt from: taken back, answered with the new base.
     fn on_given_back(&mut self, b: &Batches, db: &Database) -> Result<Vec<Frame>, LinkError> {
-        let remote: Vec<RemoteBatch<'_>> = b
-            .batches
-            .iter()
-            .map(|x| RemoteBatch {
-                origin_lsn: x.origin_lsn,
-                prev_origin_lsn: x.prev_origin_lsn,
-                stamp: x.stamp,
-                payload: &x.payload,
-            })
-            .collect();
+        let remote = remote_batches(b);
         let n = db
             .take_back_own(&remote)
             .map_err(|e| LinkError::Protocol(format!("batches given back refused: {e}")))?;

@@ -246,7 +246,7 @@ const PULL_FRAME_BYTES: usize = 512 << 10;
 /// here for forwarding after `after`, then ACK(origin, the last position sent); an ERROR
 /// when they are no longer held in memory.
 pub(super) fn serve_pull(sh: &Shared, io: &mut FrameIo, origin: u64, after: u64) -> Fail {
-    use duplex_proto::peer::{Ack, Batch, Batches};
+    use duplex_proto::peer::{Ack, Batches};
     let db = sh.db();
     let (mut at, mut sent) = (after, 0u64);
     loop {
@@ -268,15 +268,7 @@ pub(super) fn serve_pull(sh: &Shared, io: &mut FrameIo, origin: u64, after: u64)
             break;
         };
         sent += got.len() as u64;
-        let batches = got
-            .into_iter()
-            .map(|b| Batch {
-                origin_lsn: b.origin_lsn,
-                prev_origin_lsn: b.prev_origin_lsn,
-                stamp: b.stamp,
-                payload: b.payload.to_vec(),
-            })
-            .collect();
+        let batches = got.iter().map(super::link::frame_batch).collect();
         if let Err(f) = io.send(&[Frame::Batches(Batches { origin, batches })]) {
             return f;
         }
