@@ -132,7 +132,7 @@ fn cfg(id: u64, clock: &Arc<ManualClock>) -> Config {
         scrub_bytes_per_sec: 0,
         segment_size: 64 << 10,
         checkpoint_wal_bytes: 16 << 10,
-        replication_backlog_bytes: 256 << 10,
+        replication_backlog_bytes: 4 << 20,
         max_clock_offset_ms: 500,
         clock: clock.clone(),
         ..Config::default()
