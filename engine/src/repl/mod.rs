@@ -17,6 +17,7 @@ mod apply;
 mod backlog;
 mod conflicts;
 mod feed;
+mod node;
 
 use std::collections::BTreeMap;
 
