@@ -27,7 +27,7 @@ pub struct Conflict {
     pub loser: Stamp,
     /// Whether the loser was a delete.
     pub loser_deleted: bool,
-    /// The losing value, if at most [`MAX_KEPT_VALUE`] bytes.
+    /// The losing value, if at most 1 KiB (`MAX_KEPT_VALUE`).
     pub loser_value: Option<Vec<u8>>,
     /// Length of the losing value (0 for a delete).
     pub loser_len: u64,

@@ -15,12 +15,17 @@ use redis::Commands;
 
 /// Starts `duplexd` in `root` on `port` with node id `node`, one peer and a secret file.
 fn start(root: &Path, port: u16, node: u64, peer: u16, secret: &Path) -> Daemon {
+    start_with_peer(root, port, node, &format!("127.0.0.1:{peer}"), secret)
+}
+
+/// Starts `duplexd` like [`start`], its `--peer` given as written (`ID@HOST:PORT` pins).
+fn start_with_peer(root: &Path, port: u16, node: u64, peer: &str, secret: &Path) -> Daemon {
     let mut args = io_flags();
     args.extend([
         "--node-id".to_string(),
         node.to_string(),
         "--peer".into(),
-        format!("127.0.0.1:{peer}"),
+        peer.to_string(),
         "--cluster-secret-file".into(),
         secret.display().to_string(),
     ]);
@@ -167,34 +172,26 @@ fn a_stranger_speaking_frames_is_closed_and_clients_are_served() {
     }
 }
 
-/// Starts `duplexd` like [`start`] but with `peer` given as `ID@HOST:PORT` (pinned).
-fn start_pinned(root: &Path, port: u16, node: u64, peer: (u64, u16), secret: &Path) -> Daemon {
-    let mut args = io_flags();
-    args.extend([
-        "--node-id".to_string(),
-        node.to_string(),
-        "--peer".into(),
-        format!("{}@127.0.0.1:{}", peer.0, peer.1),
-        "--cluster-secret-file".into(),
-        secret.display().to_string(),
-    ]);
-    Daemon::launch(Spec {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_duplexd")),
-        root: root.to_path_buf(),
-        port,
-        args,
-        ready: answers,
-    })
-}
-
 #[test]
 fn pinned_peers_make_the_membership_and_an_outsider_with_the_secret_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "the cluster secret").unwrap();
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
-    let a = start_pinned(&dir.path().join("n1"), p1, 1, (2, p2), &secret);
-    let b = start_pinned(&dir.path().join("n2"), p2, 2, (1, p1), &secret);
+    let a = start_with_peer(
+        &dir.path().join("n1"),
+        p1,
+        1,
+        &format!("2@127.0.0.1:{p2}"),
+        &secret,
+    );
+    let b = start_with_peer(
+        &dir.path().join("n2"),
+        p2,
+        2,
+        &format!("1@127.0.0.1:{p1}"),
+        &secret,
+    );
     let _: () = a.conn().set("member", "yes").unwrap();
     assert!(eventually(&b, "member", "yes", 10), "{}", b.log());
     // Node 3 has the secret but is in nobody's membership.

@@ -8,12 +8,12 @@
 //! `backing-up` meanwhile), or, when the request allows it, the newest complete backup of
 //! this server's lineage is sent. Progress is logged every few seconds.
 //!
-//! A connection whose first frame is HOLD ([`serve_hold`]) gets the short write hold that
+//! A connection whose first frame is HOLD (`serve_hold`) gets the short write hold that
 //! ends a rebuild: new client writes wait, the cut-off is named (HELD) and the hold ends at
 //! RELEASE or by itself.
 //!
 //! A connection whose first frame is a RESYNC naming the connecting node itself
-//! ([`serve_pull`]) gets that node's batches this server holds for forwarding after the
+//! (`serve_pull`) gets that node's batches this server holds for forwarding after the
 //! RESYNC's position (a rebuilt node pulling back its old updates the backup lacked), in
 //! BATCHES frames, then an ACK of that node with the last position sent.
 
