@@ -385,6 +385,8 @@ impl Database {
             Some(b) => Some(read_backup_manifest(&*i.storage, b)?),
             None => None,
         };
+        // The adaptive pace slows down while writers commit.
+        let activity = || Some(i.wal.durable_lsn());
         let job = BackupJob {
             node_id: i.cfg.node_id,
             dest,
@@ -396,6 +398,7 @@ impl Database {
                 sync_first: false,
             },
             rate: opts.rate,
+            activity: &activity,
         };
         let report = {
             // No checkpoint (which removes WAL segments) while the WAL is being copied;

@@ -22,11 +22,6 @@ impl RateLimit {
         }
     }
 
-    /// True when a rate is set.
-    pub(crate) fn is_limited(&self) -> bool {
-        self.bytes_per_sec.is_some()
-    }
-
     /// Counts `n` bytes copied and sleeps until they are within the rate.
     pub(crate) fn take(&mut self, n: u64) {
         self.taken += n;

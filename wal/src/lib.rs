@@ -74,5 +74,5 @@ pub use reader::{
 pub use recovery::{RecoveryReport, SegmentInfo, Truncation};
 pub use rotation::SpaceStatus;
 pub use std_storage::StdStorage;
-pub use storage::{sync_file_and_dir, LockGuard, Mapped, OpenMode, Storage, StorageFile};
+pub use storage::{sync_file_and_dir, CopyPace, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 pub use wal::{Entry, Wal};

@@ -12,7 +12,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::storage::{copy_synced_through, LockGuard, Mapped, OpenMode, Storage, StorageFile};
+use crate::storage::{
+    copy_synced_through, CopyPace, LockGuard, Mapped, OpenMode, Storage, StorageFile,
+};
 use crate::sys;
 
 /// The real file system, through `std::fs` and a few Linux calls.
@@ -107,14 +109,14 @@ impl Storage for StdStorage {
         from_offset: u64,
         to: &Path,
         len: u64,
-        slice: u64,
+        pace: &mut dyn CopyPace,
     ) -> io::Result<u64> {
-        if let Some(n) = self.copy_synced_direct(from, from_offset, to, len, slice)? {
+        if let Some(n) = self.copy_synced_direct(from, from_offset, to, len, pace)? {
             return Ok(n);
         }
-        match self.copy_synced_sliced(from, from_offset, to, len, slice)? {
+        match self.copy_synced_sliced(from, from_offset, to, len, pace)? {
             Some(n) => Ok(n),
-            None => copy_synced_through(self, from, from_offset, to, len, slice),
+            None => copy_synced_through(self, from, from_offset, to, len, pace),
         }
     }
 }
@@ -137,7 +139,7 @@ impl StdStorage {
         from_offset: u64,
         to: &Path,
         len: u64,
-        slice: u64,
+        pace: &mut dyn CopyPace,
     ) -> io::Result<Option<u64>> {
         use std::os::unix::fs::OpenOptionsExt;
         const BLOCK: u64 = 4096;
@@ -165,15 +167,18 @@ impl StdStorage {
             Err(e) => return Err(e),
         };
         let whole = len / BLOCK * BLOCK;
-        let slice = (slice / BLOCK).max(1) * BLOCK;
         let mut off = 0u64;
         while off < whole {
+            let slice = (pace.next_slice() / BLOCK).max(1) * BLOCK;
             let n = slice.min(whole - off);
             // Offsets below `whole` fit in usize: `whole <= len`, which does.
             let buf = &map[off as usize..(off + n) as usize];
             match dst.write_at(buf, off) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(w) => off += w as u64,
+                Ok(w) => {
+                    off += w as u64;
+                    pace.after_slice(w as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Direct I/O refused (alignment the device does not take): fall back.
                 Err(e) if off == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
@@ -202,9 +207,8 @@ impl StdStorage {
         from_offset: u64,
         to: &Path,
         len: u64,
-        slice: u64,
+        pace: &mut dyn CopyPace,
     ) -> io::Result<Option<u64>> {
-        let slice = slice.max(1);
         let src = File::open(from)?;
         let dst = OpenOptions::new().write(true).create_new(true).open(to)?;
         // As cp does: the source is read once, front to back (a hint for cold files).
@@ -213,7 +217,7 @@ impl StdStorage {
         // The slice handed to writeback last, still to be waited for.
         let mut in_flight: Option<(u64, u64)> = None;
         while copied < len {
-            let end = (copied + slice).min(len);
+            let end = (copied + pace.next_slice().max(1)).min(len);
             let slice_start = copied;
             match kernel_copy(&src, from_offset + copied, &dst, copied, end - copied)? {
                 Some(n) => copied += n,
@@ -245,6 +249,7 @@ impl StdStorage {
                 )?;
             }
             in_flight = Some((slice_start, copied - slice_start));
+            pace.after_slice(copied - slice_start);
             if copied < end {
                 break; // the source ended inside this slice
             }
@@ -448,15 +453,16 @@ mod tests {
             // writes it falls back to.
             for how in 0..4 {
                 let dst = dir.path().join(format!("dst-{i}-{how}"));
+                let mut slice = slice;
                 let n = match how {
-                    0 => StdStorage.copy_synced(&src, off, &dst, len, slice),
+                    0 => StdStorage.copy_synced(&src, off, &dst, len, &mut slice),
                     1 => StdStorage
-                        .copy_synced_direct(&src, off, &dst, len, slice)
+                        .copy_synced_direct(&src, off, &dst, len, &mut slice)
                         .map(|n| n.unwrap_or(0)),
                     2 => StdStorage
-                        .copy_synced_sliced(&src, off, &dst, len, slice)
+                        .copy_synced_sliced(&src, off, &dst, len, &mut slice)
                         .map(|n| n.expect("copy_file_range works here")),
-                    _ => copy_synced_through(&StdStorage, &src, off, &dst, len, slice),
+                    _ => copy_synced_through(&StdStorage, &src, off, &dst, len, &mut slice),
                 }
                 .expect("copy");
                 if how == 1 && !dst.exists() {
@@ -477,7 +483,70 @@ mod tests {
             }
         }
         let dst = dir.path().join("dst-0-0");
-        assert!(StdStorage.copy_synced(&src, 0, &dst, 10, 4096).is_err());
+        assert!(StdStorage
+            .copy_synced(&src, 0, &dst, 10, &mut 4096)
+            .is_err());
+    }
+
+    /// A pace that changes the slice length as it goes and counts what it was told.
+    struct Varying {
+        lens: Vec<u64>,
+        told: u64,
+        calls: u64,
+    }
+
+    impl CopyPace for Varying {
+        fn next_slice(&mut self) -> u64 {
+            self.lens[(self.calls as usize) % self.lens.len()]
+        }
+
+        fn after_slice(&mut self, n: u64) {
+            self.told += n;
+            self.calls += 1;
+        }
+    }
+
+    #[test]
+    fn a_copy_whose_pace_varies_the_slices_copies_every_byte_and_reports_each_slice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("src");
+        let data = pattern(3_000_017);
+        std::fs::write(&src, &data).expect("write source");
+        for how in 0..4 {
+            let dst = dir.path().join(format!("dst-{how}"));
+            let mut pace = Varying {
+                lens: vec![4096, 1 << 20, 65_536, 12_288],
+                told: 0,
+                calls: 0,
+            };
+            let len = data.len() as u64;
+            let n = match how {
+                0 => StdStorage.copy_synced(&src, 0, &dst, len, &mut pace),
+                1 => StdStorage
+                    .copy_synced_direct(&src, 0, &dst, len, &mut pace)
+                    .map(|n| n.unwrap_or(0)),
+                2 => StdStorage
+                    .copy_synced_sliced(&src, 0, &dst, len, &mut pace)
+                    .map(|n| n.expect("copy_file_range works here")),
+                _ => copy_synced_through(&StdStorage, &src, 0, &dst, len, &mut pace),
+            }
+            .expect("copy");
+            if how == 1 && !dst.exists() {
+                continue; // no direct I/O on this file system
+            }
+            assert_eq!(n, len, "{how}: bytes copied");
+            assert!(
+                std::fs::read(&dst).expect("read") == data,
+                "{how}: contents"
+            );
+            // Every slice but a final partial one (written another way) was reported.
+            assert!(
+                pace.told + (1 << 20) >= len && pace.told <= len,
+                "{how}: {}",
+                pace.told
+            );
+            assert!(pace.calls >= 4, "{how}: {} slices", pace.calls);
+        }
     }
 
     fn sim_with_source(data: &[u8]) -> SimStorage {
@@ -497,7 +566,7 @@ mod tests {
         let (src, dst) = (Path::new("/d/src"), Path::new("/d/dst"));
         let sim = sim_with_source(&data);
         let n = sim
-            .copy_synced(src, 1000, dst, 250_000, 32 << 10)
+            .copy_synced(src, 1000, dst, 250_000, &mut (32 << 10))
             .expect("copy");
         assert_eq!(n, 250_000);
         sim.sync_dir(Path::new("/d")).expect("sync dir");
@@ -507,7 +576,9 @@ mod tests {
         // The final sync fails: the slices handed to writeback are not durable.
         let sim = sim_with_source(&data);
         sim.fail_sync_after(1);
-        assert!(sim.copy_synced(src, 0, dst, 300_000, 32 << 10).is_err());
+        assert!(sim
+            .copy_synced(src, 0, dst, 300_000, &mut (32 << 10))
+            .is_err());
         sim.sync_dir(Path::new("/d")).expect("sync dir");
         sim.crash(CrashMode::LoseUnsynced);
         assert_eq!(sim.contents(dst).as_deref(), Some(&[][..]));
@@ -518,7 +589,9 @@ mod tests {
         for ops in 0..40 {
             let sim = sim_with_source(&data);
             sim.power_off_after(ops);
-            let ok = sim.copy_synced(src, 0, dst, 300_000, 32 << 10).is_ok()
+            let ok = sim
+                .copy_synced(src, 0, dst, 300_000, &mut (32 << 10))
+                .is_ok()
                 && sim.sync_dir(Path::new("/d")).is_ok();
             sim.crash(CrashMode::Torn { seed: ops });
             let got = sim.contents(dst).unwrap_or_default();

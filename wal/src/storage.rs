@@ -83,24 +83,45 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// syncs the directory) and returns the number of bytes copied (less than `len` only if
     /// `from` is shorter).
     ///
-    /// The copy goes in slices of `slice` bytes, so that the disk writes overlap the copy
+    /// The copy goes in slices whose lengths `pace` gives ([`CopyPace`]; a plain `u64` is a
+    /// fixed slice length), so that the disk writes overlap the copy
     /// and no single large flush is left to queue ahead of other files' small fsyncs (the
     /// WAL's) on the same disk. The default hands each finished slice to writeback
     /// ([`StorageFile::start_writeback`]); the real implementation writes one slice at a
     /// time with direct I/O where it can, else copies with `copy_file_range` and waits for
     /// each slice's writeback before the next but one, so at most about two slices are
-    /// dirty. Only the final `sync_data` makes anything durable: a crash before it may keep
-    /// any part of the copy, or none.
+    /// dirty. After each slice `pace` may rest ([`CopyPace::after_slice`]), which is how a
+    /// backup keeps to its rate. Only the final `sync_data` makes anything durable: a crash
+    /// before it may keep any part of the copy, or none.
     fn copy_synced(
         &self,
         from: &Path,
         from_offset: u64,
         to: &Path,
         len: u64,
-        slice: u64,
+        pace: &mut dyn CopyPace,
     ) -> io::Result<u64> {
-        copy_synced_through(self, from, from_offset, to, len, slice)
+        copy_synced_through(self, from, from_offset, to, len, pace)
     }
+}
+
+/// The pace of a [`Storage::copy_synced`]: how long each slice is, and what happens after
+/// one was written (a rest, for a copy that must leave the disk to others).
+pub trait CopyPace {
+    /// Length of the next slice in bytes (0 counts as 1).
+    fn next_slice(&mut self) -> u64;
+    /// Called after `n` bytes of the current slice were written (and, where the copy
+    /// waits for writeback, written back); may sleep.
+    fn after_slice(&mut self, n: u64);
+}
+
+/// A fixed slice length and no rest.
+impl CopyPace for u64 {
+    fn next_slice(&mut self) -> u64 {
+        *self
+    }
+
+    fn after_slice(&mut self, _n: u64) {}
 }
 
 /// [`Storage::copy_synced`] through the trait's own reads and writes (the default, and the
@@ -111,9 +132,9 @@ pub(crate) fn copy_synced_through<S: Storage + ?Sized>(
     from_offset: u64,
     to: &Path,
     len: u64,
-    slice: u64,
+    pace: &mut dyn CopyPace,
 ) -> io::Result<u64> {
-    let slice = slice.max(1);
+    let mut slice = pace.next_slice().max(1);
     let src = storage.open(from, OpenMode::Read)?;
     let dst = storage.open(to, OpenMode::CreateNew)?;
     let mut buf = vec![0u8; usize::try_from(slice.min(1 << 20)).unwrap_or(1 << 20)];
@@ -129,7 +150,9 @@ pub(crate) fn copy_synced_through<S: Storage + ?Sized>(
         off += n as u64;
         if off - slice_start >= slice {
             dst.start_writeback(slice_start, off - slice_start)?;
+            pace.after_slice(off - slice_start);
             slice_start = off;
+            slice = pace.next_slice().max(1);
         }
     }
     dst.sync_data()?;

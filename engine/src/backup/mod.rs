@@ -28,11 +28,13 @@ use crate::tree::TreeView;
 use duplex_wal::le::{u32_at, Cursor};
 
 mod chain;
+mod pace;
 pub(crate) use chain::staged_timeline;
 pub use chain::{
     apply_retention, apply_retention_for_peers, restore_chain, verify_backup_wal, PeerFloor,
     RetentionReport,
 };
+pub(crate) use pace::{wal_dir_activity, Activity};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST: &str = "BACKUP";
@@ -46,16 +48,6 @@ const BACKUP_VERSION: u32 = 3;
 const MAX_FILES: usize = 64;
 /// Longest file name in a backup manifest.
 const MAX_NAME: usize = 255;
-/// The backup copies the store in slices of this size ([`Storage::copy_synced`]): the real
-/// storage writes one slice at a time with direct I/O (or, where it cannot, flushes each
-/// slice as it goes), so a backup never queues more than a slice or two of writes ahead of
-/// the WAL's fsyncs, the disk writes overlap the copy, and the final fsync has little left.
-const COPY_SLICE: u64 = 16 << 20;
-/// A paced copy ([`BackupRate::Adaptive`], [`BackupRate::BytesPerSec`]) writes and syncs
-/// slices of this size: a WAL fsync that lands meanwhile waits for at most one.
-const PACED_SLICE: usize = 256 << 10;
-/// The adaptive pace rests this many times as long as each slice took.
-const ADAPTIVE_REST: u32 = 9;
 /// The parallel CRC pass checks for a failed copy after each chunk of this size.
 const CRC_CHUNK: usize = 16 << 20;
 
@@ -264,10 +256,11 @@ fn valid_file_name(name: &str) -> bool {
 /// How fast a backup copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackupRate {
-    /// Adaptive (the default): the copy writes in small slices, each made durable before
-    /// the next, and after each one rests for nine times as long as the slice took, so it
-    /// takes at most about a tenth of the disk's time, whatever the disk, and a WAL fsync
-    /// never queues behind more than one slice.
+    /// Adaptive (the default): as fast as the disk goes while no writer commits; while
+    /// writers commit, small slices (written with direct I/O where the file system
+    /// allows, so no fsync per slice), each followed by a rest nine times as long as the
+    /// slice took, so the copy takes at most about a tenth of the disk's time, whatever the
+    /// disk, and a WAL fsync never queues behind more than one small slice.
     #[default]
     Adaptive,
     /// At most this many bytes per second (0: unlimited).
@@ -420,6 +413,8 @@ pub(crate) struct BackupJob<'a> {
     pub wal: WalSource,
     /// The copy's pace.
     pub rate: BackupRate,
+    /// What the adaptive pace watches for commits.
+    pub activity: Activity<'a>,
 }
 
 /// Copies the committed bytes of `view` (all of them, or those past `base`'s), then the WAL
@@ -465,8 +460,13 @@ fn write_backup_in(
         files: Vec::new(),
     };
     let part_name = manifest_stub.store_part_name();
-    let (copied, part_crc) =
-        copy_store_part(storage, view, base_len, &tmp.join(&part_name), job.rate)?;
+    let (copied, part_crc) = copy_store_part(
+        storage,
+        view,
+        base_len,
+        &tmp.join(&part_name),
+        pace::BackupPace::new(job.rate, job.activity),
+    )?;
     // The base's manifest already holds the CRC of its bytes (which never change below its
     // committed length), and CRCs combine.
     let store_crc = if base_len > 0 {
@@ -578,20 +578,17 @@ fn increment_start(base: Option<&BackupManifest>, view: &TreeView, node_id: u64)
     Ok(b.committed_len)
 }
 
-/// Copies the store's committed bytes from `base_len` on into `part_path` (fsynced) and
-/// returns how many were copied and their CRC32C.
+/// Copies the store's committed bytes from `base_len` on into `part_path` (fsynced) at the
+/// pace `pace` sets, and returns how many were copied and their CRC32C.
 fn copy_store_part(
     storage: &Arc<dyn Storage>,
     view: &TreeView,
     base_len: u64,
     part_path: &Path,
-    rate: BackupRate,
+    mut pace: pace::BackupPace<'_>,
 ) -> Result<(u64, u32)> {
     let committed = view.committed;
     let part_bytes = &view.map.bytes()[base_len as usize..committed as usize];
-    if rate != BackupRate::Unlimited && rate != BackupRate::BytesPerSec(0) {
-        return copy_paced(&**storage, part_bytes, part_path, rate);
-    }
     // The copy (in slices, written to the disk as it goes, then fsynced) and the
     // one CRC pass over the bytes copied run at the same time, on two threads: the CRC reads
     // the mapped store, the copy reads the file, and both see the same committed bytes,
@@ -604,7 +601,7 @@ fn copy_store_part(
             base_len,
             part_path,
             committed - base_len,
-            COPY_SLICE,
+            &mut pace,
         );
         if copied.is_err() {
             stop.store(true, Ordering::Relaxed);
@@ -624,40 +621,6 @@ fn copy_store_part(
         ));
     }
     Ok((copied, part_crc))
-}
-
-/// Writes `bytes` into the new file `to` in slices of [`PACED_SLICE`], each made durable
-/// before the next, at the pace `rate` asks for; returns the length and CRC32C.
-fn copy_paced(
-    storage: &dyn Storage,
-    bytes: &[u8],
-    to: &Path,
-    rate: BackupRate,
-) -> Result<(u64, u32)> {
-    let f = storage
-        .open(to, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", to, e))?;
-    let mut limit = RateLimit::new(match rate {
-        BackupRate::BytesPerSec(r) => Some(r),
-        _ => None,
-    });
-    let mut crc = 0u32;
-    let mut off = 0u64;
-    for slice in bytes.chunks(PACED_SLICE) {
-        let t = Instant::now();
-        crc = crc32c::crc32c_append(crc, slice);
-        f.write_all_at(slice, off)
-            .map_err(|e| Error::io("write", to, e))?;
-        f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
-        off += slice.len() as u64;
-        if limit.is_limited() {
-            limit.take(slice.len() as u64);
-        } else {
-            std::thread::sleep(t.elapsed() * ADAPTIVE_REST);
-        }
-    }
-    f.sync_data().map_err(|e| Error::io("fsync", to, e))?;
-    Ok((off, crc))
 }
 
 /// Gives the whole backup in `tmp` its final name `dest`: fsync the directory, rename,
@@ -717,6 +680,8 @@ pub fn backup_dir_with(
             .ok_or_else(|| {
                 Error::corrupt(&view.file.path, 0, CorruptKind::Invalid("store header"))
             })?;
+        let wal_dir = data.join(crate::db::WAL_DIR);
+        let activity = || wal_dir_activity(&wal_dir);
         let job = BackupJob {
             node_id,
             dest,
@@ -724,11 +689,12 @@ pub fn backup_dir_with(
             // No database and so no configured clock here: the system's stamps it.
             created_ms: duplex_wal::now_ms(),
             wal: WalSource {
-                dir: data.join(crate::db::WAL_DIR),
+                dir: wal_dir.clone(),
                 until: None,
                 sync_first: true,
             },
             rate: opts.rate,
+            activity: &activity,
         };
         match write_backup(storage, &view, &job) {
             Err(Error::Wal(

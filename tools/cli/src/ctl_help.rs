@@ -62,8 +62,11 @@ Exit codes: 0 shown; 2 bad arguments; 3 the server could not be asked.";
 /// What `duplexctl backup --help` adds.
 pub const BACKUP_HELP: &str = "\
 Asks the server to take a backup now (DUPLEX.BACKUP), into its backup directory, under NAME
-if given; waits for it and prints the server's summary (directory, checkpoint LSN, bytes,
-seconds). The server keeps serving throughout.
+if given; waits for it and prints the server's summary (directory, checkpoint and end LSN,
+bytes copied, the base's length, seconds). The server keeps serving throughout.
+--incremental copies only what the store gained since the newest complete backup of the
+server's lineage; --base NAME builds on the named backup instead. Restore a chain with
+duplex-recover restore --backup FULL --backup INC ... (oldest first).
 
 Exit codes: 0 backup taken; 2 bad arguments; 3 the server could not be asked or the backup
 failed (the message says why).";

@@ -216,10 +216,23 @@ fn status_shows_an_unreachable_server_as_a_row_and_exits_3() {
     let out = ctl(&["backup", &addr(p), "by-duplexctl"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.stdout.contains("by-duplexctl") && out.stdout.contains("checkpoint_lsn="),
+        out.stdout.contains("by-duplexctl") && out.stdout.contains("base_len=0 "),
         "{}",
         out.stdout
     );
+    // An incremental one on top of it, and one on a named base.
+    let out = ctl(&["backup", &addr(p), "inc-1", "--incremental"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("inc-1") && !out.stdout.contains("base_len=0 "),
+        "{}",
+        out.stdout
+    );
+    let out = ctl(&["backup", &addr(p), "inc-2", "--base", "by-duplexctl"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.stdout.contains("base_len=0 "), "{}", out.stdout);
+    let out = ctl(&["backup", &addr(p), "inc-3", "--base", "no-such-backup"]);
+    assert_eq!(out.code, 3, "{}", out.all());
     let out = ctl(&["compare", &addr(p), &dead]);
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stderr.contains(&dead), "{}", out.stderr);

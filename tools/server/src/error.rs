@@ -53,6 +53,16 @@ pub enum Error {
         /// The name given.
         name: String,
     },
+    /// An incremental backup was asked for without a full backup of this lineage to build on.
+    #[error("no complete backup of node {node} timeline {timeline} in {} to build an incremental backup on: take a full one first (DUPLEX.BACKUP without INCREMENTAL)", dir.display())]
+    NoBaseBackup {
+        /// The backup directory searched.
+        dir: PathBuf,
+        /// This server's node id.
+        node: u64,
+        /// Its timeline.
+        timeline: u64,
+    },
     /// The backup's directory exists already.
     #[error("{} already exists; give the backup another name", path.display())]
     BackupExists {

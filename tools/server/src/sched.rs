@@ -124,7 +124,7 @@ pub fn spawn(sh: &Arc<Shared>) -> Result<(), Error> {
                 s.set_next_backup_ms(sched.next_ms());
                 // A failed backup is logged and counted in INFO by the backup itself.
                 sched.tick(s.clock(), || {
-                    let _ = s.backup(None);
+                    let _ = s.backup(None, crate::shared::BackupBase::None);
                 });
                 std::thread::sleep(POLL.min(every));
             }

@@ -5,7 +5,8 @@
 //! least `archive_lag_ms` (plus a margin) before the kill is there byte for byte (with
 //! `--archive-lag-ms 0`, every acknowledged write), nothing is there that was not written,
 //! and the restored server starts above the epoch the lost one had. A point-in-time restore
-//! (`--until-lsn`) yields exactly the writes up to its target.
+//! (`--until-lsn`) yields exactly the writes up to its target. The same again on a chain
+//! of a full and an incremental backup (`DUPLEX.BACKUP name INCREMENTAL`).
 //!
 //! `duplex-recover` comes from another package: it is found beside `duplexd`
 //! (`target/<profile>/duplex-recover`, built with cargo if missing, as the testkit does for
@@ -138,8 +139,62 @@ fn present(c: &mut redis::Connection, n: u64) -> Vec<u64> {
     got
 }
 
-/// One drill with `--archive-lag-ms lag_ms`.
-fn drill(bin: &Path, lag_ms: u64) {
+/// Writes on from the next index for `dur`, adding to `acked`.
+fn write_for(c: &mut redis::Connection, acked: &mut Acked, dur: Duration) {
+    let from = acked.at.len() as u64;
+    acked
+        .at
+        .extend(write_until(c, from, Instant::now() + dur, None).at);
+}
+
+/// What DUPLEX.BACKUP answered.
+#[derive(Debug)]
+struct Taken {
+    dir: String,
+    committed_len: u64,
+    base_len: u64,
+    bytes_copied: u64,
+}
+
+/// `DUPLEX.BACKUP args` from another connection while `c` keeps writing.
+fn online_backup(port: u16, args: &[&str], c: &mut redis::Connection, acked: &mut Acked) -> Taken {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let backup = std::thread::spawn(move || {
+        let cl = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut b = cl.get_connection().unwrap();
+        let r: String = redis::cmd("DUPLEX.BACKUP")
+            .arg(&args)
+            .query(&mut b)
+            .unwrap();
+        r
+    });
+    while !backup.is_finished() {
+        write_for(c, acked, Duration::from_millis(50));
+    }
+    let reply = backup.join().unwrap();
+    let field = |name: &str| {
+        reply
+            .split(' ')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("DUPLEX.BACKUP answered {reply}"))
+            .to_owned()
+    };
+    let num = |name: &str| field(name).parse::<u64>().unwrap();
+    let dir = field("dir");
+    let committed_len = duplex_engine::verify_backup(&duplex_wal::StdStorage, Path::new(&dir))
+        .unwrap()
+        .committed_len;
+    Taken {
+        committed_len,
+        base_len: num("base_len"),
+        bytes_copied: num("bytes_copied"),
+        dir,
+    }
+}
+
+/// One drill with `--archive-lag-ms lag_ms`, on a full backup or a chain of a full and an
+/// incremental one (both taken online by the daemon).
+fn drill(bin: &Path, lag_ms: u64, incremental: bool) {
     let t = tempfile::tempdir().unwrap();
     let lag = lag_ms.to_string();
     let mut d = Daemon::start_in(&t.path().join("node"), &["--archive-lag-ms", &lag]);
@@ -148,28 +203,30 @@ fn drill(bin: &Path, lag_ms: u64) {
     let _: () = redis::cmd("DUPLEX.UNFENCE").query(&mut c).unwrap();
     let (epoch_before, _) = epoch_and_lsn(&mut c);
 
-    let mut acked = write_until(&mut c, 0, Instant::now() + Duration::from_millis(500), None);
-    // The online backup, from another connection while the writer goes on.
-    let port = d.port;
-    let backup = std::thread::spawn(move || {
-        let cl = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let mut b = cl.get_connection().unwrap();
-        let r: String = redis::cmd("DUPLEX.BACKUP").arg("b1").query(&mut b).unwrap();
-        r
-    });
-    let mut i = acked.at.len() as u64;
-    while !backup.is_finished() {
-        acked
-            .at
-            .extend(write_until(&mut c, i, Instant::now() + Duration::from_millis(50), None).at);
-        i = acked.at.len() as u64;
+    let mut acked = Acked {
+        at: Vec::new(),
+        mark: None,
+    };
+    write_for(&mut c, &mut acked, Duration::from_millis(500));
+    let full = online_backup(d.port, &["b1"], &mut c, &mut acked);
+    let mut chain = vec![full.dir.clone()];
+    if incremental {
+        // An incremental backup on top of it, taken online too: it copies only what the
+        // store gained since (the checkpoint it takes folds the writes in between).
+        write_for(&mut c, &mut acked, Duration::from_millis(700));
+        let inc = online_backup(d.port, &["b2", "INCREMENTAL"], &mut c, &mut acked);
+        assert_eq!(
+            inc.base_len, full.committed_len,
+            "the incremental backup builds on the full one's store"
+        );
+        assert!(inc.base_len > 0 && inc.bytes_copied > 0, "{inc:?}");
+        chain.push(inc.dir);
     }
-    let reply = backup.join().unwrap();
-    let bdir = reply
-        .split(' ')
-        .find_map(|f| f.strip_prefix("dir="))
-        .unwrap_or_else(|| panic!("DUPLEX.BACKUP answered {reply}"))
-        .to_owned();
+    let mut backups: Vec<&str> = Vec::new();
+    for b in &chain {
+        backups.extend(["--backup", b.as_str()]);
+    }
+    let i = acked.at.len() as u64;
     // Keep writing past the backup (longer than the lag, so that writes made after the
     // backup are required too): a point in time early on, then more.
     let more = write_until(
@@ -189,18 +246,11 @@ fn drill(bin: &Path, lag_ms: u64) {
     let archive = t.path().join("node/archive");
     let restored = t.path().join("restored");
     let into = restored.join("data");
-    recover(
-        bin,
-        &[
-            "restore",
-            "--backup",
-            &bdir,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--into",
-            into.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec!["restore"];
+    args.extend(&backups);
+    args.extend(["--archive", archive.to_str().unwrap()]);
+    args.extend(["--into", into.to_str().unwrap()]);
+    recover(bin, &args);
     let mut r = Daemon::start_in(&restored, &[]);
     let mut rc = r.conn();
     let got = present(&mut rc, n);
@@ -246,20 +296,12 @@ fn drill(bin: &Path, lag_ms: u64) {
     // Point in time: exactly the writes up to the one whose LSN was noted.
     let pit = t.path().join("pit");
     let lsn = mark_lsn.to_string();
-    recover(
-        bin,
-        &[
-            "restore",
-            "--backup",
-            &bdir,
-            "--archive",
-            archive.to_str().unwrap(),
-            "--into",
-            pit.join("data").to_str().unwrap(),
-            "--until-lsn",
-            &lsn,
-        ],
-    );
+    let pit_data = pit.join("data");
+    let mut args = vec!["restore"];
+    args.extend(&backups);
+    args.extend(["--archive", archive.to_str().unwrap()]);
+    args.extend(["--into", pit_data.to_str().unwrap(), "--until-lsn", &lsn]);
+    recover(bin, &args);
     let mut p = Daemon::start_in(&pit, &[]);
     let got = present(&mut p.conn(), n);
     assert_eq!(
@@ -273,13 +315,20 @@ fn drill(bin: &Path, lag_ms: u64) {
 #[test]
 fn lost_disk_drill_default_lag() {
     if let Some(bin) = recover_bin() {
-        drill(&bin, 1000);
+        drill(&bin, 1000, false);
     }
 }
 
 #[test]
 fn lost_disk_drill_synchronous_archive() {
     if let Some(bin) = recover_bin() {
-        drill(&bin, 0);
+        drill(&bin, 0, false);
+    }
+}
+
+#[test]
+fn lost_disk_drill_incremental_chain() {
+    if let Some(bin) = recover_bin() {
+        drill(&bin, 1000, true);
     }
 }

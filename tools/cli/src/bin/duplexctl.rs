@@ -101,6 +101,14 @@ enum Cmd {
         server: String,
         /// The backup's directory name under the server's backup directory.
         name: Option<String>,
+        /// Copy only what the store gained since the newest complete backup of the
+        /// server's lineage (DUPLEX.BACKUP ... INCREMENTAL).
+        #[arg(long, conflicts_with = "base")]
+        incremental: bool,
+        /// Build an incremental backup on this backup (a name in the server's backup
+        /// directory).
+        #[arg(long, value_name = "NAME")]
+        base: Option<String>,
     },
 }
 
@@ -123,7 +131,19 @@ fn main() -> ExitCode {
             count,
             json,
         } => run_conflicts(&server, count, json, &opts),
-        Cmd::Backup { server, name } => run_backup(&server, name.as_deref(), &opts),
+        Cmd::Backup {
+            server,
+            name,
+            incremental,
+            base,
+        } => {
+            let base = match (incremental, base) {
+                (true, _) => Some(BackupOn::Newest),
+                (false, Some(b)) => Some(BackupOn::Named(b)),
+                (false, None) => None,
+            };
+            run_backup(&server, name.as_deref(), base, &opts)
+        }
         Cmd::Demo {
             duplexd,
             before,
@@ -295,11 +315,29 @@ fn run_conflicts(
     Ok(Code::Ok)
 }
 
-fn run_backup(server: &str, name: Option<&str>, opts: &ConnectOptions) -> Result<Code, ToolError> {
+/// What an incremental backup builds on.
+enum BackupOn {
+    /// The newest complete backup of the server's lineage.
+    Newest,
+    /// A named backup.
+    Named(String),
+}
+
+fn run_backup(
+    server: &str,
+    name: Option<&str>,
+    base: Option<BackupOn>,
+    opts: &ConnectOptions,
+) -> Result<Code, ToolError> {
     let mut c = Conn::open(server, opts)?;
     let mut args: Vec<&[u8]> = vec![b"DUPLEX.BACKUP"];
     if let Some(n) = name {
         args.push(n.as_bytes());
+    }
+    match &base {
+        Some(BackupOn::Newest) => args.push(b"INCREMENTAL"),
+        Some(BackupOn::Named(b)) => args.extend([&b"BASE"[..], b.as_bytes()]),
+        None => {}
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_message(format!("backing up {server}"));

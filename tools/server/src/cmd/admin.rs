@@ -9,7 +9,7 @@ use duplex_engine::Conflict;
 use duplex_proto::{array_len, bulk, error, integer, null_bulk, parse_i64, simple};
 
 use super::{bulk_str, engine_err, ErrLine};
-use crate::shared::Shared;
+use crate::shared::{BackupBase, Shared};
 use crate::state::OpState;
 
 /// DUPLEX.STATE: state, epoch, node id, last LSN, the archive's health (`ok`,
@@ -42,22 +42,53 @@ pub fn state(sh: &Shared, out: &mut Vec<u8>) {
     bulk_str(out, scrub);
 }
 
-/// `DUPLEX.BACKUP [name]`: takes a backup now (the caller waits for it).
+/// `DUPLEX.BACKUP [name] [INCREMENTAL | BASE base]`: takes a backup now (the caller waits
+/// for it). INCREMENTAL builds on the newest complete backup of this server's lineage in
+/// `backup_dir`, BASE on the named one; either copies only the store bytes written since.
 pub fn backup(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
-    let name = args.get(1).map(|n| String::from_utf8_lossy(n).into_owned());
-    match sh.backup(name.as_deref()) {
+    let (name, base) = match backup_args(&args[1..]) {
+        Ok(a) => a,
+        Err(e) => return error(out, &e),
+    };
+    match sh.backup(name.as_deref(), base) {
         Ok(r) => bulk_str(
             out,
             &format!(
-                "dir={} checkpoint_lsn={} bytes_copied={} seconds={:.3}",
+                "dir={} checkpoint_lsn={} end_lsn={} bytes_copied={} base_len={} seconds={:.3}",
                 r.dir.display(),
                 r.manifest.checkpoint_lsn,
+                r.manifest.end_lsn,
                 r.bytes_copied,
+                r.manifest.base_len,
                 r.seconds
             ),
         ),
         Err(e) => ErrLine::err(format!("backup failed: {e}")).send(out),
     }
+}
+
+/// Parses DUPLEX.BACKUP's arguments: an optional name, then INCREMENTAL or BASE <name>.
+fn backup_args(args: &[&[u8]]) -> Result<(Option<String>, BackupBase), String> {
+    let mut name = None;
+    let mut base = BackupBase::None;
+    let mut it = args.iter().map(|a| String::from_utf8_lossy(a).into_owned());
+    while let Some(a) = it.next() {
+        if a.eq_ignore_ascii_case("INCREMENTAL") && base == BackupBase::None {
+            base = BackupBase::Newest;
+        } else if a.eq_ignore_ascii_case("BASE") && base == BackupBase::None {
+            match it.next() {
+                Some(b) => base = BackupBase::Named(b),
+                None => return Err("ERR syntax error: BASE needs the name of a backup".into()),
+            }
+        } else if name.is_none() && base == BackupBase::None {
+            name = Some(a);
+        } else {
+            return Err(
+                "ERR syntax error: DUPLEX.BACKUP [name] [INCREMENTAL | BASE base-name]".into(),
+            );
+        }
+    }
+    Ok((name, base))
 }
 
 /// DUPLEX.CHECKPOINT: a checkpoint now.
@@ -274,5 +305,43 @@ mod tests {
         assert_eq!(f[6], Reply::Null);
         assert_eq!(f[7], Reply::Integer(big.len() as i64));
         assert_ne!(f[8], Reply::Bulk(b"0000000000000000".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod backup_arg_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<(Option<String>, BackupBase), String> {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        backup_args(&a)
+    }
+
+    #[test]
+    fn backup_arguments_name_then_incremental_or_base() {
+        assert_eq!(parse(&[]), Ok((None, BackupBase::None)));
+        assert_eq!(parse(&["b1"]), Ok((Some("b1".into()), BackupBase::None)));
+        assert_eq!(parse(&["incremental"]), Ok((None, BackupBase::Newest)));
+        assert_eq!(
+            parse(&["b2", "INCREMENTAL"]),
+            Ok((Some("b2".into()), BackupBase::Newest))
+        );
+        assert_eq!(
+            parse(&["b3", "BASE", "b1"]),
+            Ok((Some("b3".into()), BackupBase::Named("b1".into())))
+        );
+        assert_eq!(
+            parse(&["BASE", "b1"]),
+            Ok((None, BackupBase::Named("b1".into())))
+        );
+        for bad in [
+            &["BASE"][..],
+            &["b1", "b2"],
+            &["INCREMENTAL", "b1"],
+            &["b1", "INCREMENTAL", "BASE", "b0"],
+        ] {
+            let e = parse(bad).expect_err("refused");
+            assert!(e.starts_with("ERR syntax error"), "{bad:?}: {e}");
+        }
     }
 }

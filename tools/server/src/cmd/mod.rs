@@ -171,7 +171,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("QUIT", Cmd::Quit, 1, usize::MAX, false),
     ("CONFIG", Cmd::Config, 2, usize::MAX, false),
     ("DUPLEX.STATE", Cmd::DState, 1, 1, false),
-    ("DUPLEX.BACKUP", Cmd::DBackup, 1, 2, false),
+    ("DUPLEX.BACKUP", Cmd::DBackup, 1, 4, false),
     ("DUPLEX.CHECKPOINT", Cmd::DCheckpoint, 1, 1, false),
     ("DUPLEX.FENCE", Cmd::DFence, 1, 1, false),
     ("DUPLEX.UNFENCE", Cmd::DUnfence, 1, 1, false),

@@ -63,6 +63,18 @@ pub fn newest_backup(root: &Path, lineage: (u64, u64)) -> Option<(PathBuf, u64)>
         .max_by_key(|(_, ms)| *ms)
 }
 
+/// What an incremental backup builds on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BackupBase {
+    /// Nothing: a full backup.
+    #[default]
+    None,
+    /// The newest complete backup of this server's lineage in `backup_dir`.
+    Newest,
+    /// The backup of this name in `backup_dir`.
+    Named(String),
+}
+
 /// What a backup needs from the rest of the daemon.
 #[derive(Debug, Clone, Copy)]
 pub struct BackupCtx<'a> {
@@ -107,8 +119,14 @@ impl Backups {
     }
 
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
-    /// applies retention. State `backing-up` meanwhile (if it was `running`).
-    pub fn take(&self, cx: BackupCtx<'_>, name: Option<&str>) -> Result<BackupReport, Error> {
+    /// applies retention. State `backing-up` meanwhile (if it was `running`). `base`: a
+    /// full backup (or the increment of a chain) to build an incremental backup on.
+    pub fn take(
+        &self,
+        cx: BackupCtx<'_>,
+        name: Option<&str>,
+        base: BackupBase,
+    ) -> Result<BackupReport, Error> {
         let Some(_one) = self.running.try_lock() else {
             return Err(Error::BackupRunning);
         };
@@ -126,9 +144,27 @@ impl Backups {
         if dest.exists() {
             return Err(Error::BackupExists { path: dest });
         }
+        let base = match base {
+            BackupBase::None => None,
+            BackupBase::Named(n) if !plain_name(&n) => return Err(Error::BackupName { name: n }),
+            BackupBase::Named(n) => Some(root.join(n)),
+            BackupBase::Newest => {
+                let lineage = (cx.cfg.node_id, cx.db.wal().options().timeline);
+                match newest_backup(root, lineage) {
+                    Some((dir, _)) => Some(dir),
+                    None => {
+                        return Err(Error::NoBaseBackup {
+                            dir: root.clone(),
+                            node: lineage.0,
+                            timeline: lineage.1,
+                        })
+                    }
+                }
+            }
+        };
         let moved = cx.state.transition(OpState::Running, OpState::BackingUp);
-        tracing::info!(event = "backup_start", dir = %dest.display(), "backup started");
-        let res = cx.db.backup(&dest, None);
+        tracing::info!(event = "backup_start", dir = %dest.display(), base = ?base.as_ref().map(|b| b.display().to_string()), "backup started");
+        let res = cx.db.backup(&dest, base.as_deref());
         if moved {
             cx.state.transition(OpState::BackingUp, OpState::Running);
         }

@@ -26,7 +26,7 @@ use duplex_wal::Clock;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use backup::Backups;
-pub use backup::{newest_backup, timestamp_name, BackupInfo};
+pub use backup::{newest_backup, timestamp_name, BackupBase, BackupInfo};
 pub use cursors::Cursors;
 pub use hold::{Entered, HoldReport, WriteHold};
 pub use peers::{ClusterSecret, InboundStatus, LagHistogram, LinkState, PeerStatus, PeerTable};
@@ -304,7 +304,7 @@ impl Shared {
 
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
     /// applies retention. State `backing-up` meanwhile (if it was `running`).
-    pub fn backup(&self, name: Option<&str>) -> Result<BackupReport, Error> {
+    pub fn backup(&self, name: Option<&str>, base: BackupBase) -> Result<BackupReport, Error> {
         let cx = backup::BackupCtx {
             db: &self.db,
             state: &self.state,
@@ -312,7 +312,7 @@ impl Shared {
             clock: &*self.clock,
             peer_floor: self.peer_floor(),
         };
-        self.backups.take(cx, name)
+        self.backups.take(cx, name, base)
     }
 
     /// What backup retention must keep of this server's archive for its peers: the least
