@@ -49,6 +49,7 @@ mod config;
 mod db;
 mod error;
 pub mod format;
+mod format_version;
 mod hlc;
 mod lock;
 mod memtable;
@@ -77,6 +78,10 @@ pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, WAL_DIR};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
+pub use format_version::{
+    describe_format, format_of_backup_manifest, format_of_segment, version_field, FORMAT_VERSION,
+    OLDEST_FORMAT_READ,
+};
 pub use hlc::{Hlc, Stamp, Timestamp};
 pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};

@@ -43,7 +43,7 @@ const BACKUP_MAGIC: [u8; 8] = *b"DPLXBKUP";
 /// the backup was taken from. Versions 1 and 2 still read (a version 1 manifest's end LSN
 /// is its checkpoint LSN; both are of timeline 1, the only one before restores started
 /// new ones).
-const BACKUP_VERSION: u32 = 3;
+pub(crate) const BACKUP_VERSION: u32 = 3;
 /// Most files a backup manifest may list.
 const MAX_FILES: usize = 64;
 /// Longest file name in a backup manifest.

@@ -159,6 +159,9 @@ pub struct WalSummary {
     pub record_bytes: u64,
     /// Where a torn tail ended the log (only for a lenient tail).
     pub torn_tail: Option<TornTail>,
+    /// The Duplex formats of its segments ([`crate::format_of_segment`]; a log of an older
+    /// build that went on writing holds two).
+    pub formats: std::collections::BTreeSet<u32>,
 }
 
 impl WalSummary {
@@ -206,6 +209,11 @@ pub fn scan_wal_dir(
     let mut s = WalSummary {
         segments: segments.len(),
         node_id,
+        formats: segments
+            .iter()
+            .filter_map(|(_, p)| crate::version_field(&**storage, p))
+            .map(crate::format_of_segment)
+            .collect(),
         ..WalSummary::default()
     };
     if segments.is_empty() {

@@ -309,6 +309,14 @@ fn render(v: VerifyReport, report: &mut Report) -> Result<(), ToolError> {
 }
 
 fn backup_facts(m: &BackupManifest, report: &mut Report) {
+    let manifest = report.path.join(duplex_engine::backup::BACKUP_MANIFEST);
+    if let Some(v) = duplex_engine::version_field(&duplex_wal::StdStorage, &manifest) {
+        let f = duplex_engine::format_of_backup_manifest(v);
+        report.facts.push(format!(
+            "manifest version {v}: {}",
+            duplex_engine::describe_format(f)
+        ));
+    }
     report.facts.push(format!(
         "{} backup of node {} timeline {} (its archive: n{}-t{}), generation {}, checkpoint LSN {} (roll forward from LSN {}), taken {}",
         if m.is_incremental() { "incremental" } else { "full" },
@@ -360,6 +368,12 @@ fn wal_facts(s: &WalSummary, report: &mut Report) {
             "{} segment(s), no records; every header checked",
             s.segments
         )),
+    }
+    for f in &s.formats {
+        report.facts.push(format!(
+            "segments of {}",
+            duplex_engine::describe_format(*f)
+        ));
     }
     if let Some(t) = &s.torn_tail {
         report.notes.push(format!(
@@ -441,6 +455,19 @@ pub fn verify_paths(storage: &Arc<dyn Storage>, paths: &[PathBuf]) -> Vec<Report
     reports
 }
 
+/// The Duplex formats of the segment files (complete and partial) directly in `dir`.
+fn segment_formats(storage: &dyn Storage, dir: &Path) -> std::collections::BTreeSet<u32> {
+    let Ok(names) = storage.list(dir) else {
+        return Default::default();
+    };
+    names
+        .iter()
+        .filter(|n| n.ends_with(".wal") || n.ends_with(".wal.partial"))
+        .filter_map(|n| duplex_engine::version_field(storage, &dir.join(n)))
+        .map(duplex_engine::format_of_segment)
+        .collect()
+}
+
 /// Checks an archive root with [`duplex_wal::check_archive`]: one history (one node, one
 /// timeline, contiguous LSNs, every record intact) per lineage directory; a fact per
 /// lineage found.
@@ -465,6 +492,11 @@ fn verify_archive(
                 p.file_name().unwrap_or_default().to_string_lossy()
             ))
         ));
+        for f in segment_formats(&**storage, &h.dir) {
+            report
+                .facts
+                .push(format!("segments of {}", duplex_engine::describe_format(f)));
+        }
     }
     if a.histories.is_empty() {
         report

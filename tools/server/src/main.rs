@@ -15,12 +15,14 @@ use anyhow::Context;
 use clap::Parser;
 use duplex_server::config::{IoMode, ServerConfig, SyncMode, TimeOfDay};
 
-/// `duplexd --version`: the package version and the git commit it was built from.
+/// `duplexd --version`: the package version, the git commit it was built from, and the
+/// Duplex on-disk format it writes and reads (`duplex_engine::FORMAT_VERSION`; a test
+/// checks that the two agree).
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("DUPLEX_GIT_COMMIT"),
-    ")"
+    "; on-disk format 2, reads formats 1 to 2)"
 );
 
 /// duplexd: the Duplex server daemon (RESP over the Duplex engine). A flag given twice takes

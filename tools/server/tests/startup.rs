@@ -67,6 +67,14 @@ fn version_names_the_commit() {
         v.contains(env!("CARGO_PKG_VERSION")) && v.contains("(commit "),
         "{v}"
     );
+    // The Duplex on-disk format it writes and the oldest it reads (FORMAT.md section 26).
+    let format = format!(
+        "format {}, reads formats {} to {}",
+        duplex_engine::FORMAT_VERSION,
+        duplex_engine::OLDEST_FORMAT_READ,
+        duplex_engine::FORMAT_VERSION
+    );
+    assert!(v.contains(&format), "{v}");
 }
 
 #[test]

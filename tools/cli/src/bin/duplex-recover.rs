@@ -33,8 +33,15 @@ use duplex_wal::{StdStorage, Storage};
 
 /// Rebuild a lost Duplex database from a backup and its WAL archive; verify backups and
 /// archives; dump WAL records; back up a data directory.
+/// `duplex-recover --version`: the package version and the Duplex on-disk format it reads
+/// and writes (`duplex_engine::FORMAT_VERSION`; a test checks that the two agree).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (on-disk format 2, reads formats 1 to 2)"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "duplex-recover", version, after_help = MAIN_HELP)]
+#[command(name = "duplex-recover", version = VERSION, after_help = MAIN_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -116,9 +116,11 @@ type Section = fn(&Shared, &mut String);
 fn server(sh: &Shared, t: &mut String) {
     let _ = write!(
         t,
-        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nduplex_commit:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
+        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nduplex_commit:{}\r\nduplex_format:{}\r\nduplex_oldest_format_read:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
         env!("DUPLEX_GIT_COMMIT"),
+        duplex_engine::FORMAT_VERSION,
+        duplex_engine::OLDEST_FORMAT_READ,
         std::env::consts::OS,
         std::process::id(),
         sh.addr().port(),
