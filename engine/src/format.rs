@@ -210,6 +210,17 @@ pub fn encode_block_with(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec
 
 /// Decodes and checks the block at the start of `b`; returns its kind and body.
 pub fn decode_block(b: &[u8]) -> Result<(u8, &[u8]), CorruptKind> {
+    decode_block_with(b, true)
+}
+
+/// [`decode_block`] of a block whose CRC was checked before in this open file (bytes
+/// below the committed length never change): lengths, kind and reserved bytes are checked
+/// again, the CRC is not.
+pub(crate) fn decode_block_checked_before(b: &[u8]) -> Result<(u8, &[u8]), CorruptKind> {
+    decode_block_with(b, false)
+}
+
+fn decode_block_with(b: &[u8], check_crc: bool) -> Result<(u8, &[u8]), CorruptKind> {
     if b.len() < BLOCK_HEADER_LEN {
         return Err(CorruptKind::Truncated);
     }
@@ -221,7 +232,9 @@ pub fn decode_block(b: &[u8]) -> Result<(u8, &[u8]), CorruptKind> {
     if b.len() < end {
         return Err(CorruptKind::Truncated);
     }
-    crc_check(u32_at(b, 0), crc32c::crc32c(&b[4..end]))?;
+    if check_crc {
+        crc_check(u32_at(b, 0), crc32c::crc32c(&b[4..end]))?;
+    }
     if b[9..16].iter().any(|&x| x != 0) {
         return Err(CorruptKind::Invalid("block reserved bytes"));
     }

@@ -64,6 +64,7 @@ mod store_file;
 #[doc(hidden)]
 pub mod testing;
 mod tree;
+mod verified;
 pub mod verify;
 
 pub use adopt::{adopt_restored, AdoptReport};

@@ -218,6 +218,11 @@ impl MemTable {
 
     /// The newest version of `key` visible at sequence `seq`.
     pub fn get(&self, key: &[u8], seq: u64) -> Option<MemVersion> {
+        self.get_shared(key, seq).map(|v| MemVersion::clone(&v))
+    }
+
+    /// [`MemTable::get`] without copying the value: the version itself, shared.
+    pub(crate) fn get_shared(&self, key: &[u8], seq: u64) -> Option<Arc<MemVersion>> {
         let (hash, shard) = self.shard(key);
         let shard = shard.read();
         let e = shard.find(hash, |e| e.key.as_slice() == key)?;
@@ -225,7 +230,7 @@ impl MemTable {
             .iter()
             .rev()
             .find(|(s, _)| *s <= seq)
-            .map(|(_, v)| MemVersion::clone(v))
+            .map(|(_, v)| v.clone())
     }
 
     /// The stamp of the newest version of `key`, whatever its sequence number.

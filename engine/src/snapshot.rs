@@ -41,6 +41,18 @@ impl Snapshot {
         Ok(self.version(key)?.and_then(|v| v.value))
     }
 
+    /// Calls `f` with the value of `key` (`None` if absent or deleted) without copying it:
+    /// borrowed from the memtable's version or the mapped store file. What a server's GET
+    /// uses to write the value straight into its reply.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        for m in std::iter::once(&self.active).chain(self.frozen.as_ref()) {
+            if let Some(v) = m.get_shared(key, self.seq) {
+                return Ok(f(v.value.as_deref()));
+            }
+        }
+        Ok(f(self.tree.get_ref(key)?.and_then(|(_, v)| v)))
+    }
+
     /// The current version of `key`, tombstones included.
     pub fn version(&self, key: &[u8]) -> Result<Option<Version>> {
         for m in std::iter::once(&self.active).chain(self.frozen.as_ref()) {

@@ -25,6 +25,8 @@ pub struct StoreFile {
     /// Generation number.
     pub generation: u64,
     retired: AtomicBool,
+    /// Blocks whose CRC was checked since the file was opened.
+    pub(crate) verified: crate::verified::VerifiedBlocks,
 }
 
 impl StoreFile {
@@ -41,6 +43,7 @@ impl StoreFile {
             file,
             generation,
             retired: AtomicBool::new(false),
+            verified: Default::default(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! The on-disk tree: an append-only, copy-on-write B+tree in a store file.
 //!
 //! - [`read`]: [`TreeView`] and [`TreeCursor`] work on a read-only map of the committed
-//!   bytes; every block is checked against its CRC when read, and every descent is bounded
+//!   bytes; every block is checked against its CRC when the open file first meets it (then
+//!   its lengths and header on every read), and every descent is bounded
 //!   (a child's offset is always below its parent's, and the depth below [`MAX_DEPTH`]).
 //! - [`write`](mod@write): [`TreeWriter`] appends new blocks after the committed length. A checkpoint
 //!   merges sorted updates into the tree by rewriting only the leaves and branches they

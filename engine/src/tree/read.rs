@@ -1,6 +1,7 @@
 //! Reading the tree: a [`TreeView`] of one checkpoint over the mapped committed bytes of its
 //! store file, and a [`TreeCursor`] walking its entries in key order. Every block is
-//! checked against its CRC when read (a cursor checks each leaf once per visit).
+//! checked against its CRC the first time the open file meets it ([`crate::verified`]:
+//! the committed bytes never change), its lengths and header every time.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use super::{TreeVersion, MAX_DEPTH};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{decode_block, kind, Branch, Checkpoint, Leaf, ValueRef, BLOCK_ALIGN};
 use crate::store_file::StoreFile;
+
+/// A key's stamp and value (`None`: a tombstone) borrowed from a [`TreeView`].
+pub type TreeRef<'a> = (crate::hlc::Stamp, Option<&'a [u8]>);
 
 /// A consistent, read-only view of the tree as of one checkpoint.
 #[derive(Debug)]
@@ -33,14 +37,20 @@ impl TreeView {
         Error::corrupt(&self.file.path, offset, kind)
     }
 
-    /// The checked block at `off`: its kind and body.
+    /// The checked block at `off`: its kind and body. Its CRC is checked the first time the
+    /// open file meets it ([`crate::verified`]); after that its lengths and header.
     pub fn block(&self, off: u64) -> Result<(u8, &[u8])> {
         let bytes = self.map.bytes();
         if !off.is_multiple_of(BLOCK_ALIGN as u64) || off >= self.ckpt_offset {
             return Err(self.corrupt(off, CorruptKind::Invalid("block offset")));
         }
         let b = &bytes[off as usize..self.ckpt_offset as usize];
-        decode_block(b).map_err(|k| self.corrupt(off, k))
+        if self.file.verified.contains(off) {
+            return crate::format::decode_block_checked_before(b).map_err(|k| self.corrupt(off, k));
+        }
+        let r = decode_block(b).map_err(|k| self.corrupt(off, k))?;
+        self.file.verified.insert(off);
+        Ok(r)
     }
 
     fn leaf(&self, off: u64) -> Result<Leaf<'_>> {
@@ -142,6 +152,14 @@ impl TreeView {
 
     /// The version of `key` in the tree, tombstones included.
     pub fn get(&self, key: &[u8]) -> Result<Option<TreeVersion>> {
+        Ok(self
+            .get_ref(key)?
+            .map(|(stamp, v)| (stamp, v.map(<[u8]>::to_vec))))
+    }
+
+    /// The stamp and value (`None`: a tombstone) of `key` in the tree, the value borrowed
+    /// from the mapped file; `None` if the tree does not hold `key`.
+    pub fn get_ref(&self, key: &[u8]) -> Result<Option<TreeRef<'_>>> {
         let mut path = Vec::new();
         let Some(off) = self.descend(key, &mut path)? else {
             return Ok(None);
@@ -155,7 +173,7 @@ impl TreeView {
         if e.key != key {
             return Ok(None);
         }
-        Ok(Some((e.stamp, self.value(off, e.value)?)))
+        Ok(Some((e.stamp, self.value_bytes(off, e.value)?)))
     }
 
     /// A cursor at the first entry at or after `start`.

@@ -353,7 +353,8 @@ impl TreeWriter {
     /// Writes the merge of the tree of `view` with sorted, distinct-key `updates` (last
     /// writer wins per key) as a whole new tree with full leaves, in key order, and returns
     /// its root: compaction, and the merge of a batch of updates that would touch most
-    /// leaves anyway. Every old block's CRC is checked; old values are copied over.
+    /// leaves anyway. Every old block is checked (its CRC once per open file); old values
+    /// are copied over.
     pub fn rebuild<'a>(&mut self, view: &'a TreeView, updates: &'a [Update<'a>]) -> Result<u64> {
         let mut st = Rebuild {
             level: Vec::new(),
