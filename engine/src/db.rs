@@ -404,7 +404,15 @@ impl Database {
             // No checkpoint (which removes WAL segments) while the WAL is being copied;
             // the store copy itself needs no lock, the view keeps its file.
             let _no_ckpt = i.ckpt_lock.lock();
-            let durable = i.wal.sync()?;
+            let (durable, snapshot) = if opts.snapshot_at_end {
+                // With the gate closed every batch appended is applied and none is being
+                // appended: after the sync, the snapshot holds exactly the batches up to
+                // the durable LSN, where the backup's WAL ends.
+                let _g = i.gate.write();
+                (i.wal.sync()?, Some(self.snapshot()))
+            } else {
+                (i.wal.sync()?, None)
+            };
             let job = BackupJob {
                 wal: WalSource {
                     until: Some(durable.max(view.ckpt.lsn)),
@@ -412,7 +420,10 @@ impl Database {
                 },
                 ..job
             };
-            write_backup(&i.storage, &view, &job)?
+            BackupReport {
+                snapshot,
+                ..write_backup(&i.storage, &view, &job)?
+            }
         };
         if i.cfg.archive_dir.is_some() {
             i.wal.rotate()?;

@@ -47,6 +47,7 @@ pub mod batch;
 mod checkpoint;
 mod config;
 mod db;
+mod drill;
 mod error;
 pub mod format;
 mod format_version;
@@ -77,6 +78,7 @@ pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, WAL_DIR};
+pub use drill::{drill_backup, first_difference, DrillReport};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use format_version::{

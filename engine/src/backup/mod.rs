@@ -274,6 +274,10 @@ pub enum BackupRate {
 pub struct BackupOptions {
     /// How fast the copy goes. Default [`BackupRate::Adaptive`].
     pub rate: BackupRate,
+    /// Also hand back a snapshot of the database at exactly the backup's end LSN
+    /// ([`BackupReport::snapshot`]), to check a restore of the backup against (the restore
+    /// drill). Writers pause for one fsync while it is taken. Default false.
+    pub snapshot_at_end: bool,
 }
 
 /// What a backup did.
@@ -289,6 +293,10 @@ pub struct BackupReport {
     pub wal_bytes: u64,
     /// Wall time taken, seconds.
     pub seconds: f64,
+    /// With [`BackupOptions::snapshot_at_end`]: the database as of exactly the backup's
+    /// `end_lsn` (every batch logged up to it, none after), which a restore of the backup
+    /// rolled forward to that LSN must equal.
+    pub snapshot: Option<crate::Snapshot>,
 }
 
 /// Reads and checks the `BACKUP` manifest of a backup directory.
@@ -517,6 +525,7 @@ fn write_backup_in(
         bytes_copied: copied,
         wal_bytes,
         seconds: start.elapsed().as_secs_f64(),
+        snapshot: None,
     })
 }
 
