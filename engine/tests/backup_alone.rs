@@ -319,6 +319,7 @@ fn a_failed_backup_leaves_nothing_that_looks_like_a_backup() {
                 None,
                 &BackupOptions {
                     rate: BackupRate::Unlimited,
+                    ..BackupOptions::default()
                 },
             )
             .expect_err("the backup fails midway");

@@ -665,6 +665,7 @@ fn backup(a: BackupArgs) -> Result<Code> {
             Some(0) => BackupRate::Unlimited,
             Some(mb) => BackupRate::BytesPerSec(mb.saturating_mul(1_000_000)),
         },
+        ..BackupOptions::default()
     };
     let r = duplex_engine::backup_dir_with(
         &storage(),
