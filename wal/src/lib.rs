@@ -75,4 +75,5 @@ pub use recovery::{RecoveryReport, SegmentInfo, Truncation};
 pub use rotation::SpaceStatus;
 pub use std_storage::StdStorage;
 pub use storage::{sync_file_and_dir, CopyPace, LockGuard, Mapped, OpenMode, Storage, StorageFile};
+pub use sys::background_priority;
 pub use wal::{Entry, Wal};

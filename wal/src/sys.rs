@@ -112,3 +112,18 @@ pub(crate) fn map_read_only(file: &File, offset: u64, len: usize) -> io::Result<
             .map(file)
     }
 }
+
+/// Puts the calling thread at the lowest CPU priority (nice 19) and in the idle I/O class
+/// (honoured where the disk's scheduler supports I/O priorities), for background work that
+/// must yield to the foreground: a server's restore drill. Best effort: what the kernel
+/// refuses is left as it was.
+#[allow(unsafe_code)]
+pub fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id; no pointers are passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        // ioprio_set(IOPRIO_WHO_PROCESS = 1, tid, IOPRIO_CLASS_IDLE (3) << 13).
+        libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13);
+    }
+}

@@ -31,6 +31,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// backup_interval_secs = 86400  # 0 = no scheduled backups; counted from the last backup
 /// # backup_at = "02:30"       # UTC time of day the scheduled backups fall on
 /// keep_backups = 7
+/// backup_drill = true         # restore each new backup in the background and compare it
 /// archive_dir = "./duplex-archive"  # "" = no archive
 /// archive_lag_ms = 1000       # how far the archive may trail the WAL; 0 = synchronous
 /// max_clients = 1000          # lowered at start to what the descriptor limit allows
@@ -82,6 +83,11 @@ pub struct ServerConfig {
     pub backup_at: Option<TimeOfDay>,
     /// Complete backups kept by retention. Default 7.
     pub keep_backups: usize,
+    /// The restore drill: after each backup, restore it into `backup_dir/.drill` in the
+    /// background, roll it forward to its end LSN and compare it, version for version, with
+    /// a snapshot of the live data taken at that LSN; retention (which prunes older backups
+    /// and their archive) runs only once the drill passed. Default true.
+    pub backup_drill: bool,
     /// WAL archive (closed segments copied aside). Default `./duplex-archive`; empty for none.
     pub archive_dir: PathBuf,
     /// How far the archive may fall behind the durable WAL, in milliseconds: the archiver
@@ -188,6 +194,7 @@ impl Default for ServerConfig {
             backup_interval_secs: 86_400,
             backup_at: None,
             keep_backups: 7,
+            backup_drill: true,
             archive_dir: PathBuf::from("./duplex-archive"),
             archive_lag_ms: 1000,
             max_clients: 1000,

@@ -65,6 +65,10 @@ struct Args {
     /// Backups kept by retention [default: 7].
     #[arg(long)]
     keep_backups: Option<usize>,
+    /// Restore each new backup in the background and compare it with the live data at its
+    /// end LSN before retention prunes anything [default: true].
+    #[arg(long)]
+    backup_drill: Option<bool>,
     /// WAL archive directory, "" for none [default: ./duplex-archive].
     #[arg(long, value_parser = any_path)]
     archive_dir: Option<PathBuf>,
@@ -156,7 +160,7 @@ fn real_main() -> anyhow::Result<()> {
     }
     over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
           backup_dir => backup_dir, backup_interval => backup_interval_secs,
-          keep_backups => keep_backups, archive_dir => archive_dir, archive_lag_ms => archive_lag_ms, max_clients => max_clients,
+          keep_backups => keep_backups, backup_drill => backup_drill, archive_dir => archive_dir, archive_lag_ms => archive_lag_ms, max_clients => max_clients,
           idle_timeout => idle_timeout_secs,
           client_output_limit_bytes => client_output_limit_bytes, log => log, io => io, io_threads => io_threads,
           cluster_id => cluster_id, transfer_interval_ms => transfer_interval_ms,

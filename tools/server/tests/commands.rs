@@ -225,7 +225,11 @@ fn errors_keep_the_connection(c: &mut redis::Connection) {
 #[test]
 fn state_backup_checkpoint_fence() {
     let t = tmp();
-    let d = Daemon::start_in(t.path(), &["--keep-backups", "2"]);
+    // Retention right after each backup: without the restore drill (restore_drill.rs).
+    let d = Daemon::start_in(
+        t.path(),
+        &["--keep-backups", "2", "--backup-drill", "false"],
+    );
     let mut c = d.conn();
     let _: () = c.set("x", "1").unwrap();
     let st: Vec<Value> = redis::cmd("DUPLEX.STATE").query(&mut c).unwrap();
@@ -271,7 +275,17 @@ fn state_backup_checkpoint_fence() {
 #[test]
 fn scheduled_backups() {
     let t = tmp();
-    let d = Daemon::start_in(t.path(), &["--backup-interval", "1", "--keep-backups", "2"]);
+    let d = Daemon::start_in(
+        t.path(),
+        &[
+            "--backup-interval",
+            "1",
+            "--keep-backups",
+            "2",
+            "--backup-drill",
+            "false",
+        ],
+    );
     let mut c = d.conn();
     let _: () = c.set("x", "1").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(3500));

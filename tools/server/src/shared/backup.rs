@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use duplex_engine::backup::read_backup_manifest;
-use duplex_engine::{BackupReport, Database};
+use duplex_engine::{BackupOptions, BackupReport, Database};
 use duplex_wal::Clock;
 use parking_lot::Mutex;
 
+use super::drill::{DrillInfo, DrillJob, Drills};
 use crate::config::ServerConfig;
 use crate::state::{OpState, StateTable};
 use crate::Error;
@@ -38,6 +39,8 @@ pub struct BackupInfo {
 pub struct Backups {
     info: Mutex<BackupInfo>,
     running: Mutex<()>,
+    /// The restore drills of the backups taken.
+    drills: Drills,
     /// When the next scheduled backup is due, Unix ms; 0 for none (published by the
     /// scheduler).
     next_ms: AtomicU64,
@@ -118,6 +121,11 @@ impl Backups {
         self.info.lock().clone()
     }
 
+    /// What is known about the restore drills.
+    pub fn drill_info(&self) -> DrillInfo {
+        self.drills.info()
+    }
+
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
     /// applies retention. State `backing-up` meanwhile (if it was `running`). `base`: a
     /// full backup (or the increment of a chain) to build an incremental backup on.
@@ -164,12 +172,16 @@ impl Backups {
         };
         let moved = cx.state.transition(OpState::Running, OpState::BackingUp);
         tracing::info!(event = "backup_start", dir = %dest.display(), base = ?base.as_ref().map(|b| b.display().to_string()), "backup started");
-        let res = cx.db.backup(&dest, base.as_deref());
+        let opts = BackupOptions {
+            snapshot_at_end: cx.cfg.backup_drill,
+            ..BackupOptions::default()
+        };
+        let res = cx.db.backup_with(&dest, base.as_deref(), &opts);
         if moved {
             cx.state.transition(OpState::BackingUp, OpState::Running);
         }
         match res {
-            Ok(rep) => {
+            Ok(mut rep) => {
                 {
                     let mut info = self.info.lock();
                     info.taken += 1;
@@ -178,7 +190,19 @@ impl Backups {
                     info.last_error = None;
                 }
                 tracing::info!(event = "backup_done", dir = %rep.dir.display(), bytes = rep.bytes_copied, seconds = rep.seconds, "backup completed");
-                retention(cx.cfg, cx.peer_floor);
+                // With the drill, retention waits until the backup restored correctly.
+                match rep.snapshot.take() {
+                    Some(snapshot) => {
+                        self.drills.start(DrillJob {
+                            dir: rep.dir.clone(),
+                            manifest: rep.manifest.clone(),
+                            snapshot,
+                            cfg: cx.cfg.clone(),
+                            peer_floor: cx.peer_floor,
+                        });
+                    }
+                    None => retention(cx.cfg, cx.peer_floor),
+                }
                 Ok(rep)
             }
             Err(e) => {
@@ -195,7 +219,7 @@ impl Backups {
 }
 
 /// Applies retention after a backup; a failure is logged (the backup itself stands).
-fn retention(cfg: &ServerConfig, floor: Option<duplex_engine::PeerFloor>) {
+pub(super) fn retention(cfg: &ServerConfig, floor: Option<duplex_engine::PeerFloor>) {
     match duplex_engine::apply_retention_for_peers(
         &duplex_wal::StdStorage,
         &cfg.backup_dir,

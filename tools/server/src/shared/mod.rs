@@ -11,6 +11,7 @@
 
 mod backup;
 mod cursors;
+mod drill;
 mod hold;
 mod peers;
 mod stripes;
@@ -28,6 +29,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use backup::Backups;
 pub use backup::{newest_backup, timestamp_name, BackupBase, BackupInfo};
 pub use cursors::Cursors;
+pub use drill::{chain_of, DrillInfo, DRILL_DIR};
 pub use hold::{Entered, HoldReport, WriteHold};
 pub use peers::{ClusterSecret, InboundStatus, LagHistogram, LinkState, PeerStatus, PeerTable};
 pub use stripes::{StripeGuard, Stripes};
@@ -338,6 +340,11 @@ impl Shared {
             lsn,
             max_bytes: self.cfg.peer_retention_bytes,
         })
+    }
+
+    /// What is known about the restore drills of the backups taken since start.
+    pub fn drill_info(&self) -> DrillInfo {
+        self.backups.drill_info()
     }
 
     /// What is known about the backups (taken since start, or the newest found at start).
