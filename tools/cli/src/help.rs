@@ -145,3 +145,17 @@ Exit codes:
   1  the data directory or the base backup is damaged
   2  bad arguments (e.g. --data is not a data directory)
   3  I/O or operational error (destination exists, disk full, permissions)";
+
+/// What `duplex-recover drill --help` adds.
+pub const DRILL_HELP: &str = "\
+Proves a backup by restoring it, as duplexd's restore drill does after each backup
+(backup_drill): the chain is restored into a scratch directory, rolled forward (its own WAL,
+then the archives given) to --until-lsn (default: the last backup's end LSN), opened, and
+its stamped digest printed; the scratch directory is removed. To repeat a server's drill by
+hand, give the LSN and digest from its INFO (drill_lsn, drill_digest) or its drill_passed log
+line:
+    duplex-recover drill --backup /b/2026-12-01T02-30 --archive /archive \\
+        --until-lsn 81233 --expect 5f0c...e2/120000
+
+Exit codes: 0 restored (and equal to --expect); 1 damage found, or the digest differs;
+2 bad arguments; 3 an operational error (the message says which).";

@@ -56,6 +56,9 @@ pub struct ServerStatus {
     pub last_backup_ms: Option<u64>,
     /// The last backup's directory.
     pub last_backup_dir: String,
+    /// The restore drill of the last backup: `none`, `running`, `passed`, `failed` (empty
+    /// from a server without drills).
+    pub drill: String,
     /// Conflicts journaled since the server started.
     pub conflicts: Option<u64>,
     /// Its peer links.
@@ -112,6 +115,7 @@ fn fill(c: &mut Conn, s: &mut ServerStatus, opts: &ConnectOptions) -> Result<(),
         .ok()
         .filter(|&ms| ms > 0);
     s.last_backup_dir = field(&info, "last_backup_dir");
+    s.drill = field(&info, "drill_status");
     s.peers = parse_peers(&c.call(&[b"DUPLEX.PEERS"])?);
     if let Reply::Array(a) = c.call(&[b"DUPLEX.CONFLICTS", b"0"])? {
         if let Some(Reply::Integer(n)) = a.first() {
@@ -213,8 +217,11 @@ fn cells(s: &ServerStatus) -> Vec<String> {
         s.node_id.clone(),
         s.last_lsn.clone(),
         archive,
-        s.last_backup_ms
-            .map_or_else(|| "never".into(), format_time_ms),
+        match (s.last_backup_ms, s.drill.as_str()) {
+            (None, _) => "never".into(),
+            (Some(ms), "" | "none") => format_time_ms(ms),
+            (Some(ms), drill) => format!("{} (drill {drill})", format_time_ms(ms)),
+        },
         s.conflicts.map_or_else(|| "?".into(), |n| n.to_string()),
         peers,
     ]
@@ -277,6 +284,7 @@ pub fn to_json(rows: &[ServerStatus]) -> Value {
                     "last_backup_ms": s.last_backup_ms,
                     "last_backup_time": s.last_backup_ms.map(format_time_ms),
                     "last_backup_dir": s.last_backup_dir,
+                    "drill_status": s.drill,
                     "conflicts": s.conflicts, "peers": peers,
                 })
             })
@@ -300,6 +308,7 @@ mod tests {
                 archive: "ok".into(),
                 archive_lag_ms: "0".into(),
                 last_backup_ms: Some(1000),
+                drill: "passed".into(),
                 conflicts: Some(3),
                 peers: vec![PeerLink {
                     addr: "127.0.0.1:7380".into(),
@@ -328,7 +337,7 @@ mod tests {
         let col = lines[0].find("STATE").unwrap();
         assert_eq!(lines[1].find("running"), Some(col), "{t}");
         assert!(lines[1].contains("127.0.0.1:7380 node 2 up lag 0 ms/0 batches"));
-        assert!(lines[1].contains("1970-01-01T00:00:01Z"));
+        assert!(lines[1].contains("1970-01-01T00:00:01Z (drill passed)"), "{t}");
         assert!(lines[2].contains("UNREACHABLE: cannot reach"), "{t}");
     }
 
@@ -338,6 +347,7 @@ mod tests {
         assert_eq!(j[0]["node_id"], 1);
         assert_eq!(j[0]["reachable"], true);
         assert_eq!(j[0]["peers"][0]["node"], 2);
+        assert_eq!(j[0]["drill_status"], "passed");
         assert_eq!(j[1]["reachable"], false);
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -714,4 +714,46 @@ fn format_1_golden_files_verify_and_are_named_format_1() {
         "{}",
         out.stdout
     );
+}
+
+/// `duplex-recover drill`: the backup rolled forward through the archive to the last LSN
+/// has the live database's stamped digest; `--expect` with it exits 0, with another digest
+/// 1; the scratch directory is gone afterwards.
+#[test]
+fn drill_by_hand_matches_the_live_stamped_digest() {
+    let f = fixture();
+    let live = f
+        .db
+        .stamped_digest(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .unwrap()
+        .to_string();
+    let scratch = f.path("scratch");
+    let lsn = f.last_lsn.to_string();
+    let args = |expect: &str| {
+        vec![
+            OsString::from("drill"),
+            "--backup".into(),
+            f.backup.clone().into(),
+            "--archive".into(),
+            f.archive.clone().into(),
+            "--until-lsn".into(),
+            lsn.clone().into(),
+            "--expect".into(),
+            expect.into(),
+            "--scratch".into(),
+            scratch.clone().into(),
+        ]
+    };
+    let out = run(args(&live));
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!("restored to LSN {lsn}: stamped digest {live}")),
+        "{}",
+        out.stdout
+    );
+    assert!(!scratch.exists(), "scratch removed");
+    let wrong = format!("{:032x}/1", 1);
+    let out = run(args(&wrong));
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("DIFFERS"), "{}", out.stdout);
 }

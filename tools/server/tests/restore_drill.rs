@@ -84,6 +84,8 @@ fn each_backup_is_restored_and_compared_before_retention_prunes() {
     let lsn = backup_while_writing(&d, &mut c, "b1");
     assert_eq!(drill_outcome(&mut c, &lsn), "passed");
     assert_eq!(info_field(&mut c, "drills_passed"), "1");
+    let digest = info_field(&mut c, "drill_digest");
+    assert!(digest.len() > 33 && digest.contains('/'), "{digest}");
     let root = t.path().join("backups");
     assert_eq!(backups(&root), ["b1"]);
 

@@ -198,12 +198,13 @@ fn persistence(sh: &Shared, t: &mut String) {
     let d = sh.drill_info();
     let _ = write!(
         t,
-        "backup_drill:{}\r\ndrill_status:{}\r\ndrill_backup:{}\r\ndrill_lsn:{}\r\ndrill_seconds:{:.3}\r\ndrill_error:{}\r\ndrills_passed:{}\r\ndrills_failed:{}\r\ndrills_skipped:{}\r\n",
+        "backup_drill:{}\r\ndrill_status:{}\r\ndrill_backup:{}\r\ndrill_lsn:{}\r\ndrill_seconds:{:.3}\r\ndrill_digest:{}\r\ndrill_error:{}\r\ndrills_passed:{}\r\ndrills_failed:{}\r\ndrills_skipped:{}\r\n",
         u8::from(c.backup_drill),
         d.status,
         d.backup.map(|b| b.display().to_string()).unwrap_or_default(),
         d.lsn,
         d.seconds,
+        d.digest.unwrap_or_default(),
         d.error.unwrap_or_default().replace(['\r', '\n'], " "),
         d.passed,
         d.failed,

@@ -37,6 +37,8 @@ pub struct DrillInfo {
     pub seconds: f64,
     /// Why the last drill failed (the first differing key, or the error).
     pub error: Option<String>,
+    /// The stamped digest the last passed drill found (`duplex-recover drill --expect`).
+    pub digest: Option<String>,
     /// Drills passed since start.
     pub passed: u64,
     /// Drills failed since start.
@@ -126,6 +128,7 @@ fn run(job: &DrillJob, info: &Mutex<DrillInfo>) {
             i.passed += 1;
             i.seconds = d.seconds;
             i.error = None;
+            i.digest = Some(d.restored.to_string());
             drop(i);
             tracing::info!(event = "drill_passed", backup = %job.dir.display(), lsn = d.lsn, digest = %d.restored, seconds = d.seconds, "restore drill passed: the backup restores to the live data at its end LSN");
             super::backup::retention(&job.cfg, job.peer_floor);
