@@ -337,7 +337,10 @@ mod tests {
         let col = lines[0].find("STATE").unwrap();
         assert_eq!(lines[1].find("running"), Some(col), "{t}");
         assert!(lines[1].contains("127.0.0.1:7380 node 2 up lag 0 ms/0 batches"));
-        assert!(lines[1].contains("1970-01-01T00:00:01Z (drill passed)"), "{t}");
+        assert!(
+            lines[1].contains("1970-01-01T00:00:01Z (drill passed)"),
+            "{t}"
+        );
         assert!(lines[2].contains("UNREACHABLE: cannot reach"), "{t}");
     }
 

@@ -722,11 +722,10 @@ fn format_1_golden_files_verify_and_are_named_format_1() {
 #[test]
 fn drill_by_hand_matches_the_live_stamped_digest() {
     let f = fixture();
-    let live = f
-        .db
-        .stamped_digest(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-        .unwrap()
-        .to_string();
+    let live =
+        f.db.stamped_digest(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .unwrap()
+            .to_string();
     let scratch = f.path("scratch");
     let lsn = f.last_lsn.to_string();
     let args = |expect: &str| {
@@ -747,7 +746,8 @@ fn drill_by_hand_matches_the_live_stamped_digest() {
     let out = run(args(&live));
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.stdout.contains(&format!("restored to LSN {lsn}: stamped digest {live}")),
+        out.stdout
+            .contains(&format!("restored to LSN {lsn}: stamped digest {live}")),
         "{}",
         out.stdout
     );

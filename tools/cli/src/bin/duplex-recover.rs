@@ -20,9 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use duplex_cli::dump::decode;
 use duplex_cli::exit::{engine_code, wal_code, Code, ToolError};
-use duplex_cli::help::{
-    BACKUP_HELP, DRILL_HELP, DUMP_HELP, MAIN_HELP, RESTORE_HELP, VERIFY_HELP,
-};
+use duplex_cli::help::{BACKUP_HELP, DRILL_HELP, DUMP_HELP, MAIN_HELP, RESTORE_HELP, VERIFY_HELP};
 use duplex_cli::identify::identify;
 use duplex_cli::target::prepare_target;
 use duplex_cli::text::{format_time_ms, human_bytes, parse_time_ms};

@@ -121,17 +121,17 @@ impl Drills {
 fn run(job: &DrillJob, info: &Mutex<DrillInfo>) {
     tracing::info!(event = "drill_start", backup = %job.dir.display(), lsn = job.manifest.end_lsn, "restore drill started");
     let outcome = drill(job);
-    let mut i = info.lock();
     match outcome {
         Ok(d) if d.passed() => {
+            tracing::info!(event = "drill_passed", backup = %job.dir.display(), lsn = d.lsn, digest = %d.restored, seconds = d.seconds, "restore drill passed: the backup restores to the live data at its end LSN");
+            // Retention first: INFO says `passed` once everything the pass allows is done.
+            super::backup::retention(&job.cfg, job.peer_floor);
+            let mut i = info.lock();
             i.status = "passed";
             i.passed += 1;
             i.seconds = d.seconds;
             i.error = None;
             i.digest = Some(d.restored.to_string());
-            drop(i);
-            tracing::info!(event = "drill_passed", backup = %job.dir.display(), lsn = d.lsn, digest = %d.restored, seconds = d.seconds, "restore drill passed: the backup restores to the live data at its end LSN");
-            super::backup::retention(&job.cfg, job.peer_floor);
         }
         Ok(d) => {
             let why = format!(
@@ -144,9 +144,9 @@ fn run(job: &DrillJob, info: &Mutex<DrillInfo>) {
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default()
             );
-            fail(&mut i, job, d.seconds, why);
+            fail(&mut info.lock(), job, d.seconds, why);
         }
-        Err(e) => fail(&mut i, job, 0.0, e.to_string()),
+        Err(e) => fail(&mut info.lock(), job, 0.0, e.to_string()),
     }
 }
 
