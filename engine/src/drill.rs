@@ -45,34 +45,43 @@ impl DrillReport {
     }
 }
 
-/// Restores `chain` (a full backup, then its incrementals, oldest first) into `scratch`
-/// (which must not exist or be empty; removed afterwards), rolls forward to `until` (the
-/// last backup's end LSN if `None`) through `archive` (none: the backup's own WAL), opens it
-/// as node `node_id`, and compares it with `live` if given.
-pub fn drill_backup(
-    storage: &Arc<dyn Storage>,
-    chain: &[PathBuf],
-    archive: &[PathBuf],
-    scratch: &Path,
-    node_id: u64,
-    until: Option<u64>,
-    live: Option<&Snapshot>,
-) -> Result<DrillReport> {
-    let res = drill_in(storage, chain, archive, scratch, node_id, until, live);
+/// What to drill: a backup chain, the archive to roll forward through, where to restore
+/// it, and what to compare it with.
+#[derive(Debug, Clone, Copy)]
+pub struct DrillSpec<'a> {
+    /// A full backup, then its incrementals, oldest first.
+    pub chain: &'a [PathBuf],
+    /// Archive roots (or lineage directories) to roll forward through; none: the backup's
+    /// own WAL only.
+    pub archive: &'a [PathBuf],
+    /// Scratch directory: must not exist or be empty; removed afterwards.
+    pub scratch: &'a Path,
+    /// The node id the backup belongs to.
+    pub node_id: u64,
+    /// Roll forward to this LSN; `None`: the last backup's end LSN.
+    pub until: Option<u64>,
+    /// The live data at that LSN, to compare with.
+    pub live: Option<&'a Snapshot>,
+}
+
+/// Restores the chain of `spec` into its scratch directory, rolls forward, opens it as its
+/// node, compares it with the live snapshot if given, and removes the scratch directory.
+pub fn drill_backup(storage: &Arc<dyn Storage>, spec: &DrillSpec<'_>) -> Result<DrillReport> {
+    let res = drill_in(storage, spec);
     // Best effort: a scratch directory left behind is removed by the next drill.
-    let _ = remove_tree(&**storage, scratch);
+    let _ = remove_tree(&**storage, spec.scratch);
     res
 }
 
-fn drill_in(
-    storage: &Arc<dyn Storage>,
-    chain: &[PathBuf],
-    archive: &[PathBuf],
-    scratch: &Path,
-    node_id: u64,
-    until: Option<u64>,
-    live: Option<&Snapshot>,
-) -> Result<DrillReport> {
+fn drill_in(storage: &Arc<dyn Storage>, spec: &DrillSpec<'_>) -> Result<DrillReport> {
+    let DrillSpec {
+        chain,
+        archive,
+        scratch,
+        node_id,
+        until,
+        live,
+    } = *spec;
     let start = Instant::now();
     if storage.exists(scratch) {
         remove_tree(&**storage, scratch)?;

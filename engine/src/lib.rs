@@ -78,7 +78,7 @@ pub use backup_wal::RESTORE_WAL_DIR;
 pub use batch::{Op, WriteBatch};
 pub use config::{Config, MAX_KEY_SIZE, MAX_RECORD_SIZE, MAX_VALUE_SIZE};
 pub use db::{Database, Stats, WAL_DIR};
-pub use drill::{drill_backup, first_difference, DrillReport};
+pub use drill::{drill_backup, first_difference, DrillReport, DrillSpec};
 pub use duplex_wal::SyncPolicy;
 pub use error::{CorruptKind, Error, Result};
 pub use format_version::{

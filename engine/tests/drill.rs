@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use duplex_engine::{drill_backup, BackupOptions, Config, Database};
+use duplex_engine::{drill_backup, BackupOptions, Config, Database, DrillSpec};
 use duplex_wal::{StdStorage, Storage};
 
 fn config(archive: PathBuf) -> Config {
@@ -53,16 +53,17 @@ fn a_backup_restored_equals_the_live_snapshot_at_its_end_lsn() {
     assert!(written > 0, "the writer wrote during the backup");
     let live = report.snapshot.as_ref().expect("a snapshot at the end LSN");
     let chain = [report.dir.clone()];
-    let d = drill_backup(
-        &storage,
-        &chain,
-        &[t.path().join("archive")],
-        &t.path().join(".drill"),
-        4,
-        None,
-        Some(live),
-    )
-    .unwrap();
+    let archive = [t.path().join("archive")];
+    let scratch = t.path().join(".drill");
+    let spec = DrillSpec {
+        chain: &chain,
+        archive: &archive,
+        scratch: &scratch,
+        node_id: 4,
+        until: None,
+        live: Some(live),
+    };
+    let d = drill_backup(&storage, &spec).unwrap();
     assert_eq!(d.lsn, report.manifest.end_lsn);
     assert!(d.passed(), "{d:?}");
     assert_eq!(d.first_difference, None);
@@ -72,14 +73,16 @@ fn a_backup_restored_equals_the_live_snapshot_at_its_end_lsn() {
     // the backup does not hold.
     db.put(b"a-later-key", b"x").unwrap();
     let later = db.snapshot();
+    let alone = DrillSpec {
+        archive: &[],
+        ..spec
+    };
     let d = drill_backup(
         &storage,
-        &chain,
-        &[],
-        &t.path().join(".drill"),
-        4,
-        None,
-        Some(&later),
+        &DrillSpec {
+            live: Some(&later),
+            ..alone
+        },
     )
     .unwrap();
     assert!(!d.passed());
@@ -94,16 +97,7 @@ fn a_backup_restored_equals_the_live_snapshot_at_its_end_lsn() {
     let mut bytes = std::fs::read(&part).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&part, bytes).unwrap();
-    let e = drill_backup(
-        &storage,
-        &chain,
-        &[],
-        &t.path().join(".drill"),
-        4,
-        None,
-        Some(live),
-    )
-    .expect_err("a damaged backup fails the drill");
+    let e = drill_backup(&storage, &alone).expect_err("a damaged backup fails the drill");
     assert!(e.to_string().contains(".dpx"), "{e}");
     db.close().unwrap();
 }

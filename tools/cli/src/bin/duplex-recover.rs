@@ -227,15 +227,15 @@ fn drill(a: DrillArgs) -> Result<Code> {
             .join(format!(".drill-{}", std::process::id()))
     });
     let pb = spinner("restoring and rolling forward");
-    let r = duplex_engine::drill_backup(
-        &storage(),
-        &a.backup,
-        &a.archive,
-        &scratch,
-        m.node_id,
-        a.until_lsn,
-        None,
-    );
+    let spec = duplex_engine::DrillSpec {
+        chain: &a.backup,
+        archive: &a.archive,
+        scratch: &scratch,
+        node_id: m.node_id,
+        until: a.until_lsn,
+        live: None,
+    };
+    let r = duplex_engine::drill_backup(&storage(), &spec);
     pb.finish_and_clear();
     let r = r?;
     println!(

@@ -174,16 +174,16 @@ fn drill(job: &DrillJob) -> Result<duplex_engine::DrillReport, String> {
         .into_iter()
         .collect();
     let storage: Arc<dyn duplex_wal::Storage> = Arc::new(duplex_wal::StdStorage);
-    duplex_engine::drill_backup(
-        &storage,
-        &chain,
-        &archive,
-        &root.join(DRILL_DIR),
-        job.manifest.node_id,
-        Some(job.manifest.end_lsn),
-        Some(&job.snapshot),
-    )
-    .map_err(|e| e.to_string())
+    let scratch = root.join(DRILL_DIR);
+    let spec = duplex_engine::DrillSpec {
+        chain: &chain,
+        archive: &archive,
+        scratch: &scratch,
+        node_id: job.manifest.node_id,
+        until: Some(job.manifest.end_lsn),
+        live: Some(&job.snapshot),
+    };
+    duplex_engine::drill_backup(&storage, &spec).map_err(|e| e.to_string())
 }
 
 /// The chain that ends in `dir` (manifest `m`): the full backup, then each incremental,
