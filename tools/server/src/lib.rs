@@ -54,6 +54,7 @@ pub mod error;
 pub mod fds;
 pub mod glob;
 pub mod health;
+pub mod keyspace;
 pub mod limits;
 pub mod net;
 pub mod rebuild;
