@@ -59,6 +59,12 @@ pub fn user_key(stored: &[u8]) -> Option<(u8, &[u8])> {
     }
 }
 
+/// The database a stored key belongs to (a key's, or a counter contribution's); `None`
+/// for the flush markers and anything else.
+pub fn owner_db(stored: &[u8]) -> Option<u8> {
+    user_key(stored).map(|(db, _)| db)
+}
+
 /// The stored key of database `db`'s flush marker.
 pub fn marker_key(db: u8) -> [u8; 4] {
     [ESC, META, FLUSH, db]

@@ -58,6 +58,7 @@ pub mod keyspace;
 pub mod limits;
 pub mod net;
 pub mod rebuild;
+pub mod reclaim;
 pub mod recovering;
 pub mod sched;
 pub mod server;
