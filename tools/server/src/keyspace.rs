@@ -22,6 +22,9 @@ use std::ops::Bound;
 
 use duplex_engine::{ScanIter, Snapshot, Stamp};
 
+pub use crate::counter::Base;
+use crate::counter::{contributions, counted, Contribution};
+
 /// Number of databases (`SELECT 0` .. `SELECT 15`), as in Redis.
 pub const DBS: u8 = 16;
 /// First byte of every stored key that is not a plain key of database 0.
@@ -34,6 +37,22 @@ const FLUSH: u8 = 0x01;
 const TAG_STR: u8 = 0;
 /// Value tag: a string with an expiry time.
 const TAG_STR_EXP: u8 = 1;
+/// Value tag: a counter's root continuing from a given base stamp.
+const TAG_ROOT: u8 = 2;
+/// Value tag: a counter's root continuing from its own stamp.
+const TAG_ROOT_SELF: u8 = 3;
+
+/// Redis's `string2ll`: an optional `-`, then digits without a leading zero (or `0`).
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits[0] == b'0' && b.len() > 1)
+    {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
 
 /// The stored key of `key` in database `db` (0..16).
 pub fn stored_key(db: u8, key: &[u8]) -> Vec<u8> {
@@ -62,7 +81,9 @@ pub fn user_key(stored: &[u8]) -> Option<(u8, &[u8])> {
 /// The database a stored key belongs to (a key's, or a counter contribution's); `None`
 /// for the flush markers and anything else.
 pub fn owner_db(stored: &[u8]) -> Option<u8> {
-    user_key(stored).map(|(db, _)| db)
+    user_key(stored)
+        .map(|(db, _)| db)
+        .or_else(|| crate::counter::contrib_owner(stored))
 }
 
 /// The stored key of database `db`'s flush marker.
@@ -150,6 +171,61 @@ impl Entry {
     }
 }
 
+/// A decoded stored value of a key: a string, or a counter's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// A string and its expiry.
+    Value(Entry),
+    /// A counter's root: it continues from the base stamped so (`None`: its own stamp).
+    Root(Option<Stamp>),
+}
+
+impl Stored {
+    /// Decodes stored bytes.
+    pub fn decode(v: &[u8]) -> Result<Stored, BadValue> {
+        match v {
+            [ESC, TAG_ROOT_SELF] => Ok(Stored::Root(None)),
+            [ESC, TAG_ROOT, rest @ ..] if rest.len() == 16 => {
+                let mut ts = [0u8; 8];
+                let mut o = [0u8; 8];
+                ts.copy_from_slice(&rest[..8]);
+                o.copy_from_slice(&rest[8..]);
+                Ok(Stored::Root(Some(Stamp {
+                    ts: duplex_engine::Timestamp(u64::from_le_bytes(ts)),
+                    origin: u64::from_le_bytes(o),
+                })))
+            }
+            v => Entry::decode(v).map(Stored::Value),
+        }
+    }
+
+    /// The stored bytes of a root continuing from `after` (`None`: its own stamp).
+    pub fn encode_root(after: Option<Stamp>) -> Vec<u8> {
+        match after {
+            None => vec![ESC, TAG_ROOT_SELF],
+            Some(a) => {
+                let mut v = vec![ESC, TAG_ROOT];
+                v.extend_from_slice(&a.ts.0.to_le_bytes());
+                v.extend_from_slice(&a.origin.to_le_bytes());
+                v
+            }
+        }
+    }
+}
+
+/// What a read of a key found, for an increment.
+#[derive(Debug, Clone, Default)]
+pub struct KeyState {
+    /// The live value (a counter's: its base plus what counts).
+    pub value: Option<Entry>,
+    /// The key's base, when it counts contributions (an integer, a root, a deletion).
+    pub base: Option<Base>,
+    /// The key's value is there but expired.
+    pub expired: bool,
+    /// Its contributions (`first` resolved).
+    pub contribs: Vec<(u64, Contribution)>,
+}
+
 /// Why a read failed: the engine, or a stored value of an unknown layout.
 #[derive(Debug)]
 pub enum ReadError {
@@ -232,24 +308,63 @@ impl Reader {
         Ok(m)
     }
 
-    /// Whether a version stamped `s` of database `db` survives its flushes.
-    fn survives(&mut self, db: u8, s: Stamp) -> Result<bool, duplex_engine::Error> {
-        Ok(self.flushed_at(db)?.is_none_or(|f| !f.wins_over(&s)))
-    }
-
     /// The live entry of `key` in database `db`.
     pub fn get(&mut self, db: u8, key: &[u8]) -> Result<Option<Entry>, ReadError> {
+        Ok(self.state(db, key)?.value)
+    }
+
+    /// What `key` of database `db` holds: its value (a counter's included) and base.
+    pub fn state(&mut self, db: u8, key: &[u8]) -> Result<KeyState, ReadError> {
+        let flushed = self.flushed_at(db)?;
+        // Never written: nothing to count (an increment writes a root with its first
+        // contribution), and a read of a missing key stays one lookup.
         let Some(v) = self.snap.version(&stored_key(db, key))? else {
-            return Ok(None);
+            return Ok(KeyState::default());
         };
-        let Some(bytes) = v.value else {
-            return Ok(None);
+        let bad = |_| ReadError::BadValue(key.to_vec());
+        let mut int: Option<(i64, Entry)> = None;
+        let base = match (flushed, v.value) {
+            (Some(f), _) if f.wins_over(&v.stamp) => Base::Gone(f),
+            (_, None) => Base::Gone(v.stamp),
+            (_, Some(bytes)) => match Stored::decode(&bytes).map_err(bad)? {
+                Stored::Root(after) => Base::Root(after.unwrap_or(v.stamp)),
+                Stored::Value(e) if e.expired(self.now_ms) => {
+                    return Ok(KeyState {
+                        expired: true,
+                        ..KeyState::default()
+                    })
+                }
+                Stored::Value(e) => match parse_i64(&e.data) {
+                    Some(n) => {
+                        int = Some((n, e));
+                        Base::Int(v.stamp)
+                    }
+                    None => {
+                        return Ok(KeyState {
+                            value: Some(e),
+                            ..KeyState::default()
+                        })
+                    }
+                },
+            },
         };
-        if !self.survives(db, v.stamp)? {
-            return Ok(None);
-        }
-        let e = Entry::decode(&bytes).map_err(|_| ReadError::BadValue(key.to_vec()))?;
-        Ok((!e.expired(self.now_ms)).then_some(e))
+        let contribs = contributions(&self.snap, db, key, flushed)?;
+        let (sum, any) = counted(base, &contribs);
+        let value = match (base, int) {
+            (Base::Int(_), Some((_, e))) if !any => Some(e),
+            (Base::Int(_), Some((n, e))) => Some(Entry {
+                data: n.saturating_add(sum).to_string().into_bytes(),
+                expire_ms: e.expire_ms,
+            }),
+            (Base::Root(_), _) => Some(Entry::plain(sum.to_string().into_bytes())),
+            _ => any.then(|| Entry::plain(sum.to_string().into_bytes())),
+        };
+        Ok(KeyState {
+            value,
+            base: Some(base),
+            expired: false,
+            contribs,
+        })
     }
 
     /// The live keys of database `db` after `after` (from the first if `None`), in order.
@@ -307,8 +422,9 @@ pub struct DbScan {
 }
 
 impl DbScan {
-    /// The next live (key, entry), or `None` at the end.
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Entry)>, ReadError> {
+    /// The next live key, or `None` at the end. (A key whose base was deleted and that
+    /// lives on only by increments concurrent with the deletion is not listed.)
+    pub fn next_key(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
         while let Some(it) = self.iters.last_mut() {
             let Some((k, v)) = it.next_version()? else {
                 self.iters.pop();
@@ -321,11 +437,10 @@ impl DbScan {
             let Some((_, key)) = user_key(&k) else {
                 continue;
             };
-            let e = Entry::decode(&bytes).map_err(|_| ReadError::BadValue(key.to_vec()))?;
-            if e.expired(self.now_ms) {
-                continue;
+            match Stored::decode(&bytes).map_err(|_| ReadError::BadValue(key.to_vec()))? {
+                Stored::Value(e) if e.expired(self.now_ms) => continue,
+                _ => return Ok(Some(key.to_vec())),
             }
-            return Ok(Some((key.to_vec(), e)));
         }
         Ok(None)
     }

@@ -49,6 +49,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod counter;
 pub mod disks;
 pub mod error;
 pub mod fds;

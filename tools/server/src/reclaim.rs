@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use duplex_engine::Stamp;
 
+use crate::counter::contrib_versions;
 use crate::error::Error;
 use crate::keyspace::{owner_db, user_key, Entry, ReadError, Reader};
 use crate::limits::{RECLAIM_EVERY, RECLAIM_STEP_KEYS};
@@ -49,6 +50,13 @@ pub fn step(sh: &Shared, after: Option<&[u8]>, max: usize) -> Result<Step, ReadE
             .flushed_at(db)?
             .is_some_and(|f| f.wins_over(&v.stamp));
         let expired = user_key(&k).is_some() && Entry::decode(&bytes).is_ok_and(|e| e.expired(now));
+        if expired {
+            // A counter's contributions expire with it: reclaimed first, so that no read
+            // finds them counting on a deleted base.
+            if let Some((kdb, key)) = user_key(&k) {
+                dead.extend(contrib_versions(&snap, kdb, key)?);
+            }
+        }
         if flushed || expired {
             dead.push((k, v.stamp));
         }

@@ -7,8 +7,10 @@ use std::collections::{HashMap, HashSet};
 use duplex_proto::Reply;
 
 use super::parse::{Cond, ExpCond, Ttl, WriteOp, NOT_FLOAT, NOT_INT};
-use super::view::{Effect, Effects, View};
+use super::view::{Effect, Effects, Plan, View};
 use super::ErrLine;
+use crate::counter::Contribution;
+use crate::keyspace::parse_i64;
 use crate::keyspace::{Entry, ReadError};
 
 /// Largest string SETRANGE and APPEND build, as Redis's `proto-max-bulk-len` default.
@@ -104,24 +106,7 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
             }
             (Reply::Integer(eff.len() as i64), eff)
         }
-        WriteOp::IncrBy(key, by) => {
-            let old = view.get(db, key)?;
-            let cur = match &old {
-                None => 0,
-                Some(e) => match super::parse::parse_i64(&e.data) {
-                    Some(v) => v,
-                    None => return Ok((err(NOT_INT), Vec::new())),
-                },
-            };
-            let Some(new) = cur.checked_add(*by) else {
-                return Ok((err("increment or decrement would overflow"), Vec::new()));
-            };
-            let e = Entry {
-                data: new.to_string().into_bytes(),
-                expire_ms: old.and_then(|e| e.expire_ms),
-            };
-            (Reply::Integer(new), vec![put(key, e)])
-        }
+        WriteOp::IncrBy(key, by) => incr(key, *by, db, view)?,
         WriteOp::IncrByFloat(key, by) => {
             let old = view.get(db, key)?;
             let cur = match &old {
@@ -206,6 +191,56 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
             }
         }
     })
+}
+
+/// INCRBY and friends: this server's own contribution grows (see [`crate::counter`]),
+/// or, for a key that expired, the result is written as a plain value.
+fn incr(key: &[u8], by: i64, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects), ReadError> {
+    let (old, plan) = view.counter(db, key)?;
+    let cur = match &old {
+        None => 0,
+        Some(e) => match parse_i64(&e.data) {
+            Some(v) => v,
+            None => return Ok((err(NOT_INT), Vec::new())),
+        },
+    };
+    let overflow = || Ok((err("increment or decrement would overflow"), Vec::new()));
+    let Some(new) = cur.checked_add(by) else {
+        return overflow();
+    };
+    let value = Entry {
+        data: new.to_string().into_bytes(),
+        expire_ms: old.and_then(|e| e.expire_ms),
+    };
+    let eff = match plan {
+        Plan::Reset => Effect::Put(db, key.to_vec(), value),
+        Plan::Contrib { base, own, root } => {
+            let contrib = match own {
+                Some(o) => match o.delta.checked_add(by) {
+                    Some(delta) => Contribution {
+                        delta,
+                        base,
+                        first: o.first,
+                    },
+                    None => return overflow(),
+                },
+                None => Contribution {
+                    delta: by,
+                    base,
+                    first: None,
+                },
+            };
+            Effect::Incr {
+                db,
+                key: key.to_vec(),
+                origin: view.node_id(),
+                value,
+                contrib,
+                root,
+            }
+        }
+    };
+    Ok((Reply::Integer(new), vec![eff]))
 }
 
 /// MSET and MSETNX: the last value of a key given twice wins; one effect per key.

@@ -100,17 +100,7 @@ impl<'a> WriteOp<'a> {
     }
 }
 
-/// Redis's `string2ll`: an optional `-`, then digits without a leading zero (or `0`).
-pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    if digits.is_empty()
-        || !digits.iter().all(u8::is_ascii_digit)
-        || (digits[0] == b'0' && b.len() > 1)
-    {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
+pub(crate) use crate::keyspace::parse_i64;
 
 /// An integer argument, or Redis's error.
 pub(crate) fn int_arg(b: &[u8]) -> Result<i64, ErrLine> {
@@ -128,7 +118,8 @@ pub(crate) fn parse_f64(b: &[u8]) -> Option<f64> {
 }
 
 fn check_key(sh: &Shared, k: &[u8]) -> Result<(), ErrLine> {
-    let max = sh.db().config().max_key_size - 2;
+    // Room for the longest stored form: a counter contribution's 13 more bytes.
+    let max = sh.db().config().max_key_size.saturating_sub(16);
     if k.is_empty() {
         return Err(ErrLine::err("empty keys are not supported by duplexd"));
     }

@@ -24,7 +24,7 @@ pub(crate) fn count(sh: &Shared, db: u8) -> Result<i64, ReadError> {
     let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
     let mut it = r.scan(db, None)?;
     let mut n = 0i64;
-    while it.next_entry()?.is_some() {
+    while it.next_key()?.is_some() {
         n += 1;
     }
     Ok(n)
@@ -89,7 +89,7 @@ fn page(sh: &Shared, db: u8, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<P
     let mut last: Option<Vec<u8>> = None;
     let mut examined = 0;
     while examined < a.count {
-        let Some((k, _)) = it.next_entry()? else {
+        let Some(k) = it.next_key()? else {
             return Ok((keys, last, true));
         };
         examined += 1;
@@ -99,7 +99,7 @@ fn page(sh: &Shared, db: u8, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<P
         last = Some(k);
     }
     // Peek: if nothing follows, this was the last page.
-    let done = it.next_entry()?.is_none();
+    let done = it.next_key()?.is_none();
     Ok((keys, last, done))
 }
 
