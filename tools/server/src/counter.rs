@@ -17,6 +17,7 @@
 //!   they count on top of the new value; increments stamped before it are reset with it;
 //! - after a deletion (or a flush), contributions count only if made on another base and
 //!   stamped at or after the deletion.
+//!
 //! An integer base counts its contributions; a string that is not an integer ignores them.
 
 use std::ops::Bound;

@@ -91,8 +91,11 @@ pub fn marker_key(db: u8) -> [u8; 4] {
     [ESC, META, FLUSH, db]
 }
 
+/// A range of stored keys: (lower bound, upper bound).
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// The ranges of stored keys holding database `db`'s keys, in user-key order.
-pub fn ranges(db: u8) -> Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+pub fn ranges(db: u8) -> Vec<KeyRange> {
     if db == 0 {
         vec![
             (Bound::Unbounded, Bound::Excluded(vec![ESC])),

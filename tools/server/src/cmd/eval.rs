@@ -45,14 +45,6 @@ pub(crate) fn eval_write(
 
 fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects), ReadError> {
     let now = view.now_ms();
-    let put = |k: &[u8], e: Entry| {
-        // An entry already expired is a deletion (Redis: SET with EXAT in the past).
-        if e.expired(now) {
-            Effect::Del(db, k.to_vec())
-        } else {
-            Effect::Put(db, k.to_vec(), e)
-        }
-    };
     Ok(match op {
         WriteOp::Set {
             key,
@@ -60,40 +52,7 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
             cond,
             ttl,
             get,
-        } => {
-            let old = if *get || *cond != Cond::Always || *ttl == Ttl::Keep {
-                view.get(db, key)?
-            } else {
-                None
-            };
-            let go = match cond {
-                Cond::Always => true,
-                Cond::Nx => old.is_none(),
-                Cond::Xx => old.is_some(),
-            };
-            let expire_ms = match ttl {
-                Ttl::Clear => None,
-                Ttl::Keep => old.as_ref().and_then(|e| e.expire_ms),
-                Ttl::At(t) => Some(*t),
-            };
-            let eff = if go {
-                vec![put(
-                    key,
-                    Entry {
-                        data: val.to_vec(),
-                        expire_ms,
-                    },
-                )]
-            } else {
-                Vec::new()
-            };
-            let reply = match (get, go) {
-                (true, _) => bulk_of(old),
-                (false, true) => ok(),
-                (false, false) => Reply::Null,
-            };
-            (reply, eff)
-        }
+        } => set(key, val, *cond, *ttl, *get, db, view)?,
         WriteOp::MSet(pairs, nx) => mset(pairs, *nx, db, view)?,
         WriteOp::Del(keys) => {
             // A key named twice counts once.
@@ -125,7 +84,7 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
                 data: text.clone(),
                 expire_ms: old.and_then(|e| e.expire_ms),
             };
-            (Reply::Bulk(text), vec![put(key, e)])
+            (Reply::Bulk(text), vec![put_or_del(db, key, e, now)])
         }
         WriteOp::Append(key, val) => {
             let mut e = view
@@ -138,58 +97,124 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
                 ));
             }
             e.data.extend_from_slice(val);
-            (Reply::Integer(e.data.len() as i64), vec![put(key, e)])
+            (
+                Reply::Integer(e.data.len() as i64),
+                vec![put_or_del(db, key, e, now)],
+            )
         }
         WriteOp::SetRange(key, off, val) => setrange(key, *off, val, db, view)?,
         WriteOp::GetDel(key) => match view.get(db, key)? {
             Some(e) => (Reply::Bulk(e.data), vec![Effect::Del(db, key.to_vec())]),
             None => (Reply::Null, Vec::new()),
         },
-        WriteOp::GetEx(key, ttl) => match view.get(db, key)? {
-            None => (Reply::Null, Vec::new()),
-            Some(mut e) => {
-                let reply = Reply::Bulk(e.data.clone());
-                let eff = match ttl {
-                    Ttl::Keep => Vec::new(),
-                    Ttl::Clear if e.expire_ms.is_none() => Vec::new(),
-                    Ttl::Clear => {
-                        e.expire_ms = None;
-                        vec![put(key, e)]
-                    }
-                    Ttl::At(t) => {
-                        e.expire_ms = Some(*t);
-                        vec![put(key, e)]
-                    }
-                };
-                (reply, eff)
-            }
-        },
+        WriteOp::GetEx(key, ttl) => getex(key, *ttl, db, view)?,
         WriteOp::Expire(key, at, cond) => expire(key, *at, *cond, db, view)?,
         WriteOp::Persist(key) => match view.get(db, key)? {
             Some(mut e) if e.expire_ms.is_some() => {
                 e.expire_ms = None;
-                (Reply::Integer(1), vec![put(key, e)])
+                (Reply::Integer(1), vec![put_or_del(db, key, e, now)])
             }
             _ => (Reply::Integer(0), Vec::new()),
         },
-        WriteOp::Move(key, to) => {
-            if *to == db {
-                return Ok((
-                    err("source and destination objects are the same"),
-                    Vec::new(),
-                ));
-            }
-            match view.get(db, key)? {
-                Some(e) if !view.exists(*to, key)? => (
-                    Reply::Integer(1),
-                    vec![
-                        Effect::Del(db, key.to_vec()),
-                        Effect::Put(*to, key.to_vec(), e),
-                    ],
-                ),
-                _ => (Reply::Integer(0), Vec::new()),
-            }
+        WriteOp::Move(key, to) => move_key(key, *to, db, view)?,
+    })
+}
+
+/// SET and its variants (SETEX, PSETEX, GETSET).
+fn set(
+    key: &[u8],
+    val: &[u8],
+    cond: Cond,
+    ttl: Ttl,
+    get: bool,
+    db: u8,
+    view: &mut View<'_>,
+) -> Result<(Reply, Effects), ReadError> {
+    let old = if get || cond != Cond::Always || ttl == Ttl::Keep {
+        view.get(db, key)?
+    } else {
+        None
+    };
+    let go = match cond {
+        Cond::Always => true,
+        Cond::Nx => old.is_none(),
+        Cond::Xx => old.is_some(),
+    };
+    let expire_ms = match ttl {
+        Ttl::Clear => None,
+        Ttl::Keep => old.as_ref().and_then(|e| e.expire_ms),
+        Ttl::At(t) => Some(t),
+    };
+    let e = Entry {
+        data: val.to_vec(),
+        expire_ms,
+    };
+    let eff = if go {
+        vec![put_or_del(db, key, e, view.now_ms())]
+    } else {
+        Vec::new()
+    };
+    let reply = match (get, go) {
+        (true, _) => bulk_of(old),
+        (false, true) => ok(),
+        (false, false) => Reply::Null,
+    };
+    Ok((reply, eff))
+}
+
+/// A put of `e`, or a deletion when `e` has already expired (Redis: SET with an EXAT in
+/// the past).
+fn put_or_del(db: u8, key: &[u8], e: Entry, now: u64) -> Effect {
+    if e.expired(now) {
+        Effect::Del(db, key.to_vec())
+    } else {
+        Effect::Put(db, key.to_vec(), e)
+    }
+}
+
+/// GETEX: the value, and its expiry changed if asked.
+fn getex(key: &[u8], ttl: Ttl, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects), ReadError> {
+    let Some(mut e) = view.get(db, key)? else {
+        return Ok((Reply::Null, Vec::new()));
+    };
+    let reply = Reply::Bulk(e.data.clone());
+    let eff = match ttl {
+        Ttl::Keep => Vec::new(),
+        Ttl::Clear if e.expire_ms.is_none() => Vec::new(),
+        Ttl::Clear => {
+            e.expire_ms = None;
+            vec![Effect::Put(db, key.to_vec(), e)]
         }
+        Ttl::At(t) => {
+            e.expire_ms = Some(t);
+            vec![put_or_del(db, key, e, view.now_ms())]
+        }
+    };
+    Ok((reply, eff))
+}
+
+/// MOVE: to a database that does not hold the key.
+fn move_key(
+    key: &[u8],
+    to: u8,
+    db: u8,
+    view: &mut View<'_>,
+) -> Result<(Reply, Effects), ReadError> {
+    if to == db {
+        return Ok((
+            err("source and destination objects are the same"),
+            Vec::new(),
+        ));
+    }
+    Ok(match view.get(db, key)? {
+        Some(e) if !view.exists(to, key)? => (
+            Reply::Integer(1),
+            vec![
+                Effect::Del(db, key.to_vec()),
+                Effect::Put(to, key.to_vec(), e),
+            ],
+        ),
+        _ => (Reply::Integer(0), Vec::new()),
     })
 }
 

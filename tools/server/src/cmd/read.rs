@@ -81,7 +81,8 @@ fn answer(
         Cmd::StrLen => integer(out, r.get(db, args[1])?.map_or(0, |e| e.data.len() as i64)),
         Cmd::GetRange => {
             let (Ok(start), Ok(end)) = (int_arg(args[2]), int_arg(args[3])) else {
-                return Ok(error(out, &format!("ERR {NOT_INT}")));
+                error(out, &format!("ERR {NOT_INT}"));
+                return Ok(());
             };
             let v = r.get(db, args[1])?.map(|e| e.data).unwrap_or_default();
             bulk(out, getrange(&v, start, end));
