@@ -1,7 +1,8 @@
 //! FLUSHDB/FLUSHALL under replication (issue 15): a flush is one stamped marker ordered by
 //! last-writer-wins. In process, two engines exchange their change feeds by hand, so a
 //! write stamped before a flush can be made to arrive after it; then two real `duplexd`
-//! servers flush, write and converge.
+//! servers flush, write and converge; and a backup restored and rolled forward over the
+//! archive keeps the flush and the expiry times.
 
 mod common;
 
@@ -171,4 +172,76 @@ fn flushes_replicate_and_later_writes_survive_them_on_both_servers() {
         let v: Option<String> = redis::cmd("GET").arg("after").query(&mut c).unwrap();
         assert_eq!(v.as_deref(), Some("2"));
     }
+}
+
+/// A backup taken before a flush and before keys with expiry times were written, restored
+/// and rolled forward over the archive: the flush still hides what it hid, the expiry times
+/// are the ones written, and a key that had expired stays expired.
+#[test]
+fn flushes_and_expiry_times_survive_a_restore_and_roll_forward() {
+    use duplex_engine::{restore_chain, roll_forward, RollForwardOptions, Target};
+    let t = duplex_testkit::temp_dir();
+    let (data, archive) = (t.path().join("data"), t.path().join("archive"));
+    let cfg = |archive: &std::path::Path| Config {
+        archive_dir: Some(archive.to_path_buf()),
+        ..Config::default()
+    };
+    let db = Database::open(&data, cfg(&archive)).unwrap();
+    put(&db, "old", "1");
+    db.put(&stored_key(2, b"keep"), b"2").unwrap();
+    let backup = t.path().join("backup");
+    db.backup(&backup, None).unwrap();
+    let mut flush = WriteBatch::new();
+    flush.put(marker_key(0).to_vec(), vec![0]);
+    db.write(flush).unwrap();
+    put(&db, "new", "3");
+    let now = duplex_wal::now_ms();
+    for (k, at) in [("ttl", now + 60_000), ("gone", now + 10)] {
+        let e = Entry {
+            data: b"v".to_vec(),
+            expire_ms: Some(at),
+        };
+        db.put(&stored_key(0, k.as_bytes()), &e.encode()).unwrap();
+    }
+    db.wal().rotate().unwrap();
+    db.wal().archive_closed().unwrap();
+    drop(db);
+    let into = t.path().join("restored");
+    let storage: Arc<dyn duplex_wal::Storage> = Arc::new(duplex_wal::StdStorage);
+    restore_chain(&storage, &[backup], &into).unwrap();
+    roll_forward(
+        storage,
+        &into,
+        &[archive],
+        &RollForwardOptions {
+            target: Target::End,
+            stop_at_last_good: false,
+            config: cfg(&t.path().join("archive2")),
+            chunk_bytes: 1 << 20,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let db = Database::open(&into, cfg(&t.path().join("archive2"))).unwrap();
+    let mut r = Reader::new(db.snapshot(), now + 100);
+    assert_eq!(
+        r.get(0, b"old").unwrap(),
+        None,
+        "the flush was rolled forward"
+    );
+    assert_eq!(
+        r.get(0, b"new").unwrap().map(|e| e.data),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        r.get(2, b"keep").unwrap().map(|e| e.data),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        r.get(0, b"ttl").unwrap().and_then(|e| e.expire_ms),
+        Some(now + 60_000)
+    );
+    assert_eq!(r.get(0, b"gone").unwrap(), None, "expired stays expired");
+    let mut later = Reader::new(db.snapshot(), now + 61_000);
+    assert_eq!(later.get(0, b"ttl").unwrap(), None);
 }
