@@ -1,6 +1,7 @@
-//! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads, writes, PING,
-//! ECHO); EXEC evaluates them in order against one snapshot plus the transaction's own
-//! writes, under exclusive stripes on every key touched, and applies every write as ONE
+//! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads and writes of keys,
+//! FLUSHDB, FLUSHALL, PING, ECHO); EXEC evaluates them in order, in the connection's
+//! database, against one snapshot plus the transaction's own writes, under exclusive stripes
+//! on every key touched (every stripe when it flushes), and applies every write as ONE
 //! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`); so does
 //! a queue past [`MULTI_QUEUE_MAX`] commands or [`MULTI_QUEUE_BYTES_MAX`] bytes.
 

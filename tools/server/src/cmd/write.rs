@@ -1,11 +1,13 @@
-//! SET, MSET and DEL, committed in runs: [`write_groups`] takes the runs of writes of one
-//! or more connections and commits them with ONE `Database::write_many` (one WAL append,
-//! one durability wait), each command its own atomic batch; the replies come once the
-//! commit is durable (or failed).
+//! The writes of keys (SET and its options, MSET, DEL, INCR, EXPIRE, ...:
+//! [`super::Cmd::is_write`]), committed in runs: [`write_groups`] takes the runs of writes of one or more connections
+//! and commits them with ONE `Database::write_many` (one WAL append, one durability wait),
+//! each command its own atomic batch; the replies come once the commit is durable (or
+//! failed). A command is parsed in `parse`, evaluated in `eval` against a `view` (the
+//! snapshot under the run's earlier writes), and its effects become one batch.
 //!
 //! Exactness under concurrency comes from the key stripes ([`crate::shared::Stripes`]):
-//! every key of the runs is locked at once, exclusive where a command reads (SET NX/XX and
-//! DEL must see the current value), and when any command reads, all are evaluated in order
+//! every key of the runs is locked at once, exclusive where a command reads (SET NX/XX,
+//! INCR, DEL, ... must see the current value), and when any command reads, all are evaluated in order
 //! against one view that includes the earlier commands' effects, so SET NX/XX and DEL
 //! counts are exact across the runs too. [`crate::cmd::txn`] evaluates EXEC with the same
 //! pieces.
