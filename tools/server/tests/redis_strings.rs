@@ -64,9 +64,13 @@ fn databases_select_flush_and_move() {
         keys,
         vec![b"a".to_vec(), b"b".to_vec(), b"\xffodd".to_vec()]
     );
+    let mut keys: Vec<String> = q(&mut c, &["KEYS", "?"]);
+    keys.sort();
+    assert_eq!(keys, vec!["a", "b"]);
     let _: () = q(&mut c, &["SELECT", "0"]);
     assert_eq!(get(&mut c, "a").as_deref(), Some("db0"));
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1);
+    assert_eq!(q::<Vec<String>>(&mut c, &["KEYS", "*"]), vec!["a"]);
     let _: () = c.set(b"\xff0".as_slice(), "y").unwrap();
     let keys: Vec<Vec<u8>> = c.scan().unwrap().collect();
     assert_eq!(keys.len(), 2, "{keys:?}");

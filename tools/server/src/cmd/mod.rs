@@ -201,6 +201,8 @@ pub enum Cmd {
     FlushDb,
     /// `FLUSHALL [ASYNC|SYNC]`
     FlushAll,
+    /// `KEYS pattern`
+    Keys,
     /// Anything else.
     Unknown,
 }
@@ -321,6 +323,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("TYPE", Cmd::Type, 2, 2, true),
     ("FLUSHDB", Cmd::FlushDb, 1, 2, true),
     ("FLUSHALL", Cmd::FlushAll, 1, 2, true),
+    ("KEYS", Cmd::Keys, 2, 2, false),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -403,7 +406,7 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
 /// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait for a
-/// peer's batches), DBSIZE, and SCAN with a COUNT above
+/// peer's batches), DBSIZE, KEYS, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
@@ -411,12 +414,15 @@ pub fn is_slow(args: &[&[u8]]) -> bool {
     // by length and first letter before the table is searched.
     let name = args[0];
     let maybe = matches!(name.len(), 4 | 6 | 11 | 13 | 17)
-        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S');
+        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S' | b'K');
     if !maybe {
         return false;
     }
     match check(args) {
-        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait, _)) => true,
+        Ok((
+            Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait | Cmd::Keys,
+            _,
+        )) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
         _ => false,
     }
@@ -431,6 +437,7 @@ pub fn run_slow(sh: &Shared, db: u8, args: &[&[u8]], out: &mut Vec<u8>) {
         Ok((Cmd::DDigest, _)) => admin::digest(sh, args, out),
         Ok((Cmd::DbSize, _)) => scan::dbsize(sh, db, out),
         Ok((Cmd::Scan, _)) => scan::scan(sh, db, args, out),
+        Ok((Cmd::Keys, _)) => scan::keys(sh, db, args[1], out),
         Ok((Cmd::DWait, _)) => token::wait(sh, args, out),
         Ok(_) => error(out, "ERR internal: not a slow command"),
         Err(e) => e.send(out),
@@ -543,6 +550,7 @@ fn dispatch(
         Cmd::Exec => txn::exec_cmd(sh, conn, out),
         Cmd::DbSize => scan::dbsize(sh, conn.db, out),
         Cmd::Scan => scan::scan(sh, conn.db, args, out),
+        Cmd::Keys => scan::keys(sh, conn.db, args[1], out),
         Cmd::FlushDb | Cmd::FlushAll => keys::flush_cmd(sh, conn.db, args, out),
         Cmd::Info => info::info_cmd(sh, args, out),
         Cmd::Command => info::command(args, out),

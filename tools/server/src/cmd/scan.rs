@@ -1,4 +1,4 @@
-//! SCAN and DBSIZE: walks over one database's keys from a snapshot (flushed and expired
+//! SCAN, KEYS and DBSIZE: walks over one database's keys from a snapshot (flushed and expired
 //! keys are skipped: [`Reader::scan`]). A SCAN cursor is an id in
 //! [`crate::shared::Cursors`] naming the last key returned; cursor 0 starts (and ends) a
 //! scan.
@@ -28,6 +28,30 @@ pub(crate) fn count(sh: &Shared, db: u8) -> Result<i64, ReadError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// `KEYS pattern`: every live key of database `db` matching the glob, in key order.
+pub fn keys(sh: &Shared, db: u8, pattern: &[u8], out: &mut Vec<u8>) {
+    let walk = || -> Result<Vec<Vec<u8>>, ReadError> {
+        let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+        let mut it = r.scan(db, None)?;
+        let mut keys = Vec::new();
+        while let Some(k) = it.next_key()? {
+            if glob_match(pattern, &k) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    };
+    match walk() {
+        Ok(keys) => {
+            array_len(out, keys.len());
+            for k in &keys {
+                bulk(out, k);
+            }
+        }
+        Err(e) => ErrLine::err(e.to_string()).send(out),
+    }
 }
 
 /// Whether a SCAN asks for more than [`SCAN_INLINE_MAX`] keys (slow work: see
