@@ -55,6 +55,7 @@ mod hlc;
 mod lock;
 mod memtable;
 mod ratelimit;
+mod reclaim;
 mod repl;
 mod replay;
 mod restore;

@@ -13,6 +13,9 @@
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
+//!   reclaim      the background reclaim of expired and flushed versions
+//!   keyspace, counter   the Redis key space in the engine's keys and values: 16 databases,
+//!                expiry, flush markers (keyspace), counters merged across servers (counter)
 //!   state, config, limits, disks, fds, glob, error   leaves: used from above, import nothing above them
 //! ```
 //!
@@ -49,14 +52,17 @@
 
 pub mod cmd;
 pub mod config;
+pub mod counter;
 pub mod disks;
 pub mod error;
 pub mod fds;
 pub mod glob;
 pub mod health;
+pub mod keyspace;
 pub mod limits;
 pub mod net;
 pub mod rebuild;
+pub mod reclaim;
 pub mod recovering;
 pub mod sched;
 pub mod server;

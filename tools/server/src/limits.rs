@@ -60,3 +60,8 @@ pub const MULTI_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// When the backup directory holds no backup at start, the first scheduled one comes this
 /// long after start (or one interval, if shorter): soon, but not in the start-up's rush.
 pub const FIRST_BACKUP_DELAY: Duration = Duration::from_secs(600);
+/// How often the background reclaim ([`crate::reclaim`]) takes its next step.
+pub const RECLAIM_EVERY: Duration = Duration::from_millis(200);
+/// Most stored versions one reclaim step examines (a walk over the whole database goes on
+/// from where the last step stopped).
+pub const RECLAIM_STEP_KEYS: usize = 2000;

@@ -100,6 +100,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
+    crate::reclaim::spawn(&shared)?;
     crate::health::spawn(&shared)?;
     let io = shared.cfg().io;
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");

@@ -53,6 +53,8 @@ pub enum Step<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slow {
     args: Vec<Vec<u8>>,
+    /// The connection's database.
+    db: u8,
 }
 
 impl Slow {
@@ -61,7 +63,7 @@ impl Slow {
         sh.count_commands(1);
         let args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
         let mut out = Vec::new();
-        cmd::run_slow(sh, &args, &mut out);
+        cmd::run_slow(sh, self.db, &args, &mut out);
         out
     }
 }
@@ -151,10 +153,14 @@ impl Session {
                     if slow {
                         // It runs off this thread.
                         let args = args.iter().map(|a| a.to_vec()).collect();
-                        return Step::Slow(Slow { args });
+                        return Step::Slow(Slow {
+                            args,
+                            db: self.st.db,
+                        });
                     }
-                    if !self.st.authed || self.st.multi.is_some() {
-                        // NOAUTH or QUEUED, answered as usual.
+                    if !self.st.authed || self.st.multi.is_some() || self.st.db != 0 {
+                        // NOAUTH or QUEUED, answered as usual; a write of another
+                        // database than 0 is committed on its own.
                         plain.push(args, *pos);
                         continue;
                     }

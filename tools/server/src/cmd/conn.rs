@@ -14,15 +14,17 @@ pub fn ping(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
-/// SELECT db: only database 0 exists.
-pub fn select(args: &[&[u8]], out: &mut Vec<u8>) {
-    if args[1] == b"0" {
-        simple(out, "OK");
-    } else {
-        error(
-            out,
-            "ERR DB index is out of range (duplexd has only database 0)",
-        );
+/// `SELECT db`: databases 0..16, as in Redis.
+pub fn select(conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u8>) {
+    match super::parse::parse_i64(args[1]) {
+        None => error(out, "ERR value is not an integer or out of range"),
+        Some(n) => match u8::try_from(n).ok().filter(|d| *d < crate::keyspace::DBS) {
+            Some(d) => {
+                conn.db = d;
+                simple(out, "OK");
+            }
+            None => error(out, "ERR DB index is out of range"),
+        },
     }
 }
 
@@ -157,9 +159,10 @@ pub fn client(sh: &Shared, conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u
             bulk_str(
                 out,
                 &format!(
-                    "id={} name={} db=0 clients={}\n",
+                    "id={} name={} db={} clients={}\n",
                     conn.id,
                     name,
+                    conn.db,
                     sh.stats().clients
                 ),
             );

@@ -1,8 +1,12 @@
 //! The RESP commands: the command table, per-connection command state, and the dispatch of
 //! one group of requests. Each command lives in the submodule of its kind; a new command is
 //! a row in [`TABLE`], a [`Cmd`] variant and a function in one of them:
-//! - [`mod@read`]: GET, MGET, EXISTS (a run of reads shares one snapshot);
-//! - [`mod@write`]: SET, MSET, DEL, committed as runs ([`write_groups`]: one `write_many`);
+//! - [`mod@read`]: GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, ... (a run of reads shares one
+//!   snapshot);
+//! - [`mod@write`]: SET, MSET, DEL, INCR, EXPIRE and every other write of keys, committed
+//!   as runs ([`write_groups`]: one `write_many`); parsed in `parse`, evaluated in `eval`
+//!   against a `view` (the snapshot under the run's earlier writes);
+//! - [`keys`]: FLUSHDB and FLUSHALL (one stamped marker each: [`crate::keyspace`]);
 //! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch);
 //! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
 //! - [`scan`]: SCAN, DBSIZE;
@@ -18,12 +22,16 @@
 
 pub mod admin;
 pub mod conn;
+mod eval;
 pub mod info;
+pub mod keys;
+mod parse;
 pub mod peers;
 pub mod read;
 pub mod scan;
 pub mod token;
 pub mod txn;
+mod view;
 pub mod write;
 
 use std::fmt::Write as _;
@@ -32,7 +40,7 @@ use duplex_proto::{bulk, codes, error, simple};
 
 use crate::shared::Shared;
 
-pub use write::write_groups;
+pub use write::{write_groups, write_groups_in};
 
 /// Per-connection command state.
 #[derive(Debug)]
@@ -49,6 +57,8 @@ pub struct ConnState {
     pub multi_dirty: bool,
     /// Argument bytes queued since MULTI.
     pub multi_bytes: usize,
+    /// The selected database (SELECT), 0..16.
+    pub db: u8,
 }
 
 impl ConnState {
@@ -61,6 +71,7 @@ impl ConnState {
             multi: None,
             multi_dirty: false,
             multi_bytes: 0,
+            db: 0,
         }
     }
 }
@@ -130,19 +141,121 @@ pub enum Cmd {
     DToken,
     /// `DUPLEX.WAIT origin position timeout_ms`
     DWait,
+    /// `SETNX k v`
+    SetNx,
+    /// `GETSET k v`
+    GetSet,
+    /// `SETEX k s v`
+    SetEx,
+    /// `PSETEX k ms v`
+    PSetEx,
+    /// `MSETNX k v...`
+    MSetNx,
+    /// `INCR k`
+    Incr,
+    /// `DECR k`
+    Decr,
+    /// `INCRBY k n`
+    IncrBy,
+    /// `DECRBY k n`
+    DecrBy,
+    /// `INCRBYFLOAT k f`
+    IncrByFloat,
+    /// `APPEND k v`
+    Append,
+    /// `SETRANGE k off v`
+    SetRange,
+    /// `GETDEL k`
+    GetDel,
+    /// `GETEX k [EX s|PX ms|EXAT t|PXAT t|PERSIST]`
+    GetEx,
+    /// `EXPIRE k s [NX|XX|GT|LT]`
+    Expire,
+    /// `PEXPIRE k ms [NX|XX|GT|LT]`
+    PExpire,
+    /// `EXPIREAT k t [NX|XX|GT|LT]`
+    ExpireAt,
+    /// `PEXPIREAT k t [NX|XX|GT|LT]`
+    PExpireAt,
+    /// `PERSIST k`
+    Persist,
+    /// `MOVE k db`
+    Move,
+    /// `UNLINK k...`
+    Unlink,
+    /// `STRLEN k`
+    StrLen,
+    /// `GETRANGE k start end`
+    GetRange,
+    /// `TTL k`
+    Ttl,
+    /// `PTTL k`
+    PTtl,
+    /// `EXPIRETIME k`
+    ExpireTime,
+    /// `PEXPIRETIME k`
+    PExpireTime,
+    /// `TYPE k`
+    Type,
+    /// `FLUSHDB [ASYNC|SYNC]`
+    FlushDb,
+    /// `FLUSHALL [ASYNC|SYNC]`
+    FlushAll,
+    /// `KEYS pattern`
+    Keys,
     /// Anything else.
     Unknown,
 }
 
 impl Cmd {
-    /// SET, MSET or DEL: committed in runs by [`write_groups`].
+    /// A write of keys (SET, MSET, DEL, INCR, EXPIRE, ...): committed in runs by
+    /// [`write_groups`]. FLUSHDB and FLUSHALL are not: they lock every key.
     pub fn is_write(self) -> bool {
-        matches!(self, Cmd::Set | Cmd::MSet | Cmd::Del)
+        matches!(
+            self,
+            Cmd::Set
+                | Cmd::MSet
+                | Cmd::Del
+                | Cmd::SetNx
+                | Cmd::GetSet
+                | Cmd::SetEx
+                | Cmd::PSetEx
+                | Cmd::MSetNx
+                | Cmd::Incr
+                | Cmd::Decr
+                | Cmd::IncrBy
+                | Cmd::DecrBy
+                | Cmd::IncrByFloat
+                | Cmd::Append
+                | Cmd::SetRange
+                | Cmd::GetDel
+                | Cmd::GetEx
+                | Cmd::Expire
+                | Cmd::PExpire
+                | Cmd::ExpireAt
+                | Cmd::PExpireAt
+                | Cmd::Persist
+                | Cmd::Move
+                | Cmd::Unlink
+        )
     }
 
-    /// GET, MGET or EXISTS: answered from a snapshot by [`read::read`].
+    /// A read of keys (GET, MGET, EXISTS, STRLEN, TTL, ...): answered from a snapshot by
+    /// [`read::read`].
     pub fn is_read(self) -> bool {
-        matches!(self, Cmd::Get | Cmd::MGet | Cmd::Exists)
+        matches!(
+            self,
+            Cmd::Get
+                | Cmd::MGet
+                | Cmd::Exists
+                | Cmd::StrLen
+                | Cmd::GetRange
+                | Cmd::Ttl
+                | Cmd::PTtl
+                | Cmd::ExpireTime
+                | Cmd::PExpireTime
+                | Cmd::Type
+        )
     }
 }
 
@@ -155,7 +268,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("AUTH", Cmd::Auth, 2, 3, false),
     ("SELECT", Cmd::Select, 2, 2, false),
     ("GET", Cmd::Get, 2, 2, true),
-    ("SET", Cmd::Set, 3, 6, true),
+    ("SET", Cmd::Set, 3, usize::MAX, true),
     ("DEL", Cmd::Del, 2, usize::MAX, true),
     ("EXISTS", Cmd::Exists, 2, usize::MAX, true),
     ("MGET", Cmd::MGet, 2, usize::MAX, true),
@@ -180,6 +293,37 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("DUPLEX.PEERS", Cmd::DPeers, 1, 1, false),
     ("DUPLEX.TOKEN", Cmd::DToken, 1, 1, false),
     ("DUPLEX.WAIT", Cmd::DWait, 4, 4, false),
+    ("SETNX", Cmd::SetNx, 3, 3, true),
+    ("GETSET", Cmd::GetSet, 3, 3, true),
+    ("SETEX", Cmd::SetEx, 4, 4, true),
+    ("PSETEX", Cmd::PSetEx, 4, 4, true),
+    ("MSETNX", Cmd::MSetNx, 3, usize::MAX, true),
+    ("INCR", Cmd::Incr, 2, 2, true),
+    ("DECR", Cmd::Decr, 2, 2, true),
+    ("INCRBY", Cmd::IncrBy, 3, 3, true),
+    ("DECRBY", Cmd::DecrBy, 3, 3, true),
+    ("INCRBYFLOAT", Cmd::IncrByFloat, 3, 3, true),
+    ("APPEND", Cmd::Append, 3, 3, true),
+    ("SETRANGE", Cmd::SetRange, 4, 4, true),
+    ("GETDEL", Cmd::GetDel, 2, 2, true),
+    ("GETEX", Cmd::GetEx, 2, 4, true),
+    ("EXPIRE", Cmd::Expire, 3, usize::MAX, true),
+    ("PEXPIRE", Cmd::PExpire, 3, usize::MAX, true),
+    ("EXPIREAT", Cmd::ExpireAt, 3, usize::MAX, true),
+    ("PEXPIREAT", Cmd::PExpireAt, 3, usize::MAX, true),
+    ("PERSIST", Cmd::Persist, 2, 2, true),
+    ("MOVE", Cmd::Move, 3, 3, true),
+    ("UNLINK", Cmd::Unlink, 2, usize::MAX, true),
+    ("STRLEN", Cmd::StrLen, 2, 2, true),
+    ("GETRANGE", Cmd::GetRange, 4, 4, true),
+    ("TTL", Cmd::Ttl, 2, 2, true),
+    ("PTTL", Cmd::PTtl, 2, 2, true),
+    ("EXPIRETIME", Cmd::ExpireTime, 2, 2, true),
+    ("PEXPIRETIME", Cmd::PExpireTime, 2, 2, true),
+    ("TYPE", Cmd::Type, 2, 2, true),
+    ("FLUSHDB", Cmd::FlushDb, 1, 2, true),
+    ("FLUSHALL", Cmd::FlushAll, 1, 2, true),
+    ("KEYS", Cmd::Keys, 2, 2, false),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -254,7 +398,7 @@ pub fn check(args: &[&[u8]]) -> Result<(Cmd, bool), ErrLine> {
     Ok((c, q))
 }
 
-/// Whether a request is a well-formed SET, MSET or DEL (name and arity): one that
+/// Whether a request is a well-formed write of keys (name and arity; [`Cmd::is_write`]): one that
 /// [`write_groups`] can take. Authentication and MULTI are the caller's business.
 pub fn is_write(args: &[&[u8]]) -> bool {
     check(args).is_ok_and(|(c, _)| c.is_write())
@@ -262,7 +406,7 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
 /// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait for a
-/// peer's batches), DBSIZE, and SCAN with a COUNT above
+/// peer's batches), DBSIZE, KEYS, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
@@ -270,26 +414,30 @@ pub fn is_slow(args: &[&[u8]]) -> bool {
     // by length and first letter before the table is searched.
     let name = args[0];
     let maybe = matches!(name.len(), 4 | 6 | 11 | 13 | 17)
-        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S');
+        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S' | b'K');
     if !maybe {
         return false;
     }
     match check(args) {
-        Ok((Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait, _)) => true,
+        Ok((
+            Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait | Cmd::Keys,
+            _,
+        )) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
         _ => false,
     }
 }
 
 /// Runs one request [`is_slow`] picked (its connection is authenticated and not in
-/// MULTI), appending its reply to `out`.
-pub fn run_slow(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+/// MULTI, its database `db`), appending its reply to `out`.
+pub fn run_slow(sh: &Shared, db: u8, args: &[&[u8]], out: &mut Vec<u8>) {
     match check(args) {
         Ok((Cmd::DBackup, _)) => admin::backup(sh, args, out),
         Ok((Cmd::DCheckpoint, _)) => admin::checkpoint(sh, out),
         Ok((Cmd::DDigest, _)) => admin::digest(sh, args, out),
-        Ok((Cmd::DbSize, _)) => scan::dbsize(sh, out),
-        Ok((Cmd::Scan, _)) => scan::scan(sh, args, out),
+        Ok((Cmd::DbSize, _)) => scan::dbsize(sh, db, out),
+        Ok((Cmd::Scan, _)) => scan::scan(sh, db, args, out),
+        Ok((Cmd::Keys, _)) => scan::keys(sh, db, args[1], out),
         Ok((Cmd::DWait, _)) => token::wait(sh, args, out),
         Ok(_) => error(out, "ERR internal: not a slow command"),
         Err(e) => e.send(out),
@@ -339,11 +487,11 @@ pub fn execute(
             continue;
         }
         if cmd.is_read() {
-            i += read::read_run(sh, &reqs[i..], out, budget);
+            i += read::read_run(sh, conn.db, &reqs[i..], out, budget);
             continue;
         }
         if cmd.is_write() {
-            if let Some(r) = write_groups(sh, &[&reqs[i..=i]]).pop() {
+            if let Some(r) = write_groups_in(sh, &[(conn.db, &reqs[i..=i])]).pop() {
                 out.extend_from_slice(&r);
             }
         } else if dispatch(sh, conn, cmd, args, out) {
@@ -395,13 +543,15 @@ fn dispatch(
         }
         Cmd::Auth => conn::auth_cmd(sh, conn, args, out),
         Cmd::Hello => conn::hello(sh, conn, args, out),
-        Cmd::Select => conn::select(args, out),
+        Cmd::Select => conn::select(conn, args, out),
         Cmd::Client => conn::client(sh, conn, args, out),
         Cmd::Multi => txn::multi(conn, out),
         Cmd::Discard => txn::discard(conn, out),
         Cmd::Exec => txn::exec_cmd(sh, conn, out),
-        Cmd::DbSize => scan::dbsize(sh, out),
-        Cmd::Scan => scan::scan(sh, args, out),
+        Cmd::DbSize => scan::dbsize(sh, conn.db, out),
+        Cmd::Scan => scan::scan(sh, conn.db, args, out),
+        Cmd::Keys => scan::keys(sh, conn.db, args[1], out),
+        Cmd::FlushDb | Cmd::FlushAll => keys::flush_cmd(sh, conn.db, args, out),
         Cmd::Info => info::info_cmd(sh, args, out),
         Cmd::Command => info::command(args, out),
         Cmd::Config => info::config(sh, args, out),
@@ -420,8 +570,8 @@ fn dispatch(
             once[3] = b"0";
             token::wait(sh, &once, out);
         }
-        Cmd::Set | Cmd::MSet | Cmd::Del | Cmd::Get | Cmd::MGet | Cmd::Exists | Cmd::Unknown => {
-            // Handled by the caller.
+        _ => {
+            // Reads and writes of keys: handled by the caller.
             error(out, "ERR internal dispatch error");
         }
     }

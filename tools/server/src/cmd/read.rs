@@ -1,24 +1,33 @@
-//! GET, MGET and EXISTS: answered from one snapshot per run of consecutive reads, taken
-//! after the connection's earlier writes were applied (so a connection reads its writes).
+//! GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, PTTL, EXPIRETIME, PEXPIRETIME and TYPE:
+//! answered from one snapshot per run of consecutive reads, taken after the connection's
+//! earlier writes were applied (so a connection reads its writes), through
+//! [`Reader`] (flushed and expired keys are invisible).
 
-use duplex_engine::Snapshot;
-use duplex_proto::{array_len, bulk, integer, null_bulk};
+use duplex_proto::{array_len, bulk, error, integer, null_bulk, simple};
 
-use super::{check, engine_err, Cmd};
+use super::parse::{int_arg, NOT_INT};
+use super::{check, Cmd, ErrLine};
+use crate::keyspace::{Entry, ReadError, Reader, Source};
 use crate::shared::Shared;
 
-/// Answers the run of reads at the front of `reqs` (the first is known to be one) from one
-/// snapshot, stopping before the next read once `out` holds more than `budget` bytes;
-/// returns how many requests it answered (at least one).
-pub fn read_run(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>, budget: usize) -> usize {
-    let snap = sh.db().snapshot();
+/// Answers the run of reads at the front of `reqs` (the first is known to be one) in
+/// database `db` from one snapshot, stopping before the next read once `out` holds more
+/// than `budget` bytes; returns how many requests it answered (at least one).
+pub fn read_run(
+    sh: &Shared,
+    db: u8,
+    reqs: &[Vec<&[u8]>],
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> usize {
+    let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
     let mut n = 0;
-    for r in reqs {
+    for req in reqs {
         if n > 0 && out.len() > budget {
             break;
         }
-        match check(r) {
-            Ok((c, _)) if c.is_read() => read(&snap, c, r, out),
+        match check(req) {
+            Ok((c, _)) if c.is_read() => read(&mut r, db, c, req, out),
             _ => break,
         }
         n += 1;
@@ -26,40 +35,117 @@ pub fn read_run(sh: &Shared, reqs: &[Vec<&[u8]>], out: &mut Vec<u8>, budget: usi
     n
 }
 
-/// Answers one GET, MGET or EXISTS from `snap`.
-pub fn read(snap: &Snapshot, c: Cmd, args: &[&[u8]], out: &mut Vec<u8>) {
+fn fail(out: &mut Vec<u8>, e: &ReadError) {
+    ErrLine::err(e.to_string()).send(out);
+}
+
+/// Answers one read command in database `db` from `r`.
+pub fn read(r: &mut impl Source, db: u8, c: Cmd, args: &[&[u8]], out: &mut Vec<u8>) {
+    if let Err(e) = answer(r, db, c, args, out) {
+        fail(out, &e);
+    }
+}
+
+fn answer(
+    r: &mut impl Source,
+    db: u8,
+    c: Cmd,
+    args: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), ReadError> {
     match c {
-        Cmd::Get => match snap.get(args[1]) {
-            Ok(Some(v)) => bulk(out, &v),
-            Ok(None) => null_bulk(out),
-            Err(e) => engine_err(out, &e),
+        Cmd::Get => match r.get(db, args[1])? {
+            Some(e) => bulk(out, &e.data),
+            None => null_bulk(out),
         },
         Cmd::MGet => {
             let mut vals = Vec::with_capacity(args.len() - 1);
             for k in &args[1..] {
-                match snap.get(k) {
-                    Ok(v) => vals.push(v),
-                    Err(e) => return engine_err(out, &e),
-                }
+                vals.push(r.get(db, k)?);
             }
             array_len(out, vals.len());
             for v in vals {
                 match v {
-                    Some(v) => bulk(out, &v),
+                    Some(e) => bulk(out, &e.data),
                     None => null_bulk(out),
                 }
             }
         }
-        _ => {
+        Cmd::Exists => {
             let mut n = 0;
             for k in &args[1..] {
-                match snap.get(k) {
-                    Ok(Some(_)) => n += 1,
-                    Ok(None) => {}
-                    Err(e) => return engine_err(out, &e),
-                }
+                n += i64::from(r.get(db, k)?.is_some());
             }
             integer(out, n);
         }
+        Cmd::StrLen => integer(out, r.get(db, args[1])?.map_or(0, |e| e.data.len() as i64)),
+        Cmd::GetRange => {
+            let (Ok(start), Ok(end)) = (int_arg(args[2]), int_arg(args[3])) else {
+                error(out, &format!("ERR {NOT_INT}"));
+                return Ok(());
+            };
+            let v = r.get(db, args[1])?.map(|e| e.data).unwrap_or_default();
+            bulk(out, getrange(&v, start, end));
+        }
+        Cmd::Type => {
+            if r.get(db, args[1])?.is_some() {
+                simple(out, "string");
+            } else {
+                simple(out, "none");
+            }
+        }
+        _ => integer(out, ttl_reply(c, r.get(db, args[1])?, r.now_ms())),
+    }
+    Ok(())
+}
+
+/// TTL, PTTL, EXPIRETIME and PEXPIRETIME of an entry (absent: -2; no expiry: -1).
+fn ttl_reply(c: Cmd, e: Option<Entry>, now: u64) -> i64 {
+    let Some(e) = e else { return -2 };
+    let Some(at) = e.expire_ms else { return -1 };
+    let at = i64::try_from(at).unwrap_or(i64::MAX);
+    let left = at.saturating_sub(i64::try_from(now).unwrap_or(0)).max(0);
+    match c {
+        // Redis rounds TTL to the nearest second.
+        Cmd::Ttl => (left + 500) / 1000,
+        Cmd::PTtl => left,
+        Cmd::ExpireTime => at / 1000,
+        _ => at,
+    }
+}
+
+/// GETRANGE's slice, with Redis's handling of negative and out-of-range indexes.
+pub(crate) fn getrange(v: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    s = s.max(0);
+    e = e.max(0);
+    if e >= len {
+        e = len - 1;
+    }
+    if s > e || len == 0 {
+        return &[];
+    }
+    &v[s as usize..=e as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getrange_follows_redis() {
+        let v = b"This is a string";
+        assert_eq!(getrange(v, 0, 3), b"This");
+        assert_eq!(getrange(v, -3, -1), b"ing");
+        assert_eq!(getrange(v, 0, -1), v);
+        assert_eq!(getrange(v, 10, 100), b"string");
+        assert_eq!(getrange(v, 5, 3), b"");
+        assert_eq!(getrange(v, -1, -5), b"");
+        assert_eq!(getrange(b"", 0, -1), b"");
     }
 }

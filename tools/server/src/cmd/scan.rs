@@ -1,30 +1,56 @@
-//! SCAN and DBSIZE: walks over the keyspace from a snapshot. A SCAN cursor is an id in
-//! [`crate::shared::Cursors`] naming the last key returned; cursor 0 starts (and ends) a scan.
-
-use std::ops::Bound;
+//! SCAN, KEYS and DBSIZE: walks over one database's keys from a snapshot (flushed and expired
+//! keys are skipped: [`Reader::scan`]). A SCAN cursor is an id in
+//! [`crate::shared::Cursors`] naming the last key returned; cursor 0 starts (and ends) a
+//! scan.
 
 use duplex_proto::{array_len, bulk, error, integer};
 
-use super::{bulk_str, engine_err};
+use super::{bulk_str, ErrLine};
 use crate::glob::glob_match;
+use crate::keyspace::{ReadError, Reader};
 use crate::limits::{SCAN_COUNT_MAX, SCAN_INLINE_MAX};
 use crate::shared::Shared;
 
-/// DBSIZE: counts every key of a snapshot.
-pub fn dbsize(sh: &Shared, out: &mut Vec<u8>) {
-    let snap = sh.db().snapshot();
-    match snap.scan(Bound::Unbounded, Bound::Unbounded) {
-        Ok(it) => {
-            let mut n = 0i64;
-            for e in it {
-                if let Err(e) = e {
-                    return engine_err(out, &e);
-                }
-                n += 1;
+/// DBSIZE: counts every live key of database `db` in a snapshot.
+pub fn dbsize(sh: &Shared, db: u8, out: &mut Vec<u8>) {
+    match count(sh, db) {
+        Ok(n) => integer(out, n),
+        Err(e) => ErrLine::err(e.to_string()).send(out),
+    }
+}
+
+/// The number of live keys of database `db` now.
+pub(crate) fn count(sh: &Shared, db: u8) -> Result<i64, ReadError> {
+    let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+    let mut it = r.scan(db, None)?;
+    let mut n = 0i64;
+    while it.next_key()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `KEYS pattern`: every live key of database `db` matching the glob, in key order.
+pub fn keys(sh: &Shared, db: u8, pattern: &[u8], out: &mut Vec<u8>) {
+    let walk = || -> Result<Vec<Vec<u8>>, ReadError> {
+        let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+        let mut it = r.scan(db, None)?;
+        let mut keys = Vec::new();
+        while let Some(k) = it.next_key()? {
+            if glob_match(pattern, &k) {
+                keys.push(k);
             }
-            integer(out, n);
         }
-        Err(e) => engine_err(out, &e),
+        Ok(keys)
+    };
+    match walk() {
+        Ok(keys) => {
+            array_len(out, keys.len());
+            for k in &keys {
+                bulk(out, k);
+            }
+        }
+        Err(e) => ErrLine::err(e.to_string()).send(out),
     }
 }
 
@@ -79,19 +105,17 @@ fn parse_scan<'a>(args: &[&'a [u8]]) -> Result<ScanArgs<'a>, &'static str> {
 /// follows it.
 type Page = (Vec<Vec<u8>>, Option<Vec<u8>>, bool);
 
-/// Examines up to `a.count` keys after `start`.
-fn page(sh: &Shared, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<Page, duplex_engine::Error> {
-    let snap = sh.db().snapshot();
-    let lower = start.map_or(Bound::Unbounded, Bound::Excluded);
-    let mut it = snap.scan(lower, Bound::Unbounded)?;
+/// Examines up to `a.count` keys of database `db` after `start`.
+fn page(sh: &Shared, db: u8, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<Page, ReadError> {
+    let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+    let mut it = r.scan(db, start)?;
     let mut keys = Vec::new();
     let mut last: Option<Vec<u8>> = None;
     let mut examined = 0;
     while examined < a.count {
-        let Some(next) = it.next() else {
+        let Some(k) = it.next_key()? else {
             return Ok((keys, last, true));
         };
-        let (k, _) = next?;
         examined += 1;
         if a.type_ok && a.pattern.is_none_or(|p| glob_match(p, &k)) {
             keys.push(k.clone());
@@ -99,16 +123,12 @@ fn page(sh: &Shared, a: &ScanArgs<'_>, start: Option<&[u8]>) -> Result<Page, dup
         last = Some(k);
     }
     // Peek: if nothing follows, this was the last page.
-    let done = match it.next() {
-        None => true,
-        Some(Err(e)) => return Err(e),
-        Some(Ok(_)) => false,
-    };
+    let done = it.next_key()?.is_none();
     Ok((keys, last, done))
 }
 
-/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
-pub fn scan(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]` over database `db`.
+pub fn scan(sh: &Shared, db: u8, args: &[&[u8]], out: &mut Vec<u8>) {
     let a = match parse_scan(args) {
         Ok(a) => a,
         Err(m) => return error(out, m),
@@ -121,9 +141,9 @@ pub fn scan(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
             None => return error(out, "ERR invalid cursor (unknown or expired: duplexd SCAN cursors live 10 minutes unused)"),
         }
     };
-    let (keys, last, done) = match page(sh, &a, start.as_deref()) {
+    let (keys, last, done) = match page(sh, db, &a, start.as_deref()) {
         Ok(p) => p,
-        Err(e) => return engine_err(out, &e),
+        Err(e) => return ErrLine::err(e.to_string()).send(out),
     };
     let next = match (done, last) {
         (false, Some(k)) => sh.cursors().save(k),

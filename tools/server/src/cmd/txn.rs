@@ -1,11 +1,14 @@
-//! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads, writes, PING,
-//! ECHO); EXEC evaluates them in order against one snapshot plus the transaction's own
-//! writes, under exclusive stripes on every key touched, and applies every write as ONE
+//! MULTI, EXEC and DISCARD. MULTI queues the queueable commands (reads and writes of keys,
+//! FLUSHDB, FLUSHALL, PING, ECHO); EXEC evaluates them in order, in the connection's
+//! database, against one snapshot plus the transaction's own writes, under exclusive stripes
+//! on every key touched (every stripe when it flushes), and applies every write as ONE
 //! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`); so does
 //! a queue past [`MULTI_QUEUE_MAX`] commands or [`MULTI_QUEUE_BYTES_MAX`] bytes.
 
-use duplex_proto::{codes, error, simple, Reply};
+use duplex_proto::{array_len, codes, error, simple, Reply};
 
+use super::keys::flush_effects;
+use super::read::read;
 use super::write::{batch_of, eval_write, parse_write, View};
 use super::{lookup, lossy, Cmd, ConnState, ErrLine};
 use crate::limits::{MULTI_QUEUE_BYTES_MAX, MULTI_QUEUE_MAX};
@@ -83,42 +86,43 @@ pub fn exec_cmd(sh: &Shared, conn: &mut ConnState, out: &mut Vec<u8>) {
                 "Transaction discarded because of previous errors.",
             ),
         ),
-        Some(q) => exec(sh, q, out),
+        Some(q) => exec(sh, conn.db, q, out),
     }
 }
 
-/// Every key the queued requests read or write, and whether any writes.
-fn keys_of<'a>(reqs: &[Vec<&'a [u8]>]) -> (Vec<&'a [u8]>, bool) {
-    let mut has_write = false;
+/// Every key the queued requests read or write, whether any writes, and whether one
+/// flushes (then every stripe is locked).
+fn keys_of<'a>(sh: &Shared, reqs: &[Vec<&'a [u8]>]) -> (Vec<&'a [u8]>, bool, bool) {
+    let (mut has_write, mut flush) = (false, false);
     let mut keys: Vec<&[u8]> = Vec::new();
     for r in reqs {
-        match lookup(r[0]).0 {
-            Cmd::Set => {
-                has_write = true;
-                keys.push(r[1]);
+        let c = lookup(r[0]).0;
+        if c.is_write() {
+            has_write = true;
+            if let Ok(op) = parse_write(sh, r, 0) {
+                keys.extend(op.keys());
             }
-            Cmd::MSet => {
-                has_write = true;
-                keys.extend(r[1..].iter().step_by(2));
+        } else if c.is_read() {
+            match c {
+                Cmd::MGet | Cmd::Exists => keys.extend(&r[1..]),
+                _ => keys.push(r[1]),
             }
-            Cmd::Del => {
-                has_write = true;
-                keys.extend(&r[1..]);
-            }
-            Cmd::Get | Cmd::MGet | Cmd::Exists => keys.extend(&r[1..]),
-            _ => {}
+        } else if matches!(c, Cmd::FlushDb | Cmd::FlushAll) {
+            has_write = true;
+            flush = true;
         }
     }
-    (keys, has_write)
+    (keys, has_write, flush)
 }
 
-/// Evaluates every queued command against one view, then applies the writes as one batch.
-fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+/// Evaluates every queued command (in database `db`) against one view, then applies the
+/// writes as one batch.
+fn exec(sh: &Shared, db: u8, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
     let reqs: Vec<Vec<&[u8]>> = queued
         .iter()
         .map(|r| r.iter().map(Vec::as_slice).collect())
         .collect();
-    let (keys, has_write) = keys_of(&reqs);
+    let (keys, has_write, flush) = keys_of(sh, &reqs);
     let _hold = has_write.then(|| sh.write_hold().enter());
     let st = sh.state().get().state;
     if has_write && !st.accepts_writes() {
@@ -130,11 +134,22 @@ fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
             ),
         );
     }
-    let guard = sh.stripes().lock(keys.iter().map(|k| (*k, true)));
+    let guard = if flush {
+        sh.stripes().lock_all()
+    } else {
+        sh.stripes().lock(keys.iter().map(|k| (*k, true)))
+    };
     let mut view = View::now(sh);
-    let replies: Vec<Reply> = reqs.iter().map(|r| eval_queued(sh, r, &mut view)).collect();
-    if !view.overlay.is_empty() {
-        let batch = batch_of(view.overlay.into_iter().collect());
+    let replies: Vec<Vec<u8>> = reqs
+        .iter()
+        .map(|r| {
+            let mut o = Vec::new();
+            eval_queued(sh, db, r, &mut view, &mut o);
+            o
+        })
+        .collect();
+    if !view.is_clean() {
+        let batch = batch_of(view.into_effects());
         if let Err(e) = sh.db().write(batch) {
             sh.note_write_error(&e);
             drop(guard);
@@ -152,43 +167,43 @@ fn exec(sh: &Shared, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
         }
     }
     drop(guard);
-    Reply::Array(replies).encode(out);
+    array_len(out, replies.len());
+    for r in replies {
+        out.extend_from_slice(&r);
+    }
 }
 
-/// One queued command's reply inside EXEC.
-fn eval_queued(sh: &Shared, r: &[&[u8]], view: &mut View<'_>) -> Reply {
-    let engine = |e: duplex_engine::Error| Reply::Error(ErrLine::err(e.to_string()).0);
-    match lookup(r[0]).0 {
-        Cmd::Set | Cmd::MSet | Cmd::Del => match parse_write(sh, r) {
+/// One queued command's reply inside EXEC, appended to `out`.
+fn eval_queued(sh: &Shared, db: u8, r: &[&[u8]], view: &mut View<'_>, out: &mut Vec<u8>) {
+    let c = lookup(r[0]).0;
+    if c.is_read() {
+        // Reads see the transaction's own writes: answered from the view.
+        return read(view, db, c, r, out);
+    }
+    let reply = if c.is_write() {
+        match parse_write(sh, r, view.now_ms()) {
             Err(m) => Reply::Error(m.0),
-            Ok(op) => match eval_write(&op, view, true) {
+            Ok(op) => match eval_write(&op, db, view, true) {
                 Ok((rep, _)) => rep,
-                Err(e) => engine(e),
+                Err(e) => Reply::Error(ErrLine::err(e.to_string()).0),
             },
-        },
-        Cmd::Get => match view.get(r[1]) {
-            Ok(v) => v.map_or(Reply::Null, Reply::Bulk),
-            Err(e) => engine(e),
-        },
-        Cmd::MGet => {
-            let vals: Result<Vec<Reply>, _> = r[1..]
-                .iter()
-                .map(|k| view.get(k).map(|v| v.map_or(Reply::Null, Reply::Bulk)))
-                .collect();
-            vals.map_or_else(engine, Reply::Array)
         }
-        Cmd::Exists => {
-            let mut n = 0;
-            let mut err = None;
-            for k in &r[1..] {
-                match view.exists(k) {
-                    Ok(true) => n += 1,
-                    Ok(false) => {}
-                    Err(e) => err = Some(e),
-                }
+    } else {
+        other_queued(db, c, r, view)
+    };
+    reply.encode(out);
+}
+
+/// A queued command that neither reads nor writes keys.
+fn other_queued(db: u8, c: Cmd, r: &[&[u8]], view: &mut View<'_>) -> Reply {
+    match c {
+        Cmd::FlushDb | Cmd::FlushAll => match flush_effects(db, r) {
+            Ok(eff) => {
+                view.track(&eff);
+                Reply::Simple("OK".into())
             }
-            err.map_or(Reply::Integer(n), engine)
-        }
+            Err(e) => Reply::Error(e.0),
+        },
         Cmd::Ping => r
             .get(1)
             .map_or_else(|| Reply::Simple("PONG".into()), |m| Reply::Bulk(m.to_vec())),

@@ -76,6 +76,14 @@ impl Stripes {
             .collect();
         StripeGuard { _held: held }
     }
+
+    /// Locks every stripe exclusive, in ascending order (FLUSHDB, FLUSHALL: no write of
+    /// any key evaluates across them).
+    pub fn lock_all(&self) -> StripeGuard<'_> {
+        StripeGuard {
+            _held: self.locks.iter().map(|l| Held::Excl(l.write())).collect(),
+        }
+    }
 }
 
 #[cfg(test)]
