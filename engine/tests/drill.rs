@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use duplex_engine::{drill_backup, BackupOptions, Config, Database, DrillSpec};
+use std::ops::Bound;
+
+use duplex_engine::{drill_backup, first_difference, BackupOptions, Config, Database, DrillSpec};
 use duplex_wal::{StdStorage, Storage};
 
 fn config(archive: PathBuf) -> Config {
@@ -99,5 +101,38 @@ fn a_backup_restored_equals_the_live_snapshot_at_its_end_lsn() {
     std::fs::write(&part, bytes).unwrap();
     let e = drill_backup(&storage, &alone).expect_err("a damaged backup fails the drill");
     assert!(e.to_string().contains(".dpx"), "{e}");
+    db.close().unwrap();
+}
+
+/// A version reclaimed on one side (a tombstone of the value's own stamp) is the same
+/// version to the drill's comparison; any other change is a difference.
+#[test]
+fn a_reclaimed_version_is_no_difference() {
+    let t = tempfile::tempdir().unwrap();
+    let db = Database::open(t.path().join("data"), config(t.path().join("archive"))).unwrap();
+    db.put(b"expired", b"value").unwrap();
+    db.put(b"kept", b"value").unwrap();
+    let before = db.snapshot();
+    let stamp = before.version(b"expired").unwrap().unwrap().stamp;
+    db.reclaim(vec![(b"expired".to_vec(), stamp)]).unwrap();
+    let after = db.snapshot();
+    assert_eq!(after.get(b"expired").unwrap(), None);
+    assert_ne!(
+        before
+            .stamped_digest(Bound::Unbounded, Bound::Unbounded)
+            .unwrap(),
+        after
+            .stamped_digest(Bound::Unbounded, Bound::Unbounded)
+            .unwrap()
+    );
+    assert_eq!(first_difference(&before, &after).unwrap(), None);
+    assert_eq!(first_difference(&after, &before).unwrap(), None);
+    db.put(b"kept", b"changed").unwrap();
+    assert_eq!(
+        first_difference(&before, &db.snapshot())
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..])
+    );
     db.close().unwrap();
 }
