@@ -14,7 +14,8 @@ impl World {
     /// the fault model's loss (removed from what must survive, counted); it is rebuilt at
     /// once from a survivor's backup (copied, restored, rolled forward and adopted as `l`
     /// on an incarnation above every survivor's mark of it) and rejoins.
-    pub fn destroy_and_rebuild(&mut self, l: usize) {
+    /// Returns the acknowledged batches lost with the disk.
+    pub fn destroy_and_rebuild(&mut self, l: usize) -> usize {
         let id = l as u64 + 1;
         let survivors: Vec<usize> = (0..NODES).filter(|&n| n != l).collect();
         // What the survivors hold of `l`: stamps rise with positions, so a survivor that
@@ -143,6 +144,63 @@ impl World {
             }
         }
         self.fault("destroyed disk, rebuilt from a peer");
+        lost_batches
+    }
+}
+
+impl World {
+    /// The needs-rebuild outcome: a node below a rebuilt origin's base that every other
+    /// member said it lacks (`Database::stranded`) is flagged (checked: it really is below
+    /// that origin's base), its clients leave it, and once both peers acknowledged every
+    /// batch of its own (nothing acknowledged can be lost) the operator rebuilds it from
+    /// a peer, as for a destroyed disk.
+    pub fn stranded_nodes(&mut self) {
+        let members: Vec<u64> = (1..=NODES as u64).collect();
+        for n in 0..NODES {
+            let Some(db) = self.nodes[n].db.as_ref() else {
+                continue;
+            };
+            for s in db.stranded(&members) {
+                let o = s.origin as usize - 1;
+                if let Some(base) = self.nodes[o].db.as_ref().and_then(|d| d.incarnation_base()) {
+                    assert!(
+                        s.mark < base,
+                        "node {} says it is stranded on origin {} at {}, but that origin's base is {base}",
+                        n + 1,
+                        s.origin,
+                        s.mark
+                    );
+                }
+                if self.stranded.insert(n) {
+                    eprintln!("node {} stranded at tick {}: {s:?}", n + 1, self.tick);
+                    self.note(s.mark);
+                    self.fault("stranded: needs-rebuild");
+                }
+            }
+        }
+        let Some(&n) = self.stranded.iter().next() else {
+            return;
+        };
+        if self.nodes.iter().any(|x| x.db.is_none()) {
+            return;
+        }
+        // Every batch of its own is held by both peers (the feed has nothing more).
+        let me = self.nodes[n].db.as_ref().expect("up");
+        let all_held = self.nodes.iter().enumerate().all(|(p, peer)| {
+            p == n
+                || peer.db.as_ref().is_some_and(|d| {
+                    duplex_engine::FeedCursor::new()
+                        .read(me, d.origin_hwm(me.node_id()), 1, 1 << 20)
+                        .is_ok_and(|b| b.is_empty())
+                })
+        });
+        if !all_held {
+            return;
+        }
+        self.stranded.remove(&n);
+        let lost = self.destroy_and_rebuild(n);
+        assert_eq!(lost, 0, "node {} was rebuilt with acknowledged batches no peer held", n + 1);
+        self.fault("stranded node rebuilt");
     }
 }
 

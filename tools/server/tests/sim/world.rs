@@ -89,6 +89,10 @@ pub struct World {
     pub written: BTreeMap<u64, Vec<u64>>,
     /// Nodes rebuilt from a peer after a destroyed disk (their applied counts restart).
     pub rebuilt: std::collections::BTreeSet<u64>,
+    /// Nodes that said they are stranded (needs-rebuild: below a rebuilt origin's base,
+    /// and no other member holds the rest): clients leave them, and once every batch of
+    /// their own is acknowledged by both peers the operator rebuilds them from a peer.
+    pub stranded: std::collections::BTreeSet<usize>,
     /// Acknowledged batches lost with a destroyed disk (never applied by any survivor).
     pub lost: u64,
     /// Whether a disk may be destroyed (and the server rebuilt from a peer).
@@ -181,6 +185,7 @@ impl World {
             faults: BTreeMap::new(),
             written: BTreeMap::new(),
             rebuilt: std::collections::BTreeSet::new(),
+            stranded: std::collections::BTreeSet::new(),
             lost: 0,
             destroy: false,
             exempt: BTreeMap::new(),
@@ -205,7 +210,7 @@ impl World {
     /// A client write on a random live server: a put, a delete or a batch.
     pub fn client_write(&mut self) {
         let n = self.rng.below(NODES as u64) as usize;
-        let Some(db) = self.nodes[n].db.as_ref() else {
+        let Some(db) = self.nodes[n].db.as_ref().filter(|_| !self.stranded.contains(&n)) else {
             return;
         };
         let key = format!("k{:03}", self.rng.below(120)).into_bytes();
@@ -436,6 +441,7 @@ impl World {
                 db.set_peer_floor(floor);
             }
         }
+        self.stranded_nodes();
         if self.tick.is_multiple_of(50) {
             for n in 0..NODES {
                 if let Some(db) = self.nodes[n].db.as_ref() {
