@@ -108,7 +108,54 @@ pub(crate) fn read_forward_log(
     Ok((!out.is_empty()).then_some(out))
 }
 
+/// What the replication core holds in memory, with its bounds (the simulation checks them
+/// throughout: memory stays bounded whatever the faults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplMemory {
+    /// Payload bytes of local batches in the backlog.
+    pub backlog_bytes: usize,
+    /// Payload bytes kept for forwarding, the largest of any one origin.
+    pub forward_bytes_max: usize,
+    /// Origins with batches kept for forwarding.
+    pub forward_origins: usize,
+    /// The bound of each of the two (`replication_backlog_bytes`; per origin for
+    /// forwarding).
+    pub cap_bytes: usize,
+    /// Conflict journal entries held.
+    pub conflicts_held: usize,
+    /// Its bound (`conflict_journal_entries`).
+    pub conflicts_cap: usize,
+    /// Conflict entries recorded since open.
+    pub conflicts_recorded: u64,
+    /// Conflict entries the bound dropped since open.
+    pub conflicts_dropped: u64,
+}
+
 impl Database {
+    /// What the replication core holds in memory now, and its bounds.
+    pub fn repl_memory(&self) -> ReplMemory {
+        let r = &self.inner().repl;
+        let (backlog_bytes, cap_bytes) = {
+            let b = r.backlog.lock();
+            (b.bytes, b.cap)
+        };
+        let (forward_bytes_max, forward_origins) = {
+            let f = r.forward.lock();
+            (f.values().map(|l| l.bytes).max().unwrap_or(0), f.len())
+        };
+        let j = r.conflicts.lock();
+        ReplMemory {
+            backlog_bytes,
+            forward_bytes_max,
+            forward_origins,
+            cap_bytes,
+            conflicts_held: j.len(),
+            conflicts_cap: self.inner().cfg.conflict_journal_entries,
+            conflicts_recorded: j.recorded,
+            conflicts_dropped: j.dropped,
+        }
+    }
+
     /// Notes that peer `peer` holds none of `origin`'s batches after `after` (it said so
     /// in a LACKING frame); replaces what it said before of that origin.
     pub fn note_peer_lacks(&self, peer: u64, origin: u64, after: u64) {

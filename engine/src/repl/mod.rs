@@ -28,7 +28,7 @@ pub use apply::{ApplyReport, RemoteBatch, ReplError};
 pub(crate) use backlog::Backlog;
 pub use conflicts::{Conflict, ConflictJournal};
 pub use feed::{FeedBatch, FeedCursor};
-pub use forward::Stranded;
+pub use forward::{ReplMemory, Stranded};
 
 /// Bits of a position that hold the LSN; the incarnation is above them.
 pub const LSN_BITS: u32 = 48;

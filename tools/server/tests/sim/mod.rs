@@ -1,13 +1,46 @@
 //! The deterministic simulation's harness (see `sim_cluster.rs`): [`world`] the cluster and
-//! its faults, [`rebuild`] a destroyed disk rebuilt from a peer, [`check`] the invariants.
+//! its faults, [`faults`] the optional parts of the fault model (clock skew, clients that
+//! switch servers, I/O errors, memory bounds), [`rebuild`] a destroyed disk rebuilt from a
+//! peer, [`check`] the invariants at the end.
 
 pub mod check;
+pub mod faults;
 pub mod rebuild;
 pub mod world;
 
 use std::collections::BTreeMap;
 
 use world::{World, NODES};
+
+/// Which parts of the fault model a run uses (the campaign: all of them but small memory,
+/// which some seeds add).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Model {
+    /// A disk destroyed once per seed, its server rebuilt from a peer.
+    pub destroy: bool,
+    /// Clocks skewed within and beyond `max_clock_offset_ms`.
+    pub skew: bool,
+    /// Clients that switch servers and read their own writes with a session token.
+    pub sessions: bool,
+    /// EIO on WAL writes and fsyncs, full disks.
+    pub io_errors: bool,
+    /// 64 KiB of backlog and forwarding memory instead of 4 MiB (forwarding falls back to
+    /// the log more often).
+    pub small_memory: bool,
+}
+
+impl Model {
+    /// Every part of the fault model (`small_memory` as asked).
+    pub fn all(small_memory: bool) -> Model {
+        Model {
+            destroy: true,
+            skew: true,
+            sessions: true,
+            io_errors: true,
+            small_memory,
+        }
+    }
+}
 
 /// Runs one seed: a load with faults, then calm until every server agrees (or a bound).
 /// Returns the trace hash and the faults injected.
@@ -17,13 +50,12 @@ pub fn run(seed: u64) -> (u64, BTreeMap<&'static str, u64>) {
 
 /// [`run`] with `load` ticks of load and faults.
 pub fn run_for(seed: u64, load: u64) -> (u64, BTreeMap<&'static str, u64>) {
-    run_with(seed, load, false)
+    run_with(seed, load, Model::default())
 }
 
-/// [`run_for`], with destroyed disks and rebuilds when `destroy`.
-pub fn run_with(seed: u64, load: u64, destroy: bool) -> (u64, BTreeMap<&'static str, u64>) {
-    let mut w = World::new(seed);
-    w.destroy = destroy;
+/// [`run_for`] with the parts of the fault model `model` names.
+pub fn run_with(seed: u64, load: u64, model: Model) -> (u64, BTreeMap<&'static str, u64>) {
+    let mut w = World::new(seed, model);
     for _ in 0..load {
         w.step(true, false);
     }

@@ -17,6 +17,7 @@ impl World {
     /// Returns the acknowledged batches lost with the disk.
     pub fn destroy_and_rebuild(&mut self, l: usize) -> usize {
         let id = l as u64 + 1;
+        let small = self.model.small_memory;
         let survivors: Vec<usize> = (0..NODES).filter(|&n| n != l).collect();
         // What the survivors hold of `l`: stamps rise with positions, so a survivor that
         // applied a batch stamped t holds every earlier one of `l`.
@@ -54,6 +55,8 @@ impl World {
             drop(db);
         }
         self.nodes[l].sim = SimStorage::new();
+        self.nodes[l].io = None;
+        self.nodes[l].poisoned_at = None;
         let src = survivors[self.rng.below(survivors.len() as u64) as usize];
         self.tick_backups += 1;
         let backup = format!("/rebuild-{}", self.tick_backups);
@@ -75,7 +78,7 @@ impl World {
             Path::new(DB_DIR),
             &[],
             &duplex_engine::RollForwardOptions {
-                config: cfg(src as u64 + 1, &self.clock),
+                config: cfg(src as u64 + 1, &self.nodes[l].clock, small),
                 ..duplex_engine::RollForwardOptions::default()
             },
             &mut |_| {},
@@ -84,12 +87,12 @@ impl World {
         duplex_engine::adopt_restored(
             storage,
             Path::new(DB_DIR),
-            &cfg(id, &self.clock),
+            &cfg(id, &self.nodes[l].clock, small),
             rf.from_timeline,
             min_inc,
         )
         .expect("adopt");
-        let db = open(&self.nodes[l].sim, id, &self.clock);
+        let db = open(&self.nodes[l].sim, id, &self.nodes[l].clock, small);
         // The lost server's own batches that another survivor holds beyond the backup's
         // source: taken back (re-logged under the new incarnation with their stamps).
         // What survivors hold of its earlier batches beyond the rebuilt state's base (the
@@ -181,7 +184,7 @@ impl World {
         let Some(&n) = self.stranded.iter().next() else {
             return;
         };
-        if self.nodes.iter().any(|x| x.db.is_none()) {
+        if self.nodes.iter().any(|x| x.db.is_none() || x.io.is_some()) {
             return;
         }
         // Every batch of its own is held by both peers (the feed has nothing more).

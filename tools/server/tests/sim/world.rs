@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use duplex_engine::{Config, Database, Stamp, SyncPolicy};
 use duplex_proto::peer::{decode_frame, Decoded, Frame, FrameLimits};
-use duplex_server::net::peer::link::{Receiver, SendLimits, Sender};
+use duplex_server::net::peer::link::{LinkError, Receiver, SendLimits, Sender};
+
+use super::faults::{IoFault, Session};
+use super::Model;
 use duplex_wal::sim::{CrashMode, SimStorage};
 use duplex_wal::{Clock, ManualClock, Storage};
 
@@ -44,6 +47,15 @@ pub struct Node {
     pub db: Option<Database>,
     /// Ticks until a crashed server restarts.
     pub down_for: u64,
+    /// Its own clock: the simulated time plus its skew.
+    pub clock: Arc<ManualClock>,
+    /// How far its clock is off (ms; 0 unless the model skews clocks).
+    pub skew_ms: i64,
+    /// An I/O fault armed on its disk, and the tick the operator deals with it.
+    pub io: Option<(IoFault, u64)>,
+    /// The tick a write failed fatally on it (the log is poisoned: nothing more may be
+    /// acknowledged until it restarts).
+    pub poisoned_at: Option<u64>,
 }
 
 /// One direction of a connection: frames in flight with their delivery tick.
@@ -95,8 +107,18 @@ pub struct World {
     pub stranded: std::collections::BTreeSet<usize>,
     /// Acknowledged batches lost with a destroyed disk (never applied by any survivor).
     pub lost: u64,
-    /// Whether a disk may be destroyed (and the server rebuilt from a peer).
-    pub destroy: bool,
+    /// Which parts of the fault model this run uses.
+    pub model: Model,
+    /// The generator of the optional parts of the fault model (clock skew, sessions, I/O
+    /// errors), so the main stream, and the seeds found with it, stay as they were when
+    /// those parts are off.
+    pub frng: Rng,
+    /// Whether a clock was ever set beyond `max_clock_offset_ms` (a clock-skew refusal
+    /// before that is a bug).
+    pub ever_beyond: bool,
+    /// Clients that switched servers and wait (with their session token) to read their
+    /// own last write there.
+    pub sessions: Vec<Session>,
     /// Batches a node never applies because it gets them as taken-back copies instead
     /// (the lost server's earlier batches it lacked): (node, origin) -> count.
     pub exempt: BTreeMap<(u64, u64), u64>,
@@ -108,7 +130,8 @@ pub struct World {
     pub limits: FrameLimits,
 }
 
-pub fn cfg(id: u64, clock: &Arc<ManualClock>) -> Config {
+/// The configuration of node `id`; `small` memory bounds in the model's small-memory runs.
+pub fn cfg(id: u64, clock: &Arc<ManualClock>, small: bool) -> Config {
     Config {
         node_id: id,
         sync: SyncPolicy::Always,
@@ -116,17 +139,22 @@ pub fn cfg(id: u64, clock: &Arc<ManualClock>) -> Config {
         scrub_bytes_per_sec: 0,
         segment_size: 64 << 10,
         checkpoint_wal_bytes: 16 << 10,
-        replication_backlog_bytes: 4 << 20,
-        max_clock_offset_ms: 500,
+        replication_backlog_bytes: if small { 64 << 10 } else { 4 << 20 },
+        conflict_journal_entries: 16,
+        max_clock_offset_ms: MAX_OFFSET_MS,
         clock: clock.clone(),
         ..Config::default()
     }
 }
 
-pub fn open(sim: &SimStorage, id: u64, clock: &Arc<ManualClock>) -> Database {
+pub fn open(sim: &SimStorage, id: u64, clock: &Arc<ManualClock>, small: bool) -> Database {
     let s: Arc<dyn Storage> = Arc::new(sim.clone());
-    Database::open_with(s, DB_DIR, cfg(id, clock)).unwrap_or_else(|e| panic!("node {id} open: {e}"))
+    Database::open_with(s, DB_DIR, cfg(id, clock, small))
+        .unwrap_or_else(|e| panic!("node {id} open: {e}"))
 }
+
+/// `max_clock_offset_ms` of every node.
+pub const MAX_OFFSET_MS: u64 = 500;
 
 pub fn send_limits() -> SendLimits {
     SendLimits {
@@ -140,17 +168,22 @@ pub fn send_limits() -> SendLimits {
 }
 
 impl World {
-    pub fn new(seed: u64) -> World {
+    pub fn new(seed: u64, model: Model) -> World {
         let clock = Arc::new(ManualClock::new(1_750_000_000_000));
         let nodes = (0..NODES)
             .map(|i| {
                 let sim = SimStorage::new();
-                let db = open(&sim, i as u64 + 1, &clock);
+                let own = Arc::new(ManualClock::new(clock.now_ms()));
+                let db = open(&sim, i as u64 + 1, &own, model.small_memory);
                 Node {
                     id: i as u64 + 1,
                     sim,
                     db: Some(db),
                     down_for: 0,
+                    clock: own,
+                    skew_ms: 0,
+                    io: None,
+                    poisoned_at: None,
                 }
             })
             .collect();
@@ -187,7 +220,10 @@ impl World {
             rebuilt: std::collections::BTreeSet::new(),
             stranded: std::collections::BTreeSet::new(),
             lost: 0,
-            destroy: false,
+            model,
+            frng: Rng(seed ^ 0x5eed_0f_fa17),
+            ever_beyond: false,
+            sessions: Vec::new(),
             exempt: BTreeMap::new(),
             given: BTreeMap::new(),
             applied: BTreeMap::new(),
@@ -227,9 +263,19 @@ impl World {
         } else {
             db.put(&key, &value).map(|_| None)
         };
-        let Ok(extra) = res else {
-            return;
+        let extra = match res {
+            Ok(extra) => extra,
+            Err(e) => {
+                self.write_failed(n, &e);
+                return;
+            }
         };
+        assert!(
+            self.nodes[n].poisoned_at.is_none(),
+            "node {} acknowledged a write after its log was poisoned at tick {:?}",
+            n + 1,
+            self.nodes[n].poisoned_at
+        );
         let batch_ts = db
             .version(&key)
             .expect("version")
@@ -246,9 +292,13 @@ impl World {
                 (k, v)
             })
             .collect();
+        let last = versions.first().map(|(k, v)| (k.clone(), v.stamp));
         for (k, v) in versions {
             self.note(v.stamp.ts.0 ^ v.stamp.origin);
             self.acked.entry(k).or_default().push((v.stamp, v.value));
+        }
+        if let Some((key, stamp)) = last {
+            self.maybe_switch(n, key, stamp);
         }
     }
 
@@ -301,6 +351,10 @@ impl World {
         }
         if let Err((why, detail)) = self.exchange(li, delay) {
             self.note(why.len() as u64);
+            assert!(
+                why != "clock skew refused" || self.ever_beyond,
+                "a link was refused for clock skew though no clock was ever set beyond {MAX_OFFSET_MS} ms: {detail}"
+            );
             self.links[li].last_error = detail;
             self.reset(li, why);
         }
@@ -308,7 +362,11 @@ impl World {
 
     pub fn exchange(&mut self, li: usize, delay: u64) -> Result<(), (&'static str, String)> {
         let (from, to) = (self.links[li].from, self.links[li].to);
-        let now = self.clock.now_ms();
+        // Each end on its own clock.
+        let (now, now_b) = (
+            self.nodes[from].clock.now_ms(),
+            self.nodes[to].clock.now_ms(),
+        );
         let (tick, limits) = (self.tick, self.limits);
         let (Some(a), Some(b)) = (self.nodes[from].db.as_ref(), self.nodes[to].db.as_ref()) else {
             return Err(("end down", String::new()));
@@ -333,8 +391,11 @@ impl World {
                 break;
             };
             let replies = r
-                .on_frame(&decode(&bytes, &limits), b, now)
-                .map_err(|e| ("receiver error", e.to_string()))?;
+                .on_frame(&decode(&bytes, &limits), b, now_b)
+                .map_err(|e| match e {
+                    LinkError::ClockSkew(m) => ("clock skew refused", m),
+                    other => ("receiver error", other.to_string()),
+                })?;
             for rep in replies {
                 link.back
                     .queue
@@ -375,10 +436,10 @@ impl World {
             self.partitioned.clear();
             self.fault("heal");
         }
-        if self.destroy
+        if self.model.destroy
             && self.rng.chance(1)
             && self.rebuilt.is_empty()
-            && self.nodes.iter().all(|n| n.db.is_some())
+            && self.nodes.iter().all(|n| n.db.is_some() && n.io.is_none())
         {
             let n = self.rng.below(NODES as u64) as usize;
             self.destroy_and_rebuild(n);
@@ -389,13 +450,13 @@ impl World {
                 // Half the crashes come right after a checkpoint: the log after it is
                 // short, and the marks must come from the checkpoint itself.
                 if self.rng.chance(500) {
-                    db.checkpoint().expect("checkpoint");
+                    if let Err(e) = db.checkpoint() {
+                        assert!(self.nodes[n].io.is_some(), "checkpoint: {e}");
+                    }
                 }
-                self.harvest(n as u64 + 1, &db);
-                drop(db);
                 let seed = self.rng.next();
-                self.nodes[n].sim.crash(CrashMode::Torn { seed });
-                self.nodes[n].down_for = 10 + self.rng.below(50);
+                let down = 10 + self.rng.below(50);
+                self.power_cycle(n, db, seed, down);
                 self.fault("power loss");
             }
         }
@@ -408,7 +469,7 @@ impl World {
                 if node.down_for > 0 {
                     node.down_for -= 1;
                 } else {
-                    node.db = Some(open(&node.sim, node.id, &self.clock));
+                    node.db = Some(open(&node.sim, node.id, &node.clock, self.model.small_memory));
                 }
             }
         }
@@ -417,7 +478,11 @@ impl World {
     pub fn step(&mut self, writes: bool, calm: bool) {
         self.tick += 1;
         self.clock.advance(TICK_MS);
+        self.set_clocks();
         self.inject(calm);
+        self.skew_clocks(calm);
+        self.io_faults(calm);
+        self.operator();
         self.restarts();
         if writes {
             for _ in 0..self.rng.below(4) {
@@ -442,12 +507,31 @@ impl World {
             }
         }
         self.stranded_nodes();
+        self.sessions_step();
+        self.check_memory();
         if self.tick.is_multiple_of(50) {
             for n in 0..NODES {
                 if let Some(db) = self.nodes[n].db.as_ref() {
-                    db.run_maintenance().expect("maintenance");
+                    if let Err(e) = db.run_maintenance() {
+                        assert!(self.nodes[n].io.is_some(), "maintenance: {e}");
+                        self.fault("maintenance failed (I/O fault)");
+                    }
                 }
             }
+        }
+    }
+
+    /// Power loss of node `n` (its database `db` taken out): what it applied is harvested,
+    /// its disk keeps what was synced and a torn prefix of the rest (seeded by `seed`), an
+    /// armed EIO is gone with the reboot, and it restarts `down` ticks later.
+    pub fn power_cycle(&mut self, n: usize, db: Database, seed: u64, down: u64) {
+        self.harvest(n as u64 + 1, &db);
+        drop(db);
+        self.nodes[n].sim.crash(CrashMode::Torn { seed });
+        self.nodes[n].down_for = down;
+        self.nodes[n].poisoned_at = None;
+        if matches!(self.nodes[n].io, Some((IoFault::Eio, _))) {
+            self.nodes[n].io = None;
         }
     }
 
@@ -456,6 +540,12 @@ impl World {
         for (o, st) in db.origins() {
             *self.applied.entry((node, o)).or_default() += st.applied;
         }
+        let m = db.repl_memory();
+        *self.faults.entry("conflict entries recorded").or_default() += m.conflicts_recorded;
+        *self
+            .faults
+            .entry("conflict entries dropped by the bound")
+            .or_default() += m.conflicts_dropped;
     }
 
     pub fn digests(&self) -> Vec<String> {
