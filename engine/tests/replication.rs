@@ -722,3 +722,47 @@ fn a_restarted_survivor_forwards_from_its_log_and_a_peer_nobody_can_serve_is_str
     d.apply_remote(1, &remote(&all[10..11])).expect("apply");
     assert_eq!(d.stranded(&[1, 2, 3, 4]), vec![]);
 }
+
+/// Found by the simulation's whole fault model (campaign seed 1001): a frame of batches
+/// given back to a rebuilt node, lost with its connection and then replayed on the next
+/// without the frame before it, raised the node's base past batches it never took back.
+/// Given-back batches must continue the chain from the base, or nothing is taken.
+#[test]
+fn batches_given_back_out_of_chain_are_refused_and_the_base_stays() {
+    let t = temp_dir();
+    let a = open(&t.path().join("a"), 1);
+    let b = open(&t.path().join("b"), 2);
+    let c = open(&t.path().join("c"), 3);
+    for i in 0..10 {
+        b.put(format!("b{i}").as_bytes(), b"old").expect("put");
+    }
+    ship(&b, &a);
+    let backup = t.path().join("backup-of-a");
+    a.backup(&backup, None).expect("backup");
+    for i in 0..6 {
+        b.put(format!("late{i}").as_bytes(), b"only-on-c")
+            .expect("put");
+    }
+    ship(&b, &c);
+    drop(b);
+    let rebuilt = t.path().join("b-rebuilt");
+    rebuild_as(&backup, &rebuilt, 1, 2, split_position(c.origin_hwm(2)).0 + 1);
+    let b2 = open(&rebuilt, 2);
+    let base = b2.incarnation_base().expect("base");
+    let got = FeedCursor::read_forward(&c, 2, base, 100, 1 << 20).expect("held");
+    assert_eq!(got.len(), 6);
+    // The second half alone (the first half lost in flight): refused, nothing taken.
+    let err = b2.take_back_own(&remote(&got[3..])).expect_err("a gap");
+    assert!(
+        matches!(err, duplex_engine::Error::Repl(ReplError::Gap { .. })),
+        "{err}"
+    );
+    assert_eq!(b2.incarnation_base(), Some(base), "the base did not move");
+    assert_eq!(get(&b2, "late5"), None);
+    // In order: all six taken back, the base at the last.
+    assert_eq!(b2.take_back_own(&remote(&got)).expect("take back"), 6);
+    assert_eq!(b2.incarnation_base(), Some(got[5].origin_lsn));
+    assert_eq!(get(&b2, "late0").as_deref(), Some("only-on-c"));
+    // Given again (a resend): at or below the base, skipped.
+    assert_eq!(b2.take_back_own(&remote(&got)).expect("again"), 0);
+}

@@ -27,10 +27,17 @@ pub struct Model {
     /// 64 KiB of backlog and forwarding memory instead of 4 MiB (forwarding falls back to
     /// the log more often).
     pub small_memory: bool,
+    /// Each node archives its WAL (`archive_dir`, 1 s of lag), as a production server
+    /// does: the change feed and forwarding read what the live WAL released from it.
+    pub archive: bool,
 }
 
 impl Model {
-    /// Every part of the fault model (`small_memory` as asked).
+    /// Every part of the fault model but the archive (`small_memory` as asked). With the
+    /// archive on the same simulated disk, a full disk, an EIO and a power loss in a row
+    /// left a hole in a node's archive plus WAL (campaign seed 1013 with
+    /// `DUPLEX_SIM_MODEL=destroy,skew,sessions,io,archive`; TESTING.md): not yet run by
+    /// default.
     pub fn all(small_memory: bool) -> Model {
         Model {
             destroy: true,
@@ -38,6 +45,7 @@ impl Model {
             sessions: true,
             io_errors: true,
             small_memory,
+            archive: false,
         }
     }
 }

@@ -17,7 +17,7 @@ impl World {
     /// Returns the acknowledged batches lost with the disk.
     pub fn destroy_and_rebuild(&mut self, l: usize) -> usize {
         let id = l as u64 + 1;
-        let small = self.model.small_memory;
+        let model = self.model;
         let survivors: Vec<usize> = (0..NODES).filter(|&n| n != l).collect();
         // What the survivors hold of `l`: stamps rise with positions, so a survivor that
         // applied a batch stamped t holds every earlier one of `l`.
@@ -78,7 +78,7 @@ impl World {
             Path::new(DB_DIR),
             &[],
             &duplex_engine::RollForwardOptions {
-                config: cfg(src as u64 + 1, &self.nodes[l].clock, small),
+                config: cfg(src as u64 + 1, &self.nodes[l].clock, model),
                 ..duplex_engine::RollForwardOptions::default()
             },
             &mut |_| {},
@@ -87,12 +87,12 @@ impl World {
         duplex_engine::adopt_restored(
             storage,
             Path::new(DB_DIR),
-            &cfg(id, &self.nodes[l].clock, small),
+            &cfg(id, &self.nodes[l].clock, model),
             rf.from_timeline,
             min_inc,
         )
         .expect("adopt");
-        let db = open(&self.nodes[l].sim, id, &self.nodes[l].clock, small);
+        let db = open(&self.nodes[l].sim, id, &self.nodes[l].clock, model);
         // The lost server's own batches that another survivor holds beyond the backup's
         // source: taken back (re-logged under the new incarnation with their stamps).
         // What survivors hold of its earlier batches beyond the rebuilt state's base (the

@@ -20,6 +20,9 @@ pub const NODES: usize = 3;
 pub type AckedVersion = (Stamp, Option<Vec<u8>>);
 pub const TICK_MS: u64 = 10;
 pub const DB_DIR: &str = "/db";
+/// Where a node archives its WAL segments when the model has an archive (on the same
+/// simulated disk: a destroyed disk takes it too).
+pub const ARCHIVE_DIR: &str = "/archive";
 
 /// A seeded generator (SplitMix64): the only source of randomness.
 pub struct Rng(u64);
@@ -79,6 +82,8 @@ pub struct Link {
     pub last_error: String,
     /// The position of `from` that `to` last acknowledged (kept across connections).
     pub acked: u64,
+    /// The batches (origin, count) of an apply on `to` that failed, outcome unknown.
+    pub unknown: Option<(u64, u64)>,
 }
 
 pub struct World {
@@ -116,6 +121,14 @@ pub struct World {
     /// Whether a clock was ever set beyond `max_clock_offset_ms` (a clock-skew refusal
     /// before that is a bug).
     pub ever_beyond: bool,
+    /// Client writes whose outcome is unknown (a fatal I/O error), per origin: they may
+    /// have survived the restart and been sent on.
+    pub unknown_writes: BTreeMap<u64, u64>,
+    /// Their versions per key: (origin, value; None for a delete).
+    pub unknown_versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    /// Batches of each origin an apply that failed (outcome unknown) carried, per
+    /// (node, origin): logged perhaps, never counted in `applied`.
+    pub unknown_applies: BTreeMap<(u64, u64), u64>,
     /// Clients that switched servers and wait (with their session token) to read their
     /// own last write there.
     pub sessions: Vec<Session>,
@@ -130,9 +143,11 @@ pub struct World {
     pub limits: FrameLimits,
 }
 
-/// The configuration of node `id`; `small` memory bounds in the model's small-memory runs.
-pub fn cfg(id: u64, clock: &Arc<ManualClock>, small: bool) -> Config {
+/// The configuration of node `id` under `model` (small memory bounds, an archive).
+pub fn cfg(id: u64, clock: &Arc<ManualClock>, model: Model) -> Config {
+    let small = model.small_memory;
     Config {
+        archive_dir: model.archive.then(|| std::path::PathBuf::from(ARCHIVE_DIR)),
         node_id: id,
         sync: SyncPolicy::Always,
         background: false,
@@ -147,9 +162,9 @@ pub fn cfg(id: u64, clock: &Arc<ManualClock>, small: bool) -> Config {
     }
 }
 
-pub fn open(sim: &SimStorage, id: u64, clock: &Arc<ManualClock>, small: bool) -> Database {
+pub fn open(sim: &SimStorage, id: u64, clock: &Arc<ManualClock>, model: Model) -> Database {
     let s: Arc<dyn Storage> = Arc::new(sim.clone());
-    Database::open_with(s, DB_DIR, cfg(id, clock, small))
+    Database::open_with(s, DB_DIR, cfg(id, clock, model))
         .unwrap_or_else(|e| panic!("node {id} open: {e}"))
 }
 
@@ -174,7 +189,7 @@ impl World {
             .map(|i| {
                 let sim = SimStorage::new();
                 let own = Arc::new(ManualClock::new(clock.now_ms()));
-                let db = open(&sim, i as u64 + 1, &own, model.small_memory);
+                let db = open(&sim, i as u64 + 1, &own, model);
                 Node {
                     id: i as u64 + 1,
                     sim,
@@ -201,6 +216,7 @@ impl World {
                         last_frame: None,
                         last_error: String::new(),
                         acked: 0,
+                        unknown: None,
                     });
                 }
             }
@@ -223,6 +239,9 @@ impl World {
             model,
             frng: Rng(seed ^ 0x5eed_0f_fa17),
             ever_beyond: false,
+            unknown_writes: BTreeMap::new(),
+            unknown_versions: BTreeMap::new(),
+            unknown_applies: BTreeMap::new(),
             sessions: Vec::new(),
             exempt: BTreeMap::new(),
             given: BTreeMap::new(),
@@ -252,10 +271,13 @@ impl World {
         let key = format!("k{:03}", self.rng.below(120)).into_bytes();
         let kind = self.rng.below(10);
         let value = format!("n{}-t{}-{}", n + 1, self.tick, self.rng.below(1000)).into_bytes();
+        // What the write tries: (key, value; None for a delete).
+        let mut attempt = vec![(key.clone(), (kind != 0).then(|| value.clone()))];
         let res = if kind == 0 {
             db.delete(&key).map(|_| None)
         } else if kind == 1 {
             let key2 = format!("k{:03}", self.rng.below(120)).into_bytes();
+            attempt.push((key2.clone(), Some(value.clone())));
             let mut b = duplex_engine::WriteBatch::new();
             b.put(key.clone(), value.clone())
                 .put(key2.clone(), value.clone());
@@ -266,6 +288,17 @@ impl World {
         let extra = match res {
             Ok(extra) => extra,
             Err(e) => {
+                if e.outcome_unknown() {
+                    // Not acknowledged, but its bytes may survive the restart: it may or
+                    // may not exist, anywhere (and win where it does).
+                    *self.unknown_writes.entry(n as u64 + 1).or_default() += 1;
+                    for (k, v) in attempt {
+                        self.unknown_versions
+                            .entry(k)
+                            .or_default()
+                            .push((n as u64 + 1, v));
+                    }
+                }
                 self.write_failed(n, &e);
                 return;
             }
@@ -356,6 +389,10 @@ impl World {
                 "a link was refused for clock skew though no clock was ever set beyond {MAX_OFFSET_MS} ms: {detail}"
             );
             self.links[li].last_error = detail;
+            if let Some((origin, n)) = self.links[li].unknown.take() {
+                let to = self.links[li].to as u64 + 1;
+                *self.unknown_applies.entry((to, origin)).or_default() += n;
+            }
             self.reset(li, why);
         }
     }
@@ -390,12 +427,18 @@ impl World {
             let Some((_, bytes)) = link.fwd.queue.pop_front() else {
                 break;
             };
-            let replies = r
-                .on_frame(&decode(&bytes, &limits), b, now_b)
-                .map_err(|e| match e {
-                    LinkError::ClockSkew(m) => ("clock skew refused", m),
-                    other => ("receiver error", other.to_string()),
-                })?;
+            let frame = decode(&bytes, &limits);
+            let replies = r.on_frame(&frame, b, now_b).map_err(|e| match e {
+                LinkError::ClockSkew(m) => ("clock skew refused", m),
+                LinkError::Local(m) => {
+                    // A local failure mid-apply: the batches' outcome is unknown.
+                    if let Frame::Batches(f) = &frame {
+                        link.unknown = Some((f.origin, f.batches.len() as u64));
+                    }
+                    ("apply failed (outcome unknown)", m)
+                }
+                other => ("receiver error", other.to_string()),
+            })?;
             for rep in replies {
                 link.back
                     .queue
@@ -469,7 +512,7 @@ impl World {
                 if node.down_for > 0 {
                     node.down_for -= 1;
                 } else {
-                    node.db = Some(open(&node.sim, node.id, &node.clock, self.model.small_memory));
+                    node.db = Some(open(&node.sim, node.id, &node.clock, self.model));
                 }
             }
         }
