@@ -746,7 +746,13 @@ fn batches_given_back_out_of_chain_are_refused_and_the_base_stays() {
     ship(&b, &c);
     drop(b);
     let rebuilt = t.path().join("b-rebuilt");
-    rebuild_as(&backup, &rebuilt, 1, 2, split_position(c.origin_hwm(2)).0 + 1);
+    rebuild_as(
+        &backup,
+        &rebuilt,
+        1,
+        2,
+        split_position(c.origin_hwm(2)).0 + 1,
+    );
     let b2 = open(&rebuilt, 2);
     let base = b2.incarnation_base().expect("base");
     let got = FeedCursor::read_forward(&c, 2, base, 100, 1 << 20).expect("held");

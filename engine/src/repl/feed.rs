@@ -142,15 +142,9 @@ impl FeedCursor {
         match from_memory {
             Some(got) if !got.is_empty() || held <= after => Some(got),
             // A log that cannot be read vouches for nothing (the peer asks elsewhere).
-            _ => super::forward::read_forward_log(
-                db,
-                origin,
-                after,
-                max_batches.max(1),
-                max_bytes,
-            )
-            .ok()
-            .flatten(),
+            _ => super::forward::read_forward_log(db, origin, after, max_batches.max(1), max_bytes)
+                .ok()
+                .flatten(),
         }
     }
 

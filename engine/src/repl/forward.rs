@@ -72,8 +72,7 @@ pub(crate) fn read_forward_log(
         if rec.kind != KIND_BATCH {
             continue;
         }
-        let Ok(b) = BatchRef::decode(&rec.payload, i.cfg.max_key_size, i.cfg.max_value_size)
-        else {
+        let Ok(b) = BatchRef::decode(&rec.payload, i.cfg.max_key_size, i.cfg.max_value_size) else {
             continue;
         };
         if b.stamp.origin != origin || b.origin_lsn == 0 {

@@ -9,9 +9,9 @@
 use super::error::{FrameFault, PeerError};
 use super::frame::{
     check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len,
-    check_hold_ms, Ack, Lacking, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
-    FrameKind, Heartbeat, Held, Hello, Hold, Proof, RebuildRequest, Refuse, RefuseReason, Release,
-    Resync, MAX_FILE_NAME,
+    check_hold_ms, Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
+    FrameKind, Heartbeat, Held, Hello, Hold, Lacking, Proof, RebuildRequest, Refuse, RefuseReason,
+    Release, Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,

@@ -129,9 +129,10 @@ pub fn info_section(sh: &Shared, t: &mut String) {
         u8::from(sh.db().peer_floor_dropped()),
         rows.len()
     );
-    let stranded = rows
-        .iter()
-        .any(|r| r.iter().any(|(k, v)| *k == "needs_rebuild" && !v.is_empty()));
+    let stranded = rows.iter().any(|r| {
+        r.iter()
+            .any(|(k, v)| *k == "needs_rebuild" && !v.is_empty())
+    });
     let _ = write!(
         t,
         "needs_rebuild:{}\r\n",

@@ -18,7 +18,13 @@ pub fn replay_hint(seed: u64) -> String {
 /// tests use, else the campaign's, naming the model's parts.
 pub fn replay_hint_for(seed: u64, model: Model) -> String {
     let plain = Model::default();
-    if model == plain || model == (Model { destroy: true, ..plain }) {
+    if model == plain
+        || model
+            == (Model {
+                destroy: true,
+                ..plain
+            })
+    {
         return replay_hint(seed);
     }
     let parts: Vec<&str> = [
@@ -134,10 +140,9 @@ pub fn check(w: &World, seed: u64, converged: bool) {
             // A write whose outcome was unknown (a fatal I/O error) that survived the
             // restart may be newer than every acknowledged one.
             let unknown_newer = (stamp.ts, stamp.origin) > (winner.0.ts, winner.0.origin)
-                && w.unknown_versions.get(key).is_some_and(|u| {
-                    u.iter()
-                        .any(|(o, v)| *o == stamp.origin && *v == value)
-                });
+                && w.unknown_versions
+                    .get(key)
+                    .is_some_and(|u| u.iter().any(|(o, v)| *o == stamp.origin && *v == value));
             if unknown_newer {
                 continue;
             }

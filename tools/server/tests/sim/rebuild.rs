@@ -99,26 +99,7 @@ impl World {
         // source too: it may have applied more than its backup holds) is given back to it
         // over the links once it names its base; counted here, each batch once.
         let base = db.incarnation_base().unwrap_or(0);
-        let mut given: BTreeMap<u64, u64> = BTreeMap::new();
-        for &s in &survivors {
-            let Some(sdb) = self.nodes[s].db.as_ref() else {
-                continue;
-            };
-            let mut after = base;
-            while let Some(got) =
-                duplex_engine::FeedCursor::read_forward(sdb, id, after, 256, 1 << 20)
-            {
-                let Some(last) = got.last().map(|b| b.origin_lsn) else {
-                    break;
-                };
-                for b in &got {
-                    let st = duplex_engine::batch::decode_batch(&b.payload, 4096, 16 << 20)
-                        .expect("batch");
-                    given.insert(b.origin_lsn, st.stamp.ts.0);
-                }
-                after = last;
-            }
-        }
+        let given = self.held_beyond(id, base, &survivors);
         let taken = given.len();
         *self.given.entry(id).or_default() += taken as u64;
         self.written
@@ -148,6 +129,32 @@ impl World {
         }
         self.fault("destroyed disk, rebuilt from a peer");
         lost_batches
+    }
+
+    /// What the `survivors` hold of node `id`'s batches beyond `base` (each once): what
+    /// they will give back to it. Position -> stamp.
+    fn held_beyond(&self, id: u64, base: u64, survivors: &[usize]) -> BTreeMap<u64, u64> {
+        let mut given: BTreeMap<u64, u64> = BTreeMap::new();
+        for &s in survivors {
+            let Some(sdb) = self.nodes[s].db.as_ref() else {
+                continue;
+            };
+            let mut after = base;
+            while let Some(got) =
+                duplex_engine::FeedCursor::read_forward(sdb, id, after, 256, 1 << 20)
+            {
+                let Some(last) = got.last().map(|b| b.origin_lsn) else {
+                    break;
+                };
+                for b in &got {
+                    let st = duplex_engine::batch::decode_batch(&b.payload, 4096, 16 << 20)
+                        .expect("batch");
+                    given.insert(b.origin_lsn, st.stamp.ts.0);
+                }
+                after = last;
+            }
+        }
+        given
     }
 }
 
@@ -202,7 +209,12 @@ impl World {
         }
         self.stranded.remove(&n);
         let lost = self.destroy_and_rebuild(n);
-        assert_eq!(lost, 0, "node {} was rebuilt with acknowledged batches no peer held", n + 1);
+        assert_eq!(
+            lost,
+            0,
+            "node {} was rebuilt with acknowledged batches no peer held",
+            n + 1
+        );
         self.fault("stranded node rebuilt");
     }
 }

@@ -16,6 +16,9 @@ use duplex_wal::{Clock, ManualClock, Storage};
 
 pub const NODES: usize = 3;
 
+/// A version written with an unknown outcome: its origin and value (`None`: a delete).
+pub type UnknownVersion = (u64, Option<Vec<u8>>);
+
 /// A version acknowledged to a client: its stamp and value (`None`: a delete).
 pub type AckedVersion = (Stamp, Option<Vec<u8>>);
 pub const TICK_MS: u64 = 10;
@@ -125,7 +128,7 @@ pub struct World {
     /// have survived the restart and been sent on.
     pub unknown_writes: BTreeMap<u64, u64>,
     /// Their versions per key: (origin, value; None for a delete).
-    pub unknown_versions: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    pub unknown_versions: BTreeMap<Vec<u8>, Vec<UnknownVersion>>,
     /// Batches of each origin an apply that failed (outcome unknown) carried, per
     /// (node, origin): logged perhaps, never counted in `applied`.
     pub unknown_applies: BTreeMap<(u64, u64), u64>,
@@ -237,7 +240,7 @@ impl World {
             stranded: std::collections::BTreeSet::new(),
             lost: 0,
             model,
-            frng: Rng(seed ^ 0x5eed_0f_fa17),
+            frng: Rng(seed ^ 0x005e_ed0f_fa17),
             ever_beyond: false,
             unknown_writes: BTreeMap::new(),
             unknown_versions: BTreeMap::new(),
@@ -265,7 +268,11 @@ impl World {
     /// A client write on a random live server: a put, a delete or a batch.
     pub fn client_write(&mut self) {
         let n = self.rng.below(NODES as u64) as usize;
-        let Some(db) = self.nodes[n].db.as_ref().filter(|_| !self.stranded.contains(&n)) else {
+        let Some(db) = self.nodes[n]
+            .db
+            .as_ref()
+            .filter(|_| !self.stranded.contains(&n))
+        else {
             return;
         };
         let key = format!("k{:03}", self.rng.below(120)).into_bytes();

@@ -582,6 +582,9 @@ pub struct Receiver {
     /// Stamps of the link origin's batches the last frame applied (not duplicates, not
     /// forwarded ones): the caller turns them into commit-to-applied lags.
     applied_stamps: Vec<u64>,
+    /// The marks of other origins last told the sender (opening ACKs, then refreshed on
+    /// heartbeats when they moved): what it forwards depends on them.
+    told: BTreeMap<u64, u64>,
 }
 
 impl Receiver {
@@ -596,6 +599,7 @@ impl Receiver {
             progress: ReceiverProgress::default(),
             resync_from: None,
             applied_stamps: Vec::new(),
+            told: BTreeMap::new(),
         };
         (r, ack)
     }
@@ -782,6 +786,7 @@ impl Receiver {
         db.observe_peer_time(h.origin, h.stamp)
             .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
         db.note_origin_incarnation(h.origin, duplex_engine::split_position(h.last_origin_lsn).0);
+        let mut out = self.marks_moved(db);
         let hwm = db.origin_hwm(self.origin);
         if h.last_origin_lsn > hwm && self.resync_from.is_none() {
             tracing::warn!(
@@ -793,12 +798,30 @@ impl Receiver {
             );
             self.progress.resyncs += 1;
             self.resync_from = Some(hwm);
-            return Ok(vec![Frame::Resync(Resync {
+            out.push(Frame::Resync(Resync {
                 origin: self.origin,
                 last_good_lsn: hwm,
-            })]);
+            }));
         }
-        Ok(Vec::new())
+        Ok(out)
+    }
+
+    /// ACKs of this server's marks of other origins that moved since they were last told
+    /// on this link (all of them the first time): a sender forwards a rebuilt origin's
+    /// earlier batches, or says it lacks them, by the marks it was told, and a mark told
+    /// only when the link opened goes stale (found by the simulation, seed 1356: a peer
+    /// that got its mark of the rebuilt origin after the link opened was never forwarded
+    /// the rest, and waited). Sent with heartbeats.
+    fn marks_moved(&mut self, db: &Database) -> Vec<Frame> {
+        let mut out = Vec::new();
+        for f in Self::other_marks(db, self.origin) {
+            if let Frame::Ack(a) = &f {
+                if self.told.insert(a.origin, a.durable_lsn) != Some(a.durable_lsn) {
+                    out.push(f);
+                }
+            }
+        }
+        out
     }
 
     fn note_time(&mut self, stamp: u64, now_ms: u64) {
