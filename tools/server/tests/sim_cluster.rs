@@ -1,22 +1,26 @@
 //! A deterministic simulation of several servers (issue 13): three databases on simulated
-//! storage (`SimStorage`: unsynced writes lost or torn at a crash), one simulated clock, and
-//! a simulated network carrying the real peer-link state machines (`net::peer::link`'s
-//! `Sender` and `Receiver`, every frame encoded and decoded by the real codec) with drops,
-//! delays, duplicated frames on reconnect, partitions and heals, crashes (power loss) and
-//! restarts, clients writing on every live server. All of it is driven by one seed: the
-//! same seed gives the same run, byte for byte (checked).
+//! storage (`SimStorage`: unsynced writes lost or torn at a crash), simulated time (a clock
+//! per node, skewed when the model says so), and a simulated network carrying the real
+//! peer-link state machines (`net::peer::link`'s `Sender` and `Receiver`, every frame
+//! encoded and decoded by the real codec) with drops, delays, duplicated frames on
+//! reconnect, partitions and heals, crashes (power loss) and restarts, clients writing on
+//! every live server; and, as `sim::Model` selects, destroyed disks rebuilt from a peer,
+//! clock skew, clients switching servers with session tokens, I/O errors and small memory
+//! bounds (`sim::faults`). All of it is driven by one seed: the same seed gives the same
+//! run, byte for byte (checked).
 //!
 //! Invariants, at the end (after the network heals and the load stops): every server has
 //! the same stamped digest; for every key the version every server holds is the winner
 //! (greatest stamp) of the versions acknowledged to clients (nothing acknowledged is lost:
 //! the servers sync every write and a crash loses only what was not yet acknowledged); no
-//! batch of an origin is logged twice in any server's WAL; each link's receiver applied
-//! each batch at most once (ApplyReport counts). Throughout: no panic, no link error other
-//! than the ones faults cause.
+//! batch of an origin is logged twice in any server's WAL; each batch applied exactly once
+//! on every other server (counted). Throughout: no panic, each optional part's own
+//! invariant (`sim::faults`), memory within its bounds.
 //!
-//! `cargo test -p duplex-server --test sim_cluster` runs a fixed set of seeds (a few
-//! seconds each). A failing seed prints the command that replays it:
-//! `DUPLEX_SIM_SEED=<seed> cargo test -p duplex-server --test sim_cluster -- --nocapture`.
+//! `cargo test -p duplex-server --test sim_cluster` runs a fixed set of seeds. A failing
+//! seed prints the command that replays it:
+//! `DUPLEX_SIM_SEED=<seed> cargo test -p duplex-server --test sim_cluster -- --nocapture`
+//! (a campaign seed: with `DUPLEX_SIM_FROM`, `DUPLEX_SIM_SEEDS=1`, `DUPLEX_SIM_MODEL`).
 //! A long campaign: `DUPLEX_SIM_SEEDS=<n> cargo test --release -p duplex-server --test
 //! sim_cluster campaign -- --ignored --nocapture`.
 
