@@ -638,3 +638,137 @@ fn a_rebuilt_nodes_old_updates_that_only_a_third_peer_holds_are_applied_back_and
     ship(&a, &c);
     assert_eq!(digest(&b2), digest(&c));
 }
+
+/// Issue 13, the simulation's seed 1053: a survivor keeps the batches it forwards in
+/// memory, and a restart empties it. It then reads them from its own log (each applied
+/// batch is a record with its origin, position and stamp), exactly as the origin sent them;
+/// once its log no longer holds the record at the peer's mark it says so (`None`, never a
+/// broken chain), and a peer below a rebuilt origin's base that every other member says it
+/// lacks is stranded: it must be rebuilt instead of waiting for good.
+#[test]
+fn a_restarted_survivor_forwards_from_its_log_and_a_peer_nobody_can_serve_is_stranded() {
+    let t = temp_dir();
+    let small = |node: u64| Config {
+        segment_size: 64 << 10,
+        ..cfg(node, 1 << 20)
+    };
+    let a = open(&t.path().join("a"), 1);
+    let b = Database::open(t.path().join("b"), small(2)).expect("open");
+    let c = open(&t.path().join("c"), 3);
+    for i in 0..40 {
+        a.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
+            .expect("put");
+    }
+    let all = feed_all(&a, 0);
+    assert_eq!(ship(&a, &b), 40);
+    // C got the first 10 only.
+    let rep = c.apply_remote(1, &remote(&all[..10])).expect("apply");
+    assert_eq!(rep.applied, 10);
+    // B restarts: its forwarding memory is empty, its log is not.
+    drop(b);
+    let b = Database::open(t.path().join("b"), small(2)).expect("reopen");
+    let got = FeedCursor::read_forward(&b, 1, c.origin_hwm(1), 100, 1 << 20).expect("from log");
+    assert_eq!(
+        got,
+        all[10..].to_vec(),
+        "origin, positions, chain, stamps and payloads as A sent them"
+    );
+    let rep = c.apply_remote(1, &remote(&got)).expect("apply");
+    assert_eq!((rep.applied, rep.refused), (30, None));
+    assert_eq!(get(&c, "k39").as_deref(), Some("v39"));
+    // In pieces too: each read continues the chain where the last one stopped.
+    let first = FeedCursor::read_forward(&b, 1, all[4].origin_lsn, 3, 1 << 20).expect("log");
+    assert_eq!(first, all[5..8].to_vec());
+    // B's log moves on (its own writes, checkpoints release the segments holding A's
+    // batches) and it restarts again: now nothing vouches for the chain after C's old mark.
+    let d = open(&t.path().join("d"), 4);
+    d.apply_remote(1, &remote(&all[..10])).expect("apply");
+    let filler = vec![b'x'; 4000];
+    for i in 0..100 {
+        b.put(format!("b{i}").as_bytes(), &filler).expect("put");
+        if i % 20 == 0 {
+            b.checkpoint().expect("checkpoint");
+        }
+    }
+    b.checkpoint().expect("checkpoint");
+    drop(b);
+    let b = Database::open(t.path().join("b"), small(2)).expect("reopen");
+    assert!(b.origin_hwm(1) > d.origin_hwm(1));
+    assert_eq!(
+        FeedCursor::read_forward(&b, 1, d.origin_hwm(1), 100, 1 << 20),
+        None,
+        "B holds more of A than D, but can no longer vouch for the chain"
+    );
+    // A is rebuilt (a new incarnation); D is below its base. B says it lacks A's batches
+    // after D's mark: with B the only other member, D is stranded.
+    d.note_origin_incarnation(1, 2);
+    let mark = d.origin_hwm(1);
+    assert_eq!(d.stranded(&[1, 2, 4]), vec![]);
+    d.note_peer_lacks(2, 1, mark);
+    let s = d.stranded(&[1, 2, 4]);
+    assert_eq!(
+        s,
+        vec![duplex_engine::Stranded {
+            origin: 1,
+            mark,
+            incarnation: 2
+        }]
+    );
+    // Another member (C) could still hold them: not stranded until it says so too.
+    assert_eq!(d.stranded(&[1, 2, 3, 4]), vec![]);
+    d.note_peer_lacks(3, 1, mark);
+    assert_eq!(d.stranded(&[1, 2, 3, 4]).len(), 1);
+    // What a peer said of an older mark does not count once the mark moved.
+    d.apply_remote(1, &remote(&all[10..11])).expect("apply");
+    assert_eq!(d.stranded(&[1, 2, 3, 4]), vec![]);
+}
+
+/// Found by the simulation's whole fault model (campaign seed 1001): a frame of batches
+/// given back to a rebuilt node, lost with its connection and then replayed on the next
+/// without the frame before it, raised the node's base past batches it never took back.
+/// Given-back batches must continue the chain from the base, or nothing is taken.
+#[test]
+fn batches_given_back_out_of_chain_are_refused_and_the_base_stays() {
+    let t = temp_dir();
+    let a = open(&t.path().join("a"), 1);
+    let b = open(&t.path().join("b"), 2);
+    let c = open(&t.path().join("c"), 3);
+    for i in 0..10 {
+        b.put(format!("b{i}").as_bytes(), b"old").expect("put");
+    }
+    ship(&b, &a);
+    let backup = t.path().join("backup-of-a");
+    a.backup(&backup, None).expect("backup");
+    for i in 0..6 {
+        b.put(format!("late{i}").as_bytes(), b"only-on-c")
+            .expect("put");
+    }
+    ship(&b, &c);
+    drop(b);
+    let rebuilt = t.path().join("b-rebuilt");
+    rebuild_as(
+        &backup,
+        &rebuilt,
+        1,
+        2,
+        split_position(c.origin_hwm(2)).0 + 1,
+    );
+    let b2 = open(&rebuilt, 2);
+    let base = b2.incarnation_base().expect("base");
+    let got = FeedCursor::read_forward(&c, 2, base, 100, 1 << 20).expect("held");
+    assert_eq!(got.len(), 6);
+    // The second half alone (the first half lost in flight): refused, nothing taken.
+    let err = b2.take_back_own(&remote(&got[3..])).expect_err("a gap");
+    assert!(
+        matches!(err, duplex_engine::Error::Repl(ReplError::Gap { .. })),
+        "{err}"
+    );
+    assert_eq!(b2.incarnation_base(), Some(base), "the base did not move");
+    assert_eq!(get(&b2, "late5"), None);
+    // In order: all six taken back, the base at the last.
+    assert_eq!(b2.take_back_own(&remote(&got)).expect("take back"), 6);
+    assert_eq!(b2.incarnation_base(), Some(got[5].origin_lsn));
+    assert_eq!(get(&b2, "late0").as_deref(), Some("only-on-c"));
+    // Given again (a resend): at or below the base, skipped.
+    assert_eq!(b2.take_back_own(&remote(&got)).expect("again"), 0);
+}

@@ -607,13 +607,30 @@ impl Database {
     /// what they would have held had the disk not been lost. Batches at or below this
     /// node's base are skipped (already held); the base rises to the last one taken, so a
     /// peer that forwards them is answered with the new base and stops. Payloads of another
-    /// origin are refused whole (nothing logged). Returns the batches taken back.
+    /// origin, and batches that do not continue the chain from the base (`ReplError::Gap`:
+    /// the giver starts again from the base), are refused whole (nothing logged). Returns
+    /// the batches taken back.
     pub fn take_back_own(&self, batches: &[RemoteBatch<'_>]) -> Result<usize> {
         let i = self.inner();
         i.check_poisoned()?;
         let base = self.incarnation_base().unwrap_or(0);
         let batches: Vec<&RemoteBatch<'_>> =
             batches.iter().filter(|b| b.origin_lsn > base).collect();
+        // They must continue the chain from the base: a frame given back that arrives
+        // without the one before it (lost with a connection, then replayed on the next)
+        // would otherwise raise the base past batches never taken back.
+        let mut prev = base;
+        for b in &batches {
+            if b.prev_origin_lsn != prev {
+                return Err(crate::error::Error::Repl(ReplError::Gap {
+                    origin: i.cfg.node_id,
+                    expected: prev,
+                    got_prev: b.prev_origin_lsn,
+                    origin_lsn: b.origin_lsn,
+                }));
+            }
+            prev = b.origin_lsn;
+        }
         let payloads: Vec<&[u8]> = batches.iter().map(|b| b.payload).collect();
         let last = batches.iter().map(|b| b.origin_lsn).max().unwrap_or(base);
         let mut stamps = Vec::with_capacity(payloads.len());

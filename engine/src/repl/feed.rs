@@ -106,11 +106,14 @@ impl FeedCursor {
     }
 
     /// Batches of another origin `origin` applied here after position `after`, to forward
-    /// to a peer that missed them (their origin unreachable): origin, positions, stamps and
-    /// payloads exactly as the origin sent them, the chain as checked when they were
-    /// applied. Served from memory (the last `replication_backlog_bytes` of each origin's
-    /// batches); `None` if `after` is older than that (the peer needs them from the origin
-    /// itself, or a rebuild).
+    /// to a peer that missed them (their origin unreachable, or rebuilt while the peer was
+    /// away): origin, positions, stamps and payloads exactly as the origin sent them, the
+    /// chain as checked when they were applied. Served from memory (the last
+    /// `replication_backlog_bytes` of each origin's batches) and, when memory lacks them
+    /// (after a restart, or past its bound), from this server's own log and archive
+    /// ([`super::forward`]). Empty when this server holds nothing after `after`; `None`
+    /// when it holds more but can no longer vouch for the chain from `after` (the peer
+    /// needs them from another server, or a rebuild).
     pub fn read_forward(
         db: &Database,
         origin: u64,
@@ -118,21 +121,31 @@ impl FeedCursor {
         max_batches: usize,
         max_bytes: usize,
     ) -> Option<Vec<FeedBatch>> {
-        let f = db.inner().repl.forward.lock();
-        let Some(log) = f.get(&origin) else {
-            return Some(Vec::new());
-        };
-        let got = log.read(after, max_batches.max(1), max_bytes)?;
-        Some(
-            got.into_iter()
-                .map(|e| FeedBatch {
-                    origin_lsn: e.pos,
-                    prev_origin_lsn: e.prev,
-                    stamp: e.stamp,
-                    payload: e.payload,
+        let held = db.origin_hwm(origin);
+        let from_memory = {
+            let f = db.inner().repl.forward.lock();
+            f.get(&origin)
+                .map_or(Some(Vec::new()), |log| {
+                    log.read(after, max_batches.max(1), max_bytes)
                 })
-                .collect(),
-        )
+                .map(|got| {
+                    got.into_iter()
+                        .map(|e| FeedBatch {
+                            origin_lsn: e.pos,
+                            prev_origin_lsn: e.prev,
+                            stamp: e.stamp,
+                            payload: e.payload,
+                        })
+                        .collect::<Vec<_>>()
+                })
+        };
+        match from_memory {
+            Some(got) if !got.is_empty() || held <= after => Some(got),
+            // A log that cannot be read vouches for nothing (the peer asks elsewhere).
+            _ => super::forward::read_forward_log(db, origin, after, max_batches.max(1), max_bytes)
+                .ok()
+                .flatten(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

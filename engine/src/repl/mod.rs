@@ -17,6 +17,7 @@ mod apply;
 mod backlog;
 mod conflicts;
 mod feed;
+mod forward;
 mod node;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use apply::{ApplyReport, RemoteBatch, ReplError};
 pub(crate) use backlog::Backlog;
 pub use conflicts::{Conflict, ConflictJournal};
 pub use feed::{FeedBatch, FeedCursor};
+pub use forward::{ReplMemory, Stranded};
 
 /// Bits of a position that hold the LSN; the incarnation is above them.
 pub const LSN_BITS: u32 = 48;
@@ -91,6 +93,9 @@ pub(crate) struct ReplState {
     /// Position of the last local batch stamped since open (0: none yet): a session
     /// token's position ([`crate::Database::last_local_position`]).
     pub(crate) last_local: std::sync::atomic::AtomicU64,
+    /// What peers said they lack (LACKING frames): (origin, peer) -> the mark after which
+    /// that peer holds none of the origin's batches.
+    pub(crate) lacking: Mutex<BTreeMap<(u64, u64), u64>>,
 }
 
 impl ReplState {

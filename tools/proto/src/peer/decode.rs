@@ -10,8 +10,8 @@ use super::error::{FrameFault, PeerError};
 use super::frame::{
     check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len,
     check_hold_ms, Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
-    FrameKind, Heartbeat, Held, Hello, Hold, Proof, RebuildRequest, Refuse, RefuseReason, Release,
-    Resync, MAX_FILE_NAME,
+    FrameKind, Heartbeat, Held, Hello, Hold, Lacking, Proof, RebuildRequest, Refuse, RefuseReason,
+    Release, Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,
@@ -191,6 +191,10 @@ fn decode_payload(
         }),
         FrameKind::Release => Frame::Release(Release {
             reached: r.flag("reached")?,
+        }),
+        FrameKind::Lacking => Frame::Lacking(Lacking {
+            origin: r.u64("origin")?,
+            after: r.u64("after")?,
         }),
     };
     let count = r.remaining();

@@ -60,11 +60,14 @@ pub enum FrameKind {
     Held,
     /// 26: the rebuilt server ends the hold.
     Release,
+    /// 27: the sender cannot send an origin's batches after a position (it no longer
+    /// holds them).
+    Lacking,
 }
 
 impl FrameKind {
     /// Every kind, in code order.
-    pub const ALL: [FrameKind; 16] = [
+    pub const ALL: [FrameKind; 17] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -81,6 +84,7 @@ impl FrameKind {
         FrameKind::Hold,
         FrameKind::Held,
         FrameKind::Release,
+        FrameKind::Lacking,
     ];
 
     /// The kind byte.
@@ -102,6 +106,7 @@ impl FrameKind {
             FrameKind::Hold => 24,
             FrameKind::Held => 25,
             FrameKind::Release => 26,
+            FrameKind::Lacking => 27,
         }
     }
 
@@ -134,6 +139,7 @@ impl FrameKind {
             FrameKind::Hold => "HOLD",
             FrameKind::Held => "HELD",
             FrameKind::Release => "RELEASE",
+            FrameKind::Lacking => "LACKING",
         }
     }
 
@@ -147,7 +153,7 @@ impl FrameKind {
                 MESSAGE_HEADER_LEN + MAX_MESSAGE_BYTES as u32,
             ),
             FrameKind::Batches => ((BATCHES_HEADER_LEN + BATCH_HEADER_LEN) as u32, u32::MAX),
-            FrameKind::Ack | FrameKind::Resync => (16, 16),
+            FrameKind::Ack | FrameKind::Resync | FrameKind::Lacking => (16, 16),
             FrameKind::Heartbeat => (24, 24),
             FrameKind::Rebuild => (1, 1),
             FrameKind::File => (FILE_HEADER_LEN + 1, u32::MAX),
@@ -437,6 +443,18 @@ pub struct Resync {
     pub last_good_lsn: u64,
 }
 
+/// A LACKING: the sender (a survivor asked to forward an origin's earlier batches to a peer
+/// below that origin's rebuilt base) holds none of them after `after` any more, neither in
+/// memory nor in its log or archive. A peer that hears it from every other member turns
+/// `needs-rebuild` instead of waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lacking {
+    /// The origin whose batches are lacking.
+    pub origin: u64,
+    /// The receiver's mark of that origin: nothing after it can be sent.
+    pub after: u64,
+}
+
 /// A REBUILD: sent by a lost server right after the handshake, instead of data; the
 /// acceptor answers with the files of one backup (FILE frames) and FILES_END.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -609,6 +627,8 @@ pub enum Frame {
     Held(Held),
     /// RELEASE: the hold ends.
     Release(Release),
+    /// LACKING: the sender cannot send an origin's batches after a position.
+    Lacking(Lacking),
 }
 
 impl Frame {
@@ -631,6 +651,7 @@ impl Frame {
             Frame::Hold(_) => FrameKind::Hold,
             Frame::Held(_) => FrameKind::Held,
             Frame::Release(_) => FrameKind::Release,
+            Frame::Lacking(_) => FrameKind::Lacking,
         }
     }
 
@@ -701,6 +722,8 @@ impl Frame {
             }
             // Format: reached:u8 (0 or 1)
             Frame::Release(r) => out.push(u8::from(r.reached)),
+            // Format: origin:u64 after:u64
+            Frame::Lacking(l) => put_u64s(out, &[l.origin, l.after]),
         }
         Ok(())
     }

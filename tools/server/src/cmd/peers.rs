@@ -1,7 +1,9 @@
 //! The peer links as a client sees them: `INFO replication` (Redis's `slave0:` style, one
 //! `peerN:` line per `--peer`) and `DUPLEX.PEERS` (one flat array of field, value pairs per
 //! peer). Both show the same fields, built once by [`rows`], among them the inbound side's
-//! commit-to-applied lag quantiles (`lag_p50_ms`, `lag_p99_ms`, `lag_max_ms`, since start).
+//! commit-to-applied lag quantiles (`lag_p50_ms`, `lag_p99_ms`, `lag_max_ms`, since start),
+//! and `needs_rebuild` on the row of a rebuilt origin whose earlier batches this server
+//! lacks and no other peer holds (INFO also says `needs_rebuild:yes`).
 
 use std::fmt::Write as _;
 
@@ -28,8 +30,18 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
             });
         }
     }
+    let members: Vec<u64> = out
+        .iter()
+        .filter_map(|p| p.node)
+        .chain([sh.db().node_id()])
+        .collect();
+    let stranded = sh.db().stranded(&members);
     out.into_iter()
         .map(|p| {
+            let needs_rebuild = stranded
+                .iter()
+                .find(|s| Some(s.origin) == p.node)
+                .map_or_else(String::new, stranded_text);
             let o = p
                 .node
                 .and_then(|n| origins.get(&n))
@@ -84,9 +96,19 @@ pub fn rows(sh: &Shared) -> Vec<Vec<(&'static str, String)>> {
                     "inbound_error",
                     one_line(i.last_error.as_deref().unwrap_or("")),
                 ),
+                ("needs_rebuild", one_line(&needs_rebuild)),
             ]
         })
         .collect()
+}
+
+/// Why this server must be rebuilt: it is below a rebuilt origin's base and every other
+/// member said it lacks the rest (`Database::stranded`).
+fn stranded_text(s: &duplex_engine::Stranded) -> String {
+    format!(
+        "this server holds node {}'s earlier batches up to position {}, below that node's rebuilt base (incarnation {}), and no other peer holds the rest: rebuild this server",
+        s.origin, s.mark, s.incarnation
+    )
 }
 
 /// A lag quantile for display: empty before the first applied batch.
@@ -106,6 +128,15 @@ pub fn info_section(sh: &Shared, t: &mut String) {
         sh.db().durable_position(),
         u8::from(sh.db().peer_floor_dropped()),
         rows.len()
+    );
+    let stranded = rows.iter().any(|r| {
+        r.iter()
+            .any(|(k, v)| *k == "needs_rebuild" && !v.is_empty())
+    });
+    let _ = write!(
+        t,
+        "needs_rebuild:{}\r\n",
+        if stranded { "yes" } else { "no" }
     );
     for (n, row) in rows.iter().enumerate() {
         let fields: Vec<String> = row.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use duplex_engine::{Database, FeedBatch, FeedCursor, RemoteBatch, ReplError, Timestamp};
 use duplex_proto::peer::{
-    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Heartbeat, Resync,
+    Ack, Batch, Batches, ErrorCode, ErrorFrame, Frame, FrameLimits, Heartbeat, Lacking, Resync,
     BATCHES_HEADER_LEN, BATCH_HEADER_LEN,
 };
 
@@ -151,6 +151,11 @@ pub struct Sender {
     /// The last position of each other origin forwarded on this link.
     forwarded: BTreeMap<u64, u64>,
     batches_forwarded: u64,
+    /// Per origin, the position after which this server could not vouch for a chain to
+    /// forward (neither memory nor log): not read again until it changes.
+    unreadable: BTreeMap<u64, u64>,
+    /// Per origin, the peer's mark a LACKING was sent for on this connection.
+    lacking_sent: BTreeMap<u64, u64>,
 }
 
 impl Sender {
@@ -171,6 +176,8 @@ impl Sender {
             peer_marks: BTreeMap::new(),
             forwarded: BTreeMap::new(),
             batches_forwarded: 0,
+            unreadable: BTreeMap::new(),
+            lacking_sent: BTreeMap::new(),
         }
     }
 
@@ -324,6 +331,13 @@ impl Sender {
             }
             let after = mark.max(self.forwarded.get(&origin).copied().unwrap_or(0));
             if st.hwm <= after {
+                // Below a rebuilt origin's base with nothing more here: say so.
+                if behind && st.hwm <= mark {
+                    self.lacking(origin, mark, out);
+                }
+                continue;
+            }
+            if self.unreadable.get(&origin) == Some(&after) {
                 continue;
             }
             let want = self.limits.frame_bytes;
@@ -332,6 +346,11 @@ impl Sender {
                 .max(1);
             let Some(mut batches) = FeedCursor::read_forward(db, origin, after, per_frame, want)
             else {
+                // Neither memory nor the log holds the chain from `after` any more.
+                self.unreadable.insert(origin, after);
+                if behind && after == mark {
+                    self.lacking(origin, mark, out);
+                }
                 continue;
             };
             if behind && silent < self.limits.forward_after_ms {
@@ -358,6 +377,27 @@ impl Sender {
             self.frames_sent += 1;
             out.push(Frame::Batches(frame));
         }
+    }
+
+    /// Tells the peer (once per mark and connection) that this server holds none of
+    /// `origin`'s batches after the peer's `mark`: a peer below a rebuilt origin's base
+    /// that hears it from every other member turns needs-rebuild instead of waiting.
+    fn lacking(&mut self, origin: u64, mark: u64, out: &mut Vec<Frame>) {
+        if self.lacking_sent.get(&origin) == Some(&mark) {
+            return;
+        }
+        tracing::warn!(
+            event = "peer_lacking",
+            origin,
+            after = mark,
+            "the peer needs an origin's earlier batches this server no longer holds"
+        );
+        self.lacking_sent.insert(origin, mark);
+        self.frames_sent += 1;
+        out.push(Frame::Lacking(Lacking {
+            origin,
+            after: mark,
+        }));
     }
 
     /// A rebuilt peer's own earlier batches this server holds beyond the peer's base (it
@@ -542,6 +582,9 @@ pub struct Receiver {
     /// Stamps of the link origin's batches the last frame applied (not duplicates, not
     /// forwarded ones): the caller turns them into commit-to-applied lags.
     applied_stamps: Vec<u64>,
+    /// The marks of other origins last told the sender (opening ACKs, then refreshed on
+    /// heartbeats when they moved): what it forwards depends on them.
+    told: BTreeMap<u64, u64>,
 }
 
 impl Receiver {
@@ -556,6 +599,7 @@ impl Receiver {
             progress: ReceiverProgress::default(),
             resync_from: None,
             applied_stamps: Vec::new(),
+            told: BTreeMap::new(),
         };
         (r, ack)
     }
@@ -613,6 +657,10 @@ impl Receiver {
             Frame::Batches(b) if b.origin != db.node_id() => self.on_forwarded(b, db),
             Frame::Batches(b) => self.on_given_back(b, db),
             Frame::Heartbeat(h) if h.origin == self.origin => self.on_heartbeat(h, db, now_ms),
+            Frame::Lacking(l) if l.origin != db.node_id() && l.origin != self.origin => {
+                db.note_peer_lacks(self.origin, l.origin, l.after);
+                Ok(Vec::new())
+            }
             Frame::Error(e) => Err(LinkError::from_peer(e)),
             other => Err(LinkError::Protocol(format!(
                 "the sender (node {}) sent {} of origin {:?}: a link carries only its initiator's own batches",
@@ -738,6 +786,7 @@ impl Receiver {
         db.observe_peer_time(h.origin, h.stamp)
             .map_err(|e| LinkError::ClockSkew(e.to_string()))?;
         db.note_origin_incarnation(h.origin, duplex_engine::split_position(h.last_origin_lsn).0);
+        let mut out = self.marks_moved(db);
         let hwm = db.origin_hwm(self.origin);
         if h.last_origin_lsn > hwm && self.resync_from.is_none() {
             tracing::warn!(
@@ -749,12 +798,30 @@ impl Receiver {
             );
             self.progress.resyncs += 1;
             self.resync_from = Some(hwm);
-            return Ok(vec![Frame::Resync(Resync {
+            out.push(Frame::Resync(Resync {
                 origin: self.origin,
                 last_good_lsn: hwm,
-            })]);
+            }));
         }
-        Ok(Vec::new())
+        Ok(out)
+    }
+
+    /// ACKs of this server's marks of other origins that moved since they were last told
+    /// on this link (all of them the first time): a sender forwards a rebuilt origin's
+    /// earlier batches, or says it lacks them, by the marks it was told, and a mark told
+    /// only when the link opened goes stale (found by the simulation, seed 1356: a peer
+    /// that got its mark of the rebuilt origin after the link opened was never forwarded
+    /// the rest, and waited). Sent with heartbeats.
+    fn marks_moved(&mut self, db: &Database) -> Vec<Frame> {
+        let mut out = Vec::new();
+        for f in Self::other_marks(db, self.origin) {
+            if let Frame::Ack(a) = &f {
+                if self.told.insert(a.origin, a.durable_lsn) != Some(a.durable_lsn) {
+                    out.push(f);
+                }
+            }
+        }
+        out
     }
 
     fn note_time(&mut self, stamp: u64, now_ms: u64) {
