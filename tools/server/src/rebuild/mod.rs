@@ -13,7 +13,8 @@
 //!    logged (`rebuild_gap`, `rebuild_done`) and shown in INFO.
 //! 4. Restore, roll forward as the peer's node, adopt as this node
 //!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
-//!    renamed into place; the staging directory is removed.
+//!    renamed into place with the `REBUILDING` marker in it ([`Unfinished`]); the staging
+//!    directory is removed.
 //!
 //! The server then starts in state `recovering` (writes refused, reads served), first pulls
 //! the gap back from the peer holding it (`rejoin`), while its peer links catch up
@@ -24,7 +25,8 @@
 //! everything the peer held at the cut-off. A hold the peer cannot grant yet (too much to
 //! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
-//! and starts over. While it copies and restores, [`crate::recovering`] answers clients on
+//! and starts over. A server stopped after the install and before `running` finds the
+//! marker at its next start ([`marker_of`]) and resumes: `recovering`, catch-up, hold. While it copies and restores, [`crate::recovering`] answers clients on
 //! the bound port: DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
 
 use std::io::{ErrorKind, Read, Write};
@@ -46,7 +48,9 @@ use crate::shared::Shared;
 use crate::state::OpState;
 use crate::Error;
 
+mod marker;
 mod rejoin;
+pub use marker::{Unfinished, MARKER_FILE};
 pub use rejoin::spawn_hold;
 
 /// How long the peer may be unreachable before the rebuild gives up.
@@ -206,6 +210,9 @@ pub struct RebuildReport {
     pub from_node: u64,
     /// What of this node's old updates was not recovered.
     pub gap: RebuildGap,
+    /// What the start must still do: the catch-up and the write hold (also in the data
+    /// directory's `REBUILDING` marker until they are done).
+    pub unfinished: Unfinished,
 }
 
 /// The staging directories of a rebuild of `data`.
@@ -269,6 +276,22 @@ fn check_target(data: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The unfinished rebuild the data directory's `REBUILDING` marker names, if any, logged:
+/// the start resumes it (state `recovering`, catch-up, write hold) instead of copying again
+/// (with `--rebuild-from`) or running at once (without). A `--rebuild-from` given again
+/// names the peer to hold with (it may have moved); the node is the marker's.
+pub fn marker_of(cfg: &ServerConfig) -> Result<Option<Unfinished>, Error> {
+    let Some(mut u) = marker::load(&cfg.data)? else {
+        return Ok(None);
+    };
+    if let Some(p) = cfg.rebuild_from.as_deref().filter(|p| *p != u.peer) {
+        tracing::warn!(event = "rebuild_resume_peer", marker_peer = %u.peer, peer = p, "the unfinished rebuild named {}; holding with {p} as --rebuild-from says (it must still be node {})", u.peer, u.from_node);
+        u.peer = p.to_owned();
+    }
+    tracing::warn!(event = "rebuild_resume", from_node = u.from_node, peer = %u.peer, incarnation = u.incarnation, data = %cfg.data.display(), "the data directory holds an unfinished rebuild (its {MARKER_FILE} marker: stopped before the write hold ended): resuming it, recovering until caught up with node {} at {} and its write hold", u.from_node, u.peer);
+    Ok(Some(u))
+}
+
 /// Rebuilds `cfg.data` from the peer `cfg.rebuild_from` (see the module doc).
 pub fn run(
     cfg: &ServerConfig,
@@ -311,7 +334,12 @@ pub fn run(
     let adopted =
         restore(cfg, &staging, &end, held + 1).map_err(|e| Error::rebuild(peer, e.to_string()))?;
     progress.set_phase("installing");
-    install(&staging, &cfg.data)?;
+    let unfinished = Unfinished {
+        from_node: adopted.from_node,
+        incarnation: adopted.incarnation,
+        peer: peer.to_owned(),
+    };
+    install(&staging, &cfg.data, &unfinished)?;
     let rep = RebuildReport {
         files: end.files,
         bytes: end.bytes,
@@ -321,6 +349,7 @@ pub fn run(
         incarnation: adopted.incarnation,
         from_node: adopted.from_node,
         gap,
+        unfinished,
     };
     tracing::info!(
         event = "rebuild_done",
@@ -410,12 +439,14 @@ fn restore(
     )?)
 }
 
-/// Renames the rebuilt database into place as `data` and removes the staging directory.
-fn install(staging: &Staging, data: &Path) -> Result<(), Error> {
+/// Renames the rebuilt database into place as `data`, with the `REBUILDING` marker in it
+/// (the catch-up and the write hold are still to come), and removes the staging directory.
+fn install(staging: &Staging, data: &Path, unfinished: &Unfinished) -> Result<(), Error> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
     };
+    marker::write(&staging.db, unfinished)?;
     check_target(data)?;
     if data.exists() {
         std::fs::remove_dir(data).map_err(io("remove the empty data directory", data))?;
