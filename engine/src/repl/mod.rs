@@ -18,6 +18,7 @@ mod backlog;
 mod conflicts;
 mod feed;
 mod node;
+mod takeback;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,7 @@ pub use apply::{ApplyReport, RemoteBatch, ReplError};
 pub(crate) use backlog::Backlog;
 pub use conflicts::{Conflict, ConflictJournal};
 pub use feed::{FeedBatch, FeedCursor};
+pub use takeback::ArchiveTakeBack;
 
 /// Bits of a position that hold the LSN; the incarnation is above them.
 pub const LSN_BITS: u32 = 48;

@@ -12,9 +12,12 @@
 //!    What a peer holds beyond the backup source's mark is the gap ([`RebuildGap`]),
 //!    logged (`rebuild_gap`, `rebuild_done`) and shown in INFO.
 //! 4. Restore, roll forward as the peer's node, adopt as this node
-//!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
-//!    renamed into place with the `REBUILDING` marker in it ([`Unfinished`]); the staging
-//!    directory is removed.
+//!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`.
+//! 5. If this node's own archive survived (its archive root holds earlier lineages of this
+//!    node), its own updates above the source's mark are taken back from it into the
+//!    staging database (`archive::take_back`), to be sent to every peer.
+//! 6. The staging database is renamed into place with the `REBUILDING` marker in it
+//!    ([`Unfinished`]); the staging directory is removed.
 //!
 //! The server then starts in state `recovering` (writes refused, reads served), first pulls
 //! the gap back from the peer holding it (`rejoin`), while its peer links catch up
@@ -26,8 +29,9 @@
 //! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
 //! and starts over. A server stopped after the install and before `running` finds the
-//! marker at its next start ([`marker_of`]) and resumes: `recovering`, catch-up, hold. While it copies and restores, [`crate::recovering`] answers clients on
-//! the bound port: DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
+//! marker at its next start ([`marker_of`]) and resumes: `recovering`, catch-up, hold.
+//! While it copies and restores, [`crate::recovering`] answers clients on the bound port:
+//! DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
 
 use std::io::{ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
@@ -46,6 +50,7 @@ use crate::shared::Shared;
 use crate::state::OpState;
 use crate::Error;
 
+mod archive;
 mod conn;
 mod gap;
 mod marker;
@@ -83,7 +88,8 @@ pub struct RebuildReport {
     pub bytes: u64,
     /// Seconds from the request to FILES_END (the peer's backup included).
     pub copy_secs: f64,
-    /// Seconds of verify, restore, roll-forward and adopt.
+    /// Seconds of verify, restore, roll-forward, adopt and the take-back from this node's own
+    /// archive.
     pub restore_secs: f64,
     /// Seconds in all.
     pub total_secs: f64,
@@ -199,7 +205,7 @@ pub fn run(
         fetch(cfg, secret, peer, &staging.backup, progress).map_err(|e| Error::rebuild(peer, e))?;
     let copy_secs = t0.elapsed().as_secs_f64();
     let (others, unreachable) = other_marks(cfg, secret, peer);
-    let gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
+    let mut gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
     progress.set_gap(gap.clone());
     if gap.highest_mark > gap.recovered_mark {
         tracing::warn!(event = "rebuild_gap", recovered_mark = gap.recovered_mark, highest_mark = gap.highest_mark, highest_peer = %gap.highest_peer, gone_at_most = ?gap.gone_at_most, "{}", gap.describe());
@@ -216,6 +222,10 @@ pub fn run(
     progress.set_phase("restoring");
     let adopted =
         restore(cfg, &staging, &end, held + 1).map_err(|e| Error::rebuild(peer, e.to_string()))?;
+    progress.set_phase("archive");
+    archive::take_back(cfg, &staging.db, &mut gap)
+        .map_err(|e| Error::rebuild(peer, e.to_string()))?;
+    progress.set_gap(gap.clone());
     progress.set_phase("installing");
     let unfinished = Unfinished {
         from_node: adopted.from_node,
@@ -249,6 +259,7 @@ pub fn run(
         highest_peer = %rep.gap.highest_peer,
         updates_gone_at_most = ?rep.gap.gone_at_most,
         peers_unreachable = rep.gap.peers_unreachable,
+        updates_from_archive = rep.gap.from_archive,
         "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; {}; starting",
         rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation, rep.gap.describe()
     );
