@@ -90,8 +90,9 @@ pub use hlc::{Hlc, Stamp, Timestamp};
 pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};
 pub use repl::{
-    position, split_position, ApplyReport, Conflict, ConflictJournal, FeedBatch, FeedCursor,
-    OriginState, RemoteBatch, ReplError, ReplMemory, Stranded, LSN_BITS, MAX_INCARNATION,
+    position, split_position, ApplyReport, ArchiveTakeBack, Conflict, ConflictJournal, FeedBatch,
+    FeedCursor, OriginState, RemoteBatch, ReplError, ReplMemory, Stranded, LSN_BITS,
+    MAX_INCARNATION,
 };
 pub use restore::{
     roll_forward, Phase, PhaseTimes, Progress, RollForwardOptions, RollForwardReport, Target,

@@ -19,6 +19,7 @@ mod conflicts;
 mod feed;
 mod forward;
 mod node;
+mod takeback;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub(crate) use backlog::Backlog;
 pub use conflicts::{Conflict, ConflictJournal};
 pub use feed::{FeedBatch, FeedCursor};
 pub use forward::{ReplMemory, Stranded};
+pub use takeback::ArchiveTakeBack;
 
 /// Bits of a position that hold the LSN; the incarnation is above them.
 pub const LSN_BITS: u32 = 48;

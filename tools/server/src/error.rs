@@ -69,6 +69,15 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// The `REBUILDING` marker of an unfinished rebuild is damaged: whether the rebuilt data
+    /// caught up with its peer is unknown, so the server does not start.
+    #[error("the rebuild marker {} is damaged ({why}): this data directory was rebuilt from a peer and may not have caught up with it; move the data directory away and rebuild again with --rebuild-from (or, if you know the rebuild finished, remove the marker)", path.display())]
+    RebuildMarker {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A rebuild from a peer (`--rebuild-from`) failed; nothing was put in the data
     /// directory and the peer keeps serving.
     #[error("rebuild from {peer} failed: {why}; the data directory was left untouched and the peer keeps serving: fix the cause and start again with --rebuild-from (a new attempt starts over)")]

@@ -47,9 +47,13 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     let secret = cfg.cluster_secret()?;
     let cfg = crate::fds::raise_and_fit(cfg)?;
     let listener = bind(&cfg)?;
-    let rebuilt = match &cfg.rebuild_from {
+    // A rebuild killed after its directory was installed but before its write hold ended
+    // left the `REBUILDING` marker: resume it (recovering, catch up, hold) instead of
+    // copying again or running on data that may lag the peer.
+    let unfinished = crate::rebuild::marker_of(&cfg)?;
+    let rebuilt = match (&cfg.rebuild_from, &unfinished) {
         // Clients get `recovering` answers (INFO, DUPLEX.STATE; LOADING to the rest).
-        Some(peer) => {
+        (Some(peer), None) => {
             let progress = Arc::new(crate::recovering::Progress::default());
             let answering = crate::recovering::Responder::start(
                 &listener,
@@ -61,7 +65,11 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
             answering.stop();
             Some(res?)
         }
-        None => None,
+        _ => None,
+    };
+    let rejoin = match &rebuilt {
+        Some(r) => Some(r.unfinished.clone()),
+        None => unfinished,
     };
     let addr = listener.local_addr().map_err(Error::Net)?;
     // Locked before anything in the data directory is written: a refused start writes nothing.
@@ -96,7 +104,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     if let Some(r) = &rebuilt {
         shared.set_rebuild_gap(r.gap.clone());
     }
-    come_up(&shared, rebuilt.is_some())?;
+    come_up(&shared, rejoin.is_some())?;
 
     spawn_signal_thread(&shared)?;
     crate::sched::spawn(&shared)?;
@@ -106,10 +114,10 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     tracing::info!(event = "listening", addr = %addr, pid = std::process::id(), io = %io, "duplexd ready");
     let mut layer = Layer::start(&shared, io)?;
     // After a rebuild the outbound links start once its write hold is done.
-    let (links, hold) = match &rebuilt {
-        Some(r) => (
+    let (links, hold) = match rejoin {
+        Some(u) => (
             PeerLinks::default(),
-            Some(crate::rebuild::spawn_hold(shared.clone(), r.from_node)?),
+            Some(crate::rebuild::spawn_hold(shared.clone(), u)?),
         ),
         None => (PeerLinks::start(&shared)?, None),
     };

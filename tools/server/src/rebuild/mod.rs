@@ -12,8 +12,12 @@
 //!    What a peer holds beyond the backup source's mark is the gap ([`RebuildGap`]),
 //!    logged (`rebuild_gap`, `rebuild_done`) and shown in INFO.
 //! 4. Restore, roll forward as the peer's node, adopt as this node
-//!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`, which is then
-//!    renamed into place; the staging directory is removed.
+//!    (`duplex_engine::adopt_restored`) into `<data>.rebuild-staging/db`.
+//! 5. If this node's own archive survived (its archive root holds earlier lineages of this
+//!    node), its own updates above the source's mark are taken back from it into the
+//!    staging database (`archive::take_back`), to be sent to every peer.
+//! 6. The staging database is renamed into place with the `REBUILDING` marker in it
+//!    ([`Unfinished`]); the staging directory is removed.
 //!
 //! The server then starts in state `recovering` (writes refused, reads served), first pulls
 //! the gap back from the peer holding it (`rejoin`), while its peer links catch up
@@ -24,19 +28,19 @@
 //! everything the peer held at the cut-off. A hold the peer cannot grant yet (too much to
 //! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
-//! and starts over. While it copies and restores, [`crate::recovering`] answers clients on
-//! the bound port: DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
+//! and starts over. A server stopped after the install and before `running` finds the
+//! marker at its next start ([`marker_of`]) and resumes: `recovering`, catch-up, hold.
+//! While it copies and restores, [`crate::recovering`] answers clients on the bound port:
+//! DUPLEX.STATE and INFO say `recovering`, everything else `-LOADING`.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duplex_engine::{adopt_restored, restore_chain, roll_forward, RollForwardOptions};
 use duplex_proto::peer::{
-    check_file_name, Decoded, FileChunk, FilesEnd, Frame, FrameDecoder, FrameLimits, Handshake,
-    Hold, NodeIdentity, RebuildRequest, Release, Status, NONCE_LEN,
+    check_file_name, FileChunk, FilesEnd, Frame, Hold, RebuildRequest, Release,
 };
 use duplex_wal::{StdStorage, Storage};
 
@@ -46,7 +50,14 @@ use crate::shared::Shared;
 use crate::state::OpState;
 use crate::Error;
 
+mod archive;
+mod conn;
+mod gap;
+mod marker;
 mod rejoin;
+use conn::PeerConn;
+pub use gap::RebuildGap;
+pub use marker::{Unfinished, MARKER_FILE};
 pub use rejoin::spawn_hold;
 
 /// How long the peer may be unreachable before the rebuild gives up.
@@ -68,125 +79,6 @@ const HOLD_RETRY: Duration = Duration::from_millis(200);
 /// Most files a backup may hold.
 const MAX_FILES: u32 = 100_000;
 
-/// How much of the lost server's own updates the rebuild could not recover, from the
-/// marks its peers hold of it (each peer's high-water mark of this node's old incarnation).
-///
-/// The rebuilt database holds this node's old updates up to the backup source's mark
-/// (`recovered_mark`). A surviving peer with a higher mark of the same incarnation holds
-/// updates of this node the backup did not bring back; `rejoin::pull_missing` pulls them from
-/// it when it still holds them in memory (then `pulled` and a raised `recovered_mark`),
-/// else they are gone from this server and survive on that peer only. Their count is
-/// bounded by the LSN span (`gone_at_most`): LSNs of the lost node also number the records
-/// it applied from peers, so the true count may be lower. Updates the lost server
-/// acknowledged that reached no peer cannot be counted at all (its log is gone).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RebuildGap {
-    /// What the rebuild recovered of this node's old updates: the backup source's mark,
-    /// raised by a pull.
-    pub recovered_mark: u64,
-    /// The highest mark any asked peer holds of this node (the source included).
-    pub highest_mark: u64,
-    /// The peer holding it (the source when no peer holds more).
-    pub highest_peer: String,
-    /// At most this many of this node's updates are on `highest_peer` but not here: the
-    /// LSN span between the two marks. `None` when the peer's mark is of a later
-    /// incarnation than the source's (the span cannot be counted).
-    pub gone_at_most: Option<u64>,
-    /// Peers that could not be asked (their marks are unknown).
-    pub peers_unreachable: usize,
-    /// Of this node's old updates, how many were pulled back from `highest_peer` after the
-    /// restore (`rejoin::pull_missing`); `recovered_mark` then includes them.
-    pub pulled: u64,
-}
-
-impl RebuildGap {
-    /// The gap between the source's mark and the others' (`(peer, mark)`).
-    pub fn of(
-        source: &str,
-        source_mark: u64,
-        others: &[(String, u64)],
-        unreachable: usize,
-    ) -> RebuildGap {
-        let (mut peer, mut mark) = (source.to_owned(), source_mark);
-        for (p, m) in others {
-            if *m > mark {
-                (peer, mark) = (p.clone(), *m);
-            }
-        }
-        let (hi_inc, hi_lsn) = duplex_engine::split_position(mark);
-        let (src_inc, src_lsn) = duplex_engine::split_position(source_mark);
-        let gone_at_most = if hi_inc == src_inc || (source_mark == 0 && hi_inc <= 1) {
-            Some(hi_lsn.saturating_sub(src_lsn))
-        } else {
-            None
-        };
-        RebuildGap {
-            recovered_mark: source_mark,
-            highest_mark: mark,
-            highest_peer: peer,
-            gone_at_most,
-            peers_unreachable: unreachable,
-            pulled: 0,
-        }
-    }
-
-    /// After `pulled` batches up to position `to` came back from `highest_peer`.
-    pub fn after_pull(&mut self, pulled: u64, to: u64) {
-        self.pulled += pulled;
-        self.recovered_mark = self.recovered_mark.max(to);
-        let (hi_inc, hi_lsn) = duplex_engine::split_position(self.highest_mark);
-        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
-        self.gone_at_most = (hi_inc == inc).then(|| hi_lsn.saturating_sub(lsn));
-    }
-
-    /// One line for an operator.
-    pub fn describe(&self) -> String {
-        let (inc, lsn) = duplex_engine::split_position(self.recovered_mark);
-        let base = format!(
-            "recovered this node's old updates up to incarnation {inc} LSN {lsn} (the backup source's mark{})",
-            if self.pulled > 0 {
-                format!(", then {} pulled back from {}", self.pulled, self.highest_peer)
-            } else {
-                String::new()
-            }
-        );
-        let gone = match self.gone_at_most {
-            Some(0) => "no surviving peer holds more of them".to_owned(),
-            Some(n) => format!(
-                "{} holds up to {n} more of them (LSN span) that were not recovered: they are gone from this server unless pulled back, and survive on {}",
-                self.highest_peer, self.highest_peer
-            ),
-            None => format!(
-                "{} holds a later incarnation of this node (position {}) than the source: an uncounted number of its updates were not recovered",
-                self.highest_peer, self.highest_mark
-            ),
-        };
-        let unknown = if self.peers_unreachable > 0 {
-            format!(
-                "; {} peer(s) could not be asked and may hold more",
-                self.peers_unreachable
-            )
-        } else {
-            String::new()
-        };
-        format!("{base}; {gone}{unknown}; updates the lost server acknowledged that reached no peer cannot be counted")
-    }
-
-    /// INFO lines (`rebuild_*`), each ending in CRLF.
-    pub fn info_lines(&self) -> String {
-        format!(
-            "rebuild_recovered_mark:{}\r\nrebuild_highest_peer_mark:{}\r\nrebuild_highest_peer:{}\r\nrebuild_updates_gone_at_most:{}\r\nrebuild_peers_unreachable:{}\r\nrebuild_updates_pulled:{}\r\n",
-            self.recovered_mark,
-            self.highest_mark,
-            self.highest_peer,
-            self.gone_at_most
-                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
-            self.peers_unreachable,
-            self.pulled
-        )
-    }
-}
-
 /// What a rebuild did, as its last log line reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebuildReport {
@@ -196,7 +88,8 @@ pub struct RebuildReport {
     pub bytes: u64,
     /// Seconds from the request to FILES_END (the peer's backup included).
     pub copy_secs: f64,
-    /// Seconds of verify, restore, roll-forward and adopt.
+    /// Seconds of verify, restore, roll-forward, adopt and the take-back from this node's own
+    /// archive.
     pub restore_secs: f64,
     /// Seconds in all.
     pub total_secs: f64,
@@ -206,6 +99,9 @@ pub struct RebuildReport {
     pub from_node: u64,
     /// What of this node's old updates was not recovered.
     pub gap: RebuildGap,
+    /// What the start must still do: the catch-up and the write hold (also in the data
+    /// directory's `REBUILDING` marker until they are done).
+    pub unfinished: Unfinished,
 }
 
 /// The staging directories of a rebuild of `data`.
@@ -269,6 +165,22 @@ fn check_target(data: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The unfinished rebuild the data directory's `REBUILDING` marker names, if any, logged:
+/// the start resumes it (state `recovering`, catch-up, write hold) instead of copying again
+/// (with `--rebuild-from`) or running at once (without). A `--rebuild-from` given again
+/// names the peer to hold with (it may have moved); the node is the marker's.
+pub fn marker_of(cfg: &ServerConfig) -> Result<Option<Unfinished>, Error> {
+    let Some(mut u) = marker::load(&cfg.data)? else {
+        return Ok(None);
+    };
+    if let Some(p) = cfg.rebuild_from.as_deref().filter(|p| *p != u.peer) {
+        tracing::warn!(event = "rebuild_resume_peer", marker_peer = %u.peer, peer = p, "the unfinished rebuild named {}; holding with {p} as --rebuild-from says (it must still be node {})", u.peer, u.from_node);
+        u.peer = p.to_owned();
+    }
+    tracing::warn!(event = "rebuild_resume", from_node = u.from_node, peer = %u.peer, incarnation = u.incarnation, data = %cfg.data.display(), "the data directory holds an unfinished rebuild (its {MARKER_FILE} marker: stopped before the write hold ended): resuming it, recovering until caught up with node {} at {} and its write hold", u.from_node, u.peer);
+    Ok(Some(u))
+}
+
 /// Rebuilds `cfg.data` from the peer `cfg.rebuild_from` (see the module doc).
 pub fn run(
     cfg: &ServerConfig,
@@ -293,7 +205,7 @@ pub fn run(
         fetch(cfg, secret, peer, &staging.backup, progress).map_err(|e| Error::rebuild(peer, e))?;
     let copy_secs = t0.elapsed().as_secs_f64();
     let (others, unreachable) = other_marks(cfg, secret, peer);
-    let gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
+    let mut gap = RebuildGap::of(peer, end.lost_node_mark, &others, unreachable);
     progress.set_gap(gap.clone());
     if gap.highest_mark > gap.recovered_mark {
         tracing::warn!(event = "rebuild_gap", recovered_mark = gap.recovered_mark, highest_mark = gap.highest_mark, highest_peer = %gap.highest_peer, gone_at_most = ?gap.gone_at_most, "{}", gap.describe());
@@ -310,8 +222,17 @@ pub fn run(
     progress.set_phase("restoring");
     let adopted =
         restore(cfg, &staging, &end, held + 1).map_err(|e| Error::rebuild(peer, e.to_string()))?;
+    progress.set_phase("archive");
+    archive::take_back(cfg, &staging.db, &mut gap)
+        .map_err(|e| Error::rebuild(peer, e.to_string()))?;
+    progress.set_gap(gap.clone());
     progress.set_phase("installing");
-    install(&staging, &cfg.data)?;
+    let unfinished = Unfinished {
+        from_node: adopted.from_node,
+        incarnation: adopted.incarnation,
+        peer: peer.to_owned(),
+    };
+    install(&staging, &cfg.data, &unfinished)?;
     let rep = RebuildReport {
         files: end.files,
         bytes: end.bytes,
@@ -321,6 +242,7 @@ pub fn run(
         incarnation: adopted.incarnation,
         from_node: adopted.from_node,
         gap,
+        unfinished,
     };
     tracing::info!(
         event = "rebuild_done",
@@ -337,6 +259,7 @@ pub fn run(
         highest_peer = %rep.gap.highest_peer,
         updates_gone_at_most = ?rep.gap.gone_at_most,
         peers_unreachable = rep.gap.peers_unreachable,
+        updates_from_archive = rep.gap.from_archive,
         "rebuilt from node {} at {peer}: {} files, {} bytes copied in {:.2} s, restored and rolled forward in {:.2} s, {:.2} s in all; new incarnation {}; {}; starting",
         rep.from_node, rep.files, rep.bytes, rep.copy_secs, rep.restore_secs, rep.total_secs, rep.incarnation, rep.gap.describe()
     );
@@ -410,12 +333,14 @@ fn restore(
     )?)
 }
 
-/// Renames the rebuilt database into place as `data` and removes the staging directory.
-fn install(staging: &Staging, data: &Path) -> Result<(), Error> {
+/// Renames the rebuilt database into place as `data`, with the `REBUILDING` marker in it
+/// (the catch-up and the write hold are still to come), and removes the staging directory.
+fn install(staging: &Staging, data: &Path, unfinished: &Unfinished) -> Result<(), Error> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { op, path, source }
     };
+    marker::write(&staging.db, unfinished)?;
     check_target(data)?;
     if data.exists() {
         std::fs::remove_dir(data).map_err(io("remove the empty data directory", data))?;
@@ -625,186 +550,9 @@ impl Receiving {
     }
 }
 
-/// A peer-link connection as initiator, established.
-struct PeerConn {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    limits: FrameLimits,
-    chunk: Vec<u8>,
-}
-
-impl PeerConn {
-    /// Connects to `addr` and runs the handshake as this node; retries a failed attempt
-    /// for up to `retry_for` (a peer restarting, or still holding this node's old link).
-    fn open(
-        cfg: &ServerConfig,
-        secret: &[u8],
-        addr: &str,
-        retry_for: Duration,
-    ) -> Result<PeerConn, String> {
-        let until = Instant::now() + retry_for;
-        loop {
-            match PeerConn::try_open(cfg, secret, addr) {
-                Ok(c) => return Ok(c),
-                Err(e) if Instant::now() < until => {
-                    tracing::info!(event = "rebuild_peer_retry", peer = addr, error = %e, "{addr}: {e}; trying again");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn try_open(cfg: &ServerConfig, secret: &[u8], addr: &str) -> Result<PeerConn, String> {
-        let stream = connect(addr)?;
-        let setup = |e: std::io::Error| format!("cannot set up the connection to {addr}: {e}");
-        stream.set_nodelay(true).map_err(setup)?;
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(setup)?;
-        stream
-            .set_write_timeout(Some(Duration::from_secs(10)))
-            .map_err(setup)?;
-        let limits = FrameLimits::default();
-        let mut c = PeerConn {
-            stream,
-            decoder: FrameDecoder::new(limits),
-            limits,
-            chunk: vec![0; 64 << 10],
-        };
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::getrandom(&mut nonce).map_err(|e| format!("no random bytes: {e}"))?;
-        let me = NodeIdentity {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.node_id,
-            incarnation: 0,
-            epoch: 0,
-        };
-        let (mut hs, hello) = Handshake::initiator(me, secret, nonce).map_err(|e| e.to_string())?;
-        c.send(&hello)?;
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        loop {
-            match hs.status() {
-                Status::Established(_) => return Ok(c),
-                Status::Refused(r) => return Err(format!("handshake {r}")),
-                Status::InProgress => {}
-            }
-            let f = c.recv(deadline)?;
-            match hs.receive(&f) {
-                Ok(Some(reply)) => c.send(&reply)?,
-                Ok(None) => {}
-                Err(e) => {
-                    if let Status::Refused(r) = hs.status() {
-                        let _ = c.send(&r.to_frame());
-                    }
-                    return Err(format!("handshake failed: {e}"));
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, f: &Frame) -> Result<(), String> {
-        let bytes = f.to_bytes(&self.limits).map_err(|e| e.to_string())?;
-        self.stream
-            .write_all(&bytes)
-            .map_err(|e| format!("write to the peer: {e}"))
-    }
-
-    fn recv(&mut self, deadline: Instant) -> Result<Frame, String> {
-        loop {
-            match self.decoder.next_frame().map_err(|e| e.to_string())? {
-                Decoded::Frame { frame, .. } => return Ok(frame),
-                Decoded::Incomplete { need } => {
-                    let want = need.clamp(1, self.chunk.len());
-                    match self.stream.read(&mut self.chunk[..want]) {
-                        Ok(0) => {
-                            return Err("the peer closed the connection (an older duplexd without rebuild support closes it at REBUILD)".into())
-                        }
-                        Ok(n) => self.decoder.feed(&self.chunk[..n]),
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                            ) =>
-                        {
-                            if Instant::now() >= deadline {
-                                return Err("the peer sent nothing in time".into());
-                            }
-                        }
-                        Err(e) => return Err(format!("read from the peer: {e}")),
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn connect(addr: &str) -> Result<TcpStream, String> {
-    let addrs = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
-    let mut last = format!("{addr} resolves to no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    Err(last)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_gap_is_the_span_a_surviving_peer_holds_beyond_the_source() {
-        use duplex_engine::position;
-        let others = vec![
-            ("c:3".to_owned(), position(1, 120)),
-            ("d:4".to_owned(), position(1, 90)),
-        ];
-        let g = RebuildGap::of("b:2", position(1, 100), &others, 1);
-        assert_eq!(g.recovered_mark, position(1, 100));
-        assert_eq!(
-            (g.highest_peer.as_str(), g.highest_mark),
-            ("c:3", position(1, 120))
-        );
-        assert_eq!(g.gone_at_most, Some(20));
-        let d = g.describe();
-        assert!(
-            d.contains("c:3 holds up to 20 more") && d.contains("1 peer(s)"),
-            "{d}"
-        );
-        assert!(g
-            .info_lines()
-            .contains("rebuild_updates_gone_at_most:20\r\n"));
-        // Pulled back up to 115 of C's 120: 5 still gone.
-        let mut p = g.clone();
-        p.after_pull(15, position(1, 115));
-        assert_eq!(
-            (p.pulled, p.recovered_mark, p.gone_at_most),
-            (15, position(1, 115), Some(5))
-        );
-        assert!(p.info_lines().contains("rebuild_updates_pulled:15\r\n"));
-        // Nobody holds more: nothing gone that a peer knows of.
-        let g = RebuildGap::of("b:2", position(1, 100), &others[1..], 0);
-        assert_eq!((g.gone_at_most, g.highest_peer.as_str()), (Some(0), "b:2"));
-        // The source never heard of this node: a peer's span of its first incarnation.
-        let g = RebuildGap::of("b:2", 0, &others, 0);
-        assert_eq!(g.gone_at_most, Some(120));
-        // A later incarnation on a peer: not countable.
-        let g = RebuildGap::of(
-            "b:2",
-            position(1, 100),
-            &[("c:3".into(), position(2, 5))],
-            0,
-        );
-        assert_eq!(g.gone_at_most, None);
-        assert!(g
-            .info_lines()
-            .contains("rebuild_updates_gone_at_most:unknown"));
-    }
 
     #[test]
     fn staging_sits_next_to_the_data_directory() {

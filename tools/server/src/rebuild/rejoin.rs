@@ -5,17 +5,18 @@
 
 use super::*;
 
-/// Starts the thread that ends a rebuild: the write hold with the peer the backup came
-/// from (node `from_node`), then `running` on a new epoch, then this server's outbound
-/// peer links (started only now: the peer refuses a second connection from a node whose
-/// link is live, and a `recovering` server has no writes of its own to send); the thread
-/// joins them at shutdown.
-pub fn spawn_hold(sh: Arc<Shared>, from_node: u64) -> Result<std::thread::JoinHandle<()>, Error> {
+/// Starts the thread that ends a rebuild (`u`, just installed or found unfinished at
+/// start): the write hold with the peer the backup came from, then `running` on a new
+/// epoch and the `REBUILDING` marker removed, then this server's outbound peer links
+/// (started only now: the peer refuses a second connection from a node whose link is live,
+/// and a `recovering` server has no writes of its own to send); the thread joins them at
+/// shutdown.
+pub fn spawn_hold(sh: Arc<Shared>, u: Unfinished) -> Result<std::thread::JoinHandle<()>, Error> {
     std::thread::Builder::new()
         .name("rebuild-hold".into())
         .spawn(move || {
             pull_missing(&sh);
-            if !hold_loop(&sh, from_node) {
+            if !hold_loop(&sh, &u) {
                 return;
             }
             match crate::net::peer::PeerLinks::start(&sh) {
@@ -115,13 +116,14 @@ enum HoldOutcome {
 }
 
 /// Asks for the write hold until it succeeds (true) or the server stops (false).
-fn hold_loop(sh: &Shared, from_node: u64) -> bool {
+fn hold_loop(sh: &Shared, u: &Unfinished) -> bool {
+    let from_node = u.from_node;
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut attempts = 0u32;
     while !sh.stopping() {
         attempts += 1;
-        match try_hold(sh, from_node) {
+        match try_hold(sh, u) {
             Ok(HoldOutcome::Reached { pause, cutoff }) => {
                 let rec = sh
                     .state()
@@ -130,6 +132,11 @@ fn hold_loop(sh: &Shared, from_node: u64) -> bool {
                     Ok(Some(r)) => {
                         crate::state::log_epoch(sh.db(), r.epoch);
                         tracing::info!(event = "rebuild_running", from_node, cutoff, epoch = r.epoch, pause_ms = pause.as_secs_f64() * 1e3, attempts, catch_up_secs = started.elapsed().as_secs_f64(), "holds everything node {from_node} held at the cut-off (position {cutoff}); running on epoch {} (write hold {:.1} ms, {attempts} attempt(s), {:.2} s after start)", r.epoch, pause.as_secs_f64() * 1e3, started.elapsed().as_secs_f64());
+                        // Only now: a crash before this resumes the catch-up at the next start.
+                        let data = &sh.cfg().data;
+                        if let Err(e) = super::marker::remove(data) {
+                            tracing::error!(event = "rebuild_marker", error = %e, "the rebuild is finished but its marker stays: {e}; the next start catches up again before running");
+                        }
                     }
                     Ok(None) => tracing::warn!(event = "rebuild_hold_state", state = sh.state().get().state.name(), "the write hold succeeded, but the state is no longer recovering: left as it is"),
                     Err(e) => tracing::error!(event = "rebuild_hold_state", error = %e, "cannot persist the state after the write hold: {e}"),
@@ -149,9 +156,9 @@ fn hold_loop(sh: &Shared, from_node: u64) -> bool {
 }
 
 /// One write hold with the rebuild peer.
-fn try_hold(sh: &Shared, from_node: u64) -> Result<HoldOutcome, String> {
+fn try_hold(sh: &Shared, u: &Unfinished) -> Result<HoldOutcome, String> {
     let cfg = sh.cfg();
-    let peer = cfg.rebuild_from.as_deref().ok_or("no rebuild_from")?;
+    let (peer, from_node) = (u.peer.as_str(), u.from_node);
     let secret = sh.peers().secret().ok_or("no cluster secret")?;
     let db = sh.db();
     let mut c = PeerConn::open(cfg, secret.bytes(), peer, Duration::ZERO)?;
