@@ -60,7 +60,13 @@ check "DEL" "2" DEL a b nosuch
 check "EXISTS after DEL" "0" EXISTS a b
 check "SET NX on existing" "" SET c 9 NX
 check "SET XX on existing" "OK" SET c 9 XX
-check "SET EX refused" "ERR SET option 'EX' is not supported: duplexd has no key expiry" SET c 1 EX 10
+check "SET EX" "OK" SET c 1 EX 100
+ttl="$(cli TTL c 2>&1)"
+if [[ "$ttl" == "100" || "$ttl" == "99" ]]; then echo "ok   TTL"; else echo "FAIL TTL: expected [100] or [99], got [$ttl]" >&2; FAILS=$((FAILS + 1)); fi
+check "PERSIST" "1" PERSIST c
+check "TTL after PERSIST" "-1" TTL c
+check "INCR" "2" INCR c
+check "INCR on a string" "ERR value is not an integer or out of range" INCR greeting
 check "DBSIZE" "2" DBSIZE
 check "SCAN" "$(printf '0\nc\ngreeting')" SCAN 0 COUNT 100
 check "SCAN MATCH" "$(printf '0\ngreeting')" SCAN 0 MATCH 'gr*' COUNT 100
