@@ -123,11 +123,44 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     };
     accept_loop(&shared, &listener, &mut layer);
     drop(listener);
+    // The clients finish first, then the peers get what they wrote while the server
+    // drained, and only then do the links stop: a write acknowledged during a clean stop
+    // reaches the peers the clients fail over to.
+    shared.wait_for_clients(SHUTDOWN_WAIT, POLL);
+    flush_peers(&shared, PEER_FLUSH_WAIT);
+    shared.stop_links();
     links.join();
     if let Some(h) = hold {
         let _ = h.join();
     }
     shutdown(&shared)
+}
+
+/// How long a clean stop waits for connected peers to acknowledge the last writes.
+const PEER_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (at most `within`) until every peer link that is up has acknowledged this
+/// server's durable position; logs the peers still behind when the time is up.
+fn flush_peers(shared: &Shared, within: std::time::Duration) {
+    let target = shared.db().durable_position();
+    let until = std::time::Instant::now() + within;
+    loop {
+        let behind: Vec<String> = shared
+            .peers()
+            .outbound()
+            .into_iter()
+            .filter(|p| p.state == crate::shared::LinkState::Up && p.acked < target)
+            .map(|p| p.addr)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= until {
+            tracing::warn!(event = "peers_behind_at_stop", peers = ?behind, "stopping while these peers have not acknowledged the last writes; they get them when this server runs again, or from the archive");
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Binds the listening socket; a failure names the address and what to do.

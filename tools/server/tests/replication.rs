@@ -263,3 +263,64 @@ fn the_checks_catch_two_servers_that_do_not_replicate() {
         own("lone-s0-").len() as u64
     );
 }
+
+/// A clean stop (SIGTERM) of a server while a client writes to it: every write it
+/// acknowledged, also those acknowledged while it drained, reaches its peer before its
+/// links stop (they used to stop at the signal, leaving the drain's writes on the stopped
+/// server alone until it ran again).
+#[test]
+fn writes_acknowledged_during_a_clean_stop_reach_the_peer() {
+    let t = temp_dir();
+    let (mut ds, ports) = start_mesh(t.path(), 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port_a, stop_w) = (ports[0], stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut c = common::cluster::conn(port_a);
+        let mut acked = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(15);
+        let mut i = 0u64;
+        while std::time::Instant::now() < until {
+            let r: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("drain:{i}"))
+                .arg(i)
+                .query(&mut c);
+            if r.is_err() {
+                break;
+            }
+            acked.push(i);
+            i += 1;
+            if stop_w.load(Ordering::Relaxed) && acked.len() > 50_000 {
+                break;
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    ds[0].signal(libc::SIGTERM);
+    stop.store(true, Ordering::Relaxed);
+    let st = ds[0].wait(30);
+    assert!(st.success(), "A exited with {st}: {}", ds[0].log());
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty(), "the writer was acknowledged at all");
+    let mut b = common::cluster::conn(ports[1]);
+    let last = *acked.last().unwrap();
+    let missing: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|i| {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(format!("drain:{i}"))
+                .query(&mut b)
+                .unwrap();
+            v != Some(*i)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} writes A acknowledged are not on B (first {:?}, last acknowledged {last}); A's log: {}",
+        missing.len(),
+        acked.len(),
+        missing.first(),
+        ds[0].log()
+    );
+}

@@ -69,6 +69,9 @@ pub struct Shared {
     addr: SocketAddr,
     started: Instant,
     shutdown: AtomicBool,
+    /// Set once the clients drained and the peers were given what they wrote: the peer
+    /// links stop then, not when the shutdown begins.
+    links_stop: AtomicBool,
     clients: AtomicUsize,
     total_connections: AtomicU64,
     total_commands: AtomicU64,
@@ -118,6 +121,7 @@ impl Shared {
             addr,
             started: Instant::now(),
             shutdown: AtomicBool::new(false),
+            links_stop: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
@@ -214,6 +218,17 @@ impl Shared {
     /// Whether the shutdown sequence has begun.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Whether the peer links must stop: set by [`Shared::stop_links`] after the clients
+    /// drained, so writes acknowledged while the server drains still reach the peers.
+    pub fn links_stopping(&self) -> bool {
+        self.links_stop.load(Ordering::SeqCst)
+    }
+
+    /// Tells the peer links to stop.
+    pub fn stop_links(&self) {
+        self.links_stop.store(true, Ordering::SeqCst);
     }
 
     /// Begins the shutdown sequence; returns whether it had already begun.

@@ -287,7 +287,7 @@ pub fn spawn_outbound(
 fn outbound_loop(sh: &Shared, i: usize, addr: &str, pin: Option<u64>) {
     let mut backoff = BACKOFF_MIN;
     let mut last_logged: Option<String> = None;
-    while !sh.stopping() {
+    while !sh.links_stopping() {
         let mut established = false;
         let res = run_outbound(sh, i, (addr, pin), &mut established);
         if established {
@@ -326,7 +326,7 @@ fn outbound_loop(sh: &Shared, i: usize, addr: &str, pin: Option<u64>) {
 
 fn sleep_unless_stopping(sh: &Shared, d: Duration) {
     let until = Instant::now() + d;
-    while !sh.stopping() {
+    while !sh.links_stopping() {
         let now = Instant::now();
         if now >= until {
             return;
@@ -507,7 +507,7 @@ fn send_loop(
     .to_peer(peer);
     let mut totals = (0u64, 0u64, 0u64);
     loop {
-        if sh.stopping() {
+        if sh.links_stopping() {
             return Fail::Stopped;
         }
         while let Ok(m) = rx.try_recv() {
