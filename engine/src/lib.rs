@@ -47,6 +47,7 @@ pub mod batch;
 mod checkpoint;
 mod config;
 mod db;
+mod db_backup;
 mod drill;
 mod error;
 pub mod format;

@@ -24,6 +24,7 @@ mod decode;
 mod error;
 mod frame;
 mod handshake;
+mod rebuild_frames;
 
 pub use decode::{decode_frame, Decoded, FrameDecoder};
 pub use error::{FrameFault, PeerError};

@@ -21,6 +21,7 @@
 
 pub mod conn;
 pub mod link;
+mod receive;
 pub mod serve_rebuild;
 
 use std::sync::Arc;
