@@ -9,13 +9,15 @@ Examples:
   duplexctl compare 127.0.0.1:7379 127.0.0.1:7380
   duplexctl conflicts 127.0.0.1:7379 --count 20
   duplexctl backup 127.0.0.1:7379 before-upgrade
+  duplexctl rebuild 127.0.0.1:7380 --from 127.0.0.1:7379 --start -- --config /etc/duplex/b.toml
 
 With a password (requirepass): --password SECRET, or DUPLEX_PASSWORD=SECRET in the
 environment (kept out of the process list).
 
 Exit codes:
   0  all is well: every server answered; compare: the databases are identical
-  1  compare: the databases differ (every differing key is printed)
+  1  compare: the databases differ (every differing key is printed); rebuild: the server
+     runs again but reports updates of the lost server gone
   2  usage error: bad arguments
   3  a server could not be reached, refused the password, or answered an error;
      status still prints every server, the unreachable ones as UNREACHABLE rows";
@@ -29,6 +31,33 @@ INFO persistence, DUPLEX.PEERS and DUPLEX.CONFLICTS 0; works on a server in any 
 
 Exit codes: 0 every server answered; 2 bad arguments; 3 at least one did not (its row says
 why).";
+
+/// What `duplexctl rebuild --help` adds.
+pub const REBUILD_HELP: &str = "\
+Rebuilds a lost server from a healthy peer while that peer keeps serving, and follows the
+rebuild to its end. The rebuild itself is duplexd's (--rebuild-from PEER; docs/OPERATIONS.md,
+runbook 'A server's disk is lost'): the lost server copies the peer's backup over the
+authenticated peer link, restores it under its own node id with a new incarnation, rolls it
+forward, pulls back its own old updates from any peer (or its surviving archive) that holds
+more of them, catches up live, and ends with the peer's short write hold; then it runs on a
+new epoch and its clients fail back.
+
+With --start (and --from), duplexctl starts that duplexd itself: the arguments after `--` are
+the server's own (its --config, or --port, --data, --node-id, --peer, --cluster-secret-file,
+...), --rebuild-from PEER is added, the process runs detached (it outlives duplexctl) and its
+output goes to --log. A server already answering at the address is not started over.
+Without --start, duplexctl follows a rebuild started by hand or by a service manager.
+
+Shown while it runs: the copy (bytes received), the catch-up (write hold attempts). Printed
+at the end: the epoch, what was copied and how long each part took, the write hold (the
+pause the peer's clients saw, writes held, p50 and max of their waits) and what of the lost
+server's own updates is gone, if anything.
+
+Exit codes: 0 the server runs again and nothing the peers knew of is lost; 1 it runs again
+but reports updates of the lost server gone (at most rebuild_updates_gone_at_most); 2 bad
+arguments, or the server was not rebuilt at its start; 3 the server stopped, failed, stopped
+answering, or did not run within --wait seconds (the rebuild may still go on: follow it
+again).";
 
 /// What `duplexctl compare --help` adds: how the narrowing works and what it costs.
 pub const COMPARE_HELP: &str = "\

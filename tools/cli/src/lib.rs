@@ -13,7 +13,7 @@
 //! - [`text`]: byte escaping and time parsing and formatting.
 //!
 //! `duplexctl` (servers over RESP) is as thin: [`resp`] talks to a server, [`status`],
-//! [`compare`], [`conflicts`] hold each subcommand's work and output, [`ctl_help`] its
+//! [`compare`], [`conflicts`], [`rebuild`] hold each subcommand's work and output, [`ctl_help`] its
 //! help texts and exit codes.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -27,6 +27,7 @@ pub mod dump;
 pub mod exit;
 pub mod help;
 pub mod identify;
+pub mod rebuild;
 pub mod resp;
 pub mod state;
 pub mod status;

@@ -2,7 +2,8 @@
 //! (node ids and states asserted) and of an unreachable one, compare of replicated servers
 //! (identical, exit 0) and of two non-replicating servers that share 500 keys except 3
 //! changed and 1 deleted (exactly those 4 printed, exit 1), the conflict journal of a
-//! server where a concurrent write lost, and a backup on request.
+//! server where a concurrent write lost, a backup on request, and `rebuild --start` of a
+//! lost server from its peer followed to `running` (digests equal, the hold reported).
 
 mod common;
 
@@ -387,4 +388,118 @@ fn a_password_comes_from_the_flag_or_the_environment() {
         "{}",
         out.stderr
     );
+}
+
+/// Kills the `duplexd` a `duplexctl rebuild --start` left running (detached by design).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// The pid in `started duplexd (pid N) ...`.
+fn started_pid(stderr: &str) -> Option<u32> {
+    let at = stderr.find("started duplexd (pid ")? + "started duplexd (pid ".len();
+    stderr[at..].split(')').next()?.parse().ok()
+}
+
+#[test]
+fn rebuild_starts_a_lost_server_follows_it_to_running_and_reports_the_hold() {
+    let t = temp_dir();
+    let secret = secret_file(t.path());
+    let (pa, pc) = (free_port(), free_port());
+    let _a = start(&t.path().join("a"), pa, 1, &[pc], &secret);
+    fill(pa, 300);
+    // Not rebuilt at its start: nothing to follow (usage, exit 2).
+    let out = ctl(&["rebuild", &addr(pa)]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("was not rebuilt"), "{}", out.stderr);
+
+    let c = t.path().join("c");
+    let log = t.path().join("c-rebuild.log");
+    let (pc_s, a_s) = (pc.to_string(), addr(pa));
+    let (data, backups, archive) = (c.join("data"), c.join("backups"), c.join("archive"));
+    let (secret_s, log_s) = (secret.display().to_string(), log.display().to_string());
+    let bin = duplexd().display().to_string();
+    let (data_s, backups_s, archive_s) = (
+        data.display().to_string(),
+        backups.display().to_string(),
+        archive.display().to_string(),
+    );
+    let out = ctl(&[
+        "rebuild",
+        &addr(pc),
+        "--start",
+        "--from",
+        &a_s,
+        "--duplexd",
+        &bin,
+        "--log",
+        &log_s,
+        "--",
+        "--port",
+        &pc_s,
+        "--data",
+        &data_s,
+        "--backup-dir",
+        &backups_s,
+        "--archive-dir",
+        &archive_s,
+        "--node-id",
+        "2",
+        "--cluster-secret-file",
+        &secret_s,
+        "--peer",
+        &a_s,
+    ]);
+    let _c = KillOnDrop(started_pid(&out.stderr));
+    assert_eq!(
+        out.code,
+        0,
+        "{}\nlog:\n{}",
+        out.all(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(_c.0.is_some(), "{}", out.stderr);
+    let s = &out.stdout;
+    assert!(s.contains(&format!("{}: rebuilt", addr(pc))), "{s}");
+    assert!(s.contains("running on epoch "), "{s}");
+    assert!(s.contains("from node 1 in "), "{s}");
+    assert!(s.contains("write hold  the peer paused new writes "), "{s}");
+    assert!(
+        s.contains("every update of the lost server that reached a peer is back"),
+        "{s}"
+    );
+    // The rebuilt server holds what A held, and INFO says how the rebuild went.
+    assert_eq!(digest(pc), digest(pa));
+    let info = text(&call(pc, &["INFO"]));
+    for f in [
+        "rebuild_status:done",
+        "rebuild_source_node:1",
+        "rebuild_hold_writes_held:",
+    ] {
+        assert!(info.contains(f), "{f} missing in\n{info}");
+    }
+    // A second start over a running server is refused (exit 3), nothing started.
+    let out = ctl(&[
+        "rebuild",
+        &addr(pc),
+        "--start",
+        "--from",
+        &a_s,
+        "--duplexd",
+        &bin,
+        "--log",
+        &log_s,
+        "--",
+        "--port",
+        &pc_s,
+    ]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("already answers"), "{}", out.stderr);
+    assert!(started_pid(&out.stderr).is_none());
 }

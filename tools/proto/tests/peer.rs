@@ -10,9 +10,9 @@ use common::fix_crcs;
 use duplex_proto::peer::{
     decode_frame, encode_batches, Ack, Batch, BatchRef, Batches, Decoded, ErrorCode, ErrorFrame,
     FileChunk, FilesEnd, Frame, FrameDecoder, FrameFault, FrameKind, FrameLimits, Handshake,
-    Heartbeat, Held, Hello, Hold, Lacking, NodeIdentity, Party, PeerError, PeerInfo, Proof,
-    RebuildRequest, Refuse, RefuseReason, Release, Resync, Status, FRAME_OVERHEAD, HEADER_LEN,
-    MAGIC, MAX_FILE_CHUNK, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    Heartbeat, Held, Hello, Hold, HoldEnded, Lacking, NodeIdentity, Party, PeerError, PeerInfo,
+    Proof, RebuildRequest, Refuse, RefuseReason, Release, Resync, Status, FRAME_OVERHEAD,
+    HEADER_LEN, MAGIC, MAX_FILE_CHUNK, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
 
@@ -105,6 +105,12 @@ fn every_kind() -> Vec<Frame> {
             granted: true,
         }),
         Frame::Release(Release { reached: true }),
+        Frame::HoldEnded(HoldEnded {
+            pause_us: 12_500,
+            writes_held: 7,
+            held_p50_us: 6_000,
+            held_max_us: 12_400,
+        }),
         Frame::Lacking(Lacking {
             origin: 1,
             after: (1 << 48) | 934,

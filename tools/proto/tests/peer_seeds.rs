@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use duplex_proto::peer::{
     Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame, FrameLimits, Handshake,
-    Heartbeat, Held, Hold, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason, Release,
-    Resync,
+    Heartbeat, Held, Hold, HoldEnded, NodeIdentity, Proof, RebuildRequest, Refuse, RefuseReason,
+    Release, Resync,
 };
 
 /// The target's control bytes: bit 0 of the first = the honest initiator holds the right
@@ -133,6 +133,13 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Frame::Release(Release { reached: true }),
     ];
     seeds.push(("hold-frames", stream(&hold)));
+    let ended = [Frame::HoldEnded(HoldEnded {
+        pause_us: 4_210,
+        writes_held: 3,
+        held_p50_us: 2_050,
+        held_max_us: 3_990,
+    })];
+    seeds.push(("hold-ended", stream(&ended)));
     // The first data frame cut short, and with a payload byte damaged.
     let whole = stream(&data[..1]);
     seeds.push(("batches-cut", whole[..whole.len() - 7].to_vec()));

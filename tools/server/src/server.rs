@@ -103,6 +103,15 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     }
     if let Some(r) = &rebuilt {
         shared.set_rebuild_gap(r.gap.clone());
+        shared.update_rebuild_run(|run| {
+            run.copy = Some(crate::rebuild::RebuildCopy {
+                files: r.files,
+                bytes: r.bytes,
+                copy_secs: r.copy_secs,
+                restore_secs: r.restore_secs,
+                from_node: r.from_node,
+            });
+        });
     }
     come_up(&shared, rejoin.is_some())?;
 

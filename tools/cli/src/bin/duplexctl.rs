@@ -1,6 +1,6 @@
 //! `duplexctl`: the operator's view of running Duplex servers over RESP: `status` of
 //! several servers, `compare` two databases down to the differing keys, the `conflicts`
-//! journal, and `backup` on request.
+//! journal, `backup` on request, and the `rebuild` of a lost server from its peer.
 //!
 //! This binary parses arguments, shows progress and prints; the work is in the
 //! `duplex_cli` library ([`duplex_cli::status`], [`duplex_cli::compare`],
@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use duplex_cli::compare::{compare, Progress, Report};
 use duplex_cli::ctl_help::{
-    BACKUP_HELP, COMPARE_HELP, CONFLICTS_HELP, DEMO_HELP, MAIN_HELP, STATUS_HELP,
+    BACKUP_HELP, COMPARE_HELP, CONFLICTS_HELP, DEMO_HELP, MAIN_HELP, REBUILD_HELP, STATUS_HELP,
 };
 use duplex_cli::exit::{Code, ToolError};
 use duplex_cli::resp::{text, Conn, ConnectOptions};
@@ -93,6 +93,31 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Rebuild a lost server from a healthy peer (optionally starting it) and follow it.
+    #[command(after_help = REBUILD_HELP)]
+    Rebuild {
+        /// The server being rebuilt, as HOST:PORT.
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// Start duplexd for the rebuild (needs --from and the server's arguments after --).
+        #[arg(long, requires = "from")]
+        start: bool,
+        /// The healthy peer to rebuild from, as HOST:PORT.
+        #[arg(long, value_name = "PEER")]
+        from: Option<String>,
+        /// The duplexd binary for --start (default: next to duplexctl).
+        #[arg(long, value_name = "PATH")]
+        duplexd: Option<std::path::PathBuf>,
+        /// Where the started duplexd's output goes.
+        #[arg(long, value_name = "FILE", default_value = "duplexd-rebuild.log")]
+        log: std::path::PathBuf,
+        /// Seconds to follow before giving up (the rebuild itself goes on).
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        wait: u64,
+        /// The started server's own arguments (after `--`).
+        #[arg(last = true, value_name = "DUPLEXD_ARGS")]
+        args: Vec<String>,
+    },
     /// Ask a server to take a backup now.
     #[command(after_help = BACKUP_HELP)]
     Backup {
@@ -150,6 +175,21 @@ fn main() -> ExitCode {
             after,
             keep,
         } => run_demo(duplexd, before, after, keep),
+        Cmd::Rebuild {
+            server,
+            start,
+            from,
+            duplexd,
+            log,
+            wait,
+            args,
+        } => {
+            let spec = match (start, from) {
+                (true, Some(from)) => Some((duplexd, from, args, log)),
+                _ => None,
+            };
+            run_rebuild(&server, spec, Duration::from_secs(wait), &opts)
+        }
     };
     match res {
         Ok(code) => ExitCode::from(code.as_u8()),
@@ -160,19 +200,93 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `--start` starts: the binary, the peer, the server's arguments, the log.
+type StartArgs = (
+    Option<std::path::PathBuf>,
+    String,
+    Vec<String>,
+    std::path::PathBuf,
+);
+
+fn run_rebuild(
+    server: &str,
+    start: Option<StartArgs>,
+    wait: Duration,
+    opts: &ConnectOptions,
+) -> Result<Code, ToolError> {
+    use duplex_cli::rebuild::{follow, Stage, StartSpec};
+    let mut child = match start {
+        Some((duplexd, from, args, log)) => {
+            let spec = StartSpec {
+                duplexd: duplexd_path(duplexd)?,
+                from,
+                args,
+                log,
+            };
+            let c = duplex_cli::rebuild::start(server, &spec, opts)?;
+            eprintln!(
+                "started duplexd (pid {}) to rebuild {server} from {}; its log: {}",
+                c.id(),
+                spec.from,
+                spec.log.display()
+            );
+            Some((c, spec.log))
+        }
+        None => None,
+    };
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut on = |s: &Stage| {
+        bar.set_message(match s {
+            Stage::Waiting => format!("{server}: waiting for it to answer"),
+            Stage::Copying { phase, bytes } => format!(
+                "{server}: {phase}, {} received",
+                indicatif::HumanBytes(*bytes)
+            ),
+            Stage::CatchingUp { attempts } => format!(
+                "{server}: recovering, catching up with the peer ({attempts} write hold attempt(s))"
+            ),
+            Stage::Running => format!("{server}: running"),
+        });
+    };
+    let res = follow(
+        server,
+        opts,
+        child.as_mut().map(|(c, l)| (c, l.as_path())),
+        wait,
+        &mut on,
+    );
+    bar.finish_and_clear();
+    let outcome = res?;
+    println!("{server}: rebuilt");
+    for l in outcome.summary() {
+        println!("  {l}");
+    }
+    Ok(outcome.code())
+}
+
+/// The duplexd binary: the one given, else the one next to this binary.
+fn duplexd_path(given: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, ToolError> {
+    match given {
+        Some(p) => Ok(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("duplexd")))
+            .ok_or_else(|| ToolError::operational("cannot find duplexd: pass --duplexd PATH")),
+    }
+}
+
 fn run_demo(
     duplexd: Option<std::path::PathBuf>,
     before: u64,
     after: u64,
     keep: bool,
 ) -> Result<Code, ToolError> {
-    let duplexd = match duplexd {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("duplexd")))
-            .ok_or_else(|| ToolError::operational("cannot find duplexd: pass --duplexd PATH"))?,
-    };
+    let duplexd = duplexd_path(duplexd)?;
     let o = duplex_cli::demo::DemoOptions {
         duplexd,
         before_secs: before,

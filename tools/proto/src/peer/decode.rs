@@ -10,8 +10,8 @@ use super::error::{FrameFault, PeerError};
 use super::frame::{
     check_batch, check_batch_count, check_file_chunk, check_file_name, check_frame_len,
     check_hold_ms, Ack, Batch, Batches, ErrorCode, ErrorFrame, FileChunk, FilesEnd, Frame,
-    FrameKind, Heartbeat, Held, Hello, Hold, Lacking, Proof, RebuildRequest, Refuse, RefuseReason,
-    Release, Resync, MAX_FILE_NAME,
+    FrameKind, Heartbeat, Held, Hello, Hold, HoldEnded, Lacking, Proof, RebuildRequest, Refuse,
+    RefuseReason, Release, Resync, MAX_FILE_NAME,
 };
 use super::{
     FrameLimits, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_MESSAGE_BYTES, NONCE_LEN,
@@ -195,6 +195,12 @@ fn decode_payload(
         FrameKind::Lacking => Frame::Lacking(Lacking {
             origin: r.u64("origin")?,
             after: r.u64("after")?,
+        }),
+        FrameKind::HoldEnded => Frame::HoldEnded(HoldEnded {
+            pause_us: r.u64("pause_us")?,
+            writes_held: r.u64("writes_held")?,
+            held_p50_us: r.u64("held_p50_us")?,
+            held_max_us: r.u64("held_max_us")?,
         }),
     };
     let count = r.remaining();

@@ -10,8 +10,8 @@ use std::fmt;
 use super::error::{FrameFault, PeerError};
 pub(crate) use super::rebuild_frames::{check_file_chunk, check_hold_ms};
 pub use super::rebuild_frames::{
-    check_file_name, FileChunk, FilesEnd, Held, Hold, RebuildRequest, Release, MAX_FILE_CHUNK,
-    MAX_FILE_NAME, MAX_HOLD_MS,
+    check_file_name, FileChunk, FilesEnd, Held, Hold, HoldEnded, RebuildRequest, Release,
+    MAX_FILE_CHUNK, MAX_FILE_NAME, MAX_HOLD_MS,
 };
 use super::{
     FrameLimits, BATCHES_HEADER_LEN, BATCH_HEADER_LEN, FRAME_VERSION, HEADER_LEN, MAGIC,
@@ -68,11 +68,13 @@ pub enum FrameKind {
     /// 27: the sender cannot send an origin's batches after a position (it no longer
     /// holds them).
     Lacking,
+    /// 28: the peer's report of a write hold that ended: the pause and the writes held.
+    HoldEnded,
 }
 
 impl FrameKind {
     /// Every kind, in code order.
-    pub const ALL: [FrameKind; 17] = [
+    pub const ALL: [FrameKind; 18] = [
         FrameKind::Hello,
         FrameKind::Challenge,
         FrameKind::Proof,
@@ -90,6 +92,7 @@ impl FrameKind {
         FrameKind::Held,
         FrameKind::Release,
         FrameKind::Lacking,
+        FrameKind::HoldEnded,
     ];
 
     /// The kind byte.
@@ -112,6 +115,7 @@ impl FrameKind {
             FrameKind::Held => 25,
             FrameKind::Release => 26,
             FrameKind::Lacking => 27,
+            FrameKind::HoldEnded => 28,
         }
     }
 
@@ -145,6 +149,7 @@ impl FrameKind {
             FrameKind::Held => "HELD",
             FrameKind::Release => "RELEASE",
             FrameKind::Lacking => "LACKING",
+            FrameKind::HoldEnded => "HOLD_ENDED",
         }
     }
 
@@ -166,6 +171,7 @@ impl FrameKind {
             FrameKind::Hold => (12, 12),
             FrameKind::Held => (17, 17),
             FrameKind::Release => (1, 1),
+            FrameKind::HoldEnded => (32, 32),
         }
     }
 }
@@ -497,6 +503,8 @@ pub enum Frame {
     Release(Release),
     /// LACKING: the sender cannot send an origin's batches after a position.
     Lacking(Lacking),
+    /// HOLD_ENDED: how the hold went, as the peer that held its writes saw it.
+    HoldEnded(HoldEnded),
 }
 
 impl Frame {
@@ -520,6 +528,7 @@ impl Frame {
             Frame::Held(_) => FrameKind::Held,
             Frame::Release(_) => FrameKind::Release,
             Frame::Lacking(_) => FrameKind::Lacking,
+            Frame::HoldEnded(_) => FrameKind::HoldEnded,
         }
     }
 
@@ -592,6 +601,11 @@ impl Frame {
             Frame::Release(r) => out.push(u8::from(r.reached)),
             // Format: origin:u64 after:u64
             Frame::Lacking(l) => put_u64s(out, &[l.origin, l.after]),
+            // Format: pause_us:u64 writes_held:u64 held_p50_us:u64 held_max_us:u64
+            Frame::HoldEnded(h) => put_u64s(
+                out,
+                &[h.pause_us, h.writes_held, h.held_p50_us, h.held_max_us],
+            ),
         }
         Ok(())
     }

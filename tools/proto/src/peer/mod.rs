@@ -30,7 +30,7 @@ pub use decode::{decode_frame, Decoded, FrameDecoder};
 pub use error::{FrameFault, PeerError};
 pub use frame::{
     check_file_name, encode_batches, Ack, Batch, BatchRef, Batches, ErrorCode, ErrorFrame,
-    FileChunk, FilesEnd, Frame, FrameKind, Heartbeat, Held, Hello, Hold, Lacking, Proof,
+    FileChunk, FilesEnd, Frame, FrameKind, Heartbeat, Held, Hello, Hold, HoldEnded, Lacking, Proof,
     RebuildRequest, Refuse, RefuseReason, Release, Resync, MAX_FILE_CHUNK, MAX_FILE_NAME,
     MAX_HOLD_MS,
 };

@@ -76,6 +76,20 @@ pub struct Release {
     pub reached: bool,
 }
 
+/// A HOLD_ENDED: the acceptor's account of a hold once it ended (after RELEASE, or when
+/// it expired), so the rebuilt server can report the pause its clients saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HoldEnded {
+    /// How long new writes were held, µs (HOLD to RELEASE or expiry).
+    pub pause_us: u64,
+    /// Client writes that waited.
+    pub writes_held: u64,
+    /// Median wait of those writes, µs (0 when none waited).
+    pub held_p50_us: u64,
+    /// Longest wait of those writes, µs.
+    pub held_max_us: u64,
+}
+
 /// Longest write hold a HOLD may ask for, ms.
 pub const MAX_HOLD_MS: u32 = 1000;
 

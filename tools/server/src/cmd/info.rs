@@ -267,6 +267,9 @@ fn duplex(sh: &Shared, t: &mut String) {
         s.compactions,
         sh.cfg().data.display()
     );
+    if let Some(r) = sh.rebuild_run() {
+        t.push_str(&r.info_lines());
+    }
     if let Some(g) = sh.rebuild_gap() {
         t.push_str(&g.info_lines());
     }

@@ -104,6 +104,82 @@ pub struct RebuildReport {
     pub unfinished: Unfinished,
 }
 
+/// The record of the rebuild a server started with, for INFO (`rebuild_*` fields) and
+/// `duplexctl rebuild`: the copy (absent when the start resumed an unfinished rebuild),
+/// then the catch-up and the write hold once they end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RebuildRun {
+    /// The copy, restore and install, when this start made them.
+    pub copy: Option<RebuildCopy>,
+    /// `catching-up` until the write hold succeeded, then `done`.
+    pub done: bool,
+    /// Write holds asked for so far.
+    pub hold_attempts: u32,
+    /// Seconds from the start of the catch-up to `running`.
+    pub catch_up_secs: f64,
+    /// The successful hold as this server measured it (HOLD to RELEASE), ms.
+    pub hold_ms: f64,
+    /// The peer's account of it (HOLD_ENDED), when it sent one.
+    pub peer_hold: Option<duplex_proto::peer::HoldEnded>,
+    /// The cut-off this server reached.
+    pub cutoff: u64,
+}
+
+/// The copy part of a [`RebuildReport`], kept for INFO.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RebuildCopy {
+    /// Files copied.
+    pub files: u32,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Seconds from the request to FILES_END.
+    pub copy_secs: f64,
+    /// Seconds of verify, restore, roll-forward, adopt and take-back.
+    pub restore_secs: f64,
+    /// The node whose backup it was.
+    pub from_node: u64,
+}
+
+impl RebuildRun {
+    /// The INFO lines (`# Duplex` section), each ending in CRLF.
+    pub fn info_lines(&self) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        let _ = write!(
+            t,
+            "rebuild_status:{}\r\nrebuild_hold_attempts:{}\r\n",
+            if self.done { "done" } else { "catching-up" },
+            self.hold_attempts
+        );
+        if let Some(c) = &self.copy {
+            let _ = write!(
+                t,
+                "rebuild_source_node:{}\r\nrebuild_files:{}\r\nrebuild_bytes:{}\r\nrebuild_copy_secs:{:.3}\r\nrebuild_restore_secs:{:.3}\r\n",
+                c.from_node, c.files, c.bytes, c.copy_secs, c.restore_secs
+            );
+        }
+        if self.done {
+            let _ = write!(
+                t,
+                "rebuild_cutoff:{}\r\nrebuild_catch_up_secs:{:.3}\r\nrebuild_hold_ms:{:.3}\r\n",
+                self.cutoff, self.catch_up_secs, self.hold_ms
+            );
+            if let Some(h) = &self.peer_hold {
+                let ms = |us: u64| us as f64 / 1e3;
+                let _ = write!(
+                    t,
+                    "rebuild_hold_peer_pause_ms:{:.3}\r\nrebuild_hold_writes_held:{}\r\nrebuild_hold_held_p50_ms:{:.3}\r\nrebuild_hold_held_max_ms:{:.3}\r\n",
+                    ms(h.pause_us),
+                    h.writes_held,
+                    ms(h.held_p50_us),
+                    ms(h.held_max_us)
+                );
+            }
+        }
+        t
+    }
+}
+
 /// The staging directories of a rebuild of `data`.
 #[derive(Debug, Clone)]
 struct Staging {

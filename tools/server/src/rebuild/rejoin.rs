@@ -4,6 +4,7 @@
 //! outbound peer links.
 
 use super::*;
+use duplex_proto::peer::HoldEnded;
 
 /// Starts the thread that ends a rebuild (`u`, just installed or found unfinished at
 /// start): the write hold with the peer the backup came from, then `running` on a new
@@ -109,8 +110,12 @@ fn pull_from(sh: &Shared, gap: &RebuildGap) -> Result<(u64, u64), String> {
 
 /// How one hold attempt ended.
 enum HoldOutcome {
-    /// The mark reached the cut-off within the hold.
-    Reached { pause: Duration, cutoff: u64 },
+    /// The mark reached the cut-off within the hold; the peer's HOLD_ENDED if it sent one.
+    Reached {
+        pause: Duration,
+        cutoff: u64,
+        peer: Option<HoldEnded>,
+    },
     /// Not granted (this many batches still to ship) or expired first.
     NotYet(String),
 }
@@ -123,15 +128,34 @@ fn hold_loop(sh: &Shared, u: &Unfinished) -> bool {
     let mut attempts = 0u32;
     while !sh.stopping() {
         attempts += 1;
+        sh.update_rebuild_run(|run| run.hold_attempts = attempts);
         match try_hold(sh, u) {
-            Ok(HoldOutcome::Reached { pause, cutoff }) => {
+            Ok(HoldOutcome::Reached {
+                pause,
+                cutoff,
+                peer,
+            }) => {
+                sh.update_rebuild_run(|run| {
+                    run.done = true;
+                    run.cutoff = cutoff;
+                    run.hold_ms = pause.as_secs_f64() * 1e3;
+                    run.catch_up_secs = started.elapsed().as_secs_f64();
+                    run.peer_hold = peer;
+                });
+                let (held, p50, max) = peer.map_or((0, 0.0, 0.0), |h| {
+                    (
+                        h.writes_held,
+                        h.held_p50_us as f64 / 1e3,
+                        h.held_max_us as f64 / 1e3,
+                    )
+                });
                 let rec = sh
                     .state()
                     .move_to(&[OpState::Recovering], OpState::Running, true);
                 match rec {
                     Ok(Some(r)) => {
                         crate::state::log_epoch(sh.db(), r.epoch);
-                        tracing::info!(event = "rebuild_running", from_node, cutoff, epoch = r.epoch, pause_ms = pause.as_secs_f64() * 1e3, attempts, catch_up_secs = started.elapsed().as_secs_f64(), "holds everything node {from_node} held at the cut-off (position {cutoff}); running on epoch {} (write hold {:.1} ms, {attempts} attempt(s), {:.2} s after start)", r.epoch, pause.as_secs_f64() * 1e3, started.elapsed().as_secs_f64());
+                        tracing::info!(event = "rebuild_running", from_node, cutoff, epoch = r.epoch, pause_ms = pause.as_secs_f64() * 1e3, writes_held = held, held_p50_ms = p50, held_max_ms = max, attempts, catch_up_secs = started.elapsed().as_secs_f64(), "holds everything node {from_node} held at the cut-off (position {cutoff}); running on epoch {} (write hold {:.1} ms, {held} writes held there, p50 {p50:.1} ms, max {max:.1} ms; {attempts} attempt(s), {:.2} s after start)", r.epoch, pause.as_secs_f64() * 1e3, started.elapsed().as_secs_f64());
                         // Only now: a crash before this resumes the catch-up at the next start.
                         let data = &sh.cfg().data;
                         if let Err(e) = super::marker::remove(data) {
@@ -194,11 +218,17 @@ fn try_hold(sh: &Shared, u: &Unfinished) -> Result<HoldOutcome, String> {
     // Until the peer closes: it has then ended this connection's status, and this node's
     // outbound link, started next, is not taken for a second live link of the same node.
     let closing = Instant::now() + Duration::from_secs(2);
-    while c.recv(closing).is_ok() {}
+    let mut peer = None;
+    while let Ok(f) = c.recv(closing) {
+        if let Frame::HoldEnded(h) = f {
+            peer = Some(h);
+        }
+    }
     if reached {
         Ok(HoldOutcome::Reached {
             pause,
             cutoff: held.cutoff,
+            peer,
         })
     } else {
         Ok(HoldOutcome::NotYet(format!(

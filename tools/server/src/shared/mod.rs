@@ -86,6 +86,8 @@ pub struct Shared {
     write_hold: WriteHold,
     /// What the rebuild this server started with could not recover (INFO).
     rebuild_gap: Mutex<Option<crate::rebuild::RebuildGap>>,
+    /// How the rebuild this server started with went, so far (INFO).
+    rebuild_run: Mutex<Option<crate::rebuild::RebuildRun>>,
 }
 
 impl Shared {
@@ -97,6 +99,16 @@ impl Shared {
     /// What the rebuild this server started with could not recover, if it was rebuilt.
     pub fn rebuild_gap(&self) -> Option<crate::rebuild::RebuildGap> {
         self.rebuild_gap.lock().clone()
+    }
+
+    /// Changes the record of the rebuild this server started with (created empty first).
+    pub fn update_rebuild_run(&self, f: impl FnOnce(&mut crate::rebuild::RebuildRun)) {
+        f(self.rebuild_run.lock().get_or_insert_with(Default::default));
+    }
+
+    /// How the rebuild this server started with went, if it was rebuilt (or resumed one).
+    pub fn rebuild_run(&self) -> Option<crate::rebuild::RebuildRun> {
+        self.rebuild_run.lock().clone()
     }
 
     /// The shared state of a daemon serving `db` on `addr`.
@@ -133,6 +145,7 @@ impl Shared {
             failed_here: AtomicBool::new(false),
             disks: Mutex::new(Disks::default()),
             rebuild_gap: Mutex::new(None),
+            rebuild_run: Mutex::new(None),
             peers: PeerTable::default(),
             write_hold: WriteHold::default(),
         }

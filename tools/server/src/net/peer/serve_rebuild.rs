@@ -336,6 +336,7 @@ pub(super) fn serve_hold(
         };
         return io.send(&[Frame::Held(held)]).err().unwrap_or(Fail::Done);
     }
+    let drained_ms = t0.elapsed().as_secs_f64() * 1e3;
     let res = held_cutoff(sh, h.mark).and_then(|(cutoff, pending)| {
         let held = Held {
             cutoff,
@@ -343,9 +344,10 @@ pub(super) fn serve_hold(
             granted: true,
         };
         io.send(&[Frame::Held(held)]).map_err(|f| f.to_string())?;
-        Ok(cutoff)
+        Ok((cutoff, pending))
     });
-    let cutoff = match res {
+    let held_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (cutoff, pending) = match res {
         Ok(c) => c,
         Err(e) => {
             sh.write_hold().release();
@@ -360,7 +362,15 @@ pub(super) fn serve_hold(
         }
     };
     let rep = sh.write_hold().release();
-    tracing::info!(event = "write_hold", node = origin, cutoff, reached = ?reached, pause_ms = rep.pause_ms, writes_held = rep.writes_held, held_p50_ms = rep.p50_ms, held_max_ms = rep.max_ms, "write hold for rebuilt node {origin}: writes paused {:.1} ms ({} held, p50 {:.1} ms, max {:.1} ms); {}", rep.pause_ms, rep.writes_held, rep.p50_ms, rep.max_ms, match reached { Some(true) => "it reached the cut-off", Some(false) => "it did not reach the cut-off", None => "it expired" });
+    let us = |ms: f64| (ms * 1e3).round() as u64;
+    // The rebuilt server reports it; a connection already gone is no matter here.
+    let _ = io.send(&[Frame::HoldEnded(duplex_proto::peer::HoldEnded {
+        pause_us: us(rep.pause_ms),
+        writes_held: rep.writes_held,
+        held_p50_us: us(rep.p50_ms),
+        held_max_us: us(rep.max_ms),
+    })]);
+    tracing::info!(event = "write_hold", node = origin, cutoff, pending, drained_ms, held_ms, reached = ?reached, pause_ms = rep.pause_ms, writes_held = rep.writes_held, held_p50_ms = rep.p50_ms, held_max_ms = rep.max_ms, "write hold for rebuilt node {origin}: writes paused {:.1} ms ({} held, p50 {:.1} ms, max {:.1} ms); {}", rep.pause_ms, rep.writes_held, rep.p50_ms, rep.max_ms, match reached { Some(true) => "it reached the cut-off", Some(false) => "it did not reach the cut-off", None => "it expired" });
     Fail::Done
 }
 
