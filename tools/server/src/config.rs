@@ -32,6 +32,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// # backup_at = "02:30"       # UTC time of day the scheduled backups fall on
 /// keep_backups = 7
 /// backup_drill = true         # restore each new backup in the background and compare it
+/// # rebuild_backup_rate_mb = 0  # a peer's rebuild backup: none = adaptive pace, 0 = unlimited, N MB/s
 /// archive_dir = "./duplex-archive"  # "" = no archive
 /// archive_lag_ms = 1000       # how far the archive may trail the WAL; 0 = synchronous
 /// max_clients = 1000          # lowered at start to what the descriptor limit allows
@@ -88,6 +89,13 @@ pub struct ServerConfig {
     /// a snapshot of the live data taken at that LSN; retention (which prunes older backups
     /// and their archive) runs only once the drill passed. Default true.
     pub backup_drill: bool,
+    /// How fast this server copies the fresh backup it takes when a lost peer rebuilds
+    /// from it: none (the default) for the adaptive pace of every backup (as fast as the
+    /// disk goes while no writer commits, about a tenth of the disk's time while writers
+    /// commit: the clients keep their latency, the rebuild takes longer), 0 for as fast as
+    /// the disk goes (the rebuild is over sooner, the clients' writes wait behind the
+    /// copy), N for at most N MB/s.
+    pub rebuild_backup_rate_mb: Option<u64>,
     /// WAL archive (closed segments copied aside). Default `./duplex-archive`; empty for none.
     pub archive_dir: PathBuf,
     /// How far the archive may fall behind the durable WAL, in milliseconds: the archiver
@@ -195,6 +203,7 @@ impl Default for ServerConfig {
             backup_at: None,
             keep_backups: 7,
             backup_drill: true,
+            rebuild_backup_rate_mb: None,
             archive_dir: PathBuf::from("./duplex-archive"),
             archive_lag_ms: 1000,
             max_clients: 1000,
@@ -253,6 +262,15 @@ impl ServerConfig {
     /// Idle timeout, `None` for never.
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+
+    /// The pace of a backup taken for a peer's rebuild (`rebuild_backup_rate_mb`).
+    pub fn rebuild_backup_rate(&self) -> duplex_engine::BackupRate {
+        match self.rebuild_backup_rate_mb {
+            None => duplex_engine::BackupRate::Adaptive,
+            Some(0) => duplex_engine::BackupRate::Unlimited,
+            Some(mb) => duplex_engine::BackupRate::BytesPerSec(mb.saturating_mul(1_000_000)),
+        }
     }
 
     /// Checks what can be checked before starting: limits are positive, and a non-loopback
@@ -627,6 +645,18 @@ mod tests {
         let c: ServerConfig = toml::from_str("io = \"threads\"").unwrap();
         assert_eq!(c.io, IoMode::Threads);
         c.validate().unwrap();
+        use duplex_engine::BackupRate;
+        assert_eq!(c.rebuild_backup_rate(), BackupRate::Adaptive);
+        for (toml, rate) in [
+            ("rebuild_backup_rate_mb = 0", BackupRate::Unlimited),
+            (
+                "rebuild_backup_rate_mb = 200",
+                BackupRate::BytesPerSec(200_000_000),
+            ),
+        ] {
+            let c: ServerConfig = toml::from_str(toml).unwrap();
+            assert_eq!(c.rebuild_backup_rate(), rate, "{toml}");
+        }
     }
 
     #[test]

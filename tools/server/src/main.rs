@@ -69,6 +69,10 @@ struct Args {
     /// end LSN before retention prunes anything [default: true].
     #[arg(long)]
     backup_drill: Option<bool>,
+    /// How fast the backup taken for a lost peer's rebuild copies, MB/s; 0 = as fast as
+    /// the disk goes [default: the adaptive pace of every backup].
+    #[arg(long)]
+    rebuild_backup_rate_mb: Option<u64>,
     /// WAL archive directory, "" for none [default: ./duplex-archive].
     #[arg(long, value_parser = any_path)]
     archive_dir: Option<PathBuf>,
@@ -157,6 +161,9 @@ fn real_main() -> anyhow::Result<()> {
     };
     macro_rules! over {
         ($($f:ident => $g:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$g = v; } )* };
+    }
+    if let Some(r) = a.rebuild_backup_rate_mb {
+        c.rebuild_backup_rate_mb = Some(r);
     }
     over!(data => data, port => port, bind => bind, sync => sync, node_id => node_id,
           backup_dir => backup_dir, backup_interval => backup_interval_secs,

@@ -91,6 +91,8 @@ pub struct BackupCtx<'a> {
     pub clock: &'a dyn Clock,
     /// What retention keeps of the archive for peers (`None` without peers).
     pub peer_floor: Option<duplex_engine::PeerFloor>,
+    /// How fast the copy goes.
+    pub rate: duplex_engine::BackupRate,
 }
 
 impl Backups {
@@ -174,7 +176,7 @@ impl Backups {
         tracing::info!(event = "backup_start", dir = %dest.display(), base = ?base.as_ref().map(|b| b.display().to_string()), "backup started");
         let opts = BackupOptions {
             snapshot_at_end: cx.cfg.backup_drill,
-            ..BackupOptions::default()
+            rate: cx.rate,
         };
         let res = cx.db.backup_with(&dest, base.as_deref(), &opts);
         if moved {

@@ -335,12 +335,23 @@ impl Shared {
     /// Takes a backup into `backup_dir/<name>` (a UTC timestamp if `name` is `None`), then
     /// applies retention. State `backing-up` meanwhile (if it was `running`).
     pub fn backup(&self, name: Option<&str>, base: BackupBase) -> Result<BackupReport, Error> {
+        self.backup_at(name, base, duplex_engine::BackupRate::Adaptive)
+    }
+
+    /// [`Shared::backup`] at the given pace (a rebuild's backup: `rebuild_backup_rate_mb`).
+    pub fn backup_at(
+        &self,
+        name: Option<&str>,
+        base: BackupBase,
+        rate: duplex_engine::BackupRate,
+    ) -> Result<BackupReport, Error> {
         let cx = backup::BackupCtx {
             db: &self.db,
             state: &self.state,
             cfg: &self.cfg,
             clock: &*self.clock,
             peer_floor: self.peer_floor(),
+            rate,
         };
         self.backups.take(cx, name, base)
     }

@@ -157,7 +157,11 @@ fn pick_backup(sh: &Shared, fresh: bool) -> Result<PathBuf, String> {
     }
     let until = Instant::now() + BACKUP_BUSY_WAIT;
     loop {
-        match sh.backup(None, crate::shared::BackupBase::None) {
+        match sh.backup_at(
+            None,
+            crate::shared::BackupBase::None,
+            sh.cfg().rebuild_backup_rate(),
+        ) {
             Ok(rep) => return Ok(rep.dir),
             Err(Error::BackupRunning) if Instant::now() < until && !sh.stopping() => {
                 std::thread::sleep(Duration::from_millis(200));
