@@ -92,9 +92,11 @@ fn holds(log: &str) {
     let mut wait: Vec<f64> = lines.iter().map(|l| field(l, "held_max_ms")).collect();
     for (i, l) in lines.iter().enumerate() {
         println!(
-            "hold {:>2}: writes paused {:.2} ms (drained {:.2}, cut-off named {:.2}; {} batches to ship), {} held, longest wait {:.2} ms, p50 {:.2} ms",
+            "hold {:>2}: writes paused {:.2} ms (gate closed after {:.2} ms{}, drained by {:.2}, cut-off named by {:.2}; {} batches to ship), {} held, longest wait {:.2} ms, p50 {:.2} ms",
             i + 1,
             field(l, "pause_ms"),
+            field(l, "idle_wait_ms"),
+            if l.contains("forced=true") { ", forced" } else { "" },
             field(l, "drained_ms"),
             field(l, "held_ms"),
             field(l, "pending"),

@@ -23,6 +23,10 @@
 //!
 //! Prints the total against the ideal made of the two baselines: the bytes copied at the
 //! copy rate plus the bytes rolled forward at the roll-forward rate.
+//!
+//! `DUPLEX_REBUILD_RATE_MB=0` starts A with `--rebuild-backup-rate-mb 0` (its backup for
+//! C as fast as the disk goes, not at the adaptive pace); the SETs' latency during the
+//! copy is then the price (p50 / p99 of the writers' SETs are printed per phase).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -253,7 +257,10 @@ fn rollforward_baseline(a: &Daemon, recover: &Path, archive_mib: u64) -> f64 {
 
 /// 4 connections writing `rate` SETs/s of 1 KiB on `port` (every 10 ms a pipelined
 /// slice) until `stop`; counts the acknowledged ones in `acked`.
-fn write_until(port: u16, rate: u64, stop: &AtomicBool, acked: &AtomicU64) {
+/// Each tick's round trip (its SETs sent to their last reply), µs, with when it began.
+type Trips = std::sync::Mutex<Vec<(Instant, u64)>>;
+
+fn write_until(port: u16, rate: u64, stop: &AtomicBool, acked: &AtomicU64, trips: &Trips) {
     std::thread::scope(|s| {
         for c in 0..4u64 {
             s.spawn(move || {
@@ -268,11 +275,14 @@ fn write_until(port: u16, rate: u64, stop: &AtomicBool, acked: &AtomicU64) {
                         cl.queue(&[b"SET".as_slice(), format!("during:{c}:{i}").as_bytes(), &v]);
                         i += 1;
                     }
+                    let sent = Instant::now();
                     cl.flush().expect("sending SETs");
                     for _ in 0..per_tick {
                         let r = cl.reply().expect("a SET reply");
                         assert_eq!(r, Reply::Simple("OK".into()), "SET answered {r:?}");
                     }
+                    let us = sent.elapsed().as_micros() as u64;
+                    trips.lock().expect("trips").push((sent, us));
                     acked.fetch_add(per_tick, Ordering::Relaxed);
                     tick += 1;
                     let next = Duration::from_millis(10 * tick);
@@ -302,7 +312,12 @@ fn main() {
             addr(p),
         ]
     };
-    let a = server(&duplexd, root.path().join("a"), pa, 1, &link(pc));
+    // A's pace for the backup it takes for C (unset: the default adaptive pace).
+    let mut a_args = link(pc);
+    if let Ok(mb) = std::env::var("DUPLEX_REBUILD_RATE_MB") {
+        a_args.extend(["--rebuild-backup-rate-mb".into(), mb]);
+    }
+    let a = server(&duplexd, root.path().join("a"), pa, 1, &a_args);
     let t = Instant::now();
     load(pa, "key", mib << 10);
     connect(pa)
@@ -333,10 +348,13 @@ fn main() {
     );
     let rf_rate = rollforward_baseline(&a, &recover, archive_mib);
     let (stop, acked) = (AtomicBool::new(false), AtomicU64::new(0));
+    let trips = Trips::default();
+    let mut t_start = Instant::now();
     let (c, total, at_done) = std::thread::scope(|s| {
-        s.spawn(|| write_until(pa, rate, &stop, &acked));
+        s.spawn(|| write_until(pa, rate, &stop, &acked, &trips));
         std::thread::sleep(Duration::from_secs(1));
         let t = Instant::now();
+        t_start = t;
         let mut extra = link(pa);
         extra.extend(["--rebuild-from".into(), addr(pa)]);
         let c = server(&duplexd, root.path().join("c"), pc, 2, &extra);
@@ -362,6 +380,27 @@ fn main() {
         at_done.1 >> 20
     );
     report(&a, &c, total, (copy_rate, rf_rate), acked, at_done.1 as f64);
+    let trips = trips.into_inner().expect("trips");
+    for (name, during) in [("the 1 s before the rebuild", false), ("the rebuild", true)] {
+        let mut v: Vec<u64> = trips
+            .iter()
+            .filter(|(t, _)| (*t >= t_start) == during)
+            .map(|(_, us)| *us)
+            .collect();
+        v.sort_unstable();
+        let q = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "writers' SET round trips (each a tick's SETs, pipelined) during {name}: {} ticks, p50 {} us, p99 {} us, max {} us",
+            v.len(),
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    }
 }
 
 /// The phases from both logs, and the total against the baselines.

@@ -23,9 +23,10 @@
 //! the gap back from the peer holding it (`rejoin`), while its peer links catch up
 //! what the peer wrote after its backup, and ends with the write hold
 //! ([`spawn_hold`]): it asks the peer (HOLD, on a connection of its own) to delay new
-//! writes for at most [`HOLD_MS`] and name its cut-off (HELD), waits until its mark of the
-//! peer reaches it, releases (RELEASE) and turns `running` on a new epoch, holding
-//! everything the peer held at the cut-off. A hold the peer cannot grant yet (too much to
+//! writes for at most [`HOLD_MS`] and name its cut-off (HELD), waits until the peer's
+//! batches up to it have arrived, releases (RELEASE), waits until they are applied and
+//! durable, and turns `running` on a new epoch, holding everything the peer held at the
+//! cut-off (the peer's clients wait for the shipping, not for this server's fsync). A hold the peer cannot grant yet (too much to
 //! ship) or that expires is asked for again. A failure part way leaves the data
 //! directory untouched and the peer serving; the next attempt clears the staging directory
 //! and starts over. A server stopped after the install and before `running` finds the

@@ -108,6 +108,9 @@ fn pull_from(sh: &Shared, gap: &RebuildGap) -> Result<(u64, u64), String> {
     }
 }
 
+/// How long the batches up to a hold's cut-off may take to be applied once they arrived.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
 /// How one hold attempt ended.
 enum HoldOutcome {
     /// The mark reached the cut-off within the hold; the peer's HOLD_ENDED if it sent one.
@@ -208,13 +211,23 @@ fn try_hold(sh: &Shared, u: &Unfinished) -> Result<HoldOutcome, String> {
             held.pending
         )));
     }
+    // The hold covers the shipping: it is released once every batch up to the cut-off has
+    // arrived here (checked frames in hand). Their apply, and its fsync, run after the
+    // release, and this server turns running only once they are applied and durable: the
+    // peer's clients do not wait for this server's disk.
     let deadline = t0 + Duration::from_millis(u64::from(HOLD_MS));
-    while db.origin_hwm(from_node) < held.cutoff && Instant::now() < deadline {
+    let arrived = || sh.peers().received(from_node).max(db.origin_hwm(from_node));
+    while arrived() < held.cutoff && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let shipped = arrived() >= held.cutoff;
+    let _ = c.send(&Frame::Release(Release { reached: shipped }));
+    let pause = t0.elapsed();
+    let applied_by = Instant::now() + APPLY_WAIT;
+    while shipped && db.origin_hwm(from_node) < held.cutoff && Instant::now() < applied_by {
         std::thread::sleep(Duration::from_micros(500));
     }
     let reached = db.origin_hwm(from_node) >= held.cutoff;
-    let _ = c.send(&Frame::Release(Release { reached }));
-    let pause = t0.elapsed();
     // Until the peer closes: it has then ended this connection's status, and this node's
     // outbound link, started next, is not taken for a second live link of the same node.
     let closing = Instant::now() + Duration::from_secs(2);
@@ -230,6 +243,11 @@ fn try_hold(sh: &Shared, u: &Unfinished) -> Result<HoldOutcome, String> {
             cutoff: held.cutoff,
             peer,
         })
+    } else if shipped {
+        Ok(HoldOutcome::NotYet(format!(
+            "the batches up to the cut-off arrived but were not applied within {} s",
+            APPLY_WAIT.as_secs()
+        )))
     } else {
         Ok(HoldOutcome::NotYet(format!(
             "{} batches did not arrive within the {HOLD_MS} ms hold",

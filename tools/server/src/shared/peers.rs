@@ -214,9 +214,24 @@ pub struct PeerTable {
     next_generation: Mutex<u64>,
     secret: Mutex<Option<ClusterSecret>>,
     last_refusal: Mutex<Option<String>>,
+    /// Per origin, the position of the last batch of its own that arrived on its link
+    /// (checked frames in hand, not yet applied): the write hold's release waits for it.
+    received: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl PeerTable {
+    /// Notes that origin `origin`'s own batches up to position `pos` arrived on its link.
+    pub fn note_received(&self, origin: u64, pos: u64) {
+        let mut r = self.received.lock();
+        let e = r.entry(origin).or_insert(0);
+        *e = (*e).max(pos);
+    }
+
+    /// The position of the last own batch of `origin` that arrived on its link (0: none).
+    pub fn received(&self, origin: u64) -> u64 {
+        self.received.lock().get(&origin).copied().unwrap_or(0)
+    }
+
     /// Sets the cluster secret (at start, from `cluster_secret_file`).
     pub fn set_secret(&self, s: ClusterSecret) {
         *self.secret.lock() = Some(s);

@@ -693,6 +693,11 @@ fn receive(sh: &Shared, io: &mut FrameIo, origin: u64, gen: u64) -> Fail {
             }
             return super::serve_rebuild::serve_hold(sh, io, origin, h);
         }
+        if let Frame::Batches(b) = &frame {
+            if let (true, Some(last)) = (b.origin == origin, b.batches.last()) {
+                sh.peers().note_received(origin, last.origin_lsn);
+            }
+        }
         let before = rx.progress();
         let replies = rx.on_frame(&frame, db, sh.clock().now_ms());
         let p = rx.progress();

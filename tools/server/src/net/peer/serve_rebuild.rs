@@ -304,7 +304,7 @@ pub(super) fn serve_pull(sh: &Shared, io: &mut FrameIo, origin: u64, after: u64)
 
 /// Most of this server's own batches a rebuilt peer may still lack when it asks for the
 /// hold: more could not be shipped within it, and the HOLD is answered not granted.
-const HOLD_MAX_PENDING: u64 = 256;
+const HOLD_MAX_PENDING: u64 = 128;
 
 /// Serves a HOLD from the rebuilt node `origin`: holds new client writes (at most the
 /// HOLD's `max_ms`), waits for the writes under way, answers HELD with the position of its
@@ -374,7 +374,7 @@ pub(super) fn serve_hold(
         held_p50_us: us(rep.p50_ms),
         held_max_us: us(rep.max_ms),
     })]);
-    tracing::info!(event = "write_hold", node = origin, cutoff, pending, drained_ms, held_ms, reached = ?reached, pause_ms = rep.pause_ms, writes_held = rep.writes_held, held_p50_ms = rep.p50_ms, held_max_ms = rep.max_ms, "write hold for rebuilt node {origin}: writes paused {:.1} ms ({} held, p50 {:.1} ms, max {:.1} ms); {}", rep.pause_ms, rep.writes_held, rep.p50_ms, rep.max_ms, match reached { Some(true) => "it reached the cut-off", Some(false) => "it did not reach the cut-off", None => "it expired" });
+    tracing::info!(event = "write_hold", node = origin, cutoff, pending, idle_wait_ms = rep.idle_wait_ms, forced = rep.forced, drained_ms, held_ms, reached = ?reached, pause_ms = rep.pause_ms, writes_held = rep.writes_held, held_p50_ms = rep.p50_ms, held_max_ms = rep.max_ms, "write hold for rebuilt node {origin}: writes paused {:.1} ms ({} held, p50 {:.1} ms, max {:.1} ms); {}", rep.pause_ms, rep.writes_held, rep.p50_ms, rep.max_ms, match reached { Some(true) => "it reached the cut-off", Some(false) => "it did not reach the cut-off", None => "it expired" });
     Fail::Done
 }
 
