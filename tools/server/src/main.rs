@@ -11,6 +11,12 @@
 
 use std::path::PathBuf;
 
+/// mimalloc in place of glibc's malloc: a SET profile at pipeline 16 spent about a quarter
+/// of duplexd's time in glibc's allocator (`_int_malloc`, `malloc_consolidate`,
+/// `unlink_chunk`); see docs/BENCHMARKS.md for the CPU per request before and after.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use duplex_server::config::{IoMode, ServerConfig, SyncMode, TimeOfDay};
