@@ -1,20 +1,22 @@
-//! The memtable: recent versions in a concurrent skip list, multi-versioned by sequence
-//! number so that readers take consistent snapshots without locks or copies.
+//! The memtable: recent versions of keys, multi-versioned by sequence number so that
+//! readers take consistent snapshots without locks on the write path's structures or
+//! copies.
 //!
-//! Entries are ordered by key ascending, then sequence number descending, so the newest
-//! version of a key comes first. A batch's operations share one sequence number; a snapshot
-//! at sequence `s` sees, per key, the newest version with a sequence number `<= s`.
-//! Writers insert under the engine's apply lock and publish the batch's sequence number
-//! afterwards, so no reader ever sees part of a batch.
+//! A batch's operations share one sequence number; a snapshot at sequence `s` sees, per
+//! key, the newest version with a sequence number `<= s`. Writers insert under the
+//! engine's apply lock and publish the batch's sequence number afterwards, so no reader
+//! ever sees part of a batch.
 //!
-//! Point reads do not walk the skip list: a hash index, sharded under read-write locks,
-//! maps each key to its versions (oldest first), sharing the skip list's version objects.
-//! A skip list of a few hundred thousand entries costs a cache miss per level on every
-//! lookup (a profile of GETs at pipeline 16 showed 58% of duplexd's time in the search);
-//! the index costs a hash and about two. Scans and checkpoints still use the ordered list.
+//! Each key has one chain of versions (oldest first), shared by two structures:
+//! - a hash index, sharded under read-write locks, for point reads and for writes: a
+//!   skip list of a few hundred thousand entries costs a cache miss per level on every
+//!   lookup (58% of duplexd's time in a GET profile at pipeline 16), the index a hash and
+//!   about two;
+//! - a concurrent skip list with **one node per key**, in key order, for scans and
+//!   checkpoints. A new version of a key already held is a push on its chain, found
+//!   through the index: only a key new to the table costs a skip-list insert (with a node
+//!   per version, every SET searched the whole list: 24% of a SET profile).
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -35,83 +37,8 @@ pub struct MemVersion {
     pub value: Option<Vec<u8>>,
 }
 
-/// A key plus the sequence number of the batch that wrote it.
-#[derive(Debug, Clone)]
-pub(crate) struct MemKey {
-    /// Keys up to 32 bytes live in the skip-list node itself: one cache miss less per
-    /// comparison, which is most of an insert's cost.
-    key: SmallVec<[u8; 32]>,
-    seq: u64,
-}
-
-/// What the skip list compares: a key and a sequence number, owned or borrowed.
-pub(crate) trait KeyView {
-    fn parts(&self) -> (&[u8], u64);
-}
-
-impl KeyView for MemKey {
-    fn parts(&self) -> (&[u8], u64) {
-        (&self.key, self.seq)
-    }
-}
-
-/// A borrowed search key.
-struct Probe<'a>(&'a [u8], u64);
-
-impl KeyView for Probe<'_> {
-    fn parts(&self) -> (&[u8], u64) {
-        (self.0, self.1)
-    }
-}
-
-impl Ord for dyn KeyView + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let (a, s) = self.parts();
-        let (b, t) = other.parts();
-        // Newest (largest sequence) first within a key.
-        a.cmp(b).then(t.cmp(&s))
-    }
-}
-
-impl PartialOrd for dyn KeyView + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for dyn KeyView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for dyn KeyView + '_ {}
-
-impl<'a> Borrow<dyn KeyView + 'a> for MemKey {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self as &dyn KeyView).cmp(other as &dyn KeyView)
-    }
-}
-
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for MemKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for MemKey {}
+/// Keys up to 32 bytes live inline (in the skip-list node and the index entry).
+type Key = SmallVec<[u8; 32]>;
 
 /// Shards of the hash index (a power of two): readers on two I/O threads rarely meet on
 /// one shard's lock.
@@ -119,20 +46,23 @@ const SHARDS: usize = 64;
 /// Bytes counted per version for the index entry (key copy aside).
 const INDEX_OVERHEAD: usize = 32;
 
-/// A key's versions in the index: (sequence number, version), oldest first, so that a new
-/// version is a push and a hot key's long chain never moves.
+/// A key's versions: (sequence number, version), oldest first, so that a new version is a
+/// push and a hot key's long chain never moves.
 type Chain = SmallVec<[(u64, Arc<MemVersion>); 1]>;
+/// A key's chain, shared by the index and the skip list.
+type Versions = Arc<RwLock<Chain>>;
+
 /// One entry of the index: the key's hash (kept, so growing the table never hashes again),
 /// the key, its versions.
 struct IndexEntry {
     hash: u64,
-    key: SmallVec<[u8; 32]>,
-    chain: Chain,
+    key: Key,
+    versions: Versions,
 }
 
 impl std::fmt::Debug for IndexEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IndexEntry({} versions)", self.chain.len())
+        write!(f, "IndexEntry({} versions)", self.versions.read().len())
     }
 }
 
@@ -140,12 +70,20 @@ impl std::fmt::Debug for IndexEntry {
 /// lookup (the shard is picked from other bits of the same hash).
 type Shard = RwLock<hashbrown::HashTable<IndexEntry>>;
 
+/// The newest version in `chain` at or below sequence `seq`.
+fn visible(chain: &Chain, seq: u64) -> Option<&Arc<MemVersion>> {
+    chain.iter().rev().find(|(s, _)| *s <= seq).map(|(_, v)| v)
+}
+
 /// A multi-versioned sorted table of recent writes.
 #[derive(Debug)]
 pub struct MemTable {
-    map: SkipMap<MemKey, Arc<MemVersion>>,
+    /// One node per key, in key order.
+    map: SkipMap<Key, Versions>,
     index: Box<[Shard]>,
     bytes: AtomicUsize,
+    /// Versions held (every key's chain).
+    versions: AtomicUsize,
 }
 
 impl Default for MemTable {
@@ -154,6 +92,7 @@ impl Default for MemTable {
             map: SkipMap::new(),
             index: (0..SHARDS).map(|_| Shard::default()).collect(),
             bytes: AtomicUsize::new(0),
+            versions: AtomicUsize::new(0),
         }
     }
 }
@@ -178,7 +117,7 @@ impl MemTable {
 
     /// Number of versions held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.versions.load(AtomicOrdering::Relaxed)
     }
 
     /// Approximate bytes of keys and values held.
@@ -192,28 +131,40 @@ impl MemTable {
         let n = 2 * key.len() + v.value.as_ref().map_or(0, Vec::len) + 48 + INDEX_OVERHEAD;
         self.bytes.fetch_add(n, AtomicOrdering::Relaxed);
         let v = Arc::new(v);
-        let key: SmallVec<[u8; 32]> = SmallVec::from_vec(key);
-        {
-            let (hash, shard) = self.shard(&key);
-            let mut shard = shard.write();
-            let entry = shard
-                .entry(hash, |e| e.key == key, |e| e.hash)
-                .or_insert_with(|| IndexEntry {
-                    hash,
-                    key: key.clone(),
-                    chain: Chain::new(),
-                })
-                .into_mut();
-            let chain = &mut entry.chain;
+        let (hash, shard) = self.shard(&key);
+        let mut shard = shard.write();
+        if let Some(e) = shard.find(hash, |e| e.key.as_slice() == key.as_slice()) {
+            let mut chain = e.versions.write();
             // Batches come in rising sequence order; one out of order (or a second
             // operation of the same batch) goes where it belongs.
             match chain.iter().rposition(|(s, _)| *s <= seq) {
-                Some(i) if chain[i].0 == seq => chain[i].1 = v.clone(),
-                Some(i) => chain.insert(i + 1, (seq, v.clone())),
-                None => chain.insert(0, (seq, v.clone())),
+                Some(i) if chain[i].0 == seq => {
+                    chain[i].1 = v;
+                    return;
+                }
+                Some(i) => chain.insert(i + 1, (seq, v)),
+                None => chain.insert(0, (seq, v)),
             }
+            self.versions.fetch_add(1, AtomicOrdering::Relaxed);
+            return;
         }
-        self.map.insert(MemKey { key, seq }, v);
+        // A key new to the table: into the index, then the skip list (under the shard's
+        // lock, so a second writer of the key finds it in the index). A scan that misses
+        // the node meanwhile misses nothing visible: the batch's sequence number is
+        // published only after every insert.
+        let key = Key::from_vec(key);
+        let versions: Versions = Arc::new(RwLock::new(SmallVec::from_buf([(seq, v)])));
+        shard.insert_unique(
+            hash,
+            IndexEntry {
+                hash,
+                key: key.clone(),
+                versions: versions.clone(),
+            },
+            |e| e.hash,
+        );
+        self.map.insert(key, versions);
+        self.versions.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
     /// The newest version of `key` visible at sequence `seq`.
@@ -226,11 +177,8 @@ impl MemTable {
         let (hash, shard) = self.shard(key);
         let shard = shard.read();
         let e = shard.find(hash, |e| e.key.as_slice() == key)?;
-        e.chain
-            .iter()
-            .rev()
-            .find(|(s, _)| *s <= seq)
-            .map(|(_, v)| v.clone())
+        let chain = e.versions.read();
+        visible(&chain, seq).cloned()
     }
 
     /// The stamp of the newest version of `key`, whatever its sequence number.
@@ -238,38 +186,23 @@ impl MemTable {
         let (hash, shard) = self.shard(key);
         let shard = shard.read();
         let e = shard.find(hash, |e| e.key.as_slice() == key)?;
-        e.chain.last().map(|(_, v)| v.stamp)
+        let chain = e.versions.read();
+        chain.last().map(|(_, v)| v.stamp)
     }
 
     /// The first key at or after `start` (within the bounds' sense) that has a version
     /// visible at `seq`, with that version.
     pub fn next_visible(&self, start: Bound<&[u8]>, seq: u64) -> Option<(Vec<u8>, MemVersion)> {
-        // Position on the first entry of the first candidate key.
         let mut e = match start {
             Bound::Unbounded => self.map.front()?,
-            Bound::Included(k) => self
-                .map
-                .lower_bound(Bound::Included(&Probe(k, u64::MAX) as &dyn KeyView))?,
-            // Past every version of `k`: sequence 0 is below every real one.
-            Bound::Excluded(k) => self
-                .map
-                .lower_bound(Bound::Excluded(&Probe(k, 0) as &dyn KeyView))?,
+            Bound::Included(k) => self.map.lower_bound(Bound::Included(k))?,
+            Bound::Excluded(k) => self.map.lower_bound(Bound::Excluded(k))?,
         };
         loop {
-            let key = e.key().key.to_vec();
-            // Skip this key's versions newer than the snapshot.
-            let mut cur = Some(e);
-            while let Some(c) = cur {
-                if c.key().key.as_slice() != key.as_slice() {
-                    cur = Some(c);
-                    break;
-                }
-                if c.key().seq <= seq {
-                    return Some((key, MemVersion::clone(c.value())));
-                }
-                cur = c.next();
+            if let Some(v) = visible(&e.value().read(), seq) {
+                return Some((e.key().to_vec(), MemVersion::clone(v)));
             }
-            e = cur?;
+            e = e.next()?;
         }
     }
 
@@ -278,13 +211,9 @@ impl MemTable {
     pub fn newest(&self) -> Vec<(Vec<u8>, MemVersion)> {
         let mut out: Vec<(Vec<u8>, MemVersion)> = Vec::with_capacity(self.map.len());
         for e in self.map.iter() {
-            if out
-                .last()
-                .is_some_and(|(k, _)| k.as_slice() == e.key().key.as_slice())
-            {
-                continue;
+            if let Some((_, v)) = e.value().read().last() {
+                out.push((e.key().to_vec(), MemVersion::clone(v)));
             }
-            out.push((e.key().key.to_vec(), MemVersion::clone(e.value())));
         }
         out
     }
@@ -353,36 +282,49 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The hash index answers every point read as the ordered list does: the newest
-        /// version at or below the snapshot's sequence, and the newest stamp.
+        /// Point reads, newest stamps and ordered iteration agree with a model: per key, a
+        /// list of (sequence, version) where the newest at or below a snapshot is visible
+        /// and a second operation of the same batch replaces the first.
         #[test]
-        fn point_reads_agree_with_the_ordered_list(
+        fn reads_and_scans_agree_with_a_model(
             ops in proptest::collection::vec((0u8..12, 0u64..3, proptest::option::of(0u8..200)), 1..200),
             probes in proptest::collection::vec((0u8..14, 0u64..250), 1..60),
         ) {
+            use std::collections::BTreeMap;
             let m = MemTable::new();
+            let mut model: BTreeMap<Vec<u8>, Vec<(u64, MemVersion)>> = BTreeMap::new();
             let mut seq = 1u64;
             for (i, (k, step, val)) in ops.iter().enumerate() {
                 // Mostly rising sequence numbers, sometimes the same batch again.
                 seq += step.min(&1);
                 let ver = v(i as u64, val.map(|b| vec![b; 3]).as_deref());
-                m.insert(vec![*k], seq, ver);
+                m.insert(vec![*k], seq, ver.clone());
+                let chain = model.entry(vec![*k]).or_default();
+                match chain.last_mut() {
+                    Some(last) if last.0 == seq => last.1 = ver,
+                    _ => chain.push((seq, ver)),
+                }
             }
-            for (k, at) in probes {
+            let at = |k: &[u8], s: u64| {
+                model.get(k).and_then(|c| c.iter().rev().find(|(q, _)| *q <= s)).map(|(_, v)| v.clone())
+            };
+            proptest::prop_assert_eq!(m.len(), model.values().map(Vec::len).sum::<usize>());
+            for (k, s) in probes {
                 let key = [k];
-                let from_list = m
-                    .map
-                    .lower_bound(Bound::Included(&Probe(&key, at) as &dyn KeyView))
-                    .filter(|e| e.key().key.as_slice() == key)
-                    .map(|e| MemVersion::clone(e.value()));
-                proptest::prop_assert_eq!(m.get(&key, at), from_list);
-                let newest = m
-                    .map
-                    .lower_bound(Bound::Included(&Probe(&key, u64::MAX) as &dyn KeyView))
-                    .filter(|e| e.key().key.as_slice() == key)
-                    .map(|e| e.value().stamp);
+                proptest::prop_assert_eq!(m.get(&key, s), at(&key, s));
+                let newest = model.get(&key[..]).and_then(|c| c.last()).map(|(_, v)| v.stamp);
                 proptest::prop_assert_eq!(m.latest_stamp(&key), newest);
+                // The first visible key after `key`, as a scan resumes.
+                let want = model
+                    .range::<[u8], _>((Bound::Excluded(&key[..]), Bound::Unbounded))
+                    .find_map(|(mk, _)| at(mk, s).map(|v| (mk.clone(), v)));
+                proptest::prop_assert_eq!(m.next_visible(Bound::Excluded(&key), s), want);
             }
+            let newest: Vec<(Vec<u8>, MemVersion)> = model
+                .iter()
+                .map(|(k, c)| (k.clone(), c.last().map(|(_, v)| v.clone()).unwrap()))
+                .collect();
+            proptest::prop_assert_eq!(m.newest(), newest);
         }
     }
 }
