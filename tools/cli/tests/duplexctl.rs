@@ -421,41 +421,42 @@ fn rebuild_starts_a_lost_server_follows_it_to_running_and_reports_the_hold() {
 
     let c = t.path().join("c");
     let log = t.path().join("c-rebuild.log");
-    let (pc_s, a_s) = (pc.to_string(), addr(pa));
-    let (data, backups, archive) = (c.join("data"), c.join("backups"), c.join("archive"));
-    let (secret_s, log_s) = (secret.display().to_string(), log.display().to_string());
-    let bin = duplexd().display().to_string();
-    let (data_s, backups_s, archive_s) = (
-        data.display().to_string(),
-        backups.display().to_string(),
-        archive.display().to_string(),
-    );
-    let out = ctl(&[
-        "rebuild",
-        &addr(pc),
-        "--start",
-        "--from",
-        &a_s,
-        "--duplexd",
-        &bin,
-        "--log",
-        &log_s,
-        "--",
-        "--port",
-        &pc_s,
-        "--data",
-        &data_s,
-        "--backup-dir",
-        &backups_s,
-        "--archive-dir",
-        &archive_s,
-        "--node-id",
-        "2",
-        "--cluster-secret-file",
-        &secret_s,
-        "--peer",
-        &a_s,
-    ]);
+    let path = |p: &Path| p.display().to_string();
+    let a_s = addr(pa);
+    // `duplexctl rebuild C --start --from A ...` with the server's own arguments after `--`.
+    let start_args = |server_args: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = ["rebuild", &addr(pc), "--start", "--from", &a_s]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend([
+            "--duplexd".into(),
+            path(duplexd()),
+            "--log".into(),
+            path(&log),
+        ]);
+        v.push("--".into());
+        v.extend(server_args.iter().cloned());
+        v
+    };
+    let server_args: Vec<String> = vec![
+        "--port".into(),
+        pc.to_string(),
+        "--data".into(),
+        path(&c.join("data")),
+        "--backup-dir".into(),
+        path(&c.join("backups")),
+        "--archive-dir".into(),
+        path(&c.join("archive")),
+        "--node-id".into(),
+        "2".into(),
+        "--cluster-secret-file".into(),
+        path(&secret),
+        "--peer".into(),
+        a_s.clone(),
+    ];
+    let args = start_args(&server_args);
+    let out = ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let _c = KillOnDrop(started_pid(&out.stderr));
     assert_eq!(
         out.code,
@@ -485,20 +486,8 @@ fn rebuild_starts_a_lost_server_follows_it_to_running_and_reports_the_hold() {
         assert!(info.contains(f), "{f} missing in\n{info}");
     }
     // A second start over a running server is refused (exit 3), nothing started.
-    let out = ctl(&[
-        "rebuild",
-        &addr(pc),
-        "--start",
-        "--from",
-        &a_s,
-        "--duplexd",
-        &bin,
-        "--log",
-        &log_s,
-        "--",
-        "--port",
-        &pc_s,
-    ]);
+    let args = start_args(&server_args[..2]);
+    let out = ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stderr.contains("already answers"), "{}", out.stderr);
     assert!(started_pid(&out.stderr).is_none());
