@@ -10,6 +10,7 @@
 //!                accept (admission and refusals, out-of-descriptor back-off);
 //!                workers (the event loops' slow work: backups, checkpoints, large scans)
 //!   session      one connection's parse -> group -> execute -> reply step, used by every layer
+//!                (resp3: its replies rewritten for a HELLO 3 client)
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
@@ -64,6 +65,7 @@ pub mod net;
 pub mod rebuild;
 pub mod reclaim;
 pub mod recovering;
+pub mod resp3;
 pub mod sched;
 pub mod server;
 pub mod session;

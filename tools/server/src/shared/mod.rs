@@ -10,6 +10,7 @@
 //! - [`WriteHold`]: the short write hold of a rebuild ([`Shared::write_hold`]).
 
 mod backup;
+pub mod clients;
 mod cursors;
 mod drill;
 mod hold;
@@ -86,6 +87,8 @@ pub struct Shared {
     write_hold: WriteHold,
     /// What the rebuild this server started with could not recover (INFO).
     rebuild_gap: Mutex<Option<crate::rebuild::RebuildGap>>,
+    /// The connected clients (CLIENT LIST).
+    client_table: Arc<clients::ClientTable>,
 }
 
 impl Shared {
@@ -135,7 +138,13 @@ impl Shared {
             rebuild_gap: Mutex::new(None),
             peers: PeerTable::default(),
             write_hold: WriteHold::default(),
+            client_table: Arc::default(),
         }
+    }
+
+    /// The connected clients (CLIENT LIST).
+    pub fn client_table(&self) -> &Arc<clients::ClientTable> {
+        &self.client_table
     }
 
     /// The write hold a rebuilt peer may ask for: every client write passes
