@@ -54,6 +54,7 @@
 pub mod cmd;
 pub mod config;
 pub mod counter;
+pub mod digest;
 pub mod disks;
 pub mod error;
 pub mod fds;
