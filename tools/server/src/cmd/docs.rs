@@ -1,6 +1,6 @@
 //! COMMAND and its subcommands (COUNT, LIST, INFO, DOCS): what Redis 7 answers, built from
 //! [`super::TABLE`] (so that every command that exists is listed and COUNT agrees) and a
-//! row of documentation per command ([`DOCS`]: group, since, summary and a syntax line in
+//! row of documentation per command (`DOCS`: group, since, summary and a syntax line in
 //! Redis's documentation notation, turned into COMMAND DOCS's argument tree for
 //! `redis-cli`'s hints).
 

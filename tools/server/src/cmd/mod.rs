@@ -1,16 +1,19 @@
 //! The RESP commands: the command table, per-connection command state, and the dispatch of
 //! one group of requests. Each command lives in the submodule of its kind; a new command is
 //! a row in [`TABLE`], a [`Cmd`] variant and a function in one of them:
-//! - [`mod@read`]: GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, ... (a run of reads shares one
+//! - [`mod@read`]: GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, TOUCH, OBJECT, ... (a run of reads shares one
 //!   snapshot);
 //! - [`mod@write`]: SET, MSET, DEL, INCR, EXPIRE and every other write of keys, committed
 //!   as runs ([`write_groups`]: one `write_many`); parsed in `parse`, evaluated in `eval`
-//!   against a `view` (the snapshot under the run's earlier writes);
-//! - [`keys`]: FLUSHDB and FLUSHALL (one stamped marker each: [`crate::keyspace`]);
-//! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch);
-//! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
-//! - [`scan`]: SCAN, DBSIZE;
-//! - [`info`]: INFO, CONFIG GET, COMMAND;
+//!   against a `view` (the snapshot under the run's earlier writes); RENAME, RENAMENX,
+//!   COPY and MOVE among them;
+//! - [`keys`]: FLUSHDB and FLUSHALL (one stamped marker each: [`crate::keyspace`]), SWAPDB
+//!   (refused);
+//! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch); [`watch`]: WATCH, UNWATCH;
+//! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, TIME;
+//! - [`scan`]: SCAN, KEYS, DBSIZE, RANDOMKEY;
+//! - [`info`]: INFO, CONFIG GET; [`docs`]: COMMAND;
+//! - [`persist`]: SAVE, BGSAVE, LASTSAVE (backups);
 //! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE,
 //!   DUPLEX.DIGEST, DUPLEX.CONFLICTS;
 //! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links);
@@ -470,8 +473,9 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 }
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
-/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait for a
-/// peer's batches), DBSIZE, KEYS, and SCAN with a COUNT above
+/// DUPLEX.BACKUP, SAVE, BGSAVE, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait
+/// for a peer's batches), DBSIZE, KEYS, INFO (its `# Keyspace` counts every key),
+/// RANDOMKEY, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
