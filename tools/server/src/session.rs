@@ -103,6 +103,11 @@ impl Session {
         self.st.id
     }
 
+    /// Records the client's address for CLIENT LIST.
+    pub fn set_peer(&self, sh: &Shared, addr: Option<std::net::SocketAddr>) {
+        sh.client_table().update(self.st.id, |r| r.addr = addr);
+    }
+
     /// Runs the requests of `buf` from `*pos` on, appending replies to `out` and moving
     /// `*pos` past what it consumed, up to the next thing the layer must do.
     pub fn step<'a>(

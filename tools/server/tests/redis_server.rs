@@ -133,6 +133,8 @@ fn client_hello_and_resp3() {
         " resp=2 ".into(),
         " lib-name=mylib ".into(),
         " lib-ver=1.2".into(),
+        " addr=127.0.0.1:".into(),
+        format!(" laddr=127.0.0.1:{} ", d.port),
     ] {
         assert!(mine.contains(&want), "CLIENT INFO lacks {want:?}: {mine}");
     }

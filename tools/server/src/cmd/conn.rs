@@ -182,10 +182,11 @@ pub fn publish(sh: &Shared, conn: &ConnState) {
 }
 
 /// One CLIENT LIST line, in Redis 7's field order (the fields duplexd does not track are
-/// zero; `addr` is not kept).
+/// zero).
 fn client_line(sh: &Shared, id: u64, r: &ClientRow) -> String {
+    let addr = r.addr.map_or_else(|| "?:0".to_string(), |a| a.to_string());
     format!(
-        "id={id} addr=?:0 laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={id} addr={addr} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         sh.addr(),
         lossy(&r.name),
         r.since.elapsed().as_secs(),

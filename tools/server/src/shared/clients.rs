@@ -3,6 +3,7 @@
 //! and protocol when a command changes them, and leaves when it is dropped.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +22,8 @@ pub struct ClientRow {
     pub lib: (Vec<u8>, Vec<u8>),
     /// When it connected.
     pub since: Instant,
+    /// Its address, once the connection layer told it.
+    pub addr: Option<SocketAddr>,
 }
 
 /// The clients now connected, by id.
@@ -40,6 +43,7 @@ impl ClientTable {
                 resp: 2,
                 lib: (Vec::new(), Vec::new()),
                 since: Instant::now(),
+                addr: None,
             },
         );
     }
