@@ -315,9 +315,17 @@ fn store_health(sh: &Shared, t: &mut String) {
 /// `# Keyspace` as Redis fills it: a line per database holding keys,
 /// `db0:keys=N,expires=M,avg_ttl=0` (duplexd does not sample TTLs: avg_ttl is 0, as Redis
 /// reports it when it has none). Counting walks every database from one snapshot (INFO is
-/// slow work, run off the event loop).
+/// slow work, run off the event loop); a count less than ten times as old as it took is
+/// answered again ([`Shared::keyspace_info`]: a large database is not walked for every INFO).
 fn keyspace(sh: &Shared, t: &mut String) {
     t.push_str("# Keyspace\r\n");
+    t.push_str(&sh.keyspace_info(|| count_keyspace(sh)));
+    t.push_str("\r\n");
+}
+
+/// The `dbN:keys=...` lines, counted now.
+fn count_keyspace(sh: &Shared) -> String {
+    let mut t = String::new();
     let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
     for db in 0..crate::keyspace::DBS {
         let counted = (|| -> Result<(u64, u64), ReadError> {
@@ -343,5 +351,5 @@ fn keyspace(sh: &Shared, t: &mut String) {
             }
         }
     }
-    t.push_str("\r\n");
+    t
 }
