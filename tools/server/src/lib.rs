@@ -14,7 +14,8 @@
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
-//!   reclaim      the background reclaim of expired and flushed versions
+//!   reclaim      the background reclaim of expired and flushed versions (digest: the
+//!                stamped digest DUPLEX.DIGEST answers, over the versions as reclaim leaves them)
 //!   keyspace, counter   the Redis key space in the engine's keys and values: 16 databases,
 //!                expiry, flush markers (keyspace), counters merged across servers (counter)
 //!   state, config, limits, disks, fds, glob, error   leaves: used from above, import nothing above them
