@@ -123,6 +123,11 @@ fn client_hello_and_resp3() {
     let _: () = q(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "mylib"]);
     let _: () = q(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.2"]);
     let _: () = q(&mut c, &["CLIENT", "NO-EVICT", "ON"]);
+    let _: () = q(&mut c, &["CLIENT", "REPLY", "ON"]);
+    // Silence is not pretended: every command is answered.
+    assert!(cmd(&["CLIENT", "REPLY", "OFF"])
+        .query::<Value>(&mut c)
+        .is_err());
     let _: () = q(&mut c, &["SELECT", "3"]);
     // CLIENT INFO: this client's line; CLIENT LIST: one line per connected client.
     let mine: String = q(&mut c, &["CLIENT", "INFO"]);

@@ -226,14 +226,24 @@ pub fn client(sh: &Shared, conn: &mut ConnState, args: &[&[u8]], out: &mut Vec<u
             }
             simple(out, "OK");
         }
-        (b"NO-EVICT" | b"NO-TOUCH", 3) | (b"REPLY", 3) => {
+        (b"NO-EVICT" | b"NO-TOUCH", 3) => {
             let v = args[2].to_ascii_uppercase();
-            if matches!(v.as_slice(), b"ON" | b"OFF" | b"SKIP") {
+            if matches!(v.as_slice(), b"ON" | b"OFF") {
                 simple(out, "OK");
             } else {
                 error(out, "ERR syntax error");
             }
         }
+        // Replies are always sent: OFF and SKIP (no reply at all) are refused, not
+        // pretended (a client counting on silence would read replies it does not expect).
+        (b"REPLY", 3) => match args[2].to_ascii_uppercase().as_slice() {
+            b"ON" => simple(out, "OK"),
+            b"OFF" | b"SKIP" => error(
+                out,
+                "ERR CLIENT REPLY OFF and SKIP are not supported by duplexd (every command is answered)",
+            ),
+            _ => error(out, "ERR syntax error"),
+        },
         (b"INFO", 2) => {
             publish(sh, conn);
             let rows = sh.client_table().rows(Some(conn.id));
