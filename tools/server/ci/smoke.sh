@@ -88,7 +88,7 @@ got="$(cli INFO keyspace | tr -d '\r')"
 want="$(printf '# Keyspace\ndb0:keys=2,expires=0,avg_ttl=0\ndb2:keys=1,expires=0,avg_ttl=0')"
 if [[ "$got" == "$want" ]]; then echo "ok   INFO keyspace"; else echo "FAIL INFO keyspace: got [$got]" >&2; FAILS=$((FAILS + 1)); fi
 # WATCH: another client's write between WATCH and EXEC aborts it (EXEC answers nil).
-got="$( (printf 'WATCH counter\nMULTI\n'; sleep 0.5; printf 'SET counter mine\nEXEC\nGET counter\n') | cli & sleep 0.2; cli SET counter theirs >/dev/null; wait)"
+got="$( (printf 'WATCH counter\nMULTI\n'; sleep 1.5; printf 'SET counter mine\nEXEC\nGET counter\n') | cli & sleep 0.8; cli SET counter theirs >/dev/null; wait)"
 want="$(printf 'OK\nOK\nQUEUED\n\ntheirs')"
 if [[ "$got" == "$want" ]]; then echo "ok   WATCH aborts EXEC"; else echo "FAIL WATCH: got [$got]" >&2; FAILS=$((FAILS + 1)); fi
 check "SAVE (a backup)" "OK" SAVE
