@@ -70,7 +70,28 @@ check "INCR on a string" "ERR value is not an integer or out of range" INCR gree
 check "DBSIZE" "2" DBSIZE
 check "SCAN" "$(printf '0\nc\ngreeting')" SCAN 0 COUNT 100
 check "SCAN MATCH" "$(printf '0\ngreeting')" SCAN 0 MATCH 'gr*' COUNT 100
-check "unknown command" "ERR unknown command 'NOSUCH', with args beginning with: 'x'" NOSUCH x
+check "unknown command" "ERR unknown command 'NOSUCH', with args beginning with: 'x' " NOSUCH x
+check "RENAME" "OK" RENAME c counter
+check "RENAMENX onto an existing key" "0" RENAMENX counter greeting
+check "COPY" "1" COPY counter copied DB 2
+check "COPY again" "0" COPY counter copied DB 2
+check "SELECT other db" "2" -n 2 GET copied
+check "OBJECT ENCODING" "int" OBJECT ENCODING counter
+check "TOUCH" "2" TOUCH counter greeting nosuch
+check "SWAPDB refused" "ERR SWAPDB is not supported by duplexd: a swap would rewrite both databases in one unbounded write that replication could not order against concurrent writes (see docs/COMMANDS.md)" SWAPDB 0 1
+check "CONFIG GET databases" "$(printf 'databases\n16')" CONFIG GET databases
+check "CONFIG GET timeout" "$(printf 'timeout\n0')" CONFIG GET timeout
+n="$(cli COMMAND COUNT)"
+listed="$(cli COMMAND LIST | wc -l)"
+if [[ "$n" == "$listed" && "$n" -gt 50 ]]; then echo "ok   COMMAND COUNT = COMMAND LIST ($n)"; else echo "FAIL COMMAND COUNT $n, COMMAND LIST $listed" >&2; FAILS=$((FAILS + 1)); fi
+got="$(cli INFO keyspace | tr -d '\r')"
+want="$(printf '# Keyspace\ndb0:keys=2,expires=0,avg_ttl=0\ndb2:keys=1,expires=0,avg_ttl=0')"
+if [[ "$got" == "$want" ]]; then echo "ok   INFO keyspace"; else echo "FAIL INFO keyspace: got [$got]" >&2; FAILS=$((FAILS + 1)); fi
+# WATCH: another client's write between WATCH and EXEC aborts it (EXEC answers nil).
+got="$( (printf 'WATCH counter\nMULTI\n'; sleep 1.5; printf 'SET counter mine\nEXEC\nGET counter\n') | cli & sleep 0.8; cli SET counter theirs >/dev/null; wait)"
+want="$(printf 'OK\nOK\nQUEUED\n\ntheirs')"
+if [[ "$got" == "$want" ]]; then echo "ok   WATCH aborts EXEC"; else echo "FAIL WATCH: got [$got]" >&2; FAILS=$((FAILS + 1)); fi
+check "SAVE (a backup)" "OK" SAVE
 # MULTI/EXEC in one redis-cli session (commands from stdin).
 got="$(printf 'MULTI\nSET t1 x\nSET t2 y\nGET t1\nEXEC\nMGET t1 t2\n' | cli)"
 want="$(printf 'OK\nQUEUED\nQUEUED\nQUEUED\nOK\nOK\nx\nx\ny')"
@@ -84,9 +105,10 @@ got="$(cli DUPLEX.STATE | head -6)"
 [[ "$got" == "$(printf 'state\nrunning\nepoch\n1\nnode_id\n1')" ]] && echo "ok   DUPLEX.STATE head" || { echo "FAIL DUPLEX.STATE: [$got]" >&2; FAILS=$((FAILS + 1)); }
 check "DUPLEX.CHECKPOINT" "OK" DUPLEX.CHECKPOINT
 
-bench="$(redis-benchmark -p "$PORT" -t set,get -n 20000 -c 20 -q 2>&1 | tr '\r' '\n')"
-echo "$bench" | grep -E "^(SET|GET):" || true
-for t in SET GET; do
+bench="$(redis-benchmark -p "$PORT" -t ping,set,get,incr,mset -n 20000 -c 20 -q 2>&1 | tr '\r' '\n')"
+echo "$bench" | grep -E "^(PING_INLINE|PING_MBULK|SET|GET|INCR|MSET \(10 keys\)):" || true
+if grep -qi "error" <<<"$bench"; then echo "FAIL redis-benchmark reported errors: $bench" >&2; FAILS=$((FAILS + 1)); fi
+for t in PING_INLINE PING_MBULK SET GET INCR "MSET \(10 keys\)"; do
     if grep -Eq "^$t: [0-9.]+ requests per second" <<<"$bench"; then echo "ok   redis-benchmark $t"; else echo "FAIL redis-benchmark $t: $bench" >&2; FAILS=$((FAILS + 1)); fi
 done
 

@@ -37,7 +37,7 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// archive_lag_ms = 1000       # how far the archive may trail the WAL; 0 = synchronous
 /// max_clients = 1000          # lowered at start to what the descriptor limit allows
 /// client_output_limit_bytes = 67108864  # a client's unsent replies past this: disconnected
-/// idle_timeout_secs = 300     # 0 = never close idle clients
+/// idle_timeout_secs = 0       # 0 = never close idle clients (as Redis's timeout 0)
 /// max_bulk_len = 16781312     # longest argument, bytes (16 MiB + 4 KiB)
 /// max_args = 1048576          # most arguments in one request
 /// max_inline_len = 65536      # longest inline command line
@@ -117,7 +117,8 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Close a client idle this many seconds (nothing read from it and nothing of its
     /// replies taken by it; a client that does not read its replies is closed so, logged);
-    /// 0 for never. Default 300.
+    /// 0 for never. Default 0, as Redis's `timeout` (clients such as connection pools
+    /// keep idle connections open and do not expect them closed).
     pub idle_timeout_secs: u64,
     /// Most bytes of replies a client may leave unsent (Redis's `client-output-buffer-limit`
     /// hard limit): past it the client is disconnected and logged, and the replies are not
@@ -207,7 +208,7 @@ impl Default for ServerConfig {
             archive_dir: PathBuf::from("./duplex-archive"),
             archive_lag_ms: 1000,
             max_clients: 1000,
-            idle_timeout_secs: 300,
+            idle_timeout_secs: 0,
             client_output_limit_bytes: 64 << 20,
             max_bulk_len: l.max_bulk_len,
             max_args: l.max_args,

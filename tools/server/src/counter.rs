@@ -179,6 +179,27 @@ pub fn contrib_versions(
     Ok(out)
 }
 
+/// The stamps of every stored version of a key's contributions, tombstones included
+/// (WATCH: any increment changes them; a reclaim, which keeps the stamp, does not).
+pub fn contrib_stamps(snap: &Snapshot, db: u8, key: &[u8]) -> Result<Vec<Stamp>, ReadError> {
+    let (lo, hi) = contrib_bounds(db, key);
+    let mut it = snap.scan_versions(Bound::Included(&lo), Bound::Included(&hi))?;
+    let mut out = Vec::new();
+    while let Some((_, v)) = it.next_version()? {
+        out.push(v.stamp);
+    }
+    Ok(out)
+}
+
+/// The owner (database and key) of a contribution's stored key.
+pub fn contrib_user_key(stored: &[u8]) -> Option<(u8, &[u8])> {
+    let [ESC, CONTRIB, db, a, b, rest @ ..] = stored else {
+        return None;
+    };
+    let len = usize::from(u16::from_be_bytes([*a, *b]));
+    (*db < DBS && rest.len() == len + 8).then(|| (*db, &rest[..len]))
+}
+
 fn contrib_bounds(db: u8, key: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let p = contrib_prefix(db, key);
     let mut lo = p.clone();

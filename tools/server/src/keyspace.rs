@@ -229,6 +229,14 @@ pub struct KeyState {
     pub contribs: Vec<(u64, Contribution)>,
 }
 
+/// What WATCH remembers of a key ([`Reader::watch_mark`]): EXEC aborts when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchMark {
+    stored: Option<Stamp>,
+    contribs: Vec<Stamp>,
+    live: bool,
+}
+
 /// Why a read failed: the engine, or a stored value of an unknown layout.
 #[derive(Debug)]
 pub enum ReadError {
@@ -370,6 +378,20 @@ impl Reader {
         })
     }
 
+    /// What WATCH remembers of `key` in database `db`: any write of it (here or by a
+    /// peer, a counter's increments included) changes the stamps, an expiry or a flush
+    /// changes whether it is live; a background reclaim (same stamps) changes nothing.
+    pub fn watch_mark(&mut self, db: u8, key: &[u8]) -> Result<WatchMark, ReadError> {
+        let stored = self.snap.version(&stored_key(db, key))?.map(|v| v.stamp);
+        let contribs = crate::counter::contrib_stamps(&self.snap, db, key)?;
+        let live = self.get(db, key)?.is_some();
+        Ok(WatchMark {
+            stored,
+            contribs,
+            live,
+        })
+    }
+
     /// The live keys of database `db` after `after` (from the first if `None`), in order.
     pub fn scan(&mut self, db: u8, after: Option<&[u8]>) -> Result<DbScan, ReadError> {
         let flushed = self.flushed_at(db)?;
@@ -428,6 +450,11 @@ impl DbScan {
     /// The next live key, or `None` at the end. (A key whose base was deleted and that
     /// lives on only by increments concurrent with the deletion is not listed.)
     pub fn next_key(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self.next_entry()?.map(|(k, _)| k))
+    }
+
+    /// The next live key and whether it has an expiry time, or `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, bool)>, ReadError> {
         while let Some(it) = self.iters.last_mut() {
             let Some((k, v)) = it.next_version()? else {
                 self.iters.pop();
@@ -442,7 +469,8 @@ impl DbScan {
             };
             match Stored::decode(&bytes).map_err(|_| ReadError::BadValue(key.to_vec()))? {
                 Stored::Value(e) if e.expired(self.now_ms) => continue,
-                _ => return Ok(Some(key.to_vec())),
+                Stored::Value(e) => return Ok(Some((key.to_vec(), e.expire_ms.is_some()))),
+                Stored::Root(_) => return Ok(Some((key.to_vec(), false))),
             }
         }
         Ok(None)

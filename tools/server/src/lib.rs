@@ -10,10 +10,12 @@
 //!                accept (admission and refusals, out-of-descriptor back-off);
 //!                workers (the event loops' slow work: backups, checkpoints, large scans)
 //!   session      one connection's parse -> group -> execute -> reply step, used by every layer
+//!                (resp3: its replies rewritten for a HELLO 3 client)
 //!   cmd          the RESP commands: table and dispatch; read, write, txn, conn, scan, info, admin
 //!   shared       what every thread shares, behind methods: database, state table, stripes,
 //!                cursors, backups, counters
-//!   reclaim      the background reclaim of expired and flushed versions
+//!   reclaim      the background reclaim of expired and flushed versions (digest: the
+//!                stamped digest DUPLEX.DIGEST answers, over the versions as reclaim leaves them)
 //!   keyspace, counter   the Redis key space in the engine's keys and values: 16 databases,
 //!                expiry, flush markers (keyspace), counters merged across servers (counter)
 //!   state, config, limits, disks, fds, glob, error   leaves: used from above, import nothing above them
@@ -53,6 +55,7 @@
 pub mod cmd;
 pub mod config;
 pub mod counter;
+pub mod digest;
 pub mod disks;
 pub mod error;
 pub mod fds;
@@ -64,6 +67,7 @@ pub mod net;
 pub mod rebuild;
 pub mod reclaim;
 pub mod recovering;
+pub mod resp3;
 pub mod sched;
 pub mod server;
 pub mod session;

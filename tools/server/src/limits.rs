@@ -65,3 +65,7 @@ pub const RECLAIM_EVERY: Duration = Duration::from_millis(200);
 /// Most stored versions one reclaim step examines (a walk over the whole database goes on
 /// from where the last step stopped).
 pub const RECLAIM_STEP_KEYS: usize = 2000;
+/// Most keys one connection may WATCH at once; a WATCH past it is refused.
+pub const WATCH_KEYS_MAX: usize = 10_000;
+/// Most key bytes one connection may WATCH at once, likewise.
+pub const WATCH_BYTES_MAX: usize = 16 << 20;

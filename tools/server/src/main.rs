@@ -91,7 +91,7 @@ struct Args {
     #[arg(long)]
     max_clients: Option<usize>,
     /// Seconds before an idle client is closed (also one that does not read its replies),
-    /// 0 for never [default: 300].
+    /// 0 for never [default: 0, as Redis].
     #[arg(long)]
     idle_timeout: Option<u64>,
     /// Most unsent reply bytes a client may leave; past it the client is disconnected

@@ -29,6 +29,7 @@ use duplex_proto::{Parsed, RequestParser};
 
 use crate::cmd::{self, ConnState};
 use crate::limits::{GROUP_MAX, OUT_BYTES_MAX, RUN_BYTES_MAX, RUN_MAX};
+use crate::shared::clients::Membership;
 use crate::shared::Shared;
 
 /// What a connection layer does after a [`Session::step`].
@@ -55,6 +56,8 @@ pub struct Slow {
     args: Vec<Vec<u8>>,
     /// The connection's database.
     db: u8,
+    /// The connection speaks RESP3 (HELLO 3).
+    resp3: bool,
 }
 
 impl Slow {
@@ -64,6 +67,9 @@ impl Slow {
         let args: Vec<&[u8]> = self.args.iter().map(Vec::as_slice).collect();
         let mut out = Vec::new();
         cmd::run_slow(sh, self.db, &args, &mut out);
+        if self.resp3 {
+            crate::resp3::to_resp3(&mut out, 0);
+        }
         out
     }
 }
@@ -75,22 +81,31 @@ pub struct Session {
     closing: bool,
     /// Where the parse of an incomplete request stopped (the request at `buf[*pos..]`).
     parser: RequestParser,
+    /// Its row in CLIENT LIST, removed when the session is dropped.
+    _member: Membership,
 }
 
 impl Session {
     /// A session for a new connection (a fresh client id; authenticated when no password is
     /// configured).
     pub fn new(sh: &Shared) -> Session {
+        let id = sh.next_client_id();
         Session {
-            st: ConnState::new(sh.next_client_id(), sh.cfg().requirepass.is_none()),
+            st: ConnState::new(id, sh.cfg().requirepass.is_none()),
             closing: false,
             parser: RequestParser::new(),
+            _member: Membership::join(sh.client_table(), id),
         }
     }
 
     /// The client id.
     pub fn id(&self) -> u64 {
         self.st.id
+    }
+
+    /// Records the client's address for CLIENT LIST.
+    pub fn set_peer(&self, sh: &Shared, addr: Option<std::net::SocketAddr>) {
+        sh.client_table().update(self.st.id, |r| r.addr = addr);
     }
 
     /// Runs the requests of `buf` from `*pos` on, appending replies to `out` and moving
@@ -156,11 +171,17 @@ impl Session {
                         return Step::Slow(Slow {
                             args,
                             db: self.st.db,
+                            resp3: self.st.resp3,
                         });
                     }
-                    if !self.st.authed || self.st.multi.is_some() || self.st.db != 0 {
+                    if !self.st.authed
+                        || self.st.multi.is_some()
+                        || self.st.db != 0
+                        || self.st.resp3
+                    {
                         // NOAUTH or QUEUED, answered as usual; a write of another
-                        // database than 0 is committed on its own.
+                        // database than 0 is committed on its own, and so is a RESP3
+                        // client's (its replies are rewritten: [`crate::resp3`]).
                         plain.push(args, *pos);
                         continue;
                     }
@@ -184,7 +205,11 @@ impl Session {
         if plain.reqs.is_empty() {
             return if self.closing { Ran::Close } else { Ran::All };
         }
+        let from = out.len();
         let done = cmd::execute(sh, &mut self.st, &plain.reqs, out, budget);
+        if self.st.resp3 {
+            crate::resp3::to_resp3(out, from);
+        }
         sh.count_commands(done.ran);
         let all = done.ran == plain.reqs.len();
         if !all {

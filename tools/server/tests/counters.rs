@@ -227,3 +227,55 @@ fn two_servers_count_every_concurrent_incr() {
         assert_eq!(v as u64, n, "server {p} lost increments");
     }
 }
+
+/// The stamped digest `DUPLEX.DIGEST` answers, and the engine's.
+fn digests(n: &Node) -> (String, String) {
+    use std::ops::Bound::Unbounded;
+    (
+        duplex_server::digest::digest(&n.sh, Unbounded, Unbounded)
+            .unwrap()
+            .to_string(),
+        n.sh.db()
+            .stamped_digest(Unbounded, Unbounded)
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[test]
+fn digests_agree_whichever_server_reclaimed_what() {
+    let t = duplex_testkit::temp_dir();
+    let mut a = node(&t.path().join("a"), 1);
+    let mut b = node(&t.path().join("b"), 2);
+    run(&a, &["SET", "short", "v", "PX", "100"]);
+    run(&a, &["SET", "long", "v", "EX", "100"]);
+    run(&a, &["INCR", "cnt"]);
+    run(&b, &["INCR", "cnt"]);
+    exchange(&mut a, &mut b);
+    run(&a, &["PEXPIRE", "cnt", "100"]);
+    // A counter reset by a SET: its old contributions no longer count.
+    run(&b, &["INCR", "reset"]);
+    exchange(&mut a, &mut b);
+    b.clock.set(1_000_050);
+    run(&b, &["SET", "reset", "7"]);
+    exchange(&mut a, &mut b);
+    assert_eq!(digests(&a), digests(&b), "the same versions");
+    a.clock.set(1_000_200);
+    b.clock.set(1_000_200);
+    assert_eq!(both(&a, &b, "short"), None);
+    assert_eq!(both(&a, &b, "cnt"), None);
+    assert_eq!(both(&a, &b, "reset").as_deref(), Some("7"));
+    // Only A reclaims: the engines' digests differ, DUPLEX.DIGEST does not.
+    let st = duplex_server::reclaim::step(&a.sh, None, 1000).unwrap();
+    assert!(st.reclaimed >= 4, "{st:?}");
+    let (da, db_) = (digests(&a), digests(&b));
+    assert_ne!(
+        da.1, db_.1,
+        "A's engine holds tombstones where B's holds values"
+    );
+    assert_eq!(da.0, db_.0, "DUPLEX.DIGEST agrees");
+    // And once B reclaimed too, both kinds agree.
+    duplex_server::reclaim::step(&b.sh, None, 1000).unwrap();
+    assert_eq!(digests(&a).1, digests(&b).1);
+    assert_eq!(digests(&a).0, da.0);
+}

@@ -179,18 +179,20 @@ pub fn unfence(sh: &Shared, out: &mut Vec<u8>) {
 }
 
 /// `DUPLEX.DIGEST [start end]`: the stamped digest (every key's stamp and value, deletes
-/// included) of the whole database, or of the keys in `[start, end)` (start included, end
-/// excluded), as the bulk string `<32 hex digits of the sum>/<count>`. Two servers holding the
-/// same versions answer the same string; digests of disjoint ranges add up (mod 2^128).
+/// included; a version no read can see counted as the tombstone the reclaim makes of it:
+/// [`crate::digest`]) of the whole database, or of the keys in `[start, end)` (start
+/// included, end excluded), as the bulk string `<32 hex digits of the sum>/<count>`. Two
+/// servers holding the same data answer the same string, whatever each has reclaimed;
+/// digests of disjoint ranges add up (mod 2^128).
 pub fn digest(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     let (start, end) = match args {
         [_] => (Bound::Unbounded, Bound::Unbounded),
         [_, s, e] => (Bound::Included(*s), Bound::Excluded(*e)),
         _ => return super::arity_error(args[0]).send(out),
     };
-    match sh.db().stamped_digest(start, end) {
+    match crate::digest::digest(sh, start, end) {
         Ok(d) => bulk_str(out, &d.to_string()),
-        Err(e) => engine_err(out, &e),
+        Err(e) => super::ErrLine::err(e.to_string()).send(out),
     }
 }
 

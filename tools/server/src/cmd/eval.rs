@@ -117,6 +117,10 @@ fn eval(op: &WriteOp<'_>, db: u8, view: &mut View<'_>) -> Result<(Reply, Effects
             _ => (Reply::Integer(0), Vec::new()),
         },
         WriteOp::Move(key, to) => move_key(key, *to, db, view)?,
+        WriteOp::Rename(src, dst, nx) => rename(src, dst, *nx, db, view)?,
+        WriteOp::Copy(src, dst, to, replace) => {
+            copy(src, dst, to.unwrap_or(db), *replace, db, view)?
+        }
     })
 }
 
@@ -216,6 +220,60 @@ fn move_key(
         ),
         _ => (Reply::Integer(0), Vec::new()),
     })
+}
+
+/// RENAME and RENAMENX: the value and its expiry move (a counter's value is written as
+/// its sum: a reset of the destination). Redis: a missing source is an error; renaming a
+/// key to itself answers OK (RENAMENX: 0) and changes nothing.
+fn rename(
+    src: &[u8],
+    dst: &[u8],
+    nx: bool,
+    db: u8,
+    view: &mut View<'_>,
+) -> Result<(Reply, Effects), ReadError> {
+    let Some(e) = view.get(db, src)? else {
+        return Ok((err("no such key"), Vec::new()));
+    };
+    let done = || if nx { Reply::Integer(1) } else { ok() };
+    if src == dst {
+        return Ok((if nx { Reply::Integer(0) } else { ok() }, Vec::new()));
+    }
+    if nx && view.exists(db, dst)? {
+        return Ok((Reply::Integer(0), Vec::new()));
+    }
+    Ok((
+        done(),
+        vec![
+            Effect::Del(db, src.to_vec()),
+            Effect::Put(db, dst.to_vec(), e),
+        ],
+    ))
+}
+
+/// COPY src dst [DB to] [REPLACE]: 1 when copied, 0 when the source is missing or the
+/// destination exists without REPLACE. The expiry is copied too.
+fn copy(
+    src: &[u8],
+    dst: &[u8],
+    to: u8,
+    replace: bool,
+    db: u8,
+    view: &mut View<'_>,
+) -> Result<(Reply, Effects), ReadError> {
+    if src == dst && to == db {
+        return Ok((
+            err("source and destination objects are the same"),
+            Vec::new(),
+        ));
+    }
+    let Some(e) = view.get(db, src)? else {
+        return Ok((Reply::Integer(0), Vec::new()));
+    };
+    if !replace && view.exists(to, dst)? {
+        return Ok((Reply::Integer(0), Vec::new()));
+    }
+    Ok((Reply::Integer(1), vec![Effect::Put(to, dst.to_vec(), e)]))
 }
 
 /// INCRBY and friends: this server's own contribution grows (see [`crate::counter`]),

@@ -1,12 +1,13 @@
 //! What a client may ask about the server: INFO (Redis sections plus `# Duplex`), CONFIG
-//! GET (a read-only view of the configuration in Redis names) and COMMAND.
+//! GET (a read-only view of the configuration in Redis names) and COMMAND ([`super::docs`]).
 
 use std::fmt::Write as _;
 
-use duplex_proto::{array_len, bulk, error, integer};
+use duplex_proto::{bulk, error};
 
-use super::{arity_error, bulk_str, TABLE};
+use super::{arity_error, bulk_str};
 use crate::glob::glob_match;
+use crate::keyspace::{ReadError, Reader};
 use crate::shared::Shared;
 use crate::state::OpState;
 
@@ -16,27 +17,17 @@ pub fn info_cmd(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     bulk(out, text.as_bytes());
 }
 
-/// `COMMAND [DOCS | COUNT | INFO | LIST]`: enough for client libraries that ask.
-pub fn command(args: &[&[u8]], out: &mut Vec<u8>) {
-    let sub = args.get(1).map(|s| s.to_ascii_uppercase());
-    match sub.as_deref() {
-        None | Some(b"DOCS") | Some(b"LIST") => array_len(out, 0),
-        Some(b"COUNT") => integer(out, TABLE.len() as i64),
-        Some(b"INFO") => {
-            array_len(out, args.len() - 2);
-            for _ in 2..args.len() {
-                duplex_proto::null_array(out);
-            }
-        }
-        Some(_) => error(
-            out,
-            "ERR unknown COMMAND subcommand (duplexd knows DOCS, COUNT, INFO, LIST)",
-        ),
-    }
+/// The Redis version duplexd answers as (INFO's `redis_version`, HELLO's `version`): the
+/// Redis whose commands and replies it follows.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+/// `COMMAND [sub...]`: see [`super::docs`].
+pub fn command(resp3: bool, args: &[&[u8]], out: &mut Vec<u8>) {
+    super::docs::command(resp3, args, out);
 }
 
 /// CONFIG GET pattern...: the configuration under the Redis parameter names tools ask for.
-pub fn config(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
+pub fn config(sh: &Shared, resp3: bool, args: &[&[u8]], out: &mut Vec<u8>) {
     let sub = args[1].to_ascii_uppercase();
     if sub != b"GET" {
         return error(
@@ -49,10 +40,28 @@ pub fn config(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
     }
     let c = sh.cfg();
     let params: Vec<(&str, String)> = vec![
+        // No RDB snapshots (every write is in the WAL; SAVE and BGSAVE take a backup).
         ("save", String::new()),
         ("appendonly", "yes".into()),
         ("appendfsync", c.sync.appendfsync().into()),
-        ("databases", "1".into()),
+        ("databases", crate::keyspace::DBS.to_string()),
+        // duplexd keeps every key on disk and evicts nothing.
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("requirepass", String::new()),
+        ("tcp-keepalive", "0".into()),
+        ("cluster-enabled", "no".into()),
+        ("lua-time-limit", "5000".into()),
+        ("busy-reply-threshold", "5000".into()),
+        ("notify-keyspace-events", String::new()),
+        ("slowlog-log-slower-than", "10000".into()),
+        ("slowlog-max-len", "128".into()),
+        ("maxmemory-samples", "5".into()),
+        ("lfu-log-factor", "10".into()),
+        ("lfu-decay-time", "1".into()),
+        ("replica-read-only", "yes".into()),
+        ("min-replicas-to-write", "0".into()),
+        ("hz", "10".into()),
         ("port", c.port.to_string()),
         ("bind", c.bind.clone()),
         ("maxclients", c.max_clients.to_string()),
@@ -73,7 +82,7 @@ pub fn config(sh: &Shared, args: &[&[u8]], out: &mut Vec<u8>) {
             }
         }
     }
-    array_len(out, hits.len() * 2);
+    super::docs::map_len(out, hits.len(), resp3);
     for (k, v) in hits {
         bulk_str(out, k);
         bulk_str(out, v);
@@ -116,7 +125,7 @@ type Section = fn(&Shared, &mut String);
 fn server(sh: &Shared, t: &mut String) {
     let _ = write!(
         t,
-        "# Server\r\nredis_version:7.0.0\r\nduplex_version:{}\r\nduplex_commit:{}\r\nduplex_format:{}\r\nduplex_oldest_format_read:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
+        "# Server\r\nredis_version:{REDIS_VERSION}\r\nduplex_version:{}\r\nduplex_commit:{}\r\nduplex_format:{}\r\nduplex_oldest_format_read:{}\r\nredis_mode:standalone\r\nos:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nbind:{}\r\nuptime_in_seconds:{}\r\nexecutable:duplexd\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
         env!("DUPLEX_GIT_COMMIT"),
         duplex_engine::FORMAT_VERSION,
@@ -306,6 +315,44 @@ fn store_health(sh: &Shared, t: &mut String) {
     );
 }
 
-fn keyspace(_: &Shared, t: &mut String) {
-    t.push_str("# Keyspace\r\n\r\n");
+/// `# Keyspace` as Redis fills it: a line per database holding keys,
+/// `db0:keys=N,expires=M,avg_ttl=0` (duplexd does not sample TTLs: avg_ttl is 0, as Redis
+/// reports it when it has none). Counting walks every database from one snapshot (INFO is
+/// slow work, run off the event loop); a count less than ten times as old as it took is
+/// answered again ([`Shared::keyspace_info`]: a large database is not walked for every INFO).
+fn keyspace(sh: &Shared, t: &mut String) {
+    t.push_str("# Keyspace\r\n");
+    t.push_str(&sh.keyspace_info(|| count_keyspace(sh)));
+    t.push_str("\r\n");
+}
+
+/// The `dbN:keys=...` lines, counted now.
+fn count_keyspace(sh: &Shared) -> String {
+    let mut t = String::new();
+    let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+    for db in 0..crate::keyspace::DBS {
+        let counted = (|| -> Result<(u64, u64), ReadError> {
+            let mut it = r.scan(db, None)?;
+            let (mut keys, mut expires) = (0u64, 0u64);
+            while let Some((_, exp)) = it.next_entry()? {
+                keys += 1;
+                expires += u64::from(exp);
+            }
+            Ok((keys, expires))
+        })();
+        match counted {
+            Ok((0, _)) => {}
+            Ok((keys, expires)) => {
+                let _ = write!(t, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+            }
+            Err(e) => {
+                let _ = write!(
+                    t,
+                    "db{db}:error={}\r\n",
+                    e.to_string().replace(['\r', '\n'], " ")
+                );
+            }
+        }
+    }
+    t
 }

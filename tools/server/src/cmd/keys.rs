@@ -47,3 +47,19 @@ pub fn flush_cmd(sh: &Shared, db: u8, args: &[&[u8]], out: &mut Vec<u8>) {
         }
     }
 }
+
+/// `SWAPDB a b`: refused. A database is a prefix of the stored keys in one replicated key
+/// space; a swap would rewrite every key of both databases in one batch (unbounded, past
+/// the WAL's 16 MiB record), and a peer's write to either database, concurrent with it,
+/// could not be ordered against it key by key by last-writer-wins.
+pub fn swapdb(args: &[&[u8]], out: &mut Vec<u8>) {
+    for (a, which) in [(args[1], "first"), (args[2], "second")] {
+        if super::parse::db_arg(a).is_err() {
+            return error(out, &format!("ERR invalid {which} DB index"));
+        }
+    }
+    error(
+        out,
+        "ERR SWAPDB is not supported by duplexd: a swap would rewrite both databases in one unbounded write that replication could not order against concurrent writes (see docs/COMMANDS.md)",
+    );
+}

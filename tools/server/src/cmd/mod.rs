@@ -1,16 +1,19 @@
 //! The RESP commands: the command table, per-connection command state, and the dispatch of
 //! one group of requests. Each command lives in the submodule of its kind; a new command is
 //! a row in [`TABLE`], a [`Cmd`] variant and a function in one of them:
-//! - [`mod@read`]: GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, ... (a run of reads shares one
+//! - [`mod@read`]: GET, MGET, EXISTS, STRLEN, GETRANGE, TTL, TOUCH, OBJECT, ... (a run of reads shares one
 //!   snapshot);
 //! - [`mod@write`]: SET, MSET, DEL, INCR, EXPIRE and every other write of keys, committed
 //!   as runs ([`write_groups`]: one `write_many`); parsed in `parse`, evaluated in `eval`
-//!   against a `view` (the snapshot under the run's earlier writes);
-//! - [`keys`]: FLUSHDB and FLUSHALL (one stamped marker each: [`crate::keyspace`]);
-//! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch);
-//! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT;
-//! - [`scan`]: SCAN, DBSIZE;
-//! - [`info`]: INFO, CONFIG GET, COMMAND;
+//!   against a `view` (the snapshot under the run's earlier writes); RENAME, RENAMENX,
+//!   COPY and MOVE among them;
+//! - [`keys`]: FLUSHDB and FLUSHALL (one stamped marker each: [`crate::keyspace`]), SWAPDB
+//!   (refused);
+//! - [`txn`]: MULTI, EXEC, DISCARD (EXEC is one atomic batch); [`watch`]: WATCH, UNWATCH;
+//! - [`conn`]: PING, ECHO, QUIT, AUTH, HELLO, SELECT, CLIENT, TIME;
+//! - [`scan`]: SCAN, KEYS, DBSIZE, RANDOMKEY;
+//! - [`info`]: INFO, CONFIG GET; [`docs`]: COMMAND;
+//! - [`persist`]: SAVE, BGSAVE, LASTSAVE (backups);
 //! - [`admin`]: DUPLEX.STATE, DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.FENCE, DUPLEX.UNFENCE,
 //!   DUPLEX.DIGEST, DUPLEX.CONFLICTS;
 //! - [`peers`]: DUPLEX.PEERS and INFO's `# Replication` (the peer links);
@@ -22,21 +25,24 @@
 
 pub mod admin;
 pub mod conn;
+pub mod docs;
 mod eval;
 pub mod info;
 pub mod keys;
 mod parse;
 pub mod peers;
+pub mod persist;
 pub mod read;
 pub mod scan;
 pub mod token;
 pub mod txn;
 mod view;
+pub mod watch;
 pub mod write;
 
 use std::fmt::Write as _;
 
-use duplex_proto::{bulk, codes, error, simple};
+use duplex_proto::{bulk, codes, error, integer, simple};
 
 use crate::shared::Shared;
 
@@ -59,6 +65,10 @@ pub struct ConnState {
     pub multi_bytes: usize,
     /// The selected database (SELECT), 0..16.
     pub db: u8,
+    /// The keys WATCHed (forgotten by EXEC, DISCARD and UNWATCH).
+    pub watched: Vec<watch::Watched>,
+    /// HELLO 3 was accepted: replies are RESP3.
+    pub resp3: bool,
 }
 
 impl ConnState {
@@ -72,6 +82,8 @@ impl ConnState {
             multi_dirty: false,
             multi_bytes: 0,
             db: 0,
+            watched: Vec::new(),
+            resp3: false,
         }
     }
 }
@@ -203,6 +215,32 @@ pub enum Cmd {
     FlushAll,
     /// `KEYS pattern`
     Keys,
+    /// `RENAME src dst`
+    Rename,
+    /// `RENAMENX src dst`
+    RenameNx,
+    /// `COPY src dst [DB db] [REPLACE]`
+    Copy,
+    /// `TOUCH k...`
+    Touch,
+    /// `RANDOMKEY`
+    RandomKey,
+    /// `OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT|HELP [k]`
+    Object,
+    /// `SWAPDB a b` (refused: see docs/COMMANDS.md)
+    SwapDb,
+    /// `WATCH k...`
+    Watch,
+    /// `UNWATCH`
+    Unwatch,
+    /// `TIME`
+    Time,
+    /// `SAVE`
+    Save,
+    /// `BGSAVE [SCHEDULE]`
+    BgSave,
+    /// `LASTSAVE`
+    LastSave,
     /// Anything else.
     Unknown,
 }
@@ -237,6 +275,9 @@ impl Cmd {
                 | Cmd::Persist
                 | Cmd::Move
                 | Cmd::Unlink
+                | Cmd::Rename
+                | Cmd::RenameNx
+                | Cmd::Copy
         )
     }
 
@@ -255,6 +296,8 @@ impl Cmd {
                 | Cmd::ExpireTime
                 | Cmd::PExpireTime
                 | Cmd::Type
+                | Cmd::Touch
+                | Cmd::Object
         )
     }
 }
@@ -266,7 +309,7 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("ECHO", Cmd::Echo, 2, 2, true),
     ("HELLO", Cmd::Hello, 1, 7, false),
     ("AUTH", Cmd::Auth, 2, 3, false),
-    ("SELECT", Cmd::Select, 2, 2, false),
+    ("SELECT", Cmd::Select, 2, 2, true),
     ("GET", Cmd::Get, 2, 2, true),
     ("SET", Cmd::Set, 3, usize::MAX, true),
     ("DEL", Cmd::Del, 2, usize::MAX, true),
@@ -324,6 +367,19 @@ pub const TABLE: &[(&str, Cmd, usize, usize, bool)] = &[
     ("FLUSHDB", Cmd::FlushDb, 1, 2, true),
     ("FLUSHALL", Cmd::FlushAll, 1, 2, true),
     ("KEYS", Cmd::Keys, 2, 2, false),
+    ("RENAME", Cmd::Rename, 3, 3, true),
+    ("RENAMENX", Cmd::RenameNx, 3, 3, true),
+    ("COPY", Cmd::Copy, 3, 6, true),
+    ("TOUCH", Cmd::Touch, 2, usize::MAX, true),
+    ("RANDOMKEY", Cmd::RandomKey, 1, 1, false),
+    ("OBJECT", Cmd::Object, 2, 3, true),
+    ("SWAPDB", Cmd::SwapDb, 3, 3, false),
+    ("WATCH", Cmd::Watch, 2, usize::MAX, false),
+    ("UNWATCH", Cmd::Unwatch, 1, 1, true),
+    ("TIME", Cmd::Time, 1, 1, true),
+    ("SAVE", Cmd::Save, 1, 1, false),
+    ("BGSAVE", Cmd::BgSave, 1, 2, false),
+    ("LASTSAVE", Cmd::LastSave, 1, 1, true),
 ];
 
 /// Looks a command name up (case-insensitive): (command, min args, max args, queueable).
@@ -378,19 +434,31 @@ pub(crate) fn arity_error(name: &[u8]) -> ErrLine {
     ))
 }
 
+/// Redis 7's reply to an unknown command, byte for byte: the name (at most 128 bytes),
+/// then each argument quoted and followed by a space while the list is under 128 bytes
+/// (each cut to what is left of the 128), newlines turned into spaces.
+pub(crate) fn unknown_command(args: &[&[u8]]) -> ErrLine {
+    let cut = |b: &[u8], n: usize| String::from_utf8_lossy(&b[..b.len().min(n)]).into_owned();
+    let mut list = String::new();
+    for a in &args[1..] {
+        if list.len() >= 128 {
+            break;
+        }
+        let _ = write!(list, "'{}' ", cut(a, 128 - list.len()));
+    }
+    let msg = format!(
+        "unknown command '{}', with args beginning with: {list}",
+        cut(args[0], 128)
+    );
+    ErrLine::err(msg.replace(['\r', '\n'], " "))
+}
+
 /// Checks a request's name and arity: the command and whether MULTI may queue it, or the
 /// error to send.
 pub fn check(args: &[&[u8]]) -> Result<(Cmd, bool), ErrLine> {
     let (c, lo, hi, q) = lookup(args[0]);
     if c == Cmd::Unknown {
-        let mut msg = format!(
-            "unknown command '{}', with args beginning with:",
-            lossy(args[0])
-        );
-        for a in args.iter().skip(1).take(3) {
-            let _ = write!(msg, " '{}'", lossy(a));
-        }
-        return Err(ErrLine::err(msg));
+        return Err(unknown_command(args));
     }
     if args.len() < lo || args.len() > hi {
         return Err(arity_error(args[0]));
@@ -405,22 +473,35 @@ pub fn is_write(args: &[&[u8]]) -> bool {
 }
 
 /// Whether a well-formed request is slow work (a copy or a walk over the whole database):
-/// DUPLEX.BACKUP, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait for a
-/// peer's batches), DBSIZE, KEYS, and SCAN with a COUNT above
+/// DUPLEX.BACKUP, SAVE, BGSAVE, DUPLEX.CHECKPOINT, DUPLEX.DIGEST, DUPLEX.WAIT (it may wait
+/// for a peer's batches), DBSIZE, KEYS, INFO (its `# Keyspace` counts every key),
+/// RANDOMKEY, and SCAN with a COUNT above
 /// [`crate::limits::SCAN_INLINE_MAX`]. A session hands it to its layer
 /// ([`crate::session::Step::Slow`]) to run off the event loop; [`run_slow`] runs it.
 pub fn is_slow(args: &[&[u8]]) -> bool {
     // Every request passes here: names that cannot be slow (GET, SET, ...) are told apart
     // by length and first letter before the table is searched.
     let name = args[0];
-    let maybe = matches!(name.len(), 4 | 6 | 11 | 13 | 17)
-        && matches!(name[0].to_ascii_uppercase(), b'D' | b'S' | b'K');
+    let maybe = matches!(name.len(), 4 | 6 | 9 | 11 | 13 | 17)
+        && matches!(
+            name[0].to_ascii_uppercase(),
+            b'D' | b'S' | b'K' | b'B' | b'I' | b'R'
+        );
     if !maybe {
         return false;
     }
     match check(args) {
         Ok((
-            Cmd::DBackup | Cmd::DCheckpoint | Cmd::DDigest | Cmd::DbSize | Cmd::DWait | Cmd::Keys,
+            Cmd::DBackup
+            | Cmd::DCheckpoint
+            | Cmd::DDigest
+            | Cmd::DbSize
+            | Cmd::DWait
+            | Cmd::Keys
+            | Cmd::Save
+            | Cmd::BgSave
+            | Cmd::Info
+            | Cmd::RandomKey,
             _,
         )) => true,
         Ok((Cmd::Scan, _)) => scan::is_large(args),
@@ -439,6 +520,10 @@ pub fn run_slow(sh: &Shared, db: u8, args: &[&[u8]], out: &mut Vec<u8>) {
         Ok((Cmd::Scan, _)) => scan::scan(sh, db, args, out),
         Ok((Cmd::Keys, _)) => scan::keys(sh, db, args[1], out),
         Ok((Cmd::DWait, _)) => token::wait(sh, args, out),
+        Ok((Cmd::Save, _)) => persist::save(sh, out),
+        Ok((Cmd::BgSave, _)) => persist::bgsave(sh, args, out),
+        Ok((Cmd::Info, _)) => info::info_cmd(sh, args, out),
+        Ok((Cmd::RandomKey, _)) => scan::randomkey(sh, db, out),
         Ok(_) => error(out, "ERR internal: not a slow command"),
         Err(e) => e.send(out),
     }
@@ -494,11 +579,17 @@ pub fn execute(
             if let Some(r) = write_groups_in(sh, &[(conn.db, &reqs[i..=i])]).pop() {
                 out.extend_from_slice(&r);
             }
-        } else if dispatch(sh, conn, cmd, args, out) {
-            return Executed {
-                ran: i + 1,
-                close: true,
-            };
+        } else {
+            let close = dispatch(sh, conn, cmd, args, out);
+            if matches!(cmd, Cmd::Select | Cmd::Client | Cmd::Hello | Cmd::Exec) {
+                conn::publish(sh, conn);
+            }
+            if close {
+                return Executed {
+                    ran: i + 1,
+                    close: true,
+                };
+            }
         }
         i += 1;
     }
@@ -553,8 +644,16 @@ fn dispatch(
         Cmd::Keys => scan::keys(sh, conn.db, args[1], out),
         Cmd::FlushDb | Cmd::FlushAll => keys::flush_cmd(sh, conn.db, args, out),
         Cmd::Info => info::info_cmd(sh, args, out),
-        Cmd::Command => info::command(args, out),
-        Cmd::Config => info::config(sh, args, out),
+        Cmd::Command => info::command(conn.resp3, args, out),
+        Cmd::Config => info::config(sh, conn.resp3, args, out),
+        Cmd::Watch => watch::watch(sh, conn, args, out),
+        Cmd::Unwatch => watch::unwatch(conn, out),
+        Cmd::Time => conn::time_reply().encode(out),
+        Cmd::RandomKey => scan::randomkey(sh, conn.db, out),
+        Cmd::SwapDb => keys::swapdb(args, out),
+        Cmd::Save => persist::save(sh, out),
+        Cmd::BgSave => persist::bgsave(sh, args, out),
+        Cmd::LastSave => integer(out, persist::lastsave(sh)),
         Cmd::DState => admin::state(sh, out),
         Cmd::DBackup => admin::backup(sh, args, out),
         Cmd::DCheckpoint => admin::checkpoint(sh, out),

@@ -65,6 +65,11 @@ pub(crate) enum WriteOp<'a> {
     Persist(&'a [u8]),
     /// MOVE key db.
     Move(&'a [u8], u8),
+    /// RENAME (`nx`: RENAMENX) src dst.
+    Rename(&'a [u8], &'a [u8], bool),
+    /// COPY src dst [DB db] [REPLACE]: (src, dst, destination db or the connection's,
+    /// replace).
+    Copy(&'a [u8], &'a [u8], Option<u8>, bool),
 }
 
 impl<'a> WriteOp<'a> {
@@ -94,6 +99,7 @@ impl<'a> WriteOp<'a> {
             | WriteOp::Expire(key, _, _)
             | WriteOp::Persist(key)
             | WriteOp::Move(key, _) => vec![*key],
+            WriteOp::Rename(a, b, _) | WriteOp::Copy(a, b, _, _) => vec![*a, *b],
             WriteOp::MSet(p, _) => p.iter().map(|(k, _)| *k).collect(),
             WriteOp::Del(k) => k.clone(),
         }
@@ -160,6 +166,15 @@ pub(crate) fn expire_at(
     let base = now.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let at = ms.checked_add(base).ok_or_else(invalid)?;
     u64::try_from(at).map_err(|_| invalid())
+}
+
+/// A database index argument (MOVE, COPY ... DB), with Redis's replies.
+pub(crate) fn db_arg(b: &[u8]) -> Result<u8, ErrLine> {
+    let db = parse_i64(b).ok_or_else(|| ErrLine::err(NOT_INT))?;
+    u8::try_from(db)
+        .ok()
+        .filter(|d| *d < crate::keyspace::DBS)
+        .ok_or_else(|| ErrLine::err("DB index is out of range"))
 }
 
 /// SET's options after key and value: (condition, expiry, GET).
@@ -373,13 +388,28 @@ pub(crate) fn parse_write<'a>(
         Cmd::GetEx => WriteOp::GetEx(args[1], parse_getex_opts(&args[2..], now)?),
         Cmd::Expire | Cmd::PExpire | Cmd::ExpireAt | Cmd::PExpireAt => parse_expire(c, args, now)?,
         Cmd::Persist => WriteOp::Persist(args[1]),
-        Cmd::Move => {
-            let db = parse_i64(args[2]).ok_or_else(|| ErrLine::err(NOT_INT))?;
-            let db = u8::try_from(db)
-                .ok()
-                .filter(|d| *d < crate::keyspace::DBS)
-                .ok_or_else(|| ErrLine::err("DB index is out of range"))?;
-            WriteOp::Move(args[1], db)
+        Cmd::Move => WriteOp::Move(args[1], db_arg(args[2])?),
+        Cmd::Rename | Cmd::RenameNx => {
+            check_key(sh, args[2])?;
+            WriteOp::Rename(args[1], args[2], c == Cmd::RenameNx)
+        }
+        Cmd::Copy => {
+            check_key(sh, args[2])?;
+            let (mut to, mut replace) = (None, false);
+            let mut i = 3;
+            while i < args.len() {
+                let o = args[i].to_ascii_uppercase();
+                if o == b"REPLACE" {
+                    replace = true;
+                } else if o == b"DB" && i + 1 < args.len() {
+                    to = Some(db_arg(args[i + 1])?);
+                    i += 1;
+                } else {
+                    return Err(ErrLine::err("syntax error"));
+                }
+                i += 1;
+            }
+            WriteOp::Copy(args[1], args[2], to, replace)
         }
         _ => {
             for k in &args[1..] {

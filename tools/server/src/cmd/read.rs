@@ -71,7 +71,8 @@ fn answer(
                 }
             }
         }
-        Cmd::Exists => {
+        Cmd::Object => object(r, db, args, out)?,
+        Cmd::Exists | Cmd::Touch => {
             let mut n = 0;
             for k in &args[1..] {
                 n += i64::from(r.get(db, k)?.is_some());
@@ -97,6 +98,76 @@ fn answer(
         _ => integer(out, ttl_reply(c, r.get(db, args[1])?, r.now_ms())),
     }
     Ok(())
+}
+
+/// Redis's reply to OBJECT FREQ without an LFU policy (duplexd has none).
+const NO_LFU: &str = "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+
+/// `OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key` and `OBJECT HELP`. duplexd keeps no
+/// objects: ENCODING answers what Redis would for the string (`int`, `embstr` up to 44
+/// bytes, `raw`), IDLETIME 0 (no access times are kept), REFCOUNT 1; a missing key is nil.
+fn object(r: &mut impl Source, db: u8, args: &[&[u8]], out: &mut Vec<u8>) -> Result<(), ReadError> {
+    let sub = args[1].to_ascii_uppercase();
+    if sub == b"HELP" && args.len() == 2 {
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+            "HELP",
+            "    Print this help.",
+        ];
+        array_len(out, lines.len());
+        for l in lines {
+            simple(out, l);
+        }
+        return Ok(());
+    }
+    let known = matches!(
+        sub.as_slice(),
+        b"ENCODING" | b"FREQ" | b"IDLETIME" | b"REFCOUNT"
+    );
+    if !known || args.len() != 3 {
+        error(
+            out,
+            &format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+                super::lossy(args[1])
+            ),
+        );
+        return Ok(());
+    }
+    let Some(e) = r.get(db, args[2])? else {
+        null_bulk(out);
+        return Ok(());
+    };
+    match sub.as_slice() {
+        b"ENCODING" => bulk(out, encoding(&e.data).as_bytes()),
+        b"FREQ" => error(out, NO_LFU),
+        b"IDLETIME" => integer(out, 0),
+        _ => integer(out, 1),
+    }
+    Ok(())
+}
+
+/// The encoding Redis 7 reports for a string value.
+pub(crate) fn encoding(v: &[u8]) -> &'static str {
+    if v.len() <= 20 && crate::keyspace::parse_i64(v).is_some() {
+        "int"
+    } else if v.len() <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
 }
 
 /// TTL, PTTL, EXPIRETIME and PEXPIRETIME of an entry (absent: -2; no expiry: -1).

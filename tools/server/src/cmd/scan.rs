@@ -3,7 +3,7 @@
 //! [`crate::shared::Cursors`] naming the last key returned; cursor 0 starts (and ends) a
 //! scan.
 
-use duplex_proto::{array_len, bulk, error, integer};
+use duplex_proto::{array_len, bulk, error, integer, null_bulk};
 
 use super::{bulk_str, ErrLine};
 use crate::glob::glob_match;
@@ -28,6 +28,28 @@ pub(crate) fn count(sh: &Shared, db: u8) -> Result<i64, ReadError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// `RANDOMKEY`: a live key of database `db` (nil when it has none): the first key after a
+/// random point of the key space, or the first key when none follows it. Not uniform over
+/// the keys (a key after a wide gap comes more often), as Redis's is not either.
+pub fn randomkey(sh: &Shared, db: u8, out: &mut Vec<u8>) {
+    let mut seed = [0u8; 4];
+    if getrandom::getrandom(&mut seed).is_err() {
+        seed = (sh.clock().now_ms() as u32).to_le_bytes();
+    }
+    let pick = || -> Result<Option<Vec<u8>>, ReadError> {
+        let mut r = Reader::new(sh.db().snapshot(), sh.clock().now_ms());
+        if let Some(k) = r.scan(db, Some(&seed))?.next_key()? {
+            return Ok(Some(k));
+        }
+        r.scan(db, None)?.next_key()
+    };
+    match pick() {
+        Ok(Some(k)) => bulk(out, &k),
+        Ok(None) => null_bulk(out),
+        Err(e) => ErrLine::err(e.to_string()).send(out),
+    }
 }
 
 /// `KEYS pattern`: every live key of database `db` matching the glob, in key order.

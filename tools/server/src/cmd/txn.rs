@@ -5,10 +5,11 @@
 //! `WriteBatch`. A refused command while queueing makes EXEC abort (`EXECABORT`); so does
 //! a queue past [`MULTI_QUEUE_MAX`] commands or [`MULTI_QUEUE_BYTES_MAX`] bytes.
 
-use duplex_proto::{array_len, codes, error, simple, Reply};
+use duplex_proto::{array_len, codes, error, null_array, simple, Reply};
 
 use super::keys::flush_effects;
 use super::read::read;
+use super::watch::{self, Watched};
 use super::write::{batch_of, eval_write, parse_write, View};
 use super::{lookup, lossy, Cmd, ConnState, ErrLine};
 use crate::limits::{MULTI_QUEUE_BYTES_MAX, MULTI_QUEUE_MAX};
@@ -16,7 +17,10 @@ use crate::shared::Shared;
 
 /// Whether `c` acts on the transaction itself (and so is not queued after MULTI).
 pub fn controls(c: Cmd) -> bool {
-    matches!(c, Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Quit)
+    matches!(
+        c,
+        Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Quit | Cmd::Watch
+    )
 }
 
 /// Queues a command after MULTI (`QUEUED`), or refuses one MULTI may not queue (EXEC then
@@ -69,6 +73,7 @@ pub fn multi(conn: &mut ConnState, out: &mut Vec<u8>) {
 /// DISCARD.
 pub fn discard(conn: &mut ConnState, out: &mut Vec<u8>) {
     if conn.multi.take().is_some() {
+        conn.watched = Vec::new();
         simple(out, "OK");
     } else {
         error(out, "ERR DISCARD without MULTI");
@@ -77,16 +82,20 @@ pub fn discard(conn: &mut ConnState, out: &mut Vec<u8>) {
 
 /// EXEC.
 pub fn exec_cmd(sh: &Shared, conn: &mut ConnState, out: &mut Vec<u8>) {
-    match conn.multi.take() {
-        None => error(out, "ERR EXEC without MULTI"),
-        Some(_) if conn.multi_dirty => error(
+    let Some(q) = conn.multi.take() else {
+        return error(out, "ERR EXEC without MULTI");
+    };
+    // EXEC forgets the watched keys whatever its outcome.
+    let watched = std::mem::take(&mut conn.watched);
+    match q {
+        _ if conn.multi_dirty => error(
             out,
             &codes::line(
                 codes::EXECABORT,
                 "Transaction discarded because of previous errors.",
             ),
         ),
-        Some(q) => exec(sh, conn.db, q, out),
+        q => conn.db = exec(sh, conn.db, q, &watched, out),
     }
 }
 
@@ -104,7 +113,8 @@ fn keys_of<'a>(sh: &Shared, reqs: &[Vec<&'a [u8]>]) -> (Vec<&'a [u8]>, bool, boo
             }
         } else if c.is_read() {
             match c {
-                Cmd::MGet | Cmd::Exists => keys.extend(&r[1..]),
+                Cmd::MGet | Cmd::Exists | Cmd::Touch => keys.extend(&r[1..]),
+                Cmd::Object => keys.extend(r.get(2)),
                 _ => keys.push(r[1]),
             }
         } else if matches!(c, Cmd::FlushDb | Cmd::FlushAll) {
@@ -115,9 +125,16 @@ fn keys_of<'a>(sh: &Shared, reqs: &[Vec<&'a [u8]>]) -> (Vec<&'a [u8]>, bool, boo
     (keys, has_write, flush)
 }
 
-/// Evaluates every queued command (in database `db`) against one view, then applies the
-/// writes as one batch.
-fn exec(sh: &Shared, db: u8, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+/// Evaluates every queued command (from database `db`) against one view, then applies the
+/// writes as one batch; a changed watched key aborts it first (a nil reply). Returns the
+/// connection's database afterwards (a queued SELECT changes it, as in Redis).
+fn exec(
+    sh: &Shared,
+    db: u8,
+    queued: Vec<Vec<Vec<u8>>>,
+    watched: &[Watched],
+    out: &mut Vec<u8>,
+) -> u8 {
     let reqs: Vec<Vec<&[u8]>> = queued
         .iter()
         .map(|r| r.iter().map(Vec::as_slice).collect())
@@ -126,25 +143,43 @@ fn exec(sh: &Shared, db: u8, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
     let _hold = has_write.then(|| sh.write_hold().enter());
     let st = sh.state().get().state;
     if has_write && !st.accepts_writes() {
-        return error(
+        error(
             out,
             &codes::line(
                 codes::EXECABORT,
                 &format!("Transaction discarded: {}", st.refusal()),
             ),
         );
+        return db;
     }
     let guard = if flush {
         sh.stripes().lock_all()
     } else {
-        sh.stripes().lock(keys.iter().map(|k| (*k, true)))
+        sh.stripes().lock(
+            keys.iter()
+                .copied()
+                .chain(watch::keys(watched))
+                .map(|k| (k, true)),
+        )
     };
+    match watch::changed(sh, watched) {
+        Ok(false) => {}
+        Ok(true) => {
+            null_array(out);
+            return db;
+        }
+        Err(e) => {
+            ErrLine::err(e.to_string()).send(out);
+            return db;
+        }
+    }
     let mut view = View::now(sh);
+    let mut cur = db;
     let replies: Vec<Vec<u8>> = reqs
         .iter()
         .map(|r| {
             let mut o = Vec::new();
-            eval_queued(sh, db, r, &mut view, &mut o);
+            eval_queued(sh, &mut cur, r, &mut view, &mut o);
             o
         })
         .collect();
@@ -158,12 +193,14 @@ fn exec(sh: &Shared, db: u8, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
             // "not applied" would not be true of all of them.
             let line = super::write::failure_line(&e);
             if codes::code_of(&line) != codes::ERR {
-                return error(out, &line);
+                error(out, &line);
+                return cur;
             }
-            return error(
+            error(
                 out,
                 &codes::line(codes::EXECABORT, &format!("Transaction not applied: {e}")),
             );
+            return cur;
         }
     }
     drop(guard);
@@ -171,11 +208,21 @@ fn exec(sh: &Shared, db: u8, queued: Vec<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
     for r in replies {
         out.extend_from_slice(&r);
     }
+    cur
 }
 
 /// One queued command's reply inside EXEC, appended to `out`.
-fn eval_queued(sh: &Shared, db: u8, r: &[&[u8]], view: &mut View<'_>, out: &mut Vec<u8>) {
+fn eval_queued(sh: &Shared, db: &mut u8, r: &[&[u8]], view: &mut View<'_>, out: &mut Vec<u8>) {
     let c = lookup(r[0]).0;
+    if c == Cmd::Select {
+        let mut conn = ConnState::new(0, true);
+        super::conn::select(&mut conn, r, out);
+        if !out.starts_with(b"-") {
+            *db = conn.db;
+        }
+        return;
+    }
+    let db = *db;
     if c.is_read() {
         // Reads see the transaction's own writes: answered from the view.
         return read(view, db, c, r, out);
@@ -189,13 +236,13 @@ fn eval_queued(sh: &Shared, db: u8, r: &[&[u8]], view: &mut View<'_>, out: &mut 
             },
         }
     } else {
-        other_queued(db, c, r, view)
+        other_queued(sh, db, c, r, view)
     };
     reply.encode(out);
 }
 
 /// A queued command that neither reads nor writes keys.
-fn other_queued(db: u8, c: Cmd, r: &[&[u8]], view: &mut View<'_>) -> Reply {
+fn other_queued(sh: &Shared, db: u8, c: Cmd, r: &[&[u8]], view: &mut View<'_>) -> Reply {
     match c {
         Cmd::FlushDb | Cmd::FlushAll => match flush_effects(db, r) {
             Ok(eff) => {
@@ -208,6 +255,9 @@ fn other_queued(db: u8, c: Cmd, r: &[&[u8]], view: &mut View<'_>) -> Reply {
             .get(1)
             .map_or_else(|| Reply::Simple("PONG".into()), |m| Reply::Bulk(m.to_vec())),
         Cmd::Echo => Reply::Bulk(r[1].to_vec()),
+        Cmd::Unwatch => Reply::Simple("OK".into()),
+        Cmd::Time => super::conn::time_reply(),
+        Cmd::LastSave => Reply::Integer(super::persist::lastsave(sh)),
         _ => Reply::Error("ERR command not allowed inside MULTI".into()),
     }
 }

@@ -280,6 +280,7 @@ impl EventLoop {
                 continue;
             }
             let session = Session::new(&self.sh);
+            session.set_peer(&self.sh, stream.peer_addr().ok());
             self.conns.insert(
                 token,
                 Conn {

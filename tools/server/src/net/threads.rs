@@ -44,6 +44,7 @@ fn serve(sh: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_write_timeout(Some(POLL))?;
     let mut session = Session::new(sh);
     let peer = stream.peer_addr().ok();
+    session.set_peer(sh, peer);
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut idle_since = Instant::now();

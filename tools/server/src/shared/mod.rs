@@ -10,6 +10,7 @@
 //! - [`WriteHold`]: the short write hold of a rebuild ([`Shared::write_hold`]).
 
 mod backup;
+pub mod clients;
 mod cursors;
 mod drill;
 mod hold;
@@ -88,6 +89,10 @@ pub struct Shared {
     rebuild_gap: Mutex<Option<crate::rebuild::RebuildGap>>,
     /// How the rebuild this server started with went, so far (INFO).
     rebuild_run: Mutex<Option<crate::rebuild::RebuildRun>>,
+    /// The connected clients (CLIENT LIST).
+    client_table: Arc<clients::ClientTable>,
+    /// INFO's last `# Keyspace` lines: when counted, how long the count took, the lines.
+    keyspace_info: Mutex<Option<(Instant, Duration, String)>>,
 }
 
 impl Shared {
@@ -148,7 +153,30 @@ impl Shared {
             rebuild_run: Mutex::new(None),
             peers: PeerTable::default(),
             write_hold: WriteHold::default(),
+            client_table: Arc::default(),
+            keyspace_info: Mutex::new(None),
         }
+    }
+
+    /// INFO's `# Keyspace` lines: `count` runs (a walk over every key) unless lines counted
+    /// less than ten times as long ago as their count took (one of 100 ms or more) are at
+    /// hand: a monitor polling INFO costs at most about a tenth of one worker, and a small
+    /// database is counted afresh every time.
+    pub fn keyspace_info(&self, count: impl FnOnce() -> String) -> String {
+        if let Some((at, took, lines)) = self.keyspace_info.lock().as_ref() {
+            if *took >= Duration::from_millis(100) && at.elapsed() < *took * 10 {
+                return lines.clone();
+            }
+        }
+        let start = Instant::now();
+        let lines = count();
+        *self.keyspace_info.lock() = Some((Instant::now(), start.elapsed(), lines.clone()));
+        lines
+    }
+
+    /// The connected clients (CLIENT LIST).
+    pub fn client_table(&self) -> &Arc<clients::ClientTable> {
+        &self.client_table
     }
 
     /// The write hold a rebuilt peer may ask for: every client write passes
