@@ -461,6 +461,9 @@ fn a_rebuild_pulls_back_the_updates_a_surviving_peer_holds_beyond_the_source() {
     b.kill9();
     drop(b);
     std::fs::remove_dir_all(nb.root.join("data")).unwrap();
+    // B's archive goes too: kept, it would give back (some of) those writes itself,
+    // depending on how far its archiver got before the kill; this test is about C.
+    let _ = std::fs::remove_dir_all(nb.root.join("archive"));
     let b = start_rebuilding(nb, &na.addr());
     wait_running(&b, &a);
     let log = b.log();
