@@ -130,8 +130,10 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
         // rebuilt origin's earlier batches from its log; 1111, nobody holds them any more,
         // the server below the base turns needs-rebuild and is rebuilt (since the marks
         // are refreshed on heartbeats, 1198 is the seed that strands a server); 1356, a
-        // survivor told a peer's mark only when the link opened never forwarded the rest.
-        set.extend([1053, 1111, 1198, 1356]);
+        // survivor told a peer's mark only when the link opened never forwarded the rest;
+        // 1524, a rebuild whose source held none of the lost server's batches (the empty
+        // base) while another survivor held some: they must be given back.
+        set.extend([1053, 1111, 1198, 1356, 1524]);
     }
     for seed in set {
         let (_, faults) = run_with(
@@ -148,11 +150,14 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
     }
     println!("faults injected: {total:?}");
     if !one_seed {
-        for f in [
-            "destroyed disk, rebuilt from a peer",
-            "stranded: needs-rebuild",
-            "stranded node rebuilt",
-        ] {
+        // (The needs-rebuild outcome, a node stranded below a rebuilt origin's base, was
+        // reached by seed 1198 while survivors released the WAL holding other origins'
+        // batches; since checkpoints keep it for the peers that lack them, within
+        // `peer_wal_retention_bytes`, no seed of the campaigns strands a node: the engine
+        // test `a_restarted_survivor_forwards_from_its_log_and_a_peer_nobody_can_serve_is_stranded`
+        // and the multi-process `tests/stranded.rs` cover it. The harness still checks
+        // every tick that no node is flagged without really being below the base.)
+        for f in ["destroyed disk, rebuilt from a peer", "batches taken back"] {
             assert!(
                 total.get(f).copied().unwrap_or(0) > 0,
                 "the seeds never saw {f}: {total:?}"
@@ -171,7 +176,14 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
 fn the_whole_fault_model_keeps_every_invariant() {
     let mut total: BTreeMap<&'static str, u64> = BTreeMap::new();
     let one_seed = std::env::var("DUPLEX_SIM_SEED").is_ok();
-    for seed in seeds() {
+    let mut set = seeds();
+    if !one_seed {
+        // Regressions found by campaigns: 1306, a survivor that restarted and released the
+        // WAL holding a lost server's batches another survivor lacked (the give-back
+        // window): checkpoints now keep other origins' batches peers lack.
+        set.push(1306);
+    }
+    for seed in set {
         let (_, faults) = run_with(seed, 1500, Model::all(seed.is_multiple_of(2)));
         for (k, v) in faults {
             *total.entry(k).or_default() += v;
@@ -192,6 +204,7 @@ fn the_whole_fault_model_keeps_every_invariant() {
         "write refused for want of space",
         "space freed",
         "conflict entries dropped by the bound",
+        "concurrent overwrites accounted for",
         "destroyed disk, rebuilt from a peer",
     ] {
         assert!(

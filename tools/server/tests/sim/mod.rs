@@ -1,10 +1,11 @@
 //! The deterministic simulation's harness (see `sim_cluster.rs`): [`world`] the cluster and
 //! its faults, [`faults`] the optional parts of the fault model (clock skew, clients that
 //! switch servers, I/O errors, memory bounds), [`rebuild`] a destroyed disk rebuilt from a
-//! peer, [`check`] the invariants at the end.
+//! peer, [`journal`] the conflict journal's accounting, [`check`] the invariants at the end.
 
 pub mod check;
 pub mod faults;
+pub mod journal;
 pub mod rebuild;
 pub mod world;
 
@@ -91,7 +92,35 @@ pub fn run_with(seed: u64, load: u64, model: Model) -> (u64, BTreeMap<&'static s
         w.harvest(id, &db);
         w.nodes[n].db = Some(db);
     }
+    if std::env::var("DUPLEX_SIM_DEBUG").is_ok() {
+        eprintln!("{}", check::describe(&w));
+        eprintln!(
+            "written {:?}",
+            w.written
+                .iter()
+                .map(|(o, v)| (*o, v.len()))
+                .collect::<Vec<_>>()
+        );
+        eprintln!(
+            "applied {:?} exempt {:?} given {:?}",
+            w.applied, w.exempt, w.given
+        );
+    }
     check::check(&w, seed, converged);
+    match w.check_journal() {
+        Ok((concurrent, missing)) => {
+            *w.faults
+                .entry("concurrent overwrites accounted for")
+                .or_default() += concurrent;
+            *w.faults
+                .entry("... of them only by entries the bound dropped unread")
+                .or_default() += missing;
+            *w.faults
+                .entry("conflict entries dropped unread")
+                .or_default() += w.journal.unseen();
+        }
+        Err(e) => panic!("seed {seed}: {e}\n{}", check::replay_hint_for(seed, model)),
+    }
     for d in w.digests() {
         w.note(d.len() as u64 ^ u64::from_str_radix(&d[..16], 16).unwrap_or(0));
     }
