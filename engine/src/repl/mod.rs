@@ -78,6 +78,9 @@ pub struct OriginState {
     pub base: u64,
 }
 
+/// Where the log stood at a checkpoint: (local LSN, every origin's mark then).
+pub(crate) type Anchor = (u64, Vec<(u64, u64)>);
+
 /// The replication state of an open database.
 #[derive(Debug, Default)]
 pub(crate) struct ReplState {
@@ -113,7 +116,7 @@ pub(crate) struct ReplState {
     /// Where the log stood at recent checkpoints: (local LSN, every origin's mark then).
     /// Each origin's batches after its mark in an anchor were logged after that LSN: how a
     /// checkpoint finds the WAL it must keep for [`ReplState::forward_floors`].
-    pub(crate) anchors: Mutex<std::collections::VecDeque<(u64, Vec<(u64, u64)>)>>,
+    pub(crate) anchors: Mutex<std::collections::VecDeque<Anchor>>,
 }
 
 impl ReplState {

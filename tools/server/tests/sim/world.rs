@@ -263,6 +263,9 @@ impl World {
     }
 
     pub fn fault(&mut self, what: &'static str) {
+        if std::env::var("DUPLEX_SIM_DEBUG").is_ok() {
+            eprintln!("tick {}: {what}", self.tick);
+        }
         *self.faults.entry(what).or_default() += 1;
     }
 
@@ -587,6 +590,32 @@ impl World {
         }
         self.stranded_nodes();
         self.read_journals();
+        if let Some(n) = std::env::var("DUPLEX_SIM_DEBUG")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            let sim = &self.nodes[n - 1].sim;
+            let mut files = sim
+                .list(std::path::Path::new(DB_DIR).join("wal").as_path())
+                .unwrap_or_default();
+            for sub in sim
+                .list(std::path::Path::new(ARCHIVE_DIR))
+                .unwrap_or_default()
+            {
+                let p = std::path::Path::new(ARCHIVE_DIR).join(&sub);
+                files.extend(sim.list(&p).unwrap_or_default().into_iter().map(|f| {
+                    format!(
+                        "A/{sub}/{f}:{}",
+                        sim.contents(&p.join(&f)).map_or(0, |c| c.len())
+                    )
+                }));
+            }
+            let status = self.nodes[n - 1].db.as_ref().map(|d| {
+                let a = d.wal().archive_status();
+                (a.archived_lsn, a.durable_lsn, a.last_error)
+            });
+            eprintln!("tick {} node {n}: {files:?} {status:?}", self.tick);
+        }
         self.sessions_step();
         self.check_memory();
         if self.tick.is_multiple_of(50) {
