@@ -242,7 +242,19 @@ fn campaign() {
     let start = std::time::Instant::now();
     let mut total: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in from..from + n {
-        let (_, faults) = run_with(seed, 1500, campaign_model(seed));
+        let model = campaign_model(seed);
+        let (_, faults) = match std::panic::catch_unwind(|| run_with(seed, 1500, model)) {
+            Ok(r) => r,
+            Err(e) => {
+                // Whatever failed (a check, or a panic elsewhere), name the seed.
+                eprintln!(
+                    "campaign seed {seed} failed after {} passed\n{}",
+                    seed - from,
+                    sim::check::replay_hint_for(seed, model)
+                );
+                std::panic::resume_unwind(e);
+            }
+        };
         for (k, v) in faults {
             *total.entry(k).or_default() += v;
         }

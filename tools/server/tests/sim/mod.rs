@@ -75,7 +75,8 @@ pub fn run_with(seed: u64, load: u64, model: Model) -> (u64, BTreeMap<&'static s
     let mut converged = false;
     for i in 0..1500u32 {
         w.step(false, true);
-        if !i.is_multiple_of(20) {
+        // An I/O fault armed before the calm may still have its node power-cycled.
+        if !i.is_multiple_of(20) || w.nodes.iter().any(|n| n.db.is_none()) {
             continue;
         }
         let d = w.digests();
@@ -83,6 +84,9 @@ pub fn run_with(seed: u64, load: u64, model: Model) -> (u64, BTreeMap<&'static s
             converged = true;
             break;
         }
+    }
+    while w.nodes.iter().any(|n| n.db.is_none()) {
+        w.step(false, true);
     }
     for n in 0..NODES {
         let id = w.nodes[n].id;
