@@ -477,9 +477,13 @@ fn a_rebuild_pulls_back_the_updates_a_surviving_peer_holds_beyond_the_source() {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or_else(|| panic!("rebuild_done names the gap: {done}"));
+    // B's own archive (it survived the data directory) may hold the first of them, by
+    // as much as its lag allowed before the kill (under load it did: 1 of 20): those are
+    // taken back from it, the rest counted as gone from this server.
+    let from_archive = field(done, "updates_from_archive").unwrap_or(0.0);
     assert!(
-        gone >= f64::from(n),
-        "at least B's {n} writes only C holds: {done}"
+        gone + from_archive >= f64::from(n),
+        "at least B's {n} writes only C holds, taken back from its archive or counted: {done}"
     );
     assert!(done.contains(&nc.addr()), "names C: {done}");
     let info: String = redis::cmd("INFO").query(&mut conn(b.port)).unwrap();
