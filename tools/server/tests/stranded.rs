@@ -129,6 +129,14 @@ fn a_server_no_member_can_bring_level_with_a_rebuilt_origin_says_it_needs_a_rebu
     b_to_c.heal();
     a_to_c.heal();
 
+    c_alone_says_it_needs_a_rebuild(&a, &b, &c);
+    // And C still lacks B's last writes: nothing came by another way.
+    assert_eq!(get(c.port, "b-on-a-only-0"), None);
+}
+
+/// Waits until C says `needs_rebuild:yes`; the reason must be on B's row of its
+/// `DUPLEX.PEERS` and no other, and A and B must say `needs_rebuild:no`.
+fn c_alone_says_it_needs_a_rebuild(a: &Daemon, b: &Daemon, c: &Daemon) {
     let deadline = std::time::Instant::now() + CONVERGE;
     while !info_replication(c.port).contains("needs_rebuild:yes") {
         assert!(
@@ -167,6 +175,4 @@ fn a_server_no_member_can_bring_level_with_a_rebuilt_origin_says_it_needs_a_rebu
             status(&[a.port, b.port, c.port])
         );
     }
-    // And C still lacks B's last writes: nothing came by another way.
-    assert_eq!(get(c.port, "b-on-a-only-0"), None);
 }
