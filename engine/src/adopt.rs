@@ -86,6 +86,11 @@ pub fn adopt_restored(
         .filter(|(o, _)| *o != from)
         .collect();
     origins.push((from, position(source_timeline, last)));
+    if !origins.iter().any(|(o, _)| *o == cfg.node_id) {
+        // The source held none of this node's earlier batches: the empty base, announced
+        // to the peers so that any of them that holds some gives them back.
+        origins.push((cfg.node_id, crate::repl::EMPTY_BASE));
+    }
     origins.sort_unstable();
     tree.ckpt.origins.clear();
     let at = StoreDir {

@@ -201,6 +201,9 @@ impl Inner {
         if crate::testing::mutated(crate::testing::Mutation::DropTombstones) {
             updates.retain(|u| u.2.is_some());
         }
+        // A fact about the log whatever becomes of this checkpoint: the batches of each
+        // origin after these marks were logged after `appended`.
+        self.repl.anchor(appended, origins.clone());
         let origins = if crate::testing::mutated(crate::testing::Mutation::ForgetMarks) {
             Vec::new()
         } else {
@@ -301,32 +304,47 @@ impl Inner {
     }
 
     /// Where a checkpoint at `below - 1` may release the WAL: below it, unless a peer
-    /// still needs records after its floor and keeping them costs at most
-    /// `peer_wal_retention_bytes`.
+    /// still needs records after its floor (this node's batches it has not acknowledged,
+    /// or another origin's batches after the least mark a peer other than that origin
+    /// holds: `Database::set_forward_floors`) and keeping them costs at most
+    /// `peer_wal_retention_bytes`. Past the bound, the own floor alone if it fits.
     fn release_below(&self, below: u64) -> u64 {
-        let Some(floor) = *self.repl.peer_floor.lock() else {
-            return below;
+        let own = (*self.repl.peer_floor.lock()).map(|f| f + 1);
+        let others = self.repl.keep_for_peers_from();
+        let kept_bytes = |keep_from: u64| -> u64 {
+            self.wal
+                .segments()
+                .iter()
+                .filter(|s| {
+                    s.last_lsn
+                        .is_some_and(|l| l >= keep_from && s.first_lsn < below)
+                })
+                .map(|s| s.end_offset)
+                .sum()
         };
-        let keep_from = floor + 1;
-        if keep_from >= below {
-            return below;
+        let mut released = below;
+        for keep_from in [own.into_iter().chain(others).min(), own]
+            .into_iter()
+            .flatten()
+        {
+            if keep_from >= below {
+                break;
+            }
+            if kept_bytes(keep_from) <= self.cfg.peer_wal_retention_bytes {
+                released = keep_from;
+                break;
+            }
+            self.repl.floor_dropped.store(true, Ordering::Relaxed);
         }
-        let kept: u64 = self
+        if let Some(first) = self
             .wal
             .segments()
             .iter()
-            .filter(|s| {
-                s.last_lsn
-                    .is_some_and(|l| l >= keep_from && s.first_lsn < below)
-            })
-            .map(|s| s.end_offset)
-            .sum();
-        if kept <= self.cfg.peer_wal_retention_bytes {
-            keep_from
-        } else {
-            self.repl.floor_dropped.store(true, Ordering::Relaxed);
-            below
+            .find(|s| s.last_lsn.is_some_and(|l| l >= released))
+        {
+            self.repl.forget_anchors_below(first.first_lsn);
         }
+        released
     }
 
     fn should_compact(&self, tree: &TreeView) -> bool {

@@ -87,11 +87,13 @@ pub struct Config {
     /// Default 10 000.
     pub conflict_journal_entries: usize,
     /// Bytes of WAL a checkpoint keeps beyond what recovery needs, for peers that have not
-    /// acknowledged this node's batches yet ([`Database::set_peer_floor`]); past it the
-    /// WAL is released anyway and such a peer reads from the archive, or needs a rebuild.
-    /// Default 1 GiB.
+    /// acknowledged this node's batches yet ([`Database::set_peer_floor`]) and for peers
+    /// that lack other origins' batches this node holds ([`Database::set_forward_floors`]);
+    /// past it the WAL is released anyway and such a peer reads from the archive, or needs
+    /// a rebuild. Default 1 GiB.
     ///
     /// [`Database::set_peer_floor`]: crate::Database::set_peer_floor
+    /// [`Database::set_forward_floors`]: crate::Database::set_forward_floors
     pub peer_wal_retention_bytes: u64,
 }
 

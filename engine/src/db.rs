@@ -202,6 +202,7 @@ impl Database {
             ..ReplState::default()
         };
         repl.raise(view.ckpt.origins.iter().map(|(o, l)| (*o, *l, 0)));
+        repl.anchor(view.ckpt.lsn, view.ckpt.origins.clone());
         let inner = Arc::new(Inner {
             storage,
             dir,

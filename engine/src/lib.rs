@@ -92,7 +92,7 @@ pub use lock::{DirLock, LOCK_NAME};
 pub use memtable::{MemTable, MemVersion};
 pub use repl::{
     position, split_position, ApplyReport, ArchiveTakeBack, Conflict, ConflictJournal, FeedBatch,
-    FeedCursor, OriginState, RemoteBatch, ReplError, ReplMemory, Stranded, LSN_BITS,
+    FeedCursor, OriginState, RemoteBatch, ReplError, ReplMemory, Stranded, EMPTY_BASE, LSN_BITS,
     MAX_INCARNATION,
 };
 pub use restore::{

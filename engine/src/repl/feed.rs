@@ -90,7 +90,10 @@ impl FeedCursor {
         // An earlier incarnation's position: this incarnation's log from its start, once
         // the peer holds everything of the earlier one this node's state holds.
         if a_inc < inc {
-            if let Some(base) = db.incarnation_base().filter(|b| after < *b) {
+            if let Some(base) = db
+                .incarnation_base()
+                .filter(|b| after < *b && *b != super::EMPTY_BASE)
+            {
                 return Err(Error::Repl(ReplError::BelowBase {
                     node: i.cfg.node_id,
                     peer_holds: after,
@@ -121,6 +124,8 @@ impl FeedCursor {
         max_batches: usize,
         max_bytes: usize,
     ) -> Option<Vec<FeedBatch>> {
+        // Nothing lies between 0 and the empty base: a chain after it is one after 0.
+        let after = if after == super::EMPTY_BASE { 0 } else { after };
         let held = db.origin_hwm(origin);
         let from_memory = {
             let f = db.inner().repl.forward.lock();

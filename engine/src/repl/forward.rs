@@ -49,9 +49,21 @@ pub(crate) fn read_forward_log(
     max_bytes: usize,
 ) -> Result<Option<Vec<FeedBatch>>> {
     let i = db.inner();
-    if after == 0 {
-        return Ok(None);
-    }
+    // From the very start (a peer that holds none, or a rebuilt origin's empty base): the
+    // chain is sound only if the log holds every batch of the origin this server logged,
+    // which it does when it reaches back to LSN 1 or to a checkpoint before which this
+    // server held none of the origin's batches.
+    let none_before = if after == 0 {
+        let a = i.repl.anchors.lock();
+        let at = a
+            .iter()
+            .filter(|(_, marks)| !marks.iter().any(|(o, h)| *o == origin && *h > 0))
+            .map(|(lsn, _)| *lsn)
+            .max();
+        Some(at.unwrap_or(0))
+    } else {
+        None
+    };
     let mut dirs = Vec::new();
     if let Some(a) = &i.cfg.archive_dir {
         dirs.push(a.clone());
@@ -66,9 +78,18 @@ pub(crate) fn read_forward_log(
     };
     let mut reader = WalReader::open(i.storage.clone(), &dirs, 0, opts)?;
     let mut prev: Option<u64> = None;
+    let mut first = true;
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(rec) = reader.next_record()? {
+        if std::mem::take(&mut first) {
+            if let Some(c) = none_before {
+                if rec.lsn > c + 1 && rec.lsn > 1 {
+                    return Ok(None);
+                }
+                prev = Some(0);
+            }
+        }
         if rec.kind != KIND_BATCH {
             continue;
         }

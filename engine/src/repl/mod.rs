@@ -32,6 +32,14 @@ pub use feed::{FeedBatch, FeedCursor};
 pub use forward::{ReplMemory, Stranded};
 pub use takeback::ArchiveTakeBack;
 
+/// The base of a node rebuilt from a peer that held none of its earlier batches: below
+/// every real position (incarnations start at 1), above 0 so it is announced and a
+/// survivor gives back every earlier batch it holds (issue 13, campaign seed 1524: with a
+/// base of 0 the rebuilt node said nothing and its batches that only another survivor
+/// held were never given back). A chain after it starts with an origin's first batch
+/// (predecessor 0).
+pub const EMPTY_BASE: u64 = 1;
+
 /// Bits of a position that hold the LSN; the incarnation is above them.
 pub const LSN_BITS: u32 = 48;
 /// The largest incarnation (timeline) a position can name.
@@ -70,6 +78,9 @@ pub struct OriginState {
     pub base: u64,
 }
 
+/// Where the log stood at a checkpoint: (local LSN, every origin's mark then).
+pub(crate) type Anchor = (u64, Vec<(u64, u64)>);
+
 /// The replication state of an open database.
 #[derive(Debug, Default)]
 pub(crate) struct ReplState {
@@ -98,6 +109,14 @@ pub(crate) struct ReplState {
     /// What peers said they lack (LACKING frames): (origin, peer) -> the mark after which
     /// that peer holds none of the origin's batches.
     pub(crate) lacking: Mutex<BTreeMap<(u64, u64), u64>>,
+    /// Per other origin, the least mark of it that a peer other than the origin is known
+    /// to hold ([`crate::Database::set_forward_floors`]; 0: a peer not heard from yet):
+    /// checkpoints keep the WAL holding that origin's batches after it, up to a bound.
+    pub(crate) forward_floors: Mutex<BTreeMap<u64, u64>>,
+    /// Where the log stood at recent checkpoints: (local LSN, every origin's mark then).
+    /// Each origin's batches after its mark in an anchor were logged after that LSN: how a
+    /// checkpoint finds the WAL it must keep for [`ReplState::forward_floors`].
+    pub(crate) anchors: Mutex<std::collections::VecDeque<Anchor>>,
 }
 
 impl ReplState {
@@ -129,6 +148,69 @@ impl ReplState {
         for b in batches {
             log.push(b, cap);
         }
+    }
+
+    /// Notes that the log up to `lsn` holds exactly the batches of every origin up to its
+    /// mark in `marks` (or fewer: a later view of the marks is as good), for
+    /// [`ReplState::keep_for_peers_from`]. Keeps at most `MAX_ANCHORS` (dropping every
+    /// other old one: the lookup only gets more cautious).
+    pub(crate) fn anchor(&self, lsn: u64, marks: Vec<(u64, u64)>) {
+        const MAX_ANCHORS: usize = 256;
+        let mut a = self.anchors.lock();
+        if a.back().is_some_and(|(l, _)| *l >= lsn) {
+            return;
+        }
+        a.push_back((lsn, marks));
+        if a.len() > MAX_ANCHORS {
+            let kept: std::collections::VecDeque<_> = a
+                .drain(..)
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1 || *i >= MAX_ANCHORS / 2)
+                .map(|(_, x)| x)
+                .collect();
+            *a = kept;
+        }
+    }
+
+    /// Forgets anchors wholly below `lsn` (the log before it is released), keeping the
+    /// last of them.
+    pub(crate) fn forget_anchors_below(&self, lsn: u64) {
+        let mut a = self.anchors.lock();
+        while a.len() > 1 && a.get(1).is_some_and(|(l, _)| *l < lsn) {
+            a.pop_front();
+        }
+    }
+
+    /// The first local LSN the WAL must keep so that every other origin's batches after
+    /// the least mark a peer holds of it ([`ReplState::forward_floors`]) stay in the log,
+    /// to forward them or give them back to a rebuilt origin (issue 13, the give-back
+    /// window: a survivor that restarted had only its log to give them from). `None`: no
+    /// peer lacks anything this server holds. 0: not known where (keep all).
+    pub(crate) fn keep_for_peers_from(&self) -> Option<u64> {
+        let floors = self.forward_floors.lock().clone();
+        let marks: BTreeMap<u64, u64> = self
+            .origins
+            .lock()
+            .iter()
+            .map(|(o, s)| (*o, s.hwm))
+            .collect();
+        let anchors = self.anchors.lock();
+        let mut keep: Option<u64> = None;
+        for (origin, floor) in floors {
+            if marks.get(&origin).copied().unwrap_or(0) <= floor {
+                continue;
+            }
+            // The latest anchor whose mark of the origin is below the floor: the batch at
+            // the floor (a chain read from the log starts there) and every later one were
+            // logged after that anchor's LSN.
+            let from = anchors
+                .iter()
+                .rev()
+                .find(|(_, m)| m.iter().find(|(o, _)| *o == origin).map_or(0, |(_, h)| *h) < floor)
+                .map_or(0, |(lsn, _)| lsn + 1);
+            keep = Some(keep.map_or(from, |k| k.min(from)));
+        }
+        keep
     }
 
     /// The high-water marks, for a checkpoint.

@@ -49,6 +49,18 @@ impl Database {
         *self.inner().repl.peer_floor.lock() = lsn;
     }
 
+    /// Tells the engine, for each other origin, the least mark of it that a peer other
+    /// than that origin is known to hold (0: a peer not heard from yet); replaces what was
+    /// said before. Checkpoints then keep the WAL holding each origin's batches after it
+    /// (up to `Config::peer_wal_retention_bytes`, with [`Database::set_peer_floor`]'s): a
+    /// server that restarted (its forwarding memory empty) can still forward them, and give
+    /// them back to their origin if it is rebuilt from a peer that lacked them.
+    pub fn set_forward_floors(&self, floors: impl IntoIterator<Item = (u64, u64)>) {
+        let me = self.node_id();
+        *self.inner().repl.forward_floors.lock() =
+            floors.into_iter().filter(|(o, _)| *o != me).collect();
+    }
+
     /// Whether a checkpoint released WAL that a peer still needed (more than
     /// `peer_wal_retention_bytes` behind): that peer must catch up from the archive or be
     /// rebuilt.

@@ -59,7 +59,7 @@ impl Database {
         // They must continue the chain from the base: a frame given back that arrives
         // without the one before it (lost with a connection, then replayed on the next)
         // would otherwise raise the base past batches never taken back.
-        let mut prev = base;
+        let mut prev = if base == super::EMPTY_BASE { 0 } else { base };
         for b in &batches {
             if b.prev_origin_lsn != prev {
                 return Err(Error::Repl(super::ReplError::Gap {

@@ -179,8 +179,10 @@ pub struct ServerConfig {
     pub peer_retention_bytes: u64,
     /// Bytes of WAL a checkpoint keeps beyond what recovery needs, for a peer that has not
     /// yet acknowledged this server's batches, so it catches up from the log when it comes
-    /// back; past it the WAL is released (the peer reads the archive, or needs a rebuild;
-    /// INFO `peer_wal_dropped:1`). Default 1 GiB.
+    /// back, and for a peer that lacks another origin's batches this server holds (to
+    /// forward them, or give them back to that origin if it is rebuilt); past it the WAL
+    /// is released (the peer reads the archive, or needs a rebuild; INFO
+    /// `peer_wal_dropped:1`). Default 1 GiB.
     pub peer_wal_retention_bytes: u64,
     /// `HOST:PORT` (a peer's RESP port): rebuild this server's lost data directory from
     /// that peer's backup at start (issue 12), then start as usual. The data directory must

@@ -480,6 +480,7 @@ fn a_rebuild_pulls_back_the_updates_a_surviving_peer_holds_beyond_the_source() {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or_else(|| panic!("rebuild_done names the gap: {done}"));
+    // B's archive was deleted with its data: none of them can come back from it.
     assert!(
         gone >= f64::from(n),
         "at least B's {n} writes only C holds: {done}"

@@ -130,8 +130,10 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
         // rebuilt origin's earlier batches from its log; 1111, nobody holds them any more,
         // the server below the base turns needs-rebuild and is rebuilt (since the marks
         // are refreshed on heartbeats, 1198 is the seed that strands a server); 1356, a
-        // survivor told a peer's mark only when the link opened never forwarded the rest.
-        set.extend([1053, 1111, 1198, 1356]);
+        // survivor told a peer's mark only when the link opened never forwarded the rest;
+        // 1524, a rebuild whose source held none of the lost server's batches (the empty
+        // base) while another survivor held some: they must be given back.
+        set.extend([1053, 1111, 1198, 1356, 1524]);
     }
     for seed in set {
         let (_, faults) = run_with(
@@ -148,11 +150,14 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
     }
     println!("faults injected: {total:?}");
     if !one_seed {
-        for f in [
-            "destroyed disk, rebuilt from a peer",
-            "stranded: needs-rebuild",
-            "stranded node rebuilt",
-        ] {
+        // (The needs-rebuild outcome, a node stranded below a rebuilt origin's base, was
+        // reached by seed 1198 while survivors released the WAL holding other origins'
+        // batches; since checkpoints keep it for the peers that lack them, within
+        // `peer_wal_retention_bytes`, no seed of the campaigns strands a node: the engine
+        // test `a_restarted_survivor_forwards_from_its_log_and_a_peer_nobody_can_serve_is_stranded`
+        // and the multi-process `tests/stranded.rs` cover it. The harness still checks
+        // every tick that no node is flagged without really being below the base.)
+        for f in ["destroyed disk, rebuilt from a peer", "batches taken back"] {
             assert!(
                 total.get(f).copied().unwrap_or(0) > 0,
                 "the seeds never saw {f}: {total:?}"
@@ -165,14 +170,34 @@ fn a_destroyed_disk_rebuilt_from_a_peer_converges() {
 /// beyond `max_clock_offset_ms`, clients that switch servers and read their own writes with
 /// a session token, EIO on WAL writes and fsyncs (poisoned: nothing acknowledged after),
 /// full disks (refused cleanly), and memory checked against its bounds every tick; half
-/// the seeds with 64 KiB of forwarding memory. Each part must have happened, and its
-/// invariant held (the checks panic inside the run otherwise).
+/// the seeds with 64 KiB of forwarding memory; every node archiving its WAL. Each part must
+/// have happened, and its invariant held (the checks panic inside the run otherwise).
 #[test]
 fn the_whole_fault_model_keeps_every_invariant() {
     let mut total: BTreeMap<&'static str, u64> = BTreeMap::new();
     let one_seed = std::env::var("DUPLEX_SIM_SEED").is_ok();
-    for seed in seeds() {
-        let (_, faults) = run_with(seed, 1500, Model::all(seed.is_multiple_of(2)));
+    let mut set: Vec<(u64, Model)> = seeds()
+        .into_iter()
+        .map(|s| (s, Model::all(s.is_multiple_of(2))))
+        .collect();
+    if !one_seed {
+        // Regressions found by campaigns, each in the model it was found with: 1306
+        // (without the archive), a survivor that restarted and released the WAL holding a
+        // lost server's batches another survivor lacked (the give-back window):
+        // checkpoints now keep other origins' batches peers lack; 1013, a `.partial`
+        // archive copy whose fsync failed was renamed complete without another (a hole in
+        // archive plus WAL after the power loss).
+        set.push((
+            1306,
+            Model {
+                archive: false,
+                ..Model::all(true)
+            },
+        ));
+        set.push((1013, Model::all(false)));
+    }
+    for (seed, model) in set {
+        let (_, faults) = run_with(seed, 1500, model);
         for (k, v) in faults {
             *total.entry(k).or_default() += v;
         }
@@ -192,6 +217,7 @@ fn the_whole_fault_model_keeps_every_invariant() {
         "write refused for want of space",
         "space freed",
         "conflict entries dropped by the bound",
+        "concurrent overwrites accounted for",
         "destroyed disk, rebuilt from a peer",
     ] {
         assert!(
@@ -216,7 +242,19 @@ fn campaign() {
     let start = std::time::Instant::now();
     let mut total: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in from..from + n {
-        let (_, faults) = run_with(seed, 1500, campaign_model(seed));
+        let model = campaign_model(seed);
+        let (_, faults) = match std::panic::catch_unwind(|| run_with(seed, 1500, model)) {
+            Ok(r) => r,
+            Err(e) => {
+                // Whatever failed (a check, or a panic elsewhere), name the seed.
+                eprintln!(
+                    "campaign seed {seed} failed after {} passed\n{}",
+                    seed - from,
+                    sim::check::replay_hint_for(seed, model)
+                );
+                std::panic::resume_unwind(e);
+            }
+        };
         for (k, v) in faults {
             *total.entry(k).or_default() += v;
         }

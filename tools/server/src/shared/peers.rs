@@ -71,6 +71,9 @@ pub struct PeerStatus {
     pub batches_forwarded: u64,
     /// Connections established since start.
     pub connects: u64,
+    /// The peer's marks of other origins, as it told them on the current connection
+    /// (empty until it did): checkpoints keep the WAL holding what it lacks.
+    pub marks: std::collections::BTreeMap<u64, u64>,
 }
 
 /// One inbound link: an origin's batches arriving here.

@@ -52,6 +52,7 @@ impl World {
         }
         self.acked.retain(|_, v| !v.is_empty());
         if let Some(db) = self.nodes[l].db.take() {
+            self.journal.close(id, &db);
             drop(db);
         }
         self.nodes[l].sim = SimStorage::new();

@@ -143,6 +143,8 @@ pub struct World {
     /// Batches of each origin each node applied (harvested from `Database::origins`
     /// before every crash and at the end): (node, origin) -> count.
     pub applied: BTreeMap<(u64, u64), u64>,
+    /// What the harness read of the conflict journals.
+    pub journal: super::journal::Journal,
     pub limits: FrameLimits,
 }
 
@@ -158,7 +160,9 @@ pub fn cfg(id: u64, clock: &Arc<ManualClock>, model: Model) -> Config {
         segment_size: 64 << 10,
         checkpoint_wal_bytes: 16 << 10,
         replication_backlog_bytes: if small { 64 << 10 } else { 4 << 20 },
-        conflict_journal_entries: 16,
+        // Small: its bound is hit (what it drops is counted); otherwise large enough that
+        // the harness, reading it every tick, sees every entry (the accounting is exact).
+        conflict_journal_entries: if small { 16 } else { 4096 },
         max_clock_offset_ms: MAX_OFFSET_MS,
         clock: clock.clone(),
         ..Config::default()
@@ -249,6 +253,7 @@ impl World {
             exempt: BTreeMap::new(),
             given: BTreeMap::new(),
             applied: BTreeMap::new(),
+            journal: super::journal::Journal::default(),
             limits: FrameLimits::default(),
         }
     }
@@ -258,6 +263,9 @@ impl World {
     }
 
     pub fn fault(&mut self, what: &'static str) {
+        if std::env::var("DUPLEX_SIM_DEBUG").is_ok() {
+            eprintln!("tick {}: {what}", self.tick);
+        }
         *self.faults.entry(what).or_default() += 1;
     }
 
@@ -280,6 +288,8 @@ impl World {
         let value = format!("n{}-t{}-{}", n + 1, self.tick, self.rng.below(1000)).into_bytes();
         // What the write tries: (key, value; None for a delete).
         let mut attempt = vec![(key.clone(), (kind != 0).then(|| value.clone()))];
+        // What the writer had applied of every other origin (its marks).
+        let seen: BTreeMap<u64, u64> = db.origins().iter().map(|(o, s)| (*o, s.hwm)).collect();
         let res = if kind == 0 {
             db.delete(&key).map(|_| None)
         } else if kind == 1 {
@@ -333,6 +343,9 @@ impl World {
             })
             .collect();
         let last = versions.first().map(|(k, v)| (k.clone(), v.stamp));
+        if let Some((_, stamp)) = &last {
+            self.journal.wrote(*stamp, db.last_local_position(), seen);
+        }
         for (k, v) in versions {
             self.note(v.stamp.ts.0 ^ v.stamp.origin);
             self.acked.entry(k).or_default().push((v.stamp, v.value));
@@ -544,7 +557,8 @@ impl World {
             let delay = if calm { 0 } else { self.rng.below(4) };
             self.step_link(li, delay);
         }
-        // As the server does: checkpoints keep the WAL the peers still need.
+        // As the server does: checkpoints keep the WAL the peers still need (this node's
+        // batches they did not acknowledge, other origins' batches after their marks).
         for n in 0..NODES {
             let floor = self
                 .links
@@ -554,9 +568,54 @@ impl World {
                 .min();
             if let Some(db) = self.nodes[n].db.as_ref() {
                 db.set_peer_floor(floor);
+                let floors: Vec<(u64, u64)> = db
+                    .origins()
+                    .keys()
+                    .filter_map(|&o| {
+                        self.links
+                            .iter()
+                            .filter(|l| l.from == n && l.to as u64 + 1 != o)
+                            .map(|l| {
+                                l.conn
+                                    .as_ref()
+                                    .and_then(|(s, _)| s.peer_marks().get(&o).copied())
+                                    .unwrap_or(0)
+                            })
+                            .min()
+                            .map(|m| (o, m))
+                    })
+                    .collect();
+                db.set_forward_floors(floors);
             }
         }
         self.stranded_nodes();
+        self.read_journals();
+        if let Some(n) = std::env::var("DUPLEX_SIM_DEBUG")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            let sim = &self.nodes[n - 1].sim;
+            let mut files = sim
+                .list(std::path::Path::new(DB_DIR).join("wal").as_path())
+                .unwrap_or_default();
+            for sub in sim
+                .list(std::path::Path::new(ARCHIVE_DIR))
+                .unwrap_or_default()
+            {
+                let p = std::path::Path::new(ARCHIVE_DIR).join(&sub);
+                files.extend(sim.list(&p).unwrap_or_default().into_iter().map(|f| {
+                    format!(
+                        "A/{sub}/{f}:{}",
+                        sim.contents(&p.join(&f)).map_or(0, |c| c.len())
+                    )
+                }));
+            }
+            let status = self.nodes[n - 1].db.as_ref().map(|d| {
+                let a = d.wal().archive_status();
+                (a.archived_lsn, a.durable_lsn, a.last_error)
+            });
+            eprintln!("tick {} node {n}: {files:?} {status:?}", self.tick);
+        }
         self.sessions_step();
         self.check_memory();
         if self.tick.is_multiple_of(50) {
@@ -587,6 +646,7 @@ impl World {
 
     /// Adds what `db` (node `node`) applied of each origin since it opened.
     pub fn harvest(&mut self, node: u64, db: &Database) {
+        self.journal.close(node, db);
         for (o, st) in db.origins() {
             *self.applied.entry((node, o)).or_default() += st.applied;
         }

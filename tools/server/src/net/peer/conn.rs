@@ -385,6 +385,8 @@ fn run_outbound(
         s.node = Some(peer.node_id);
         s.state = LinkState::Up;
         s.connects += 1;
+        // Not known again until the peer tells them (it may have been rebuilt).
+        s.marks.clear();
     });
     transfer(sh, i, io, peer.node_id)
 }
@@ -573,10 +575,35 @@ fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64, u64)) 
         s.frames_sent += df;
         s.batches_sent += db;
         s.batches_forwarded += dfw;
+        s.marks.clone_from(sender.peer_marks());
     });
-    // Checkpoints keep the WAL every peer still needs (the least acknowledged position).
-    let floor = sh.peers().outbound().iter().map(|p| p.acked).min();
-    sh.db().set_peer_floor(floor);
+    // Checkpoints keep the WAL every peer still needs: the least acknowledged position of
+    // this node's batches, and of every other origin's the least mark a peer other than
+    // that origin holds (a survivor that restarts can then still give a rebuilt origin
+    // back what its rebuild's source lacked).
+    let outbound = sh.peers().outbound();
+    let db = sh.db();
+    db.set_peer_floor(outbound.iter().map(|p| p.acked).min());
+    db.set_forward_floors(forward_floors(db, &outbound));
+}
+
+/// For every other origin this server holds batches of, the least mark of it that an
+/// outbound peer other than the origin holds (0 where a peer has not said: keep).
+pub(crate) fn forward_floors(
+    db: &duplex_engine::Database,
+    outbound: &[crate::shared::PeerStatus],
+) -> Vec<(u64, u64)> {
+    db.origins()
+        .keys()
+        .filter_map(|&o| {
+            outbound
+                .iter()
+                .filter(|p| p.node != Some(o))
+                .map(|p| p.marks.get(&o).copied().unwrap_or(0))
+                .min()
+                .map(|m| (o, m))
+        })
+        .collect()
 }
 
 /// Serves an inbound peer connection on the calling thread: `prefix` holds the bytes the

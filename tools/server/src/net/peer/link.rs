@@ -189,6 +189,11 @@ impl Sender {
         self
     }
 
+    /// The peer's marks of other origins as it last told them (empty until it did).
+    pub fn peer_marks(&self) -> &BTreeMap<u64, u64> {
+        &self.peer_marks
+    }
+
     /// Whether the peer has told where to start (its first ACK arrived).
     pub fn started(&self) -> bool {
         self.acked.is_some()
