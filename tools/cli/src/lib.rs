@@ -27,6 +27,7 @@ pub mod dump;
 pub mod exit;
 pub mod help;
 pub mod identify;
+pub mod remote;
 pub mod resp;
 pub mod state;
 pub mod status;

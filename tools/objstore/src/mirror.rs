@@ -221,6 +221,7 @@ fn round(
     if pending > 0 {
         sh.pending_since.lock().get_or_insert_with(Instant::now);
     }
+    sh.status.lock().pending_bytes = pending;
     for (lin, seg, path, closed, len) in work {
         let rel = format!("{lin}/{seg}");
         upload_segment(store, &rel, &path, closed, len, known, sh)?;

@@ -64,6 +64,7 @@ pub mod net;
 pub mod rebuild;
 pub mod reclaim;
 pub mod recovering;
+pub mod remote;
 pub mod sched;
 pub mod server;
 pub mod session;
