@@ -236,3 +236,77 @@ fn mirror_uploads_fragments_and_seals() {
         &all[..10]
     );
 }
+
+/// Upload and download throughput of the checked paths against the store's own raw rate
+/// in the same run: `cargo test -p duplex-objstore --test s3 throughput -- --ignored
+/// --nocapture` (figures in docs/BENCHMARKS.md).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn throughput() {
+    let Some(srv) = S3Server::start("throughput") else {
+        return;
+    };
+    let st = store(&srv, "bench");
+    let mib = std::env::var("DUPLEX_S3_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128u64);
+    let parts = (mib << 20) / PART_SIZE;
+    let chunk: bytes::Bytes = data(PART_SIZE as usize, 5).into();
+    let total = parts * PART_SIZE;
+    let rate = |secs: f64| total as f64 / secs / (1 << 20) as f64;
+    // Raw: plain PUT and GET of PART_SIZE objects, one at a time, then 4 at a time.
+    let t = Instant::now();
+    for i in 0..parts {
+        st.put_bytes(&format!("raw/{i}"), chunk.clone()).unwrap();
+    }
+    let raw_put1 = rate(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for i in 0..parts {
+        st.get_bytes(&format!("raw/{i}")).unwrap();
+    }
+    let raw_get1 = rate(t.elapsed().as_secs_f64());
+    let par = |f: &(dyn Fn(u64) + Sync)| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                s.spawn(move || (w..parts).step_by(4).for_each(f));
+            }
+        });
+        rate(t.elapsed().as_secs_f64())
+    };
+    let raw_put4 = par(&|i| st.put_bytes(&format!("raw4/{i}"), chunk.clone()).unwrap());
+    let raw_get4 = par(&|i| drop(st.get_bytes(&format!("raw4/{i}")).unwrap()));
+    // Checked: put_file (multipart, 4 parts in flight, CRC32C per part) and get_file
+    // (ranged reads, 4 in flight, each checked, written at its offset, fsynced).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&src).unwrap();
+        for _ in 0..parts {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let t = Instant::now();
+    let (n, crcs) = st.put_file("file", &src, &|_| {}).unwrap();
+    let up = rate(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    st.get_file("file", n, &crcs, &dir.path().join("dst"), &|_| {})
+        .unwrap();
+    let down = rate(t.elapsed().as_secs_f64());
+    println!(
+        "object store throughput, {mib} MiB in {} MiB parts (moto on loopback):",
+        PART_SIZE >> 20
+    );
+    println!("  raw PUT, 1 at a time: {raw_put1:.0} MiB/s; 4 at a time: {raw_put4:.0} MiB/s");
+    println!("  raw GET, 1 at a time: {raw_get1:.0} MiB/s; 4 at a time: {raw_get4:.0} MiB/s");
+    println!(
+        "  upload (put_file, multipart, checksummed): {up:.0} MiB/s = {:.2}x raw PUT x4",
+        up / raw_put4
+    );
+    println!(
+        "  download (get_file, ranged, verified, fsynced): {down:.0} MiB/s = {:.2}x raw GET x4",
+        down / raw_get4
+    );
+}
