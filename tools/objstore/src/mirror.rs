@@ -251,7 +251,13 @@ fn upload_segment(
             }
         }
     };
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        // The archiver completed the segment (renamed its .partial) since the listing:
+        // the next round finds it closed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !closed => return Ok(()),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
     if let Some((slen, scrc)) = sealed {
         // Sealed before (a restart re-copied it into the spool): the same bytes, or a conflict.
         let crc = file_crc(&f, path, len)?;

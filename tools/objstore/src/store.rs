@@ -238,6 +238,14 @@ impl Store {
             .map_err(|e| self.req("get", rel, &e))
     }
 
+    /// Reads bytes `range` of an object (unchecked: the caller checks them).
+    pub fn get_range(&self, rel: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let p = self.path(rel);
+        self.rt
+            .block_on(self.s3.get_range(&p, range))
+            .map_err(|e| self.req("ranged get", rel, &e))
+    }
+
     /// The size of an object, `None` if it does not exist.
     pub fn head(&self, rel: &str) -> Result<Option<u64>> {
         let p = self.path(rel);
