@@ -182,6 +182,28 @@ fn back_up_and_archive_to_the_bucket_lose_the_machine_restore_from_the_bucket() 
     // After the backup: these reach the bucket only through the archive.
     fill(port, 1000, 1500, "b");
     wait_archived(port);
+    // duplex-recover backup --into s3://: into a staging directory, then uploaded.
+    let data = root.join("data");
+    let manual = srv.url("backups/manual");
+    let out = recover(
+        &srv,
+        &[
+            "backup",
+            "--data",
+            data.to_str().unwrap(),
+            "--into",
+            &manual,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("uploaded to s3://duplex-test/backups/manual"),
+        "{}",
+        out.all()
+    );
+    let listed = duplex_objstore::backup::list_backups(&store(&srv, "backups")).unwrap();
+    assert!(listed.iter().any(|(n, _)| n == "manual"), "{listed:?}");
     let live = text(&call(port, &["DUPLEX.DIGEST"]));
     let all_info = text(&call(port, &["INFO"]));
     assert!(
@@ -349,4 +371,40 @@ fn a_dead_store_never_blocks_writes_and_uploads_resume() {
     let segs = duplex_objstore::archive::list_segments(&store(&srv, "archive"), "n1-t1").unwrap();
     let last = segs.last().expect("a segment uploaded after the restart");
     assert!(last.chain().0 > 0, "{last:?}");
+}
+
+/// With the drill on, retention in the bucket runs once the newest backup's drill passed:
+/// with keep_backups 1 the older backup goes, the newer stays.
+#[test]
+fn retention_in_the_bucket_waits_for_the_drill() {
+    let Some(srv) = S3Server::start("retention_in_the_bucket_waits_for_the_drill") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = launch(&srv, &dir.path().join("live"), &["--keep-backups", "1"]);
+    let port = d.port;
+    fill(port, 0, 300, "a");
+    let r = call(port, &["DUPLEX.BACKUP", "first"]);
+    assert!(!matches!(r, Reply::Error(_)), "{r:?}\n{}", d.log());
+    wait_for("the first drill", 60, || info(port, "drills_passed") == "1");
+    fill(port, 300, 300, "b");
+    let r = call(port, &["DUPLEX.BACKUP", "second"]);
+    assert!(!matches!(r, Reply::Error(_)), "{r:?}\n{}", d.log());
+    wait_for("the second drill", 60, || {
+        info(port, "drills_passed") == "2"
+    });
+    let bs = store(&srv, "backups");
+    wait_for("retention in the bucket", 30, || {
+        let names: Vec<String> = duplex_objstore::backup::list_backups(&bs)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names == ["second"]
+    });
+    assert!(
+        bs.list("first").unwrap().is_empty(),
+        "every object of the old backup is gone"
+    );
+    assert!(d.log().contains("retention_remote"), "{}", d.log());
 }
