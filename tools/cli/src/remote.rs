@@ -243,3 +243,23 @@ pub fn stage(
     println!("{}", got.line());
     Ok(Some(staging))
 }
+
+/// `duplex-recover backup --into s3://...`: `take` backs up into the local directory it is
+/// given (inside a staging directory beside `data`), then the backup is uploaded to `url`.
+pub fn backup_then_upload(
+    data: &Path,
+    url: &Path,
+    take: impl FnOnce(PathBuf) -> anyhow::Result<Code>,
+) -> anyhow::Result<Code> {
+    let staging = Staging::beside(data)?;
+    let local = staging.0.join("backup");
+    take(local.clone())?;
+    let (bytes, secs) = upload_backup(&local, url)?;
+    println!(
+        "uploaded to {}: {} in {secs:.2} s ({}/s), BACKUP last",
+        url.display(),
+        human_bytes(bytes),
+        human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
+    );
+    Ok(Code::Ok)
+}

@@ -44,6 +44,9 @@ impl Location {
         if bucket.is_empty() {
             return Err(bad("no bucket"));
         }
+        if !(3..=63).contains(&bucket.len()) {
+            return Err(bad("a bucket name is 3 to 63 characters"));
+        }
         if !bucket
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')

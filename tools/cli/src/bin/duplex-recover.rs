@@ -710,18 +710,11 @@ fn dump_err(e: duplex_wal::Error) -> ToolError {
 fn backup(mut a: BackupArgs) -> Result<Code> {
     if duplex_objstore::is_s3(&a.into) {
         // Into a staging directory beside the data, then uploaded in parallel parts.
-        let url = std::mem::take(&mut a.into);
-        let staging = duplex_cli::remote::Staging::beside(&a.data)?;
-        a.into = staging.0.join("backup");
-        backup(a)?;
-        let (bytes, secs) = duplex_cli::remote::upload_backup(&staging.0.join("backup"), &url)?;
-        println!(
-            "uploaded to {}: {} in {secs:.2} s ({}/s), BACKUP last",
-            url.display(),
-            human_bytes(bytes),
-            human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
-        );
-        return Ok(Code::Ok);
+        let (url, data) = (std::mem::take(&mut a.into), a.data.clone());
+        return duplex_cli::remote::backup_then_upload(&data, &url, |into| {
+            a.into = into;
+            backup(a)
+        });
     }
     if !a.data.join(MANIFEST_NAME).is_file() {
         return Err(ToolError::usage(format!(
