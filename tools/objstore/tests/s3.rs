@@ -321,3 +321,59 @@ fn throughput() {
         down / raw_get4
     );
 }
+
+/// Archive retention in the bucket: segments wholly below the kept backup's checkpoint go
+/// (all their objects); the one holding it, the newest, and other lineages stay.
+#[test]
+fn archive_retention_deletes_only_segments_wholly_below() {
+    let Some(srv) = S3Server::start("archive_retention_deletes_only_segments_wholly_below") else {
+        return;
+    };
+    let st = store(&srv, "ret");
+    let seg = |lsn: u64, sealed: bool| {
+        let dir = format!("n1-t1/{lsn:020}.wal");
+        let b = data(100, lsn);
+        let crc = crc32c::crc32c(&b);
+        st.put_bytes(&format!("{dir}/{}", frag_name(0, 100, crc)), b.into())
+            .unwrap();
+        if sealed {
+            st.put_bytes(
+                &format!("{dir}/{}", duplex_objstore::archive::seal_name(100, crc)),
+                bytes::Bytes::new(),
+            )
+            .unwrap();
+        }
+    };
+    seg(1, true);
+    seg(100, true);
+    seg(200, true);
+    seg(300, false);
+    // Keep everything from LSN 150 on: segment 1 (ends before 100) goes; 100 holds 150.
+    assert_eq!(duplex_objstore::archive::prune(&st, 1, 1, 150).unwrap(), 1);
+    let left: Vec<u64> = list_segments(&st, "n1-t1")
+        .unwrap()
+        .iter()
+        .map(|s| s.first_lsn)
+        .collect();
+    assert_eq!(left, [100, 200, 300]);
+    assert!(st
+        .list("n1-t1/00000000000000000001.wal")
+        .unwrap()
+        .is_empty());
+    // Far ahead: never the newest (here the growing, unsealed one).
+    assert_eq!(
+        duplex_objstore::archive::prune(&st, 1, 1, 10_000).unwrap(),
+        2
+    );
+    let left: Vec<u64> = list_segments(&st, "n1-t1")
+        .unwrap()
+        .iter()
+        .map(|s| s.first_lsn)
+        .collect();
+    assert_eq!(left, [300]);
+    // Another lineage is untouched.
+    assert_eq!(
+        duplex_objstore::archive::prune(&st, 2, 1, 10_000).unwrap(),
+        0
+    );
+}
