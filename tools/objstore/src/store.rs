@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjPath;
 use object_store::{ClientConfigKey, ObjectStore, PutPayload, RetryConfig};
 
@@ -93,6 +93,9 @@ impl Store {
                 "5s",
             )
             .with_retry(retry)
+            // Every PUT and part carries x-amz-checksum-sha256: the store checks the bytes it
+            // received before it keeps them.
+            .with_checksum_algorithm(Checksum::SHA256)
             .build()
             .map_err(|e| cfg_err(&e))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
