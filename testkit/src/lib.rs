@@ -24,6 +24,7 @@ pub mod fixtures;
 pub mod kv;
 pub mod net;
 pub mod proxy;
+pub mod s3;
 
 pub use dirs::{copy_tree, temp_dir, TempDir};
 pub use net::{addr, free_port};

@@ -28,6 +28,7 @@ pub mod exit;
 pub mod help;
 pub mod identify;
 pub mod rebuild;
+pub mod remote;
 pub mod resp;
 pub mod state;
 pub mod status;

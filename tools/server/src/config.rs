@@ -35,6 +35,13 @@ pub const DEFAULT_PORT: u16 = 7379;
 /// # rebuild_backup_rate_mb = 0  # a peer's rebuild backup: none = adaptive pace, 0 = unlimited, N MB/s
 /// archive_dir = "./duplex-archive"  # "" = no archive
 /// archive_lag_ms = 1000       # how far the archive may trail the WAL; 0 = synchronous
+/// # backup_dir and archive_dir may be s3://bucket/prefix; then, unless in the environment:
+/// # [s3]
+/// # endpoint = "http://10.0.0.9:9000"   # AWS_ENDPOINT_URL
+/// # region = "us-east-1"                # AWS_REGION
+/// # access_key_id = "..."               # AWS_ACCESS_KEY_ID
+/// # secret_access_key = "..."           # AWS_SECRET_ACCESS_KEY (never logged or shown)
+/// # allow_http = false                  # AWS_ALLOW_HTTP
 /// max_clients = 1000          # lowered at start to what the descriptor limit allows
 /// client_output_limit_bytes = 67108864  # a client's unsent replies past this: disconnected
 /// idle_timeout_secs = 0       # 0 = never close idle clients (as Redis's timeout 0)
@@ -109,6 +116,9 @@ pub struct ServerConfig {
     /// answered `-NOARCHIVE` (see docs/OPERATIONS.md); with a lag above 0 a failing archive
     /// never holds up local writes (it is reported in INFO and `DUPLEX.STATE`).
     pub archive_lag_ms: u64,
+    /// Client settings for `s3://` backup and archive locations (`[s3]`); what is not set
+    /// here comes from the `AWS_*` environment variables.
+    pub s3: S3Config,
     /// Most simultaneous clients. Default 1000. At start the soft descriptor limit is
     /// raised toward `max_clients` plus the descriptors kept for the engine
     /// ([`crate::fds::FDS_RESERVED`]); when the hard limit does not allow it, `max_clients`
@@ -209,6 +219,7 @@ impl Default for ServerConfig {
             rebuild_backup_rate_mb: None,
             archive_dir: PathBuf::from("./duplex-archive"),
             archive_lag_ms: 1000,
+            s3: S3Config::default(),
             max_clients: 1000,
             idle_timeout_secs: 0,
             client_output_limit_bytes: 64 << 20,
@@ -231,6 +242,41 @@ impl Default for ServerConfig {
             replication_backlog_bytes: 64 << 20,
             rebuild_from: None,
         }
+    }
+}
+
+/// The `[s3]` section: client settings for `s3://` locations. `Debug` never shows the
+/// secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL (`AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region (`AWS_REGION`).
+    pub region: Option<String>,
+    /// Access key id (`AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (`AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP (`AWS_ALLOW_HTTP`).
+    pub allow_http: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
     }
 }
 

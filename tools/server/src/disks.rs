@@ -35,9 +35,13 @@ pub fn same_fs(a: &Path, b: &Path) -> bool {
 /// Compares the archive and backup directories with the data directory and warns (log) for
 /// each that shares its file system.
 pub fn check(cfg: &ServerConfig) -> Disks {
+    // The local cache of s3:// locations is meant to share the data's disk.
+    let cache = crate::remote::cache_dir(&cfg.data);
     let d = Disks {
-        archive_same_fs: cfg.archive().is_some_and(|a| same_fs(&cfg.data, a)),
-        backup_same_fs: same_fs(&cfg.data, &cfg.backup_dir),
+        archive_same_fs: cfg
+            .archive()
+            .is_some_and(|a| !a.starts_with(&cache) && same_fs(&cfg.data, a)),
+        backup_same_fs: !cfg.backup_dir.starts_with(&cache) && same_fs(&cfg.data, &cfg.backup_dir),
     };
     if d.archive_same_fs {
         tracing::warn!(event = "archive_same_fs", data = %cfg.data.display(), archive = %cfg.archive_dir.display(),

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Object storage (an `s3://` backup_dir or archive_dir) failed.
+    #[error("object storage: {0}")]
+    Remote(#[from] duplex_objstore::Error),
     /// The configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),

@@ -67,6 +67,7 @@ pub mod net;
 pub mod rebuild;
 pub mod reclaim;
 pub mod recovering;
+pub mod remote;
 pub mod resp3;
 pub mod sched;
 pub mod server;

@@ -42,6 +42,9 @@ use crate::Error;
 /// The port is bound first, before the data directory is touched: a busy port (another
 /// `duplexd` on it, maybe on the same data) is found before any file changes.
 pub fn run(cfg: ServerConfig) -> Result<(), Error> {
+    // s3:// backup_dir and archive_dir: connected here, worked on through a local cache.
+    let (cfg, remote) = crate::remote::resolve(cfg)?;
+    let remote = Arc::new(remote);
     cfg.validate()?;
     // Read before anything is opened: a missing secret refuses the start at once.
     let secret = cfg.cluster_secret()?;
@@ -98,6 +101,8 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     settle_epoch(&table, &db, prev)?;
     let shared = Arc::new(Shared::new(db, cfg, table, clock, addr));
     shared.set_disks(disks);
+    shared.backups().set_remote(remote.clone());
+    remote.start_mirror(shared.cfg())?;
     if let Some(s) = secret {
         shared.peers().set_secret(ClusterSecret::new(s));
     }
@@ -142,7 +147,10 @@ pub fn run(cfg: ServerConfig) -> Result<(), Error> {
     if let Some(h) = hold {
         let _ = h.join();
     }
-    shutdown(&shared)
+    let res = shutdown(&shared);
+    // A last upload round of what the archive spool holds.
+    remote.stop_mirror();
+    res
 }
 
 /// How long a clean stop waits for connected peers to acknowledge the last writes.

@@ -217,7 +217,9 @@ fn code_of(e: &anyhow::Error) -> Code {
     }
 }
 
-fn drill(a: DrillArgs) -> Result<Code> {
+fn drill(mut a: DrillArgs) -> Result<Code> {
+    let beside = a.scratch.clone().unwrap_or_else(|| PathBuf::from("drill"));
+    let _staging = duplex_cli::remote::stage(&mut a.backup, &mut a.archive, &beside)?;
     let first = &a.backup[0];
     let m = duplex_engine::verify_backup(&*storage(), first)?;
     let scratch = a.scratch.clone().unwrap_or_else(|| {
@@ -323,7 +325,9 @@ fn bytes_to_read(archives: &[PathBuf], lineage: (u64, u64), from: u64, until: Op
     total
 }
 
-fn restore(a: RestoreArgs) -> Result<Code> {
+fn restore(mut a: RestoreArgs) -> Result<Code> {
+    // s3:// backups and archives are read (verified) into a staging directory first.
+    let _staging = duplex_cli::remote::stage(&mut a.backup, &mut a.archive, &a.into)?;
     let storage = storage();
     let node_id = check_restore_args(&a, &*storage)?;
     let mut sources = a.backup.clone();
@@ -703,7 +707,15 @@ fn dump_err(e: duplex_wal::Error) -> ToolError {
     ToolError::new(code, e.to_string())
 }
 
-fn backup(a: BackupArgs) -> Result<Code> {
+fn backup(mut a: BackupArgs) -> Result<Code> {
+    if duplex_objstore::is_s3(&a.into) {
+        // Into a staging directory beside the data, then uploaded in parallel parts.
+        let (url, data) = (std::mem::take(&mut a.into), a.data.clone());
+        return duplex_cli::remote::backup_then_upload(&data, &url, |into| {
+            a.into = into;
+            backup(a)
+        });
+    }
     if !a.data.join(MANIFEST_NAME).is_file() {
         return Err(ToolError::usage(format!(
             "{} is not a Duplex data directory (it has no {})",

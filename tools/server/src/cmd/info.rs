@@ -241,6 +241,7 @@ fn archive_and_space(sh: &Shared, t: &mut String) {
         one_line(a.last_error.as_deref()),
         opt(a.failing_since_ms),
     );
+    remote_info(sh, t);
     let _ = write!(
         t,
         "wal_free_bytes:{}\r\nwal_reserve_bytes:{}\r\nwal_needed_bytes:{}\r\nwrites_refused:{}\r\nwrites_refused_reason:{}\r\nwrites_refused_since_ms:{}\r\n\r\n",
@@ -250,6 +251,37 @@ fn archive_and_space(sh: &Shared, t: &mut String) {
         u8::from(s.refused.is_some()),
         one_line(s.refused.as_deref()),
         opt(s.refused_since_ms),
+    );
+}
+
+/// Object storage: where backups and the archive go and how the uploads fare (never a
+/// credential: the URLs are bucket and prefix only).
+fn remote_info(sh: &Shared, t: &mut String) {
+    let r = sh.backups().remote();
+    let one_line = |v: Option<&str>| v.unwrap_or("").replace(['\r', '\n'], " ");
+    let u = r.upload_info();
+    let _ = write!(
+        t,
+        "backup_store:{}\r\nbackup_uploads:{}\r\nbackup_upload_last_bytes:{}\r\nbackup_upload_last_seconds:{:.3}\r\nbackup_upload_last_error:{}\r\narchive_store:{}\r\n",
+        r.backup_url().unwrap_or(""),
+        u.uploaded,
+        u.last_bytes,
+        u.last_seconds,
+        one_line(u.last_error.as_deref()),
+        r.archive_url().unwrap_or(""),
+    );
+    let m = r.mirror_status();
+    let _ = write!(
+        t,
+        "archive_upload_status:{}\r\narchive_upload_lag_ms:{}\r\narchive_upload_pending_bytes:{}\r\narchive_upload_bytes:{}\r\narchive_upload_objects:{}\r\narchive_upload_sealed:{}\r\narchive_upload_last_error:{}\r\narchive_upload_failing_since_ms:{}\r\n",
+        m.as_ref().map_or("off", |m| m.status),
+        m.as_ref().map_or(0, |m| m.lag_ms),
+        m.as_ref().map_or(0, |m| m.pending_bytes),
+        m.as_ref().map_or(0, |m| m.uploaded_bytes),
+        m.as_ref().map_or(0, |m| m.objects),
+        m.as_ref().map_or(0, |m| m.sealed),
+        one_line(m.as_ref().and_then(|m| m.last_error.as_deref())),
+        m.as_ref().map_or(-1, |m| m.failing_since_ms),
     );
 }
 

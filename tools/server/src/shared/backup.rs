@@ -44,6 +44,8 @@ pub struct Backups {
     /// When the next scheduled backup is due, Unix ms; 0 for none (published by the
     /// scheduler).
     next_ms: AtomicU64,
+    /// Object storage (`s3://` backup_dir / archive_dir), if any.
+    remote: Mutex<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// The newest complete backup under `root` (a directory whose `BACKUP` manifest reads
@@ -106,6 +108,16 @@ impl Backups {
             info.last_ms = ms;
         }
         b
+    }
+
+    /// Sets the object storage backups are uploaded to.
+    pub fn set_remote(&self, r: std::sync::Arc<crate::remote::Remote>) {
+        *self.remote.lock() = r;
+    }
+
+    /// The object storage backups and the archive go to.
+    pub fn remote(&self) -> std::sync::Arc<crate::remote::Remote> {
+        self.remote.lock().clone()
     }
 
     /// Records when the next scheduled backup is due (0: none).
@@ -178,7 +190,13 @@ impl Backups {
             snapshot_at_end: cx.cfg.backup_drill,
             rate: cx.rate,
         };
-        let res = cx.db.backup_with(&dest, base.as_deref(), &opts);
+        let remote = self.remote();
+        // With an s3:// backup_dir a backup counts once it is in the store.
+        let res = cx
+            .db
+            .backup_with(&dest, base.as_deref(), &opts)
+            .map_err(Error::from)
+            .and_then(|rep| remote.upload_backup(&rep.dir).map(|()| rep));
         if moved {
             cx.state.transition(OpState::BackingUp, OpState::Running);
         }
@@ -201,9 +219,10 @@ impl Backups {
                             snapshot,
                             cfg: cx.cfg.clone(),
                             peer_floor: cx.peer_floor,
+                            remote,
                         });
                     }
-                    None => retention(cx.cfg, cx.peer_floor),
+                    None => retention(cx.cfg, cx.peer_floor, &remote),
                 }
                 Ok(rep)
             }
@@ -214,19 +233,37 @@ impl Backups {
                     info.last_error = Some(e.to_string());
                 }
                 tracing::error!(event = "backup_failed", error = %e, "backup failed");
-                Err(e.into())
+                Err(e)
             }
         }
     }
 }
 
 /// Applies retention after a backup; a failure is logged (the backup itself stands).
-pub(super) fn retention(cfg: &ServerConfig, floor: Option<duplex_engine::PeerFloor>) {
+pub(super) fn retention(
+    cfg: &ServerConfig,
+    floor: Option<duplex_engine::PeerFloor>,
+    remote: &crate::remote::Remote,
+) {
+    // With backups in object storage, retention runs there; the local cache keeps only the
+    // newest backup (the base of the next incremental one). With the archive there, the
+    // spool is left to the uploader (it removes each segment once the store holds it).
+    remote.retention(cfg.keep_backups);
+    let keep = if remote.backups_remote() {
+        1
+    } else {
+        cfg.keep_backups
+    };
+    let archive = if remote.archive_remote() {
+        None
+    } else {
+        cfg.archive()
+    };
     match duplex_engine::apply_retention_for_peers(
         &duplex_wal::StdStorage,
         &cfg.backup_dir,
-        cfg.archive(),
-        cfg.keep_backups,
+        archive,
+        keep,
         floor,
     ) {
         Ok(r) if r.peer_floor_dropped => tracing::warn!(

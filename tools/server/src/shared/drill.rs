@@ -66,6 +66,8 @@ pub struct DrillJob {
     pub cfg: ServerConfig,
     /// What retention keeps for peers.
     pub peer_floor: Option<PeerFloor>,
+    /// Object storage (retention runs there too).
+    pub remote: Arc<crate::remote::Remote>,
 }
 
 impl Drills {
@@ -125,7 +127,7 @@ fn run(job: &DrillJob, info: &Mutex<DrillInfo>) {
         Ok(d) if d.passed() => {
             tracing::info!(event = "drill_passed", backup = %job.dir.display(), lsn = d.lsn, digest = %d.restored, seconds = d.seconds, "restore drill passed: the backup restores to the live data at its end LSN");
             // Retention first: INFO says `passed` once everything the pass allows is done.
-            super::backup::retention(&job.cfg, job.peer_floor);
+            super::backup::retention(&job.cfg, job.peer_floor, &job.remote);
             let mut i = info.lock();
             i.status = "passed";
             i.passed += 1;

@@ -409,6 +409,11 @@ impl Shared {
         })
     }
 
+    /// The backup service (object storage settings, INFO).
+    pub fn backups(&self) -> &Backups {
+        &self.backups
+    }
+
     /// What is known about the restore drills of the backups taken since start.
     pub fn drill_info(&self) -> DrillInfo {
         self.backups.drill_info()
