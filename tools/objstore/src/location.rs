@@ -79,8 +79,10 @@ impl Location {
 
 /// S3 client settings from the server's config file (`[s3]`); each one not set there comes
 /// from the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...). `Debug` never shows the secret.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...). `Debug` never shows the secret. The
+/// server's config file reads it as its `[s3]` section.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct S3Settings {
     /// Endpoint URL (`http://127.0.0.1:9000`); none: AWS.
     pub endpoint: Option<String>,

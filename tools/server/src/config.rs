@@ -245,40 +245,10 @@ impl Default for ServerConfig {
     }
 }
 
-/// The `[s3]` section: client settings for `s3://` locations. `Debug` never shows the
-/// secret.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    /// Endpoint URL (`AWS_ENDPOINT_URL`).
-    pub endpoint: Option<String>,
-    /// Region (`AWS_REGION`).
-    pub region: Option<String>,
-    /// Access key id (`AWS_ACCESS_KEY_ID`).
-    pub access_key_id: Option<String>,
-    /// Secret access key (`AWS_SECRET_ACCESS_KEY`).
-    pub secret_access_key: Option<String>,
-    /// Allow plain HTTP (`AWS_ALLOW_HTTP`).
-    pub allow_http: Option<bool>,
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field(
-                "access_key_id",
-                &self.access_key_id.as_ref().map(|_| "<set>"),
-            )
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("allow_http", &self.allow_http)
-            .finish()
-    }
-}
+/// The `[s3]` section: client settings for `s3://` locations (endpoint, region,
+/// access key id, secret access key, allow_http; each unset one comes from the `AWS_*`
+/// environment). `Debug` never shows the secret.
+pub type S3Config = duplex_objstore::S3Settings;
 
 impl ServerConfig {
     /// Reads a TOML file; absent keys keep their defaults.

@@ -101,38 +101,15 @@ pub fn spawn(sh: &Arc<Shared>) -> Result<(), Error> {
 mod tests {
     use std::sync::Arc;
 
-    use duplex_engine::{Config as DbConfig, Database, SyncPolicy};
     use duplex_wal::ManualClock;
 
     use super::*;
     use crate::cmd::write_groups;
     use crate::config::ServerConfig;
     use crate::keyspace::stored_key;
-    use crate::state::{OpState, StateRecord, StateTable};
 
     fn shared(dir: &std::path::Path, clock: Arc<ManualClock>) -> Shared {
-        let db = Database::open(
-            dir.join("data"),
-            DbConfig {
-                sync: SyncPolicy::Never,
-                background: false,
-                clock: clock.clone(),
-                ..DbConfig::default()
-            },
-        )
-        .unwrap();
-        let rec = StateRecord {
-            state: OpState::Running,
-            epoch: 1,
-            node_id: 1,
-            updated_ms: 0,
-        };
-        let table = StateTable::new(dir, rec).unwrap();
-        let cfg = ServerConfig {
-            data: dir.join("data"),
-            ..ServerConfig::default()
-        };
-        Shared::new(db, cfg, table, clock, "127.0.0.1:0".parse().unwrap())
+        crate::shared::test_shared(dir, clock, ServerConfig::default())
     }
 
     fn run(sh: &Shared, db: u8, req: &[&[u8]]) -> Vec<u8> {

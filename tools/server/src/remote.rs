@@ -60,14 +60,7 @@ pub struct UploadInfo {
 }
 
 fn settings(cfg: &ServerConfig) -> S3Settings {
-    let s = &cfg.s3;
-    S3Settings {
-        endpoint: s.endpoint.clone(),
-        region: s.region.clone(),
-        access_key_id: s.access_key_id.clone(),
-        secret_access_key: s.secret_access_key.clone(),
-        allow_http: s.allow_http,
-    }
+    cfg.s3.clone()
 }
 
 fn connect(url: &Path, cfg: &ServerConfig) -> Result<Option<Store>, Error> {

@@ -290,37 +290,18 @@ pub fn commit(sh: &Shared, runs: &[&[Vec<&[u8]>]]) -> Vec<Vec<u8>> {
 mod tests {
     use std::sync::Arc;
 
-    use duplex_engine::{Config as DbConfig, Database, SyncPolicy};
     use duplex_wal::ManualClock;
 
     use super::*;
     use crate::config::ServerConfig;
-    use crate::state::{OpState, StateRecord, StateTable};
 
     /// A `Shared` over a fresh database, no sockets.
     fn shared(dir: &std::path::Path, requirepass: Option<&str>) -> Shared {
-        let db = Database::open(
-            dir.join("data"),
-            DbConfig {
-                sync: SyncPolicy::Never,
-                ..DbConfig::default()
-            },
-        )
-        .unwrap();
-        let rec = StateRecord {
-            state: OpState::Running,
-            epoch: 1,
-            node_id: 1,
-            updated_ms: 0,
-        };
-        let table = StateTable::new(dir, rec).unwrap();
         let cfg = ServerConfig {
-            data: dir.join("data"),
             requirepass: requirepass.map(str::to_owned),
             ..ServerConfig::default()
         };
-        let addr = "127.0.0.1:0".parse().unwrap();
-        Shared::new(db, cfg, table, Arc::new(ManualClock::new(1)), addr)
+        crate::shared::test_shared(dir, Arc::new(ManualClock::new(1)), cfg)
     }
 
     #[test]

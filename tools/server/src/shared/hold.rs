@@ -292,6 +292,15 @@ mod tests {
         let holder = std::thread::spawn(move || h2.hold(Duration::from_millis(500)));
         std::thread::sleep(IDLE_WAIT + Duration::from_millis(30));
         assert!(!holder.is_finished());
+        // On a loaded machine the holder may not have run yet: wait for the forced close.
+        let t = Instant::now();
+        while h.state.load(Ordering::SeqCst) & ACTIVE == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the gate never closed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let h3 = h.clone();
         let blocked = std::thread::spawn(move || {
             let t = Instant::now();

@@ -434,3 +434,43 @@ impl Shared {
         self.backups.next_ms()
     }
 }
+
+/// A `Shared` over a fresh database in `dir`, without sockets, for the unit tests of the
+/// command and background modules: `clock` drives the database and the server; `cfg` may
+/// change the defaults (its `data` is set to `dir/data`).
+#[cfg(test)]
+pub(crate) fn test_shared(
+    dir: &std::path::Path,
+    clock: Arc<duplex_wal::ManualClock>,
+    cfg: ServerConfig,
+) -> Shared {
+    use crate::state::{OpState, StateRecord};
+    let db = Database::open(
+        dir.join("data"),
+        duplex_engine::Config {
+            sync: duplex_engine::SyncPolicy::Never,
+            background: false,
+            clock: clock.clone(),
+            ..duplex_engine::Config::default()
+        },
+    )
+    .expect("open a test database");
+    let rec = StateRecord {
+        state: OpState::Running,
+        epoch: 1,
+        node_id: 1,
+        updated_ms: 0,
+    };
+    let table = StateTable::new(dir, rec).expect("create a test state table");
+    let cfg = ServerConfig {
+        data: dir.join("data"),
+        ..cfg
+    };
+    Shared::new(
+        db,
+        cfg,
+        table,
+        clock,
+        "127.0.0.1:0".parse().expect("an address"),
+    )
+}
