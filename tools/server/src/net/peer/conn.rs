@@ -5,24 +5,19 @@
 //! link learns goes to [`crate::shared::PeerTable`]; refusals are logged.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use duplex_engine::Timestamp;
 use duplex_proto::peer::{
-    Decoded, ErrorCode, ErrorFrame, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity,
-    PeerInfo, RefuseReason, Status, NONCE_LEN,
+    Decoded, Frame, FrameDecoder, FrameLimits, Handshake, NodeIdentity, PeerInfo, RefuseReason,
+    Status, NONCE_LEN,
 };
 
-use super::link::{LinkError, Receiver, SendLimits, Sender};
-use crate::config::SyncMode;
+use super::link::{LinkError, Receiver};
 use crate::limits::{CHUNK_BYTES, POLL};
-use crate::shared::{LinkState, Shared};
-use crate::Error;
+use crate::shared::Shared;
 
 /// First wait before reconnecting after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -30,7 +25,7 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// clock skew: what a retry alone cannot fix).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a whole handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one write may block (a peer that reads nothing for this long is dropped).
@@ -38,9 +33,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A receiver that hears nothing (no batch, no heartbeat) for this long closes the link.
 const RECEIVER_IDLE: Duration = Duration::from_secs(30);
 /// Most batches in one BATCHES frame.
-const FRAME_BATCHES: usize = 1024;
+pub(super) const FRAME_BATCHES: usize = 1024;
 /// Payload bytes a BATCHES frame aims at.
-const FRAME_BYTES: usize = 1 << 20;
+pub(super) const FRAME_BYTES: usize = 1 << 20;
 
 /// Why a connection ended, as the outbound loop and the status see it.
 #[derive(Debug)]
@@ -81,15 +76,19 @@ fn io_fail(what: &str) -> impl Fn(std::io::Error) -> Fail + '_ {
 
 /// A connection's frames: encoding out, decoding in.
 pub(super) struct FrameIo {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    limits: FrameLimits,
-    out: Vec<u8>,
-    chunk: Box<[u8; CHUNK_BYTES]>,
+    pub(super) stream: TcpStream,
+    pub(super) decoder: FrameDecoder,
+    pub(super) limits: FrameLimits,
+    pub(super) out: Vec<u8>,
+    pub(super) chunk: Box<[u8; CHUNK_BYTES]>,
 }
 
 impl FrameIo {
-    fn new(stream: TcpStream, limits: FrameLimits, prefix: &[u8]) -> Result<FrameIo, Fail> {
+    pub(super) fn new(
+        stream: TcpStream,
+        limits: FrameLimits,
+        prefix: &[u8],
+    ) -> Result<FrameIo, Fail> {
         stream.set_nodelay(true).map_err(io_fail("set nodelay"))?;
         stream
             .set_read_timeout(Some(POLL))
@@ -160,7 +159,7 @@ impl FrameIo {
 }
 
 /// Reads until a whole frame is decoded, `deadline` passes or `stop()` says so.
-fn recv_frame(
+pub(super) fn recv_frame(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
     chunk: &mut [u8; CHUNK_BYTES],
@@ -197,7 +196,7 @@ fn recv_frame(
 }
 
 /// This server as its handshake announces it.
-fn identity(sh: &Shared) -> NodeIdentity {
+pub(super) fn identity(sh: &Shared) -> NodeIdentity {
     NodeIdentity {
         cluster_id: sh.cfg().cluster_id,
         node_id: sh.db().node_id(),
@@ -206,7 +205,7 @@ fn identity(sh: &Shared) -> NodeIdentity {
     }
 }
 
-fn nonce() -> Result<[u8; NONCE_LEN], Fail> {
+pub(super) fn nonce() -> Result<[u8; NONCE_LEN], Fail> {
     let mut n = [0u8; NONCE_LEN];
     getrandom::getrandom(&mut n)
         .map_err(|e| Fail::Io(format!("no random bytes for the handshake nonce: {e}")))?;
@@ -214,12 +213,12 @@ fn nonce() -> Result<[u8; NONCE_LEN], Fail> {
 }
 
 /// Frame limits for this server's largest batch.
-fn frame_limits(sh: &Shared) -> FrameLimits {
+pub(super) fn frame_limits(sh: &Shared) -> FrameLimits {
     FrameLimits::for_batch_bytes(sh.db().wal().options().max_record_size)
 }
 
 /// Feeds handshake frames until it is established or refused.
-fn handshake(
+pub(super) fn handshake(
     sh: &Shared,
     io: &mut FrameIo,
     hs: &mut Handshake,
@@ -270,341 +269,8 @@ fn handshake(
     }
 }
 
-/// Starts the outbound link thread to `addr` (status row `i`).
-pub fn spawn_outbound(
-    sh: Arc<Shared>,
-    i: usize,
-    addr: String,
-    pin: Option<u64>,
-) -> Result<JoinHandle<()>, Error> {
-    std::thread::Builder::new()
-        .name(format!("peer-out-{i}"))
-        .spawn(move || outbound_loop(&sh, i, &addr, pin))
-        .map_err(Error::Net)
-}
-
-/// Connects, runs the link, and reconnects with back-off until the server stops.
-fn outbound_loop(sh: &Shared, i: usize, addr: &str, pin: Option<u64>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut last_logged: Option<String> = None;
-    while !sh.links_stopping() {
-        let mut established = false;
-        let res = run_outbound(sh, i, (addr, pin), &mut established);
-        if established {
-            backoff = BACKOFF_MIN;
-        }
-        let (state, wait) = match &res {
-            Fail::Stopped => break,
-            Fail::Io(_) | Fail::Done => (LinkState::Connecting, backoff),
-            Fail::Refused(r) => (LinkState::Refused(r.clone()), BACKOFF_MAX),
-            Fail::Link(LinkError::NeedsRebuild(_)) => (LinkState::NeedsRebuild, BACKOFF_MAX),
-            Fail::Link(LinkError::ClockSkew(_)) => (LinkState::ClockSkew, BACKOFF_MAX),
-            Fail::Link(_) => (LinkState::Connecting, backoff),
-        };
-        let msg = res.to_string();
-        // A peer that stays down is logged once, not every back-off.
-        if last_logged.as_deref() != Some(msg.as_str()) {
-            let level_warn = (!matches!(res, Fail::Io(_)) || established) && !peer_stopping(&res);
-            if level_warn {
-                tracing::warn!(event = "peer_link_down", peer = addr, error = %msg, "peer link to {addr}: {msg}");
-            } else {
-                tracing::info!(event = "peer_unreachable", peer = addr, error = %msg, "peer {addr} not reachable yet: {msg}");
-            }
-            last_logged = Some(msg.clone());
-        }
-        sh.peers().update_outbound(i, |s| {
-            s.state = state;
-            s.last_error = Some(msg);
-            s.lag_batches = 0;
-            s.lag_bytes = 0;
-            s.lag_ms = 0;
-        });
-        sleep_unless_stopping(sh, wait);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-fn sleep_unless_stopping(sh: &Shared, d: Duration) {
-    let until = Instant::now() + d;
-    while !sh.links_stopping() {
-        let now = Instant::now();
-        if now >= until {
-            return;
-        }
-        std::thread::sleep((until - now).min(POLL));
-    }
-}
-
-/// One connection to `addr`: connect, handshake, transfer until it fails.
-fn run_outbound(
-    sh: &Shared,
-    i: usize,
-    (addr, pin): (&str, Option<u64>),
-    established: &mut bool,
-) -> Fail {
-    let stream = match connect(addr) {
-        Ok(s) => s,
-        Err(f) => return f,
-    };
-    let limits = frame_limits(sh);
-    let mut io = match FrameIo::new(stream, limits, &[]) {
-        Ok(io) => io,
-        Err(f) => return f,
-    };
-    let secret = match sh.peers().secret() {
-        Some(s) => s,
-        None => return Fail::Refused("this server has no cluster secret".into()),
-    };
-    let started = nonce().and_then(|n| {
-        Handshake::initiator(identity(sh), secret.bytes(), n)
-            .map_err(|e| Fail::Refused(e.to_string()))
-    });
-    let (mut hs, hello) = match started {
-        Ok(x) => x,
-        Err(f) => return f,
-    };
-    let peer = match handshake(sh, &mut io, &mut hs, Some(hello)) {
-        Ok(p) => p,
-        Err(f) => return f,
-    };
-    if let Some(want) = pin.filter(|w| *w != peer.node_id) {
-        return Fail::Refused(format!(
-            "the server at {addr} is node {}, but --peer pins node {want} there: fix the --peer entry or that server's --node-id",
-            peer.node_id
-        ));
-    }
-    *established = true;
-    tracing::info!(
-        event = "peer_link_up",
-        peer = addr,
-        node = peer.node_id,
-        "peer link to {addr} (node {}) is up",
-        peer.node_id
-    );
-    sh.peers().update_outbound(i, |s| {
-        s.node = Some(peer.node_id);
-        s.state = LinkState::Up;
-        s.connects += 1;
-        // Not known again until the peer tells them (it may have been rebuilt).
-        s.marks.clear();
-    });
-    transfer(sh, i, io, peer.node_id)
-}
-
-fn connect(addr: &str) -> Result<TcpStream, Fail> {
-    let addrs = addr
-        .to_socket_addrs()
-        .map_err(|e| Fail::Io(format!("cannot resolve {addr}: {e}")))?;
-    let mut last = Fail::Io(format!("{addr} resolves to no address"));
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Fail::Io(format!("cannot connect to {addr}: {e}")),
-        }
-    }
-    Err(last)
-}
-
-/// What the reader thread of an outbound link passes on.
-type Incoming = Result<Frame, Fail>;
-
-/// The transfer loop of an established outbound link (see [`Sender`]); a reader thread
-/// passes the receiver's frames in.
-fn transfer(sh: &Shared, i: usize, io: FrameIo, peer: u64) -> Fail {
-    let FrameIo {
-        stream,
-        decoder,
-        limits,
-        ..
-    } = io;
-    let mut read_half = match stream.try_clone() {
-        Ok(s) => s,
-        Err(e) => return Fail::Io(format!("cannot clone the peer socket: {e}")),
-    };
-    let done = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Incoming>();
-    let reader_done = done.clone();
-    let reader = std::thread::Builder::new()
-        .name(format!("peer-ack-{i}"))
-        .spawn(move || {
-            let mut decoder = decoder;
-            let mut chunk = Box::new([0u8; CHUNK_BYTES]);
-            loop {
-                let far = Instant::now() + Duration::from_secs(86_400);
-                let r = recv_frame(&mut read_half, &mut decoder, &mut chunk, far, &|| {
-                    reader_done.load(Ordering::Relaxed)
-                });
-                let end = r.is_err();
-                if tx.send(r).is_err() || end {
-                    return;
-                }
-            }
-        });
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => return Fail::Io(format!("cannot start the peer reader: {e}")),
-    };
-    let mut io = FrameIo {
-        stream,
-        decoder: FrameDecoder::new(limits),
-        limits,
-        out: Vec::new(),
-        chunk: Box::new([0; CHUNK_BYTES]),
-    };
-    let fail = send_loop(sh, i, &mut io, &rx, (limits, peer));
-    if let Some(f) = farewell(&fail) {
-        let _ = io.send(&[f]);
-    }
-    done.store(true, Ordering::Relaxed);
-    let _ = io.stream.shutdown(std::net::Shutdown::Both);
-    let _ = reader.join();
-    fail
-}
-
-/// Whether the peer ended the link because it is stopping (logged as info, not a warning).
-fn peer_stopping(f: &Fail) -> bool {
-    matches!(
-        f,
-        Fail::Link(LinkError::Peer {
-            code: ErrorCode::ShuttingDown,
-            ..
-        })
-    )
-}
-
-/// The ERROR frame to send as the link ends, if any.
-fn farewell(f: &Fail) -> Option<Frame> {
-    match f {
-        Fail::Link(e) => e.farewell(),
-        Fail::Stopped => Some(Frame::Error(ErrorFrame::new(
-            ErrorCode::ShuttingDown,
-            "the sender is stopping",
-        ))),
-        _ => None,
-    }
-}
-
-/// Sends until the link fails or the server stops.
-fn send_loop(
-    sh: &Shared,
-    i: usize,
-    io: &mut FrameIo,
-    rx: &mpsc::Receiver<Incoming>,
-    (limits, peer): (FrameLimits, u64),
-) -> Fail {
-    let cfg = sh.cfg();
-    let interval = Duration::from_millis(cfg.transfer_interval_ms);
-    let db = sh.db();
-    let mut sender = Sender::new(
-        db.node_id(),
-        SendLimits {
-            frame: limits,
-            max_batches_per_frame: FRAME_BATCHES,
-            frame_bytes: FRAME_BYTES,
-            window_bytes: cfg.peer_window_bytes,
-            heartbeat_ms: cfg.transfer_interval_ms,
-            forward_after_ms: forward_after_ms(cfg.transfer_interval_ms),
-        },
-    )
-    .to_peer(peer);
-    let mut totals = (0u64, 0u64, 0u64);
-    loop {
-        if sh.links_stopping() {
-            return Fail::Stopped;
-        }
-        while let Ok(m) = rx.try_recv() {
-            if let Err(f) = take(&mut sender, m) {
-                return f;
-            }
-        }
-        // A commit landing after this is seen by the check before the wait below.
-        let seen_lsn = db.wal().last_lsn();
-        if !matches!(cfg.sync, SyncMode::Always) && seen_lsn > db.wal().durable_lsn() {
-            if let Err(e) = db.wal().sync() {
-                return Fail::Link(LinkError::Local(format!("WAL sync before sending: {e}")));
-            }
-        }
-        let frames = match sender.poll(db, sh.clock().now_ms()) {
-            Ok(f) => f,
-            Err(e) => return Fail::Link(e),
-        };
-        if let Err(f) = io.send(&frames) {
-            return f;
-        }
-        report(sh, i, &sender, &mut totals);
-        let sent_batches = frames.iter().any(|f| matches!(f, Frame::Batches(_)));
-        if sent_batches && !sender.window_full() {
-            continue;
-        }
-        if !sender.started() || sender.window_full() || !cfg.transfer_on_commit {
-            match rx.recv_timeout(interval) {
-                Ok(m) => {
-                    if let Err(f) = take(&mut sender, m) {
-                        return f;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Fail::Io("the peer reader ended".into())
-                }
-            }
-        } else if db.wal().last_lsn() == seen_lsn {
-            db.wait_for_commit(interval);
-        }
-    }
-}
-
-/// Hands one message of the reader to the sender.
-fn take(sender: &mut Sender, m: Incoming) -> Result<(), Fail> {
-    let frame = m?;
-    sender.on_frame(&frame).map_err(Fail::Link)
-}
-
-/// Copies the sender's progress into the status (counters as totals since start).
-fn report(sh: &Shared, i: usize, sender: &Sender, totals: &mut (u64, u64, u64)) {
-    let p = sender.progress(sh.clock().now_ms());
-    let (df, db) = (p.frames_sent - totals.0, p.batches_sent - totals.1);
-    let dfw = p.batches_forwarded - totals.2;
-    *totals = (p.frames_sent, p.batches_sent, p.batches_forwarded);
-    sh.peers().update_outbound(i, |s| {
-        s.state = LinkState::Up;
-        s.acked = p.acked;
-        s.lag_batches = p.lag_batches;
-        s.lag_bytes = p.lag_bytes;
-        s.lag_ms = p.lag_ms;
-        s.frames_sent += df;
-        s.batches_sent += db;
-        s.batches_forwarded += dfw;
-        s.marks.clone_from(sender.peer_marks());
-    });
-    // Checkpoints keep the WAL every peer still needs: the least acknowledged position of
-    // this node's batches, and of every other origin's the least mark a peer other than
-    // that origin holds (a survivor that restarts can then still give a rebuilt origin
-    // back what its rebuild's source lacked).
-    let outbound = sh.peers().outbound();
-    let db = sh.db();
-    db.set_peer_floor(outbound.iter().map(|p| p.acked).min());
-    db.set_forward_floors(forward_floors(db, &outbound));
-}
-
-/// For every other origin this server holds batches of, the least mark of it that an
-/// outbound peer other than the origin holds (0 where a peer has not said: keep).
-pub(crate) fn forward_floors(
-    db: &duplex_engine::Database,
-    outbound: &[crate::shared::PeerStatus],
-) -> Vec<(u64, u64)> {
-    db.origins()
-        .keys()
-        .filter_map(|&o| {
-            outbound
-                .iter()
-                .filter(|p| p.node != Some(o))
-                .map(|p| p.marks.get(&o).copied().unwrap_or(0))
-                .min()
-                .map(|m| (o, m))
-        })
-        .collect()
-}
+pub use super::outbound::spawn_outbound;
+use super::outbound::{farewell, peer_stopping};
 
 /// Serves an inbound peer connection on the calling thread: `prefix` holds the bytes the
 /// RESP layer already read (starting with the frame magic). Returns when the link ends.

@@ -21,6 +21,7 @@
 
 pub mod conn;
 pub mod link;
+mod outbound;
 mod receive;
 pub mod serve_rebuild;
 
